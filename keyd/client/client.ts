@@ -1,0 +1,159 @@
+// The TypeScript keyd client: one pipelined connection, every request bounded by a timeout, reconnects on demand.
+import { connect, type Socket } from 'node:net'
+import { readFileSync } from 'node:fs'
+import { createPublicKey, type KeyObject } from 'node:crypto'
+import {
+  FrameDecoder, Op, Tag, encodeFrame, readStr, readUint, errorCodeName, parseItems,
+  itemStr, itemBytes, itemU32, itemU16, itemU8, type Item
+} from '../protocol/codec.js'
+import { ALGORITHMS_BY_NAME } from '../algorithms.js'
+import type { KeyInfo } from '../keystore/keystore.js'
+import { secretBytes } from '../server/clients.js'
+import { KeydRemoteError, KeydTimeoutError, KeydUnavailableError } from '../errors.js'
+
+export interface KeydClientOptions {
+  socketPath: string
+  clientName: string
+  /** Path of the client's secret file (read at each connect). */
+  secretFile: string
+  timeoutMs?: number
+}
+
+export interface PublicKeyInfo { name: string, version: number, type: string, bits: number, spki: Buffer, publicKey: KeyObject }
+
+interface Pending { resolve: (items: Map<number, Uint8Array>) => void, reject: (err: Error) => void, timer: NodeJS.Timeout }
+
+export class KeydClient {
+  readonly #opts: Required<KeydClientOptions>
+  #socket: Socket | null = null
+  #ready: Promise<void> | null = null
+  #nextId = 1
+  readonly #pending = new Map<number, Pending>()
+
+  constructor (opts: KeydClientOptions) {
+    this.#opts = { timeoutMs: 1000, ...opts }
+  }
+
+  /** Connects and authenticates if not connected. @throws KeydUnavailableError, KeydRemoteError (UNKNOWN_CLIENT) */
+  async connect (): Promise<void> {
+    if (this.#ready === null) {
+      this.#ready = this.#open().catch(err => { this.#ready = null; throw err })
+    }
+    await this.#ready
+  }
+
+  async #open (): Promise<void> {
+    const socket = connect(this.#opts.socketPath)
+    socket.unref()
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { socket.destroy(); reject(new KeydTimeoutError(this.#opts.timeoutMs)) }, this.#opts.timeoutMs)
+      socket.once('connect', () => { clearTimeout(timer); resolve() })
+      socket.once('error', err => { clearTimeout(timer); reject(new KeydUnavailableError(`keyd is not reachable at ${this.#opts.socketPath}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })) })
+    })
+    const decoder = new FrameDecoder()
+    socket.on('data', chunk => {
+      for (const ev of decoder.push(chunk)) {
+        if (ev.kind !== 'frame') { socket.destroy(); return }
+        const p = this.#pending.get(ev.frame.requestId)
+        if (p === undefined) continue
+        this.#pending.delete(ev.frame.requestId)
+        clearTimeout(p.timer)
+        const items = parseItems(ev.frame.payload) ?? new Map()
+        if (ev.frame.opcode === Op.ERROR) {
+          const code = readUint(items, Tag.ERROR_CODE, 2) ?? 0
+          p.reject(new KeydRemoteError(errorCodeName(code ?? 0), code ?? 0, readStr(items, Tag.ERROR_MESSAGE) ?? 'keyd error'))
+        } else {
+          p.resolve(items)
+        }
+      }
+    })
+    const onGone = (err?: Error): void => {
+      if (this.#socket === socket) { this.#socket = null; this.#ready = null }
+      for (const [id, p] of this.#pending) {
+        clearTimeout(p.timer)
+        this.#pending.delete(id)
+        p.reject(new KeydUnavailableError('keyd connection closed' + (err !== undefined ? `: ${err.message}` : '')))
+      }
+    }
+    socket.on('close', () => onGone())
+    socket.on('error', err => onGone(err))
+    this.#socket = socket
+    let secret: Buffer
+    try {
+      secret = secretBytes(readFileSync(this.#opts.secretFile))
+    } catch (err) {
+      socket.destroy()
+      throw new KeydUnavailableError(`cannot read the client secret file ${this.#opts.secretFile}: ${(err as NodeJS.ErrnoException).code ?? ''}`, { cause: err })
+    }
+    await this.#send(Op.HELLO, [itemStr(Tag.CLIENT_NAME, this.#opts.clientName), itemBytes(Tag.CLIENT_SECRET, secret)])
+  }
+
+  async #send (opcode: number, items: Item[]): Promise<Map<number, Uint8Array>> {
+    const socket = this.#socket
+    if (socket === null) throw new KeydUnavailableError('keyd connection closed')
+    const id = this.#nextId
+    this.#nextId = (this.#nextId + 1) >>> 0 || 1
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id)
+        reject(new KeydTimeoutError(this.#opts.timeoutMs))
+      }, this.#opts.timeoutMs)
+      this.#pending.set(id, { resolve, reject, timer })
+      socket.ref()
+      socket.write(encodeFrame(opcode, id, items))
+    }).finally(() => { if (this.#pending.size === 0) socket.unref() }) as Map<number, Uint8Array>
+  }
+
+  /** Sends one request (connecting first if needed) and returns the answer's items. */
+  async request (opcode: number, items: Item[] = []): Promise<Map<number, Uint8Array>> {
+    await this.connect()
+    return await this.#send(opcode, items)
+  }
+
+  async ping (payload: Uint8Array = new Uint8Array(0)): Promise<Buffer> {
+    const r = await this.request(Op.PING, [itemBytes(Tag.PAYLOAD, payload)])
+    return Buffer.from(r.get(Tag.PAYLOAD) ?? [])
+  }
+
+  async getPublicKey (name: string, version = 0): Promise<PublicKeyInfo> {
+    return toPublicKeyInfo(await this.request(Op.GET_PUBLIC_KEY, [itemStr(Tag.KEY_NAME, name), itemU32(Tag.KEY_VERSION, version)]))
+  }
+
+  /** Signs `message` whole with `algorithm` (a name like `ecdsa-sha256`, see keyd/algorithms.ts). */
+  async sign (name: string, algorithm: string, message: Uint8Array, opts: { version?: number, ieeeP1363?: boolean } = {}): Promise<{ signature: Buffer, version: number }> {
+    const alg = ALGORITHMS_BY_NAME.get(algorithm)
+    if (alg === undefined) throw new TypeError(`unknown algorithm ${algorithm}`)
+    const r = await this.request(Op.SIGN, [
+      itemStr(Tag.KEY_NAME, name), itemU32(Tag.KEY_VERSION, opts.version ?? 0), itemU16(Tag.ALGORITHM, alg.code),
+      itemBytes(Tag.MESSAGE, message), itemU8(Tag.SIG_ENCODING, opts.ieeeP1363 === true ? 1 : 0)
+    ])
+    return { signature: Buffer.from(r.get(Tag.SIGNATURE) ?? []), version: readUint(r, Tag.KEY_VERSION, 4) ?? 0 }
+  }
+
+  async createKey (name: string, type: string, usage: string): Promise<PublicKeyInfo> {
+    return toPublicKeyInfo(await this.request(Op.KEY_CREATE, [itemStr(Tag.KEY_NAME, name), itemStr(Tag.KEY_TYPE, type), itemStr(Tag.USAGE, usage)]))
+  }
+
+  async listKeys (): Promise<KeyInfo[]> {
+    const r = await this.request(Op.KEY_LIST)
+    return JSON.parse(readStr(r, Tag.JSON) ?? '[]') as KeyInfo[]
+  }
+
+  close (): void {
+    this.#socket?.destroy()
+    this.#socket = null
+    this.#ready = null
+  }
+}
+
+function toPublicKeyInfo (r: Map<number, Uint8Array>): PublicKeyInfo {
+  const spki = Buffer.from(r.get(Tag.PUBLIC_KEY) ?? [])
+  return {
+    name: readStr(r, Tag.KEY_NAME) ?? '',
+    version: readUint(r, Tag.KEY_VERSION, 4) ?? 0,
+    type: readStr(r, Tag.KEY_TYPE) ?? '',
+    bits: readUint(r, Tag.KEY_BITS, 4) ?? 0,
+    spki,
+    publicKey: createPublicKey({ key: spki, format: 'der', type: 'spki' })
+  }
+}

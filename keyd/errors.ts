@@ -1,0 +1,57 @@
+// The one catalog of keyd-side error classes. Callers branch on `code`, never on message text.
+// Codes are never reused. No message ever carries a key, a secret or a message to sign.
+
+/** Base class of every keyd error; `code` is stable. */
+export class KeydError extends Error {
+  readonly code: string
+  constructor (code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** An error that travels on the wire: `wire` is the PROTOCOL.md error code name. */
+export class KeydRequestError extends KeydError {
+  readonly wire: number
+  constructor (code: string, wire: number, message: string) {
+    super(code, message)
+    this.wire = wire
+  }
+}
+
+/** keyd answered a request with an ERROR frame (client side). `code` is `KEYD_ERR_<NAME>`. */
+export class KeydRemoteError extends KeydError {
+  readonly wire: number
+  constructor (wireName: string, wire: number, message: string) {
+    super(`KEYD_ERR_${wireName}`, message)
+    this.wire = wire
+  }
+}
+
+/** The socket could not be reached, closed mid-request, or keyd did not answer in time. */
+export class KeydUnavailableError extends KeydError {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super('KEYD_ERR_UNAVAILABLE', message, options)
+  }
+}
+
+export class KeydTimeoutError extends KeydError {
+  constructor (ms: number) {
+    super('KEYD_ERR_TIMEOUT', `keyd did not answer within ${ms} ms`)
+  }
+}
+
+/** The keystore on disk cannot be opened: wrong passphrase, corrupt or truncated file. */
+export class KeystoreError extends KeydError {
+  constructor (code: 'KEYD_ERR_KEYSTORE_CORRUPT' | 'KEYD_ERR_WRONG_PASSPHRASE' | 'KEYD_ERR_NO_MASTER_KEY' | 'KEYD_ERR_KEYSTORE_IO', message: string, options?: { cause?: unknown }) {
+    super(code, message, options)
+  }
+}
+
+/** keyd configuration (clients file, flags) is invalid. */
+export class KeydConfigError extends KeydError {
+  constructor (message: string) {
+    super('KEYD_ERR_CONFIG_INVALID', message)
+  }
+}

@@ -1,0 +1,230 @@
+// Pure codec for the keyd wire protocol (PROTOCOL.md): bytes in, objects out. Never touches a socket.
+
+export const PROTOCOL_VERSION = 1
+export const HEADER_SIZE = 12
+export const DEFAULT_MAX_FRAME = 1024 * 1024
+
+export const Op = {
+  HELLO: 0x01,
+  PING: 0x02,
+  GET_PUBLIC_KEY: 0x03,
+  SIGN: 0x04,
+  KEY_CREATE: 0x20,
+  KEY_LIST: 0x21,
+  ERROR: 0xff
+} as const
+
+export const Tag = {
+  CLIENT_NAME: 0x01,
+  CLIENT_SECRET: 0x02,
+  KEY_NAME: 0x03,
+  KEY_VERSION: 0x04,
+  KEY_TYPE: 0x05,
+  ALGORITHM: 0x06,
+  MESSAGE: 0x07,
+  SIGNATURE: 0x08,
+  PUBLIC_KEY: 0x09,
+  EC_POINT: 0x0a,
+  RSA_N: 0x0b,
+  RSA_E: 0x0c,
+  KEY_BITS: 0x0d,
+  ERROR_CODE: 0x0e,
+  ERROR_MESSAGE: 0x0f,
+  PAYLOAD: 0x10,
+  SIG_ENCODING: 0x11,
+  USAGE: 0x12,
+  SERVER_INFO: 0x13,
+  JSON: 0x14
+} as const
+
+/** Wire error codes; never renumbered. */
+export const ErrorCode = {
+  BAD_FRAME: 1,
+  UNSUPPORTED_VERSION: 2,
+  FRAME_TOO_LARGE: 3,
+  UNKNOWN_OPCODE: 4,
+  NOT_AUTHENTICATED: 5,
+  UNKNOWN_CLIENT: 6,
+  FORBIDDEN: 7,
+  MISSING_ITEM: 8,
+  KEY_NOT_FOUND: 9,
+  KEY_EXISTS: 10,
+  BAD_ALGORITHM: 11,
+  POLICY_DENIED_MESSAGE: 12,
+  BAD_KEY_NAME: 13,
+  BAD_KEY_TYPE: 14,
+  INTERNAL: 15,
+  OVERLOADED: 16
+} as const
+export type ErrorCodeName = keyof typeof ErrorCode
+const errorNames = new Map<number, ErrorCodeName>(
+  Object.entries(ErrorCode).map(([k, v]) => [v, k as ErrorCodeName]))
+
+/** Name of a wire error code, or `UNKNOWN_<n>`. */
+export function errorCodeName (code: number): string {
+  return errorNames.get(code) ?? `UNKNOWN_${code}`
+}
+
+export interface Item { tag: number, value: Uint8Array }
+
+export interface Frame {
+  version: number
+  opcode: number
+  flags: number
+  requestId: number
+  payload: Uint8Array
+}
+
+/** Encodes one frame. Throws RangeError if an item is too large for the format. */
+export function encodeFrame (opcode: number, requestId: number, items: Item[] = []): Buffer {
+  let size = HEADER_SIZE
+  for (const it of items) size += 5 + it.value.length
+  const out = Buffer.allocUnsafe(size)
+  out.writeUInt32BE(size - 4, 0)
+  out[4] = PROTOCOL_VERSION
+  out[5] = opcode
+  out.writeUInt16BE(0, 6)
+  out.writeUInt32BE(requestId >>> 0, 8)
+  let off = HEADER_SIZE
+  for (const it of items) {
+    out[off] = it.tag
+    out.writeUInt32BE(it.value.length, off + 1)
+    out.set(it.value, off + 5)
+    off += 5 + it.value.length
+  }
+  return out
+}
+
+/** Parses a frame payload into items; the first occurrence of a tag wins. Returns null if malformed. */
+export function parseItems (payload: Uint8Array): Map<number, Uint8Array> | null {
+  const items = new Map<number, Uint8Array>()
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
+  let off = 0
+  while (off < payload.length) {
+    if (off + 5 > payload.length) return null
+    const tag = payload[off]
+    const len = view.getUint32(off + 1)
+    if (off + 5 + len > payload.length) return null
+    if (!items.has(tag)) items.set(tag, payload.subarray(off + 5, off + 5 + len))
+    off += 5 + len
+  }
+  return items
+}
+
+export type DecodeEvent =
+  | { kind: 'frame', frame: Frame }
+  | { kind: 'too-large', length: number, requestId: number | null }
+
+/**
+ * Incremental frame splitter: feed it chunks, get whole frames back. After a frame over the
+ * size limit it stops (the stream cannot be resynchronised) and reports `too-large` once.
+ */
+export class FrameDecoder {
+  #buf: Buffer = Buffer.alloc(0)
+  #dead = false
+  readonly maxFrame: number
+
+  constructor (maxFrame = DEFAULT_MAX_FRAME) {
+    this.maxFrame = maxFrame
+  }
+
+  /** Bytes buffered but not yet returned as a frame. */
+  get pending (): number { return this.#buf.length }
+
+  push (chunk: Uint8Array): DecodeEvent[] {
+    if (this.#dead) return []
+    this.#buf = this.#buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#buf, chunk])
+    const events: DecodeEvent[] = []
+    while (this.#buf.length >= 4) {
+      const length = this.#buf.readUInt32BE(0)
+      if (length + 4 > this.maxFrame || length < HEADER_SIZE - 4) {
+        const requestId = this.#buf.length >= HEADER_SIZE ? this.#buf.readUInt32BE(8) : null
+        events.push({ kind: 'too-large', length, requestId })
+        this.#dead = true
+        this.#buf = Buffer.alloc(0)
+        break
+      }
+      if (this.#buf.length < length + 4) break
+      const f = this.#buf.subarray(0, length + 4)
+      events.push({
+        kind: 'frame',
+        frame: {
+          version: f[4],
+          opcode: f[5],
+          flags: f.readUInt16BE(6),
+          requestId: f.readUInt32BE(8),
+          payload: Buffer.from(f.subarray(HEADER_SIZE))
+        }
+      })
+      this.#buf = this.#buf.subarray(length + 4)
+    }
+    return events
+  }
+}
+
+// Item builders and readers.
+
+export function itemStr (tag: number, s: string): Item {
+  return { tag, value: Buffer.from(s, 'utf8') }
+}
+export function itemBytes (tag: number, b: Uint8Array): Item {
+  return { tag, value: b }
+}
+export function itemU8 (tag: number, n: number): Item {
+  return { tag, value: Uint8Array.of(n & 0xff) }
+}
+export function itemU16 (tag: number, n: number): Item {
+  const b = Buffer.allocUnsafe(2); b.writeUInt16BE(n); return { tag, value: b }
+}
+export function itemU32 (tag: number, n: number): Item {
+  const b = Buffer.allocUnsafe(4); b.writeUInt32BE(n >>> 0); return { tag, value: b }
+}
+
+/** Reads a fixed-size unsigned integer item; `undefined` if absent, `null` if the wrong size. */
+export function readUint (items: Map<number, Uint8Array>, tag: number, size: 1 | 2 | 4): number | undefined | null {
+  const v = items.get(tag)
+  if (v === undefined) return undefined
+  if (v.length !== size) return null
+  const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength)
+  return size === 1 ? b[0] : size === 2 ? b.readUInt16BE(0) : b.readUInt32BE(0)
+}
+
+export function readStr (items: Map<number, Uint8Array>, tag: number): string | undefined {
+  const v = items.get(tag)
+  return v === undefined ? undefined : Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8')
+}
+
+/** Builds the ERROR response frame. */
+export function encodeError (requestId: number, code: number, message: string): Buffer {
+  return encodeFrame(Op.ERROR, requestId, [itemU16(Tag.ERROR_CODE, code), itemStr(Tag.ERROR_MESSAGE, message)])
+}
+
+// Key references: the PEM the proxy holds instead of a private key.
+
+export const KEY_REF_LABEL = 'KEYEDGE KEY REFERENCE'
+const KEY_REF_MAGIC = Buffer.from('KER1')
+
+export interface KeyReference { name: string, version: number, type: string }
+
+/** Encodes a key reference PEM (no secret in it). */
+export function encodeKeyReference (ref: KeyReference): string {
+  const items = [itemStr(Tag.KEY_NAME, ref.name), itemU32(Tag.KEY_VERSION, ref.version), itemStr(Tag.KEY_TYPE, ref.type)]
+  const body = Buffer.concat([KEY_REF_MAGIC, encodeFrame(0, 0, items).subarray(HEADER_SIZE)]).toString('base64')
+  const lines = body.match(/.{1,64}/g) ?? []
+  return `-----BEGIN ${KEY_REF_LABEL}-----\n${lines.join('\n')}\n-----END ${KEY_REF_LABEL}-----\n`
+}
+
+/** Decodes a key reference PEM; returns null if the text is not one. */
+export function decodeKeyReference (pem: string): KeyReference | null {
+  const m = new RegExp(`-----BEGIN ${KEY_REF_LABEL}-----([A-Za-z0-9+/=\\s]+)-----END ${KEY_REF_LABEL}-----`).exec(pem)
+  if (m === null) return null
+  const raw = Buffer.from(m[1].replace(/\s+/g, ''), 'base64')
+  if (raw.length < 4 || !raw.subarray(0, 4).equals(KEY_REF_MAGIC)) return null
+  const items = parseItems(raw.subarray(4))
+  if (items === null) return null
+  const name = readStr(items, Tag.KEY_NAME)
+  const version = readUint(items, Tag.KEY_VERSION, 4)
+  const type = readStr(items, Tag.KEY_TYPE)
+  if (name === undefined || typeof version !== 'number' || version === 0 || type === undefined) return null
+  return { name, version, type }
+}

@@ -1,0 +1,141 @@
+// keyd request handlers: one function per opcode, from parsed items to a response frame.
+import { sign as cryptoSign, type KeyObject } from 'node:crypto'
+import {
+  Op, Tag, ErrorCode, encodeFrame, readStr, readUint,
+  itemStr, itemU32, itemBytes, type Item
+} from '../protocol/codec.js'
+import { ALGORITHMS, KEY_NAME_RE, keyFamily, isKeyType, isUsage, signOptions } from '../algorithms.js'
+import { tlsMessageKind } from '../policy/tls-message.js'
+import type { Keystore, KeyInfo } from '../keystore/keystore.js'
+import type { Client, Right } from './clients.js'
+
+/** A refusal that becomes an ERROR frame. */
+export class Refusal extends Error {
+  constructor (readonly wire: number, message: string) { super(message) }
+}
+
+export interface SignStats { signatures: number, refused: number }
+
+export interface HandlerContext {
+  keystore: Keystore
+  client: Client
+  stats: SignStats
+  serverInfo: string
+}
+
+type Items = Map<number, Uint8Array>
+
+function need<T> (v: T | undefined | null, tag: string): T {
+  if (v === undefined) throw new Refusal(ErrorCode.MISSING_ITEM, `missing item ${tag}`)
+  if (v === null) throw new Refusal(ErrorCode.BAD_FRAME, `item ${tag} has the wrong size`)
+  return v
+}
+
+function requireRight (client: Client, right: Right): void {
+  if (!client.rights.includes(right)) throw new Refusal(ErrorCode.FORBIDDEN, `client ${client.name} lacks the ${right} right`)
+}
+
+function findKey (ctx: HandlerContext, items: Items): { info: KeyInfo, version: number } {
+  const name = need(readStr(items, Tag.KEY_NAME), 'KEY_NAME')
+  const version = readUint(items, Tag.KEY_VERSION, 4) ?? 0
+  if (version === null) throw new Refusal(ErrorCode.BAD_FRAME, 'item KEY_VERSION has the wrong size')
+  const info = ctx.keystore.get(name)
+  if (info === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `no key named ${JSON.stringify(name.slice(0, 64))}`)
+  if (!ctx.client.keys.includes('*') && !ctx.client.keys.includes(name)) {
+    throw new Refusal(ErrorCode.FORBIDDEN, `client ${ctx.client.name} may not use key ${name}`)
+  }
+  if (version !== 0 && !info.versions.some(v => v.version === version)) {
+    throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${name} has no version ${version}`)
+  }
+  return { info, version }
+}
+
+/** The public-key items of GET_PUBLIC_KEY and KEY_CREATE answers. */
+function publicKeyItems (info: KeyInfo, version: number, key: KeyObject): Item[] {
+  const jwk = key.export({ format: 'jwk' })
+  const items: Item[] = [
+    itemStr(Tag.KEY_NAME, info.name),
+    itemU32(Tag.KEY_VERSION, version),
+    itemStr(Tag.KEY_TYPE, info.type),
+    itemBytes(Tag.PUBLIC_KEY, key.export({ format: 'der', type: 'spki' }))
+  ]
+  const b64 = (s: string | undefined): Buffer => Buffer.from(s ?? '', 'base64url')
+  if (info.type.startsWith('ec-')) {
+    items.push(itemU32(Tag.KEY_BITS, info.type === 'ec-p256' ? 256 : 384))
+    items.push(itemBytes(Tag.EC_POINT, Buffer.concat([Buffer.of(4), b64(jwk.x), b64(jwk.y)])))
+  } else if (info.type.startsWith('rsa-')) {
+    items.push(itemU32(Tag.KEY_BITS, Number(info.type.slice(4))))
+    items.push(itemBytes(Tag.RSA_N, b64(jwk.n)), itemBytes(Tag.RSA_E, b64(jwk.e)))
+  } else {
+    items.push(itemU32(Tag.KEY_BITS, 256))
+  }
+  return items
+}
+
+function ping (_ctx: HandlerContext, items: Items): Item[] {
+  const payload = items.get(Tag.PAYLOAD) ?? new Uint8Array(0)
+  if (payload.length > 1024) throw new Refusal(ErrorCode.BAD_FRAME, 'PING payload over 1 KiB')
+  return [itemBytes(Tag.PAYLOAD, payload)]
+}
+
+function getPublicKey (ctx: HandlerContext, items: Items): Item[] {
+  const { info, version } = findKey(ctx, items)
+  const pub = ctx.keystore.publicKey(info.name, version)
+  if (pub === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
+  return publicKeyItems(info, pub.version, pub.key)
+}
+
+function sign (ctx: HandlerContext, items: Items): Item[] {
+  requireRight(ctx.client, 'sign')
+  const { info, version } = findKey(ctx, items)
+  const code = need(readUint(items, Tag.ALGORITHM, 2), 'ALGORITHM')
+  const message = need(items.get(Tag.MESSAGE), 'MESSAGE')
+  const encoding = readUint(items, Tag.SIG_ENCODING, 1) ?? 0
+  const alg = ALGORITHMS.get(code)
+  if (alg === undefined) throw new Refusal(ErrorCode.BAD_ALGORITHM, `unknown algorithm 0x${code.toString(16).padStart(4, '0')}`)
+  if (alg.family !== keyFamily(info.type)) throw new Refusal(ErrorCode.BAD_ALGORITHM, `algorithm ${alg.name} does not fit a ${info.type} key`)
+  if (encoding !== 0 && encoding !== 1) throw new Refusal(ErrorCode.BAD_FRAME, 'SIG_ENCODING must be 0 or 1')
+  if (info.usage === 'tls-server' && tlsMessageKind(message) === null) {
+    throw new Refusal(ErrorCode.POLICY_DENIED_MESSAGE, `key ${info.name} is a tls-server key: it signs only TLS 1.3 CertificateVerify or TLS 1.2 ServerKeyExchange input`)
+  }
+  const k = ctx.keystore.signingKey(info.name, version)
+  if (k === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
+  const signature = cryptoSign(alg.hash, message, { key: k.key, ...signOptions(alg, encoding === 1) })
+  ctx.stats.signatures++
+  return [itemBytes(Tag.SIGNATURE, signature), itemU32(Tag.KEY_VERSION, k.version)]
+}
+
+function keyCreate (ctx: HandlerContext, items: Items): Item[] {
+  requireRight(ctx.client, 'admin')
+  const name = need(readStr(items, Tag.KEY_NAME), 'KEY_NAME')
+  const type = need(readStr(items, Tag.KEY_TYPE), 'KEY_TYPE')
+  const usage = need(readStr(items, Tag.USAGE), 'USAGE')
+  if (!KEY_NAME_RE.test(name)) throw new Refusal(ErrorCode.BAD_KEY_NAME, 'key names are 1-64 characters of a-z 0-9 . _ - starting with a letter or digit')
+  if (!isKeyType(type)) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `unknown key type ${JSON.stringify(type.slice(0, 32))}`)
+  if (!isUsage(usage)) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `unknown usage ${JSON.stringify(usage.slice(0, 32))}`)
+  if (ctx.keystore.get(name) !== undefined) throw new Refusal(ErrorCode.KEY_EXISTS, `a key named ${name} exists`)
+  const info = ctx.keystore.create(name, type, usage)
+  const pub = ctx.keystore.publicKey(name, 0)
+  if (pub === undefined) throw new Refusal(ErrorCode.INTERNAL, 'created key not found')
+  return publicKeyItems(info, pub.version, pub.key)
+}
+
+function keyList (ctx: HandlerContext): Item[] {
+  requireRight(ctx.client, 'admin')
+  return [itemStr(Tag.JSON, JSON.stringify(ctx.keystore.list()))]
+}
+
+const handlers = new Map<number, (ctx: HandlerContext, items: Items) => Item[]>([
+  [Op.PING, ping],
+  [Op.GET_PUBLIC_KEY, getPublicKey],
+  [Op.SIGN, sign],
+  [Op.KEY_CREATE, keyCreate],
+  [Op.KEY_LIST, keyList]
+])
+
+/** Runs one authenticated request. @throws Refusal for every expected failure. */
+export function handle (ctx: HandlerContext, opcode: number, requestId: number, items: Items): Buffer {
+  const h = handlers.get(opcode)
+  if (h === undefined) throw new Refusal(ErrorCode.UNKNOWN_OPCODE, `unknown opcode 0x${opcode.toString(16)}`)
+  return encodeFrame(opcode | 0x80, requestId, h(ctx, items))
+}

@@ -1,0 +1,144 @@
+// keyd's socket server: accepts unix-socket connections, authenticates them, and answers framed requests.
+import { createServer, connect, type Server, type Socket } from 'node:net'
+import { chmodSync, existsSync, unlinkSync, mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { once } from 'node:events'
+import type { Logger } from 'pino'
+import {
+  FrameDecoder, Op, Tag, ErrorCode, PROTOCOL_VERSION, DEFAULT_MAX_FRAME,
+  parseItems, readStr, encodeFrame, encodeError, itemStr, type Frame
+} from '../protocol/codec.js'
+import { handle, Refusal, type SignStats } from './handlers.js'
+import type { ClientRegistry, Client } from './clients.js'
+import type { Keystore } from '../keystore/keystore.js'
+import { KeydConfigError } from '../errors.js'
+
+export interface KeydServerOptions {
+  socketPath: string
+  keystore: Keystore
+  clients: ClientRegistry
+  logger: Logger
+  devMode: boolean
+  maxFrameBytes?: number
+  /** Requests in flight per connection before OVERLOADED. */
+  maxInFlight?: number
+  maxConnections?: number
+  /** A connection that has not sent HELLO by then is closed. */
+  helloTimeoutMs?: number
+}
+
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000 }
+
+export class KeydServer {
+  readonly #opts: Required<KeydServerOptions>
+  readonly #server: Server
+  readonly #sockets = new Set<Socket>()
+  readonly stats: SignStats = { signatures: 0, refused: 0 }
+
+  constructor (opts: KeydServerOptions) {
+    this.#opts = { ...KEYD_DEFAULTS, ...opts }
+    this.#server = createServer(s => this.#onConnection(s))
+    this.#server.maxConnections = this.#opts.maxConnections
+    this.#server.on('error', err => this.#opts.logger.error({ err }, 'keyd socket error'))
+  }
+
+  /** Binds the socket (0600, parent directory 0700), replacing a stale one. @throws KeydConfigError if another keyd is live. */
+  async listen (): Promise<void> {
+    const path = this.#opts.socketPath
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+    if (existsSync(path)) {
+      if (await isLive(path)) throw new KeydConfigError(`another keyd is already listening on ${path}`)
+      unlinkSync(path)
+    }
+    const oldMask = process.umask(0o177)
+    try {
+      this.#server.listen(path)
+      await once(this.#server, 'listening')
+    } finally {
+      process.umask(oldMask)
+    }
+    chmodSync(path, 0o600)
+  }
+
+  async close (): Promise<void> {
+    const closed = new Promise<void>(resolve => this.#server.close(() => resolve()))
+    for (const s of this.#sockets) s.destroy()
+    await closed
+  }
+
+  #onConnection (socket: Socket): void {
+    const { logger, maxFrameBytes, maxInFlight, helloTimeoutMs } = this.#opts
+    this.#sockets.add(socket)
+    const decoder = new FrameDecoder(maxFrameBytes)
+    let client: Client | undefined
+    let inFlight = 0
+    const helloTimer = setTimeout(() => socket.destroy(), helloTimeoutMs)
+    helloTimer.unref()
+    socket.on('close', () => { clearTimeout(helloTimer); this.#sockets.delete(socket) })
+    socket.on('error', err => logger.debug({ err: err.message }, 'keyd connection error'))
+
+    const reply = (buf: Buffer): void => {
+      if (!socket.destroyed) socket.write(buf)
+    }
+    const refuse = (requestId: number, code: number, message: string): void => {
+      this.stats.refused++
+      reply(encodeError(requestId, code, message))
+    }
+
+    const onFrame = (f: Frame): void => {
+      if (f.version !== PROTOCOL_VERSION) return refuse(f.requestId, ErrorCode.UNSUPPORTED_VERSION, `protocol version ${f.version} is not supported; this keyd speaks 1`)
+      if (f.flags !== 0) return refuse(f.requestId, ErrorCode.BAD_FRAME, 'flags must be 0')
+      const items = parseItems(f.payload)
+      if (items === null) return refuse(f.requestId, ErrorCode.BAD_FRAME, 'payload items run past the end of the frame')
+      if (f.opcode === Op.HELLO) {
+        const name = readStr(items, Tag.CLIENT_NAME) ?? ''
+        const c = this.#opts.clients.authenticate(name, items.get(Tag.CLIENT_SECRET) ?? new Uint8Array(0))
+        if (c === undefined) {
+          logger.warn({ client: name.slice(0, 64) }, 'keyd refused an unknown client')
+          refuse(f.requestId, ErrorCode.UNKNOWN_CLIENT, 'unknown client or wrong secret')
+          socket.end()
+          return
+        }
+        client = c
+        clearTimeout(helloTimer)
+        reply(encodeFrame(Op.HELLO | 0x80, f.requestId, [itemStr(Tag.SERVER_INFO, JSON.stringify({ name: 'keyd', version: 1, devMode: this.#opts.devMode }))]))
+        return
+      }
+      if (client === undefined) return refuse(f.requestId, ErrorCode.NOT_AUTHENTICATED, 'send HELLO first')
+      if (inFlight >= maxInFlight) return refuse(f.requestId, ErrorCode.OVERLOADED, `more than ${maxInFlight} requests in flight on this connection`)
+      inFlight++
+      try {
+        reply(handle({ keystore: this.#opts.keystore, client, stats: this.stats, serverInfo: '' }, f.opcode, f.requestId, items))
+      } catch (err) {
+        if (err instanceof Refusal) {
+          refuse(f.requestId, err.wire, err.message)
+        } else {
+          logger.error({ err: (err as Error).message, op: f.opcode }, 'keyd request failed')
+          refuse(f.requestId, ErrorCode.INTERNAL, 'internal error: ' + (err as Error).message)
+        }
+      } finally {
+        inFlight--
+      }
+    }
+
+    socket.on('data', chunk => {
+      for (const ev of decoder.push(chunk)) {
+        if (ev.kind === 'too-large') {
+          refuse(ev.requestId ?? 0, ErrorCode.FRAME_TOO_LARGE, `frame of ${ev.length + 4} bytes is outside 12..${maxFrameBytes}`)
+          socket.end()
+          return
+        }
+        onFrame(ev.frame)
+      }
+    })
+  }
+}
+
+/** True if something accepts connections on the unix socket `path`. */
+async function isLive (path: string): Promise<boolean> {
+  return await new Promise(resolve => {
+    const s = connect(path)
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => resolve(false))
+  })
+}

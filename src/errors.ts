@@ -1,0 +1,69 @@
+// The one catalog of proxy-side error classes. Callers branch on `code`, never on message text.
+// Codes are never reused. No message ever carries a key, a token, a PEM or a secret.
+
+/** Base class of every proxy error; `code` is stable. */
+export class EdgeError extends Error {
+  readonly code: string
+  constructor (code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** The configuration failed validation; `problems` lists every problem found, one per entry. */
+export class ConfigInvalidError extends EdgeError {
+  readonly problems: string[]
+  readonly file: string | undefined
+  constructor (problems: string[], file?: string) {
+    const where = file === undefined ? 'config' : `config ${file}`
+    super('EDGE_ERR_CONFIG_INVALID', `${where} is invalid (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n  ${problems.join('\n  ')}`)
+    this.problems = problems
+    this.file = file
+  }
+}
+
+/** A certificate file could not be read or parsed, or is not valid now. */
+export class CertLoadError extends EdgeError {
+  readonly file: string
+  constructor (file: string, reason: string, options?: { cause?: unknown }) {
+    super('EDGE_ERR_CERT_LOAD', `certificate ${file}: ${reason}`, options)
+    this.file = file
+  }
+}
+
+/** A key (or key reference) file could not be read or loaded. */
+export class KeyLoadError extends EdgeError {
+  readonly file: string
+  constructor (file: string, reason: string, options?: { cause?: unknown }) {
+    super('EDGE_ERR_KEY_LOAD', `key ${file}: ${reason}`, options)
+    this.file = file
+  }
+}
+
+/** A certificate's public key does not match the private key (or key reference) paired with it. */
+export class CertKeyMismatchError extends EdgeError {
+  readonly certFile: string
+  readonly keyFile: string
+  constructor (certFile: string, keyFile: string) {
+    super('EDGE_ERR_CERT_KEY_MISMATCH', `certificate ${certFile} does not match key ${keyFile}`)
+    this.certFile = certFile
+    this.keyFile = keyFile
+  }
+}
+
+/** Node refused to build a TLS secure context from an otherwise loadable certificate entry. */
+export class SecureContextError extends EdgeError {
+  readonly certificate: string
+  constructor (certificate: string, reason: string, options?: { cause?: unknown }) {
+    super('EDGE_ERR_SECURE_CONTEXT', `certificate entry "${certificate}": ${reason}`, options)
+    this.certificate = certificate
+  }
+}
+
+/** The command line could not be parsed. */
+export class UsageError extends EdgeError {
+  constructor (message: string) {
+    super('EDGE_ERR_USAGE', message)
+  }
+}
