@@ -38,7 +38,7 @@ export class FileKeystore implements Keystore {
   /** Opens the store in `dir` (created 0700 if missing) and decrypts every key. */
   constructor (dir: string, masterKey: Buffer) {
     this.#dir = dir
-    this.#master = masterKey
+    this.#master = Buffer.from(masterKey) // own copy: the caller wipes its buffer
     mkdirSync(dir, { recursive: true, mode: 0o700 })
     chmodSync(dir, 0o700)
     for (const f of readdirSync(dir).sort()) {
