@@ -55,3 +55,10 @@ export class KeydConfigError extends KeydError {
     super('KEYD_ERR_CONFIG_INVALID', message)
   }
 }
+
+/** The bridge provider (keyd/bridge/build/Release/keyedge_provider.so) was not built. */
+export class BridgeMissingError extends KeydError {
+  constructor (path: string) {
+    super('KEYD_ERR_BRIDGE_MISSING', `keyd bridge provider not found at ${path}: run npm install (node-gyp rebuild -C keyd/bridge)`)
+  }
+}

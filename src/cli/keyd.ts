@@ -10,7 +10,7 @@ import { KeydServer } from '../../keyd/server/server.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KEY_TYPES, USAGES } from '../../keyd/algorithms.js'
 import { KeydError } from '../../keyd/errors.js'
-import { createLogger } from '../log.js'
+import { createLogger } from '../logger.js'
 
 const USAGE = `Usage: keyedge keyd <command> [options]
 
@@ -108,7 +108,7 @@ async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: strin
 }
 
 async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined): Promise<number> {
-  const logger = createLogger('keyd')
+  const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   ensurePrivateDir(paths.home)
   ensurePrivateDir(paths.keydDir)
   let source: MasterKeySource

@@ -1,0 +1,74 @@
+// `keyedge proxy --config FILE [--workers N]`: validates the config, prepares the keyd bridge
+// flags and runs the cluster primary until SIGINT/SIGTERM.
+
+import { parseArgs } from 'node:util'
+import { loadConfig } from '../config/load.js'
+import { ConfigInvalidError } from '../errors.js'
+import { createLogger } from '../logger.js'
+import { bridgeExecArgv } from '../proxy/bridge-exec-argv.js'
+import { runPrimary, workerCount } from '../proxy/cluster.js'
+
+export const PROXY_USAGE = `usage: keyedge proxy --config FILE [--workers N]
+
+Terminates TLS and forwards requests to the upstreams of FILE (see docs/configuration.md).
+
+options:
+  -c, --config FILE   the proxy config (JSON)
+  -w, --workers N     number of worker processes (overrides "workers"; 0 = one per CPU)
+  -h, --help          show this help
+`
+
+/** Runs the proxy; resolves the process exit code (0 after a graceful stop). */
+export async function main (argv: string[]): Promise<number> {
+  let values: { config?: string, workers?: string, help?: boolean }
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', short: 'c' },
+        workers: { type: 'string', short: 'w' },
+        help: { type: 'boolean', short: 'h' }
+      },
+      strict: true,
+      allowPositionals: false
+    }).values
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${PROXY_USAGE}`)
+    return 2
+  }
+  if (values.help === true) {
+    process.stdout.write(PROXY_USAGE)
+    return 0
+  }
+  if (values.config === undefined) {
+    process.stderr.write(`missing --config\n\n${PROXY_USAGE}`)
+    return 2
+  }
+  let workersOverride: number | undefined
+  if (values.workers !== undefined) {
+    workersOverride = Number(values.workers)
+    if (!/^\d+$/.test(values.workers) || workersOverride > 1024) {
+      process.stderr.write(`--workers must be an integer between 0 and 1024\n`)
+      return 2
+    }
+  }
+  let config
+  try {
+    config = loadConfig(values.config)
+  } catch (err) {
+    if (err instanceof ConfigInvalidError) {
+      process.stderr.write(`${err.message}\n`)
+      return 1
+    }
+    throw err
+  }
+  const log = createLogger({ level: config.log.level, name: 'keyedge-proxy' }).child({ role: 'primary' })
+  const execArgv = await bridgeExecArgv(config, log)
+  return await runPrimary({
+    config,
+    configFile: config.file ?? values.config,
+    workers: workerCount(config, workersOverride),
+    log,
+    execArgv
+  })
+}

@@ -1,0 +1,6 @@
+// Public surface of the proxy configuration: defaults, types, validation and loading.
+
+export { configDefaults, DEFAULT_CIPHERS } from './defaults.js'
+export { loadConfig } from './load.js'
+export { validateConfig, normalizeName, isAddressOrCidr } from './validate.js'
+export type * from './types.js'

@@ -1,0 +1,64 @@
+// Types of a validated proxy configuration: every default applied, every path absolute.
+
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3'
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+
+export interface ListenConfig { host: string, port: number }
+
+export interface KeydConfig {
+  /** Absolute path of keyd's unix socket. */
+  socket: string
+  clientName: string
+  /** Absolute path of the file holding this client's secret (read by the bridge, never by the proxy). */
+  secretFile: string
+  timeoutMs: number
+}
+
+export interface TlsConfig {
+  minVersion: TlsVersion
+  maxVersion: TlsVersion
+  ciphers: string
+  strictSni: boolean
+  /** Name of the certificate entry served when no name matches (or no SNI is sent). */
+  defaultCertificate: string
+  sessionTimeoutSeconds: number
+}
+
+export interface CertificateFilesConfig {
+  /** Absolute path of a PEM certificate (leaf first, then its chain). */
+  cert: string
+  /** Absolute path of a key reference PEM (or, bypassing custody, a private key PEM). */
+  key: string
+}
+
+export interface CertificateConfig {
+  name: string
+  /** Lower-case names, exact or `*.` single-label wildcards, without trailing dot. */
+  serverNames: string[]
+  files: CertificateFilesConfig[]
+}
+
+export interface RouteConfig {
+  /** Lower-case: an exact host, `*.example.com`, or `*`. */
+  host: string
+  pathPrefix: string
+  /** Origin of the upstream, e.g. `http://127.0.0.1:8080` (no path). */
+  upstream: string
+  timeoutMs: number
+  connectTimeoutMs: number
+}
+
+export interface EdgeConfig {
+  /** Absolute path of the file this config was loaded from, when loaded from a file. */
+  file?: string
+  listen: ListenConfig
+  workers: number
+  /** Present only when the config file has a `keyd` section. */
+  keyd?: KeydConfig
+  tls: TlsConfig
+  certificates: CertificateConfig[]
+  routes: RouteConfig[]
+  trustedProxies: string[]
+  http2: boolean
+  log: { level: LogLevel }
+}

@@ -1,0 +1,148 @@
+// The proxy's primary process: forks workers with node:cluster (SCHED_NONE: workers accept from
+// the shared socket), restarts dead ones with backoff, and stops them gracefully on SIGINT/SIGTERM.
+
+import cluster, { type Worker } from 'node:cluster'
+import { availableParallelism } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import type { Logger } from 'pino'
+import { configDefaults } from '../config/defaults.js'
+import type { EdgeConfig } from '../config/types.js'
+
+const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url))
+
+interface Slot {
+  index: number
+  worker?: Worker
+  startedAt: number
+  delayMs: number
+  restartTimer?: NodeJS.Timeout
+}
+
+/** Number of workers to run: `override` (from --workers) or config.workers; 0 means one per CPU. */
+export function workerCount (config: EdgeConfig, override?: number): number {
+  const n = override ?? config.workers
+  return n > 0 ? n : availableParallelism()
+}
+
+/**
+ * Runs the primary until SIGINT/SIGTERM (resolves 0 once every worker stopped) or until a worker
+ * fails before all of them listened (resolves 1). Logs `{"msg":"proxy listening","port","workers"}`
+ * once every worker listens.
+ */
+export async function runPrimary (opts: {
+  config: EdgeConfig
+  configFile: string
+  workers: number
+  log: Logger
+  /** Extra node flags for workers, e.g. the bridge's `--openssl-config=…`. */
+  execArgv: string[]
+}): Promise<number> {
+  const { log, workers } = opts
+  const { initialDelayMs, maxDelayMs, stableAfterMs } = configDefaults.workerRestart
+  cluster.schedulingPolicy = cluster.SCHED_NONE
+  cluster.setupPrimary({
+    exec: WORKER_MAIN,
+    args: [opts.configFile],
+    execArgv: [...process.execArgv.filter(a => !a.startsWith('--openssl-config')), ...opts.execArgv]
+  })
+
+  const slots: Slot[] = Array.from({ length: workers }, (_, index) => ({ index, startedAt: 0, delayMs: initialDelayMs }))
+  const bySlot = new Map<Worker, Slot>()
+  const listening = new Set<Slot>()
+  let announced = false
+  let stopping = false
+  let finish: (code: number) => void = () => {}
+  const finished = new Promise<number>(resolve => { finish = resolve })
+  let exitCode = 0
+
+  const fork = (slot: Slot): void => {
+    slot.restartTimer = undefined
+    slot.startedAt = Date.now()
+    const worker = cluster.fork({ KEYEDGE_WORKER_SLOT: String(slot.index) })
+    slot.worker = worker
+    bySlot.set(worker, slot)
+  }
+
+  const alive = (): Worker[] => slots.flatMap(s => s.worker === undefined ? [] : [s.worker])
+
+  const stop = (code: number): void => {
+    if (stopping) return
+    stopping = true
+    exitCode = code
+    for (const slot of slots) if (slot.restartTimer !== undefined) clearTimeout(slot.restartTimer)
+    const workersLeft = alive()
+    log.info({ workers: workersLeft.length }, 'stopping workers')
+    if (workersLeft.length === 0) {
+      finish(exitCode)
+      return
+    }
+    for (const worker of workersLeft) {
+      try {
+        worker.send({ type: 'shutdown' })
+      } catch {
+        worker.process.kill('SIGTERM')
+      }
+    }
+    const killer = setTimeout(() => {
+      for (const worker of alive()) {
+        log.warn({ workerPid: worker.process.pid }, 'worker did not stop in time, killing it')
+        worker.process.kill('SIGKILL')
+      }
+    }, configDefaults.shutdownGraceMs + 2_000)
+    killer.unref()
+  }
+
+  const onListening = (worker: Worker, address: { port: number }): void => {
+    const slot = bySlot.get(worker)
+    if (slot === undefined) return
+    listening.add(slot)
+    if (!announced && listening.size === slots.length) {
+      announced = true
+      log.info({ port: address.port, workers: slots.length }, 'proxy listening')
+    }
+  }
+
+  const onExit = (worker: Worker, code: number | null, signal: string | null): void => {
+    const slot = bySlot.get(worker)
+    if (slot === undefined) return
+    bySlot.delete(worker)
+    slot.worker = undefined
+    listening.delete(slot)
+    if (stopping) {
+      if (alive().length === 0) {
+        log.info({ exitCode }, 'proxy stopped')
+        finish(exitCode)
+      }
+      return
+    }
+    if (!announced) {
+      log.fatal({ workerPid: worker.process.pid, code, signal }, 'a worker failed to start, stopping the proxy')
+      stop(1)
+      return
+    }
+    slot.delayMs = Date.now() - slot.startedAt > stableAfterMs ? initialDelayMs : Math.min(slot.delayMs * 2, maxDelayMs)
+    log.warn({ workerPid: worker.process.pid, code, signal, restartInMs: slot.delayMs }, 'worker died, restarting it')
+    slot.restartTimer = setTimeout(() => fork(slot), slot.delayMs)
+  }
+
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log.info({ signal }, 'signal received')
+    stop(0)
+  }
+
+  cluster.on('listening', onListening)
+  cluster.on('exit', onExit)
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  log.info({ workers, schedulingPolicy: 'none', execArgv: opts.execArgv }, 'starting workers')
+  for (const slot of slots) fork(slot)
+
+  try {
+    return await finished
+  } finally {
+    cluster.off('listening', onListening)
+    cluster.off('exit', onExit)
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}

@@ -1,0 +1,70 @@
+// Header rewriting between client and upstream: hop-by-hop headers removed both ways,
+// X-Forwarded-For/Proto/Host set, and incoming forwarding headers believed only from trusted peers.
+
+import type { IncomingHttpHeaders } from 'node:http'
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1, plus legacy ones); any `proxy-*` header is also dropped. */
+export const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings'
+])
+
+export type HeaderValue = string | string[]
+export type OutgoingHeaders = Record<string, HeaderValue>
+
+function headerList (value: HeaderValue | undefined): string[] {
+  if (value === undefined) return []
+  return (Array.isArray(value) ? value : [value]).flatMap(v => v.split(','))
+    .map(v => v.trim().toLowerCase()).filter(v => v !== '')
+}
+
+/** Copies `headers` without hop-by-hop ones (and those named by Connection) nor HTTP/2 pseudo-headers. */
+export function withoutHopByHop (headers: Record<string, HeaderValue | undefined>): OutgoingHeaders {
+  const named = new Set(headerList(headers.connection))
+  const out: OutgoingHeaders = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue
+    const lower = name.toLowerCase()
+    if (lower.startsWith(':') || HOP_BY_HOP.has(lower) || named.has(lower) || lower.startsWith('proxy-')) continue
+    out[lower] = value
+  }
+  return out
+}
+
+function first (value: HeaderValue | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(', ') : value
+}
+
+/**
+ * Headers to send upstream for a client request. `host` is the client's Host (or :authority),
+ * `peer` the client's address, `trusted` whether that peer is a trusted proxy.
+ */
+export function upstreamRequestHeaders (
+  incoming: IncomingHttpHeaders,
+  ctx: { host: string, peer: string, trusted: boolean }
+): OutgoingHeaders {
+  const out = withoutHopByHop(incoming)
+  // undici refuses Expect; Node already answered 100-continue to the client.
+  delete out.expect
+  const prior = {
+    for: first(incoming['x-forwarded-for']),
+    proto: first(incoming['x-forwarded-proto']),
+    host: first(incoming['x-forwarded-host'])
+  }
+  if (!ctx.trusted) {
+    for (const name of Object.keys(out)) {
+      if (name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip') delete out[name]
+    }
+  }
+  out.host = ctx.host
+  out['x-forwarded-for'] = ctx.trusted && prior.for !== undefined && prior.for.trim() !== ''
+    ? `${prior.for}, ${ctx.peer}`
+    : ctx.peer
+  out['x-forwarded-proto'] = ctx.trusted && prior.proto !== undefined ? prior.proto : 'https'
+  out['x-forwarded-host'] = ctx.trusted && prior.host !== undefined ? prior.host : ctx.host
+  return out
+}
+
+/** Headers to send to the client for an upstream response. */
+export function clientResponseHeaders (upstream: Record<string, HeaderValue | undefined>): OutgoingHeaders {
+  return withoutHopByHop(upstream)
+}

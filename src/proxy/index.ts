@@ -1,0 +1,15 @@
+// Public surface of the proxy subsystem: forwarding, routing, the worker server, the cluster primary.
+
+export { bridgeExecArgv } from './bridge-exec-argv.js'
+export { runPrimary, workerCount } from './cluster.js'
+export { startDemoUpstream, DEMO_MAX_SLOW_MS } from './demo-upstream.js'
+export type { DemoUpstream } from './demo-upstream.js'
+export { createForwarder } from './forward.js'
+export type { Forwarder, ClientRequest, ClientResponse } from './forward.js'
+export { HOP_BY_HOP, upstreamRequestHeaders, clientResponseHeaders, withoutHopByHop } from './forward-headers.js'
+export { createRouter, normalizeHost, pathMatches } from './router.js'
+export type { Router } from './router.js'
+export { startProxyServer } from './server.js'
+export type { ProxyServer } from './server.js'
+export { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
+export { UpstreamPools } from './upstream-pools.js'

@@ -1,0 +1,51 @@
+// Entry script of a proxy cluster worker: loads the config named by argv[2], starts the TLS
+// listener, and stops gracefully on the primary's "shutdown" message or SIGINT/SIGTERM.
+
+import cluster from 'node:cluster'
+import { Registry } from 'prom-client'
+import { loadConfig } from '../config/load.js'
+import { createLogger } from '../logger.js'
+import { startProxyServer, type ProxyServer } from './server.js'
+
+/** Exit code of a worker that could not start (EX_CONFIG): the primary does not restart it in a loop. */
+export const WORKER_STARTUP_FAILED = 78
+
+async function run (configFile: string): Promise<void> {
+  let log = createLogger({ level: 'info', name: 'keyedge-proxy' }).child({ worker: cluster.worker?.id })
+  let server: ProxyServer | undefined
+  let stopping = false
+  const stop = (): void => {
+    if (stopping) return
+    stopping = true
+    const closing = server === undefined ? Promise.resolve() : server.close()
+    closing.then(() => {
+      log.info('worker stopped')
+      process.exit(0)
+    }, (err: Error) => {
+      log.error({ err: err.message }, 'worker shutdown failed')
+      process.exit(1)
+    })
+  }
+  process.on('message', (msg: unknown) => {
+    if (typeof msg === 'object' && msg !== null && (msg as { type?: string }).type === 'shutdown') stop()
+  })
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+  try {
+    const config = loadConfig(configFile)
+    log = createLogger({ level: config.log.level, name: 'keyedge-proxy' }).child({ worker: cluster.worker?.id })
+    server = await startProxyServer({ config, log, registry: new Registry() })
+    if (stopping) await server.close()
+  } catch (err) {
+    const e = err as Error & { code?: string }
+    log.fatal({ code: e.code, err: e.message }, 'worker failed to start')
+    process.exit(WORKER_STARTUP_FAILED)
+  }
+}
+
+const configFile = process.argv[2]
+if (configFile === undefined) {
+  process.stderr.write('worker-main: missing config file argument\n')
+  process.exit(2)
+}
+await run(configFile)
