@@ -1,0 +1,23 @@
+# keyedge in one image: keyd and the proxy (run them as two containers sharing a volume for the socket,
+# or `npm start` for the all-in-one development stack).
+FROM node:20-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential python3 binutils && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+COPY keyd/bridge ./keyd/bridge
+# Build the bridge against this image's Node headers; no libcrypto may be linked (checked by the install script).
+RUN npm ci --ignore-scripts && npx node-gyp rebuild -C keyd/bridge && node keyd/bridge/check-no-libcrypto.mjs
+COPY . .
+RUN npm run build && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=build /app /app
+ENV KEYEDGE_HOME=/var/lib/keyedge NODE_ENV=production
+RUN mkdir -p /var/lib/keyedge && chmod 700 /var/lib/keyedge
+VOLUME /var/lib/keyedge
+EXPOSE 8443
+ENTRYPOINT ["/usr/bin/tini", "--", "node", "dist/src/cli/main.js"]
+# Development all-in-one; production: `keyd serve --passphrase-file ...` and `proxy --config ...` as separate containers.
+CMD ["start", "--host", "0.0.0.0"]
