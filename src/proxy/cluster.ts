@@ -1,5 +1,5 @@
-// The proxy's primary process: forks workers with node:cluster (SCHED_NONE: workers accept from
-// the shared socket), restarts dead ones with backoff, and stops them gracefully on SIGINT/SIGTERM.
+// The proxy's primary process: forks workers with node:cluster (SCHED_NONE by default: workers accept
+// from the shared socket), restarts dead ones with backoff, and stops them gracefully on SIGINT/SIGTERM.
 
 import cluster, { type Worker } from 'node:cluster'
 import { availableParallelism } from 'node:os'
@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
 import { configDefaults } from '../config/defaults.js'
 import type { EdgeConfig } from '../config/types.js'
+import { ConfigInvalidError } from '../errors.js'
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url))
 
@@ -16,6 +17,20 @@ interface Slot {
   startedAt: number
   delayMs: number
   restartTimer?: NodeJS.Timeout
+}
+
+export type SchedulingPolicy = 'none' | 'rr'
+
+/**
+ * The cluster scheduling from `KEYEDGE_CLUSTER_SCHED`: `none` (default; workers accept from the
+ * shared socket) or `rr` (the primary accepts and hands connections round-robin, for benchmarks).
+ * @throws ConfigInvalidError (EDGE_ERR_CONFIG_INVALID) for any other value.
+ */
+export function schedulingPolicy (env: NodeJS.ProcessEnv = process.env): SchedulingPolicy {
+  const v = env.KEYEDGE_CLUSTER_SCHED ?? ''
+  if (v === '' || v === 'none') return 'none'
+  if (v === 'rr') return 'rr'
+  throw new ConfigInvalidError([`KEYEDGE_CLUSTER_SCHED: must be "none" or "rr", got ${JSON.stringify(v.slice(0, 16))}`])
 }
 
 /** Number of workers to run: `override` (from --workers) or config.workers; 0 means one per CPU. */
@@ -39,7 +54,14 @@ export async function runPrimary (opts: {
 }): Promise<number> {
   const { log, workers } = opts
   const { initialDelayMs, maxDelayMs, stableAfterMs } = configDefaults.workerRestart
-  cluster.schedulingPolicy = cluster.SCHED_NONE
+  let policy: SchedulingPolicy
+  try {
+    policy = schedulingPolicy()
+  } catch (err) {
+    log.fatal({ code: (err as ConfigInvalidError).code }, (err as Error).message)
+    return 1
+  }
+  cluster.schedulingPolicy = policy === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE
   cluster.setupPrimary({
     exec: WORKER_MAIN,
     args: [opts.configFile],
@@ -134,7 +156,7 @@ export async function runPrimary (opts: {
   cluster.on('exit', onExit)
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
-  log.info({ workers, schedulingPolicy: 'none', execArgv: opts.execArgv }, 'starting workers')
+  log.info({ workers, schedulingPolicy: policy, execArgv: opts.execArgv }, 'starting workers')
   for (const slot of slots) fork(slot)
 
   try {

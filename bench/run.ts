@@ -1,0 +1,30 @@
+// `node dist/bench/run.js <name> [options]`: runs one of keyedge's side-by-side benchmarks.
+
+const BENCHES: Record<string, { module: string, summary: string }> = {
+  handshakes: { module: './handshakes.js', summary: 'server CPU per full TLS handshake: keys in keyd vs in process, SCHED_NONE vs round-robin' }
+}
+
+function usage (): string {
+  const lines = Object.entries(BENCHES).map(([n, b]) => `  ${n.padEnd(12)} ${b.summary}`)
+  return `usage: node dist/bench/run.js <name> [options]   (or: npm run bench -- <name> [options])\n\nbenchmarks:\n${lines.join('\n')}\n\nRun "node dist/bench/run.js <name> --help" for a benchmark's options. Results go to bench/results/.\n`
+}
+
+async function run (argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage())
+    return name === undefined ? 2 : 0
+  }
+  const bench = BENCHES[name]
+  if (bench === undefined) {
+    process.stderr.write(`bench: unknown benchmark "${name}"\n\n${usage()}`)
+    return 2
+  }
+  const mod = await import(bench.module) as { main: (argv: string[]) => Promise<number> }
+  return await mod.main(rest)
+}
+
+run(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+  process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+  process.exitCode = 1
+})
