@@ -1,0 +1,35 @@
+// Run by npm's install script right after node-gyp: the bridge must not depend on any
+// libcrypto/libssl, because it runs inside Node, which exports its own OpenSSL.
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const so = path.join(path.dirname(fileURLToPath(import.meta.url)), 'build', 'Release', 'keyedge_provider.so')
+
+function fail (message) {
+  console.error(`keyedge bridge: ${message}`)
+  process.exit(1)
+}
+
+/** Names of the shared libraries the .so needs: readelf -d, else ldd. */
+function neededLibraries (file) {
+  try {
+    const out = execFileSync('readelf', ['-d', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    return [...out.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1])
+  } catch (err) {
+    if (err.code !== 'ENOENT') fail(`readelf -d ${file} failed: ${err.message}`)
+  }
+  try {
+    const out = execFileSync('ldd', [file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    return out.split('\n').map((line) => line.trim().split(/\s+/)[0]).filter(Boolean)
+  } catch (err) {
+    return fail(`cannot list the dependencies of ${file} (neither readelf nor ldd worked): ${err.message}`)
+  }
+}
+
+if (!fs.existsSync(so)) fail(`${so} is missing: node-gyp rebuild -C keyd/bridge did not produce it`)
+const needed = neededLibraries(so)
+const bad = needed.filter((lib) => /^lib(crypto|ssl)\b/.test(path.basename(lib)))
+if (bad.length > 0) fail(`${so} depends on ${bad.join(', ')}; it must use the host process's OpenSSL only`)
+console.log(`keyedge bridge: ${path.basename(so)} ok (needs ${needed.join(', ') || 'nothing'})`)
