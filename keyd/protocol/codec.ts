@@ -9,6 +9,8 @@ export const Op = {
   PING: 0x02,
   GET_PUBLIC_KEY: 0x03,
   SIGN: 0x04,
+  SIGN_BATCH: 0x05,
+  GET_TICKET_KEYS: 0x06,
   KEY_CREATE: 0x20,
   KEY_LIST: 0x21,
   ERROR: 0xff
@@ -34,7 +36,8 @@ export const Tag = {
   SIG_ENCODING: 0x11,
   USAGE: 0x12,
   SERVER_INFO: 0x13,
-  JSON: 0x14
+  JSON: 0x14,
+  ENTRY: 0x15
 } as const
 
 /** Wire error codes; never renumbered. */
@@ -54,7 +57,8 @@ export const ErrorCode = {
   BAD_KEY_NAME: 13,
   BAD_KEY_TYPE: 14,
   INTERNAL: 15,
-  OVERLOADED: 16
+  OVERLOADED: 16,
+  AUDIT_UNAVAILABLE: 17
 } as const
 export type ErrorCodeName = keyof typeof ErrorCode
 const errorNames = new Map<number, ErrorCodeName>(
@@ -95,9 +99,33 @@ export function encodeFrame (opcode: number, requestId: number, items: Item[] = 
   return out
 }
 
+/**
+ * Parsed items: a map where the first occurrence of a tag wins (`get`), which also keeps every
+ * later occurrence for the repeatable tags (ENTRY) so `all(tag)` returns them in order.
+ */
+export class ItemMap extends Map<number, Uint8Array> {
+  #repeats: Map<number, Uint8Array[]> | undefined
+
+  /** Every occurrence of `tag`, in frame order (empty if absent). */
+  all (tag: number): Uint8Array[] {
+    const first = this.get(tag)
+    if (first === undefined) return []
+    return [first, ...(this.#repeats?.get(tag) ?? [])]
+  }
+
+  /** Records one item: the first occurrence becomes `get(tag)`, later ones are kept for `all`. */
+  add (tag: number, value: Uint8Array): void {
+    if (!this.has(tag)) { this.set(tag, value); return }
+    this.#repeats ??= new Map()
+    const list = this.#repeats.get(tag)
+    if (list === undefined) this.#repeats.set(tag, [value])
+    else list.push(value)
+  }
+}
+
 /** Parses a frame payload into items; the first occurrence of a tag wins. Returns null if malformed. */
-export function parseItems (payload: Uint8Array): Map<number, Uint8Array> | null {
-  const items = new Map<number, Uint8Array>()
+export function parseItems (payload: Uint8Array): ItemMap | null {
+  const items = new ItemMap()
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
   let off = 0
   while (off < payload.length) {
@@ -105,10 +133,31 @@ export function parseItems (payload: Uint8Array): Map<number, Uint8Array> | null
     const tag = payload[off]
     const len = view.getUint32(off + 1)
     if (off + 5 + len > payload.length) return null
-    if (!items.has(tag)) items.set(tag, payload.subarray(off + 5, off + 5 + len))
+    items.add(tag, payload.subarray(off + 5, off + 5 + len))
     off += 5 + len
   }
   return items
+}
+
+/**
+ * Every occurrence of the repeatable `tag` in `payload`, each parsed as a nested item list
+ * (ENTRY of SIGN_BATCH). Returns null if the payload or any nested list is malformed.
+ */
+export function parseRepeated (payload: Uint8Array, tag: number): ItemMap[] | null {
+  const outer = parseItems(payload)
+  if (outer === null) return null
+  const out: ItemMap[] = []
+  for (const v of outer.all(tag)) {
+    const inner = parseItems(v)
+    if (inner === null) return null
+    out.push(inner)
+  }
+  return out
+}
+
+/** Encodes an item list without a frame header (the value of a nested ENTRY item). */
+export function encodeItems (items: Item[]): Buffer {
+  return encodeFrame(0, 0, items).subarray(HEADER_SIZE)
 }
 
 export type DecodeEvent =

@@ -6,12 +6,14 @@ import { once } from 'node:events'
 import type { Logger } from 'pino'
 import {
   FrameDecoder, Op, Tag, ErrorCode, PROTOCOL_VERSION, DEFAULT_MAX_FRAME,
-  parseItems, readStr, encodeFrame, encodeError, itemStr, type Frame
+  parseItems, readStr, encodeFrame, encodeError, itemStr, errorCodeName, type Frame
 } from '../protocol/codec.js'
 import { handle, Refusal, type SignStats } from './handlers.js'
 import type { ClientRegistry, Client } from './clients.js'
 import type { Keystore } from '../keystore/keystore.js'
 import { KeydConfigError } from '../errors.js'
+import type { AuditLog } from '../audit/audit-log.js'
+import { auditRecordFor } from '../audit/record.js'
 
 export interface KeydServerOptions {
   socketPath: string
@@ -25,9 +27,11 @@ export interface KeydServerOptions {
   maxConnections?: number
   /** A connection that has not sent HELLO by then is closed. */
   helloTimeoutMs?: number
+  /** Every operation but PING is appended here; null = no audit (benchmarks only). */
+  audit?: AuditLog | null
 }
 
-export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000 }
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null }
 
 export class KeydServer {
   readonly #opts: Required<KeydServerOptions>
@@ -95,6 +99,7 @@ export class KeydServer {
         const c = this.#opts.clients.authenticate(name, items.get(Tag.CLIENT_SECRET) ?? new Uint8Array(0))
         if (c === undefined) {
           logger.warn({ client: name.slice(0, 64) }, 'keyd refused an unknown client')
+          this.#opts.audit?.record(auditRecordFor(name.slice(0, 64), f.opcode, items, 'UNKNOWN_CLIENT')).catch(() => {})
           refuse(f.requestId, ErrorCode.UNKNOWN_CLIENT, 'unknown client or wrong secret')
           socket.end()
           return
@@ -106,19 +111,35 @@ export class KeydServer {
       }
       if (client === undefined) return refuse(f.requestId, ErrorCode.NOT_AUTHENTICATED, 'send HELLO first')
       if (inFlight >= maxInFlight) return refuse(f.requestId, ErrorCode.OVERLOADED, `more than ${maxInFlight} requests in flight on this connection`)
-      inFlight++
-      try {
-        reply(handle({ keystore: this.#opts.keystore, client, stats: this.stats, serverInfo: '' }, f.opcode, f.requestId, items))
-      } catch (err) {
-        if (err instanceof Refusal) {
-          refuse(f.requestId, err.wire, err.message)
-        } else {
-          logger.error({ err: (err as Error).message, op: f.opcode }, 'keyd request failed')
-          refuse(f.requestId, ErrorCode.INTERNAL, 'internal error: ' + (err as Error).message)
-        }
-      } finally {
-        inFlight--
+      const audit = this.#opts.audit
+      if (audit !== null && audit.failClosed && !audit.writable && f.opcode !== Op.PING) {
+        return refuse(f.requestId, ErrorCode.AUDIT_UNAVAILABLE, 'the audit log cannot be written; keyd is fail-closed')
       }
+      inFlight++
+      let answer: Buffer
+      let result = 'ok'
+      try {
+        answer = handle({ keystore: this.#opts.keystore, client, stats: this.stats, serverInfo: '' }, f.opcode, f.requestId, items)
+      } catch (err) {
+        if (!(err instanceof Refusal)) logger.error({ err: (err as Error).message, op: f.opcode }, 'keyd request failed')
+        const wire = err instanceof Refusal ? err.wire : ErrorCode.INTERNAL
+        result = errorCodeName(wire)
+        this.stats.refused++
+        answer = encodeError(f.requestId, wire, err instanceof Refusal ? err.message : 'internal error: ' + (err as Error).message)
+      }
+      if (audit === null || f.opcode === Op.PING) { inFlight--; reply(answer); return }
+      const written = audit.record(auditRecordFor(client.name, f.opcode, items, result))
+      if (audit.durability === 'buffered') {
+        written.catch(() => {})
+        inFlight--
+        reply(answer)
+        return
+      }
+      // fsync durability: nothing leaves keyd before its audit entry is on disk.
+      written.then(() => reply(answer), () => {
+        if (audit.failClosed) refuse(f.requestId, ErrorCode.AUDIT_UNAVAILABLE, 'the audit log cannot be written; keyd is fail-closed')
+        else reply(answer)
+      }).finally(() => { inFlight-- })
     }
 
     socket.on('data', chunk => {

@@ -11,6 +11,9 @@ import { KeydClient } from '../../keyd/client/client.js'
 import { KEY_TYPES, USAGES } from '../../keyd/algorithms.js'
 import { KeydError } from '../../keyd/errors.js'
 import { createLogger } from '../logger.js'
+import { AuditLog } from '../../keyd/audit/audit-log.js'
+import { auditKey } from '../../keyd/audit/chain.js'
+import { verifyAuditLog } from '../../keyd/audit/verify.js'
 
 const USAGE = `Usage: keyedge keyd <command> [options]
 
@@ -20,6 +23,7 @@ Commands:
   key create            generate a key inside keyd
   key list              list keys (name, type, usage, versions)
   key public            print a key's public key (PEM)
+  audit verify          check the audit log offline (needs the master key: --dev or the passphrase)
 
 Common options:
   --home DIR            state directory (default $KEYEDGE_HOME or ./.keyedge)
@@ -29,6 +33,9 @@ Common options:
 serve options:
   --dev                 development mode: the master key is a generated 0600 file (not for production)
   --passphrase-file F   unseal the keystore with the passphrase in F (or set KEYEDGE_KEYD_PASSPHRASE)
+  --audit MODE          buffered (default: appended within one event-loop turn), fsync (answer only
+                        once the entry is on disk), or off (benchmarks only)
+  --audit-fail-open     keep signing when the audit log cannot be written (default: refuse)
 
 key create options:
   --name N              key name ([a-z0-9][a-z0-9._-]{0,63})
@@ -48,7 +55,9 @@ const options = {
   name: { type: 'string' },
   type: { type: 'string' },
   usage: { type: 'string' },
-  version: { type: 'string' }
+  version: { type: 'string' },
+  audit: { type: 'string' },
+  'audit-fail-open': { type: 'boolean' }
 } as const
 
 export async function main (argv: string[]): Promise<number> {
@@ -69,7 +78,12 @@ export async function main (argv: string[]): Promise<number> {
   const socketPath = values.socket ?? paths.socket
   try {
     switch (cmd) {
-      case 'serve': return await serve(paths, socketPath, values.dev === true, values['passphrase-file'])
+      case 'serve': {
+        const audit = values.audit ?? 'buffered'
+        if (audit !== 'buffered' && audit !== 'fsync' && audit !== 'off') throw new UsageError('--audit must be buffered, fsync or off')
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true })
+      }
+      case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
       case 'ping': return await withAdmin(paths, socketPath, async c => { await c.ping(); process.stdout.write('keyd OK\n') })
       case 'key create': return await withAdmin(paths, socketPath, async c => {
         if (values.name === undefined || values.type === undefined) throw new UsageError('key create needs --name and --type')
@@ -107,34 +121,53 @@ async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: strin
   }
 }
 
-async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined): Promise<number> {
+/** The master-key source from the flags: --dev, --passphrase-file, or KEYEDGE_KEYD_PASSPHRASE. */
+function masterKeySource (dev: boolean, passphraseFile: string | undefined): MasterKeySource | undefined {
+  if (dev) return { kind: 'dev' }
+  const passphrase = passphraseFile !== undefined ? readFileSync(passphraseFile, 'utf8').replace(/\r?\n$/, '') : process.env.KEYEDGE_KEYD_PASSPHRASE
+  return passphrase === undefined ? undefined : { kind: 'passphrase', passphrase }
+}
+
+function auditFiles (paths: ReturnType<typeof homePaths>): { file: string, checkpointFile: string } {
+  return { file: join(paths.keydDir, 'audit.log'), checkpointFile: join(paths.keydDir, 'audit.head') }
+}
+
+function auditVerify (paths: ReturnType<typeof homePaths>, dev: boolean, passphraseFile: string | undefined): number {
+  const source = masterKeySource(dev, passphraseFile)
+  if (source === undefined) throw new UsageError('audit verify needs the master key: --dev, --passphrase-file F or KEYEDGE_KEYD_PASSPHRASE')
+  const master = loadMasterKey(paths.keydDir, source)
+  const { file, checkpointFile } = auditFiles(paths)
+  const r = verifyAuditLog(file, checkpointFile, auditKey(master.key))
+  master.key.fill(0)
+  for (const p of r.problems) process.stdout.write(`PROBLEM: ${p}\n`)
+  process.stdout.write(`${r.problems.length === 0 ? 'audit log OK' : 'audit log FAILED'}: ${r.entries} entries, last seq ${r.lastSeq}, checkpoint seq ${r.checkpointSeq ?? 'none'}\n`)
+  return r.problems.length === 0 ? 0 : 1
+}
+
+async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }): Promise<number> {
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   ensurePrivateDir(paths.home)
   ensurePrivateDir(paths.keydDir)
-  let source: MasterKeySource
-  if (dev) {
-    source = { kind: 'dev' }
-  } else {
-    const passphrase = passphraseFile !== undefined ? readFileSync(passphraseFile, 'utf8').replace(/\r?\n$/, '') : process.env.KEYEDGE_KEYD_PASSPHRASE
-    if (passphrase === undefined) {
-      process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, or set KEYEDGE_KEYD_PASSPHRASE\n')
-      return 2
-    }
-    source = { kind: 'passphrase', passphrase }
+  const source = masterKeySource(dev, passphraseFile)
+  if (source === undefined) {
+    process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, or set KEYEDGE_KEYD_PASSPHRASE\n')
+    return 2
   }
   const master = loadMasterKey(paths.keydDir, source)
   if (dev) {
     logger.warn({ masterKeyFile: join(paths.keydDir, 'master.key') }, '*** keyd is in DEVELOPMENT MODE: the master key is a plain file on disk. Do not use this for production keys. ***')
   }
   const keystore = new FileKeystore(paths.keysDir, master.key)
+  const auditLog = audit.mode === 'off' ? null : await AuditLog.open({ ...auditFiles(paths), key: auditKey(master.key), logger, durability: audit.mode, failClosed: audit.failClosed })
   master.key.fill(0)
+  if (auditLog === null) logger.warn('*** keyd audit is OFF: operations are not recorded (benchmarks only) ***')
   for (const e of keystore.loadErrors) logger.error(e, 'keyd could not open a key file; that key is unavailable')
   const clients = new ClientRegistry(paths.clientsFile)
   clients.ensure('proxy', ['sign'], paths.secretsDir)
   clients.ensure('admin', ['sign', 'admin'], paths.secretsDir)
-  const server = new KeydServer({ socketPath, keystore, clients, logger, devMode: dev })
+  const server = new KeydServer({ socketPath, keystore, clients, logger, devMode: dev, audit: auditLog })
   await server.listen()
-  logger.info({ socket: socketPath, keys: keystore.list().length, devMode: dev }, 'keyd ready')
+  logger.info({ socket: socketPath, keys: keystore.list().length, devMode: dev, audit: audit.mode, auditSeq: auditLog?.seq ?? null }, 'keyd ready')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
     process.once('SIGINT', stop)
@@ -142,5 +175,6 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   })
   logger.info({ signatures: server.stats.signatures }, 'keyd stopping')
   await server.close()
+  await auditLog?.close()
   return 0
 }

@@ -1,0 +1,44 @@
+// The audit log's record format and keyed hash chain, shared by the writer and the offline verifier.
+import { createHmac, hkdfSync } from 'node:crypto'
+
+export interface AuditRecord {
+  seq: number
+  time: string
+  client: string
+  op: string
+  key: string | null
+  version: number | null
+  result: string
+  /** SHA-256 of the signed message, hex; never the message itself. */
+  msgSha256: string | null
+}
+
+export interface AuditEntry extends AuditRecord { chain: string }
+
+export interface AuditCheckpoint { seq: number, chain: string, time: string, mac: string }
+
+export const GENESIS_CHAIN = '0'.repeat(64)
+
+/** The audit chain key, derived from the master key (so only the keystore's owner can extend or verify the chain). */
+export function auditKey (masterKey: Uint8Array): Buffer {
+  return Buffer.from(hkdfSync('sha256', masterKey, Buffer.from('keyedge'), Buffer.from('audit-chain-v1'), 32))
+}
+
+/** Canonical bytes of a record: fixed field order, so the writer and the verifier hash the same text. */
+export function canonical (r: AuditRecord): string {
+  return JSON.stringify({ seq: r.seq, time: r.time, client: r.client, op: r.op, key: r.key, version: r.version, result: r.result, msgSha256: r.msgSha256 })
+}
+
+/** chain(n) = HMAC-SHA256(K, chain(n-1) ‖ canonical(record n)). */
+export function nextChain (key: Uint8Array, prev: string, r: AuditRecord): string {
+  return createHmac('sha256', key).update(prev).update(canonical(r)).digest('hex')
+}
+
+export function checkpointMac (key: Uint8Array, seq: number, chain: string, time: string): string {
+  return createHmac('sha256', key).update(`checkpoint|${seq}|${chain}|${time}`).digest('hex')
+}
+
+/** Serialises an entry as one log line (record fields in canonical order, then the chain). */
+export function entryLine (e: AuditEntry): string {
+  return canonical(e).slice(0, -1) + `,"chain":"${e.chain}"}\n`
+}
