@@ -1,7 +1,8 @@
 // `node dist/bench/run.js <name> [options]`: runs one of keyedge's side-by-side benchmarks.
 
 const BENCHES: Record<string, { module: string, summary: string }> = {
-  handshakes: { module: './handshakes.js', summary: 'server CPU per full TLS handshake: keys in keyd vs in process, SCHED_NONE vs round-robin' }
+  handshakes: { module: './handshakes.js', summary: 'server CPU per full TLS handshake: keys in keyd vs in process, SCHED_NONE vs round-robin' },
+  keyd: { module: './keyd.js', summary: 'keyd signatures/s and CPU per signature with the audit log off, buffered and fsync' }
 }
 
 function usage (): string {

@@ -3,7 +3,7 @@ import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync }
 import { open as openAsync, type FileHandle } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { writeFileAtomic } from '../keystore/atomic-file.js'
-import { GENESIS_CHAIN, nextChain, entryLine, checkpointMac, type AuditRecord, type AuditCheckpoint } from './chain.js'
+import { GENESIS_CHAIN, nextChain, entryLine, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint } from './chain.js'
 import { KeydError } from '../errors.js'
 
 export class AuditLogError extends KeydError {
@@ -24,6 +24,9 @@ export interface AuditLogOptions {
   checkpointIntervalMs?: number
 }
 
+/** How long buffered mode gathers entries before one append. */
+export const BUFFERED_DELAY_MS = 2
+
 export const AUDIT_DEFAULTS = { durability: 'buffered' as const, failClosed: true, checkpointIntervalMs: 1000 }
 
 type NewRecord = Omit<AuditRecord, 'seq' | 'time'>
@@ -34,7 +37,8 @@ export class AuditLog {
   #seq: number
   #chain: string
   #pending: string[] = []
-  #waiters: Array<{ resolve: () => void, reject: (e: Error) => void }> = []
+  /** One promise per batch, shared by every entry in it (no allocation per entry). */
+  #batch: { done: Promise<void>, resolve: () => void, reject: (e: Error) => void } | null = null
   #flushing: Promise<void> | null = null
   #broken: Error | null = null
   #durableSeq: number
@@ -97,23 +101,31 @@ export class AuditLog {
   async record (r: NewRecord): Promise<void> {
     if (this.#broken !== null) throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)
     const rec: AuditRecord = { seq: this.#seq + 1, time: new Date().toISOString(), ...r }
-    this.#chain = nextChain(this.#o.key, this.#chain, rec)
+    const text = canonical(rec)
+    this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
     this.#seq = rec.seq
-    this.#pending.push(entryLine({ ...rec, chain: this.#chain }))
-    const done = new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }))
+    this.#pending.push(entryLine({ ...rec, chain: this.#chain }, text))
+    if (this.#batch === null) {
+      let resolve!: () => void
+      let reject!: (e: Error) => void
+      const done = new Promise<void>((res, rej) => { resolve = res; reject = rej })
+      this.#batch = { done, resolve, reject }
+    }
+    const done = this.#batch.done
     if (this.#flushing === null) this.#flushing = this.#flushLoop()
     return await done
   }
 
   async #flushLoop (): Promise<void> {
     // Group commit: everything recorded while one write is under way goes out in the next one.
-    await new Promise<void>(resolve => setImmediate(resolve))
+    // Buffered mode also waits a couple of milliseconds so one write carries many entries.
+    await new Promise<void>(resolve => this.#o.durability === 'buffered' ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
     while (this.#pending.length > 0) {
       const lines = this.#pending
-      const waiters = this.#waiters
+      const batch = this.#batch
       const upTo = this.#seq
       this.#pending = []
-      this.#waiters = []
+      this.#batch = null
       try {
         const fh = this.#fh
         if (fh === null) throw new Error('audit log closed')
@@ -121,13 +133,14 @@ export class AuditLog {
         if (this.#o.durability === 'fsync') await fh.datasync()
         this.#durableSeq = upTo
         this.written += lines.length
-        for (const w of waiters) w.resolve()
+        batch?.resolve()
       } catch (err) {
         this.#broken = err as Error
         this.#o.logger.error({ err: (err as Error).message, file: this.#o.file }, 'audit log write failed')
         const e = new AuditLogError(`audit log write failed: ${(err as Error).message}`)
-        for (const w of [...waiters, ...this.#waiters]) w.reject(e)
-        this.#waiters = []
+        batch?.reject(e)
+        ;(this.#batch as { reject: (e: Error) => void } | null)?.reject(e)
+        this.#batch = null
         this.#pending = []
       }
     }

@@ -1,0 +1,103 @@
+// `npm run bench -- keyd`: keyd signatures per second and keyd CPU per signature, with the audit log
+// off, buffered and fsync'd, side by side in one run (interleaved rounds, medians).
+import { parseArgs } from 'node:util'
+import { writeFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { startKeyd } from '../test/helpers/keyd.js'
+import { tempHome } from '../test/helpers/paths.js'
+import { tls13Input } from '../test/helpers/tls-inputs.js'
+import { processCpuMicros } from './proc-cpu.js'
+import { median } from './handshake-report.js'
+
+const USAGE = `usage: node dist/bench/run.js keyd [options]
+
+Signs TLS 1.3 CertificateVerify inputs with an ECDSA P-256 key through keyd's socket, from
+--connections pipelined clients (--depth requests in flight each), for --duration-ms per case,
+with the audit log off, buffered (default) and fsync, interleaved for --rounds rounds.
+
+options:
+  --duration-ms N   per case (default 3000)
+  --rounds N        (default 3)
+  --connections N   (default 4)
+  --depth N         requests in flight per connection (default 8)
+  --key TYPE        ec-p256 (default) or rsa-2048
+  -h, --help
+`
+
+type Mode = 'off' | 'buffered' | 'fsync'
+const MODES: Mode[] = ['off', 'buffered', 'fsync']
+
+interface Round { mode: Mode, signatures: number, seconds: number, keydCpuMicros: number }
+
+async function runCase (mode: Mode, o: { durationMs: number, connections: number, depth: number, keyType: string }): Promise<Round> {
+  const home = tempHome('keyedge-bench-keyd-')
+  const keyd = await startKeyd(home, ['--audit', mode])
+  try {
+    await keyd.admin.createKey('bench', o.keyType, 'tls-server')
+    const alg = o.keyType.startsWith('ec') ? 'ecdsa-sha256' : 'rsa-pss-sha256'
+    const clients = Array.from({ length: o.connections }, () => keyd.client('proxy'))
+    await Promise.all(clients.map(async c => await c.ping()))
+    const pid = keyd.proc.pid as number
+    const cpu0 = processCpuMicros(pid)
+    const t0 = process.hrtime.bigint()
+    const deadline = Date.now() + o.durationMs
+    let signatures = 0
+    const msg = tls13Input()
+    await Promise.all(clients.flatMap(c => Array.from({ length: o.depth }, async () => {
+      while (Date.now() < deadline) { await c.sign('bench', alg, msg); signatures++ }
+    })))
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+    const keydCpuMicros = processCpuMicros(pid) - cpu0
+    for (const c of clients) c.close()
+    return { mode, signatures, seconds, keydCpuMicros }
+  } finally {
+    await keyd.stop()
+  }
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      'duration-ms': { type: 'string' },
+      rounds: { type: 'string' },
+      connections: { type: 'string' },
+      depth: { type: 'string' },
+      key: { type: 'string' }
+    }
+  })
+  if (values.help === true) { process.stdout.write(USAGE); return 0 }
+  const o = {
+    durationMs: Number(values['duration-ms'] ?? 3000),
+    connections: Number(values.connections ?? 4),
+    depth: Number(values.depth ?? 8),
+    keyType: values.key ?? 'ec-p256'
+  }
+  const rounds = Number(values.rounds ?? 3)
+  const runs: Round[] = []
+  for (let r = 0; r < rounds; r++) {
+    for (const mode of MODES) {
+      const run = await runCase(mode, o)
+      runs.push(run)
+      process.stderr.write(`round ${r + 1} ${mode}: ${Math.round(run.signatures / run.seconds)} signatures/s\n`)
+    }
+  }
+  const rate = (m: Mode): number => median(runs.filter(x => x.mode === m).map(x => x.signatures / x.seconds))
+  const cpu = (m: Mode): number => median(runs.filter(x => x.mode === m).map(x => x.keydCpuMicros / x.signatures))
+  const rows = MODES.map(m => `| audit ${m} | ${Math.round(rate(m)).toLocaleString('en-US')} | ${cpu(m).toFixed(0)} | ${(rate(m) / rate('off')).toFixed(2)} | ${(cpu(m) / cpu('off')).toFixed(2)} |`)
+  const table = [
+    `keyd ${o.keyType} signatures, ${o.connections} connections × ${o.depth} in flight, ${rounds} rounds × ${o.durationMs} ms, medians (client in the same machine):`,
+    '',
+    '| case | signatures/s | keyd CPU µs/signature | rate × off | CPU × off |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...rows
+  ].join('\n')
+  process.stdout.write(table + '\n')
+  const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url))
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'keyd-latest.md'), `# keyd signing benchmark — ${new Date().toISOString()}\n\n${table}\n`)
+  writeFileSync(join(dir, `keyd-${new Date().toISOString().slice(0, 16).replace(':', '')}.json`), JSON.stringify({ options: o, rounds, runs }, null, 2) + '\n')
+  return 0
+}
