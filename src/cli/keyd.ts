@@ -14,6 +14,7 @@ import { createLogger } from '../logger.js'
 import { AuditLog } from '../../keyd/audit/audit-log.js'
 import { auditKey } from '../../keyd/audit/chain.js'
 import { verifyAuditLog } from '../../keyd/audit/verify.js'
+import { runSelfTests, SelfTestError } from '../../keyd/server/self-test.js'
 
 const USAGE = `Usage: keyedge keyd <command> [options]
 
@@ -148,6 +149,14 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   ensurePrivateDir(paths.home)
   ensurePrivateDir(paths.keydDir)
+  let selfTests: ReturnType<typeof runSelfTests>
+  try {
+    selfTests = runSelfTests()
+  } catch (err) {
+    if (!(err instanceof SelfTestError)) throw err
+    logger.fatal({ code: err.code }, `${err.message}; keyd refuses to serve`)
+    return 1
+  }
   const source = masterKeySource(dev, passphraseFile)
   if (source === undefined) {
     process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, or set KEYEDGE_KEYD_PASSPHRASE\n')
@@ -167,7 +176,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   clients.ensure('admin', ['sign', 'admin'], paths.secretsDir)
   const server = new KeydServer({ socketPath, keystore, clients, logger, devMode: dev, audit: auditLog })
   await server.listen()
-  logger.info({ socket: socketPath, keys: keystore.list().length, devMode: dev, audit: audit.mode, auditSeq: auditLog?.seq ?? null }, 'keyd ready')
+  logger.info({ socket: socketPath, keys: keystore.list().length, devMode: dev, audit: audit.mode, auditSeq: auditLog?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
     process.once('SIGINT', stop)
