@@ -44,7 +44,7 @@ export class KeydTimeoutError extends KeydError {
 
 /** The keystore on disk cannot be opened: wrong passphrase, corrupt or truncated file. */
 export class KeystoreError extends KeydError {
-  constructor (code: 'KEYD_ERR_KEYSTORE_CORRUPT' | 'KEYD_ERR_WRONG_PASSPHRASE' | 'KEYD_ERR_NO_MASTER_KEY' | 'KEYD_ERR_KEYSTORE_IO', message: string, options?: { cause?: unknown }) {
+  constructor (code: 'KEYD_ERR_KEYSTORE_CORRUPT' | 'KEYD_ERR_WRONG_PASSPHRASE' | 'KEYD_ERR_NO_MASTER_KEY' | 'KEYD_ERR_KEYSTORE_IO' | 'KEYD_ERR_BAD_SHARE' | 'KEYD_ERR_SEALED', message: string, options?: { cause?: unknown }) {
     super(code, message, options)
   }
 }

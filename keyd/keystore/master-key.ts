@@ -5,13 +5,66 @@ import { randomBytes, scryptSync } from 'node:crypto'
 import { writeFileAtomic } from './atomic-file.js'
 import { seal, open, isSealedBlob, type SealedBlob } from './aead.js'
 import { KeystoreError } from '../errors.js'
+import { split, combine, encodeShare, type Share } from './shamir.js'
 
 const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 }
 const SEAL_AAD = 'keyedge-master-key-v1'
 
-interface SealFile { version: 1, kdf: 'scrypt', N: number, r: number, p: number, salt: string, wrapped: SealedBlob }
+interface ShamirSealFile { version: 1, kind: 'shamir', shares: number, threshold: number, check: SealedBlob }
+
+interface SealFile { version: 1, kind?: 'passphrase', kdf: 'scrypt', N: number, r: number, p: number, salt: string, wrapped: SealedBlob }
 
 export type MasterKeySource = { kind: 'dev' } | { kind: 'passphrase', passphrase: string }
+
+const CHECK_AAD = 'keyedge-master-check-v1'
+
+/** How this keystore's master key is protected, from the files in `dir`. */
+export function sealKind (dir: string): 'dev' | 'passphrase' | 'shamir' | 'none' {
+  if (existsSync(join(dir, 'master.key'))) return 'dev'
+  const sealFile = join(dir, 'seal.json')
+  if (!existsSync(sealFile)) return 'none'
+  try {
+    return (JSON.parse(readFileSync(sealFile, 'utf8')) as { kind?: string }).kind === 'shamir' ? 'shamir' : 'passphrase'
+  } catch {
+    throw new KeystoreError('KEYD_ERR_KEYSTORE_CORRUPT', `${sealFile} is not valid JSON`)
+  }
+}
+
+/**
+ * Creates a new master key split into `shares` Shamir shares, any `threshold` of which unseal it.
+ * Only a check value (the master key sealing a constant) is written; the shares are returned once.
+ */
+export function initShamir (dir: string, shares: number, threshold: number): string[] {
+  if (sealKind(dir) !== 'none') throw new KeystoreError('KEYD_ERR_NO_MASTER_KEY', `a master key already exists in ${dir}; refusing to replace it`)
+  const key = randomBytes(32)
+  const parts = split(key, shares, threshold)
+  const body: ShamirSealFile = { version: 1, kind: 'shamir', shares, threshold, check: seal(key, Buffer.from(CHECK_AAD), CHECK_AAD) }
+  writeFileAtomic(join(dir, 'seal.json'), JSON.stringify(body, null, 2) + '\n')
+  key.fill(0)
+  return parts.map(encodeShare)
+}
+
+/** Threshold and share count of a Shamir-sealed keystore. */
+export function shamirParams (dir: string): { shares: number, threshold: number } {
+  const body = JSON.parse(readFileSync(join(dir, 'seal.json'), 'utf8')) as ShamirSealFile
+  return { shares: body.shares, threshold: body.threshold }
+}
+
+/**
+ * Rebuilds the master key from `threshold` distinct shares and checks it.
+ * @throws KeystoreError KEYD_ERR_BAD_SHARE if the shares do not rebuild this keystore's key.
+ */
+export function unsealShamir (dir: string, shares: Share[]): Buffer {
+  const body = JSON.parse(readFileSync(join(dir, 'seal.json'), 'utf8')) as ShamirSealFile
+  const key = combine(shares)
+  try {
+    open(key, body.check, CHECK_AAD)
+  } catch {
+    key.fill(0)
+    throw new KeystoreError('KEYD_ERR_BAD_SHARE', 'these shares do not rebuild this keystore\'s master key (a wrong or foreign share)')
+  }
+  return key
+}
 
 /**
  * Loads (or on first use creates) the 32-byte master key in `dir`.
@@ -20,6 +73,7 @@ export type MasterKeySource = { kind: 'dev' } | { kind: 'passphrase', passphrase
 export function loadMasterKey (dir: string, source: MasterKeySource): { key: Buffer, created: boolean } {
   const devFile = join(dir, 'master.key')
   const sealFile = join(dir, 'seal.json')
+  if (sealKind(dir) === 'shamir') throw new KeystoreError('KEYD_ERR_SEALED', 'this keystore is sealed by Shamir shares: start keyd without --dev or a passphrase and unseal it with "keyedge keyd unseal"')
   if (source.kind === 'dev') {
     if (existsSync(sealFile)) throw new KeystoreError('KEYD_ERR_NO_MASTER_KEY', 'this keystore is sealed by a passphrase; start keyd with KEYEDGE_KEYD_PASSPHRASE or --passphrase-file, not --dev')
     if (!existsSync(devFile)) {

@@ -13,6 +13,9 @@ export const Op = {
   GET_TICKET_KEYS: 0x06,
   KEY_CREATE: 0x20,
   KEY_LIST: 0x21,
+  KEY_ROTATE: 0x22,
+  STATUS: 0x28,
+  UNSEAL: 0x29,
   ERROR: 0xff
 } as const
 
@@ -37,7 +40,8 @@ export const Tag = {
   USAGE: 0x12,
   SERVER_INFO: 0x13,
   JSON: 0x14,
-  ENTRY: 0x15
+  ENTRY: 0x15,
+  SHARE: 0x20
 } as const
 
 /** Wire error codes; never renumbered. */
@@ -58,7 +62,9 @@ export const ErrorCode = {
   BAD_KEY_TYPE: 14,
   INTERNAL: 15,
   OVERLOADED: 16,
-  AUDIT_UNAVAILABLE: 17
+  AUDIT_UNAVAILABLE: 17,
+  SEALED: 18,
+  BAD_SHARE: 19
 } as const
 export type ErrorCodeName = keyof typeof ErrorCode
 const errorNames = new Map<number, ErrorCodeName>(

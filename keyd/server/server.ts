@@ -13,11 +13,16 @@ import type { ClientRegistry, Client } from './clients.js'
 import type { Keystore } from '../keystore/keystore.js'
 import { KeydConfigError } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
+import { decodeShare, type Share } from '../keystore/shamir.js'
+import { KeydError } from '../errors.js'
 import { auditRecordFor } from '../audit/record.js'
 
 export interface KeydServerOptions {
   socketPath: string
-  keystore: Keystore
+  /** null while sealed: every key operation is refused with SEALED until UNSEAL rebuilds the master key. */
+  keystore: Keystore | null
+  /** For a Shamir-sealed keystore: how many shares, and what to do once they are all in. */
+  sealed?: { threshold: number, unseal: (shares: Share[]) => Promise<{ keystore: Keystore, audit: AuditLog | null }> }
   clients: ClientRegistry
   logger: Logger
   devMode: boolean
@@ -31,13 +36,58 @@ export interface KeydServerOptions {
   audit?: AuditLog | null
 }
 
-export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null }
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, sealed: undefined }
 
 export class KeydServer {
-  readonly #opts: Required<KeydServerOptions>
+  readonly #opts: Required<Omit<KeydServerOptions, 'sealed'>> & Pick<KeydServerOptions, 'sealed'>
   readonly #server: Server
   readonly #sockets = new Set<Socket>()
   readonly stats: SignStats = { signatures: 0, refused: 0 }
+  #shares: Share[] = []
+  #unsealing = false
+
+  /** The audit log in use (set at unseal for a sealed keyd). */
+  get audit (): AuditLog | null { return this.#opts.audit }
+
+  /** True until the keystore is open. */
+  get sealed (): boolean { return this.#opts.keystore === null }
+
+  /** STATUS and UNSEAL: answered by the server itself, sealed or not. */
+  async #sealOp (client: Client, opcode: number, requestId: number, items: Map<number, Uint8Array>): Promise<Buffer> {
+    if (!client.rights.includes('admin')) return encodeError(requestId, ErrorCode.FORBIDDEN, `client ${client.name} lacks the admin right`)
+    const threshold = this.#opts.sealed?.threshold ?? 0
+    const status = (): Buffer => encodeFrame(opcode | 0x80, requestId, [itemStr(Tag.JSON, JSON.stringify({
+      sealed: this.sealed, shares: this.#shares.length, threshold, keys: this.#opts.keystore?.list().length ?? null, devMode: this.#opts.devMode
+    }))])
+    if (opcode === Op.STATUS || !this.sealed) return status()
+    const seal = this.#opts.sealed
+    if (seal === undefined) return encodeError(requestId, ErrorCode.INTERNAL, 'sealed without an unseal method')
+    if (this.#unsealing) return encodeError(requestId, ErrorCode.OVERLOADED, 'an unseal is in progress')
+    let share: Share
+    try {
+      share = decodeShare(readStr(items, Tag.SHARE) ?? '')
+    } catch (err) {
+      return encodeError(requestId, ErrorCode.BAD_SHARE, (err as Error).message)
+    }
+    if (!this.#shares.some(s => s.x === share.x)) this.#shares.push(share)
+    if (this.#shares.length < threshold) return status()
+    this.#unsealing = true
+    try {
+      const opened = await seal.unseal(this.#shares)
+      this.#opts.keystore = opened.keystore
+      this.#opts.audit = opened.audit
+      this.#opts.logger.info({ keys: opened.keystore.list().length }, 'keyd unsealed')
+      return status()
+    } catch (err) {
+      const wire = err instanceof KeydError && err.code === 'KEYD_ERR_BAD_SHARE' ? ErrorCode.BAD_SHARE : ErrorCode.INTERNAL
+      this.#opts.logger.warn({ code: (err as KeydError).code }, 'keyd unseal failed; shares discarded')
+      return encodeError(requestId, wire, (err as Error).message)
+    } finally {
+      for (const s of this.#shares) s.y.fill(0)
+      this.#shares = []
+      this.#unsealing = false
+    }
+  }
 
   constructor (opts: KeydServerOptions) {
     this.#opts = { ...KEYD_DEFAULTS, ...opts }
@@ -110,6 +160,13 @@ export class KeydServer {
         return
       }
       if (client === undefined) return refuse(f.requestId, ErrorCode.NOT_AUTHENTICATED, 'send HELLO first')
+      if (f.opcode === Op.STATUS || f.opcode === Op.UNSEAL) {
+        const who = client
+        this.#sealOp(who, f.opcode, f.requestId, items).then(reply, err => refuse(f.requestId, ErrorCode.INTERNAL, (err as Error).message))
+        return
+      }
+      const keystore = this.#opts.keystore
+      if (keystore === null && f.opcode !== Op.PING) return refuse(f.requestId, ErrorCode.SEALED, 'keyd is sealed: unseal it with "keyedge keyd unseal" (threshold shares)')
       if (inFlight >= maxInFlight) return refuse(f.requestId, ErrorCode.OVERLOADED, `more than ${maxInFlight} requests in flight on this connection`)
       const audit = this.#opts.audit
       if (audit !== null && audit.failClosed && !audit.writable && f.opcode !== Op.PING) {
@@ -119,7 +176,7 @@ export class KeydServer {
       let answer: Buffer
       let result = 'ok'
       try {
-        answer = handle({ keystore: this.#opts.keystore, client, stats: this.stats, serverInfo: '' }, f.opcode, f.requestId, items)
+        answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, serverInfo: '' }, f.opcode, f.requestId, items)
       } catch (err) {
         if (!(err instanceof Refusal)) logger.error({ err: (err as Error).message, op: f.opcode }, 'keyd request failed')
         const wire = err instanceof Refusal ? err.wire : ErrorCode.INTERNAL

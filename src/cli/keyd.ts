@@ -3,7 +3,8 @@ import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { homePaths, ensurePrivateDir } from '../../keyd/home.js'
-import { loadMasterKey, type MasterKeySource } from '../../keyd/keystore/master-key.js'
+import { loadMasterKey, sealKind, initShamir, shamirParams, unsealShamir, type MasterKeySource } from '../../keyd/keystore/master-key.js'
+import { Op, Tag, itemStr, readStr } from '../../keyd/protocol/codec.js'
 import { FileKeystore } from '../../keyd/keystore/file-keystore.js'
 import { ClientRegistry } from '../../keyd/server/clients.js'
 import { KeydServer } from '../../keyd/server/server.js'
@@ -25,6 +26,9 @@ Commands:
   key list              list keys (name, type, usage, versions)
   key public            print a key's public key (PEM)
   audit verify          check the audit log offline (needs the master key: --dev or the passphrase)
+  init                  create a master key split into Shamir shares (--shares N --threshold M)
+  unseal                give a sealed keyd one share (--share S, or one line on stdin)
+  status                sealed or not, shares received, number of keys
 
 Common options:
   --home DIR            state directory (default $KEYEDGE_HOME or ./.keyedge)
@@ -58,7 +62,10 @@ const options = {
   usage: { type: 'string' },
   version: { type: 'string' },
   audit: { type: 'string' },
-  'audit-fail-open': { type: 'boolean' }
+  'audit-fail-open': { type: 'boolean' },
+  shares: { type: 'string' },
+  threshold: { type: 'string' },
+  share: { type: 'string' }
 } as const
 
 export async function main (argv: string[]): Promise<number> {
@@ -85,6 +92,24 @@ export async function main (argv: string[]): Promise<number> {
         return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true })
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
+      case 'init': {
+        const shares = Number(values.shares ?? 5)
+        const threshold = Number(values.threshold ?? 3)
+        ensurePrivateDir(paths.home)
+        ensurePrivateDir(paths.keydDir)
+        const list = initShamir(paths.keydDir, shares, threshold)
+        process.stdout.write(`keyd master key created and split into ${shares} shares; any ${threshold} unseal it.\n` +
+          'Give each share to a different person now: they are shown once and stored nowhere.\n\n' + list.map((s, i) => `share ${i + 1}: ${s}\n`).join(''))
+        return 0
+      }
+      case 'status': return await withAdmin(paths, socketPath, async c => {
+        process.stdout.write(readStr(await c.request(Op.STATUS), Tag.JSON) + '\n')
+      })
+      case 'unseal': return await withAdmin(paths, socketPath, async c => {
+        const share = values.share ?? (await readLine(process.stdin))
+        const st = JSON.parse(readStr(await c.request(Op.UNSEAL, [itemStr(Tag.SHARE, share)]), Tag.JSON) ?? '{}') as { sealed: boolean, shares: number, threshold: number }
+        process.stdout.write(st.sealed ? `keyd still sealed: ${st.shares} of ${st.threshold} shares\n` : 'keyd unsealed\n')
+      })
       case 'ping': return await withAdmin(paths, socketPath, async c => { await c.ping(); process.stdout.write('keyd OK\n') })
       case 'key create': return await withAdmin(paths, socketPath, async c => {
         if (values.name === undefined || values.type === undefined) throw new UsageError('key create needs --name and --type')
@@ -111,6 +136,16 @@ export async function main (argv: string[]): Promise<number> {
 }
 
 class UsageError extends Error {}
+
+/** One line from a stream (the share, typed or piped), without echoing it anywhere. */
+async function readLine (stream: NodeJS.ReadableStream): Promise<string> {
+  let text = ''
+  for await (const chunk of stream) {
+    text += String(chunk)
+    if (text.includes('\n')) break
+  }
+  return text.split('\n')[0].trim()
+}
 
 async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: string, fn: (c: KeydClient) => Promise<void>): Promise<number> {
   const c = new KeydClient({ socketPath, clientName: 'admin', secretFile: join(paths.secretsDir, 'admin.secret'), timeoutMs: 30000 })
@@ -157,26 +192,43 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     logger.fatal({ code: err.code }, `${err.message}; keyd refuses to serve`)
     return 1
   }
-  const source = masterKeySource(dev, passphraseFile)
-  if (source === undefined) {
-    process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, or set KEYEDGE_KEYD_PASSPHRASE\n')
+  const shamir = !dev && sealKind(paths.keydDir) === 'shamir'
+  const source = shamir ? undefined : masterKeySource(dev, passphraseFile)
+  if (!shamir && source === undefined) {
+    process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, set KEYEDGE_KEYD_PASSPHRASE, or "keyedge keyd init --shares N --threshold M" first\n')
     return 2
   }
-  const master = loadMasterKey(paths.keydDir, source)
   if (dev) {
     logger.warn({ masterKeyFile: join(paths.keydDir, 'master.key') }, '*** keyd is in DEVELOPMENT MODE: the master key is a plain file on disk. Do not use this for production keys. ***')
   }
-  const keystore = new FileKeystore(paths.keysDir, master.key)
-  const auditLog = audit.mode === 'off' ? null : await AuditLog.open({ ...auditFiles(paths), key: auditKey(master.key), logger, durability: audit.mode, failClosed: audit.failClosed })
-  master.key.fill(0)
-  if (auditLog === null) logger.warn('*** keyd audit is OFF: operations are not recorded (benchmarks only) ***')
-  for (const e of keystore.loadErrors) logger.error(e, 'keyd could not open a key file; that key is unavailable')
+  /** Opens the keystore and the audit log under `key`, then wipes it. */
+  const openStore = async (key: Buffer): Promise<{ keystore: FileKeystore, audit: AuditLog | null }> => {
+    try {
+      const keystore = new FileKeystore(paths.keysDir, key)
+      const auditLog = audit.mode === 'off' ? null : await AuditLog.open({ ...auditFiles(paths), key: auditKey(key), logger, durability: audit.mode, failClosed: audit.failClosed })
+      if (auditLog === null) logger.warn('*** keyd audit is OFF: operations are not recorded (benchmarks only) ***')
+      for (const e of keystore.loadErrors) logger.error(e, 'keyd could not open a key file; that key is unavailable')
+      return { keystore, audit: auditLog }
+    } finally {
+      key.fill(0)
+    }
+  }
+  const opened = source === undefined ? null : await openStore(loadMasterKey(paths.keydDir, source).key)
   const clients = new ClientRegistry(paths.clientsFile)
   clients.ensure('proxy', ['sign'], paths.secretsDir)
   clients.ensure('admin', ['sign', 'admin'], paths.secretsDir)
-  const server = new KeydServer({ socketPath, keystore, clients, logger, devMode: dev, audit: auditLog })
+  const server = new KeydServer({
+    socketPath,
+    keystore: opened?.keystore ?? null,
+    clients,
+    logger,
+    devMode: dev,
+    audit: opened?.audit ?? null,
+    sealed: shamir ? { threshold: shamirParams(paths.keydDir).threshold, unseal: async shares => await openStore(unsealShamir(paths.keydDir, shares)) } : undefined
+  })
   await server.listen()
-  logger.info({ socket: socketPath, keys: keystore.list().length, devMode: dev, audit: audit.mode, auditSeq: auditLog?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
+  logger.info({ socket: socketPath, sealed: server.sealed, keys: opened?.keystore.list().length ?? null, devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
+  if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "keyedge keyd unseal" has been given the threshold of shares')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
     process.once('SIGINT', stop)
@@ -184,6 +236,6 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   })
   logger.info({ signatures: server.stats.signatures }, 'keyd stopping')
   await server.close()
-  await auditLog?.close()
+  await server.audit?.close()
   return 0
 }
