@@ -15,7 +15,8 @@ import { KeydConfigError } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
 import { decodeShare, type Share } from '../keystore/shamir.js'
 import { KeydError } from '../errors.js'
-import { auditRecordFor } from '../audit/record.js'
+import { auditRecordFor, opName } from '../audit/record.js'
+import type { KeydMetrics } from './metrics.js'
 
 export interface KeydServerOptions {
   socketPath: string
@@ -34,9 +35,10 @@ export interface KeydServerOptions {
   helloTimeoutMs?: number
   /** Every operation but PING is appended here; null = no audit (benchmarks only). */
   audit?: AuditLog | null
+  metrics?: KeydMetrics | null
 }
 
-export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, sealed: undefined }
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined }
 
 export class KeydServer {
   readonly #opts: Required<Omit<KeydServerOptions, 'sealed'>> & Pick<KeydServerOptions, 'sealed'>
@@ -136,9 +138,11 @@ export class KeydServer {
     }
     const refuse = (requestId: number, code: number, message: string): void => {
       this.stats.refused++
+      this.#opts.metrics?.refused(errorCodeName(code))
       reply(encodeError(requestId, code, message))
     }
 
+    let arrived = 0
     const onFrame = (f: Frame): void => {
       if (f.version !== PROTOCOL_VERSION) return refuse(f.requestId, ErrorCode.UNSUPPORTED_VERSION, `protocol version ${f.version} is not supported; this keyd speaks 1`)
       if (f.flags !== 0) return refuse(f.requestId, ErrorCode.BAD_FRAME, 'flags must be 0')
@@ -175,6 +179,7 @@ export class KeydServer {
       inFlight++
       let answer: Buffer
       let result = 'ok'
+      const started = performance.now()
       try {
         answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, serverInfo: '' }, f.opcode, f.requestId, items)
       } catch (err) {
@@ -183,6 +188,11 @@ export class KeydServer {
         result = errorCodeName(wire)
         this.stats.refused++
         answer = encodeError(f.requestId, wire, err instanceof Refusal ? err.message : 'internal error: ' + (err as Error).message)
+      }
+      const metrics = this.#opts.metrics
+      if (metrics !== null) {
+        // Label refusals without the key: a client could otherwise mint label values.
+        metrics.observe(opName(f.opcode), result === 'ok' ? (readStr(items, Tag.KEY_NAME) ?? null) : null, result, (started - arrived) / 1000, (performance.now() - started) / 1000)
       }
       if (audit === null || f.opcode === Op.PING) { inFlight--; reply(answer); return }
       const written = audit.record(auditRecordFor(client.name, f.opcode, items, result))
@@ -200,6 +210,7 @@ export class KeydServer {
     }
 
     socket.on('data', chunk => {
+      arrived = performance.now()
       for (const ev of decoder.push(chunk)) {
         if (ev.kind === 'too-large') {
           refuse(ev.requestId ?? 0, ErrorCode.FRAME_TOO_LARGE, `frame of ${ev.length + 4} bytes is outside 12..${maxFrameBytes}`)

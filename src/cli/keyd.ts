@@ -16,6 +16,7 @@ import { AuditLog } from '../../keyd/audit/audit-log.js'
 import { auditKey } from '../../keyd/audit/chain.js'
 import { verifyAuditLog } from '../../keyd/audit/verify.js'
 import { runSelfTests, SelfTestError } from '../../keyd/server/self-test.js'
+import { KeydMetrics, startMetricsServer, type KeydHealth } from '../../keyd/server/metrics.js'
 
 const USAGE = `Usage: keyedge keyd <command> [options]
 
@@ -41,6 +42,7 @@ serve options:
   --audit MODE          buffered (default: appended within one event-loop turn), fsync (answer only
                         once the entry is on disk), or off (benchmarks only)
   --audit-fail-open     keep signing when the audit log cannot be written (default: refuse)
+  --metrics-port N      serve /metrics and /healthz on 127.0.0.1:N (default: off; 0 = any free port)
 
 key create options:
   --name N              key name ([a-z0-9][a-z0-9._-]{0,63})
@@ -65,7 +67,8 @@ const options = {
   'audit-fail-open': { type: 'boolean' },
   shares: { type: 'string' },
   threshold: { type: 'string' },
-  share: { type: 'string' }
+  share: { type: 'string' },
+  'metrics-port': { type: 'string' }
 } as const
 
 export async function main (argv: string[]): Promise<number> {
@@ -89,7 +92,9 @@ export async function main (argv: string[]): Promise<number> {
       case 'serve': {
         const audit = values.audit ?? 'buffered'
         if (audit !== 'buffered' && audit !== 'fsync' && audit !== 'off') throw new UsageError('--audit must be buffered, fsync or off')
-        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true })
+        const metricsPort = values['metrics-port'] === undefined ? undefined : Number(values['metrics-port'])
+        if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new UsageError('--metrics-port must be 0-65535')
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort)
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
       case 'init': {
@@ -180,7 +185,7 @@ function auditVerify (paths: ReturnType<typeof homePaths>, dev: boolean, passphr
   return r.problems.length === 0 ? 0 : 1
 }
 
-async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }): Promise<number> {
+async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number): Promise<number> {
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   ensurePrivateDir(paths.home)
   ensurePrivateDir(paths.keydDir)
@@ -217,7 +222,14 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const clients = new ClientRegistry(paths.clientsFile)
   clients.ensure('proxy', ['sign'], paths.secretsDir)
   clients.ensure('admin', ['sign', 'admin'], paths.secretsDir)
-  const server = new KeydServer({
+  const health: KeydHealth = {
+    sealed: () => server.sealed,
+    auditWritable: () => server.audit?.writable ?? true,
+    auditBacklog: () => server.audit?.backlog ?? 0
+  }
+  const metrics = metricsPort === undefined ? null : new KeydMetrics(health)
+  const server: KeydServer = new KeydServer({
+    metrics,
     socketPath,
     keystore: opened?.keystore ?? null,
     clients,
@@ -227,7 +239,8 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     sealed: shamir ? { threshold: shamirParams(paths.keydDir).threshold, unseal: async shares => await openStore(unsealShamir(paths.keydDir, shares)) } : undefined
   })
   await server.listen()
-  logger.info({ socket: socketPath, sealed: server.sealed, keys: opened?.keystore.list().length ?? null, devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
+  const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
+  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keys: opened?.keystore.list().length ?? null, devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
   if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "keyedge keyd unseal" has been given the threshold of shares')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
@@ -235,6 +248,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     process.once('SIGTERM', stop)
   })
   logger.info({ signatures: server.stats.signatures }, 'keyd stopping')
+  http?.server.close()
   await server.close()
   await server.audit?.close()
   return 0

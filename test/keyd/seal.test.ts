@@ -47,9 +47,12 @@ t.test('a Shamir-sealed keyd refuses until the threshold of shares arrives', asy
   const foreign = [...(await cli(['keyd', 'init', '--shares', '2', '--threshold', '2'], { KEYEDGE_HOME: foreignHome })).out.matchAll(/share \d: (ks1-\S+)/g)].map(m => m[1])
 
   const start = async (): Promise<ReturnType<typeof spawnCli>> => {
-    const k = spawnCli(['keyd', 'serve'], env)
+    const k = spawnCli(['keyd', 'serve', '--metrics-port', '0'], env)
     const ready = await k.waitFor(o => o.msg === 'keyd ready')
     t.equal(ready.sealed, true, 'starts sealed')
+    const health = await fetch(`http://127.0.0.1:${ready.metricsPort as number}/healthz`)
+    t.equal(health.status, 503, 'unhealthy while sealed')
+    t.match(await (await fetch(`http://127.0.0.1:${ready.metricsPort as number}/metrics`)).text(), /keyd_sealed 1/)
     return k
   }
   let keyd = await start()
