@@ -83,6 +83,8 @@ export class AuditLog {
     }
     closeSync(openSync(o.file, 'a', 0o600))
     const log = new AuditLog(o, seq, chain)
+    // A checkpoint of the head as found, at once: a keyd killed before its first timer tick still leaves one.
+    log.#writeCheckpoint(seq, chain)
     log.#fh = await openAsync(o.file, 'a', 0o600)
     log.#timer = setInterval(() => { log.#checkpoint() }, o.checkpointIntervalMs)
     log.#timer.unref()
@@ -155,12 +157,14 @@ export class AuditLog {
     if (chain === null) return // mid-flush: the chain value of seq is not at hand; next tick
     const fh = this.#fh
     if (fh === null) return
-    fh.datasync().then(() => {
-      const time = new Date().toISOString()
-      const cp: AuditCheckpoint = { seq, chain, time, mac: checkpointMac(this.#o.key, seq, chain, time) }
-      writeFileAtomic(this.#o.checkpointFile, JSON.stringify(cp) + '\n')
-      this.#checkpointedSeq = seq
-    }).catch(err => { this.#o.logger.error({ err: (err as Error).message }, 'audit checkpoint failed') })
+    fh.datasync().then(() => { this.#writeCheckpoint(seq, chain) }).catch(err => { this.#o.logger.error({ err: (err as Error).message }, 'audit checkpoint failed') })
+  }
+
+  #writeCheckpoint (seq: number, chain: string): void {
+    const time = new Date().toISOString()
+    const cp: AuditCheckpoint = { seq, chain, time, mac: checkpointMac(this.#o.key, seq, chain, time) }
+    writeFileAtomic(this.#o.checkpointFile, JSON.stringify(cp) + '\n')
+    this.#checkpointedSeq = seq
   }
 
   /** Flushes, writes the checkpoint and closes. */
@@ -170,8 +174,7 @@ export class AuditLog {
     const fh = this.#fh
     if (fh !== null && this.#broken === null) {
       await fh.datasync()
-      const time = new Date().toISOString()
-      writeFileAtomic(this.#o.checkpointFile, JSON.stringify({ seq: this.#seq, chain: this.#chain, time, mac: checkpointMac(this.#o.key, this.#seq, this.#chain, time) }) + '\n')
+      this.#writeCheckpoint(this.#seq, this.#chain)
     }
     await fh?.close()
     this.#fh = null

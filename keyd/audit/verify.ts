@@ -40,7 +40,7 @@ export function verifyAuditLog (file: string, checkpointFile: string, key: Buffe
       checkpointSeq = cp.seq
       if (checkpointMac(key, cp.seq, cp.chain, cp.time) !== cp.mac) problems.push('head checkpoint MAC does not match: the checkpoint was edited (or another key)')
       else if (cp.seq > prevSeq) problems.push(`log truncated: the checkpoint vouches for seq ${cp.seq} but the log ends at seq ${prevSeq}`)
-      else if (chainAt.get(cp.seq) !== cp.chain) problems.push(`entry seq ${cp.seq} differs from the checkpoint: the log was rewritten`)
+      else if ((cp.seq === 0 ? GENESIS_CHAIN : chainAt.get(cp.seq)) !== cp.chain) problems.push(`entry seq ${cp.seq} differs from the checkpoint: the log was rewritten`)
     }
   }
   return { entries: lines.length, lastSeq: prevSeq, checkpointSeq, problems }
