@@ -501,6 +501,42 @@ static int add_key_items(BUF *b, const KEY *k) {
          && (k->version == 0 || item_add(b, T_KEY_VERSION, ver, 4));
 }
 
+/* A pinned version's public key never changes: remember it, so loading a reference again (a reload,
+ * another TLS server for a new ticket key) needs no keyd round trip and works while keyd is down. */
+#define PUB_CACHE_SIZE 64
+static KEY g_pub_cache[PUB_CACHE_SIZE];
+static unsigned g_pub_cache_next;
+static pthread_mutex_t g_pub_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int pub_cache_get(KEY *k) {
+  int hit = 0;
+  pthread_mutex_lock(&g_pub_lock);
+  for (unsigned i = 0; i < PUB_CACHE_SIZE && !hit; i++) {
+    const KEY *c = &g_pub_cache[i];
+    if (c->pub == NULL || c->version != k->version || strcmp(c->name, k->name) != 0 || strcmp(c->type, k->type) != 0)
+      continue;
+    if ((k->pub = malloc(c->publen)) == NULL) break;
+    memcpy(k->pub, c->pub, k->publen = c->publen);
+    memcpy(k->e, c->e, k->elen = c->elen);
+    k->bits = c->bits;
+    hit = 1;
+  }
+  pthread_mutex_unlock(&g_pub_lock);
+  return hit;
+}
+
+static void pub_cache_put(const KEY *k) {
+  unsigned char *copy = malloc(k->publen);
+  if (copy == NULL) return;
+  memcpy(copy, k->pub, k->publen);
+  pthread_mutex_lock(&g_pub_lock);
+  KEY *c = &g_pub_cache[g_pub_cache_next++ % PUB_CACHE_SIZE];
+  free(c->pub);
+  *c = *k;
+  c->pub = copy;
+  pthread_mutex_unlock(&g_pub_lock);
+}
+
 static void *key_load(const void *ref, size_t ref_sz, int kind) {
   KEY *k = calloc(1, sizeof(*k));
   BUF req = { 0 }, resp = { 0 };
@@ -511,6 +547,10 @@ static void *key_load(const void *ref, size_t ref_sz, int kind) {
   if (k == NULL) return NULL;
   if (!parse_ref(ref, ref_sz, k) || k->kind != kind) {
     ERR(R_BAD_REF, "keyedge: not a usable key reference");
+    goto done;
+  }
+  if (k->version != 0 && pub_cache_get(k)) {
+    ok = 1;
     goto done;
   }
   if (!add_key_items(&req, k) || !keyd_call(OP_GET_PUBLIC_KEY, &req, &resp)) goto done;
@@ -530,8 +570,10 @@ static void *key_load(const void *ref, size_t ref_sz, int kind) {
     memcpy(k->e, e, k->elen = elen);
   if (!ok)
     ERR(R_PROTOCOL, "keyd: malformed public key for %s", k->name);
-  else if ((ok = (k->pub = malloc(n)) != NULL))
+  else if ((ok = (k->pub = malloc(n)) != NULL)) {
     memcpy(k->pub, v, k->publen = n);
+    if (k->version != 0) pub_cache_put(k);
+  }
 done:
   free(req.p);
   free(resp.p);
