@@ -19,6 +19,8 @@ export interface ClientOptions {
   durationMs: number
   /** Stop after this many handshakes started, if it comes before the duration. */
   maxHandshakes?: number
+  /** Each connection loop offers the session of its previous connection (resumption benchmark). */
+  resume?: boolean
 }
 
 export interface ClientResult {
@@ -76,22 +78,25 @@ export async function runClient (o: ClientOptions): Promise<ClientResult> {
     r.cipher ??= s.getCipher().name
   }
 
-  const one = async (): Promise<void> => await new Promise<void>(resolve => {
+  const one = async (session?: Buffer): Promise<Buffer | undefined> => await new Promise<Buffer | undefined>(resolve => {
     let secured = false
     let settled = false
+    let next: Buffer | undefined
     const s = connect({
       host: o.host,
       port: o.port,
       servername: o.servername,
       secureContext,
       rejectUnauthorized: true,
-      ALPNProtocols: ['http/1.1']
+      ALPNProtocols: ['http/1.1'],
+      ...(session !== undefined ? { session } : {})
     })
+    if (o.resume === true) s.on('session', (b: Buffer) => { next = b })
     const finish = (): void => {
       if (settled) return
       settled = true
       clearTimeout(timer)
-      resolve()
+      resolve(next ?? session)
     }
     const timer = setTimeout(() => { if (!secured) fail('handshake timeout'); s.destroy(); finish() }, HANDSHAKE_TIMEOUT_MS)
     s.once('secureConnect', () => {
@@ -112,9 +117,11 @@ export async function runClient (o: ClientOptions): Promise<ClientResult> {
   const deadline = t0 + o.durationMs
   let started = 0
   const loop = async (): Promise<void> => {
+    let session: Buffer | undefined
     while (performance.now() < deadline && (o.maxHandshakes === undefined || started < o.maxHandshakes)) {
       started++
-      await one()
+      const next = await one(session)
+      if (o.resume === true) session = next
     }
   }
   await Promise.all(Array.from({ length: o.concurrency }, loop))

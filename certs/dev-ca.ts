@@ -81,29 +81,34 @@ export async function issueLeaf (client: KeydClient, dir: string, ca: x509.X509C
       return { certFile, keyRefFile, keyName: opts.keyName, keyType: opts.keyType }
     }
   }
+  const cert = await signLeafCertificate(client, ca, { spki, keyType: opts.keyType, serverNames: opts.serverNames, caKeyName: opts.caKeyName, days: opts.days })
+  writeFileAtomic(certFile, cert.toString('pem') + '\n', 0o644)
+  writeFileAtomic(keyRefFile, encodeKeyReference({ name: opts.keyName, version, type: opts.keyType }), 0o644)
+  return { certFile, keyRefFile, keyName: opts.keyName, keyType: opts.keyType }
+}
+
+/** A leaf certificate (serverAuth) for public key `spki`, signed in keyd by the dev CA key; a fresh random serial each time. */
+export async function signLeafCertificate (client: KeydClient, ca: x509.X509Certificate, opts: { spki: Buffer, keyType: string, serverNames: string[], caKeyName?: string, days?: number }): Promise<x509.X509Certificate> {
   const crypto = keydWebCrypto(client)
   const caKeyName = opts.caKeyName ?? 'dev-ca'
   const caKey = await client.getPublicKey(caKeyName)
   const now = Date.now()
-  const cert = await x509.X509CertificateGenerator.create({
+  return await x509.X509CertificateGenerator.create({
     subject: `CN=${opts.serverNames[0]}`,
     issuer: ca.subject,
     notBefore: new Date(now - DAY_MS),
     notAfter: new Date(now + (opts.days ?? 365) * DAY_MS),
-    publicKey: spki,
+    publicKey: opts.spki,
     signingKey: keydCryptoKey(caKeyName, caKey.type, caKey.version) as never,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | (opts.keyType.startsWith('rsa') ? x509.KeyUsageFlags.keyEncipherment : 0), true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
       new x509.SubjectAlternativeNameExtension(sanEntries(opts.serverNames)),
-      await x509.SubjectKeyIdentifierExtension.create(spki, false, crypto),
+      await x509.SubjectKeyIdentifierExtension.create(opts.spki, false, crypto),
       await x509.AuthorityKeyIdentifierExtension.create(caKey.spki, false, crypto)
     ]
   }, crypto)
-  writeFileAtomic(certFile, cert.toString('pem') + '\n', 0o644)
-  writeFileAtomic(keyRefFile, encodeKeyReference({ name: opts.keyName, version, type: opts.keyType }), 0o644)
-  return { certFile, keyRefFile, keyName: opts.keyName, keyType: opts.keyType }
 }
 
 /** Writes `text` only if the file is absent (used for sample configs). */

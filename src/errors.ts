@@ -67,3 +67,43 @@ export class UsageError extends EdgeError {
     super('EDGE_ERR_USAGE', message)
   }
 }
+
+/** A certificate reload was refused as a whole: the certificates served before keep serving. */
+export class ReloadRefusedError extends EdgeError {
+  /** One line per failed certificate entry or worker, each with its error code. */
+  readonly problems: string[]
+  constructor (problems: string[]) {
+    super('EDGE_ERR_RELOAD_REFUSED', `certificate reload refused, the previous certificates keep serving:\n  ${problems.join('\n  ')}`)
+    this.problems = problems
+  }
+}
+
+/**
+ * A token request refused: `status` is the HTTP status (4xx, or 503 when keyd cannot sign), `code`
+ * one of the EDGE_ERR_TOKEN_* codes of docs/token.md. The message never holds a token or a secret.
+ */
+export class TokenRequestError extends EdgeError {
+  readonly status: number
+  readonly headers: Record<string, string>
+  constructor (code: string, status: number, message: string, headers: Record<string, string> = {}) {
+    super(code, message)
+    this.status = status
+    this.headers = headers
+  }
+}
+
+/** A token key is unusable: keyd refuses it (e.g. a tls-server key), it is missing, or its algorithm does not fit. */
+export class TokenKeyError extends EdgeError {
+  readonly keyName: string
+  constructor (keyName: string, reason: string, options?: { cause?: unknown }) {
+    super('EDGE_ERR_TOKEN_KEY', `token key "${keyName}": ${reason}`, options)
+    this.keyName = keyName
+  }
+}
+
+/** `keyedge cert renew` could not renew: missing or unreadable files, or not a key reference. */
+export class CertRenewError extends EdgeError {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super('EDGE_ERR_CERT_RENEW', message, options)
+  }
+}

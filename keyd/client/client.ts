@@ -4,9 +4,10 @@ import { readFileSync } from 'node:fs'
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import {
   FrameDecoder, Op, Tag, encodeFrame, readStr, readUint, errorCodeName, parseItems,
-  itemStr, itemBytes, itemU32, itemU16, itemU8, type Item
+  itemStr, itemBytes, itemU32, itemU16, itemU8, encodeItems, ItemMap, type Item
 } from '../protocol/codec.js'
 import { ALGORITHMS_BY_NAME } from '../algorithms.js'
+import { TicketTag, decodeTicketKeySet, readU64, type TicketKey } from '../protocol/ticket-keys.js'
 import type { KeyInfo } from '../keystore/keystore.js'
 import { secretBytes } from '../server/clients.js'
 import { KeydRemoteError, KeydTimeoutError, KeydUnavailableError } from '../errors.js'
@@ -18,6 +19,9 @@ export interface KeydClientOptions {
   secretFile: string
   timeoutMs?: number
 }
+
+/** One signature of a SIGN_BATCH: like the arguments of `sign`. */
+export interface BatchEntry { name: string, algorithm: string, message: Uint8Array, version?: number, ieeeP1363?: boolean }
 
 export interface PublicKeyInfo { name: string, version: number, type: string, bits: number, spki: Buffer, publicKey: KeyObject }
 
@@ -130,8 +134,50 @@ export class KeydClient {
     return { signature: Buffer.from(r.get(Tag.SIGNATURE) ?? []), version: readUint(r, Tag.KEY_VERSION, 4) ?? 0 }
   }
 
+  /**
+   * Signs several messages in one SIGN_BATCH frame; each result is a signature or that entry's own
+   * refusal (a KeydRemoteError), in the order of `entries`.
+   * @throws KeydUnavailableError, KeydTimeoutError, KeydRemoteError for the frame as a whole
+   */
+  async signBatch (entries: BatchEntry[]): Promise<Array<{ signature: Buffer, version: number } | KeydRemoteError>> {
+    const items = entries.map(e => {
+      const alg = ALGORITHMS_BY_NAME.get(e.algorithm)
+      if (alg === undefined) throw new TypeError(`unknown algorithm ${e.algorithm}`)
+      return itemBytes(Tag.ENTRY, encodeItems([
+        itemStr(Tag.KEY_NAME, e.name), itemU32(Tag.KEY_VERSION, e.version ?? 0), itemU16(Tag.ALGORITHM, alg.code),
+        itemBytes(Tag.MESSAGE, e.message), itemU8(Tag.SIG_ENCODING, e.ieeeP1363 === true ? 1 : 0)
+      ]))
+    })
+    const r = await this.request(Op.SIGN_BATCH, items)
+    const answers = r instanceof ItemMap ? r.all(Tag.ENTRY) : []
+    if (answers.length !== entries.length) throw new KeydUnavailableError(`keyd answered SIGN_BATCH with ${answers.length} entries for ${entries.length}`)
+    return answers.map(a => {
+      const e = parseItems(a) ?? new Map<number, Uint8Array>()
+      const code = readUint(e, Tag.ERROR_CODE, 2)
+      if (typeof code === 'number') return new KeydRemoteError(errorCodeName(code), code, readStr(e, Tag.ERROR_MESSAGE) ?? 'keyd error')
+      return { signature: Buffer.from(e.get(Tag.SIGNATURE) ?? []), version: readUint(e, Tag.KEY_VERSION, 4) ?? 0 }
+    })
+  }
+
+  /**
+   * The TLS ticket keys of `rotationSeconds`-long epochs: `previous` older ones (decrypt only), the
+   * current one and the next one, oldest first, with keyd's clock. Secrets: never log them.
+   * @throws KeydUnavailableError, KeydTimeoutError, KeydRemoteError (FORBIDDEN without the sign right)
+   */
+  async getTicketKeys (rotationSeconds: number, previous = 1): Promise<{ keys: TicketKey[], serverTimeMs: number }> {
+    const r = await this.request(Op.GET_TICKET_KEYS, [itemU32(TicketTag.ROTATION_SECONDS, rotationSeconds), itemU32(TicketTag.PREVIOUS, previous)])
+    const keys = decodeTicketKeySet(r.get(TicketTag.KEY_SET) ?? new Uint8Array(0))
+    if (keys === null) throw new KeydUnavailableError('keyd answered GET_TICKET_KEYS with a malformed key set')
+    return { keys, serverTimeMs: readU64(r.get(TicketTag.SERVER_TIME)) ?? Date.now() }
+  }
+
   async createKey (name: string, type: string, usage: string): Promise<PublicKeyInfo> {
     return toPublicKeyInfo(await this.request(Op.KEY_CREATE, [itemStr(Tag.KEY_NAME, name), itemStr(Tag.KEY_TYPE, type), itemStr(Tag.USAGE, usage)]))
+  }
+
+  /** Generates a new current version of key `name` (admin); older versions keep signing. */
+  async rotateKey (name: string): Promise<PublicKeyInfo> {
+    return toPublicKeyInfo(await this.request(Op.KEY_ROTATE, [itemStr(Tag.KEY_NAME, name)]))
   }
 
   async listKeys (): Promise<KeyInfo[]> {

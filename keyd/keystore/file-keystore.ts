@@ -1,7 +1,7 @@
 // Encrypted-file keystore: one JSON file per key, every private key sealed with AES-256-GCM under the master key.
-import { mkdirSync, readdirSync, readFileSync, chmodSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, chmodSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, type KeyObject } from 'node:crypto'
 import { writeFileAtomic } from './atomic-file.js'
 import { seal, open, isSealedBlob, type SealedBlob } from './aead.js'
 import { isKeyType, isUsage, type KeyType, type Usage } from '../algorithms.js'
@@ -12,6 +12,9 @@ interface StoredKey { format: 'keyedge-key-v1', name: string, type: KeyType, usa
 
 interface LoadedVersion { info: KeyVersionInfo, privateKey: KeyObject, publicKey: KeyObject }
 interface LoadedKey { info: KeyInfo, versions: Map<number, LoadedVersion> }
+
+/** HKDF salt of every secret derived from the master key (ticket keys, …). */
+const DERIVE_SALT = Buffer.from('keyedge derive v1')
 
 function aad (name: string, version: number, type: string): string {
   return `keyedge-key-v1|${name}|${version}|${type}`
@@ -42,6 +45,8 @@ export class FileKeystore implements Keystore {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
     chmodSync(dir, 0o700)
     for (const f of readdirSync(dir).sort()) {
+      // A temp file is a write that kill -9 interrupted before its rename: never acknowledged, so dropped.
+      if (f.startsWith('.') && f.endsWith('.tmp')) { rmSync(join(dir, f), { force: true }); continue }
       if (!f.endsWith('.json')) continue
       try {
         const k = this.#decode(JSON.parse(readFileSync(join(dir, f), 'utf8')))
@@ -103,6 +108,24 @@ export class FileKeystore implements Keystore {
     return info
   }
 
+  rotate (name: string): KeyInfo {
+    const k = this.#keys.get(name)
+    if (k === undefined) throw new Error(`no key named ${name}`)
+    const file = join(this.#dir, `${name}.json`)
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as StoredKey
+    const version = Math.max(...stored.versions.map(v => v.version)) + 1
+    const { privateKey, publicKey } = generateKey(stored.type)
+    const createdAt = new Date().toISOString()
+    const der = privateKey.export({ format: 'der', type: 'pkcs8' })
+    stored.versions.push({ version, createdAt, publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'), privateKey: seal(this.#master, der, aad(name, version, stored.type)) })
+    der.fill(0)
+    writeFileAtomic(file, JSON.stringify(stored, null, 2) + '\n')
+    const info: KeyVersionInfo = { version, createdAt }
+    k.versions.set(version, { info, privateKey, publicKey })
+    k.info = { ...k.info, currentVersion: version, versions: [...k.info.versions, info] }
+    return k.info
+  }
+
   /** Resolves version 0 to the current one; undefined if the key or version does not exist. */
   #version (name: string, version: number): LoadedVersion | undefined {
     const k = this.#keys.get(name)
@@ -118,5 +141,9 @@ export class FileKeystore implements Keystore {
   signingKey (name: string, version: number): { version: number, key: KeyObject } | undefined {
     const v = this.#version(name, version)
     return v === undefined ? undefined : { version: v.info.version, key: v.privateKey }
+  }
+
+  deriveSecret (info: Uint8Array, length: number): Buffer {
+    return Buffer.from(hkdfSync('sha256', this.#master, DERIVE_SALT, info, length))
   }
 }

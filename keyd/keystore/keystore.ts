@@ -20,8 +20,15 @@ export interface Keystore {
   get (name: string): KeyInfo | undefined
   /** Generates a key inside the store; the caller has checked that the name is free and valid. */
   create (name: string, type: KeyType, usage: Usage): KeyInfo
+  /** Generates a new version of an existing key, which becomes current; older versions still sign. */
+  rotate (name: string): KeyInfo
   /** Public key of a version (0 = current). */
   publicKey (name: string, version: number): { version: number, key: KeyObject } | undefined
   /** Private key handle for signing, inside keyd only; never serialised. */
   signingKey (name: string, version: number): { version: number, key: KeyObject } | undefined
+  /**
+   * `length` bytes derived from the master secret by HKDF-SHA256 (salt `keyedge derive v1`,
+   * `info` given): the same on every keyd sharing that master. The master itself never leaves.
+   */
+  deriveSecret (info: Uint8Array, length: number): Buffer
 }

@@ -64,7 +64,8 @@ export const ErrorCode = {
   OVERLOADED: 16,
   AUDIT_UNAVAILABLE: 17,
   SEALED: 18,
-  BAD_SHARE: 19
+  BAD_SHARE: 19,
+  RATE_LIMITED: 20
 } as const
 export type ErrorCodeName = keyof typeof ErrorCode
 const errorNames = new Map<number, ErrorCodeName>(

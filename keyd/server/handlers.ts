@@ -6,8 +6,12 @@ import {
 } from '../protocol/codec.js'
 import { ALGORITHMS, KEY_NAME_RE, keyFamily, isKeyType, isUsage, signOptions } from '../algorithms.js'
 import { tlsMessageKind } from '../policy/tls-message.js'
+import { csrInfoPublicKey } from '../policy/csr-message.js'
 import type { Keystore, KeyInfo } from '../keystore/keystore.js'
 import type { Client, Right } from './clients.js'
+import type { KeyPolicy } from '../policy/key-policy.js'
+import { getTicketKeys } from './ticket-keys.js'
+import { signBatch } from './sign-batch.js'
 
 /** A refusal that becomes an ERROR frame. */
 export class Refusal extends Error {
@@ -21,6 +25,8 @@ export interface HandlerContext {
   client: Client
   stats: SignStats
   serverInfo: string
+  /** Per-key clients/algorithms and rate limits (keyd/policy.json); absent = none. */
+  policy?: KeyPolicy
 }
 
 type Items = Map<number, Uint8Array>
@@ -85,6 +91,14 @@ function getPublicKey (ctx: HandlerContext, items: Items): Item[] {
   return publicKeyItems(info, pub.version, pub.key)
 }
 
+/** An admin asking a tls-server key to sign a PKCS#10 request for that same key (`keyedge cert renew --csr`). */
+function isOwnCertificateRequest (ctx: HandlerContext, info: KeyInfo, version: number, message: Uint8Array): boolean {
+  if (!ctx.client.rights.includes('admin')) return false
+  const spki = csrInfoPublicKey(message)
+  const pub = ctx.keystore.publicKey(info.name, version)
+  return spki !== null && pub !== undefined && spki.equals(pub.key.export({ format: 'der', type: 'spki' }))
+}
+
 function sign (ctx: HandlerContext, items: Items): Item[] {
   requireRight(ctx.client, 'sign')
   const { info, version } = findKey(ctx, items)
@@ -95,8 +109,12 @@ function sign (ctx: HandlerContext, items: Items): Item[] {
   if (alg === undefined) throw new Refusal(ErrorCode.BAD_ALGORITHM, `unknown algorithm 0x${code.toString(16).padStart(4, '0')}`)
   if (alg.family !== keyFamily(info.type)) throw new Refusal(ErrorCode.BAD_ALGORITHM, `algorithm ${alg.name} does not fit a ${info.type} key`)
   if (encoding !== 0 && encoding !== 1) throw new Refusal(ErrorCode.BAD_FRAME, 'SIG_ENCODING must be 0 or 1')
-  if (info.usage === 'tls-server' && tlsMessageKind(message) === null) {
+  if (info.usage === 'tls-server' && tlsMessageKind(message) === null && !isOwnCertificateRequest(ctx, info, version, message)) {
     throw new Refusal(ErrorCode.POLICY_DENIED_MESSAGE, `key ${info.name} is a tls-server key: it signs only TLS 1.3 CertificateVerify or TLS 1.2 ServerKeyExchange input`)
+  }
+  const verdict = ctx.policy?.check(ctx.client.name, info.name, alg.name)
+  if (verdict !== undefined && !verdict.ok) {
+    throw new Refusal(verdict.reason.endsWith('rate') ? ErrorCode.RATE_LIMITED : ErrorCode.FORBIDDEN, verdict.message)
   }
   const k = ctx.keystore.signingKey(info.name, version)
   if (k === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
@@ -120,6 +138,16 @@ function keyCreate (ctx: HandlerContext, items: Items): Item[] {
   return publicKeyItems(info, pub.version, pub.key)
 }
 
+function keyRotate (ctx: HandlerContext, items: Items): Item[] {
+  requireRight(ctx.client, 'admin')
+  const name = need(readStr(items, Tag.KEY_NAME), 'KEY_NAME')
+  if (ctx.keystore.get(name) === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `no key named ${JSON.stringify(name.slice(0, 64))}`)
+  const info = ctx.keystore.rotate(name)
+  const pub = ctx.keystore.publicKey(name, info.currentVersion)
+  if (pub === undefined) throw new Refusal(ErrorCode.INTERNAL, 'rotated key version not found')
+  return publicKeyItems(info, pub.version, pub.key)
+}
+
 function keyList (ctx: HandlerContext): Item[] {
   requireRight(ctx.client, 'admin')
   return [itemStr(Tag.JSON, JSON.stringify(ctx.keystore.list()))]
@@ -129,8 +157,11 @@ const handlers = new Map<number, (ctx: HandlerContext, items: Items) => Item[]>(
   [Op.PING, ping],
   [Op.GET_PUBLIC_KEY, getPublicKey],
   [Op.SIGN, sign],
+  [Op.SIGN_BATCH, (ctx, items) => signBatch(ctx, items, sign)],
+  [Op.GET_TICKET_KEYS, getTicketKeys],
   [Op.KEY_CREATE, keyCreate],
-  [Op.KEY_LIST, keyList]
+  [Op.KEY_LIST, keyList],
+  [Op.KEY_ROTATE, keyRotate]
 ])
 
 /** Runs one authenticated request. @throws Refusal for every expected failure. */

@@ -17,6 +17,7 @@ import { decodeShare, type Share } from '../keystore/shamir.js'
 import { KeydError } from '../errors.js'
 import { auditRecordFor, opName } from '../audit/record.js'
 import type { KeydMetrics } from './metrics.js'
+import { KeyPolicy } from '../policy/key-policy.js'
 
 export interface KeydServerOptions {
   socketPath: string
@@ -36,9 +37,10 @@ export interface KeydServerOptions {
   /** Every operation but PING is appended here; null = no audit (benchmarks only). */
   audit?: AuditLog | null
   metrics?: KeydMetrics | null
+  policy?: KeyPolicy
 }
 
-export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined }
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy() }
 
 export class KeydServer {
   readonly #opts: Required<Omit<KeydServerOptions, 'sealed'>> & Pick<KeydServerOptions, 'sealed'>
@@ -181,7 +183,7 @@ export class KeydServer {
       let result = 'ok'
       const started = performance.now()
       try {
-        answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, serverInfo: '' }, f.opcode, f.requestId, items)
+        answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, serverInfo: '', policy: this.#opts.policy }, f.opcode, f.requestId, items)
       } catch (err) {
         if (!(err instanceof Refusal)) logger.error({ err: (err as Error).message, op: f.opcode }, 'keyd request failed')
         const wire = err instanceof Refusal ? err.wire : ErrorCode.INTERNAL

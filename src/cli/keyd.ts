@@ -16,6 +16,7 @@ import { AuditLog } from '../../keyd/audit/audit-log.js'
 import { auditKey } from '../../keyd/audit/chain.js'
 import { verifyAuditLog } from '../../keyd/audit/verify.js'
 import { runSelfTests, SelfTestError } from '../../keyd/server/self-test.js'
+import { KeyPolicy } from '../../keyd/policy/key-policy.js'
 import { KeydMetrics, startMetricsServer, type KeydHealth } from '../../keyd/server/metrics.js'
 
 const USAGE = `Usage: keyedge keyd <command> [options]
@@ -230,6 +231,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const metrics = metricsPort === undefined ? null : new KeydMetrics(health)
   const server: KeydServer = new KeydServer({
     metrics,
+    policy: new KeyPolicy(join(paths.keydDir, 'policy.json')),
     socketPath,
     keystore: opened?.keystore ?? null,
     clients,

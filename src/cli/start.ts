@@ -16,7 +16,8 @@ Development quick start. Runs, supervised together:
   keyd        the key daemon (development mode: master key in a 0600 file)
   certs       a dev CA and ECDSA + RSA certificates for localhost, keys generated inside keyd
   upstream    the built-in demo upstream on a free loopback port
-  proxy       TLS 1.2/1.3, HTTP/1.1 and HTTP/2 on https://localhost:<port>/
+  proxy       TLS 1.2/1.3, HTTP/1.1 and HTTP/2 on https://localhost:<port>/, its admin listener
+              on http://127.0.0.1:$KEYEDGE_ADMIN_PORT (default 9443: /certs, /metrics, POST /reload)
 Ctrl-C stops everything. State lives in $KEYEDGE_HOME (default ./.keyedge).
 
 Options:
@@ -31,7 +32,7 @@ const CLI = fileURLToPath(new URL('./main.js', import.meta.url))
 const READY_TIMEOUT_MS = 30_000
 
 /** The generated development proxy config (rewritten at each start: the upstream port changes). */
-export function devProxyConfig (paths: HomePaths, certs: DevCertificates, opts: { host: string, port: number, upstream: string, workers: number }): object {
+export function devProxyConfig (paths: HomePaths, certs: DevCertificates, opts: { host: string, port: number, upstream: string, workers: number, adminPort?: number }): object {
   return {
     listen: { host: opts.host, port: opts.port },
     workers: opts.workers,
@@ -39,7 +40,9 @@ export function devProxyConfig (paths: HomePaths, certs: DevCertificates, opts: 
     tls: { defaultCertificate: 'localhost' },
     certificates: [{ name: 'localhost', serverNames: ['localhost', '*.localhost', '127.0.0.1', '::1'], files: certs.leaves.map(l => ({ cert: l.certFile, key: l.keyRefFile })) }],
     routes: [{ host: '*', pathPrefix: '/', upstream: opts.upstream }],
-    trustedProxies: []
+    trustedProxies: [],
+    // Ctrl-C and `keyedge start` stopping need no readiness drain.
+    ...(opts.adminPort !== undefined ? { admin: { host: '127.0.0.1', port: opts.adminPort, drainDelayMs: 0 } } : {})
   }
 }
 
@@ -80,6 +83,8 @@ export async function main (argv: string[]): Promise<number> {
   const port = Number(values.port ?? process.env.KEYEDGE_PORT ?? 8443)
   const workers = Number(values.workers ?? 0)
   if (!Number.isInteger(port) || port < 0 || port > 65535) { process.stderr.write('keyedge start: --port must be 0-65535\n'); return 2 }
+  const adminPort = Number(process.env.KEYEDGE_ADMIN_PORT ?? 9443)
+  if (!Number.isInteger(adminPort) || adminPort < 0 || adminPort > 65535) { process.stderr.write('keyedge start: KEYEDGE_ADMIN_PORT must be 0-65535\n'); return 2 }
   if (!Number.isInteger(workers) || workers < 0) { process.stderr.write('keyedge start: --workers must be a whole number\n'); return 2 }
   const paths = homePaths(values.home)
   ensurePrivateDir(paths.home)
@@ -107,11 +112,12 @@ export async function main (argv: string[]): Promise<number> {
     const certs = await issueDevCertificates(admin, paths.certsDir)
     admin.close()
     upstream = await startDemoUpstream({ host: '127.0.0.1', port: 0 })
-    const config = devProxyConfig(paths, certs, { host: values.host ?? '127.0.0.1', port, upstream: upstream.url, workers })
+    const config = devProxyConfig(paths, certs, { host: values.host ?? '127.0.0.1', port, upstream: upstream.url, workers, adminPort })
     writeFileAtomic(paths.proxyConfig, JSON.stringify(config, null, 2) + '\n', 0o600)
     proxy = child(['proxy', '--config', paths.proxyConfig], env)
     process.stdout.write(`\nkeyedge: serving https://localhost:${port}/ (demo upstream ${upstream.url})\n` +
       `  try:  curl --cacert ${certs.caFile} https://localhost:${port}/\n` +
+      `  admin: curl http://127.0.0.1:${adminPort}/certs   renew live: keyedge cert renew --name localhost-ec\n` +
       '  Ctrl-C stops keyd, the proxy and the upstream.\n\n')
   } catch (err) {
     process.stderr.write(`keyedge start: ${(err as Error).message}\n`)

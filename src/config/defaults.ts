@@ -33,7 +33,15 @@ export const configDefaults = {
     strictSni: false,
     /** null means the first entry of `certificates`. */
     defaultCertificate: null,
-    sessionTimeoutSeconds: 300
+    sessionTimeoutSeconds: 300,
+    /** TLS session tickets (TLS 1.2 and 1.3), keys from keyd shared by every worker. */
+    sessionTickets: true,
+    /** A new ticket key encrypts every epoch of this length (keyd derives it from its master key). */
+    ticketRotationSeconds: 3600,
+    /** Keys before the current one that still decrypt (resume) tickets. */
+    ticketPreviousKeys: 1,
+    /** TLS 1.2 session-ID cache shared by the workers, in sessions; 0 turns it off. */
+    sessionCacheSize: 20_000
   },
   route: {
     host: '*',
@@ -44,8 +52,24 @@ export const configDefaults = {
   trustedProxies: [] as string[],
   http2: true,
   log: { level: 'info' },
-  /** Not configurable: how long a stopping worker lets in-flight requests finish. */
+  /** Applied field by field when the config has a `token` section (docs/token.md). Limits are per worker. */
+  token: {
+    listen: { host: '127.0.0.1', port: 8444 },
+    algorithm: 'ES256',
+    defaultLifetimeSeconds: 300,
+    maxLifetimeSeconds: 3600,
+    verifierCacheSeconds: 300,
+    maxBodyBytes: 8192,
+    caller: { ratePerSecond: 100, burst: 200 },
+    limits: { ratePerSecond: 1000, burst: 2000, maxQueue: 256, queueDeadlineMs: 250 },
+    spike: { cacheWindowMs: 1000, cacheEntries: 10_000, coalesce: true, batch: true, batchMaxSize: 16, batchWindowMs: 2, maxInFlight: 1 }
+  },
+  /** Applied field by field when the config has an `admin` section. */
+  admin: { host: '127.0.0.1', port: 9443, drainDelayMs: 5_000 },
+  /** How long a stopping worker lets in-flight requests finish. */
   shutdownGraceMs: 10_000,
+  /** Not configurable: how long certificate file changes settle before a reload. */
+  reloadDebounceMs: 200,
   /** Not configurable: undici pool settings per upstream origin, per worker. */
   upstreamPool: { connections: 128, keepAliveTimeoutMs: 4_000, keepAliveMaxTimeoutMs: 600_000 },
   /** Not configurable: backoff when restarting a worker that died, doubled per quick death. */

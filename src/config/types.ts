@@ -1,4 +1,5 @@
 // Types of a validated proxy configuration: every default applied, every path absolute.
+import type { TokenConfig } from './token.js'
 
 export type TlsVersion = 'TLSv1.2' | 'TLSv1.3'
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -9,7 +10,7 @@ export interface KeydConfig {
   /** Absolute path of keyd's unix socket. */
   socket: string
   clientName: string
-  /** Absolute path of the file holding this client's secret (read by the bridge, never by the proxy). */
+  /** Absolute path of the file holding this client's secret (read by the bridge and, for ticket keys, by each worker's keyd client). */
   secretFile: string
   timeoutMs: number
 }
@@ -22,6 +23,10 @@ export interface TlsConfig {
   /** Name of the certificate entry served when no name matches (or no SNI is sent). */
   defaultCertificate: string
   sessionTimeoutSeconds: number
+  sessionTickets: boolean
+  ticketRotationSeconds: number
+  ticketPreviousKeys: number
+  sessionCacheSize: number
 }
 
 export interface CertificateFilesConfig {
@@ -48,6 +53,14 @@ export interface RouteConfig {
   connectTimeoutMs: number
 }
 
+export interface AdminConfig {
+  /** Loopback address of the admin listener (health, readiness, metrics, certificates, reload). */
+  host: string
+  port: number
+  /** How long /ready answers 503 on SIGTERM before the proxy stops accepting connections. */
+  drainDelayMs: number
+}
+
 export interface EdgeConfig {
   /** Absolute path of the file this config was loaded from, when loaded from a file. */
   file?: string
@@ -61,4 +74,10 @@ export interface EdgeConfig {
   trustedProxies: string[]
   http2: boolean
   log: { level: LogLevel }
+  /** Present only when the config file has a `token` section: the JWT endpoint (docs/token.md). */
+  token?: TokenConfig
+  /** Present only when the config file has an `admin` section. */
+  admin?: AdminConfig
+  /** How long a stopping worker lets in-flight requests finish before cutting them. */
+  shutdownGraceMs: number
 }

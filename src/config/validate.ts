@@ -7,8 +7,9 @@ import { createSecureContext } from 'node:tls'
 import { ConfigInvalidError } from '../errors.js'
 import { Checker, type Obj } from './checks.js'
 import { configDefaults as D } from './defaults.js'
+import { validateToken } from './token.js'
 import type {
-  CertificateConfig, CertificateFilesConfig, EdgeConfig, KeydConfig, LogLevel, RouteConfig, TlsConfig, TlsVersion
+  AdminConfig, CertificateConfig, CertificateFilesConfig, EdgeConfig, KeydConfig, LogLevel, RouteConfig, TlsConfig, TlsVersion
 } from './types.js'
 
 const TLS_VERSIONS: readonly TlsVersion[] = ['TLSv1.2', 'TLSv1.3']
@@ -26,7 +27,14 @@ const RENAMED = {
     logLevel: 'use "log": { "level": ... }',
     h2: 'use "http2"',
     trustProxy: 'use "trustedProxies" (a list of addresses or CIDRs)',
-    cluster: 'use "workers"'
+    cluster: 'use "workers"',
+    shutdownGrace: 'use "shutdownGraceMs" (milliseconds)',
+    gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)'
+  },
+  admin: {
+    address: 'use "host"',
+    listen: 'use "host" and "port"',
+    drainDelay: 'use "drainDelayMs" (milliseconds)'
   },
   keyd: {
     socketPath: 'use "socket"',
@@ -40,6 +48,9 @@ const RENAMED = {
     sni: 'use "strictSni"',
     strict: 'use "strictSni"',
     sessionTimeout: 'use "sessionTimeoutSeconds"',
+    tickets: 'use "sessionTickets"',
+    ticketKeyRotation: 'use "ticketRotationSeconds"',
+    sessionCache: 'use "sessionCacheSize" (sessions; 0 turns the cache off)',
     default: 'use "defaultCertificate"',
     cipherSuites: 'use "ciphers" (TLS 1.2 and 1.3 names in one list)'
   },
@@ -105,6 +116,24 @@ function validateKeyd (c: Checker, raw: unknown, baseDir: string): KeydConfig | 
   }
 }
 
+function validateAdmin (c: Checker, raw: unknown): AdminConfig | undefined {
+  if (raw === undefined) return undefined
+  const o = c.object(raw, 'admin')
+  if (o === undefined) return undefined
+  c.keys(o, 'admin', Object.keys(D.admin), RENAMED.admin)
+  const host = c.string(value(o, 'host', D.admin.host), 'admin.host')
+  if (host !== undefined && !['127.0.0.1', '::1', 'localhost'].includes(host) && !/^127\./.test(host)) {
+    c.add('admin.host', `"${host}" is not a loopback address: the admin listener has no authentication`)
+  }
+  const port = c.integer(value(o, 'port', D.admin.port), 'admin.port', 0, 65_535)
+  const drainDelayMs = c.integer(value(o, 'drainDelayMs', D.admin.drainDelayMs), 'admin.drainDelayMs', 0, 600_000)
+  return {
+    host: host ?? D.admin.host,
+    port: port ?? D.admin.port,
+    drainDelayMs: drainDelayMs ?? D.admin.drainDelayMs
+  }
+}
+
 function validateTls (c: Checker, raw: unknown): Omit<TlsConfig, 'defaultCertificate'> & { defaultCertificate: string | null } {
   const o = raw === undefined ? {} : c.object(raw, 'tls')
   if (o !== undefined) c.keys(o, 'tls', Object.keys(D.tls), RENAMED.tls)
@@ -125,13 +154,21 @@ function validateTls (c: Checker, raw: unknown): Omit<TlsConfig, 'defaultCertifi
   const rawDefault = value(o, 'defaultCertificate', D.tls.defaultCertificate)
   const defaultCertificate = rawDefault === null ? null : c.string(rawDefault, 'tls.defaultCertificate')
   const sessionTimeoutSeconds = c.integer(value(o, 'sessionTimeoutSeconds', D.tls.sessionTimeoutSeconds), 'tls.sessionTimeoutSeconds', 1, 86_400)
+  const sessionTickets = c.boolean(value(o, 'sessionTickets', D.tls.sessionTickets), 'tls.sessionTickets')
+  const ticketRotationSeconds = c.integer(value(o, 'ticketRotationSeconds', D.tls.ticketRotationSeconds), 'tls.ticketRotationSeconds', 10, 604_800)
+  const ticketPreviousKeys = c.integer(value(o, 'ticketPreviousKeys', D.tls.ticketPreviousKeys), 'tls.ticketPreviousKeys', 0, 48)
+  const sessionCacheSize = c.integer(value(o, 'sessionCacheSize', D.tls.sessionCacheSize), 'tls.sessionCacheSize', 0, 10_000_000)
   return {
     minVersion: minVersion ?? D.tls.minVersion,
     maxVersion: maxVersion ?? D.tls.maxVersion,
     ciphers: ciphers ?? D.tls.ciphers,
     strictSni: strictSni ?? D.tls.strictSni,
     defaultCertificate: defaultCertificate ?? null,
-    sessionTimeoutSeconds: sessionTimeoutSeconds ?? D.tls.sessionTimeoutSeconds
+    sessionTimeoutSeconds: sessionTimeoutSeconds ?? D.tls.sessionTimeoutSeconds,
+    sessionTickets: sessionTickets ?? D.tls.sessionTickets,
+    ticketRotationSeconds: ticketRotationSeconds ?? D.tls.ticketRotationSeconds,
+    ticketPreviousKeys: ticketPreviousKeys ?? D.tls.ticketPreviousKeys,
+    sessionCacheSize: sessionCacheSize ?? D.tls.sessionCacheSize
   }
 }
 
@@ -251,7 +288,7 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
   const c = new Checker()
   const root = c.object(raw, '(root)')
   if (root === undefined) throw new ConfigInvalidError(c.problems, opts.file)
-  c.keys(root, '', ['listen', 'workers', 'keyd', 'tls', 'certificates', 'routes', 'trustedProxies', 'http2', 'log'], RENAMED.top)
+  c.keys(root, '', ['listen', 'workers', 'keyd', 'tls', 'certificates', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'token'], RENAMED.top)
 
   const listenObj = root.listen === undefined ? {} : c.object(root.listen, 'listen')
   if (listenObj !== undefined) c.keys(listenObj, 'listen', ['host', 'port'])
@@ -263,6 +300,9 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
   const tls = validateTls(c, root.tls)
   const certificates = validateCertificates(c, root.certificates, opts.baseDir)
   const routes = validateRoutes(c, root.routes)
+  const admin = validateAdmin(c, root.admin)
+  const token = validateToken(c, root.token, opts.baseDir, keyd !== undefined)
+  const shutdownGraceMs = c.integer(value(root, 'shutdownGraceMs', D.shutdownGraceMs), 'shutdownGraceMs', 0, 3_600_000)
 
   const trustedProxies: string[] = []
   const rawTrusted = c.array(value(root, 'trustedProxies', D.trustedProxies), 'trustedProxies') ?? []
@@ -295,6 +335,9 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
     routes,
     trustedProxies,
     http2: http2 ?? D.http2,
-    log: { level: level ?? (D.log.level as LogLevel) }
+    log: { level: level ?? (D.log.level as LogLevel) },
+    ...(admin !== undefined ? { admin } : {}),
+    ...(token !== undefined ? { token } : {}),
+    shutdownGraceMs: shutdownGraceMs ?? D.shutdownGraceMs
   }
 }

@@ -1,13 +1,18 @@
 // The proxy's primary process: forks workers with node:cluster (SCHED_NONE by default: workers accept
-// from the shared socket), restarts dead ones with backoff, and stops them gracefully on SIGINT/SIGTERM.
+// from the shared socket), restarts dead ones with backoff, reloads certificates (file changes, SIGHUP,
+// admin API), runs the admin listener, and drains then stops the workers on SIGTERM (SIGINT: at once).
 
 import cluster, { type Worker } from 'node:cluster'
 import { availableParallelism } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
+import { AggregatorRegistry } from 'prom-client'
+import { startAdminServer, type AdminServer } from '../admin/admin-server.js'
 import { configDefaults } from '../config/defaults.js'
 import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
+import { ClusterControl } from './cluster-control.js'
+import { serveSessionCache } from '../tls/session-cache.js'
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url))
 
@@ -67,6 +72,8 @@ export async function runPrimary (opts: {
     args: [opts.configFile],
     execArgv: [...process.execArgv.filter(a => !a.startsWith('--openssl-config')), ...opts.execArgv]
   })
+  // The TLS 1.2 session-ID cache every worker shares (src/tls/session-cache.ts).
+  const stopSessionCache = serveSessionCache(cluster, { maxEntries: Math.max(1, opts.config.tls.sessionCacheSize), ttlSeconds: opts.config.tls.sessionTimeoutSeconds })
 
   const slots: Slot[] = Array.from({ length: workers }, (_, index) => ({ index, startedAt: 0, delayMs: initialDelayMs }))
   const bySlot = new Map<Worker, Slot>()
@@ -86,6 +93,36 @@ export async function runPrimary (opts: {
   }
 
   const alive = (): Worker[] => slots.flatMap(s => s.worker === undefined ? [] : [s.worker])
+  const ready = (): Worker[] => [...listening].flatMap(s => s.worker === undefined ? [] : [s.worker])
+  const graceMs = opts.config.shutdownGraceMs ?? configDefaults.shutdownGraceMs
+  const control = new ClusterControl({ config: opts.config, configFile: opts.configFile, log, workers: ready })
+  const aggregator = new AggregatorRegistry()
+  let admin: AdminServer | undefined
+  if (opts.config.admin !== undefined) {
+    try {
+      admin = await startAdminServer({
+        host: opts.config.admin.host,
+        port: opts.config.admin.port,
+        log,
+        backend: {
+          notReady: () => control.draining ? 'draining' : !announced ? 'starting' : listening.size === 0 ? 'no_workers' : null,
+          workers: () => listening.size,
+          metrics: async () => ({
+            contentType: aggregator.contentType,
+            body: (await aggregator.clusterMetrics()) + (await control.registry.metrics())
+          }),
+          certificates: async () => await control.certificates(),
+          reload: async () => await control.reload('admin')
+        }
+      })
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      log.fatal({ code: e.code, host: opts.config.admin.host, port: opts.config.admin.port }, 'admin listener failed to start')
+      control.close()
+      return 1
+    }
+    log.info({ port: admin.port, host: opts.config.admin.host }, 'admin listening')
+  }
 
   const stop = (code: number): void => {
     if (stopping) return
@@ -110,7 +147,7 @@ export async function runPrimary (opts: {
         log.warn({ workerPid: worker.process.pid }, 'worker did not stop in time, killing it')
         worker.process.kill('SIGKILL')
       }
-    }, configDefaults.shutdownGraceMs + 2_000)
+    }, graceMs + 2_000)
     killer.unref()
   }
 
@@ -147,15 +184,30 @@ export async function runPrimary (opts: {
     slot.restartTimer = setTimeout(() => fork(slot), slot.delayMs)
   }
 
+  let drainTimer: NodeJS.Timeout | undefined
   const onSignal = (signal: NodeJS.Signals): void => {
     log.info({ signal }, 'signal received')
-    stop(0)
+    control.drain()
+    // SIGTERM: readiness fails first, so load balancers stop sending before the listener closes.
+    const delayMs = signal === 'SIGTERM' && opts.config.admin !== undefined && announced && !stopping ? opts.config.admin.drainDelayMs : 0
+    if (delayMs === 0) {
+      stop(0)
+      return
+    }
+    if (drainTimer !== undefined) return
+    log.info({ drainDelayMs: delayMs, shutdownGraceMs: graceMs }, 'draining: readiness fails, still accepting')
+    drainTimer = setTimeout(() => stop(0), delayMs)
+  }
+  const onHangup = (): void => {
+    log.info({ signal: 'SIGHUP' }, 'signal received, reloading certificates')
+    void control.reload('SIGHUP')
   }
 
   cluster.on('listening', onListening)
   cluster.on('exit', onExit)
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  process.on('SIGHUP', onHangup)
   log.info({ workers, schedulingPolicy: policy, execArgv: opts.execArgv }, 'starting workers')
   for (const slot of slots) fork(slot)
 
@@ -166,5 +218,10 @@ export async function runPrimary (opts: {
     cluster.off('exit', onExit)
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
+    process.off('SIGHUP', onHangup)
+    stopSessionCache()
+    if (drainTimer !== undefined) clearTimeout(drainTimer)
+    control.close()
+    await admin?.close()
   }
 }

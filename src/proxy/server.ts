@@ -11,10 +11,13 @@ import type { TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { configDefaults } from '../config/defaults.js'
-import type { EdgeConfig } from '../config/types.js'
+import type { CertificateConfig, EdgeConfig, TlsConfig } from '../config/types.js'
+import { ReloadRefusedError } from '../errors.js'
+import { registerExpiryGauge } from '../tls/cert-info.js'
 import { CertStore } from '../tls/cert-store.js'
 import { readClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js'
-import type { LoadedCertificate } from '../tls/secure-context.js'
+import { loadCertificate, type LoadedCertificate } from '../tls/secure-context.js'
+import { startResumption, type Variant } from '../tls/resumption.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
 
 /** How long a new connection may take to send its ClientHello. */
@@ -25,8 +28,25 @@ export interface ProxyServer {
   readonly port: number
   /** The live certificate store: `certs.load(entries)` swaps certificates for new connections. */
   readonly certs: CertStore
+  /**
+   * Loads `entries` (and `tls`, default the current settings) beside the served set, each entry on
+   * its own; `commit()` swaps them in for new connections only if every entry loaded.
+   */
+  reload: (entries: readonly CertificateConfig[], tls?: TlsConfig) => ReloadPlan
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts the rest. */
   close: (graceMs?: number) => Promise<void>
+}
+
+/** The outcome of loading one certificate entry during a reload; `error` never holds key material. */
+export interface EntryResult { name: string, ok: boolean, code?: string, error?: string }
+
+export interface ReloadPlan {
+  /** True when every entry loaded. */
+  ok: boolean
+  results: EntryResult[]
+  loaded: LoadedCertificate[]
+  /** Serves the new set to new connections. @throws ReloadRefusedError (EDGE_ERR_RELOAD_REFUSED) unless ok. */
+  commit: () => void
 }
 
 /**
@@ -39,6 +59,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
   const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry })
+  const resumption = await startResumption({ config, log, registry })
 
   let closing = false
   const sessions = new Set<Http2Session>()
@@ -62,20 +83,19 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     forwarder.handle(req, res)
   }
 
-  // One TLS server per certificate entry; it never listens, the front hands it sockets.
-  const tlsServers = new Map<string, { server: TlsServer, options: LoadedCertificate['options'] }>()
-  const tlsServerFor = (cert: LoadedCertificate): TlsServer => {
-    const known = tlsServers.get(cert.name)
-    if (known !== undefined) {
-      if (known.options !== cert.options) {
-        known.server.setSecureContext(cert.options)
-        known.options = cert.options
-      }
-      return known.server
-    }
+  // One TLS server per loaded certificate entry; it never listens, the front hands it sockets. A
+  // reload builds new servers for new connections; connections already handed over finish on theirs.
+  // Node holds one ticket key per server: each entry has a server per resumption variant (ticket key,
+  // session cache) by variant id; those of expired ticket keys are dropped (src/tls/resumption.ts).
+  const serverOf = new WeakMap<LoadedCertificate, Map<string, TlsServer>>()
+  resumption.onChange(() => {
+    for (const cert of certs.list()) for (const id of serverOf.get(cert)?.keys() ?? []) if (!resumption.isLive(id)) serverOf.get(cert)?.delete(id)
+  })
+  const buildTlsServer = (cert: LoadedCertificate, variant: Variant): TlsServer => {
     const server: TlsServer = config.http2
-      ? createSecureServer({ ...cert.options, allowHTTP1: true }, onRequest)
-      : createHttpsServer({ ...cert.options, ALPNProtocols: ['http/1.1'] }, onRequest)
+      ? createSecureServer({ ...cert.options, ...variant.options, allowHTTP1: true }, onRequest)
+      : createHttpsServer({ ...cert.options, ...variant.options, ALPNProtocols: ['http/1.1'] }, onRequest)
+    resumption.attach(server, variant)
     server.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === 'h2') return
       sockets.set(socket, 0)
@@ -88,8 +108,46 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
       log.debug({ certificate: cert.name, code: err.code, reason: err.message.slice(0, 200) }, 'TLS handshake failed')
     })
-    tlsServers.set(cert.name, { server, options: cert.options })
     return server
+  }
+  const tlsServerFor = (cert: LoadedCertificate, variant: Variant = resumption.defaultVariant()): TlsServer => {
+    let servers = serverOf.get(cert)
+    if (servers === undefined) serverOf.set(cert, servers = new Map())
+    let server = servers.get(variant.id)
+    if (server === undefined) {
+      server = buildTlsServer(cert, variant)
+      servers.set(variant.id, server)
+    }
+    return server
+  }
+  for (const cert of certs.list()) tlsServerFor(cert)
+  registerExpiryGauge(registry, certs)
+
+  let tls = config.tls
+  const reload = (entries: readonly CertificateConfig[], nextTls: TlsConfig = tls): ReloadPlan => {
+    const loaded: LoadedCertificate[] = []
+    const results = entries.map((entry): EntryResult => {
+      try {
+        const cert = loadCertificate(entry, nextTls, log)
+        tlsServerFor(cert)
+        loaded.push(cert)
+        return { name: entry.name, ok: true }
+      } catch (err) {
+        const e = err as Error & { code?: string }
+        return { name: entry.name, ok: false, code: e.code ?? 'EDGE_ERR_CERT_LOAD', error: e.message }
+      }
+    })
+    const ok = results.every(r => r.ok)
+    return {
+      ok,
+      results,
+      loaded,
+      commit: () => {
+        if (!ok) throw new ReloadRefusedError(results.filter(r => !r.ok).map(r => `${r.name}: ${r.error ?? ''} (${r.code ?? ''})`))
+        certs.replace(entries, loaded, nextTls)
+        tls = nextTls
+      }
+    }
   }
 
   const dispatch = (socket: Socket): void => {
@@ -118,8 +176,18 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
         socket.end(UNRECOGNIZED_NAME_ALERT)
         return
       }
+      // Building a TLS server loads the key reference through the bridge, which can fail (keyd
+      // down): refuse this connection rather than let the exception end the worker.
+      let server: TlsServer
+      try {
+        server = tlsServerFor(cert, resumption.variantFor(hello))
+      } catch (err) {
+        log.error({ certificate: cert.name, err: (err as Error).message.slice(0, 200) }, 'cannot build the TLS server for this connection, connection closed')
+        socket.destroy()
+        return
+      }
       socket.unshift(buf)
-      tlsServerFor(cert).emit('connection', socket)
+      server.emit('connection', socket)
     }
     socket.on('data', onData)
     socket.on('error', (err: NodeJS.ErrnoException) => log.debug({ code: err.code }, 'client connection error'))
@@ -131,7 +199,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   await once(front, 'listening')
   const port = (front.address() as AddressInfo).port
 
-  async function close (graceMs: number = configDefaults.shutdownGraceMs): Promise<void> {
+  async function close (graceMs: number = config.shutdownGraceMs ?? configDefaults.shutdownGraceMs): Promise<void> {
     if (closing) return
     closing = true
     const closed = once(front, 'close')
@@ -147,7 +215,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     await closed
     clearTimeout(timer)
     await forwarder.close()
+    resumption.close()
   }
 
-  return { port, certs, close }
+  return { port, certs, reload, close }
 }

@@ -2,10 +2,12 @@
 // listener, and stops gracefully on the primary's "shutdown" message or SIGINT/SIGTERM.
 
 import cluster from 'node:cluster'
-import { Registry } from 'prom-client'
+import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client'
 import { loadConfig } from '../config/load.js'
 import { createLogger } from '../logger.js'
 import { startProxyServer, type ProxyServer } from './server.js'
+import { createTokenServer, type TokenServer } from '../token/index.js'
+import { createWorkerControl, isControlRequest, type ControlRequest } from './worker-control.js'
 
 /** Exit code of a worker that could not start (EX_CONFIG): the primary does not restart it in a loop. */
 export const WORKER_STARTUP_FAILED = 78
@@ -13,11 +15,12 @@ export const WORKER_STARTUP_FAILED = 78
 async function run (configFile: string): Promise<void> {
   let log = createLogger({ level: 'info', name: 'keyedge-proxy' }).child({ worker: cluster.worker?.id })
   let server: ProxyServer | undefined
+  let token: TokenServer | undefined
   let stopping = false
   const stop = (): void => {
     if (stopping) return
     stopping = true
-    const closing = server === undefined ? Promise.resolve() : server.close()
+    const closing = Promise.all([server === undefined ? Promise.resolve() : server.close(), token?.close()])
     closing.then(() => {
       log.info('worker stopped')
       process.exit(0)
@@ -26,15 +29,30 @@ async function run (configFile: string): Promise<void> {
       process.exit(1)
     })
   }
+  let control: ((msg: ControlRequest) => void) | undefined
   process.on('message', (msg: unknown) => {
     if (typeof msg === 'object' && msg !== null && (msg as { type?: string }).type === 'shutdown') stop()
+    else if (isControlRequest(msg)) control?.(msg)
   })
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
+  // Answers the primary's metrics requests (prom-client IPC) from the start, so a scrape during a
+  // worker's start-up gets an empty answer rather than waiting for a timeout.
+  void new AggregatorRegistry()
+  // Reloads are coordinated by the primary (it relays SIGHUP); a worker must not die of one.
+  process.on('SIGHUP', () => {})
   try {
     const config = loadConfig(configFile)
     log = createLogger({ level: config.log.level, name: 'keyedge-proxy' }).child({ worker: cluster.worker?.id })
-    server = await startProxyServer({ config, log, registry: new Registry() })
+    const registry = new Registry()
+    collectDefaultMetrics({ register: registry })
+    AggregatorRegistry.setRegistries([registry])
+    // Token keys are checked through keyd before anything listens; the token listener opens after the proxy's.
+    if (config.token !== undefined) token = await createTokenServer({ config, log, registry })
+    server = await startProxyServer({ config, log, registry })
+    await token?.listen()
+    const live = server
+    control = createWorkerControl({ server: live, log, send: reply => { if (process.connected) process.send?.(reply) } })
     if (stopping) await server.close()
   } catch (err) {
     const e = err as Error & { code?: string }

@@ -1,5 +1,5 @@
-// Pure TLS ClientHello reader: finds the SNI server name in the first bytes of a connection, so
-// the listener can hand the socket to the TLS server of the right certificate entry.
+// Pure TLS ClientHello reader: finds the SNI server name and the offered ticket's key name in the
+// first bytes of a connection, so the listener can hand the socket to the right TLS server.
 // Node's SNICallback cannot do this: it installs only one certificate of the chosen context.
 
 /** Longest ClientHello accepted (post-quantum key shares make them ~2 KB; the spec allows 16 MB). */
@@ -8,11 +8,16 @@ export const MAX_CLIENT_HELLO_BYTES = 64 * 1024
 export type ClientHelloResult =
   | { status: 'partial' }
   | { status: 'invalid', reason: string }
-  | { status: 'ok', serverName: string | undefined }
+  | { status: 'ok', serverName: string | undefined, ticketKeyName?: Buffer, offersTls13?: boolean }
 
 const HANDSHAKE = 22
 const CLIENT_HELLO = 1
 const EXT_SERVER_NAME = 0
+const EXT_SESSION_TICKET = 35
+const EXT_PRE_SHARED_KEY = 41
+const EXT_SUPPORTED_VERSIONS = 43
+/** A ticket made by OpenSSL (Node) starts with the 16-byte name of the key that encrypted it. */
+const TICKET_KEY_NAME_BYTES = 16
 
 /** Concatenates the payloads of the leading handshake records; undefined when not a handshake. */
 function handshakeBytes (buf: Buffer): { bytes: Buffer, complete: boolean } | undefined {
@@ -52,30 +57,46 @@ export function readClientHello (buf: Buffer): ClientHelloResult {
     const end = p + 2 + body.readUInt16BE(p)
     p += 2
     if (end > body.length) return { status: 'invalid', reason: 'truncated extensions' }
+    let serverName: string | undefined
+    let ticketKeyName: Buffer | undefined
+    let offersTls13 = false
     while (p + 4 <= end) {
       const type = body.readUInt16BE(p)
       const len = body.readUInt16BE(p + 2)
       p += 4
-      if (type === EXT_SERVER_NAME) {
-        // server_name_list: u16 length, then entries of (u8 type, u16 length, name).
-        let q = p + 2
-        const listEnd = Math.min(p + 2 + body.readUInt16BE(p), p + len)
-        while (q + 3 <= listEnd) {
-          const nameType = body.readUInt8(q)
-          const nameLen = body.readUInt16BE(q + 1)
-          if (nameType === 0 && q + 3 + nameLen <= listEnd) {
-            return { status: 'ok', serverName: body.toString('latin1', q + 3, q + 3 + nameLen) }
-          }
-          q += 3 + nameLen
-        }
-        return { status: 'ok', serverName: undefined }
+      if (type === EXT_SERVER_NAME) serverName ??= readServerName(body, p, len)
+      else if (type === EXT_SESSION_TICKET) ticketKeyName ??= keyName(body, p, len)
+      else if (type === EXT_PRE_SHARED_KEY && len >= 4) {
+        // PreSharedKeyExtension: identities<7..2^16-1> of (u16 length, identity, u32 age); the first one.
+        ticketKeyName ??= keyName(body, p + 4, Math.min(body.readUInt16BE(p + 2), len - 4))
+      } else if (type === EXT_SUPPORTED_VERSIONS && len >= 1) {
+        for (let q = p + 1; q + 2 <= Math.min(p + 1 + body.readUInt8(p), p + len); q += 2) if (body.readUInt16BE(q) === 0x0304) offersTls13 = true
       }
       p += len
     }
-    return { status: 'ok', serverName: undefined }
+    return { status: 'ok', serverName, ...(ticketKeyName !== undefined ? { ticketKeyName } : {}), ...(offersTls13 ? { offersTls13 } : {}) }
   } catch {
     return { status: 'invalid', reason: 'malformed ClientHello' }
   }
+}
+
+/** server_name_list: u16 length, then entries of (u8 type, u16 length, name); the first host_name. */
+function readServerName (body: Buffer, p: number, len: number): string | undefined {
+  let q = p + 2
+  const listEnd = Math.min(p + 2 + body.readUInt16BE(p), p + len)
+  while (q + 3 <= listEnd) {
+    const nameType = body.readUInt8(q)
+    const nameLen = body.readUInt16BE(q + 1)
+    if (nameType === 0 && q + 3 + nameLen <= listEnd) return body.toString('latin1', q + 3, q + 3 + nameLen)
+    q += 3 + nameLen
+  }
+  return undefined
+}
+
+/** The key name at the start of a ticket of `len` bytes at `p`, if it is long enough to hold one. */
+function keyName (body: Buffer, p: number, len: number): Buffer | undefined {
+  if (len < TICKET_KEY_NAME_BYTES || p + TICKET_KEY_NAME_BYTES > body.length) return undefined
+  return Buffer.from(body.subarray(p, p + TICKET_KEY_NAME_BYTES))
 }
 
 /** A fatal TLS alert record (unrecognized_name, 112), sent before closing a refused connection. */

@@ -28,10 +28,26 @@ export async function startStack (): Promise<Stack> {
   return { keyd, upstream, certs, other, caFile: certs.caFile, stop }
 }
 
-export interface TestProxy extends Spawned { port: number, workerPids: () => number[] }
+export interface TestProxy extends Spawned {
+  port: number
+  /** The admin listener's port, when started with `admin`. */
+  adminPort?: number
+  /** The config file written for this proxy (rewrite it to test config reloads). */
+  configFile: string
+  workerPids: () => number[]
+}
 
 /** Writes a proxy config for `stack` (with `overrides` merged into `tls`) and runs `keyedge proxy`. */
-export async function startProxy (stack: Stack, opts: { workers?: number, tls?: Record<string, unknown>, node?: string, name?: string } = {}): Promise<TestProxy> {
+export async function startProxy (stack: Stack, opts: {
+  workers?: number
+  tls?: Record<string, unknown>
+  node?: string
+  name?: string
+  /** An admin section (port 0 and no drain delay unless given). */
+  admin?: Record<string, unknown>
+  /** Top-level settings merged into the config, e.g. `certificates` or `shutdownGraceMs`. */
+  extra?: Record<string, unknown>
+} = {}): Promise<TestProxy> {
   const config = {
     listen: { host: '127.0.0.1', port: 0 },
     workers: opts.workers ?? 1,
@@ -42,17 +58,20 @@ export async function startProxy (stack: Stack, opts: { workers?: number, tls?: 
       { name: 'other', serverNames: ['other.test', '*.wild.test'], files: [{ cert: stack.other.certFile, key: stack.other.keyRefFile }] }
     ],
     routes: [{ host: '*', pathPrefix: '/', upstream: stack.upstream.url }],
-    trustedProxies: []
+    trustedProxies: [],
+    ...(opts.admin !== undefined ? { admin: { port: 0, drainDelayMs: 0, ...opts.admin } } : {}),
+    ...opts.extra
   }
   const file = join(stack.keyd.paths.home, `${opts.name ?? 'proxy'}.json`)
   writeFileSync(file, JSON.stringify(config, null, 2))
   const p = spawnCli(['proxy', '--config', file], { KEYEDGE_HOME: stack.keyd.paths.home }, opts.node)
   const ready = await p.waitFor(o => o.msg === 'proxy listening', 30000)
+  const admin = opts.admin !== undefined ? await p.waitFor(o => o.msg === 'admin listening', 5000) : undefined
   const workerPids = (): number[] => {
     const out = readFileSync(`/proc/${p.proc.pid as number}/task/${p.proc.pid as number}/children`, 'utf8').trim()
     return out === '' ? [] : out.split(/\s+/).map(Number)
   }
-  return { ...p, port: ready.port as number, workerPids }
+  return { ...p, port: ready.port as number, ...(admin !== undefined ? { adminPort: admin.port as number } : {}), configFile: file, workerPids }
 }
 
 export interface CurlResult { code: number, stdout: string, stderr: string, ms: number }

@@ -31,17 +31,55 @@ function splitRecord (hello: Buffer, at: number): Buffer {
 
 t.test('reads the server name of a real ClientHello', async t => {
   const hello = await captureHello('api.Example.test')
-  t.same(readClientHello(hello), { status: 'ok', serverName: 'api.Example.test' })
+  t.has(readClientHello(hello), { status: 'ok', serverName: 'api.Example.test' })
   t.same(readClientHello(hello.subarray(0, 3)), { status: 'partial' })
   t.same(readClientHello(hello.subarray(0, hello.length - 1)), { status: 'partial' })
-  t.same(readClientHello(splitRecord(hello, 3)), { status: 'ok', serverName: 'api.Example.test' }, 'across two records')
+  t.has(readClientHello(splitRecord(hello, 3)), { status: 'ok', serverName: 'api.Example.test' }, 'across two records')
   t.same(readClientHello(splitRecord(hello, 100).subarray(0, 120)), { status: 'partial' })
 })
 
 t.test('no SNI, and things that are not a ClientHello', async t => {
-  t.same(readClientHello(await captureHello(undefined)), { status: 'ok', serverName: undefined })
+  t.has(readClientHello(await captureHello(undefined)), { status: 'ok', serverName: undefined })
   t.equal(readClientHello(Buffer.from('GET / HTTP/1.1\r\n\r\n')).status, 'invalid')
   t.equal(readClientHello(Buffer.from([22, 3, 1, 0, 4, 2, 0, 0, 0])).status, 'invalid', 'a ServerHello')
   t.equal(readClientHello(Buffer.from([22, 3, 1, 0, 6, 1, 0, 0, 2, 3, 3])).status, 'invalid', 'truncated body')
   t.equal(readClientHello(Buffer.alloc(0)).status, 'partial')
+})
+
+t.test('the key name of an offered ticket (TLS 1.2 session_ticket, TLS 1.3 pre_shared_key)', async t => {
+  const { createServer: createTlsServer } = await import('node:tls')
+  const { generateKeyPairSync, randomBytes } = await import('node:crypto')
+  const { execFileSync } = await import('node:child_process')
+  const { mkdtempSync, writeFileSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), 'hello-'))
+  const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' })
+  writeFileSync(join(dir, 'k.pem'), key, { mode: 0o600 })
+  const cert = execFileSync('openssl', ['req', '-x509', '-new', '-key', join(dir, 'k.pem'), '-subj', '/CN=localhost', '-days', '1'], { encoding: 'utf8' })
+  const ticketKeys = randomBytes(48)
+  const server = createTlsServer({ key, cert, ticketKeys })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+    const session = await new Promise<Buffer>((resolve, reject) => {
+      const c = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, rejectUnauthorized: false, minVersion: version, maxVersion: version })
+      c.once('session', (s: Buffer) => { resolve(s); c.destroy() })
+      c.on('error', reject)
+    })
+    const hello = await new Promise<Buffer>(resolve => {
+      const plain = createServer(s => s.once('data', (b: Buffer) => { resolve(b); s.destroy(); plain.close() }))
+      plain.listen(0, '127.0.0.1', () => {
+        const c = connect({ host: '127.0.0.1', port: (plain.address() as AddressInfo).port, session, servername: 'localhost', minVersion: version, maxVersion: version })
+        c.on('error', () => {})
+      })
+    })
+    const r = readClientHello(hello)
+    t.equal(r.status, 'ok')
+    if (r.status === 'ok') {
+      t.equal(r.ticketKeyName?.toString('hex'), ticketKeys.subarray(0, 16).toString('hex'), `${version}: the ticket starts with the server's key name`)
+      t.equal(r.offersTls13 === true, version === 'TLSv1.3', `${version}: supported_versions read`)
+    }
+  }
 })

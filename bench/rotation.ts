@@ -1,0 +1,121 @@
+// `bench rotation`: N certificate rotations (`cert renew`: new keyd key version, new certificate,
+// files swapped atomically) while autocannon drives keep-alive connections and a second load opens
+// new ones; prints failed requests and whether clients saw each new certificate.
+import { cpus, release } from 'node:os'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { startStack, startProxy, type Stack, type TestProxy } from '../test/helpers/edge.js'
+import { ROOT } from '../test/helpers/paths.js'
+import { runRotationLoad, type RotationOptions, type RotationResult } from './rotation-load.js'
+
+export const USAGE = `usage: node dist/bench/run.js rotation [options]
+
+Certificate rotations under load: each rotation is \`keyedge cert renew\` (a new key version in keyd,
+a new dev-CA certificate, files replaced by atomic renames) picked up by the proxy's file watcher.
+
+options:
+  --rotations N         rotations (default 50)
+  --workers N           proxy workers (default 2)
+  --connections N       autocannon keep-alive connections (default 8)
+  --new-connections N   concurrent loops opening a new TLS connection per request (default 4)
+  --pause-ms N          pause after each rotation is served (default 200)
+  --out DIR             results directory (default bench/results)
+  -h, --help            this help
+`
+
+interface Options extends RotationOptions { workers: number, out: string }
+
+function parseOptions (argv: string[]): Options | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      rotations: { type: 'string' },
+      workers: { type: 'string' },
+      connections: { type: 'string' },
+      'new-connections': { type: 'string' },
+      'pause-ms': { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' }
+    }
+  })
+  if (values.help === true) return undefined
+  const int = (name: string, v: string | undefined, def: number, min: number, max: number): number => {
+    if (v === undefined) return def
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer from ${min} to ${max}`)
+    return n
+  }
+  return {
+    rotations: int('rotations', values.rotations, 50, 1, 10_000),
+    workers: int('workers', values.workers, 2, 1, 64),
+    connections: int('connections', values.connections, 8, 1, 1000),
+    newConnections: int('new-connections', values['new-connections'], 4, 0, 256),
+    pauseMs: int('pause-ms', values['pause-ms'], 200, 0, 60_000),
+    rotationTimeoutMs: 10_000,
+    out: values.out ?? join(ROOT, 'bench', 'results')
+  }
+}
+
+/** The result as a markdown report. */
+export function rotationReport (r: RotationResult, o: Options, at: Date): string {
+  const failed = r.keepAlive.errors + r.keepAlive.timeouts + r.keepAlive.non2xx + r.newConnections.failed
+  return [
+    `# Certificate rotation under load — ${at.toISOString()}`,
+    '',
+    `Node ${process.versions.node} (OpenSSL ${process.versions.openssl}), ${cpus().length} × ${cpus()[0]?.model.split(' ').slice(0, 2).join(' ') ?? 'CPU'}, ` +
+      `${o.workers} proxy workers, ${o.connections} keep-alive connections (autocannon), ${o.newConnections} new-connection loops, ${Math.round(r.durationMs / 1000)} s.`,
+    '',
+    '| measure | value |',
+    '| --- | ---: |',
+    `| rotations (new key version + certificate, files swapped) | ${r.rotations} |`,
+    `| rotations seen by a new connection | ${r.rotationsSeen} |`,
+    `| file swap → served, p50 / max | ${r.swapMs.p50} ms / ${r.swapMs.max} ms |`,
+    `| keep-alive requests (2xx) | ${r.keepAlive.requests} (${r.keepAlive.ok}) |`,
+    `| keep-alive errors / timeouts / non-2xx / resets | ${r.keepAlive.errors} / ${r.keepAlive.timeouts} / ${r.keepAlive.non2xx} / ${r.keepAlive.resets} |`,
+    `| new-connection requests (ok / failed) | ${r.newConnections.requests} (${r.newConnections.ok} / ${r.newConnections.failed}) |`,
+    `| new connections after a swap served an older certificate | ${r.staleAfterSwap} |`,
+    `| **failed requests** | **${failed}** |`,
+    ''
+  ].join('\n')
+}
+
+export async function main (argv: string[]): Promise<number> {
+  let o: Options
+  try {
+    const parsed = parseOptions(argv)
+    if (parsed === undefined) { process.stdout.write(USAGE); return 0 }
+    o = parsed
+  } catch (err) {
+    process.stderr.write(`bench rotation: ${(err as Error).message}\n\n${USAGE}`)
+    return 2
+  }
+  const say = (s: string): void => { process.stderr.write(`${s}\n`) }
+  const at = new Date()
+  let stack: Stack | undefined
+  let proxy: TestProxy | undefined
+  const cleanup = async (): Promise<void> => {
+    await proxy?.stop().catch(() => {})
+    if (stack !== undefined) {
+      await stack.stop().catch(() => {})
+      rmSync(stack.keyd.paths.home, { recursive: true, force: true })
+    }
+  }
+  try {
+    say('setting up: keyd, dev certificates, demo upstream, proxy with an admin listener …')
+    stack = await startStack()
+    proxy = await startProxy(stack, { workers: o.workers, admin: {}, name: 'bench-rotation' })
+    const r = await runRotationLoad(stack, proxy, o, say)
+    const md = rotationReport(r, o, at)
+    mkdirSync(o.out, { recursive: true })
+    const stamp = at.toISOString().slice(0, 16).replace(/:/g, '')
+    writeFileSync(join(o.out, `rotation-${stamp}.json`), JSON.stringify({ at: at.toISOString(), node: process.versions.node, os: release(), options: o, result: r }, null, 2) + '\n')
+    writeFileSync(join(o.out, 'rotation-latest.md'), md)
+    process.stdout.write(md)
+    const failed = r.keepAlive.errors + r.keepAlive.timeouts + r.keepAlive.non2xx + r.newConnections.failed
+    return failed === 0 && r.rotationsSeen === r.rotations && r.staleAfterSwap === 0 ? 0 : 1
+  } finally {
+    await cleanup()
+  }
+}
