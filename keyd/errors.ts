@@ -62,3 +62,34 @@ export class BridgeMissingError extends KeydError {
     super('KEYD_ERR_BRIDGE_MISSING', `keyd bridge provider not found at ${path}: run npm install (node-gyp rebuild -C keyd/bridge)`)
   }
 }
+
+/**
+ * The PKCS#11 keystore failed: the module cannot be loaded or is unsafe to load into Node
+ * (links libcrypto), the token or PIN is wrong, or the token refused an operation.
+ * `detail` is the PKCS#11 return value name (CKR_…) when there is one.
+ */
+export class Pkcs11Error extends KeydError {
+  constructor (code: 'KEYD_ERR_PKCS11' | 'KEYD_ERR_PKCS11_MODULE_UNSAFE' | 'KEYD_ERR_PKCS11_TOKEN_NOT_FOUND' | 'KEYD_ERR_PKCS11_LOGIN' | 'KEYD_ERR_PKCS11_UNSUPPORTED', message: string, options?: { cause?: unknown }) {
+    super(code, message, options)
+  }
+}
+
+/** Key material given to KEY_IMPORT (plain or wrapped) does not parse, unwrap or fit a key type. Never holds the material. */
+export class KeyMaterialError extends KeydError {
+  constructor (message: string) {
+    super('KEYD_ERR_BAD_KEY_MATERIAL', message)
+  }
+}
+
+/** Codes of backup and restore failures; each is also a wire error name (PROTOCOL.md, BACKUP_EXPORT/RESTORE). */
+export type BackupErrorCode =
+  | 'KEYD_ERR_BACKUP_MALFORMED' | 'KEYD_ERR_BACKUP_TRUNCATED' | 'KEYD_ERR_BACKUP_WRONG_PASSPHRASE'
+  | 'KEYD_ERR_BACKUP_BAD_SHARES' | 'KEYD_ERR_BACKUP_TAMPERED' | 'KEYD_ERR_RESTORE_NOT_EMPTY'
+  | 'KEYD_ERR_BACKUP_BAD_REQUEST' | 'KEYD_ERR_NOT_SUPPORTED'
+
+/** A backup bundle could not be built, read or restored. The message never holds a passphrase, share or key. */
+export class BackupError extends KeydError {
+  constructor (code: BackupErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options)
+  }
+}

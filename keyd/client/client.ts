@@ -8,7 +8,9 @@ import {
 } from '../protocol/codec.js'
 import { ALGORITHMS_BY_NAME } from '../algorithms.js'
 import { TicketTag, decodeTicketKeySet, readU64, type TicketKey } from '../protocol/ticket-keys.js'
+import { decodeKeyVersions, type KeyVersionTime } from '../protocol/key-versions.js'
 import type { KeyInfo } from '../keystore/keystore.js'
+import type { AttestationDocument } from '../server/attestation.js'
 import { secretBytes } from '../server/clients.js'
 import { KeydRemoteError, KeydTimeoutError, KeydUnavailableError } from '../errors.js'
 
@@ -23,7 +25,25 @@ export interface KeydClientOptions {
 /** One signature of a SIGN_BATCH: like the arguments of `sign`. */
 export interface BatchEntry { name: string, algorithm: string, message: Uint8Array, version?: number, ieeeP1363?: boolean }
 
-export interface PublicKeyInfo { name: string, version: number, type: string, bits: number, spki: Buffer, publicKey: KeyObject }
+export interface PublicKeyInfo {
+  name: string
+  version: number
+  type: string
+  bits: number
+  spki: Buffer
+  publicKey: KeyObject
+  /** Every version of the key with its creation time, oldest first (KEY_VERSIONS); empty from a keyd without it. */
+  versions: KeyVersionTime[]
+}
+
+/** A key as KEY_LIST / KEY_INFO describe it: KeyInfo plus state, fingerprint, and per-version detail in KEY_INFO. */
+export type KeyDetail = Omit<KeyInfo, 'versions'> & {
+  state: string
+  exportable: false
+  /** SHA-256 of the current version's SubjectPublicKeyInfo, hex. */
+  fingerprint: string | null
+  versions: Array<KeyInfo['versions'][number] & { current?: boolean, spkiSha256?: string | null, signsUntil?: string | null, canSign?: boolean }>
+}
 
 interface Pending { resolve: (items: Map<number, Uint8Array>) => void, reject: (err: Error) => void, timer: NodeJS.Timeout }
 
@@ -175,14 +195,55 @@ export class KeydClient {
     return toPublicKeyInfo(await this.request(Op.KEY_CREATE, [itemStr(Tag.KEY_NAME, name), itemStr(Tag.KEY_TYPE, type), itemStr(Tag.USAGE, usage)]))
   }
 
-  /** Generates a new current version of key `name` (admin); older versions keep signing. */
-  async rotateKey (name: string): Promise<PublicKeyInfo> {
-    return toPublicKeyInfo(await this.request(Op.KEY_ROTATE, [itemStr(Tag.KEY_NAME, name)]))
+  /**
+   * Generates a new current version of key `name` (admin); older versions keep verifying, and signing
+   * for the key's grace: `signGraceSeconds` sets it (null = without limit), absent keeps it.
+   */
+  async rotateKey (name: string, opts: { signGraceSeconds?: number | null } = {}): Promise<PublicKeyInfo> {
+    const grace = opts.signGraceSeconds === undefined ? [] : [itemU32(Tag.SIGN_GRACE_SECONDS, opts.signGraceSeconds ?? 0xffffffff)]
+    return toPublicKeyInfo(await this.request(Op.KEY_ROTATE, [itemStr(Tag.KEY_NAME, name), ...grace]))
   }
 
-  async listKeys (): Promise<KeyInfo[]> {
+  /** KEY_INFO (admin): one key's detail with every version (public data only); works on a destroyed key's tombstone. */
+  async keyInfo (name: string): Promise<KeyDetail> {
+    return JSON.parse(readStr(await this.request(Op.KEY_INFO, [itemStr(Tag.KEY_NAME, name)]), Tag.JSON) ?? '{}') as KeyDetail
+  }
+
+  /** KEY_DISABLE / KEY_ENABLE / KEY_DESTROY (admin); answers the key's summary. */
+  async setKeyState (name: string, action: 'disable' | 'enable' | 'destroy'): Promise<KeyDetail> {
+    const op = action === 'disable' ? Op.KEY_DISABLE : action === 'enable' ? Op.KEY_ENABLE : Op.KEY_DESTROY
+    return JSON.parse(readStr(await this.request(op, [itemStr(Tag.KEY_NAME, name)]), Tag.JSON) ?? '{}') as KeyDetail
+  }
+
+  /** KEY_IMPORT of a PKCS#8 DER private key (admin), or of a bring-your-own-key bundle made with `wrapForImport`. */
+  async importKey (name: string, usage: string, key: { pkcs8: Uint8Array } | { wrappedAesKey: Uint8Array, wrappedPrivateKey: Uint8Array }): Promise<PublicKeyInfo> {
+    const material = 'pkcs8' in key
+      ? [itemBytes(Tag.PRIVATE_KEY, key.pkcs8)]
+      : [itemBytes(Tag.WRAPPED_AES_KEY, key.wrappedAesKey), itemBytes(Tag.WRAPPED_PRIVATE_KEY, key.wrappedPrivateKey)]
+    return toPublicKeyInfo(await this.request(Op.KEY_IMPORT, [itemStr(Tag.KEY_NAME, name), itemStr(Tag.USAGE, usage), ...material]))
+  }
+
+  /** keyd's RSA-OAEP wrapping public key for wrapped imports (admin). */
+  async getWrappingKey (): Promise<{ publicKey: KeyObject, bits: number }> {
+    const r = await this.request(Op.WRAPPING_KEY)
+    return { publicKey: createPublicKey({ key: Buffer.from(r.get(Tag.PUBLIC_KEY) ?? []), format: 'der', type: 'spki' }), bits: readUint(r, Tag.KEY_BITS, 4) ?? 0 }
+  }
+
+  /** keyd's Ed25519 attestation public key (admin). */
+  async getAttestationKey (): Promise<KeyObject> {
+    const r = await this.request(Op.ATTESTATION_KEY)
+    return createPublicKey({ key: Buffer.from(r.get(Tag.PUBLIC_KEY) ?? []), format: 'der', type: 'spki' })
+  }
+
+  /** KEY_ATTEST (admin): a signed statement about one version (0 = current); check it with `verifyAttestation`. */
+  async attestKey (name: string, version = 0): Promise<AttestationDocument> {
+    const r = await this.request(Op.KEY_ATTEST, [itemStr(Tag.KEY_NAME, name), itemU32(Tag.KEY_VERSION, version)])
+    return JSON.parse(readStr(r, Tag.STATEMENT) ?? '{}') as AttestationDocument
+  }
+
+  async listKeys (): Promise<KeyDetail[]> {
     const r = await this.request(Op.KEY_LIST)
-    return JSON.parse(readStr(r, Tag.JSON) ?? '[]') as KeyInfo[]
+    return JSON.parse(readStr(r, Tag.JSON) ?? '[]') as KeyDetail[]
   }
 
   close (): void {
@@ -200,6 +261,7 @@ function toPublicKeyInfo (r: Map<number, Uint8Array>): PublicKeyInfo {
     type: readStr(r, Tag.KEY_TYPE) ?? '',
     bits: readUint(r, Tag.KEY_BITS, 4) ?? 0,
     spki,
-    publicKey: createPublicKey({ key: spki, format: 'der', type: 'spki' })
+    publicKey: createPublicKey({ key: spki, format: 'der', type: 'spki' }),
+    versions: decodeKeyVersions(r.get(Tag.KEY_VERSIONS) ?? new Uint8Array(0)) ?? []
   }
 }

@@ -1,16 +1,21 @@
 // Encrypted-file keystore: one JSON file per key, every private key sealed with AES-256-GCM under the master key.
 import { mkdirSync, readdirSync, readFileSync, chmodSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, sign as cryptoSign, type KeyObject } from 'node:crypto'
 import { writeFileAtomic } from './atomic-file.js'
 import { seal, open, isSealedBlob, type SealedBlob } from './aead.js'
-import { isKeyType, isUsage, type KeyType, type Usage } from '../algorithms.js'
-import type { Keystore, KeyInfo, KeyVersionInfo } from './keystore.js'
+import { isKeyType, isUsage, signOptions, KEY_NAME_RE, type Algorithm, type KeyType, type Usage } from '../algorithms.js'
+import type { Keystore, KeyInfo, KeyVersionInfo, KeyState } from './keystore.js'
 
-interface StoredVersion { version: number, createdAt: string, publicKey: string, privateKey: SealedBlob }
-interface StoredKey { format: 'keyedge-key-v1', name: string, type: KeyType, usage: Usage, createdAt: string, origin: 'generated', versions: StoredVersion[] }
+/** `privateKey` is absent only in a destroyed key's tombstone. */
+interface StoredVersion { version: number, createdAt: string, publicKey: string, privateKey?: SealedBlob }
+interface StoredKey {
+  format: 'keyedge-key-v1', name: string, type: KeyType, usage: Usage, createdAt: string, origin: 'generated' | 'imported',
+  versions: StoredVersion[], state?: KeyState, signGraceSeconds?: number | null, destroyedAt?: string
+}
 
-interface LoadedVersion { info: KeyVersionInfo, privateKey: KeyObject, publicKey: KeyObject }
+/** `privateKey` is null once the key is destroyed. */
+interface LoadedVersion { info: KeyVersionInfo, privateKey: KeyObject | null, publicKey: KeyObject }
 interface LoadedKey { info: KeyInfo, versions: Map<number, LoadedVersion> }
 
 /** HKDF salt of every secret derived from the master key (ticket keys, …). */
@@ -62,8 +67,16 @@ export class FileKeystore implements Keystore {
     if (s?.format !== 'keyedge-key-v1' || typeof s.name !== 'string' || !isKeyType(s.type) || !isUsage(s.usage) || !Array.isArray(s.versions) || s.versions.length === 0) {
       throw new Error('not a keyedge key file')
     }
+    const state: KeyState = s.state ?? 'enabled'
+    if (!['enabled', 'disabled', 'destroyed'].includes(state) || (s.origin !== 'generated' && s.origin !== 'imported')) throw new Error(`state or origin malformed in key ${s.name}`)
     const versions = new Map<number, LoadedVersion>()
     for (const v of s.versions) {
+      if (state === 'destroyed') {
+        if (!Number.isInteger(v.version) || typeof v.publicKey !== 'string' || v.privateKey !== undefined) throw new Error(`tombstone entry malformed in key ${s.name}`)
+        const publicKey = createPublicKey({ key: Buffer.from(v.publicKey, 'base64'), format: 'der', type: 'spki' })
+        versions.set(v.version, { info: { version: v.version, createdAt: v.createdAt }, privateKey: null, publicKey })
+        continue
+      }
       if (!Number.isInteger(v.version) || !isSealedBlob(v.privateKey)) throw new Error(`version entry malformed in key ${s.name}`)
       let der: Buffer
       try {
@@ -77,7 +90,9 @@ export class FileKeystore implements Keystore {
       versions.set(v.version, { info: { version: v.version, createdAt: v.createdAt }, privateKey, publicKey })
     }
     const current = Math.max(...versions.keys())
-    return { info: { name: s.name, type: s.type, usage: s.usage, createdAt: s.createdAt, origin: s.origin, currentVersion: current, versions: [...versions.values()].map(v => v.info) }, versions }
+    const info: KeyInfo = { name: s.name, type: s.type, usage: s.usage, createdAt: s.createdAt, origin: s.origin, currentVersion: current, versions: [...versions.values()].map(v => v.info), state, signGraceSeconds: s.signGraceSeconds ?? null }
+    if (s.destroyedAt !== undefined) info.destroyedAt = s.destroyedAt
+    return { info, versions }
   }
 
   list (): KeyInfo[] {
@@ -90,6 +105,14 @@ export class FileKeystore implements Keystore {
 
   create (name: string, type: KeyType, usage: Usage): KeyInfo {
     const { privateKey, publicKey } = generateKey(type)
+    return this.#add(name, type, usage, privateKey, publicKey, 'generated')
+  }
+
+  importKey (name: string, type: KeyType, usage: Usage, privateKey: KeyObject): KeyInfo {
+    return this.#add(name, type, usage, privateKey, createPublicKey(privateKey), 'imported')
+  }
+
+  #add (name: string, type: KeyType, usage: Usage, privateKey: KeyObject, publicKey: KeyObject, origin: 'generated' | 'imported'): KeyInfo {
     const createdAt = new Date().toISOString()
     const der = privateKey.export({ format: 'der', type: 'pkcs8' })
     const stored: StoredKey = {
@@ -98,21 +121,23 @@ export class FileKeystore implements Keystore {
       type,
       usage,
       createdAt,
-      origin: 'generated',
+      origin,
+      state: 'enabled',
       versions: [{ version: 1, createdAt, publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'), privateKey: seal(this.#master, der, aad(name, 1, type)) }]
     }
     der.fill(0)
     writeFileAtomic(join(this.#dir, `${name}.json`), JSON.stringify(stored, null, 2) + '\n')
-    const info: KeyInfo = { name, type, usage, createdAt, origin: 'generated', currentVersion: 1, versions: [{ version: 1, createdAt }] }
+    const info: KeyInfo = { name, type, usage, createdAt, origin, currentVersion: 1, versions: [{ version: 1, createdAt }], state: 'enabled', signGraceSeconds: null }
     this.#keys.set(name, { info, versions: new Map([[1, { info: info.versions[0], privateKey, publicKey }]]) })
     return info
   }
 
-  rotate (name: string): KeyInfo {
+  rotate (name: string, opts: { signGraceSeconds?: number | null } = {}): KeyInfo {
     const k = this.#keys.get(name)
     if (k === undefined) throw new Error(`no key named ${name}`)
     const file = join(this.#dir, `${name}.json`)
     const stored = JSON.parse(readFileSync(file, 'utf8')) as StoredKey
+    if (opts.signGraceSeconds !== undefined) stored.signGraceSeconds = opts.signGraceSeconds
     const version = Math.max(...stored.versions.map(v => v.version)) + 1
     const { privateKey, publicKey } = generateKey(stored.type)
     const createdAt = new Date().toISOString()
@@ -122,8 +147,42 @@ export class FileKeystore implements Keystore {
     writeFileAtomic(file, JSON.stringify(stored, null, 2) + '\n')
     const info: KeyVersionInfo = { version, createdAt }
     k.versions.set(version, { info, privateKey, publicKey })
-    k.info = { ...k.info, currentVersion: version, versions: [...k.info.versions, info] }
+    k.info = { ...k.info, currentVersion: version, versions: [...k.info.versions, info], signGraceSeconds: stored.signGraceSeconds ?? null }
     return k.info
+  }
+
+  setState (name: string, state: 'enabled' | 'disabled'): KeyInfo {
+    const k = this.#loaded(name)
+    const file = join(this.#dir, `${name}.json`)
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as StoredKey
+    stored.state = state
+    writeFileAtomic(file, JSON.stringify(stored, null, 2) + '\n')
+    k.info = { ...k.info, state }
+    return k.info
+  }
+
+  /** Rewrites the key file without a single sealed private key (atomic rename), then drops the keys from memory. */
+  destroy (name: string): KeyInfo {
+    const k = this.#loaded(name)
+    const file = join(this.#dir, `${name}.json`)
+    const stored = JSON.parse(readFileSync(file, 'utf8')) as StoredKey
+    const destroyedAt = new Date().toISOString()
+    const tombstone: StoredKey = {
+      ...stored,
+      state: 'destroyed',
+      destroyedAt,
+      versions: stored.versions.map(v => ({ version: v.version, createdAt: v.createdAt, publicKey: v.publicKey }))
+    }
+    writeFileAtomic(file, JSON.stringify(tombstone, null, 2) + '\n')
+    for (const v of k.versions.values()) v.privateKey = null
+    k.info = { ...k.info, state: 'destroyed', destroyedAt }
+    return k.info
+  }
+
+  #loaded (name: string): LoadedKey {
+    const k = this.#keys.get(name)
+    if (k === undefined) throw new Error(`no key named ${name}`)
+    return k
   }
 
   /** Resolves version 0 to the current one; undefined if the key or version does not exist. */
@@ -140,10 +199,71 @@ export class FileKeystore implements Keystore {
 
   signingKey (name: string, version: number): { version: number, key: KeyObject } | undefined {
     const v = this.#version(name, version)
-    return v === undefined ? undefined : { version: v.info.version, key: v.privateKey }
+    return v === undefined || v.privateKey === null ? undefined : { version: v.info.version, key: v.privateKey }
+  }
+
+  sign (name: string, version: number, alg: Algorithm, message: Uint8Array, p1363: boolean): { version: number, signature: Buffer } | undefined {
+    const k = this.signingKey(name, version)
+    return k === undefined ? undefined : { version: k.version, signature: cryptoSign(alg.hash, message, { key: k.key, ...signOptions(alg, p1363) }) }
   }
 
   deriveSecret (info: Uint8Array, length: number): Buffer {
     return Buffer.from(hkdfSync('sha256', this.#master, DERIVE_SALT, info, length))
+  }
+
+  /**
+   * Backup, inside keyd only (keyd/backup): every key file as stored, each sealed private key opened to
+   * `pkcs8` (base64 DER). The result goes straight into an encrypted bundle and is never written or sent.
+   */
+  backupKeyFiles (): Array<Record<string, unknown>> {
+    return [...this.#keys.keys()].map(name => {
+      const stored = JSON.parse(readFileSync(join(this.#dir, `${name}.json`), 'utf8')) as StoredKey
+      const versions = stored.versions.map(({ privateKey, ...rest }) => privateKey === undefined
+        ? rest
+        : { ...rest, pkcs8: open(this.#master, privateKey, aad(stored.name, rest.version, stored.type)).toString('base64') })
+      return { ...stored, versions }
+    })
+  }
+
+  /**
+   * Restore, inside keyd only: the name and file text of one key from a backup, every `pkcs8` checked
+   * against its version's public key and sealed under this store's master key. Writes nothing.
+   * @throws Error naming the malformed key (never its material)
+   */
+  sealBackupKeyFile (raw: unknown): { name: string, text: string } {
+    const s = raw as Omit<StoredKey, 'versions'> & { versions: Array<Omit<StoredVersion, 'privateKey'> & { pkcs8?: unknown }> }
+    if (s?.format !== 'keyedge-key-v1' || typeof s.name !== 'string' || !KEY_NAME_RE.test(s.name) || !isKeyType(s.type) || !isUsage(s.usage) || !Array.isArray(s.versions) || s.versions.length === 0) {
+      throw new Error('a key entry is not a keyedge key file')
+    }
+    const versions = s.versions.map(({ pkcs8, ...rest }) => {
+      if (!Number.isInteger(rest.version) || rest.version < 1 || typeof rest.publicKey !== 'string') throw new Error(`key ${s.name}: a version entry is malformed`)
+      if (pkcs8 === undefined) return rest
+      if (typeof pkcs8 !== 'string') throw new Error(`key ${s.name} v${rest.version}: private key malformed`)
+      const der = Buffer.from(pkcs8, 'base64')
+      try {
+        const spki = createPublicKey(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'der', type: 'spki' }).toString('base64')
+        if (spki !== rest.publicKey) throw new Error(`key ${s.name} v${rest.version}: the private key does not match its public key`)
+        return { ...rest, privateKey: seal(this.#master, der, aad(s.name, rest.version, s.type)) }
+      } catch (err) {
+        throw new Error(`key ${s.name} v${rest.version}: ${(err as Error).message.startsWith('key ') ? 'the private key does not match its public key' : 'the private key does not parse'}`)
+      } finally {
+        der.fill(0)
+      }
+    })
+    return { name: s.name, text: JSON.stringify({ ...s, versions }, null, 2) + '\n' }
+  }
+
+  /** Loads the key files a committed restore moved into the directory; returns the names it added. */
+  loadRestored (): string[] {
+    const fresh = new FileKeystore(this.#dir, this.#master)
+    fresh.#master.fill(0)
+    const added: string[] = []
+    for (const [name, k] of fresh.#keys) {
+      if (this.#keys.has(name)) continue
+      this.#keys.set(name, k)
+      added.push(name)
+    }
+    this.loadErrors.push(...fresh.loadErrors)
+    return added
   }
 }

@@ -60,6 +60,11 @@ export class KeyPolicy {
     return b
   }
 
+  /** The rule that applies to `key` (its own or the `*` rule), for attestation statements. */
+  rule (key: string): KeyRule | undefined {
+    return this.#keys.get(key) ?? this.#keys.get('*')
+  }
+
   /** Whether `client` may sign with `key` using `algorithm` now (takes a token from each bucket it passes). */
   check (client: string, key: string, algorithm: string): PolicyVerdict {
     const rule = this.#keys.get(key) ?? this.#keys.get('*')

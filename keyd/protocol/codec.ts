@@ -14,8 +14,18 @@ export const Op = {
   KEY_CREATE: 0x20,
   KEY_LIST: 0x21,
   KEY_ROTATE: 0x22,
+  KEY_INFO: 0x23,
+  KEY_DISABLE: 0x24,
+  KEY_ENABLE: 0x25,
+  KEY_DESTROY: 0x26,
+  KEY_IMPORT: 0x27,
   STATUS: 0x28,
   UNSEAL: 0x29,
+  WRAPPING_KEY: 0x2a,
+  KEY_ATTEST: 0x2b,
+  ATTESTATION_KEY: 0x2c,
+  BACKUP_EXPORT: 0x2e,
+  BACKUP_RESTORE: 0x2f,
   ERROR: 0xff
 } as const
 
@@ -41,7 +51,14 @@ export const Tag = {
   SERVER_INFO: 0x13,
   JSON: 0x14,
   ENTRY: 0x15,
-  SHARE: 0x20
+  SHARE: 0x20,
+  SIGN_GRACE_SECONDS: 0x21,
+  PRIVATE_KEY: 0x22,
+  WRAPPED_AES_KEY: 0x23,
+  WRAPPED_PRIVATE_KEY: 0x24,
+  STATEMENT: 0x25,
+  /** bytes: every version of a key with its creation time (key-versions.ts), in GET_PUBLIC_KEY answers. */
+  KEY_VERSIONS: 0xff
 } as const
 
 /** Wire error codes; never renumbered. */
@@ -65,7 +82,19 @@ export const ErrorCode = {
   AUDIT_UNAVAILABLE: 17,
   SEALED: 18,
   BAD_SHARE: 19,
-  RATE_LIMITED: 20
+  RATE_LIMITED: 20,
+  KEY_DISABLED: 21,
+  KEY_DESTROYED: 22,
+  KEY_VERSION_RETIRED: 23,
+  BAD_KEY_MATERIAL: 24,
+  NOT_SUPPORTED: 25,
+  BACKUP_MALFORMED: 30,
+  BACKUP_TRUNCATED: 31,
+  BACKUP_WRONG_PASSPHRASE: 32,
+  BACKUP_BAD_SHARES: 33,
+  BACKUP_TAMPERED: 34,
+  RESTORE_NOT_EMPTY: 35,
+  BACKUP_BAD_REQUEST: 36
 } as const
 export type ErrorCodeName = keyof typeof ErrorCode
 const errorNames = new Map<number, ErrorCodeName>(

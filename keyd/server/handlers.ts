@@ -1,10 +1,10 @@
 // keyd request handlers: one function per opcode, from parsed items to a response frame.
-import { sign as cryptoSign, type KeyObject } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import {
   Op, Tag, ErrorCode, encodeFrame, readStr, readUint,
   itemStr, itemU32, itemBytes, type Item
 } from '../protocol/codec.js'
-import { ALGORITHMS, KEY_NAME_RE, keyFamily, isKeyType, isUsage, signOptions } from '../algorithms.js'
+import { ALGORITHMS, KEY_NAME_RE, keyFamily, isKeyType, isUsage } from '../algorithms.js'
 import { tlsMessageKind } from '../policy/tls-message.js'
 import { csrInfoPublicKey } from '../policy/csr-message.js'
 import type { Keystore, KeyInfo } from '../keystore/keystore.js'
@@ -12,6 +12,13 @@ import type { Client, Right } from './clients.js'
 import type { KeyPolicy } from '../policy/key-policy.js'
 import { getTicketKeys } from './ticket-keys.js'
 import { signBatch } from './sign-batch.js'
+import type { CustodyKeys } from '../keystore/custody-keys.js'
+import {
+  checkSignable, keyDetail, keyInfo, keyDisable, keyEnable, keyDestroy, keyImport, keyAttest, wrappingKey, attestationKey, GRACE_UNLIMITED
+} from './lifecycle.js'
+import { encodeKeyVersions } from '../protocol/key-versions.js'
+import type { BackupService } from '../backup/backup-service.js'
+import { backupOp } from './backup-ops.js'
 
 /** A refusal that becomes an ERROR frame. */
 export class Refusal extends Error {
@@ -27,21 +34,26 @@ export interface HandlerContext {
   serverInfo: string
   /** Per-key clients/algorithms and rate limits (keyd/policy.json); absent = none. */
   policy?: KeyPolicy
+  /** keyd's attestation and wrapping keys; absent = KEY_ATTEST, WRAPPING_KEY and wrapped imports answer NOT_SUPPORTED. */
+  custody?: CustodyKeys | null
+  /** Backup and restore (keyd/backup); absent = BACKUP_EXPORT and BACKUP_RESTORE answer NOT_SUPPORTED. */
+  backup?: BackupService | null
 }
 
 type Items = Map<number, Uint8Array>
 
-function need<T> (v: T | undefined | null, tag: string): T {
+export function need<T> (v: T | undefined | null, tag: string): T {
   if (v === undefined) throw new Refusal(ErrorCode.MISSING_ITEM, `missing item ${tag}`)
   if (v === null) throw new Refusal(ErrorCode.BAD_FRAME, `item ${tag} has the wrong size`)
   return v
 }
 
-function requireRight (client: Client, right: Right): void {
+export function requireRight (client: Client, right: Right): void {
   if (!client.rights.includes(right)) throw new Refusal(ErrorCode.FORBIDDEN, `client ${client.name} lacks the ${right} right`)
 }
 
-function findKey (ctx: HandlerContext, items: Items): { info: KeyInfo, version: number } {
+/** The key and version a request names; a destroyed key is refused with KEY_DESTROYED. @throws Refusal */
+export function findKey (ctx: HandlerContext, items: Items): { info: KeyInfo, version: number } {
   const name = need(readStr(items, Tag.KEY_NAME), 'KEY_NAME')
   const version = readUint(items, Tag.KEY_VERSION, 4) ?? 0
   if (version === null) throw new Refusal(ErrorCode.BAD_FRAME, 'item KEY_VERSION has the wrong size')
@@ -50,6 +62,7 @@ function findKey (ctx: HandlerContext, items: Items): { info: KeyInfo, version: 
   if (!ctx.client.keys.includes('*') && !ctx.client.keys.includes(name)) {
     throw new Refusal(ErrorCode.FORBIDDEN, `client ${ctx.client.name} may not use key ${name}`)
   }
+  if (info.state === 'destroyed') throw new Refusal(ErrorCode.KEY_DESTROYED, `key ${name} was destroyed at ${info.destroyedAt ?? '?'}`)
   if (version !== 0 && !info.versions.some(v => v.version === version)) {
     throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${name} has no version ${version}`)
   }
@@ -57,13 +70,14 @@ function findKey (ctx: HandlerContext, items: Items): { info: KeyInfo, version: 
 }
 
 /** The public-key items of GET_PUBLIC_KEY and KEY_CREATE answers. */
-function publicKeyItems (info: KeyInfo, version: number, key: KeyObject): Item[] {
+export function publicKeyItems (info: KeyInfo, version: number, key: KeyObject): Item[] {
   const jwk = key.export({ format: 'jwk' })
   const items: Item[] = [
     itemStr(Tag.KEY_NAME, info.name),
     itemU32(Tag.KEY_VERSION, version),
     itemStr(Tag.KEY_TYPE, info.type),
-    itemBytes(Tag.PUBLIC_KEY, key.export({ format: 'der', type: 'spki' }))
+    itemBytes(Tag.PUBLIC_KEY, key.export({ format: 'der', type: 'spki' })),
+    itemBytes(Tag.KEY_VERSIONS, encodeKeyVersions(info.versions.map(v => ({ version: v.version, createdAtMs: Date.parse(v.createdAt) }))))
   ]
   const b64 = (s: string | undefined): Buffer => Buffer.from(s ?? '', 'base64url')
   if (info.type.startsWith('ec-')) {
@@ -112,15 +126,15 @@ function sign (ctx: HandlerContext, items: Items): Item[] {
   if (info.usage === 'tls-server' && tlsMessageKind(message) === null && !isOwnCertificateRequest(ctx, info, version, message)) {
     throw new Refusal(ErrorCode.POLICY_DENIED_MESSAGE, `key ${info.name} is a tls-server key: it signs only TLS 1.3 CertificateVerify or TLS 1.2 ServerKeyExchange input`)
   }
+  checkSignable(info, version)
   const verdict = ctx.policy?.check(ctx.client.name, info.name, alg.name)
   if (verdict !== undefined && !verdict.ok) {
     throw new Refusal(verdict.reason.endsWith('rate') ? ErrorCode.RATE_LIMITED : ErrorCode.FORBIDDEN, verdict.message)
   }
-  const k = ctx.keystore.signingKey(info.name, version)
+  const k = ctx.keystore.sign(info.name, version, alg, message, encoding === 1)
   if (k === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
-  const signature = cryptoSign(alg.hash, message, { key: k.key, ...signOptions(alg, encoding === 1) })
   ctx.stats.signatures++
-  return [itemBytes(Tag.SIGNATURE, signature), itemU32(Tag.KEY_VERSION, k.version)]
+  return [itemBytes(Tag.SIGNATURE, k.signature), itemU32(Tag.KEY_VERSION, k.version)]
 }
 
 function keyCreate (ctx: HandlerContext, items: Items): Item[] {
@@ -130,7 +144,9 @@ function keyCreate (ctx: HandlerContext, items: Items): Item[] {
   const usage = need(readStr(items, Tag.USAGE), 'USAGE')
   if (!KEY_NAME_RE.test(name)) throw new Refusal(ErrorCode.BAD_KEY_NAME, 'key names are 1-64 characters of a-z 0-9 . _ - starting with a letter or digit')
   if (!isKeyType(type)) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `unknown key type ${JSON.stringify(type.slice(0, 32))}`)
+  if (ctx.keystore.supportsType?.(type) === false) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `the ${ctx.keystore.kind} keystore cannot generate ${type} keys`)
   if (!isUsage(usage)) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `unknown usage ${JSON.stringify(usage.slice(0, 32))}`)
+  if (ctx.keystore.get(name)?.state === 'destroyed') throw new Refusal(ErrorCode.KEY_DESTROYED, `the name ${name} belongs to a destroyed key and is not reused`)
   if (ctx.keystore.get(name) !== undefined) throw new Refusal(ErrorCode.KEY_EXISTS, `a key named ${name} exists`)
   const info = ctx.keystore.create(name, type, usage)
   const pub = ctx.keystore.publicKey(name, 0)
@@ -141,8 +157,12 @@ function keyCreate (ctx: HandlerContext, items: Items): Item[] {
 function keyRotate (ctx: HandlerContext, items: Items): Item[] {
   requireRight(ctx.client, 'admin')
   const name = need(readStr(items, Tag.KEY_NAME), 'KEY_NAME')
-  if (ctx.keystore.get(name) === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `no key named ${JSON.stringify(name.slice(0, 64))}`)
-  const info = ctx.keystore.rotate(name)
+  const existing = ctx.keystore.get(name)
+  if (existing === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `no key named ${JSON.stringify(name.slice(0, 64))}`)
+  if (existing.state === 'destroyed') throw new Refusal(ErrorCode.KEY_DESTROYED, `key ${name} was destroyed at ${existing.destroyedAt ?? '?'}`)
+  const grace = readUint(items, Tag.SIGN_GRACE_SECONDS, 4)
+  if (grace === null) throw new Refusal(ErrorCode.BAD_FRAME, 'item SIGN_GRACE_SECONDS has the wrong size')
+  const info = ctx.keystore.rotate(name, grace === undefined ? {} : { signGraceSeconds: grace === GRACE_UNLIMITED ? null : grace })
   const pub = ctx.keystore.publicKey(name, info.currentVersion)
   if (pub === undefined) throw new Refusal(ErrorCode.INTERNAL, 'rotated key version not found')
   return publicKeyItems(info, pub.version, pub.key)
@@ -150,7 +170,7 @@ function keyRotate (ctx: HandlerContext, items: Items): Item[] {
 
 function keyList (ctx: HandlerContext): Item[] {
   requireRight(ctx.client, 'admin')
-  return [itemStr(Tag.JSON, JSON.stringify(ctx.keystore.list()))]
+  return [itemStr(Tag.JSON, JSON.stringify(ctx.keystore.list().map(k => keyDetail(ctx.keystore, k, false))))]
 }
 
 const handlers = new Map<number, (ctx: HandlerContext, items: Items) => Item[]>([
@@ -161,7 +181,17 @@ const handlers = new Map<number, (ctx: HandlerContext, items: Items) => Item[]>(
   [Op.GET_TICKET_KEYS, getTicketKeys],
   [Op.KEY_CREATE, keyCreate],
   [Op.KEY_LIST, keyList],
-  [Op.KEY_ROTATE, keyRotate]
+  [Op.KEY_ROTATE, keyRotate],
+  [Op.KEY_INFO, keyInfo],
+  [Op.KEY_DISABLE, keyDisable],
+  [Op.KEY_ENABLE, keyEnable],
+  [Op.KEY_DESTROY, keyDestroy],
+  [Op.KEY_IMPORT, keyImport],
+  [Op.WRAPPING_KEY, wrappingKey],
+  [Op.KEY_ATTEST, keyAttest],
+  [Op.ATTESTATION_KEY, attestationKey],
+  [Op.BACKUP_EXPORT, (ctx, items) => backupOp('export', ctx, items)],
+  [Op.BACKUP_RESTORE, (ctx, items) => backupOp('restore', ctx, items)]
 ])
 
 /** Runs one authenticated request. @throws Refusal for every expected failure. */

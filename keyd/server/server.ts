@@ -18,13 +18,15 @@ import { KeydError } from '../errors.js'
 import { auditRecordFor, opName } from '../audit/record.js'
 import type { KeydMetrics } from './metrics.js'
 import { KeyPolicy } from '../policy/key-policy.js'
+import type { CustodyKeys } from '../keystore/custody-keys.js'
+import type { BackupService } from '../backup/backup-service.js'
 
 export interface KeydServerOptions {
   socketPath: string
   /** null while sealed: every key operation is refused with SEALED until UNSEAL rebuilds the master key. */
   keystore: Keystore | null
   /** For a Shamir-sealed keystore: how many shares, and what to do once they are all in. */
-  sealed?: { threshold: number, unseal: (shares: Share[]) => Promise<{ keystore: Keystore, audit: AuditLog | null }> }
+  sealed?: { threshold: number, unseal: (shares: Share[]) => Promise<{ keystore: Keystore, audit: AuditLog | null, custody?: CustodyKeys | null }> }
   clients: ClientRegistry
   logger: Logger
   devMode: boolean
@@ -38,9 +40,13 @@ export interface KeydServerOptions {
   audit?: AuditLog | null
   metrics?: KeydMetrics | null
   policy?: KeyPolicy
+  /** keyd's own attestation and wrapping keys (set at unseal for a sealed keyd); null = those operations answer NOT_SUPPORTED. */
+  custody?: CustodyKeys | null
+  /** Backup and restore (keyd/backup); null = BACKUP_EXPORT and BACKUP_RESTORE answer NOT_SUPPORTED. */
+  backup?: BackupService | null
 }
 
-export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy() }
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy(), custody: null, backup: null }
 
 export class KeydServer {
   readonly #opts: Required<Omit<KeydServerOptions, 'sealed'>> & Pick<KeydServerOptions, 'sealed'>
@@ -52,6 +58,9 @@ export class KeydServer {
 
   /** The audit log in use (set at unseal for a sealed keyd). */
   get audit (): AuditLog | null { return this.#opts.audit }
+
+  /** Replaces the per-key policy at once (a restore brought keyd/policy.json). */
+  setPolicy (policy: KeyPolicy): void { this.#opts.policy = policy }
 
   /** True until the keystore is open. */
   get sealed (): boolean { return this.#opts.keystore === null }
@@ -80,6 +89,7 @@ export class KeydServer {
       const opened = await seal.unseal(this.#shares)
       this.#opts.keystore = opened.keystore
       this.#opts.audit = opened.audit
+      this.#opts.custody = opened.custody ?? null
       this.#opts.logger.info({ keys: opened.keystore.list().length }, 'keyd unsealed')
       return status()
     } catch (err) {
@@ -183,7 +193,7 @@ export class KeydServer {
       let result = 'ok'
       const started = performance.now()
       try {
-        answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, serverInfo: '', policy: this.#opts.policy }, f.opcode, f.requestId, items)
+        answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, serverInfo: '', policy: this.#opts.policy, custody: this.#opts.custody, backup: this.#opts.backup }, f.opcode, f.requestId, items)
       } catch (err) {
         if (!(err instanceof Refusal)) logger.error({ err: (err as Error).message, op: f.opcode }, 'keyd request failed')
         const wire = err instanceof Refusal ? err.wire : ErrorCode.INTERNAL

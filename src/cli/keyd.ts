@@ -6,6 +6,9 @@ import { homePaths, ensurePrivateDir } from '../../keyd/home.js'
 import { loadMasterKey, sealKind, initShamir, shamirParams, unsealShamir, type MasterKeySource } from '../../keyd/keystore/master-key.js'
 import { Op, Tag, itemStr, readStr } from '../../keyd/protocol/codec.js'
 import { FileKeystore } from '../../keyd/keystore/file-keystore.js'
+import { Pkcs11Keystore } from '../../keyd/keystore/pkcs11-keystore.js'
+import type { TokenOptions } from '../../keyd/keystore/pkcs11-token.js'
+import type { Keystore } from '../../keyd/keystore/keystore.js'
 import { ClientRegistry } from '../../keyd/server/clients.js'
 import { KeydServer } from '../../keyd/server/server.js'
 import { KeydClient } from '../../keyd/client/client.js'
@@ -18,19 +21,24 @@ import { verifyAuditLog } from '../../keyd/audit/verify.js'
 import { runSelfTests, SelfTestError } from '../../keyd/server/self-test.js'
 import { KeyPolicy } from '../../keyd/policy/key-policy.js'
 import { KeydMetrics, startMetricsServer, type KeydHealth } from '../../keyd/server/metrics.js'
+import { CustodyKeys } from '../../keyd/keystore/custody-keys.js'
+import { KEY_USAGE, KeyUsageError, isOfflineKeyCommand, runOfflineKeyCommand, runKeyCommand } from './keyd-key.js'
+import { BACKUP_USAGE, BackupUsageError, backupExport, backupRestore } from './keyd-backup.js'
+import { BackupService, recoverRestore } from '../../keyd/backup/index.js'
 
 const USAGE = `Usage: keyedge keyd <command> [options]
 
 Commands:
   serve                 run the key daemon on $KEYEDGE_HOME/keyd.sock
   ping                  check that keyd answers
-  key create            generate a key inside keyd
-  key list              list keys (name, type, usage, versions)
-  key public            print a key's public key (PEM)
+  key …                 key lifecycle: create, list, show, public, rotate, disable, enable, destroy,
+                        import, wrapping-key, wrap, attest, attestation-key, verify-attestation (below)
   audit verify          check the audit log offline (needs the master key: --dev or the passphrase)
   init                  create a master key split into Shamir shares (--shares N --threshold M)
   unseal                give a sealed keyd one share (--share S, or one line on stdin)
   status                sealed or not, shares received, number of keys
+  backup export         write an encrypted bundle of every key, version and policy (below)
+  backup restore        restore a bundle into an empty keyd (below)
 
 Common options:
   --home DIR            state directory (default $KEYEDGE_HOME or ./.keyedge)
@@ -44,15 +52,19 @@ serve options:
                         once the entry is on disk), or off (benchmarks only)
   --audit-fail-open     keep signing when the audit log cannot be written (default: refuse)
   --metrics-port N      serve /metrics and /healthz on 127.0.0.1:N (default: off; 0 = any free port)
+  --pkcs11-module PATH  keep signing keys in a PKCS#11 token instead of the file store: the module keyd
+                        loads, p11-kit-client.so (the real module runs in "p11-kit server"; keyd reaches it
+                        through P11_KIT_SERVER_ADDRESS). A module linked to libcrypto is refused.
+  --pkcs11-token LABEL  the token's label (with --pkcs11-module)
+  --pkcs11-pin-file F   the user PIN in F (or set KEYEDGE_PKCS11_PIN)
 
 key create options:
   --name N              key name ([a-z0-9][a-z0-9._-]{0,63})
   --type T              ${KEY_TYPES.join(' | ')}
   --usage U             ${USAGES.join(' | ')} (default tls-server)
 
-key public options:
-  --name N  [--version V]
-`
+${KEY_USAGE}
+${BACKUP_USAGE}`
 
 const options = {
   help: { type: 'boolean', short: 'h' },
@@ -68,8 +80,20 @@ const options = {
   'audit-fail-open': { type: 'boolean' },
   shares: { type: 'string' },
   threshold: { type: 'string' },
-  share: { type: 'string' },
-  'metrics-port': { type: 'string' }
+  share: { type: 'string', multiple: true },
+  'metrics-port': { type: 'string' },
+  'pkcs11-module': { type: 'string' },
+  'pkcs11-token': { type: 'string' },
+  'pkcs11-pin-file': { type: 'string' },
+  format: { type: 'string' },
+  file: { type: 'string' },
+  wrapped: { type: 'string' },
+  in: { type: 'string' },
+  out: { type: 'string' },
+  'wrapping-key': { type: 'string' },
+  'attestation-key': { type: 'string' },
+  'grace-seconds': { type: 'string' },
+  yes: { type: 'boolean' }
 } as const
 
 export async function main (argv: string[]): Promise<number> {
@@ -95,7 +119,7 @@ export async function main (argv: string[]): Promise<number> {
         if (audit !== 'buffered' && audit !== 'fsync' && audit !== 'off') throw new UsageError('--audit must be buffered, fsync or off')
         const metricsPort = values['metrics-port'] === undefined ? undefined : Number(values['metrics-port'])
         if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new UsageError('--metrics-port must be 0-65535')
-        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort)
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11Options(values))
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
       case 'init': {
@@ -112,30 +136,30 @@ export async function main (argv: string[]): Promise<number> {
         process.stdout.write(readStr(await c.request(Op.STATUS), Tag.JSON) + '\n')
       })
       case 'unseal': return await withAdmin(paths, socketPath, async c => {
-        const share = values.share ?? (await readLine(process.stdin))
+        const share = values.share?.[0] ?? (await readLine(process.stdin))
         const st = JSON.parse(readStr(await c.request(Op.UNSEAL, [itemStr(Tag.SHARE, share)]), Tag.JSON) ?? '{}') as { sealed: boolean, shares: number, threshold: number }
         process.stdout.write(st.sealed ? `keyd still sealed: ${st.shares} of ${st.threshold} shares\n` : 'keyd unsealed\n')
       })
       case 'ping': return await withAdmin(paths, socketPath, async c => { await c.ping(); process.stdout.write('keyd OK\n') })
+      case 'backup export': return await withAdmin(paths, socketPath, async c => { await backupExport(c, values) })
+      case 'backup restore': return await withAdmin(paths, socketPath, async c => { await backupRestore(c, values) })
       case 'key create': return await withAdmin(paths, socketPath, async c => {
         if (values.name === undefined || values.type === undefined) throw new UsageError('key create needs --name and --type')
         const k = await c.createKey(values.name, values.type, values.usage ?? 'tls-server')
         process.stdout.write(`created ${k.name} v${k.version} (${k.type})\n`)
       })
-      case 'key list': return await withAdmin(paths, socketPath, async c => {
-        for (const k of await c.listKeys()) process.stdout.write(`${k.name}\t${k.type}\t${k.usage}\tv${k.currentVersion}\t${k.createdAt}\n`)
-      })
-      case 'key public': return await withAdmin(paths, socketPath, async c => {
-        if (values.name === undefined) throw new UsageError('key public needs --name')
-        const k = await c.getPublicKey(values.name, Number(values.version ?? 0))
-        process.stdout.write(k.publicKey.export({ format: 'pem', type: 'spki' }).toString())
-      })
       default:
+        if (isOfflineKeyCommand(cmd, values)) return runOfflineKeyCommand(cmd, values)
+        if (cmd.startsWith('key ')) {
+          let code: number | undefined
+          await withAdmin(paths, socketPath, async c => { code = await runKeyCommand(c, cmd, values) })
+          if (code !== undefined) return code
+        }
         process.stderr.write(`keyedge keyd: unknown command "${cmd}"\n\n${USAGE}`)
         return 2
     }
   } catch (err) {
-    if (err instanceof UsageError) { process.stderr.write(`keyedge keyd: ${err.message}\n`); return 2 }
+    if (err instanceof UsageError || err instanceof KeyUsageError || err instanceof BackupUsageError) { process.stderr.write(`keyedge keyd: ${err.message}\n`); return 2 }
     if (err instanceof KeydError) { process.stderr.write(`keyedge keyd: ${err.message} (${err.code})\n`); return 1 }
     throw err
   }
@@ -186,7 +210,19 @@ function auditVerify (paths: ReturnType<typeof homePaths>, dev: boolean, passphr
   return r.problems.length === 0 ? 0 : 1
 }
 
-async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number): Promise<number> {
+/** The PKCS#11 flags, all or none; the PIN from --pkcs11-pin-file or KEYEDGE_PKCS11_PIN. */
+function pkcs11Options (values: { 'pkcs11-module'?: string, 'pkcs11-token'?: string, 'pkcs11-pin-file'?: string }): TokenOptions | undefined {
+  const module = values['pkcs11-module']
+  const tokenLabel = values['pkcs11-token']
+  if (module === undefined && tokenLabel === undefined && values['pkcs11-pin-file'] === undefined) return undefined
+  if (module === undefined || tokenLabel === undefined) throw new UsageError('--pkcs11-module and --pkcs11-token go together')
+  const pinFile = values['pkcs11-pin-file']
+  const pin = pinFile !== undefined ? readFileSync(pinFile, 'utf8').replace(/\r?\n$/, '') : process.env.KEYEDGE_PKCS11_PIN
+  if (pin === undefined) throw new UsageError('a PKCS#11 keystore needs --pkcs11-pin-file F or KEYEDGE_PKCS11_PIN')
+  return { module, tokenLabel, pin }
+}
+
+async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions): Promise<number> {
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   ensurePrivateDir(paths.home)
   ensurePrivateDir(paths.keydDir)
@@ -198,6 +234,10 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     logger.fatal({ code: err.code }, `${err.message}; keyd refuses to serve`)
     return 1
   }
+  // A restore that kill -9 interrupted: finished if it had committed, else dropped, before any key is read.
+  const restorePaths = { keydDir: paths.keydDir, keysDir: paths.keysDir, policyFile: join(paths.keydDir, 'policy.json') }
+  const recovered = recoverRestore(restorePaths)
+  if (recovered !== 'none') logger.warn({ restore: recovered }, 'keyd found an interrupted restore: rolled forward if it had committed, else rolled back')
   const shamir = !dev && sealKind(paths.keydDir) === 'shamir'
   const source = shamir ? undefined : masterKeySource(dev, passphraseFile)
   if (!shamir && source === undefined) {
@@ -208,13 +248,14 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     logger.warn({ masterKeyFile: join(paths.keydDir, 'master.key') }, '*** keyd is in DEVELOPMENT MODE: the master key is a plain file on disk. Do not use this for production keys. ***')
   }
   /** Opens the keystore and the audit log under `key`, then wipes it. */
-  const openStore = async (key: Buffer): Promise<{ keystore: FileKeystore, audit: AuditLog | null }> => {
+  const openStore = async (key: Buffer): Promise<{ keystore: Keystore, audit: AuditLog | null, custody: CustodyKeys }> => {
     try {
-      const keystore = new FileKeystore(paths.keysDir, key)
+      const keystore = pkcs11 === undefined ? new FileKeystore(paths.keysDir, key) : new Pkcs11Keystore({ ...pkcs11, masterKey: key })
+      const custody = new CustodyKeys(paths.keydDir, key)
       const auditLog = audit.mode === 'off' ? null : await AuditLog.open({ ...auditFiles(paths), key: auditKey(key), logger, durability: audit.mode, failClosed: audit.failClosed })
       if (auditLog === null) logger.warn('*** keyd audit is OFF: operations are not recorded (benchmarks only) ***')
       for (const e of keystore.loadErrors) logger.error(e, 'keyd could not open a key file; that key is unavailable')
-      return { keystore, audit: auditLog }
+      return { keystore, audit: auditLog, custody }
     } finally {
       key.fill(0)
     }
@@ -238,11 +279,13 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     logger,
     devMode: dev,
     audit: opened?.audit ?? null,
+    custody: opened?.custody ?? null,
+    backup: new BackupService(restorePaths, { applyPolicy: p => server.setPolicy(p) }),
     sealed: shamir ? { threshold: shamirParams(paths.keydDir).threshold, unseal: async shares => await openStore(unsealShamir(paths.keydDir, shares)) } : undefined
   })
   await server.listen()
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
-  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keys: opened?.keystore.list().length ?? null, devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
+  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keys: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
   if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "keyedge keyd unseal" has been given the threshold of shares')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }

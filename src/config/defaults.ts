@@ -59,6 +59,8 @@ export const configDefaults = {
     defaultLifetimeSeconds: 300,
     maxLifetimeSeconds: 3600,
     verifierCacheSeconds: 300,
+    /** `token.key`: how often each worker asks keyd for the key's versions (roles are derived from them). */
+    keyPollIntervalSeconds: 10,
     maxBodyBytes: 8192,
     caller: { ratePerSecond: 100, burst: 200 },
     limits: { ratePerSecond: 1000, burst: 2000, maxQueue: 256, queueDeadlineMs: 250 },

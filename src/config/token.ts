@@ -18,6 +18,14 @@ export interface TokenKeyConfig {
   retiredAtMs?: number
 }
 
+/** `token.key`: one keyd key whose versions give the roles (next → active → retired) by themselves. */
+export interface TokenKeydKeyConfig {
+  name: string
+  algorithm: JwsAlgorithm
+  /** How often each worker asks keyd for the key's versions; also the bound on how late a worker sees one. */
+  pollIntervalSeconds: number
+}
+
 export interface TokenCallerConfig {
   name: string
   /** SHA-256 (hex) of the caller's bearer secret. */
@@ -43,7 +51,10 @@ export interface TokenConfig {
   maxLifetimeSeconds: number
   verifierCacheSeconds: number
   maxBodyBytes: number
+  /** Keys with configured roles; with `key`, only `retired` ones (a migration from the static form). */
   keys: TokenKeyConfig[]
+  /** A keyd key whose versions are the token keys, roles derived from their creation times. */
+  key?: TokenKeydKeyConfig
   callers: TokenCallerConfig[]
   limits: { ratePerSecond: number, burst: number, maxQueue: number, queueDeadlineMs: number }
   spike: {
@@ -71,8 +82,21 @@ function section (c: Checker, raw: unknown, path: string, known: readonly string
   return o
 }
 
-function validateKeys (c: Checker, raw: unknown): TokenKeyConfig[] {
-  const list = c.array(raw, 'token.keys', { nonEmpty: true }) ?? []
+function validateKeydKey (c: Checker, raw: unknown): TokenKeydKeyConfig | undefined {
+  if (raw === undefined) return undefined
+  const o = c.object(raw, 'token.key')
+  if (o === undefined) return undefined
+  c.keys(o, 'token.key', ['name', 'algorithm', 'pollIntervalSeconds'], { alg: 'use "algorithm"', role: 'roles follow from the keyd key versions: rotate with "keyedge keyd key rotate"', poll: 'use "pollIntervalSeconds"' })
+  const name = c.string(o.name, 'token.key.name')
+  const algorithm = c.string(value(o, 'algorithm', T.algorithm), 'token.key.algorithm', { oneOf: JWS_ALGORITHMS }) as JwsAlgorithm | undefined
+  const pollIntervalSeconds = c.integer(value(o, 'pollIntervalSeconds', T.keyPollIntervalSeconds), 'token.key.pollIntervalSeconds', 1, 3600)
+  if (name === undefined || algorithm === undefined || pollIntervalSeconds === undefined) return undefined
+  return { name, algorithm, pollIntervalSeconds }
+}
+
+function validateKeys (c: Checker, raw: unknown, hasKeydKey: boolean): TokenKeyConfig[] {
+  if (raw === undefined && hasKeydKey) return []
+  const list = c.array(raw, 'token.keys', { nonEmpty: !hasKeydKey }) ?? []
   const out: TokenKeyConfig[] = []
   list.forEach((item, i) => {
     const at = `token.keys[${i}]`
@@ -96,7 +120,9 @@ function validateKeys (c: Checker, raw: unknown): TokenKeyConfig[] {
     }
   })
   const active = out.filter(k => k.role === 'active').length
-  if (list.length > 0 && active !== 1) c.add('token.keys', `exactly one key must have the role "active", found ${active}`)
+  if (hasKeydKey) {
+    out.forEach((k, i) => { if (k.role !== 'retired') c.add(`token.keys[${i}].role`, 'with "token.key" the keyd key signs: other keys may only be "retired"') })
+  } else if (list.length > 0 && active !== 1) c.add('token.keys', `exactly one key must have the role "active", found ${active}`)
   return out
 }
 
@@ -162,8 +188,8 @@ export function validateToken (c: Checker, raw: unknown, baseDir: string, hasKey
   if (raw === undefined) return undefined
   const o = c.object(raw, 'token')
   if (o === undefined) return undefined
-  c.keys(o, 'token', ['listen', 'issuer', 'tls', 'defaultLifetimeSeconds', 'maxLifetimeSeconds', 'verifierCacheSeconds', 'maxBodyBytes', 'keys', 'callers', 'limits', 'spike'], {
-    port: 'moved to "token.listen.port"', host: 'moved to "token.listen.host"', iss: 'use "issuer"', key: 'use "keys"', clients: 'use "callers"'
+  c.keys(o, 'token', ['listen', 'issuer', 'tls', 'defaultLifetimeSeconds', 'maxLifetimeSeconds', 'verifierCacheSeconds', 'maxBodyBytes', 'keys', 'key', 'callers', 'limits', 'spike'], {
+    port: 'moved to "token.listen.port"', host: 'moved to "token.listen.host"', iss: 'use "issuer"', clients: 'use "callers"'
   })
   if (!hasKeyd) c.add('token', 'needs a "keyd" section: tokens are signed by keyd')
   const listen = section(c, o.listen, 'token.listen', ['host', 'port'])
@@ -189,7 +215,10 @@ export function validateToken (c: Checker, raw: unknown, baseDir: string, hasKey
   const defaultLifetimeSeconds = c.integer(value(o, 'defaultLifetimeSeconds', T.defaultLifetimeSeconds), 'token.defaultLifetimeSeconds', 1, 86_400)
   const verifierCacheSeconds = c.integer(value(o, 'verifierCacheSeconds', T.verifierCacheSeconds), 'token.verifierCacheSeconds', 0, 86_400)
   const maxBodyBytes = c.integer(value(o, 'maxBodyBytes', T.maxBodyBytes), 'token.maxBodyBytes', 64, 1_048_576)
-  const keys = validateKeys(c, o.keys)
+  if (o.key === undefined && o.keys === undefined) c.add('token', 'needs "key" (a keyd key whose versions rotate) or "keys" (keys with configured roles)')
+  const key = validateKeydKey(c, o.key)
+  const keys = o.key === undefined && o.keys === undefined ? [] : validateKeys(c, o.keys, o.key !== undefined)
+  if (key !== undefined && keys.some(k => k.name === key.name)) c.add('token.keys', `"${key.name}" is already "token.key"`)
   const callers = validateCallers(c, o.callers, baseDir, maxLifetimeSeconds)
   if (tls?.clientCa === undefined) {
     callers.forEach((k, i) => { if (k.clientCertSha256 !== undefined) c.add(`token.callers[${i}].clientCertSha256`, 'needs "token.tls.clientCa" (mutual TLS)') })
@@ -223,6 +252,7 @@ export function validateToken (c: Checker, raw: unknown, baseDir: string, hasKey
     verifierCacheSeconds,
     maxBodyBytes,
     keys,
+    ...(key !== undefined ? { key } : {}),
     callers,
     limits: limits as TokenConfig['limits'],
     spike: spike as TokenConfig['spike']

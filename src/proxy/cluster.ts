@@ -12,6 +12,7 @@ import { configDefaults } from '../config/defaults.js'
 import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
 import { ClusterControl } from './cluster-control.js'
+import { ratioFromExposition, ratioGauge } from '../tls/resumption-ratio.js'
 import { serveSessionCache } from '../tls/session-cache.js'
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url))
@@ -97,6 +98,8 @@ export async function runPrimary (opts: {
   const graceMs = opts.config.shutdownGraceMs ?? configDefaults.shutdownGraceMs
   const control = new ClusterControl({ config: opts.config, configFile: opts.configFile, log, workers: ready })
   const aggregator = new AggregatorRegistry()
+  // Derived from the workers' summed handshake windows at each scrape: a ratio cannot be summed or averaged.
+  const resumptionRatio = ratioGauge(control.registry)
   let admin: AdminServer | undefined
   if (opts.config.admin !== undefined) {
     try {
@@ -107,10 +110,11 @@ export async function runPrimary (opts: {
         backend: {
           notReady: () => control.draining ? 'draining' : !announced ? 'starting' : listening.size === 0 ? 'no_workers' : null,
           workers: () => listening.size,
-          metrics: async () => ({
-            contentType: aggregator.contentType,
-            body: (await aggregator.clusterMetrics()) + (await control.registry.metrics())
-          }),
+          metrics: async () => {
+            const workers = await aggregator.clusterMetrics()
+            resumptionRatio.set(ratioFromExposition(workers))
+            return { contentType: aggregator.contentType, body: workers + (await control.registry.metrics()) }
+          },
           certificates: async () => await control.certificates(),
           reload: async () => await control.reload('admin')
         }

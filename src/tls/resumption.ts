@@ -10,6 +10,7 @@ import type { EdgeConfig } from '../config/types.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { TicketKeyRing, within } from './ticket-keys.js'
 import { sessionStore, type SessionStore } from './session-cache.js'
+import { handshakeWindow } from './resumption-ratio.js'
 
 /** How a TLS server of one certificate entry is set up for resumption. */
 export interface Variant {
@@ -48,6 +49,7 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
   const tls = config.tls
   const handshakes = counter(registry, 'edge_tls_handshakes_total', 'TLS handshakes completed, by protocol version and whether a session was resumed', ['version', 'resumed'])
   const lookups = counter(registry, 'edge_tls_session_cache_lookups_total', 'TLS 1.2 session-ID cache lookups, by outcome (hit, miss)', ['outcome'])
+  const recent = handshakeWindow(registry)
   const dispatch = counter(registry, 'edge_tls_ticket_dispatch_total', 'ClientHellos by the ticket key their ticket names: current, previous (held, decrypt only), unknown, none', ['key'])
   let listeners: Array<() => void> = []
 
@@ -89,7 +91,9 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
 
   const attach = (server: TlsServer, variant: Variant): void => {
     server.on('secureConnection', (socket: TLSSocket) => {
-      handshakes.inc({ version: socket.getProtocol() ?? 'unknown', resumed: String(socket.isSessionReused()) })
+      const resumed = socket.isSessionReused()
+      handshakes.inc({ version: socket.getProtocol() ?? 'unknown', resumed: String(resumed) })
+      recent.record(resumed)
     })
     if (!variant.cache || store === undefined) return
     server.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {

@@ -83,7 +83,8 @@ export class TokenIssuer {
       ...req.claims
     }
     const input = signingInput({ alg: active.config.algorithm, typ: 'JWT', kid: active.kid }, payload)
-    const signature = await this.#queue.sign(Buffer.from(input), this.#config.limits.queueDeadlineMs)
+    // Signed with the version the kid names: a rotation in keyd never gives a token a kid that does not verify it.
+    const signature = await this.#queue.sign(Buffer.from(input), this.#config.limits.queueDeadlineMs, active.version)
     return { token: `${input}.${b64url(signature)}`, expiresAtSeconds: payload.exp }
   }
 }

@@ -182,6 +182,7 @@ export async function createTokenServer (opts: { config: EdgeConfig, log: Logger
     listen,
     close: async () => {
       if (retry !== undefined) clearTimeout(retry)
+      keys?.close()
       keyd.close()
       if (!server.listening) return
       const closed = once(server, 'close')

@@ -23,6 +23,8 @@ export interface SignQueueOptions {
 
 interface Job {
   message: Buffer
+  /** The key version whose kid the token names (0 = keyd's current). */
+  version: number
   enqueuedAt: number
   timer: NodeJS.Timeout
   resolve: (signature: Buffer) => void
@@ -53,9 +55,10 @@ export class SignQueue {
   /**
    * Signs `message` with the key, or refuses at once with 429 (EDGE_ERR_TOKEN_RATE_LIMITED) when the
    * queue is full or the expected wait exceeds `deadlineMs`; a job still queued at its deadline is
-   * refused then. @throws TokenRequestError 503 EDGE_ERR_TOKEN_SIGNER_UNAVAILABLE when keyd fails.
+   * refused then. `version` pins the key version, so the signature matches the kid in the header.
+   * @throws TokenRequestError 503 EDGE_ERR_TOKEN_SIGNER_UNAVAILABLE when keyd fails.
    */
-  async sign (message: Buffer, deadlineMs: number): Promise<Buffer> {
+  async sign (message: Buffer, deadlineMs: number, version = 0): Promise<Buffer> {
     const o = this.#o
     if (this.#queue.length >= o.maxQueue) throw tooBusy('queue_full', this.#callMs)
     const perCall = o.batch ? o.batchMaxSize : 1
@@ -65,6 +68,7 @@ export class SignQueue {
     return await new Promise<Buffer>((resolve, reject) => {
       const job: Job = {
         message,
+        version,
         enqueuedAt: performance.now(),
         resolve,
         reject,
@@ -108,10 +112,10 @@ export class SignQueue {
     o.metrics.keydSignatures.inc(jobs.length)
     try {
       if (o.batch) {
-        const results = await o.keyd.signBatch(jobs.map(j => ({ name: o.keyName, algorithm: o.algorithm, message: j.message, ieeeP1363: o.ieeeP1363 })))
+        const results = await o.keyd.signBatch(jobs.map(j => ({ name: o.keyName, algorithm: o.algorithm, message: j.message, version: j.version, ieeeP1363: o.ieeeP1363 })))
         results.forEach((r, i) => { if (r instanceof KeydRemoteError) jobs[i].reject(unavailable(r)); else jobs[i].resolve(r.signature) })
       } else {
-        const r = await o.keyd.sign(o.keyName, o.algorithm, jobs[0].message, { ieeeP1363: o.ieeeP1363 })
+        const r = await o.keyd.sign(o.keyName, o.algorithm, jobs[0].message, { version: jobs[0].version, ieeeP1363: o.ieeeP1363 })
         jobs[0].resolve(r.signature)
       }
     } catch (err) {

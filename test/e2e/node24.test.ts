@@ -1,8 +1,13 @@
-// The TLS end-to-end path under Node 24 (OpenSSL 3.5): the same bridge .so, loaded by another OpenSSL.
+// The TLS end-to-end path under Node 24 (OpenSSL 3.5): the same bridge .so, loaded by another OpenSSL,
+// and session resumption (tickets across a ticket-key rotation, the ratio metric) under Node 24.
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { node24 } from '../helpers/paths.js'
 import { startStack, startProxy, curl, sClient } from '../helpers/edge.js'
+import { visit } from '../helpers/resume.js'
+import { call } from '../helpers/token.js'
 
 const bin = node24()
 if (bin === undefined) {
@@ -36,6 +41,57 @@ if (bin === undefined) {
       const out = await sClient(proxy.port, ['-servername', 'localhost', ...args], stack.caFile)
       t.match(out, /Verification: OK|Verify return code: 0 \(ok\)/, args.join(' '))
       t.match(out, sig, args.join(' '))
+    }
+  })
+  t.test('TLS 1.3 and 1.2 tickets resume under Node 24, across workers and a ticket-key rotation; the ratio metric agrees', async t => {
+    const ROTATION_SECONDS = 10
+    const resuming = await startProxy(stack, { workers: 2, node: bin, name: 'node24-resumption', admin: {}, tls: { ticketRotationSeconds: ROTATION_SECONDS, ticketPreviousKeys: 1 } })
+    t.teardown(() => resuming.stop())
+    const ca = readFileSync(stack.caFile)
+    const started = Date.now()
+    const seen = { resumed: 0, full: 0 }
+    const count = (v: { error?: string, reused: boolean }): void => { if (v.error === undefined) seen[v.reused ? 'resumed' : 'full']++ }
+    const sessions = new Map<string, Buffer | undefined>()
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const first = await visit(resuming.port, ca, version)
+      count(first)
+      let session = first.session
+      let resumed = 0
+      for (let i = 0; i < 10; i++) {
+        const v = await visit(resuming.port, ca, version, session)
+        t.equal(v.error, undefined, `${version}: no error`)
+        count(v)
+        if (v.reused) resumed++
+        session = v.session
+      }
+      t.equal(resumed, 10, `${version}: 10 of 10 reconnects resumed`)
+    }
+    // Tickets of this epoch's key, offered again after the next epoch began (a new key encrypts).
+    const epoch = (): number => Math.floor(Date.now() / 1000 / ROTATION_SECONDS)
+    const before = epoch()
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const v = await visit(resuming.port, ca, version)
+      count(v)
+      sessions.set(version, v.session)
+    }
+    while (epoch() === before) await sleep(100)
+    await sleep(200) // the workers switch keys a few ms after the boundary
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const v = await visit(resuming.port, ca, version, sessions.get(version))
+      count(v)
+      t.equal(v.error, undefined)
+      t.ok(v.reused, `${version}: a ticket of the previous key resumes after the rotation`)
+    }
+    const metrics = (await call({ port: resuming.adminPort as number }, { path: '/metrics' })).body
+    const read = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN)
+    const ratio = read(/^edge_tls_resumption_ratio (\S+)$/m)
+    if (Date.now() - started < 50_000) {
+      // Every handshake of this test is still inside the 60 s window.
+      t.equal(read(/^edge_tls_resumption_window_handshakes\{resumed="true"\} (\S+)$/m), seen.resumed, 'resumed handshakes in the window, summed over the workers')
+      t.equal(read(/^edge_tls_resumption_window_handshakes\{resumed="false"\} (\S+)$/m), seen.full, 'full handshakes in the window')
+      t.ok(Math.abs(ratio - seen.resumed / (seen.resumed + seen.full)) < 1e-9, `edge_tls_resumption_ratio ${ratio} = ${seen.resumed} / ${seen.resumed + seen.full}`)
+    } else {
+      t.ok(ratio > 0 && ratio <= 1, 'ratio within (0, 1] (the test outlasted most of the window)')
     }
   })
 }

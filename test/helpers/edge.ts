@@ -18,8 +18,9 @@ export interface Stack {
   stop: () => Promise<void>
 }
 
-export async function startStack (): Promise<Stack> {
-  const keyd = await startKeyd()
+/** `keyd` starts another keyd, e.g. one backed by SoftHSM2 (test/helpers/softhsm.ts). */
+export async function startStack (opts: { keyd?: () => Promise<TestKeyd> } = {}): Promise<Stack> {
+  const keyd = await (opts.keyd?.() ?? startKeyd())
   const certs = await issueDevCertificates(keyd.admin, keyd.paths.certsDir)
   const ca = await ensureDevCa(keyd.admin, keyd.paths.certsDir)
   const other = await issueLeaf(keyd.admin, keyd.paths.certsDir, ca, { keyName: 'other-ec', keyType: 'ec-p256', serverNames: ['other.test', '*.wild.test'] })

@@ -11,9 +11,9 @@ export interface TestKeyd extends Spawned {
   client: (name: 'admin' | 'proxy') => KeydClient
 }
 
-export async function startKeyd (home = tempHome(), extraArgs: string[] = []): Promise<TestKeyd> {
+export async function startKeyd (home = tempHome(), extraArgs: string[] = [], env: Record<string, string> = {}): Promise<TestKeyd> {
   const paths = homePaths(home)
-  const s = spawnCli(['keyd', 'serve', '--dev', ...extraArgs], { KEYEDGE_HOME: home })
+  const s = spawnCli(['keyd', 'serve', '--dev', ...extraArgs], { KEYEDGE_HOME: home, ...env })
   await s.waitFor(o => o.msg === 'keyd ready')
   const client = (name: 'admin' | 'proxy'): KeydClient => new KeydClient({ socketPath: paths.socket, clientName: name, secretFile: join(paths.secretsDir, `${name}.secret`), timeoutMs: 10000 })
   const admin = client('admin')
