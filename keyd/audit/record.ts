@@ -1,6 +1,6 @@
 // What keyd records about one request: who, what, which key, the outcome, and a hash of the message.
 import { createHash } from 'node:crypto'
-import { Op, Tag, readStr, readUint } from '../protocol/codec.js'
+import { Op, Tag, HEADER_SIZE, ItemMap, parseItems, readStr, readUint, errorCodeName } from '../protocol/codec.js'
 import type { AuditRecord } from './chain.js'
 
 const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]))
@@ -21,4 +21,20 @@ export function auditRecordFor (client: string, opcode: number, items: Map<numbe
     result,
     msgSha256: msg === undefined ? null : createHash('sha256').update(msg).digest('hex')
   }
+}
+
+/**
+ * One record per entry of a SIGN_BATCH, each with its own key, message hash and outcome (read
+ * from the answer frame), so a batch is audited exactly like the same signatures sent one by one.
+ */
+export function batchAuditRecords (client: string, items: Map<number, Uint8Array>, answer: Buffer): Array<Omit<AuditRecord, 'seq' | 'time'>> {
+  const requests = items instanceof ItemMap ? items.all(Tag.ENTRY) : []
+  const answered = parseItems(answer.subarray(HEADER_SIZE))
+  const results = answered instanceof ItemMap ? answered.all(Tag.ENTRY) : []
+  return requests.map((raw, i) => {
+    const entry = parseItems(raw) ?? new Map<number, Uint8Array>()
+    const res = results[i] === undefined ? null : parseItems(results[i])
+    const code = res === null ? undefined : readUint(res, Tag.ERROR_CODE, 2)
+    return auditRecordFor(client, Op.SIGN_BATCH, entry, typeof code === 'number' ? errorCodeName(code) : res === null ? 'unanswered' : 'ok')
+  })
 }

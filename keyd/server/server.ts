@@ -15,7 +15,7 @@ import { KeydConfigError } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
 import { decodeShare, type Share } from '../keystore/shamir.js'
 import { KeydError } from '../errors.js'
-import { auditRecordFor, opName } from '../audit/record.js'
+import { auditRecordFor, batchAuditRecords, opName } from '../audit/record.js'
 import type { KeydMetrics } from './metrics.js'
 import { KeyPolicy } from '../policy/key-policy.js'
 import type { CustodyKeys } from '../keystore/custody-keys.js'
@@ -207,7 +207,9 @@ export class KeydServer {
         metrics.observe(opName(f.opcode), result === 'ok' ? (readStr(items, Tag.KEY_NAME) ?? null) : null, result, (started - arrived) / 1000, (performance.now() - started) / 1000)
       }
       if (audit === null || f.opcode === Op.PING) { inFlight--; reply(answer); return }
-      const written = audit.record(auditRecordFor(client.name, f.opcode, items, result))
+      const written = f.opcode === Op.SIGN_BATCH && result === 'ok'
+        ? Promise.all(batchAuditRecords(client.name, items, answer).map(async r => await audit.record(r))).then(() => {})
+        : audit.record(auditRecordFor(client.name, f.opcode, items, result))
       if (audit.durability === 'buffered') {
         written.catch(() => {})
         inFlight--
