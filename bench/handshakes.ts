@@ -1,5 +1,6 @@
 // `bench handshakes`: server CPU per full TLS handshake with keys in keyd (through the bridge)
 // against keys in the proxy process, ECDSA P-256 and RSA-2048, TLS 1.3 and 1.2, cases interleaved.
+import { intOption } from './options.js'
 import { cpus, release } from 'node:os'
 import { join } from 'node:path'
 import { rmSync } from 'node:fs'
@@ -61,12 +62,7 @@ function parseOptions (argv: string[]): Options | undefined {
     }
   })
   if (values.help === true) return undefined
-  const int = (name: string, v: string | undefined, def: number, min: number, max: number): number => {
-    if (v === undefined) return def
-    const n = Number(v)
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer from ${min} to ${max}`)
-    return n
-  }
+  const int = intOption
   const list = <T extends string>(name: string, v: string | undefined, allowed: Record<string, T>): T[] => {
     const items = (v ?? Object.keys(allowed).join(',')).split(',').map(s => s.trim())
     return items.map(s => {

@@ -1,6 +1,7 @@
 // `bench rotation`: N certificate rotations (`cert renew`: new keyd key version, new certificate,
 // files swapped atomically) while autocannon drives keep-alive connections and a second load opens
 // new ones; prints failed requests and whether clients saw each new certificate.
+import { intOption } from './options.js'
 import { cpus, release } from 'node:os'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -41,12 +42,7 @@ function parseOptions (argv: string[]): Options | undefined {
     }
   })
   if (values.help === true) return undefined
-  const int = (name: string, v: string | undefined, def: number, min: number, max: number): number => {
-    if (v === undefined) return def
-    const n = Number(v)
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer from ${min} to ${max}`)
-    return n
-  }
+  const int = intOption
   return {
     rotations: int('rotations', values.rotations, 50, 1, 10_000),
     workers: int('workers', values.workers, 2, 1, 64),

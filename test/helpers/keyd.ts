@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { homePaths, type HomePaths } from '../../keyd/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { spawnCli, type Spawned } from './processes.js'
+import { KeydRemoteError } from '../../keyd/errors.js'
 import { tempHome } from './paths.js'
 
 export interface TestKeyd extends Spawned {
@@ -19,4 +20,19 @@ export async function startKeyd (home = tempHome(), extraArgs: string[] = [], en
   const admin = client('admin')
   const stop = async (signal?: NodeJS.Signals): Promise<void> => { admin.close(); await s.stop(signal) }
   return { ...s, stop, paths, admin, client }
+}
+
+/** Runs `keyedge keyd …` with KEYEDGE_HOME=`home`; resolves with its exit code and output. */
+export async function keydCli (home: string, args: string[]): Promise<{ code: number | null, out: string }> {
+  const run = spawnCli(['keyd', ...args], { KEYEDGE_HOME: home })
+  const [code] = await new Promise<[number | null]>(resolve => run.proc.once('exit', c => resolve([c])))
+  await new Promise(resolve => setImmediate(resolve))
+  return { code, out: run.lines.join('\n') }
+}
+
+/** Resolves with the keyd refusal `p` rejects with; throws if it resolves or fails otherwise. */
+export async function refusal (p: Promise<unknown>): Promise<KeydRemoteError> {
+  const err = await p.then(() => undefined, (e: unknown) => e)
+  if (!(err instanceof KeydRemoteError)) throw new Error(`expected a keyd refusal, got ${String(err)}`)
+  return err
 }

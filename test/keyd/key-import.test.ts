@@ -4,9 +4,8 @@ import t from 'tap'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { constants, createPublicKey, generateKeyPairSync, randomBytes, verify } from 'node:crypto'
-import { startKeyd } from '../helpers/keyd.js'
-import { spawnCli } from '../helpers/processes.js'
-import { KeydRemoteError, KeyMaterialError } from '../../keyd/errors.js'
+import { startKeyd, keydCli, refusal } from '../helpers/keyd.js'
+import { KeyMaterialError } from '../../keyd/errors.js'
 import { ErrorCode } from '../../keyd/protocol/codec.js'
 import { wrapForImport, decodeBundle, encodeBundle } from '../../keyd/keystore/key-import.js'
 import { verifyAttestation, type AttestationDocument } from '../../keyd/server/attestation.js'
@@ -15,18 +14,7 @@ const keyd = await startKeyd()
 t.teardown(async () => await keyd.stop())
 const home = keyd.paths.home
 
-async function cli (args: string[]): Promise<{ code: number | null, out: string }> {
-  const run = spawnCli(['keyd', ...args], { KEYEDGE_HOME: home })
-  const [code] = await new Promise<[number | null]>(resolve => run.proc.once('exit', c => resolve([c])))
-  await new Promise(resolve => setImmediate(resolve))
-  return { code, out: run.lines.join('\n') }
-}
-
-async function refusal (p: Promise<unknown>): Promise<KeydRemoteError> {
-  const err = await p.then(() => undefined, (e: unknown) => e)
-  if (!(err instanceof KeydRemoteError)) throw new Error(`expected a keyd refusal, got ${String(err)}`)
-  return err
-}
+const cli = async (args: string[]): Promise<{ code: number | null, out: string }> => await keydCli(home, args)
 
 t.test('plain import: marked imported, signs under the original public key', async t => {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' })

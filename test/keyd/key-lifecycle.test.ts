@@ -4,8 +4,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { verify, createPublicKey } from 'node:crypto'
-import { startKeyd } from '../helpers/keyd.js'
-import { spawnCli } from '../helpers/processes.js'
+import { startKeyd, keydCli, refusal } from '../helpers/keyd.js'
 import { tempHome } from '../helpers/paths.js'
 import { KeydRemoteError } from '../../keyd/errors.js'
 import { ErrorCode } from '../../keyd/protocol/codec.js'
@@ -14,19 +13,7 @@ const home = tempHome()
 let keyd = await startKeyd(home)
 t.teardown(async () => await keyd.stop())
 
-/** Runs `keyedge keyd …` against this keyd; resolves with its exit code and output. */
-async function cli (args: string[]): Promise<{ code: number | null, out: string }> {
-  const run = spawnCli(['keyd', ...args], { KEYEDGE_HOME: home })
-  const [code] = await new Promise<[number | null]>(resolve => run.proc.once('exit', c => resolve([c])))
-  await new Promise(resolve => setImmediate(resolve))
-  return { code, out: run.lines.join('\n') }
-}
-
-async function refusal (p: Promise<unknown>): Promise<KeydRemoteError> {
-  const err = await p.then(() => undefined, (e: unknown) => e)
-  if (!(err instanceof KeydRemoteError)) throw new Error(`expected a keyd refusal, got ${String(err)}`)
-  return err
-}
+const cli = async (args: string[]): Promise<{ code: number | null, out: string }> => await keydCli(home, args)
 
 t.test('list, show and public describe keys without any secret', async t => {
   const k = await keyd.admin.createKey('lc-list', 'ec-p256', 'token-sign')
