@@ -3,7 +3,6 @@
 import { intOption } from './options.js'
 import { cpus, release } from 'node:os'
 import { join } from 'node:path'
-import { rmSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { startStack, type Stack } from '../test/helpers/edge.js'
 import { ROOT } from '../test/helpers/paths.js'
@@ -111,11 +110,7 @@ export async function main (argv: string[]): Promise<number> {
     cleaned = true
     if (caseKeyd !== undefined) await caseKeyd.stop().catch(() => null)
     for (const p of proxies) await p.stop().catch(() => {})
-    if (stack !== undefined) {
-      await stack.keyd.stop().catch(() => {})
-      await stack.upstream.close().catch(() => {})
-      rmSync(stack.keyd.paths.home, { recursive: true, force: true })
-    }
+    await stack?.stop().catch(() => {})
     keys?.remove()
   }
   const onSignal = (): void => { void cleanup().finally(() => process.exit(130)) }

@@ -1,6 +1,6 @@
 // `bench resumption`: full against resumed TLS handshakes (tickets from keyd's ticket keys), TLS 1.3
 // and 1.2, side by side in one run: rate, server CPU per handshake, keyd signatures per 1,000.
-import { rmSync, mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -101,10 +101,6 @@ export async function main (argv: string[]): Promise<number> {
   } finally {
     if (caseKeyd !== undefined) await caseKeyd.stop().catch(() => null)
     await proxy?.stop().catch(() => {})
-    if (stack !== undefined) {
-      await stack.keyd.stop().catch(() => {})
-      await stack.upstream.close().catch(() => {})
-      rmSync(stack.keyd.paths.home, { recursive: true, force: true })
-    }
+    await stack?.stop().catch(() => {})
   }
 }

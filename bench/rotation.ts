@@ -3,7 +3,7 @@
 // new ones; prints failed requests and whether clients saw each new certificate.
 import { intOption } from './options.js'
 import { cpus, release } from 'node:os'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startStack, startProxy, type Stack, type TestProxy } from '../test/helpers/edge.js'
@@ -93,10 +93,7 @@ export async function main (argv: string[]): Promise<number> {
   let proxy: TestProxy | undefined
   const cleanup = async (): Promise<void> => {
     await proxy?.stop().catch(() => {})
-    if (stack !== undefined) {
-      await stack.stop().catch(() => {})
-      rmSync(stack.keyd.paths.home, { recursive: true, force: true })
-    }
+    await stack?.stop().catch(() => {})
   }
   try {
     say('setting up: keyd, dev certificates, demo upstream, proxy with an admin listener …')

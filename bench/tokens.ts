@@ -1,7 +1,7 @@
 // `bench tokens`: the token endpoint under a load spike (steady, 10× for ten seconds, back), with
 // caching, coalescing and batching on and then off, and TLS full-handshake latency during the spike.
 import { spawn } from 'node:child_process'
-import { writeFileSync, mkdirSync, rmSync } from 'node:fs'
+import { writeFileSync, mkdirSync } from 'node:fs'
 import { cpus, release } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -135,11 +135,7 @@ export async function main (argv: string[]): Promise<number> {
   } finally {
     if (caseKeyd !== undefined) await caseKeyd.stop().catch(() => null)
     for (const p of proxies) await p.stop().catch(() => {})
-    if (stack !== undefined) {
-      await stack.keyd.stop().catch(() => {})
-      await stack.upstream.close().catch(() => {})
-      rmSync(stack.keyd.paths.home, { recursive: true, force: true })
-    }
+    await stack?.stop().catch(() => {})
   }
 }
 

@@ -31,7 +31,6 @@ export interface HandlerContext {
   keystore: Keystore
   client: Client
   stats: SignStats
-  serverInfo: string
   /** Per-key clients/algorithms and rate limits (keyd/policy.json); absent = none. */
   policy?: KeyPolicy
   /** keyd's attestation and wrapping keys; absent = KEY_ATTEST, WRAPPING_KEY and wrapped imports answer NOT_SUPPORTED. */

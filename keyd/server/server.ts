@@ -193,7 +193,7 @@ export class KeydServer {
       let result = 'ok'
       const started = performance.now()
       try {
-        answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, serverInfo: '', policy: this.#opts.policy, custody: this.#opts.custody, backup: this.#opts.backup }, f.opcode, f.requestId, items)
+        answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, policy: this.#opts.policy, custody: this.#opts.custody, backup: this.#opts.backup }, f.opcode, f.requestId, items)
       } catch (err) {
         if (!(err instanceof Refusal)) logger.error({ err: (err as Error).message, op: f.opcode }, 'keyd request failed')
         const wire = err instanceof Refusal ? err.wire : ErrorCode.INTERNAL

@@ -19,7 +19,6 @@ t.teardown(() => proxy.stop())
 const adminPort = proxy.adminPort as number
 const certsDir = stack.keyd.paths.certsDir
 const ecCert = join(certsDir, 'localhost-ec.crt')
-const ecRef = join(certsDir, 'localhost-ec.keyref')
 const served = async (): Promise<string | undefined> => await servedSerial(proxy.port, stack.caFile)
 const logged = (pred: (o: Record<string, unknown>) => boolean): number => proxy.lines.filter(l => { try { return pred(JSON.parse(l)) } catch { return false } }).length
 

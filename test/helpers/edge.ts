@@ -1,5 +1,5 @@
 // A whole keyedge stack for end-to-end tests: keyd, dev certificates, the demo upstream, and a proxy process.
-import { writeFileSync, readFileSync } from 'node:fs'
+import { writeFileSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { execFile } from 'node:child_process'
 import { startKeyd, type TestKeyd } from './keyd.js'
@@ -15,6 +15,7 @@ export interface Stack {
   /** An extra certificate for `other.test` and `*.wild.test` (ECDSA). */
   other: IssuedLeaf
   caFile: string
+  /** Closes the upstream, stops keyd (even if the close fails) and removes the temporary home. */
   stop: () => Promise<void>
 }
 
@@ -25,7 +26,14 @@ export async function startStack (opts: { keyd?: () => Promise<TestKeyd> } = {})
   const ca = await ensureDevCa(keyd.admin, keyd.paths.certsDir)
   const other = await issueLeaf(keyd.admin, keyd.paths.certsDir, ca, { keyName: 'other-ec', keyType: 'ec-p256', serverNames: ['other.test', '*.wild.test'] })
   const upstream = await startDemoUpstream({ host: '127.0.0.1', port: 0 })
-  const stop = async (): Promise<void> => { await upstream.close(); await keyd.stop() }
+  const stop = async (): Promise<void> => {
+    try {
+      await upstream.close()
+    } finally {
+      await keyd.stop()
+      rmSync(keyd.paths.home, { recursive: true, force: true })
+    }
+  }
   return { keyd, upstream, certs, other, caFile: certs.caFile, stop }
 }
 
