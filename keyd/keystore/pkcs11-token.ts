@@ -22,7 +22,8 @@ export interface TokenOptions {
 
 /**
  * True if the ELF file names libcrypto/libssl among its strings (its DT_NEEDED entries live in .dynstr).
- * Such a module would bind to Node's own OpenSSL symbols and crash keyd (ARCHITECTURE.md).
+ * Such a module would bind to Node's own OpenSSL symbols (Node exports its bundled libcrypto) and crash
+ * keyd: seen with SoftHSM under Node 26. PKCS#11 modules are hosted in `p11-kit server` instead.
  */
 export function linksLibcrypto (file: string): boolean {
   const bytes = readFileSync(file)

@@ -22,13 +22,19 @@ export interface Forwarder {
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
+/** `writeHead` on either response kind (their overloads do not unify into one callable type). */
+function writeHead (res: ClientResponse, status: number, headers: Record<string, string | number | string[]>): void {
+  if ('stream' in res) res.writeHead(status, headers)
+  else res.writeHead(status, headers)
+}
+
 function sendJson (res: ClientResponse, status: number, body: Record<string, string>): void {
   if (res.headersSent) {
     res.destroy()
     return
   }
   const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
+  writeHead(res, status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
   res.end(text)
 }
 
@@ -99,7 +105,7 @@ export function createForwarder (opts: {
     }
     pools.get(route).request(options).then(upstream => {
       requests.inc({ outcome: 'forwarded' })
-      res.writeHead(upstream.statusCode, clientResponseHeaders(upstream.headers))
+      writeHead(res, upstream.statusCode, clientResponseHeaders(upstream.headers))
       upstream.body.on('error', (err: NodeJS.ErrnoException) => {
         // Headers are gone already: all that can be done is to cut the client off.
         if (!abort.signal.aborted) {
