@@ -64,7 +64,8 @@ t.test('the key name of an offered ticket (TLS 1.2 session_ticket, TLS 1.3 pre_s
   t.teardown(() => server.close())
   for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     const session = await new Promise<Buffer>((resolve, reject) => {
-      const c = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, rejectUnauthorized: false, minVersion: version, maxVersion: version })
+      // Same server name as the connection that offers the ticket: OpenSSL 3.5 offers a session only to the name it was made for.
+      const c = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, servername: 'localhost', rejectUnauthorized: false, minVersion: version, maxVersion: version })
       c.once('session', (s: Buffer) => { resolve(s); c.destroy() })
       c.on('error', reject)
     })

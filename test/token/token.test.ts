@@ -161,7 +161,11 @@ t.test('concurrent identical requests coalesce into one keyd call; distinct ones
   const same = await Promise.all(Array.from({ length: 20 }, async () => await askToken(target, SECRET_A, { audience: 'api', claims: { scope: 'together' } })))
   t.ok(same.every(r => r.status === 200))
   t.equal(new Set(same.map(r => r.json().access_token)).size, 1, 'all 20 got the same token')
-  t.ok(same.filter(r => r.headers['x-keyedge-token-source'] === 'coalesced').length >= 15, 'most joined the first one in flight')
+  // Which of the two depends on when each request arrives (a loaded machine serves some after the first
+  // signature landed in the cache); that none but one was signed does not.
+  const sources = same.map(r => r.headers['x-keyedge-token-source'])
+  t.equal(sources.filter(s => s === 'signed').length, 1, 'one request was signed')
+  t.equal(sources.filter(s => s === 'coalesced' || s === 'cache').length, 19, 'the 19 others joined it in flight or took it from the cache')
   t.equal(await keydSignatures(), 1, 'one keyd signature for 20 concurrent identical requests')
 
   const metricsBefore = await batchCounts()
