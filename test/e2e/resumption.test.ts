@@ -3,10 +3,9 @@
 // outstanding tickets resumable, and with keyd stopped resumed handshakes still work.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { startStack, startProxy } from '../helpers/edge.js'
 import { startKeyd } from '../helpers/keyd.js'
-import { visit, type Version } from '../helpers/resume.js'
+import { visit, workersPastEpoch, type Version } from '../helpers/resume.js'
 
 const ROTATION_SECONDS = 10
 const stack = await startStack()
@@ -62,15 +61,15 @@ t.test('TLS 1.2 session IDs (tickets off) resume across workers through the shar
 
 t.test('a ticket-key rotation keeps outstanding tickets resumable', async t => {
   const epoch = (): number => Math.floor(Date.now() / 1000 / ROTATION_SECONDS)
-  const before = epoch()
   // New clients get tickets of this epoch's key; then wait for the next epoch (a new key encrypts).
   for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     const v = await visit(proxy.port, ca, version)
     if (v.error === undefined) full++
     sessions.set(version, v.session)
   }
-  while (epoch() === before) await sleep(100)
-  await sleep(200) // the workers switch keys a few ms after the boundary
+  // Read after the tickets were issued: their key's epoch is at most this one, whichever side of a boundary they fell.
+  const before = epoch()
+  await workersPastEpoch(proxy, before)
   for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     const v = await visit(proxy.port, ca, version, sessions.get(version))
     t.equal(v.error, undefined)
@@ -93,9 +92,8 @@ t.test('resumed handshakes make no keyd signature; keyd stopped: resumed still w
     const v = await visit(proxy.port, ca, version, sessions.get(version))
     t.equal(v.error, undefined, `${version}: no error with keyd stopped`)
     t.ok(v.reused, `${version}: resumed with keyd stopped`)
-    const t0 = Date.now()
     const f = await visit(proxy.port, ca, version)
     t.ok(f.error !== undefined, `${version}: a full handshake fails with keyd stopped (${String(f.error)})`)
-    t.ok(Date.now() - t0 < 3000, `${version}: and fails fast (${Date.now() - t0} ms)`)
+    t.not(f.error, 'timeout', `${version}: the proxy ended it, not the client's own 10 s deadline`)
   }
 })

@@ -4,10 +4,9 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { secondNode } from '../helpers/paths.js'
 import { startStack, startProxy, curl, sClient } from '../helpers/edge.js'
-import { visit } from '../helpers/resume.js'
+import { visit, workersPastEpoch } from '../helpers/resume.js'
 import { call } from '../helpers/token.js'
 
 const bin = secondNode()
@@ -68,14 +67,14 @@ if (bin === undefined) {
     }
     // Tickets of this epoch's key, offered again after the next epoch began (a new key encrypts).
     const epoch = (): number => Math.floor(Date.now() / 1000 / ROTATION_SECONDS)
-    const before = epoch()
     for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
       const v = await visit(resuming.port, ca, version)
       count(v)
       sessions.set(version, v.session)
     }
-    while (epoch() === before) await sleep(100)
-    await sleep(200) // the workers switch keys a few ms after the boundary
+    // Read after the tickets were issued: their key's epoch is at most this one, whichever side of a boundary they fell.
+    const before = epoch()
+    await workersPastEpoch(resuming, before)
     for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
       const v = await visit(resuming.port, ca, version, sessions.get(version))
       count(v)

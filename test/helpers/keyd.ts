@@ -25,8 +25,7 @@ export async function startKeyd (home = tempHome(), extraArgs: string[] = [], en
 /** Runs `keyedge keyd …` with KEYEDGE_HOME=`home`; resolves with its exit code and output. */
 export async function keydCli (home: string, args: string[]): Promise<{ code: number | null, out: string }> {
   const run = spawnCli(['keyd', ...args], { KEYEDGE_HOME: home })
-  const [code] = await new Promise<[number | null]>(resolve => run.proc.once('exit', c => resolve([c])))
-  await new Promise(resolve => setImmediate(resolve))
+  const { code } = await run.exited
   return { code, out: run.lines.join('\n') }
 }
 

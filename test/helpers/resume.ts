@@ -2,6 +2,8 @@
 // session it ended with, whether it resumed, and which proxy worker process accepted it (from ss).
 import { execFile } from 'node:child_process'
 import { connect } from 'node:tls'
+import type { TestProxy } from './edge.js'
+import { until } from './wait.js'
 
 export type Version = 'TLSv1.2' | 'TLSv1.3'
 
@@ -49,4 +51,22 @@ export async function visit (port: number, ca: Buffer, version: Version, session
       void pid.then(workerPid => resolve({ reused, session: next ?? session, workerPid, ...(error !== undefined ? { error } : {}) }))
     })
   })
+}
+
+/**
+ * Resolves once every worker of `proxy` logged that it encrypts new tickets with the key of an epoch
+ * after `before` (so a ticket issued before is now one of a previous key); throws after `ms`.
+ */
+export async function workersPastEpoch (proxy: Pick<TestProxy, 'lines' | 'workerPids'>, before: number, ms = 60_000): Promise<void> {
+  const switched = (): boolean => {
+    const pids = new Set<number>()
+    for (const line of proxy.lines) {
+      let o: { msg?: unknown, epoch?: unknown, pid?: unknown }
+      try { o = JSON.parse(line) } catch { continue }
+      if (o.msg === 'TLS ticket key epoch' && typeof o.epoch === 'number' && o.epoch > before && typeof o.pid === 'number') pids.add(o.pid)
+    }
+    const workers = proxy.workerPids()
+    return workers.length > 0 && workers.every(pid => pids.has(pid))
+  }
+  if (!await until(switched, ms)) throw new Error(`not every worker moved past ticket-key epoch ${before} within ${ms} ms`)
 }

@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { sClient } from './edge.js'
 
+export { until } from './wait.js'
+
 /** Client options choosing the ECDSA or the RSA certificate of an entry. */
 export const SIGALGS = { ec: ['-sigalgs', 'ecdsa_secp256r1_sha256'], rsa: ['-sigalgs', 'rsa_pss_rsae_sha256'] } as const
 
@@ -33,14 +35,4 @@ export async function admin (port: number, path: string, method = 'GET'): Promis
     req.on('error', reject)
     req.end()
   })
-}
-
-/** Polls `probe` until it returns true, every 50 ms; false once `ms` passed. */
-export async function until (probe: () => Promise<boolean> | boolean, ms = 10_000): Promise<boolean> {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (await probe()) return true
-    if (Date.now() > deadline) return false
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
 }

@@ -75,7 +75,7 @@ t.test('keyedge cert renew: dev CA, and --csr for an external CA', async t => {
   const ec = dev.leaves[0]
   const before = new x509.X509Certificate(readFileSync(ec.certFile, 'utf8'))
   const run = spawnCli(['cert', 'renew', '--name', 'renew-ec'], { KEYEDGE_HOME: keyd.paths.home })
-  const [code] = await new Promise<[number | null]>(resolve => run.proc.once('exit', c => resolve([c])))
+  const { code: code } = await run.exited
   t.equal(code, 0, run.lines.join('\n'))
   const after = new x509.X509Certificate(readFileSync(ec.certFile, 'utf8'))
   t.not(after.serialNumber, before.serialNumber, 'a new certificate')
@@ -87,7 +87,7 @@ t.test('keyedge cert renew: dev CA, and --csr for an external CA', async t => {
 
   const csrFile = join(keyd.paths.home, 'renew-rsa.csr')
   const csrRun = spawnCli(['cert', 'renew', '--name', 'renew-rsa', '--csr', csrFile, '--san', 'www.example.test'], { KEYEDGE_HOME: keyd.paths.home })
-  const [csrCode] = await new Promise<[number | null]>(resolve => csrRun.proc.once('exit', c => resolve([c])))
+  const { code: csrCode } = await csrRun.exited
   t.equal(csrCode, 0, csrRun.lines.join('\n'))
   const csr = new x509.Pkcs10CertificateRequest(readFileSync(csrFile, 'utf8'))
   t.ok(await csr.verify(), 'the CSR verifies')
@@ -97,7 +97,7 @@ t.test('keyedge cert renew: dev CA, and --csr for an external CA', async t => {
   t.same(decodeKeyReference(readFileSync(dev.leaves[1].keyRefFile, 'utf8'))?.version, 1, 'the served files are left alone')
 
   const missing = spawnCli(['cert', 'renew', '--name', 'nothing-here'], { KEYEDGE_HOME: keyd.paths.home })
-  const [missingCode] = await new Promise<[number | null]>(resolve => missing.proc.once('exit', c => resolve([c])))
+  const { code: missingCode } = await missing.exited
   t.equal(missingCode, 1)
   t.match(missing.lines.join('\n'), /EDGE_ERR_CERT_RENEW/)
   t.notOk(existsSync(join(keyd.paths.certsDir, 'nothing-here.crt')))

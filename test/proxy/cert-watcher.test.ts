@@ -9,20 +9,29 @@ import { configDefaults, validateConfig } from '../../src/config/index.js'
 import { ConfigInvalidError } from '../../src/errors.js'
 import { reloadStatus } from '../../src/admin/admin-server.js'
 import { tempHome } from '../helpers/paths.js'
+import { until } from '../helpers/wait.js'
 
 const log = pino({ level: 'silent' })
 
-async function watching (files: string[], act: () => Promise<void> | void, settleMs = 600): Promise<number> {
-  let calls = 0
-  const w = new CertFileWatcher({ log, debounceMs: 150, onChange: () => { calls++ } })
-  w.watch(files)
-  await act()
-  await new Promise(resolve => setTimeout(resolve, settleMs))
-  w.close()
-  return calls
-}
-
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+/**
+ * The callbacks `act` causes: waits for `expected` of them (bounded, so a loaded machine only makes it
+ * slower), then two debounce periods more, in which a spurious extra one would show.
+ */
+async function watching (files: string[], act: () => Promise<void> | void, expected: number, debounceMs = 150): Promise<number> {
+  let calls = 0
+  const w = new CertFileWatcher({ log, debounceMs, onChange: () => { calls++ } })
+  try {
+    w.watch(files)
+    await act()
+    await until(() => calls >= expected, 10_000)
+    await sleep(debounceMs * 2)
+    return calls
+  } finally {
+    w.close()
+  }
+}
 
 t.test('a certificate and its key written one after the other make one reload', async t => {
   const dir = tempHome('keyedge-watch-')
@@ -30,12 +39,13 @@ t.test('a certificate and its key written one after the other make one reload', 
   const key = join(dir, 'a.keyref')
   writeFileSync(crt, 'c1')
   writeFileSync(key, 'k1')
+  // 50 ms apart, well inside a 500 ms debounce even if this process is descheduled for a while.
   t.equal(await watching([crt, key], async () => {
     writeFileSync(join(dir, 'a.crt.tmp'), 'c2')
     renameSync(join(dir, 'a.crt.tmp'), crt)
     await sleep(50)
     writeFileSync(key, 'k2')
-  }), 1)
+  }, 1, 500), 1)
 })
 
 t.test('unrelated files and rewrites with the same contents are ignored', async t => {
@@ -45,7 +55,7 @@ t.test('unrelated files and rewrites with the same contents are ignored', async 
   t.equal(await watching([crt], () => {
     writeFileSync(join(dir, 'other.log'), 'noise')
     writeFileSync(crt, 'same')
-  }), 0)
+  }, 0), 0)
 })
 
 t.test('a ..data symlink swap is seen', async t => {
@@ -61,7 +71,7 @@ t.test('a ..data symlink swap is seen', async t => {
   t.equal(await watching([join(dir, 'tls.crt')], () => {
     symlinkSync('..v2', join(dir, '..data_tmp'))
     renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
-  }), 1)
+  }, 1), 1)
   t.not(filesDigest([join(dir, 'tls.crt')]), before)
 })
 
@@ -69,7 +79,7 @@ t.test('a file that disappears is a change', async t => {
   const dir = tempHome('keyedge-watch-')
   const crt = join(dir, 'a.crt')
   writeFileSync(crt, 'x')
-  t.equal(await watching([crt], () => { renameSync(crt, join(dir, 'b.crt')) }), 1)
+  t.equal(await watching([crt], () => { renameSync(crt, join(dir, 'b.crt')) }, 1), 1)
 })
 
 t.test('admin section: defaults, loopback only, hints', async t => {
@@ -108,8 +118,9 @@ t.test('a directory that never goes quiet does not postpone the reload for ever'
   t.teardown(() => w.close())
   w.watch([crt])
   writeFileSync(crt, 'two')
-  const until = Date.now() + 1200
-  while (Date.now() < until && calls === 0) {
+  // Noise every 20 ms until the reload comes (the deadline only bounds a failing run).
+  const deadline = Date.now() + 10_000
+  while (Date.now() < deadline && calls === 0) {
     writeFileSync(join(dir, 'busy.log'), String(Date.now()))
     await sleep(20)
   }

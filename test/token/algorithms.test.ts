@@ -78,30 +78,30 @@ t.test('a tls-server key is refused: keyd will not sign a JWT with it, and the p
 })
 
 t.test('a burst beyond the limits: 429 with Retry-After at once, never a timeout, and every 200 verifies', async t => {
+  const RATE = 20
   const { port } = await tokenProxy('token-burst', {
     keys: [{ name: 'jwt-ed', algorithm: 'EdDSA' }],
     callers: [{ ...caller, claims: ['sub'], ratePerSecond: 1000, burst: 1000 }],
-    limits: { ratePerSecond: 20, burst: 20, maxQueue: 1000, queueDeadlineMs: 200 },
+    // A queue deadline far beyond a keyd signature even on a loaded machine: every 429 below must then
+    // come from admission (the token bucket), which refuses at once instead of holding the request.
+    limits: { ratePerSecond: RATE, burst: RATE, maxQueue: 1000, queueDeadlineMs: 10_000 },
     spike: { cacheWindowMs: 0, coalesce: false }
   })
   const target: Target = { port }
-  const t0 = Date.now()
-  const replies = await Promise.all(Array.from({ length: 120 }, async (_, i) => {
-    const s = Date.now()
-    const r = await askToken(target, SECRET, { claims: { sub: `u${i}` } })
-    return { r, ms: Date.now() - s }
-  }))
-  const ok = replies.filter(x => x.r.status === 200)
-  const limited = replies.filter(x => x.r.status === 429)
+  const started = performance.now()
+  const replies = await Promise.all(Array.from({ length: 120 }, async (_, i) => await askToken(target, SECRET, { claims: { sub: `u${i}` } })))
+  // Tokens the bucket can have gained while the burst was under way: counted, not assumed to be few.
+  const refills = Math.floor((performance.now() - started) * RATE / 1000)
+  const ok = replies.filter(r => r.status === 200)
+  const limited = replies.filter(r => r.status === 429)
   t.equal(ok.length + limited.length, replies.length, 'only 200 and 429')
-  t.ok(ok.length >= 20 && ok.length < 60, `${ok.length} issued within the burst`)
+  t.ok(ok.length >= RATE && ok.length <= RATE + refills, `${ok.length} issued: the burst, plus at most the ${refills} tokens refilled meanwhile`)
   t.ok(limited.length > 0)
-  for (const { r } of limited) {
+  for (const r of limited) {
     t.equal(r.json().code, 'EDGE_ERR_TOKEN_RATE_LIMITED')
     t.match(r.headers['retry-after'], /^[1-9]\d*$/)
+    t.equal(r.headers['x-keyedge-reject-reason'], 'global_rate', 'refused by admission, at once: never queued until a timeout')
   }
-  t.ok(Math.max(...limited.map(x => x.ms)) < 2000, 'each 429 came without waiting for a timeout')
-  t.ok(Date.now() - t0 < 10_000)
   const jwks = createLocalJWKSet((await call(target, { path: '/.well-known/jwks.json' })).json())
-  for (const { r } of ok) await jwtVerify(r.json().access_token, jwks, { audience: 'api' })
+  for (const r of ok) await jwtVerify(r.json().access_token, jwks, { audience: 'api' })
 })
