@@ -8,6 +8,7 @@ import { configDefaults, loadConfig, validateConfig } from '../../src/config/ind
 import { ConfigInvalidError } from '../../src/errors.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
+import { selfSigned } from '../helpers/proxy-fixtures.js'
 
 const minimal = (): Record<string, unknown> => ({
   certificates: [{ name: 'localhost', serverNames: ['localhost'], files: [{ cert: 'certs/a.crt', key: 'certs/a.keyref' }] }],
@@ -126,10 +127,11 @@ t.test('keyedge validate prints "config OK" or every problem', async t => {
   const home = tempHome()
   t.teardown(() => rmSync(home, { recursive: true, force: true }))
   mkdirSync(join(home, 'certs'))
-  writeFileSync(join(home, 'certs', 'a.crt'), 'x')
-  writeFileSync(join(home, 'certs', 'a.keyref'), 'x')
+  selfSigned(join(home, 'certs'), 'a', ['localhost'])
   const good = join(home, 'good.json')
-  writeFileSync(good, JSON.stringify(minimal()))
+  const m = minimal()
+  ;(m.certificates as Array<{ files: Array<{ key: string }> }>)[0].files[0].key = 'certs/a.key'
+  writeFileSync(good, JSON.stringify(m))
   const bad = join(home, 'bad.json')
   writeFileSync(bad, JSON.stringify({ ...minimal(), workers: 'many', port: 1 }))
 
