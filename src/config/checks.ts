@@ -12,7 +12,7 @@ const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
 /** True for an address or CIDR (`10.0.0.0/8`, `::1`, `fd00::/8`). */
 export function isAddressOrCidr (value: string): boolean {
   const [addr, prefix, extra] = value.split('/')
-  const family = isIP(addr)
+  const family = isIP(addr ?? '')
   if (family === 0 || extra !== undefined) return false
   if (prefix === undefined) return true
   const bits = Number(prefix)

@@ -23,9 +23,12 @@ export function defaultsOf (schema: TSchema): unknown {
 
 type Defaulted = Static<typeof EdgeConfigSchema>
 
-/** The defaults of every field of the top level that has one (sections that are absent unless written have none). */
-const schemaDefaults = defaultsOf({ ...EdgeConfigSchema, default: {} }) as
-  Pick<Defaulted, 'listen' | 'workers' | 'tls' | 'trustedProxies' | 'http2' | 'log' | 'shutdownGraceMs'>
+/**
+ * The defaults of every top-level field and section that has them. Sections that are absent
+ * unless written (`keyd`, `admin`, `token`) are absent here too: their fields' defaults are in
+ * EdgeConfigSchema.properties.<section>.
+ */
+const schemaDefaults = defaultsOf({ ...EdgeConfigSchema, default: {} }) as Omit<Defaulted, 'certificates' | 'routes'>
 
 /** Defaults applied to any field the config file leaves out, and the fixed settings. */
 export const configDefaults = {

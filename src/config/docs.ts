@@ -95,7 +95,7 @@ export function renderTable (path: string, tables: ReadonlySet<string>): string 
 
 /** `markdown` with every generated table rewritten from the schema. */
 export function renderConfigDocs (markdown: string): string {
-  const tables = new Set([...markdown.matchAll(BEGIN)].map(m => m[1]))
+  const tables = new Set([...markdown.matchAll(BEGIN)].map(m => m[1] ?? ''))
   return markdown.replace(BEGIN, (_, path: string) =>
     `<!-- BEGIN GENERATED config table ${path} -->\n${renderTable(path, tables)}\n<!-- END GENERATED config table ${path} -->`)
 }

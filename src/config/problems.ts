@@ -35,15 +35,15 @@ export function describe (value: unknown): string {
 function distance (a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i)
   for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]
+    let prev = row[0] ?? 0
     row[0] = i
     for (let j = 1; j <= b.length; j++) {
-      const cur = row[j]
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      const cur = row[j] ?? 0
+      row[j] = Math.min(cur + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
       prev = cur
     }
   }
-  return row[b.length]
+  return row[b.length] ?? 0
 }
 
 /**
@@ -83,7 +83,8 @@ export function sortProblems (problems: readonly Problem[], root: TSchema): Prob
   const keyed = problems.map(p => ({ p, r: ranks(p.path, root) }))
   keyed.sort((a, b) => {
     for (let i = 0; i < Math.min(a.r.length, b.r.length); i++) {
-      if (a.r[i] !== b.r[i]) return a.r[i] - b.r[i]
+      const d = (a.r[i] ?? 0) - (b.r[i] ?? 0)
+      if (d !== 0) return d
     }
     return a.r.length - b.r.length
   })

@@ -54,7 +54,8 @@ function finish (doc: Document, file: string | undefined): EdgeConfig {
   return {
     ...(file !== undefined ? { file } : {}),
     ...rest,
-    tls: { ...doc.tls, defaultCertificate: doc.tls.defaultCertificate ?? doc.certificates[0].name },
+    // The schema requires one certificate entry at least.
+    tls: { ...doc.tls, defaultCertificate: doc.tls.defaultCertificate ?? doc.certificates[0]?.name ?? '' },
     ...(token !== undefined ? { token: finishToken(token) } : {})
   }
 }

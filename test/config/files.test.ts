@@ -80,6 +80,7 @@ t.test('key references are compared with the public key keyd holds, when keyd is
   const keyd = await startKeyd()
   t.teardown(async () => { await keyd.stop(); rmSync(keyd.paths.home, { recursive: true, force: true }) })
   const { leaves: [ec, rsa] } = await issueDevCertificates(keyd.admin, keyd.paths.certsDir)
+  if (ec === undefined || rsa === undefined) throw new Error('cert dev issued no ECDSA and RSA leaves')
   const dir = join(keyd.paths.home, 'etc')
   mkdirSync(dir)
   const keydSection = { socket: keyd.paths.socket, clientName: 'proxy', secretFile: join(keyd.paths.secretsDir, 'proxy.secret'), timeoutMs: 10_000 }

@@ -66,13 +66,13 @@ t.test('values are normalized as the schema says', async t => {
   }
   const config = validateConfig(raw, { baseDir: '/etc/keyedge' })
   t.same(config.certificates[0], { name: 'a', serverNames: ['a.test'], files: [{ cert: '/etc/keyedge/c/a.crt', key: '/abs/a.keyref' }] })
-  t.equal(config.routes[0].host, 'api.example.com')
-  t.equal(config.routes[0].upstream, 'http://127.0.0.1:8080')
+  t.equal(config.routes[0]?.host, 'api.example.com')
+  t.equal(config.routes[0]?.upstream, 'http://127.0.0.1:8080')
   t.equal(config.token?.issuer, 'https://t.test')
   t.same(config.token?.keys[0], { name: 'old', role: 'retired', algorithm: 'ES256', retiredAtMs: Date.parse('2026-01-01T00:00:00Z') })
-  t.equal(config.token?.callers[0].secretSha256, 'ab'.repeat(32), 'hex without colons, lower-case')
-  t.equal(config.token?.callers[0].secretFile, '/etc/keyedge/s/c.secret')
-  t.equal(config.token?.callers[0].maxLifetimeSeconds, 3600, 'a caller\'s lifetime defaults to the section\'s')
+  t.equal(config.token?.callers[0]?.secretSha256, 'ab'.repeat(32), 'hex without colons, lower-case')
+  t.equal(config.token?.callers[0]?.secretFile, '/etc/keyedge/s/c.secret')
+  t.equal(config.token?.callers[0]?.maxLifetimeSeconds, 3600, 'a caller\'s lifetime defaults to the section\'s')
 })
 
 t.test('unknown keys: migration hints, did-you-mean, else the known keys', async t => {
