@@ -1,13 +1,21 @@
 // `keyedge validate --config FILE`: checks a proxy config and prints "config OK" or every problem.
 
 import { parseArgs } from 'node:util'
+import { checkConfigFiles } from '../config/files.js'
 import { loadConfig } from '../config/load.js'
+import { formatProblem, sortProblems } from '../config/problems.js'
+import { EdgeConfigSchema } from '../config/schema.js'
+import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
 
 export const VALIDATE_USAGE = `usage: keyedge validate --config FILE
 
-Checks FILE against the proxy config schema (and that its certificate and key files are
-readable); prints "config OK", or every problem, one per line, and exits 1.
+Checks FILE as the proxy would load it: against the config schema, then its certificate and
+key files (readable files, a parsable unexpired certificate in each "cert", a key reference or
+private key in each "key", each pair matching; a key reference is compared with the public key
+keyd holds for it, using the config's "keyd" section). Prints "config OK", or every problem,
+one per line with its field path, and exits 1. What could not be checked (keyd not reachable)
+is printed as a "warning:" line and does not fail the check.
 `
 
 /** Validates a config file; resolves 0 when valid, 1 when not, 2 on a usage error. */
@@ -32,8 +40,9 @@ export async function main (argv: string[]): Promise<number> {
     process.stderr.write(`missing --config\n\n${VALIDATE_USAGE}`)
     return 2
   }
+  let config: EdgeConfig
   try {
-    loadConfig(values.config)
+    config = loadConfig(values.config)
   } catch (err) {
     if (err instanceof ConfigInvalidError) {
       for (const problem of err.problems) process.stdout.write(`${problem}\n`)
@@ -41,6 +50,10 @@ export async function main (argv: string[]): Promise<number> {
     }
     throw err
   }
+  const { problems, notes } = await checkConfigFiles(config)
+  for (const note of sortProblems(notes, EdgeConfigSchema)) process.stdout.write(`warning: ${formatProblem(note)}\n`)
+  for (const problem of sortProblems(problems, EdgeConfigSchema)) process.stdout.write(`${formatProblem(problem)}\n`)
+  if (problems.length > 0) return 1
   process.stdout.write('config OK\n')
   return 0
 }

@@ -1,117 +1,113 @@
-// Small hand-written checks used by the config validator: each records a problem
-// naming the exact field path and returns a usable value (or undefined) so validation goes on.
+// Value checks that JSON Schema cannot say well: each looks at one string and returns the problem
+// (without the field path) or undefined. The schema names them with its `check` annotation.
 
-export type Obj = Record<string, unknown>
+import { isIP } from 'node:net'
+import { createSecureContext } from 'node:tls'
 
-export function isObject (value: unknown): value is Obj {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
+const LABEL = '[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?'
+const HOSTNAME = new RegExp(`^(\\*\\.)?${LABEL}(\\.${LABEL})*$`)
+const RESERVED_CLAIMS = ['iss', 'iat', 'nbf', 'exp', 'jti', 'aud', 'client_id']
+const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$/
+
+/** True for an address or CIDR (`10.0.0.0/8`, `::1`, `fd00::/8`). */
+export function isAddressOrCidr (value: string): boolean {
+  const [addr, prefix, extra] = value.split('/')
+  const family = isIP(addr ?? '')
+  if (family === 0 || extra !== undefined) return false
+  if (prefix === undefined) return true
+  const bits = Number(prefix)
+  return /^\d{1,3}$/.test(prefix) && bits <= (family === 4 ? 32 : 128)
 }
 
-export function describe (value: unknown): string {
-  if (value === undefined) return 'nothing'
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'string') return `a string`
-  return `${typeof value === 'object' ? 'an' : 'a'} ${typeof value}`
+/** Lower-cases a host name and drops one trailing dot. */
+export function normalizeName (name: string): string {
+  const lower = name.toLowerCase()
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower
 }
 
-/** Edit distance, for "did you mean" hints on unknown keys. */
-function distance (a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]
-    row[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j]
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
-      prev = cur
-    }
-  }
-  return row[b.length]
+function isServerName (name: string): boolean {
+  return isIP(name) !== 0 || HOSTNAME.test(name)
 }
 
-/** Collects problems while walking a parsed JSON document. */
-export class Checker {
-  readonly problems: string[] = []
-
-  add (path: string, message: string): void {
-    this.problems.push(path === '' ? message : `${path}: ${message}`)
+/** A URL's problem as an upstream origin, or undefined. */
+function upstreamProblem (s: string): string | undefined {
+  let url: URL
+  try {
+    url = new URL(s)
+  } catch {
+    return 'must be an http:// or https:// URL'
   }
-
-  /** Records "is required" for a missing value; true when it was missing. */
-  #missing (value: unknown, path: string): boolean {
-    if (value !== undefined) return false
-    this.add(path, 'is required')
-    return true
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return 'must be an http:// or https:// URL'
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    return 'must be an origin only (scheme://host[:port]), without path, query or credentials'
   }
-
-  /**
-   * Rejects keys outside `known`. `renamed` maps old or commonly confused keys to a hint;
-   * otherwise a close spelling of a known key is suggested.
-   */
-  keys (obj: Obj, path: string, known: readonly string[], renamed: Record<string, string> = {}): void {
-    for (const key of Object.keys(obj)) {
-      if (known.includes(key)) continue
-      const at = path === '' ? key : `${path}.${key}`
-      const hint = renamed[key] ??
-        known.map(k => ({ k, d: distance(key.toLowerCase(), k.toLowerCase()) }))
-          .filter(({ k, d }) => d <= Math.max(1, Math.floor(k.length / 3)))
-          .sort((x, y) => x.d - y.d)
-          .map(({ k }) => `did you mean "${k}"?`)[0]
-      this.add(at, `unknown key${hint === undefined ? ` (known keys: ${known.join(', ')})` : `, ${hint}`}`)
-    }
-  }
-
-  object (value: unknown, path: string): Obj | undefined {
-    if (this.#missing(value, path)) return undefined
-    if (isObject(value)) return value
-    this.add(path, `must be an object, got ${describe(value)}`)
-    return undefined
-  }
-
-  array (value: unknown, path: string, opts: { nonEmpty?: boolean } = {}): unknown[] | undefined {
-    if (this.#missing(value, path)) return undefined
-    if (!Array.isArray(value)) {
-      this.add(path, `must be an array, got ${describe(value)}`)
-      return undefined
-    }
-    if (opts.nonEmpty === true && value.length === 0) {
-      this.add(path, 'must not be empty')
-      return undefined
-    }
-    return value
-  }
-
-  string (value: unknown, path: string, opts: { oneOf?: readonly string[] } = {}): string | undefined {
-    if (this.#missing(value, path)) return undefined
-    if (typeof value !== 'string' || value.trim() === '') {
-      this.add(path, `must be a non-empty string, got ${typeof value === 'string' ? 'an empty string' : describe(value)}`)
-      return undefined
-    }
-    if (opts.oneOf !== undefined && !opts.oneOf.includes(value)) {
-      this.add(path, `must be one of ${opts.oneOf.map(v => `"${v}"`).join(', ')}, got "${value}"`)
-      return undefined
-    }
-    return value
-  }
-
-  boolean (value: unknown, path: string): boolean | undefined {
-    if (this.#missing(value, path)) return undefined
-    if (typeof value === 'boolean') return value
-    this.add(path, `must be true or false, got ${describe(value)}`)
-    return undefined
-  }
-
-  integer (value: unknown, path: string, min: number, max: number): number | undefined {
-    if (this.#missing(value, path)) return undefined
-    if (typeof value !== 'number' || !Number.isInteger(value)) {
-      this.add(path, `must be an integer, got ${describe(value)}`)
-      return undefined
-    }
-    if (value < min || value > max) {
-      this.add(path, `must be between ${min} and ${max}, got ${value}`)
-      return undefined
-    }
-    return value
-  }
+  return undefined
 }
+
+/** Every named check; the schema refers to them by name (`check: 'upstream'`). */
+export const CHECKS = {
+  'listen-host': (s: string) => isIP(s) !== 0 || HOSTNAME.test(s.toLowerCase()) ? undefined : `"${s}" is not an address or host name`,
+  loopback: (s: string) => ['127.0.0.1', '::1', 'localhost'].includes(s) || /^127\./.test(s)
+    ? undefined
+    : `"${s}" is not a loopback address: the admin listener has no authentication`,
+  'ip-or-localhost': (s: string) => isIP(s) !== 0 || s === 'localhost' ? undefined : `"${s}" must be an IP address or "localhost"`,
+  ciphers: (s: string) => {
+    try {
+      createSecureContext({ ciphers: s })
+      return undefined
+    } catch {
+      return 'OpenSSL accepts none of these cipher names'
+    }
+  },
+  'server-name': (s: string) => isServerName(normalizeName(s)) ? undefined : `"${s}" is not a host name, a "*." wildcard or an IP address`,
+  'route-host': (s: string) => {
+    const host = normalizeName(s)
+    return host === '*' || isServerName(host) ? undefined : `"${host}" must be a host name, "*.domain" or "*"`
+  },
+  'path-prefix': (s: string) => s.startsWith('/') && !/[?#\s]/.test(s) ? undefined : 'must start with "/" and hold no "?", "#" or spaces',
+  upstream: upstreamProblem,
+  'address-or-cidr': (s: string) => isAddressOrCidr(s) ? undefined : `"${s}" is not an IP address or CIDR (e.g. "10.0.0.0/8", "::1")`,
+  issuer: (s: string) => /^https:\/\/[^\s?#]+$/.test(s) || /^http:\/\/(localhost|127\.0\.0\.1)(:\d+)?(\/[^\s?#]*)?$/.test(s)
+    ? undefined
+    : 'must be an https:// URL without query or fragment (http:// only for localhost)',
+  'sha256-hex': (s: string) => /^[0-9a-f]{64}$/.test(s.replace(/:/g, '').toLowerCase()) ? undefined : 'must be 64 hex characters (a SHA-256)',
+  'claim-name': (s: string) => RESERVED_CLAIMS.includes(s)
+    ? `"${s}" is set by the endpoint, never by a caller`
+    : CLAIM_NAME.test(s) ? undefined : `"${s}" is not a claim name`,
+  'iso-date': (s: string) => Number.isNaN(Date.parse(s)) ? 'must be an ISO 8601 date, e.g. "2026-11-30T12:00:00Z"' : undefined
+} satisfies Record<string, (value: string) => string | undefined>
+
+export type CheckName = keyof typeof CHECKS
+
+/** What each check accepts, as the "values" column of docs/configuration.md says it. */
+export const CHECK_DOCS: Record<CheckName, string> = {
+  'listen-host': 'address or host name',
+  loopback: 'loopback address',
+  'ip-or-localhost': 'IP address or `localhost`',
+  ciphers: 'OpenSSL cipher list',
+  'server-name': 'host name, `*.` wildcard or IP address',
+  'route-host': 'host name, `*.` wildcard or `*`',
+  'path-prefix': 'path starting with `/`',
+  upstream: '`http://` or `https://` origin',
+  'address-or-cidr': 'IP address or CIDR',
+  issuer: 'URL',
+  'sha256-hex': 'SHA-256, 64 hex digits',
+  'claim-name': 'claim name',
+  'iso-date': 'ISO 8601 date'
+}
+
+/** How a validated value is rewritten (schema annotation `transform`). */
+export const TRANSFORMS = {
+  /** Resolved against the config file's directory (done by the caller, which knows it). */
+  path: (s: string) => s,
+  /** A host name lower-cased, without trailing dot. */
+  host: normalizeName,
+  /** An URL reduced to its origin. */
+  origin: (s: string) => new URL(s).origin,
+  /** Hex without colons, lower-case. */
+  hex: (s: string) => s.replace(/:/g, '').toLowerCase(),
+  /** Without trailing slashes. */
+  'trim-slash': (s: string) => s.replace(/\/+$/, '')
+} satisfies Record<string, (value: string) => string>
+
+export type TransformName = keyof typeof TRANSFORMS

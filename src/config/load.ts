@@ -1,24 +1,17 @@
-// Reads a JSON config file, validates it and checks that every certificate and key file is readable.
+// Reads a JSON config file, validates it and checks that every certificate and key file is a readable file.
 
-import { accessSync, constants, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { ConfigInvalidError } from '../errors.js'
+import { certificateFileProblems } from './files.js'
+import { formatProblem } from './problems.js'
 import type { EdgeConfig } from './types.js'
 import { validateConfig } from './validate.js'
 
-function readable (file: string): string | undefined {
-  try {
-    accessSync(file, constants.R_OK)
-    return undefined
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? 'unreadable'
-  }
-}
-
 /**
  * Loads and validates the config file `file`; relative paths in it resolve against its directory.
- * @throws ConfigInvalidError (EDGE_ERR_CONFIG_INVALID) listing every problem, including unreadable
- *   certificate or key files.
+ * @throws ConfigInvalidError (EDGE_ERR_CONFIG_INVALID) listing every problem, including certificate
+ *   or key files that are missing, unreadable or directories.
  */
 export function loadConfig (file: string): EdgeConfig {
   const abs = resolve(file)
@@ -35,15 +28,7 @@ export function loadConfig (file: string): EdgeConfig {
     throw new ConfigInvalidError([`not valid JSON: ${(err as Error).message}`], abs)
   }
   const config = validateConfig(raw, { baseDir: dirname(abs), file: abs })
-  const problems: string[] = []
-  config.certificates.forEach((cert, i) => {
-    cert.files.forEach((pair, j) => {
-      for (const which of ['cert', 'key'] as const) {
-        const code = readable(pair[which])
-        if (code !== undefined) problems.push(`certificates[${i}].files[${j}].${which}: cannot read ${pair[which]} (${code})`)
-      }
-    })
-  })
-  if (problems.length > 0) throw new ConfigInvalidError(problems, abs)
+  const problems = certificateFileProblems(config)
+  if (problems.length > 0) throw new ConfigInvalidError(problems.map(formatProblem), abs)
   return config
 }

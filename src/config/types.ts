@@ -1,83 +1,40 @@
-// Types of a validated proxy configuration: every default applied, every path absolute.
+// Types of a validated proxy configuration, derived from the schema: every default applied,
+// every path absolute, host names lower-case, upstreams reduced to their origin.
+import type { Static } from '@sinclair/typebox'
+import type {
+  AdminSchema, CertificateFilesSchema, CertificateSchema, KeydSchema, ListenSchema, LOG_LEVELS, RouteSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
+} from './schema.js'
 import type { TokenConfig } from './token.js'
 
-export type TlsVersion = 'TLSv1.2' | 'TLSv1.3'
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+export type TlsVersion = typeof TLS_VERSIONS[number]
+export type LogLevel = typeof LOG_LEVELS[number]
 
-export interface ListenConfig { host: string, port: number }
+export type ListenConfig = Static<typeof ListenSchema>
 
-export interface KeydConfig {
-  /** Absolute path of keyd's unix socket. */
-  socket: string
-  clientName: string
-  /** Absolute path of the file holding this client's secret (read by the bridge and, for ticket keys, by each worker's keyd client). */
-  secretFile: string
-  timeoutMs: number
-}
+/** keyd's socket and this client's secret file, both absolute. */
+export type KeydConfig = Static<typeof KeydSchema>
 
-export interface TlsConfig {
-  minVersion: TlsVersion
-  maxVersion: TlsVersion
-  ciphers: string
-  strictSni: boolean
-  /** Name of the certificate entry served when no name matches (or no SNI is sent). */
-  defaultCertificate: string
-  sessionTimeoutSeconds: number
-  sessionTickets: boolean
-  ticketRotationSeconds: number
-  ticketPreviousKeys: number
-  sessionCacheSize: number
-}
+/** `defaultCertificate` is always the name of an entry of `certificates`. */
+export type TlsConfig = Omit<Static<typeof TlsSchema>, 'defaultCertificate'> & { defaultCertificate: string }
 
-export interface CertificateFilesConfig {
-  /** Absolute path of a PEM certificate (leaf first, then its chain). */
-  cert: string
-  /** Absolute path of a key reference PEM (or, bypassing custody, a private key PEM). */
-  key: string
-}
+/** Absolute paths of a PEM certificate (leaf first, then its chain) and of its key reference (or private key) PEM. */
+export type CertificateFilesConfig = Static<typeof CertificateFilesSchema>
 
-export interface CertificateConfig {
-  name: string
-  /** Lower-case names, exact or `*.` single-label wildcards, without trailing dot. */
-  serverNames: string[]
-  files: CertificateFilesConfig[]
-}
+/** `serverNames` lower-case, exact or `*.` single-label wildcards, without trailing dot. */
+export type CertificateConfig = Static<typeof CertificateSchema>
 
-export interface RouteConfig {
-  /** Lower-case: an exact host, `*.example.com`, or `*`. */
-  host: string
-  pathPrefix: string
-  /** Origin of the upstream, e.g. `http://127.0.0.1:8080` (no path). */
-  upstream: string
-  timeoutMs: number
-  connectTimeoutMs: number
-}
+/** `host` lower-case (an exact host, `*.example.com`, or `*`); `upstream` an origin such as `http://127.0.0.1:8080`. */
+export type RouteConfig = Static<typeof RouteSchema>
 
-export interface AdminConfig {
-  /** Loopback address of the admin listener (health, readiness, metrics, certificates, reload). */
-  host: string
-  port: number
-  /** How long /ready answers 503 on SIGTERM before the proxy stops accepting connections. */
-  drainDelayMs: number
-}
+/** The admin listener on a loopback address (health, readiness, metrics, certificates, reload). */
+export type AdminConfig = Static<typeof AdminSchema>
 
-export interface EdgeConfig {
-  /** Absolute path of the file this config was loaded from, when loaded from a file. */
+/**
+ * A validated proxy config. `keyd`, `admin` and `token` are present only when the file has
+ * that section; `file` is the absolute path of the file it was loaded from, if any.
+ */
+export type EdgeConfig = Omit<Static<typeof EdgeConfigSchema>, 'tls' | 'token'> & {
   file?: string
-  listen: ListenConfig
-  workers: number
-  /** Present only when the config file has a `keyd` section. */
-  keyd?: KeydConfig
   tls: TlsConfig
-  certificates: CertificateConfig[]
-  routes: RouteConfig[]
-  trustedProxies: string[]
-  http2: boolean
-  log: { level: LogLevel }
-  /** Present only when the config file has a `token` section: the JWT endpoint (docs/token.md). */
   token?: TokenConfig
-  /** Present only when the config file has an `admin` section. */
-  admin?: AdminConfig
-  /** How long a stopping worker lets in-flight requests finish before cutting them. */
-  shutdownGraceMs: number
 }

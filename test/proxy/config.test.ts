@@ -8,6 +8,7 @@ import { configDefaults, loadConfig, validateConfig } from '../../src/config/ind
 import { ConfigInvalidError } from '../../src/errors.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
+import { selfSigned } from '../helpers/proxy-fixtures.js'
 
 const minimal = (): Record<string, unknown> => ({
   certificates: [{ name: 'localhost', serverNames: ['localhost'], files: [{ cert: 'certs/a.crt', key: 'certs/a.keyref' }] }],
@@ -38,7 +39,7 @@ t.test('defaults fill what the file leaves out', async t => {
   t.same(withKeyd.keyd, { socket: '/etc/keyedge/keyd.sock', clientName: 'proxy', secretFile: '/etc/keyedge/clients/proxy.secret', timeoutMs: 250 })
 })
 
-t.test('every problem is listed, each naming its field', async t => {
+t.test('every problem is listed, each naming its field, in the order of the fields', async t => {
   const raw = {
     listen: { port: 'eighty' },
     workers: -1,
@@ -61,6 +62,7 @@ t.test('every problem is listed, each naming its field', async t => {
     'workers: must be between 0 and 1024, got -1',
     'tls.minVersion: must be one of "TLSv1.2", "TLSv1.3", got "TLSv1.0"',
     'tls.strictSni: must be true or false, got a string',
+    'tls.defaultCertificate: "nope" is not the name of any entry of "certificates"',
     'certificates[0].serverNames: must not be empty',
     'certificates[0].files[0].key: is required',
     'certificates[1].name: "a" is used by another certificate entry',
@@ -72,8 +74,7 @@ t.test('every problem is listed, each naming its field', async t => {
     'routes[2]: same host and pathPrefix as routes[0]',
     'trustedProxies[0]: "10.0.0.0/33" is not an IP address or CIDR (e.g. "10.0.0.0/8", "::1")',
     'trustedProxies[1]: "localhost" is not an IP address or CIDR (e.g. "10.0.0.0/8", "::1")',
-    'log.level: must be one of "fatal", "error", "warn", "info", "debug", "trace", "silent", got "loud"',
-    'tls.defaultCertificate: "nope" is not the name of any entry of "certificates"'
+    'log.level: must be one of "fatal", "error", "warn", "info", "debug", "trace", "silent", got "loud"'
   ]
   t.same(problems, expected)
   t.same(problemsOf({}), ['certificates: is required', 'routes: is required'])
@@ -126,10 +127,11 @@ t.test('keyedge validate prints "config OK" or every problem', async t => {
   const home = tempHome()
   t.teardown(() => rmSync(home, { recursive: true, force: true }))
   mkdirSync(join(home, 'certs'))
-  writeFileSync(join(home, 'certs', 'a.crt'), 'x')
-  writeFileSync(join(home, 'certs', 'a.keyref'), 'x')
+  selfSigned(join(home, 'certs'), 'a', ['localhost'])
   const good = join(home, 'good.json')
-  writeFileSync(good, JSON.stringify(minimal()))
+  const m = minimal()
+  ;(m.certificates as Array<{ files: Array<{ key: string }> }>)[0].files[0].key = 'certs/a.key'
+  writeFileSync(good, JSON.stringify(m))
   const bad = join(home, 'bad.json')
   writeFileSync(bad, JSON.stringify({ ...minimal(), workers: 'many', port: 1 }))
 

@@ -1,0 +1,159 @@
+// The one description of the proxy config: every field's type, bounds, default, check, path
+// resolution, renamed-key hints and documentation. Types (types.ts), defaults (defaults.ts),
+// validation (validate.ts) and the reference tables of docs/configuration.md all derive from it.
+//
+// Adding a section: declare it below with `section({...})` — `{ default: {} }` when its fields
+// apply even if it is left out, `optional(...)` when its absence means "off" — list it in
+// EdgeConfigSchema, export its Static type from types.ts, and run `npm run generate:config`.
+
+import { bool, int, list, nullableText, oneOf, optional, path, section, text } from './schema-kit.js'
+import { TokenSchema } from './token.js'
+
+/** Mozilla "intermediate" suites restricted to ECDHE key exchange, plus the TLS 1.3 suites. */
+export const DEFAULT_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305'
+].join(':')
+
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+export const ListenSchema = section({
+  host: text({ default: '0.0.0.0', check: 'listen-host', description: 'address to listen on' }),
+  port: int(0, 65_535, { default: 8443, description: 'TCP port; `0` picks a free one (all workers share it; the primary logs `{"msg":"proxy listening","port":N,"workers":W}`)' })
+}, { default: {} })
+
+export const KeydSchema = section({
+  socket: path({ default: 'keyd.sock', description: 'keyd\'s unix socket' }),
+  clientName: text({ default: 'proxy', description: 'the client name the bridge presents to keyd' }),
+  secretFile: path({ default: 'clients/proxy.secret', description: 'file holding that client\'s secret (read by the bridge, and by each worker to fetch TLS ticket keys; never put the secret itself in the config)' }),
+  timeoutMs: int(1, 60_000, { default: 1000, description: 'how long the bridge waits for one keyd signature' })
+}, {
+  description: 'the key daemon the workers\' OpenSSL bridge talks to',
+  renamed: {
+    socketPath: 'use "socket"',
+    path: 'use "socket"',
+    timeout: 'use "timeoutMs" (milliseconds)',
+    secret: 'use "secretFile" (a path: never put the secret itself in the config)',
+    client: 'use "clientName"',
+    name: 'use "clientName"'
+  }
+})
+
+export const TlsSchema = section({
+  minVersion: oneOf(TLS_VERSIONS, { default: 'TLSv1.2', description: 'lowest TLS version offered' }),
+  maxVersion: oneOf(TLS_VERSIONS, { default: 'TLSv1.3', description: 'highest TLS version offered; not lower than `minVersion`' }),
+  ciphers: text({
+    default: DEFAULT_CIPHERS,
+    check: 'ciphers',
+    docDefault: 'Mozilla *intermediate*, ECDHE only, plus the TLS 1.3 suites (`DEFAULT_CIPHERS`)',
+    description: 'OpenSSL cipher list; TLS 1.3 (`TLS_…`) and TLS 1.2 names in one string'
+  }),
+  strictSni: bool({ default: false, description: 'when `true`, a server name that matches no certificate is refused (fatal `unrecognized_name` alert, counted in `edge_tls_sni_refused_total`); when `false` it gets the default certificate' }),
+  defaultCertificate: nullableText({ default: null, docDefault: '`null` = the first entry of `certificates`', description: 'name of the entry served to unknown names (non-strict) and to clients that send no SNI (always)' }),
+  sessionTimeoutSeconds: int(1, 86_400, { default: 300, description: 'TLS session lifetime; a resumed session keeps its original start, so a client does a full handshake at least this often' }),
+  sessionTickets: bool({ default: true, description: 'TLS 1.2 and 1.3 session tickets. With a `keyd` section the ticket keys come from keyd (shared by every worker and every proxy using the same keyd master); without one each TLS server uses Node\'s random key (no resumption across workers). `false` turns tickets off: TLS 1.3 then never resumes, TLS 1.2 resumes by session ID' }),
+  ticketRotationSeconds: int(10, 604_800, { default: 3600, description: 'a new ticket key encrypts every epoch of this length; keyd derives it from its master key and the epoch, see [resumption.md](resumption.md)' }),
+  ticketPreviousKeys: int(0, 48, { default: 1, description: 'keys before the current one that still decrypt. Keep `ticketPreviousKeys × ticketRotationSeconds ≥ sessionTimeoutSeconds` (the proxy warns otherwise): then a rotation costs no full handshake' }),
+  sessionCacheSize: int(0, 10_000_000, { default: 20_000, description: 'TLS 1.2 session-ID cache shared by the workers (held by the primary, LRU, entries expire after `sessionTimeoutSeconds`), in sessions; `0` turns it off. Used by clients without tickets (or with `sessionTickets: false`)' })
+}, {
+  default: {},
+  description: 'TLS settings shared by every certificate',
+  renamed: {
+    sni: 'use "strictSni"',
+    strict: 'use "strictSni"',
+    sessionTimeout: 'use "sessionTimeoutSeconds"',
+    tickets: 'use "sessionTickets"',
+    ticketKeyRotation: 'use "ticketRotationSeconds"',
+    sessionCache: 'use "sessionCacheSize" (sessions; 0 turns the cache off)',
+    default: 'use "defaultCertificate"',
+    cipherSuites: 'use "ciphers" (TLS 1.2 and 1.3 names in one list)'
+  }
+})
+
+export const CertificateFilesSchema = section({
+  cert: path({ description: 'PEM certificate, leaf first, then its chain. Refused if unparsable or expired' }),
+  key: path({ description: 'normally a **key reference** (`-----BEGIN KEYEDGE KEY REFERENCE-----`), which needs the `keyd` section. A plain private key PEM also works but puts the key in the proxy process: the proxy logs `KEY CUSTODY BYPASSED` (meant for benchmark baselines)' })
+}, { renamed: { certificate: 'use "cert"', privateKey: 'use "key"', keyref: 'use "key"' } })
+
+export const CertificateSchema = section({
+  name: text({ description: 'unique name of the entry (used by `tls.defaultCertificate`, logs, metrics)' }),
+  serverNames: list(text({ check: 'server-name', transform: 'host' }), {
+    minItems: 1,
+    description: 'names this entry answers: exact names, single-label wildcards (`*.example.com` matches `a.example.com`, not `a.b.example.com` nor `example.com`) or IP addresses. Case-insensitive, a trailing dot is ignored; a name may belong to one entry only'
+  }),
+  files: list(CertificateFilesSchema, { minItems: 1, description: 'one or more `{ "cert", "key" }` pairs for the same names, e.g. an ECDSA and an RSA certificate: all go into one TLS context and each client gets the one it supports' })
+}, {
+  renamed: {
+    cert: 'put certificate/key pairs in "files": [{ "cert": ..., "key": ... }]',
+    key: 'put certificate/key pairs in "files": [{ "cert": ..., "key": ... }]',
+    names: 'use "serverNames"',
+    hosts: 'use "serverNames"',
+    domains: 'use "serverNames"'
+  }
+})
+
+export const RouteSchema = section({
+  host: text({ default: '*', check: 'route-host', transform: 'host', description: 'exact host, `*.example.com` or `*` (port and case ignored)' }),
+  pathPrefix: text({ default: '/', check: 'path-prefix', description: 'starts with `/`; `/api` matches `/api` and `/api/x`, not `/apix`; `/api/` matches `/api/x` only' }),
+  upstream: text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged' }),
+  timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`' }),
+  connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' })
+}, {
+  renamed: {
+    timeout: 'use "timeoutMs" (milliseconds)',
+    connectTimeout: 'use "connectTimeoutMs" (milliseconds)',
+    path: 'use "pathPrefix"',
+    prefix: 'use "pathPrefix"',
+    target: 'use "upstream"',
+    url: 'use "upstream"',
+    backend: 'use "upstream"',
+    hosts: 'use "host" (one route per host pattern)',
+    hostname: 'use "host"'
+  }
+})
+
+export const AdminSchema = section({
+  host: text({ default: '127.0.0.1', check: 'loopback', description: 'a loopback address (`127.0.0.0/8`, `::1` or `localhost`); anything else is refused' }),
+  port: int(0, 65_535, { default: 9443, description: 'TCP port; `0` picks a free one (see the log line). Must differ from `listen.port`' }),
+  drainDelayMs: int(0, 600_000, { default: 5_000, description: 'on SIGTERM, how long `/ready` answers 503 while the proxy still accepts, so load balancers stop sending first. SIGINT skips it' })
+}, {
+  description: 'the admin listener (health, readiness, metrics, certificates, reload)',
+  renamed: { address: 'use "host"', listen: 'use "host" and "port"', drainDelay: 'use "drainDelayMs" (milliseconds)' }
+})
+
+export const EdgeConfigSchema = section({
+  listen: ListenSchema,
+  workers: int(0, 1024, { default: 0, description: 'worker processes; `0` = one per CPU (`os.availableParallelism()`). `--workers N` overrides it' }),
+  keyd: optional(KeydSchema),
+  tls: TlsSchema,
+  certificates: list(CertificateSchema, { minItems: 1, description: 'certificate entries' }),
+  routes: list(RouteSchema, { minItems: 1, description: 'routes' }),
+  trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed' }),
+  http2: bool({ default: true, description: 'offer HTTP/2 by ALPN (`h2`, then `http/1.1`); `false` serves HTTP/1.1 only' }),
+  log: section({ level: oneOf(LOG_LEVELS, { default: 'info', description: 'the lowest level logged' }) }, { default: {} }),
+  admin: optional(AdminSchema),
+  shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
+  token: optional(TokenSchema)
+}, {
+  renamed: {
+    port: 'moved to "listen.port"',
+    host: 'moved to "listen.host"',
+    upstream: 'each route has its own "upstream": see "routes"',
+    upstreams: 'each route has its own "upstream": see "routes"',
+    certs: 'use "certificates"',
+    logLevel: 'use "log": { "level": ... }',
+    h2: 'use "http2"',
+    trustProxy: 'use "trustedProxies" (a list of addresses or CIDRs)',
+    cluster: 'use "workers"',
+    shutdownGrace: 'use "shutdownGraceMs" (milliseconds)',
+    gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)'
+  }
+})
