@@ -188,15 +188,18 @@ KE_KEY *ke_key_fetch(KE_PROV *p, const unsigned char *ref, size_t len, int kind)
 /*
  * The reference our decoder hands over is the address of a key it built (decoder.c), as
  * OpenSSL's own providers do; OpenSSL passes it only to a KEYMGMT of the same provider.
- * Taking it clears the decoder's pointer, which then has nothing left to free.
+ * Taking it clears the decoder's pointer, which then has nothing left to free. (A reference
+ * that is not one, or was taken already, has no provider context to raise an error with.)
  */
 static void *take_reference(const void *ref, size_t ref_sz, int kind) {
   KE_KEY *k;
-  if (ref == NULL || ref_sz != sizeof(k))
+  if (ref == NULL || ref_sz != sizeof(k) || (k = *(KE_KEY *const *)ref) == NULL)
     return NULL;
-  k = *(KE_KEY *const *)ref;
-  if (k == NULL || k->kind != kind)
+  if (k->kind != kind) {
+    KE_ERR(k->prov, KE_R_KEY_MISMATCH, "keyedge: key %s is not of type %s", k->name,
+           kind == KE_KT_EC ? "EC" : "RSA");
     return NULL;
+  }
   *(KE_KEY **)ref = NULL;
   return k;
 }

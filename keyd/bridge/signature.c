@@ -47,6 +47,9 @@ static const DIGEST *find_digest(const char *name) {
   return NULL;
 }
 
+/* room for the other items of a SIGN request in one frame */
+#define MAX_MESSAGE (KEYD_MAX_FRAME - 4096)
+
 enum { PAD_PKCS1 = 1, PAD_PSS = 6 }; /* RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING */
 /* OpenSSL's RSA_PSS_SALTLEN_*: what "digest", "auto", "max", "auto-digestmax" stand for */
 enum { SALT_DIGEST = -1, SALT_AUTO = -2, SALT_MAX = -3, SALT_AUTO_DIGESTMAX = -4 };
@@ -282,10 +285,14 @@ static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsi
   }
   if ((alg = sig_algorithm(c)) == 0)
     return 0;
+  if (tbslen > MAX_MESSAGE) {
+    KE_ERR(c->prov, KE_R_UNSUPPORTED, "keyedge: message over %d bytes, too large for keyd",
+           MAX_MESSAGE);
+    return 0;
+  }
   if (!ke_key_items(&req, c->key) || !ke_item_add_u16(&req, KEYD_TAG_ALGORITHM, alg) ||
       !ke_item_add(&req, KEYD_TAG_MESSAGE, tbs, tbslen)) {
-    KE_ERR(c->prov, KE_R_UNSUPPORTED, "keyedge: a %zu-byte message does not fit a keyd request",
-           tbslen);
+    KE_ERR(c->prov, KE_R_NO_MEMORY, "keyedge: out of memory");
   } else if (ke_keyd_call(c->prov, KEYD_OP_SIGN, &req, &resp)) {
     if (ke_item_find(resp.p, resp.len, KEYD_TAG_SIGNATURE, &v, &n) != 1 || n == 0 || n > sigsize) {
       KE_ERR(c->prov, KE_R_PROTOCOL, "keyd: answer to SIGN without a signature that fits %zu bytes",
@@ -300,9 +307,6 @@ static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsi
   ke_buf_free(&resp);
   return ok;
 }
-
-/* room for the other items of a SIGN request in one frame */
-#define MAX_MESSAGE (KEYD_MAX_FRAME - 4096)
 
 static int sig_update(void *vctx, const unsigned char *data, size_t len) {
   SIGCTX *c = vctx;

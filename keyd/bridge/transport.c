@@ -136,10 +136,14 @@ static int roundtrip(KE_PROV *p, int op, const KE_BUF *payload, int *rop, KE_BUF
   enum ke_head_status hs;
   int r;
 
-  if (!ke_frame_head(h, op, id, payload->len) || !ke_buf_add(&req, h, sizeof(h)) ||
-      !ke_buf_add(&req, payload->p, payload->len)) {
+  if (!ke_frame_head(h, op, id, payload->len)) {
+    fail(f, KE_R_UNSUPPORTED, 0, "keyedge: a %zu-byte request does not fit a keyd frame",
+         payload->len);
+    return IO_FAIL;
+  }
+  if (!ke_buf_add(&req, h, sizeof(h)) || !ke_buf_add(&req, payload->p, payload->len)) {
     ke_buf_free(&req);
-    fail(f, KE_R_NO_MEMORY, 0, "keyedge: cannot build a %zu-byte request", payload->len);
+    fail(f, KE_R_NO_MEMORY, 0, "keyedge: out of memory");
     return IO_FAIL;
   }
   errno = 0;

@@ -968,6 +968,14 @@ static void test_dupctx_and_update(PROVIDER *P) {
   err_reset();
   check(big != NULL && !update(dup, big, KEYD_MAX_FRAME) && err.reason == KE_R_UNSUPPORTED,
         "a message too large for a keyd frame is refused with an error");
+  {
+    OSSL_FUNC_signature_digest_sign_fn *sign =
+        (OSSL_FUNC_signature_digest_sign_fn *)find_fn(P->sig, OSSL_FUNC_SIGNATURE_DIGEST_SIGN);
+    err_reset();
+    check(big != NULL && !sign(dup, sig, &n, sizeof(sig), big, KEYD_MAX_FRAME) &&
+              err.reason == KE_R_UNSUPPORTED && strstr(err.data, "too large") != NULL,
+          "so is a one-shot signature over it: \"%s\"", err.data);
+  }
   free(big);
   freectx(dup);
 }
