@@ -14,7 +14,7 @@ export interface Algorithm {
   name: string
   family: KeyFamily
   /** Node digest name, or null for pure Ed25519. */
-  hash: 'sha256' | 'sha384' | 'sha512' | null
+  hash: 'sha224' | 'sha256' | 'sha384' | 'sha512' | null
   pss: boolean
 }
 
@@ -22,9 +22,12 @@ const table: Algorithm[] = [
   { code: 0x0001, name: 'ecdsa-sha256', family: 'ec', hash: 'sha256', pss: false },
   { code: 0x0002, name: 'ecdsa-sha384', family: 'ec', hash: 'sha384', pss: false },
   { code: 0x0003, name: 'ecdsa-sha512', family: 'ec', hash: 'sha512', pss: false },
+  // SHA-224: what OpenSSL negotiates in TLS 1.2 with a client that offers only SHA-224 schemes.
+  { code: 0x0004, name: 'ecdsa-sha224', family: 'ec', hash: 'sha224', pss: false },
   { code: 0x0011, name: 'rsa-pkcs1-sha256', family: 'rsa', hash: 'sha256', pss: false },
   { code: 0x0012, name: 'rsa-pkcs1-sha384', family: 'rsa', hash: 'sha384', pss: false },
   { code: 0x0013, name: 'rsa-pkcs1-sha512', family: 'rsa', hash: 'sha512', pss: false },
+  { code: 0x0014, name: 'rsa-pkcs1-sha224', family: 'rsa', hash: 'sha224', pss: false },
   { code: 0x0021, name: 'rsa-pss-sha256', family: 'rsa', hash: 'sha256', pss: true },
   { code: 0x0022, name: 'rsa-pss-sha384', family: 'rsa', hash: 'sha384', pss: true },
   { code: 0x0023, name: 'rsa-pss-sha512', family: 'rsa', hash: 'sha512', pss: true },
@@ -48,7 +51,7 @@ export function isUsage (s: string): s is Usage {
 
 export const KEY_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/
 
-const SALT: Record<string, number> = { sha256: 32, sha384: 48, sha512: 64 }
+const SALT: Record<string, number> = { sha224: 28, sha256: 32, sha384: 48, sha512: 64 }
 
 /** node:crypto sign options for an algorithm (salt length = digest length for PSS). */
 export function signOptions (alg: Algorithm, ieeeP1363: boolean): { padding?: number, saltLength?: number, dsaEncoding?: 'der' | 'ieee-p1363' } {

@@ -9,7 +9,7 @@
       'product_dir': '<(PRODUCT_DIR)',
       'product_prefix': '',
       'product_extension': 'so',
-      'sources': ['keyedge_provider.c'],
+      'sources': ['provider.c', 'transport.c', 'breaker.c', 'wire.c', 'params.c', 'keymgmt.c', 'signature.c', 'decoder.c'],
       'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fvisibility=hidden', '-O2'],
       'cflags!': ['-Wno-unused-parameter'],
       'ldflags': ['-Wl,--no-undefined', '-Wl,-z,defs']

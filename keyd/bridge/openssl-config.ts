@@ -21,6 +21,12 @@ export interface OpensslConfigOptions {
   secretFile: string
   /** Bound on each keyd round trip, connect included, in milliseconds. */
   timeoutMs: number
+  /**
+   * Circuit breaker: how long calls fail at once after keyd timed out or was unreachable, first
+   * (default 250 ms; 0 turns the breaker off) and at most (default 5000 ms) as failed probes double it.
+   */
+  breakerMinMs?: number
+  breakerMaxMs?: number
 }
 
 /**
@@ -59,6 +65,11 @@ export function writeOpensslConfig (opts: OpensslConfigOptions): void {
   if (!Number.isInteger(opts.timeoutMs) || opts.timeoutMs <= 0) {
     throw new KeydConfigError('openssl config: timeoutMs must be a positive integer')
   }
+  for (const [name, v] of [['breakerMinMs', opts.breakerMinMs], ['breakerMaxMs', opts.breakerMaxMs]] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 3600000)) {
+      throw new KeydConfigError(`openssl config: ${name} must be an integer from 0 to 3600000`)
+    }
+  }
   const socketPath = path.resolve(opts.socketPath)
   if (Buffer.byteLength(socketPath) > 107) {
     throw new KeydConfigError(`openssl config: socketPath is longer than the 107 bytes a unix socket path allows: ${socketPath}`)
@@ -86,6 +97,8 @@ export function writeOpensslConfig (opts: OpensslConfigOptions): void {
     `client_name = ${confValue('clientName', opts.clientName)}`,
     `client_secret_file = ${confValue('secretFile', path.resolve(opts.secretFile))}`,
     `timeout_ms = ${opts.timeoutMs}`,
+    ...(opts.breakerMinMs !== undefined ? [`breaker_min_ms = ${opts.breakerMinMs}`] : []),
+    ...(opts.breakerMaxMs !== undefined ? [`breaker_max_ms = ${opts.breakerMaxMs}`] : []),
     'activate = 1',
     '',
     '[keyedge_algorithms]',

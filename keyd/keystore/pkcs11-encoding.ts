@@ -2,10 +2,11 @@
 // (p11-kit 0.24's RPC does not carry RSA-PSS parameters), ECDSA r||s to DER, and public keys to KeyObjects.
 import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto'
 
-type Hash = 'sha256' | 'sha384' | 'sha512'
+type Hash = 'sha224' | 'sha256' | 'sha384' | 'sha512'
 
 /** DER prefixes of DigestInfo (RFC 8017 §9.2 note 1); the digest follows. */
 const DIGEST_INFO_PREFIX: Record<Hash, Buffer> = {
+  sha224: Buffer.from('302d300d06096086480165030402040500041c', 'hex'),
   sha256: Buffer.from('3031300d060960864801650304020105000420', 'hex'),
   sha384: Buffer.from('3041300d060960864801650304020205000430', 'hex'),
   sha512: Buffer.from('3051300d060960864801650304020305000440', 'hex')
