@@ -1,24 +1,10 @@
 // The one catalog of keyd-side error classes. Callers branch on `code`, never on message text.
 // Codes are never reused. No message ever carries a key, a secret or a message to sign.
 
-/** Base class of every keyd error; `code` is stable. */
-export class KeydError extends Error {
-  readonly code: string
-  constructor (code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.code = code
-    this.name = new.target.name
-  }
-}
+import { CodedError } from '../lib/errors.js'
 
-/** An error that travels on the wire: `wire` is the PROTOCOL.md error code name. */
-export class KeydRequestError extends KeydError {
-  readonly wire: number
-  constructor (code: string, wire: number, message: string) {
-    super(code, message)
-    this.wire = wire
-  }
-}
+/** Base class of every keyd error; `code` is stable. */
+export class KeydError extends CodedError {}
 
 /** keyd answered a request with an ERROR frame (client side). `code` is `KEYD_ERR_<NAME>`. */
 export class KeydRemoteError extends KeydError {

@@ -11,7 +11,7 @@ import { TicketTag, decodeTicketKeySet, readU64, type TicketKey } from '../proto
 import { decodeKeyVersions, type KeyVersionTime } from '../protocol/key-versions.js'
 import type { KeyInfo } from '../keystore/keystore.js'
 import type { AttestationDocument } from '../server/attestation.js'
-import { secretBytes } from '../server/clients.js'
+import { secretBytes } from '../../lib/secret-file.js'
 import { KeydRemoteError, KeydTimeoutError, KeydUnavailableError } from '../errors.js'
 
 export interface KeydClientOptions {

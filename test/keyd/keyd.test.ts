@@ -9,7 +9,7 @@ import { startKeyd } from '../helpers/keyd.js'
 import { tls13Input, tls12Input } from '../helpers/tls-inputs.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { FrameDecoder, encodeFrame, parseItems, readUint, Op, Tag, itemStr, itemBytes, ErrorCode, type Frame } from '../../keyd/protocol/codec.js'
-import { secretBytes } from '../../keyd/server/clients.js'
+import { secretBytes } from '../../lib/secret-file.js'
 
 const keyd = await startKeyd()
 t.teardown(() => keyd.stop())
