@@ -6,7 +6,7 @@ import type { KeyInfo, Keystore } from '../keystore/keystore.js'
 import { WRAPPING_KEY_BITS, type CustodyKeys } from '../keystore/custody-keys.js'
 import { parseImportedKey, unwrapImport } from '../keystore/key-import.js'
 import { KeyMaterialError } from '../errors.js'
-import { signStatement, spkiFingerprint, type AttestationStatement } from './attestation.js'
+import { signStatement, spkiFingerprint, type AttestationStatement } from '../protocol/attestation.js'
 import { Refusal, need, requireRight, findKey, publicKeyItems, type HandlerContext } from './handlers.js'
 
 type Items = Map<number, Uint8Array>

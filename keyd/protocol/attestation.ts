@@ -1,4 +1,4 @@
-// Key attestation statements: what keyd says about one key version, signed by keyd's own Ed25519
+// Key attestation statements (the STATEMENT item of KEY_ATTEST, PROTOCOL.md): what keyd says about one key version, signed by keyd's own Ed25519
 // attestation key, and the offline check of such a statement against that key's public half.
 import { createHash, sign, verify, type KeyObject } from 'node:crypto'
 
