@@ -2,7 +2,6 @@
 // socket only as ciphertext in chunks, and a restore re-seals every key under this keyd's own master key.
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
-import { Tag, readStr, itemStr, itemBytes, type Item } from '../protocol/codec.js'
 import type { Keystore } from '../keystore/keystore.js'
 import { split, combine, encodeShare, decodeShare, type Share } from '../keystore/shamir.js'
 import { BackupError } from '../errors.js'
@@ -65,24 +64,36 @@ export class BackupService {
   }
 
   /**
-   * Answers one BACKUP_EXPORT or BACKUP_RESTORE request (its JSON item, and PAYLOAD for a restore chunk).
+   * Answers one BACKUP_EXPORT request: its JSON parameters, and the answer's JSON and bundle chunk.
    * @throws BackupError with a KEYD_ERR_ code whose name is the wire error code
    */
-  handle (op: 'export' | 'restore', keystore: Keystore, items: Map<number, Uint8Array>): Item[] {
-    let req: Record<string, unknown>
+  exportChunk (keystore: Keystore, request: { json: string }): { json: string, payload: Buffer } {
+    const req = this.#request('export', request.json)
+    const { answer, chunk } = req.transfer === undefined ? this.#startExport(backupCapable(keystore), req) : this.#exportChunk(req)
+    return { json: JSON.stringify(answer), payload: chunk }
+  }
+
+  /**
+   * Answers one BACKUP_RESTORE request: its JSON parameters and, for an upload, the bundle chunk.
+   * @throws BackupError with a KEYD_ERR_ code whose name is the wire error code
+   */
+  restoreChunk (keystore: Keystore, request: { json: string, payload?: Buffer }): { json: string } {
+    const req = this.#request('restore', request.json)
+    const answer = req.commit === true ? this.#commitRestore(backupCapable(keystore), req) : this.#receive(keystore, req, request.payload)
+    return { json: JSON.stringify(answer) }
+  }
+
+  /** The request's JSON object, after dropping expired transfers. @throws BackupError BACKUP_BAD_REQUEST */
+  #request (op: 'export' | 'restore', json: string): Record<string, unknown> {
+    let req: unknown
     try {
-      req = JSON.parse(readStr(items, Tag.JSON) ?? '') as Record<string, unknown>
-      if (typeof req !== 'object' || req === null || Array.isArray(req)) throw new Error('not an object')
+      req = JSON.parse(json)
     } catch {
-      throw bad(`BACKUP_${op.toUpperCase()} needs a JSON item holding an object`)
+      req = undefined
     }
+    if (typeof req !== 'object' || req === null || Array.isArray(req)) throw bad(`BACKUP_${op.toUpperCase()} needs a JSON item holding an object`)
     this.#purge()
-    if (op === 'export') {
-      const { answer, chunk } = req.transfer === undefined ? this.#startExport(backupCapable(keystore), req) : this.#exportChunk(req)
-      return [itemStr(Tag.JSON, JSON.stringify(answer)), itemBytes(Tag.PAYLOAD, chunk)]
-    }
-    const answer = req.commit === true ? this.#commitRestore(backupCapable(keystore), req) : this.#receive(keystore, req, items.get(Tag.PAYLOAD))
-    return [itemStr(Tag.JSON, JSON.stringify(answer))]
+    return req as Record<string, unknown>
   }
 
   #purge (): void {

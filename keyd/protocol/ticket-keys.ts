@@ -93,10 +93,3 @@ export function decodeTicketKeySet (value: Uint8Array): TicketKey[] | null {
   }
   return keys
 }
-
-/** u64 big-endian item value. */
-export function u64 (n: number): Buffer {
-  const b = Buffer.alloc(8)
-  b.writeBigUInt64BE(BigInt(n))
-  return b
-}
