@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import type { Keystore } from '../keystore/keystore.js'
 import { split, combine, encodeShare, decodeShare, type Share } from '../keystore/shamir.js'
 import { BackupError } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 import { KeyPolicy } from '../policy/key-policy.js'
 import { sealBundle, parseBundle, openBundle, keyMatches, passphraseWrap, passphraseKey, type BundleWrap } from './bundle.js'
 import { stageAndCommit, keyFileNames, type RestorePaths } from './restore-stage.js'
@@ -214,7 +215,7 @@ export class BackupService {
     const files = new Map<string, string>()
     for (const raw of doc.keys) {
       let sealed: { name: string, text: string }
-      try { sealed = ks.sealBackupKeyFile(raw) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle holds a bad key entry: ${(err as Error).message}`) }
+      try { sealed = ks.sealBackupKeyFile(raw) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle holds a bad key entry: ${errorMessage(err)}`) }
       if (files.has(sealed.name)) throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle holds key ${sealed.name} twice`)
       files.set(sealed.name, sealed.text)
     }
@@ -222,7 +223,7 @@ export class BackupService {
     const policy = keepPolicy ? null : doc.policy as string | null
     // The staged policy.json must load before the commit: a restore never leaves a keyd that cannot start.
     stageAndCommit(this.#paths, files, policy, staged => {
-      try { return new KeyPolicy(staged) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle's policy.json is invalid: ${(err as Error).message}`) }
+      try { return new KeyPolicy(staged) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle's policy.json is invalid: ${errorMessage(err)}`) }
     })
     const added = ks.loadRestored()
     if (policy !== null) this.#applyPolicy?.(new KeyPolicy(this.#paths.policyFile))
@@ -243,7 +244,7 @@ export class BackupService {
     const distinct: Share[] = []
     for (const [i, text] of (req.shares as string[]).entries()) {
       let s: Share
-      try { s = decodeShare(text) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1}: ${(err as Error).message}`) }
+      try { s = decodeShare(text) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1}: ${errorMessage(err)}`) }
       if (s.y.length !== 32) throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1} is not a share of a backup key`)
       if (!distinct.some(d => d.x === s.x)) distinct.push(s)
     }

@@ -195,6 +195,13 @@ export function errorCodeName (code: number): string {
   return errorNames.get(code) ?? `UNKNOWN_${code}`
 }
 
+const errorValues = new Map<string, number>(Object.entries(ERRORS).map(([name, s]) => [name, s.value]))
+
+/** The wire error code named `name` (e.g. `BACKUP_TAMPERED`), or undefined. */
+export function errorCodeOf (name: string): number | undefined {
+  return errorValues.get(name)
+}
+
 /** The spec of a known tag by number. */
 export function tagSpec (tag: number): (TagSpec & { name: TagName }) | undefined {
   const name = tagNames.get(tag)

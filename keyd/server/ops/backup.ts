@@ -1,6 +1,6 @@
 // BACKUP_EXPORT and BACKUP_RESTORE (admin): the work is keyd/backup's BackupService; a BackupError
 // becomes the wire error of the same name.
-import { Op, ErrorCode, type ErrorName } from '../../protocol/spec.js'
+import { Op, ErrorCode, errorCodeOf } from '../../protocol/spec.js'
 import {
   decodeBackupExportRequest, encodeBackupExportResponse, decodeBackupRestoreRequest, encodeBackupRestoreResponse
 } from '../../protocol/messages.js'
@@ -19,8 +19,7 @@ function wireErrors<T> (f: () => T): T {
     return f()
   } catch (err) {
     if (!(err instanceof BackupError)) throw err
-    const name = err.code.slice('KEYD_ERR_'.length)
-    throw new Refusal(name in ErrorCode ? ErrorCode[name as ErrorName] : ErrorCode.INTERNAL, err.message)
+    throw new Refusal(errorCodeOf(err.code.slice('KEYD_ERR_'.length)) ?? ErrorCode.INTERNAL, err.message)
   }
 }
 
