@@ -17,12 +17,13 @@ export function authorizeRight (client: Client, right: Right | null): void {
 }
 
 /**
- * The client may use `key` for `use`: the one check of key names against a client's grants, so a
- * tighter rule (per usage) changes this function only.
+ * The client may use `key` for `use`: the one check of a key against a client's grants, so a tighter
+ * rule (e.g. per key usage, refused with USAGE_FORBIDDEN) changes this function only. Today a grant
+ * (`keys` in clients.json, `*` = all) covers both uses.
  * @throws Refusal FORBIDDEN
  */
 export function authorizeKey (client: Client, key: KeyInfo, use: KeyUse): void {
-  void use
+  void use // not distinguished yet: see above
   if (!client.keys.includes('*') && !client.keys.includes(key.name)) {
     throw new Refusal(ErrorCode.FORBIDDEN, `client ${client.name} may not use key ${key.name}`)
   }

@@ -5,13 +5,11 @@ import { dirname } from 'node:path'
 import { once } from 'node:events'
 import type { Logger } from 'pino'
 import {
-  FrameDecoder, Op, Tag, ErrorCode, PROTOCOL_VERSION, DEFAULT_MAX_FRAME, parseItems, readStr, encodeFrame, errorCodeName, type Frame
+  FrameDecoder, Op, ErrorCode, PROTOCOL_VERSION, DEFAULT_MAX_FRAME, parseItems, encodeFrame, errorCodeName, type Frame
 } from '../protocol/codec.js'
-import { RESPONSE_BIT } from '../protocol/spec.js'
-import { decodeHelloRequest, encodeHelloResponse } from '../protocol/messages.js'
 import type { ClientRegistry, Client } from './clients.js'
 import type { Keystore } from '../keystore/keystore.js'
-import { KeydConfigError, Refusal } from '../errors.js'
+import { KeydConfigError } from '../errors.js'
 import { errorMessage } from '../../lib/errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
 import { auditRecordFor } from '../audit/record.js'
@@ -22,6 +20,7 @@ import type { BackupService } from '../backup/backup-service.js'
 import type { SignStats } from './context.js'
 import { Dispatcher } from './dispatch.js'
 import { Sealer, type SealOptions } from './sealer.js'
+import { hello, helloAnswer } from './hello.js'
 
 export interface KeydServerOptions {
   socketPath: string
@@ -131,27 +130,17 @@ export class KeydServer {
       const items = parseItems(f.payload)
       if (items === null) return refuse(f.requestId, ErrorCode.BAD_FRAME, 'payload items run past the end of the frame')
       if (f.opcode === Op.HELLO) {
-        const name = readStr(items, Tag.CLIENT_NAME)?.slice(0, 64) ?? ''
-        let c: Client | undefined
-        let refusal: Refusal | undefined
-        try {
-          const hello = decodeHelloRequest(items)
-          c = this.#opts.clients.authenticate(hello.clientName, hello.clientSecret)
-        } catch (err) {
-          if (!(err instanceof Refusal)) throw err
-          refusal = err
-        }
-        if (c === undefined) {
-          logger.warn({ client: name }, 'keyd refused an unknown client')
-          const code = refusal?.wire ?? ErrorCode.UNKNOWN_CLIENT
-          this.#opts.audit?.record(auditRecordFor(name, f.opcode, items, errorCodeName(code))).catch(() => {})
-          refuse(f.requestId, code, refusal?.message ?? 'unknown client or wrong secret')
+        const h = hello(this.#opts.clients, items)
+        if (!h.ok) {
+          logger.warn({ client: h.name }, 'keyd refused an unknown client')
+          this.#opts.audit?.record(auditRecordFor(h.name, f.opcode, items, errorCodeName(h.refusal.wire))).catch(() => {})
+          refuse(f.requestId, h.refusal.wire, h.refusal.message)
           socket.end()
           return
         }
-        client = c
+        client = h.client
         clearTimeout(helloTimer)
-        reply(encodeFrame(Op.HELLO | RESPONSE_BIT, f.requestId, encodeHelloResponse({ serverInfo: JSON.stringify({ name: 'keyd', version: 1, devMode: this.#opts.devMode }) })))
+        reply(encodeFrame(Op.HELLO | 0x80, f.requestId, helloAnswer(this.#opts.devMode)))
         return
       }
       if (client === undefined) return refuse(f.requestId, ErrorCode.NOT_AUTHENTICATED, 'send HELLO first')

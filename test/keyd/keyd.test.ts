@@ -146,6 +146,11 @@ t.test('garbage and malformed frames get errors and keyd keeps serving', async t
   const junk = await raw()
   junk.s.end(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))
   await junk.closed
+
+  const noSecret = await raw()
+  noSecret.s.write(encodeFrame(Op.HELLO, 1, [itemStr(Tag.CLIENT_NAME, 'proxy')]))
+  t.equal(errCode(await noSecret.next()), ErrorCode.MISSING_ITEM, 'a HELLO without CLIENT_SECRET is MISSING_ITEM, not an empty secret')
+  await noSecret.closed
   t.same(await proxy.ping(Buffer.from('ok')), Buffer.from('ok'), 'keyd still serves after garbage')
 })
 
