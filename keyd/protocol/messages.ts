@@ -3,8 +3,8 @@
 // Decoders throw Refusal (MISSING_ITEM, BAD_FRAME) and never fill in a value that was not sent,
 // except the defaults PROTOCOL.md itself states (KEY_VERSION absent = 0, TICKET_PREVIOUS absent = 1 …),
 // which callers apply where they use the value.
-import { ErrorCode, Tag, type OpName } from './spec.js'
-import { parseItems, encodeItems, type Item, type ItemMap } from './codec.js'
+import { ErrorCode, Tag, TAGS, type OpName } from './spec.js'
+import { parseItems, encodeItems, truncateUtf8, type Item, type ItemMap } from './codec.js'
 import { message, type MessageCodec, type MessageOf, type MessageSpec } from './schema.js'
 import { Refusal } from '../errors.js'
 
@@ -161,7 +161,12 @@ export const { encode: encodeBackupExportRequest, decode: decodeBackupExportRequ
 export const { encode: encodeBackupExportResponse, decode: decodeBackupExportResponse } = MESSAGES.BACKUP_EXPORT.answer
 export const { encode: encodeBackupRestoreRequest, decode: decodeBackupRestoreRequest } = MESSAGES.BACKUP_RESTORE.request
 export const { encode: encodeBackupRestoreResponse, decode: decodeBackupRestoreResponse } = MESSAGES.BACKUP_RESTORE.answer
-export const { encode: encodeErrorResponse, decode: decodeErrorResponse } = ERROR_ANSWER
+export const { decode: decodeErrorResponse } = ERROR_ANSWER
+
+/** The items of a wire error (an ERROR frame, a refused SIGN_BATCH entry); the message is cut to its bound. */
+export function encodeErrorResponse (e: ErrorResponse): Item[] {
+  return ERROR_ANSWER.encode({ code: e.code, message: truncateUtf8(e.message, TAGS.ERROR_MESSAGE.max) })
+}
 
 // SIGN_BATCH: its ENTRY values are themselves item lists, each a SIGN request or answer (or an error).
 

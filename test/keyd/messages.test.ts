@@ -137,3 +137,10 @@ t.test('every operation\'s request and answer decode back to what was encoded', 
     }
   }
 })
+
+t.test('an error message is cut to the ERROR_MESSAGE bound, on a character boundary', async t => {
+  const long = 'é'.repeat(3000) // 6000 bytes of UTF-8
+  const [, message] = encodeErrorResponse({ code: ErrorCode.INTERNAL, message: long })
+  t.ok(message !== undefined && message.value.length <= TAGS.ERROR_MESSAGE.max && message.value.length >= TAGS.ERROR_MESSAGE.max - 1)
+  t.equal(decodeErrorResponse(frameItems(encodeErrorResponse({ code: 15, message: long }))).message, 'é'.repeat(2048), 'decodes, no split character')
+})
