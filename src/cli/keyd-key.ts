@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { createPublicKey } from 'node:crypto'
 import type { KeydClient } from '../../keyd/client/client.js'
 import { pemToPkcs8, wrapForImport, encodeBundle, decodeBundle } from '../../keyd/keystore/key-import.js'
-import { verifyAttestation } from '../../keyd/server/attestation.js'
+import { verifyAttestation } from '../../keyd/protocol/attestation.js'
 
 export const KEY_USAGE = `key commands (all through keyd's admin socket, except wrap and verify-attestation):
   key create --name N --type T [--usage U]      generate a key inside keyd

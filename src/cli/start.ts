@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { homePaths, ensurePrivateDir, type HomePaths } from '../../keyd/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
-import { writeFileAtomic } from '../../keyd/keystore/atomic-file.js'
+import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { startDemoUpstream } from '../proxy/demo-upstream.js'
 import { issueDevCertificates, type DevCertificates } from './cert.js'
 

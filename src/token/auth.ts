@@ -4,7 +4,8 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { secretBytes } from '../../keyd/server/clients.js'
+import { secretBytes } from '../../lib/secret-file.js'
+import { errorCode } from '../../lib/errors.js'
 import type { TokenCallerConfig } from '../config/token.js'
 import { ConfigInvalidError, TokenRequestError } from '../errors.js'
 
@@ -28,7 +29,7 @@ export class CallerAuth {
         try {
           secretSha256 = sha256(secretBytes(readFileSync(caller.secretFile)))
         } catch (err) {
-          throw new ConfigInvalidError([`token.callers[${i}].secretFile: cannot read ${caller.secretFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`])
+          throw new ConfigInvalidError([`token.callers[${i}].secretFile: cannot read ${caller.secretFile} (${errorCode(err) ?? 'error'})`])
         }
       }
       return { caller, ...(secretSha256 !== undefined ? { secretSha256 } : {}), ...(caller.clientCertSha256 !== undefined ? { certSha256: caller.clientCertSha256 } : {}) }
