@@ -1,0 +1,264 @@
+// `bench peers`: keyedge (key in keyd, and key in process) beside nginx, HAProxy, h2o (keys in its
+// neverbleed process) and a minimal Node https + undici proxy, in one run: the same h2load client,
+// the same upstream, the server side pinned to one CPU and the client to the others, server CPU per
+// operation from /proc (every process of the server side, key processes included), interleaved
+// rounds, medians and spread; memory per idle connection; 2 workers ÷ 1.
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { startStack, type Stack } from '../test/helpers/edge.js'
+import { makeBenchKeys } from './bench-keys.js'
+import { pin, placement } from './proc-tree.js'
+import { intOption, listOption, outOption, resultStamp, runBench, runtimeEnv, writeResultFiles, type BenchContext, type OptionValues } from './runner.js'
+import { CASES, measureIdle, measureLoad, type CaseDef, type CaseId, type Counts, type MeasureEnv, type Run } from './peers-cases.js'
+import { peersChart } from './peers-chart.js'
+import { writeClientConfigs } from './peers-h2load.js'
+import { haveBinary, NATIVE_PEERS } from './peers-native.js'
+import { KeydSlot, startKeyedge, startNodeProxy } from './peers-node.js'
+import type { Instance, InstanceShape, PeerId } from './peers-process.js'
+import { probe } from './peers-probe.js'
+import { absoluteTable, checksTable, PEER_LABEL, PEER_ORDER, ratioTable, scalingTable, summarize, targetTable } from './peers-report.js'
+import { spawnServer, stopTree, waitOutput } from './peers-process.js'
+
+export const USAGE = `usage: node dist/bench/run.js peers [options]   (or: npm run bench -- peers [options])
+
+keyedge (key in keyd, and key in process) beside nginx, HAProxy, h2o and a minimal Node
+https + undici proxy, in one run: the same h2load client and upstream, the server side pinned to
+CPU 0 and the client to the others (≥ 2 CPUs), server CPU per operation from /proc, interleaved
+rounds, medians and spread. nginx, HAProxy, h2o and h2load come from Debian
+(apt-get install -y nginx haproxy h2o nghttp2-client); a missing peer is skipped.
+
+options:
+  --cases LIST       cases or groups (default all): full (full-13-ec, full-13-rsa, full-12-ec,
+                     full-12-rsa), resumed (resumed-13, resumed-12), keepalive (keepalive-h1,
+                     keepalive-h2), stream-1mib, idle-memory, workers-2
+  --peers LIST       nginx,haproxy,h2o,node,keyedge,keyedge-keyd (default all)
+  --rounds N         rounds over all cases, peers interleaved (default 3; --quick 1)
+  --handshakes N     requests per full/resumed-handshake case, one per connection (default 4000)
+  --requests N       requests per keep-alive case (default 40000)
+  --stream N         1 MiB responses per streaming case (default 400)
+  --idle N           idle keep-alive connections held for the memory case (default 4000)
+  --clients N        h2load concurrent clients (default 8)
+  --warmup-pct N     unmeasured warm-up before each case, % of its requests (default 20)
+  --quick            smoke run: 1 round, 200 handshakes, 2000 requests, 20 MiB, 200 idle connections
+  --no-pin           do not pin the server and the client to CPUs
+  --out DIR          results directory (default bench/results)
+  -h, --help         this help
+`
+
+const CASE_GROUPS: Record<string, CaseId[]> = {
+  full: ['full-13-ec', 'full-13-rsa', 'full-12-ec', 'full-12-rsa'],
+  resumed: ['resumed-13', 'resumed-12'],
+  keepalive: ['keepalive-h1', 'keepalive-h2'],
+  ...Object.fromEntries(CASES.map(c => [c.id, [c.id]]))
+}
+
+interface Options { cases: CaseDef[], peers: PeerId[], rounds: number, counts: Counts, warmupShare: number, pin: boolean, quick: boolean, out: string }
+
+function parse (v: OptionValues): Options {
+  const quick = v.quick === true
+  const ids = new Set(listOption('cases', v.cases, CASE_GROUPS).flat())
+  return {
+    cases: CASES.filter(c => ids.has(c.id)),
+    peers: listOption('peers', v.peers, Object.fromEntries(PEER_ORDER.map(p => [p, p])) as Record<string, PeerId>),
+    rounds: intOption('rounds', v.rounds, quick ? 1 : 3, 1, 50),
+    counts: {
+      handshakes: intOption('handshakes', v.handshakes, quick ? 200 : 4000, 10, 1_000_000),
+      requests: intOption('requests', v.requests, quick ? 2000 : 40_000, 10, 10_000_000),
+      stream: intOption('stream', v.stream, quick ? 20 : 400, 1, 100_000),
+      idle: intOption('idle', v.idle, quick ? 200 : 4000, 1, 8000),
+      clients: intOption('clients', v.clients, 8, 1, 512)
+    },
+    warmupShare: intOption('warmup-pct', v['warmup-pct'], quick ? 10 : 20, 0, 100) / 100,
+    pin: v['no-pin'] !== true,
+    quick,
+    out: outOption(v.out)
+  }
+}
+
+const UPSTREAM_MAIN = fileURLToPath(new URL('./peers-upstream.js', import.meta.url))
+const shapeKey = (s: InstanceShape): string => `w${s.workers}-${s.resumption ? 'resume' : 'full'}`
+
+/** Probes every instance's TLS setup; returns the problems found (resumption allowed where it must not be, wrong certificate…). */
+async function checkInstance (inst: Instance): Promise<{ checks: Array<Record<string, unknown>>, problems: string[] }> {
+  const checks: Array<Record<string, unknown>> = []
+  const problems: string[] = []
+  const name = `${PEER_LABEL[inst.peer]} (${shapeKey(inst)})`
+  for (const version of ['1.3', '1.2'] as const) {
+    for (const kind of inst.resumption ? ['ec'] as const : ['ec', 'rsa'] as const) {
+      try {
+        const r = await probe(inst.port(kind), version, kind)
+        checks.push({ peer: inst.peer, shape: shapeKey(inst), version, kind, ...r })
+        if (r.protocol !== `TLSv${version}`) problems.push(`${name}: TLS ${version} probe negotiated ${r.protocol}`)
+        if (r.keyKind !== kind) problems.push(`${name}: TLS ${version} ${kind} probe got a ${r.keyKind ?? 'unknown'} certificate`)
+        if (!r.status.startsWith('HTTP/1.1 200')) problems.push(`${name}: probe answered "${r.status}"`)
+        if (r.resumed !== inst.resumption) problems.push(`${name}: TLS ${version} session ${r.resumed ? 'was resumed: full-handshake cases would resume' : 'was not resumed: resumed cases would not resume'}`)
+      } catch (err) {
+        problems.push(`${name}: TLS ${version} ${kind} probe failed: ${(err as Error).message}`)
+      }
+    }
+  }
+  return { checks, problems }
+}
+
+async function run (o: Options, ctx: BenchContext): Promise<number> {
+  const { say } = ctx
+  if (!haveBinary('h2load')) {
+    process.stderr.write('bench peers: h2load is not installed. Install it with: apt-get install -y nghttp2-client\n')
+    return 2
+  }
+  const place = placement(o.pin)
+  pin([process.pid], place.client)
+  say(`placement: ${place.why}`)
+  const skipped: string[] = []
+  const peers = o.peers.filter(p => {
+    const native = NATIVE_PEERS.find(n => n.id === p)
+    if (native === undefined || haveBinary(native.binary)) return true
+    skipped.push(`${PEER_LABEL[p]}: not installed, skipped (install it with: ${native.install})`)
+    say(`SKIP ${skipped[skipped.length - 1]}`)
+    return false
+  })
+  if (peers.length === 0) { say('no peer to run'); return 2 }
+
+  const dir = mkdtempSync(join(tmpdir(), 'keyedge-bench-peers-'))
+  ctx.defer(() => rmSync(dir, { recursive: true, force: true }))
+  const keys = makeBenchKeys()
+  ctx.defer(() => keys.remove())
+  const opensslConf = writeClientConfigs(join(dir, 'client'))
+
+  say('setting up: upstream, keys, peers …')
+  const upstream = spawnServer(process.execPath, [UPSTREAM_MAIN], place.client)
+  ctx.defer(async () => await stopTree(upstream))
+  const upstreamPort = Number((await waitOutput(upstream, /\{"port":(\d+)\}/, 'the upstream'))[1])
+  const upstreamUrl = `http://127.0.0.1:${upstreamPort}`
+
+  let stack: Stack | undefined
+  if (peers.includes('keyedge') || peers.includes('keyedge-keyd')) {
+    stack = await startStack()
+    ctx.defer(async () => await stack?.stop())
+  }
+  const keydSlot = stack === undefined ? undefined : new KeydSlot(stack.keyd.paths.home, place.server)
+  ctx.defer(async () => await keydSlot?.stop())
+
+  const shapes = [...new Map(o.cases.map(c => [shapeKey(c.shape), c.shape])).values()]
+  const instances = new Map<string, Instance>()
+  const setupProblems: string[] = []
+  const checks: Array<Record<string, unknown>> = []
+  const nodeSetup = { ec: keys.ec, rsa: keys.rsa, upstreamUrl, serverCpus: place.server }
+  for (const peer of peers) {
+    for (const shape of shapes) {
+      const native = NATIVE_PEERS.find(n => n.id === peer)
+      const inst = native !== undefined
+        ? await native.start({ dir, ec: keys.ec, rsa: keys.rsa, upstreamPort, serverCpus: place.server }, shape)
+        : peer === 'node'
+          ? await startNodeProxy(nodeSetup, shape)
+          : await startKeyedge(stack as Stack, nodeSetup, shape, peer === 'keyedge-keyd' ? keydSlot : undefined)
+      ctx.defer(async () => await inst.stop())
+      instances.set(`${peer}/${shapeKey(shape)}`, inst)
+      const c = await checkInstance(inst)
+      checks.push(...c.checks)
+      setupProblems.push(...c.problems)
+      say(`  ${PEER_LABEL[peer]} (${shapeKey(shape)}): ${inst.pids().length} processes${c.problems.length > 0 ? `, ${c.problems.length} PROBLEM(S)` : ', TLS checks passed'}`)
+    }
+  }
+  for (const p of setupProblems) say(`FAIL ${p}`)
+  // From here keyd runs only during keyd-backed cases, restarted for each so it reports that case's signatures.
+  await stack?.keyd.stop()
+
+  const runs: Run[] = []
+  const skippedCases = new Set<string>()
+  const total = o.rounds * o.cases.length * peers.length
+  let done = 0
+  for (let round = 0; round < o.rounds; round++) {
+    for (const def of o.cases) {
+      // Rotate the peer order every round so slow drift of the machine does not favour one peer.
+      const order = peers.map((_, i) => peers[(i + round) % peers.length])
+      for (const peer of order) {
+        done++
+        const inst = instances.get(`${peer}/${shapeKey(def.shape)}`) as Instance
+        if (def.needsHttp2 === true && !inst.http2) { skippedCases.add(`${def.label}: ${PEER_LABEL[peer]} serves HTTP/1.1 only`); continue }
+        const env: MeasureEnv = { clientCpus: place.client, opensslConf, warmupShare: o.warmupShare, settleMs: o.quick ? 300 : 1000, ...(peer === 'keyedge-keyd' && keydSlot !== undefined ? { keyd: keydSlot } : {}) }
+        let r: Run
+        try {
+          r = def.load === undefined ? await measureIdle(def, inst, round, o.counts, env) : await measureLoad(def, inst, round, o.counts, env)
+        } catch (err) {
+          r = { round, caseId: def.id, peer, ops: 0, value: NaN, keyValue: null, seconds: 0, rate: 0, protocol: '', cipher: '', alpn: '', signaturesPerHandshake: null, counted: null, totalValue: null, problems: [(err as Error).message.split('\n')[0] ?? 'failed'] }
+        }
+        runs.push(r)
+        const unit = def.id === 'idle-memory' ? 'KiB/conn' : 'µs/op'
+        const key = r.keyValue !== null ? ` (key process ${r.keyValue.toFixed(0)})` : ''
+        const sig = r.signaturesPerHandshake !== null ? `, keyd signatures/handshake ${r.signaturesPerHandshake.toFixed(2)}` : ''
+        const counted = r.counted !== null ? `, resumed (server count) ${r.counted.resumed}` : ''
+        say(`[${done}/${total}] round ${round + 1} · ${def.id} · ${PEER_LABEL[peer]}: ${r.value.toFixed(def.id === 'idle-memory' ? 1 : 0)} ${unit}${key}, ${r.ops} ops, ${r.rate.toFixed(0)}/s${sig}${counted}`)
+        for (const p of r.problems) say(`  FAIL ${p}`)
+      }
+    }
+  }
+
+  const summaries = summarize(runs)
+  const order = PEER_ORDER.filter(p => peers.includes(p))
+  const env = {
+    ...runtimeEnv(),
+    placement: place.why,
+    peers: Object.fromEntries(NATIVE_PEERS.filter(n => peers.includes(n.id)).map(n => [n.id, n.version()])),
+    h2load: execFileSync('h2load', ['--version'], { encoding: 'utf8' }).trim()
+  }
+  const title = `keyedge beside its peers — server CPU per operation, ${ctx.startedAt.toISOString().slice(0, 10)}`
+  const subtitle = [
+    `Node ${env.node} (OpenSSL ${env.openssl}) for keyedge, keyd and the Node proxy; ${Object.values(env.peers).join(', ')}`,
+    `${env.cpus} × ${env.cpuModel}; ${place.why}; h2load; medians of ${o.rounds} round(s)${o.quick ? ' (--quick smoke run: not a measurement)' : ''}`
+  ]
+  const failures = [...setupProblems, ...runs.flatMap(r => r.problems.map(p => `round ${r.round + 1} · ${r.caseId} · ${PEER_LABEL[r.peer]}: ${p}`))]
+  const md = [
+    `# keyedge beside its peers — ${ctx.startedAt.toISOString()}`,
+    '',
+    `Runtime: Node ${env.node} (OpenSSL ${env.openssl}) runs keyedge, keyd and the minimal Node proxy; ${Object.values(env.peers).join(', ')}; ${env.h2load.split('\n')[0]}.`,
+    `Machine: ${env.cpus} × ${env.cpuModel}, Linux ${env.kernel}; ${place.why}. ${o.rounds} interleaved round(s)${o.quick ? ' (--quick: a smoke run, not a measurement)' : ''}; ` +
+      `${o.counts.handshakes} handshakes, ${o.counts.requests} keep-alive requests, ${o.counts.stream} × 1 MiB, ${o.counts.idle} idle connections per case; h2load with ${o.counts.clients} clients.`,
+    '',
+    absoluteTable(summaries, order),
+    '',
+    '`[key N]`: the part spent in the key process (keyd, h2o\'s neverbleed), included in the figure. ⚠: the case reported a problem (listed below).',
+    '',
+    ratioTable(summaries, order),
+    '',
+    ...(o.cases.some(c => c.id === 'workers-2') ? [scalingTable(summaries, order), ''] : []),
+    targetTable(summaries),
+    '',
+    checksTable(summaries),
+    '',
+    ...[...skipped, ...skippedCases].map(s => `- not run: ${s}`),
+    failures.length === 0 ? 'No failures: every request answered 200, versions, certificates and resumption as pinned.' : `**FAILURES:**\n\n${failures.map(f => `- ${f}`).join('\n')}`,
+    ''
+  ].join('\n')
+  // A smoke run is not a measurement: it never replaces the latest real results.
+  const name = o.quick ? 'peers-quick' : 'peers'
+  const files = writeResultFiles(o.out, name, ctx.startedAt, { benchmark: 'peers', startedAt: ctx.startedAt.toISOString(), env, options: { ...o, cases: o.cases.map(c => c.id), out: undefined }, checks, runs, summaries, skipped: [...skipped, ...skippedCases], failures }, md)
+  const svg = peersChart(summaries, order, title, subtitle)
+  const svgFile = join(o.out, `${name}-${resultStamp(ctx.startedAt)}.svg`)
+  writeFileSync(svgFile, svg)
+  writeFileSync(join(o.out, `${name}-latest.svg`), svg)
+  process.stdout.write(`\n${md}\n`)
+  say(`results: ${files.json}\n         ${files.md}\n         ${svgFile}`)
+  if (failures.length > 0) { say(`\n${failures.length} FAILURE(S)`); return 1 }
+  return 0
+}
+
+export async function main (argv: string[]): Promise<number> {
+  return await runBench({ name: 'peers', usage: USAGE, options: {
+    cases: { type: 'string' },
+    peers: { type: 'string' },
+    rounds: { type: 'string' },
+    handshakes: { type: 'string' },
+    requests: { type: 'string' },
+    stream: { type: 'string' },
+    idle: { type: 'string' },
+    clients: { type: 'string' },
+    'warmup-pct': { type: 'string' },
+    quick: { type: 'boolean' },
+    'no-pin': { type: 'boolean' },
+    out: { type: 'string' }
+  }, parse, run }, argv)
+}
