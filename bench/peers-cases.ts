@@ -174,7 +174,7 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
   const problems: string[] = []
   let held: IdleHeld
   let warmHandshakes = 0
-  let closedEarly = 0
+  let alive = 0
   let worker0 = 0; let worker1 = 0; let total0 = 0; let total1 = 0
   try {
     // Warm the server up (first connections allocate pools and compile code), then take the baseline.
@@ -191,8 +191,10 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
       held = await nextLine<IdleHeld>(lines, child, 60_000 + counts.idle * 20)
       await new Promise(resolve => setTimeout(resolve, env.settleMs))
       worker1 = sum(inst.workerPids()); total1 = sum(inst.pids())
+      child.stdin.write('alive?\n')
+      alive = (await nextLine<{ alive: number }>(lines, child, 30_000)).alive
       child.stdin.end()
-      closedEarly = (await nextLine<{ closedEarly: number }>(lines, child, 30_000)).closedEarly
+      await nextLine<{ closedEarly: number }>(lines, child, 30_000)
     } finally {
       child.stdin.destroy()
       if (child.exitCode === null) child.kill('SIGKILL')
@@ -201,8 +203,9 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
     if (env.keyd !== undefined) signatures = await env.keyd.stop()
   }
   if (held.failed > 0) problems.push(`${held.failed} of ${counts.idle} idle connections failed (${held.errorSamples.join('; ')})`)
-  if (closedEarly > 0) problems.push(`the server closed ${closedEarly} idle connections while they were held`)
-  const n = Math.max(1, held.held)
+  if (alive < held.held) problems.push(`the server closed ${held.held - alive} of ${held.held} idle keep-alive connections before the memory was read (its keep-alive timeout is shorter than the ${(held.ms / 1000).toFixed(1)} s it took to open them): the figure is per connection still open`)
+  // Memory per connection open when it was read (the server may have closed the first ones already).
+  const n = Math.max(1, alive)
   return {
     round,
     caseId: def.id,

@@ -1,7 +1,8 @@
 // Idle keep-alive connections for the memory case of `bench peers`, run as its own process: opens
 // N TLS 1.3 connections (ECDSA, HTTP/1.1, never resumed), `parallel` at a time, makes one GET on
-// each, and holds them. Prints {"held","failed",…} once all are held; when its stdin closes it
-// prints {"closedEarly"} (connections the server closed while they were held) and exits.
+// each, and holds them. Prints {"held","failed",…} once all are held; then, for each line on its
+// stdin, {"alive"} (connections still open); when its stdin closes, {"closedEarly"} (connections
+// the server closed while they were held), and exits.
 import { connect, createSecureContext, type TLSSocket } from 'node:tls'
 import { pathToFileURL } from 'node:url'
 import { SMALL_BODY } from './peers-upstream.js'
@@ -57,7 +58,9 @@ async function main (o: IdleOptions): Promise<void> {
   }))
   const report: IdleHeld = { held, failed, errorSamples, ms: Math.round(performance.now() - t0) }
   process.stdout.write(JSON.stringify(report) + '\n')
-  process.stdin.resume()
+  process.stdin.on('data', (b: Buffer) => {
+    for (let i = 0; i < b.toString().split('\n').length - 1; i++) process.stdout.write(JSON.stringify({ alive: held - closedEarly }) + '\n')
+  })
   process.stdin.once('end', () => {
     releasing = true
     process.stdout.write(JSON.stringify({ closedEarly }) + '\n', () => {

@@ -36,8 +36,8 @@ options:
                      keepalive-h2), stream-1mib, idle-memory, workers-2
   --peers LIST       nginx,haproxy,h2o,node,keyedge,keyedge-keyd (default all)
   --rounds N         rounds over all cases, peers interleaved (default 3; --quick 1)
-  --handshakes N     requests per full/resumed-handshake case, one per connection (default 4000)
-  --requests N       requests per keep-alive case (default 40000)
+  --handshakes N     requests per full/resumed-handshake case, one per connection (default 3000)
+  --requests N       requests per keep-alive case (default 30000)
   --stream N         1 MiB responses per streaming case (default 400)
   --idle N           idle keep-alive connections held for the memory case (default 4000)
   --clients N        h2load concurrent clients (default 8)
@@ -60,13 +60,15 @@ interface Options { cases: CaseDef[], peers: PeerId[], rounds: number, counts: C
 function parse (v: OptionValues): Options {
   const quick = v.quick === true
   const ids = new Set(listOption('cases', v.cases, CASE_GROUPS).flat())
+  // Worker scaling is a ratio to the 1-worker full handshake of the same round.
+  if (ids.has('workers-2')) ids.add('full-13-ec')
   return {
     cases: CASES.filter(c => ids.has(c.id)),
     peers: listOption('peers', v.peers, Object.fromEntries(PEER_ORDER.map(p => [p, p])) as Record<string, PeerId>),
     rounds: intOption('rounds', v.rounds, quick ? 1 : 3, 1, 50),
     counts: {
-      handshakes: intOption('handshakes', v.handshakes, quick ? 200 : 4000, 10, 1_000_000),
-      requests: intOption('requests', v.requests, quick ? 2000 : 40_000, 10, 10_000_000),
+      handshakes: intOption('handshakes', v.handshakes, quick ? 200 : 3000, 10, 1_000_000),
+      requests: intOption('requests', v.requests, quick ? 2000 : 30_000, 10, 10_000_000),
       stream: intOption('stream', v.stream, quick ? 20 : 400, 1, 100_000),
       idle: intOption('idle', v.idle, quick ? 200 : 4000, 1, 8000),
       clients: intOption('clients', v.clients, 8, 1, 512)
