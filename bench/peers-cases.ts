@@ -71,7 +71,10 @@ export interface Run {
   counted: { full: number, resumed: number } | null
   /** For memory: the whole server side's growth per connection, KiB (keyd included). */
   totalValue: number | null
+  /** What makes the run fail: wrong answers, versions, certificates, resumption. */
   problems: string[]
+  /** What a reader must know about the figure but does not make it wrong. */
+  notes: string[]
 }
 
 export interface MeasureEnv {
@@ -149,7 +152,8 @@ export async function measureLoad (def: CaseDef, inst: Instance, round: number, 
     signaturesPerHandshake: signatures === null ? null : signatures / Math.max(1, allHandshakes),
     counted,
     totalValue: null,
-    problems
+    problems,
+    notes: []
   }
 }
 
@@ -172,6 +176,7 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
   await env.keyd?.start()
   let signatures: number | null = null
   const problems: string[] = []
+  const notes: string[] = []
   let held: IdleHeld
   let warmHandshakes = 0
   let alive = 0
@@ -180,6 +185,8 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
     // Warm the server up (first connections allocate pools and compile code), then take the baseline.
     const spec: LoadSpec = { path: '/', proto: 'h1', connectionClose: true, clients: counts.clients, streams: 1, requests: Math.max(counts.clients * 4, Math.round(counts.idle * env.warmupShare)), version: '1.3', keyKind: 'ec', port: inst.port('ec') }
     warmHandshakes = (await runH2load(spec, env.opensslConf('1.3', 'ec'), env.clientCpus, limitFor(spec))).succeeded
+    // Let what the warm-up left behind settle (garbage collection, freed buffers) before the baseline.
+    await new Promise(resolve => setTimeout(resolve, env.settleMs))
     worker0 = sum(inst.workerPids()); total0 = sum(inst.pids())
     const opts: IdleOptions = { port: inst.port('ec'), connections: counts.idle, parallel: 32 }
     const [file, ...args] = [...pinnedCommand(env.clientCpus), process.execPath, IDLE_MAIN, JSON.stringify(opts)]
@@ -203,7 +210,7 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
     if (env.keyd !== undefined) signatures = await env.keyd.stop()
   }
   if (held.failed > 0) problems.push(`${held.failed} of ${counts.idle} idle connections failed (${held.errorSamples.join('; ')})`)
-  if (alive < held.held) problems.push(`the server closed ${held.held - alive} of ${held.held} idle keep-alive connections before the memory was read (its keep-alive timeout is shorter than the ${(held.ms / 1000).toFixed(1)} s it took to open them): the figure is per connection still open`)
+  if (alive < held.held) notes.push(`the server closed ${held.held - alive} of ${held.held} idle keep-alive connections before the memory was read (its keep-alive timeout is shorter than the ${(held.ms / 1000).toFixed(1)} s it took to open them): the figure is per connection still open`)
   // Memory per connection open when it was read (the server may have closed the first ones already).
   const n = Math.max(1, alive)
   return {
@@ -221,6 +228,7 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
     signaturesPerHandshake: signatures === null ? null : signatures / Math.max(1, held.held + held.failed + warmHandshakes),
     counted: null,
     totalValue: (total1 - total0) / n,
-    problems
+    problems,
+    notes
   }
 }

@@ -20,11 +20,11 @@ const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 export function peersChart (summaries: Summary[], peers: PeerId[], title: string, subtitle: string[]): string {
   const base: PeerId = peers.includes('nginx') ? 'nginx' : peers[0]
   const cases = CASES.filter(d => d.id !== 'workers-2' && summaries.some(s => s.caseId === d.id))
-  const ratio = (caseId: string, p: PeerId): { r: number, abs: number } | undefined => {
+  const ratio = (caseId: string, p: PeerId): { r: number, abs: number, key: number } | undefined => {
     const s = summaries.find(x => x.caseId === caseId && x.peer === p)
     const b = summaries.find(x => x.caseId === caseId && x.peer === base)
     if (s === undefined || b === undefined || !Number.isFinite(s.median) || !(b.median > 0)) return undefined
-    return { r: s.median / b.median, abs: s.median }
+    return { r: Math.max(0, s.median / b.median), abs: s.median, key: Math.max(0, (s.keyMedian ?? 0) / b.median) }
   }
   const maxRatio = Math.max(2, ...cases.flatMap(d => peers.map(p => ratio(d.id, p)?.r ?? 0)))
   const axisMax = Math.ceil(maxRatio)
@@ -46,6 +46,9 @@ export function peersChart (summaries: Summary[], peers: PeerId[], title: string
         const unit = d.id === 'idle-memory' ? ' KiB' : ' µs'
         const abs = d.id === 'idle-memory' ? v.abs.toFixed(1) : Math.round(v.abs).toLocaleString('en-US')
         parts.push(`<rect x="${left}" y="${y}" width="${Math.max(1, x(v.r) - left).toFixed(1)}" height="${barH}" fill="${COLORS[p]}"><title>${esc(`${PEER_LABEL[p]}: ${abs}${unit}, ${v.r.toFixed(2)}× ${base}`)}</title></rect>`)
+        // The key process's part (keyd, neverbleed), hatched at the end of the bar.
+        const kw = Math.min(v.key, v.r) / axisMax * plotW
+        if (kw >= 1) parts.push(`<rect x="${(x(v.r) - kw).toFixed(1)}" y="${y}" width="${kw.toFixed(1)}" height="${barH}" fill="url(#key)"><title>${esc(`key process: ${Math.round(v.key * 100) / 100}× ${base}`)}</title></rect>`)
         parts.push(`<text x="${(x(v.r) + 4).toFixed(1)}" y="${y + barH / 2}" dominant-baseline="middle" class="val">${v.r.toFixed(2)}× · ${abs}${unit}</text>`)
       } else {
         parts.push(`<text x="${left + 4}" y="${y + barH / 2}" dominant-baseline="middle" class="na">${esc(PEER_LABEL[p])}: not run</text>`)
@@ -74,10 +77,11 @@ export function peersChart (summaries: Summary[], peers: PeerId[], title: string
 .val{font-size:10px;fill:#212529}.na{font-size:10px;fill:#adb5bd}.tick{font-size:10px;fill:#495057}.legend{font-size:11px}
 .grid{stroke:#dee2e6;stroke-width:1}.one{stroke:#2f9e44;stroke-width:1.5;stroke-dasharray:4 3}
 </style>
+<defs><pattern id="key" width="5" height="5" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="5" height="5" fill="#ffffff" fill-opacity="0.35"/><line x1="0" y1="0" x2="0" y2="5" stroke="#000000" stroke-opacity="0.45" stroke-width="2"/></pattern></defs>
 <rect width="100%" height="100%" fill="#ffffff"/>
 <text x="20" y="26" class="title">${esc(title)}</text>
 ${subtitle.map((s, i) => `<text x="20" y="${46 + i * 16}" class="sub">${esc(s)}</text>`).join('\n')}
-<text x="20" y="${46 + subtitle.length * 16}" class="sub">${esc(`Bar length: median server CPU per operation (memory: worker RSS per idle connection) relative to ${PEER_LABEL[base]} (1×, dashed); lower is better.`)}</text>
+<text x="20" y="${46 + subtitle.length * 16}" class="sub">${esc(`Bar length: median server CPU per operation (memory: worker RSS per idle connection) relative to ${PEER_LABEL[base]} (1×, dashed); hatched: the key process's part. Lower is better.`)}</text>
 ${grid.join('\n')}
 ${parts.join('\n')}
 ${legend.join('\n')}

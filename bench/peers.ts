@@ -186,7 +186,7 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
         try {
           r = def.load === undefined ? await measureIdle(def, inst, round, o.counts, env) : await measureLoad(def, inst, round, o.counts, env)
         } catch (err) {
-          r = { round, caseId: def.id, peer, ops: 0, value: NaN, keyValue: null, seconds: 0, rate: 0, protocol: '', cipher: '', alpn: '', signaturesPerHandshake: null, counted: null, totalValue: null, problems: [(err as Error).message.split('\n')[0] ?? 'failed'] }
+          r = { round, caseId: def.id, peer, ops: 0, value: NaN, keyValue: null, seconds: 0, rate: 0, protocol: '', cipher: '', alpn: '', signaturesPerHandshake: null, counted: null, totalValue: null, problems: [(err as Error).message.split('\n')[0] ?? 'failed'], notes: [] }
         }
         runs.push(r)
         const unit = def.id === 'idle-memory' ? 'KiB/conn' : 'µs/op'
@@ -195,6 +195,7 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
         const counted = r.counted !== null ? `, resumed (server count) ${r.counted.resumed}` : ''
         say(`[${done}/${total}] round ${round + 1} · ${def.id} · ${PEER_LABEL[peer]}: ${r.value.toFixed(def.id === 'idle-memory' ? 1 : 0)} ${unit}${key}, ${r.ops} ops, ${r.rate.toFixed(0)}/s${sig}${counted}`)
         for (const p of r.problems) say(`  FAIL ${p}`)
+        for (const n of r.notes) say(`  NOTE ${n}`)
       }
     }
   }
@@ -212,7 +213,9 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
     `Node ${env.node} (OpenSSL ${env.openssl}) for keyedge, keyd and the Node proxy; ${Object.values(env.peers).join(', ')}`,
     `${env.cpus} × ${env.cpuModel}; ${place.why}; h2load; medians of ${o.rounds} round(s)${o.quick ? ' (--quick smoke run: not a measurement)' : ''}`
   ]
-  const failures = [...setupProblems, ...runs.flatMap(r => r.problems.map(p => `round ${r.round + 1} · ${r.caseId} · ${PEER_LABEL[r.peer]}: ${p}`))]
+  const tagged = (r: Run, s: string): string => `round ${r.round + 1} · ${r.caseId} · ${PEER_LABEL[r.peer]}: ${s}`
+  const failures = [...setupProblems, ...runs.flatMap(r => r.problems.map(p => tagged(r, p)))]
+  const notes = runs.flatMap(r => r.notes.map(n => tagged(r, n)))
   const md = [
     `# keyedge beside its peers — ${ctx.startedAt.toISOString()}`,
     '',
@@ -232,12 +235,14 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
     checksTable(summaries),
     '',
     ...[...skipped, ...skippedCases].map(s => `- not run: ${s}`),
+    ...notes.map(n => `- note: ${n}`),
+    '',
     failures.length === 0 ? 'No failures: every request answered 200, versions, certificates and resumption as pinned.' : `**FAILURES:**\n\n${failures.map(f => `- ${f}`).join('\n')}`,
     ''
   ].join('\n')
   // A smoke run is not a measurement: it never replaces the latest real results.
   const name = o.quick ? 'peers-quick' : 'peers'
-  const files = writeResultFiles(o.out, name, ctx.startedAt, { benchmark: 'peers', startedAt: ctx.startedAt.toISOString(), env, options: { ...o, cases: o.cases.map(c => c.id), out: undefined }, checks, runs, summaries, skipped: [...skipped, ...skippedCases], failures }, md)
+  const files = writeResultFiles(o.out, name, ctx.startedAt, { benchmark: 'peers', startedAt: ctx.startedAt.toISOString(), env, options: { ...o, cases: o.cases.map(c => c.id), out: undefined }, checks, runs, summaries, skipped: [...skipped, ...skippedCases], failures, notes }, md)
   const svg = peersChart(summaries, order, title, subtitle)
   const svgFile = join(o.out, `${name}-${resultStamp(ctx.startedAt)}.svg`)
   writeFileSync(svgFile, svg)
