@@ -4,8 +4,8 @@
 // RSA-2048, chosen per client by its signature algorithms), TLS 1.2–1.3, HTTP/2 and HTTP/1.1,
 // keep-alive to the upstream, idle client connections kept 10 minutes, no access log.
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { delimiter, join } from 'node:path'
 import type { KeyKind } from './handshake-client.js'
 import { commName, processTree } from './proc-tree.js'
 import { freePort, openFilesHardLimit, pinTree, spawnServer, stopTree, waitReady, type Instance, type InstanceShape, type PeerId } from './peers-process.js'
@@ -29,14 +29,12 @@ export interface NativePeer {
   start: (setup: NativeSetup, shape: InstanceShape) => Promise<Instance>
 }
 
-/** Whether `binary` can be executed (found on PATH or as a path). */
+/** Whether `binary` is an executable file in a directory of PATH (or `binary` is such a path). */
 export function haveBinary (binary: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v "$0"`, binary], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
+  const dirs = binary.includes('/') ? [''] : (process.env.PATH ?? '').split(delimiter).filter(d => d !== '')
+  return dirs.some(d => {
+    try { accessSync(d === '' ? binary : join(d, binary), constants.X_OK); return true } catch { return false }
+  })
 }
 
 const asRoot = process.getuid?.() === 0

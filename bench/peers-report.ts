@@ -89,7 +89,8 @@ const f0 = (n: number | null | undefined): string => n === null || n === undefin
 const f1 = (n: number | null | undefined): string => n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(1)
 const f2 = (n: number | null | undefined): string => n === null || n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(2)
 const line = (cells: string[]): string => `| ${cells.join(' | ')} |`
-const head = (cells: string[]): string[] => [line(cells), line(cells.map((_, i) => i === 0 ? '---' : '---:'))]
+/** A header row and its alignment row: the first `textCols` columns left, the rest right. */
+const head = (cells: string[], textCols = 1): string[] => [line(cells), line(cells.map((_, i) => i < textCols ? '---' : '---:'))]
 
 function find (ss: Summary[], c: CaseId, p: PeerId): Summary | undefined { return ss.find(s => s.caseId === c && s.peer === p) }
 
@@ -107,6 +108,25 @@ export function absoluteTable (ss: Summary[], peers: PeerId[]): string {
     })
   ])
   return [...head(['median (min–max) over the rounds', ...peers.map(p => PEER_LABEL[p])]), ...rows.map(line)].join('\n')
+}
+
+/** The summary for the README: medians per peer (key process's part in brackets) and keyedge-in-keyd's ratios. */
+export function summaryTable (ss: Summary[], peers: PeerId[]): string {
+  const ratios: Array<{ title: string, of: (s: Summary | undefined) => number | null | undefined }> = []
+  if (peers.includes('keyedge-keyd') && peers.includes('nginx')) ratios.push({ title: 'keyedge (keyd) × nginx', of: s => s?.vsNginx })
+  if (peers.includes('keyedge-keyd') && peers.includes('node')) ratios.push({ title: 'keyedge (keyd) × Node', of: s => s?.vsNode })
+  const rows = CASES.filter(d => d.id !== 'workers-2' && ss.some(s => s.caseId === d.id)).map(d => {
+    const fmt = d.id === 'idle-memory' ? f1 : f0
+    return [
+      `${d.label}${d.id === 'idle-memory' ? ' (KiB)' : ''}`,
+      ...peers.map(p => { const s = find(ss, d.id, p); return s === undefined ? '–' : `${fmt(s.median)}${s.keyMedian !== null ? ` [${fmt(s.keyMedian)}]` : ''}` }),
+      ...ratios.map(r => f2(r.of(find(ss, d.id, 'keyedge-keyd'))))
+    ]
+  })
+  const scaling = ss.some(s => s.caseId === 'workers-2')
+    ? [['2 workers ÷ 1 worker, CPU per full TLS 1.3 ECDSA handshake + GET', ...peers.map(p => f2(find(ss, 'workers-2', p)?.scaling?.median)), ...ratios.map(() => '')]]
+    : []
+  return [...head(['server CPU µs per operation [key process], median', ...peers.map(p => PEER_LABEL[p]), ...ratios.map(r => r.title)]), ...[...rows, ...scaling].map(line)].join('\n')
 }
 
 /** Ratios of each peer's median to nginx's and to the minimal Node proxy's, and custody's cost. */
@@ -161,5 +181,5 @@ export function checksTable (ss: Summary[]): string {
   const rows = ss.filter(s => s.resumedCounted !== null || s.signaturesPerHandshake !== null).map(s => [
     CASES.find(d => d.id === s.caseId)?.label ?? s.caseId, PEER_LABEL[s.peer], s.resumedCounted === null ? '–' : String(s.resumedCounted), f2(s.signaturesPerHandshake)
   ])
-  return [...head(['case', 'peer', 'handshakes the server counted as resumed', 'keyd signatures per handshake']), ...rows.map(line)].join('\n')
+  return [...head(['case', 'peer', 'handshakes the server counted as resumed', 'keyd signatures per handshake'], 2), ...rows.map(line)].join('\n')
 }

@@ -4,22 +4,22 @@
 // operation from /proc (every process of the server side, key processes included), interleaved
 // rounds, medians and spread; memory per idle connection; 2 workers ÷ 1.
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startStack, type Stack } from '../test/helpers/edge.js'
 import { makeBenchKeys } from './bench-keys.js'
 import { pin, placement } from './proc-tree.js'
-import { intOption, listOption, outOption, resultStamp, runBench, runtimeEnv, writeResultFiles, type BenchContext, type OptionValues } from './runner.js'
+import { intOption, listOption, outOption, runBench, runtimeEnv, type BenchContext, type OptionValues } from './runner.js'
 import { CASES, measureIdle, measureLoad, type CaseDef, type CaseId, type Counts, type MeasureEnv, type Run } from './peers-cases.js'
-import { peersChart } from './peers-chart.js'
+import { writePeersResult, type PeersEnv, type PeersResult } from './peers-output.js'
 import { writeClientConfigs } from './peers-h2load.js'
 import { haveBinary, NATIVE_PEERS } from './peers-native.js'
 import { KeydSlot, startKeyedge, startNodeProxy } from './peers-node.js'
 import type { Instance, InstanceShape, PeerId } from './peers-process.js'
 import { probe } from './peers-probe.js'
-import { absoluteTable, checksTable, PEER_LABEL, PEER_ORDER, ratioTable, scalingTable, summarize, targetTable } from './peers-report.js'
+import { PEER_LABEL, PEER_ORDER, summarize } from './peers-report.js'
 import { spawnServer, stopTree, waitOutput } from './peers-process.js'
 
 export const USAGE = `usage: node dist/bench/run.js peers [options]   (or: npm run bench -- peers [options])
@@ -44,6 +44,7 @@ options:
   --warmup-pct N     unmeasured warm-up before each case, % of its requests (default 20)
   --quick            smoke run: 1 round, 200 handshakes, 2000 requests, 20 MiB, 200 idle connections
   --no-pin           do not pin the server and the client to CPUs
+  --from FILE        measure nothing: write the report and chart again from a results JSON
   --out DIR          results directory (default bench/results)
   -h, --help         this help
 `
@@ -55,7 +56,7 @@ const CASE_GROUPS: Record<string, CaseId[]> = {
   ...Object.fromEntries(CASES.map(c => [c.id, [c.id]]))
 }
 
-interface Options { cases: CaseDef[], peers: PeerId[], rounds: number, counts: Counts, warmupShare: number, pin: boolean, quick: boolean, out: string }
+interface Options { cases: CaseDef[], peers: PeerId[], rounds: number, counts: Counts, warmupShare: number, pin: boolean, quick: boolean, out: string, from: string | undefined }
 
 function parse (v: OptionValues): Options {
   const quick = v.quick === true
@@ -76,7 +77,8 @@ function parse (v: OptionValues): Options {
     warmupShare: intOption('warmup-pct', v['warmup-pct'], quick ? 10 : 20, 0, 100) / 100,
     pin: v['no-pin'] !== true,
     quick,
-    out: outOption(v.out)
+    out: outOption(v.out),
+    from: typeof v.from === 'string' ? v.from : undefined
   }
 }
 
@@ -105,8 +107,19 @@ async function checkInstance (inst: Instance): Promise<{ checks: Array<Record<st
   return { checks, problems }
 }
 
+/** `--from`: the report and chart of a saved run, with today's report code (medians recomputed from its runs). */
+function rerender (o: Options, ctx: BenchContext): number {
+  const saved = JSON.parse(readFileSync(o.from as string, 'utf8')) as PeersResult
+  if (saved.benchmark !== 'peers' || !Array.isArray(saved.runs)) throw new Error(`${o.from as string} is not a peers result`)
+  const files = writePeersResult(o.out, { ...saved, summaries: summarize(saved.runs) }, false)
+  process.stdout.write(`${files.markdown}\n`)
+  ctx.say(`written: ${files.md}\n         ${files.svg}`)
+  return saved.failures.length > 0 ? 1 : 0
+}
+
 async function run (o: Options, ctx: BenchContext): Promise<number> {
   const { say } = ctx
+  if (o.from !== undefined) return rerender(o, ctx)
   if (!haveBinary('h2load')) {
     process.stderr.write('bench peers: h2load is not installed. Install it with: apt-get install -y nghttp2-client\n')
     return 2
@@ -200,55 +213,29 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
     }
   }
 
-  const summaries = summarize(runs)
-  const order = PEER_ORDER.filter(p => peers.includes(p))
-  const env = {
+  const env: PeersEnv = {
     ...runtimeEnv(),
     placement: place.why,
     peers: Object.fromEntries(NATIVE_PEERS.filter(n => peers.includes(n.id)).map(n => [n.id, n.version()])),
     h2load: execFileSync('h2load', ['--version'], { encoding: 'utf8' }).trim()
   }
-  const title = `keyedge beside its peers — server CPU per operation, ${ctx.startedAt.toISOString().slice(0, 10)}`
-  const subtitle = [
-    `Node ${env.node} (OpenSSL ${env.openssl}) for keyedge, keyd and the Node proxy; ${Object.values(env.peers).join(', ')}`,
-    `${env.cpus} × ${env.cpuModel}; ${place.why}; h2load; medians of ${o.rounds} round(s)${o.quick ? ' (--quick smoke run: not a measurement)' : ''}`
-  ]
   const tagged = (r: Run, s: string): string => `round ${r.round + 1} · ${r.caseId} · ${PEER_LABEL[r.peer]}: ${s}`
   const failures = [...setupProblems, ...runs.flatMap(r => r.problems.map(p => tagged(r, p)))]
-  const notes = runs.flatMap(r => r.notes.map(n => tagged(r, n)))
-  const md = [
-    `# keyedge beside its peers — ${ctx.startedAt.toISOString()}`,
-    '',
-    `Runtime: Node ${env.node} (OpenSSL ${env.openssl}) runs keyedge, keyd and the minimal Node proxy; ${Object.values(env.peers).join(', ')}; ${env.h2load.split('\n')[0]}.`,
-    `Machine: ${env.cpus} × ${env.cpuModel}, Linux ${env.kernel}; ${place.why}. ${o.rounds} interleaved round(s)${o.quick ? ' (--quick: a smoke run, not a measurement)' : ''}; ` +
-      `${o.counts.handshakes} handshakes, ${o.counts.requests} keep-alive requests, ${o.counts.stream} × 1 MiB, ${o.counts.idle} idle connections per case; h2load with ${o.counts.clients} clients.`,
-    '',
-    absoluteTable(summaries, order),
-    '',
-    '`[key N]`: the part spent in the key process (keyd, h2o\'s neverbleed), included in the figure. ⚠: the case reported a problem (listed below).',
-    '',
-    ratioTable(summaries, order),
-    '',
-    ...(o.cases.some(c => c.id === 'workers-2') ? [scalingTable(summaries, order), ''] : []),
-    targetTable(summaries),
-    '',
-    checksTable(summaries),
-    '',
-    ...[...skipped, ...skippedCases].map(s => `- not run: ${s}`),
-    ...notes.map(n => `- note: ${n}`),
-    '',
-    failures.length === 0 ? 'No failures: every request answered 200, versions, certificates and resumption as pinned.' : `**FAILURES:**\n\n${failures.map(f => `- ${f}`).join('\n')}`,
-    ''
-  ].join('\n')
-  // A smoke run is not a measurement: it never replaces the latest real results.
-  const name = o.quick ? 'peers-quick' : 'peers'
-  const files = writeResultFiles(o.out, name, ctx.startedAt, { benchmark: 'peers', startedAt: ctx.startedAt.toISOString(), env, options: { ...o, cases: o.cases.map(c => c.id), out: undefined }, checks, runs, summaries, skipped: [...skipped, ...skippedCases], failures, notes }, md)
-  const svg = peersChart(summaries, order, title, subtitle)
-  const svgFile = join(o.out, `${name}-${resultStamp(ctx.startedAt)}.svg`)
-  writeFileSync(svgFile, svg)
-  writeFileSync(join(o.out, `${name}-latest.svg`), svg)
-  process.stdout.write(`\n${md}\n`)
-  say(`results: ${files.json}\n         ${files.md}\n         ${svgFile}`)
+  const result: PeersResult = {
+    benchmark: 'peers',
+    startedAt: ctx.startedAt.toISOString(),
+    env,
+    options: { cases: o.cases.map(c => c.id), peers, rounds: o.rounds, counts: o.counts, warmupShare: o.warmupShare, pin: o.pin, quick: o.quick },
+    checks,
+    runs,
+    summaries: summarize(runs),
+    skipped: [...skipped, ...skippedCases],
+    failures,
+    notes: runs.flatMap(r => r.notes.map(n => tagged(r, n)))
+  }
+  const files = writePeersResult(o.out, result, true)
+  process.stdout.write(`\n${files.markdown}\n`)
+  say(`results: ${files.json}\n         ${files.md}\n         ${files.svg}`)
   if (failures.length > 0) { say(`\n${failures.length} FAILURE(S)`); return 1 }
   return 0
 }
@@ -266,6 +253,7 @@ export async function main (argv: string[]): Promise<number> {
     'warmup-pct': { type: 'string' },
     quick: { type: 'boolean' },
     'no-pin': { type: 'boolean' },
+    from: { type: 'string' },
     out: { type: 'string' }
   }, parse, run }, argv)
 }
