@@ -107,6 +107,20 @@ async function checkInstance (inst: Instance): Promise<{ checks: Array<Record<st
   return { checks, problems }
 }
 
+/**
+ * A native server takes its port numbers from its config, picked free a moment before: another
+ * program may take one meanwhile. Tries three times.
+ */
+async function startNative (start: () => Promise<Instance>): Promise<Instance> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start()
+    } catch (err) {
+      if (attempt === 3 || !/in use|bind\(\)|cannot bind|Address already/i.test((err as Error).message)) throw err
+    }
+  }
+}
+
 /** `--from`: the report and chart of a saved run, with today's report code (medians recomputed from its runs). */
 function rerender (o: Options, ctx: BenchContext): number {
   const saved = JSON.parse(readFileSync(o.from as string, 'utf8')) as PeersResult
@@ -166,7 +180,7 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
     for (const shape of shapes) {
       const native = NATIVE_PEERS.find(n => n.id === peer)
       const inst = native !== undefined
-        ? await native.start({ dir, ec: keys.ec, rsa: keys.rsa, upstreamPort, serverCpus: place.server }, shape)
+        ? await startNative(() => native.start({ dir, ec: keys.ec, rsa: keys.rsa, upstreamPort, serverCpus: place.server }, shape))
         : peer === 'node'
           ? await startNodeProxy(nodeSetup, shape)
           : await startKeyedge(stack as Stack, nodeSetup, shape, peer === 'keyedge-keyd' ? keydSlot : undefined)
