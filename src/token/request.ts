@@ -41,7 +41,7 @@ export function parseTokenRequest (body: Buffer, caller: TokenCallerConfig, defa
   } else if (typeof o.audience === 'string') {
     aud = o.audience
   } else if (Array.isArray(o.audience) && o.audience.length > 0 && o.audience.every(a => typeof a === 'string')) {
-    aud = o.audience as string[]
+    aud = o.audience
   } else {
     throw bad('EDGE_ERR_TOKEN_BAD_REQUEST', '"audience" must be a string or a non-empty array of strings')
   }

@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,7 +19,7 @@ export const sha256Hex = (s: string): string => createHash('sha256').update(s).d
 export async function call (t: Target, opts: { method?: string, path?: string, headers?: Record<string, string>, body?: string | Buffer }): Promise<HttpReply> {
   const base = { host: '127.0.0.1', port: t.port, method: opts.method ?? 'GET', path: opts.path ?? '/token', headers: opts.headers ?? {}, agent: false as const }
   return await new Promise((resolve, reject) => {
-    const onRes = (res: import('node:http').IncomingMessage): void => {
+    const onRes = (res: IncomingMessage): void => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => { body += c })

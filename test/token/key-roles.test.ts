@@ -4,6 +4,7 @@ import t from 'tap'
 import { versionRoles, promotedAtMs } from '../../src/token/key-roles.js'
 import { encodeKeyVersions, decodeKeyVersions } from '../../keyd/protocol/key-versions.js'
 import { validateConfig } from '../../src/config/validate.js'
+import { ConfigInvalidError } from '../../src/errors.js'
 
 const timing = { verifierCacheSeconds: 300, maxLifetimeSeconds: 3600, pollIntervalSeconds: 10 }
 const S = 1000
@@ -59,7 +60,13 @@ t.test('token.key config: alone, with retired static keys, and refused mixes', a
   const mixed = validateConfig({ ...base, token: { issuer: 'https://t.test', key: { name: 'jwt', pollIntervalSeconds: 2 }, keys: [{ name: 'old', role: 'retired', retiredAt: '2026-01-01T00:00:00Z' }], callers } }, { baseDir: '/' })
   t.equal(mixed.token?.keys[0].role, 'retired')
   const problems = (token: unknown): string => {
-    try { validateConfig({ ...base, token }, { baseDir: '/' }); return '' } catch (e) { return (e as { problems: string[] }).problems.join('\n') }
+    try {
+      validateConfig({ ...base, token }, { baseDir: '/' })
+      return ''
+    } catch (e) {
+      if (e instanceof ConfigInvalidError) return e.problems.join('\n')
+      throw e
+    }
   }
   t.match(problems({ issuer: 'https://t.test', key: { name: 'jwt' }, keys: [{ name: 'old', role: 'active' }], callers }), /token.keys\[0\].role: with "token.key" the keyd key signs/)
   t.match(problems({ issuer: 'https://t.test', key: { name: 'jwt', role: 'active' }, callers }), /token.key.role: .*rotate with "keyedge keyd key rotate"/)

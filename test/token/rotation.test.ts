@@ -20,7 +20,7 @@ const ISSUER = 'https://tokens.test'
 const CACHE_S = 2
 const POLL_S = 1
 const LIFETIME_S = 5
-const kidOf = async (name: string): Promise<string> => await calculateJwkThumbprint((await keyd.admin.getPublicKey(name)).publicKey.export({ format: 'jwk' }) as JWK)
+const kidOf = async (name: string): Promise<string> => await calculateJwkThumbprint((await keyd.admin.getPublicKey(name)).publicKey.export({ format: 'jwk' }))
 
 await keyd.admin.createKey('jwt', 'ec-p256', 'token-sign')
 const kid1 = await kidOf('jwt')
