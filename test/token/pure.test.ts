@@ -71,7 +71,7 @@ t.test('config: the token section is validated with exact field paths', async t 
   const good = validateConfig({ ...base, token: { issuer: 'https://t.test/', keys: [{ name: 'k' }], callers: [{ name: 'c', secretSha256: 'ab'.repeat(32), audiences: ['api'] }] } }, { baseDir: '/etc/keyedge' })
   t.equal(good.token?.issuer, 'https://t.test')
   t.same(good.token?.listen, { host: '127.0.0.1', port: 8444 })
-  t.equal(good.token?.keys[0].algorithm, 'ES256')
+  t.equal(good.token?.keys[0]?.algorithm, 'ES256')
   t.equal(good.token?.spike.batchMaxSize, 16)
   const problems = (token: unknown, extra: Record<string, unknown> = {}): string[] => {
     try {

@@ -78,7 +78,9 @@ t.test('keyedge keyd key rotate alone: next, then active after the cache time, o
     const r = await askToken(target, SECRET, { audience: 'api' })
     t.equal(r.status, 200, r.body)
     const token = r.json().access_token as string
-    const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { exp: number }
+    const body = token.split('.')[1]
+    if (body === undefined) throw new Error(`not a compact JWT: ${token}`)
+    const payload = JSON.parse(Buffer.from(body, 'base64url').toString()) as { exp: number }
     issued.push({ atMs: Date.now(), token, kid: decodeProtectedHeader(token).kid as string, exp: payload.exp, jwks: snap })
     if (!kids(snap.set).includes(kid1) && issued.some(i => i.kid === kid2)) break
     await sleep(200)
