@@ -19,7 +19,8 @@ export function writeFileAtomic (file: string, data: string | Uint8Array, mode =
     fsyncSync(fd)
   } catch (err) {
     closeSync(fd)
-    try { unlinkSync(tmp) } catch {}
+    // The write's error is the one to report; a temp file that cannot be removed changes nothing.
+    try { unlinkSync(tmp) } catch { /* ignored: see above */ }
     throw err
   }
   closeSync(fd)

@@ -207,8 +207,9 @@ export class BackupService {
     }
     let contents: Buffer
     try { contents = openBundle(parsed, key) } finally { key.fill(0); t.bytes.fill(0) }
-    let doc: { format?: unknown, keys?: unknown, policy?: unknown }
-    try { doc = JSON.parse(contents.toString('utf8')) } catch { doc = {} } finally { contents.fill(0) }
+    let json: unknown
+    try { json = JSON.parse(contents.toString('utf8')) } catch { json = undefined } finally { contents.fill(0) }
+    const doc: { format?: unknown, keys?: unknown, policy?: unknown } = typeof json === 'object' && json !== null ? json : {}
     if (doc.format !== CONTENTS_FORMAT || !Array.isArray(doc.keys) || (doc.policy !== null && typeof doc.policy !== 'string')) {
       throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', 'the bundle decrypted but its contents are not a keyedge backup')
     }
@@ -220,7 +221,7 @@ export class BackupService {
       files.set(sealed.name, sealed.text)
     }
     const keepPolicy = existsSync(this.#paths.policyFile)
-    const policy = keepPolicy ? null : doc.policy as string | null
+    const policy = keepPolicy ? null : doc.policy
     // The staged policy.json must load before the commit: a restore never leaves a keyd that cannot start.
     stageAndCommit(this.#paths, files, policy, staged => {
       try { return new KeyPolicy(staged) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle's policy.json is invalid: ${errorMessage(err)}`) }
@@ -242,7 +243,7 @@ export class BackupService {
     }
     if (!Array.isArray(req.shares) || !req.shares.every(s => typeof s === 'string')) throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `this bundle is sealed by Shamir shares: send ${wrap.threshold} of them`)
     const distinct: Share[] = []
-    for (const [i, text] of (req.shares as string[]).entries()) {
+    for (const [i, text] of req.shares.entries()) {
       let s: Share
       try { s = decodeShare(text) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1}: ${errorMessage(err)}`) }
       if (s.y.length !== 32) throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1} is not a share of a backup key`)

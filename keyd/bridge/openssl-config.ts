@@ -37,7 +37,7 @@ export interface OpensslConfigOptions {
  */
 export function bridgeProviderPath (): string {
   const here = path.dirname(fileURLToPath(import.meta.url))
-  const candidates = [
+  const candidates: [string, string] = [
     path.resolve(here, '..', '..', '..', SO_RELATIVE), // dist/keyd/bridge -> repo root
     path.resolve(here, '..', '..', SO_RELATIVE) // keyd/bridge -> repo root
   ]

@@ -87,7 +87,7 @@ export class KeydClient {
   /** Connects and authenticates if not connected. @throws KeydUnavailableError, KeydRemoteError (UNKNOWN_CLIENT) */
   async connect (): Promise<void> {
     if (this.#ready === null) {
-      this.#ready = this.#open().catch(err => { this.#ready = null; throw err })
+      this.#ready = this.#open().catch((err: unknown) => { this.#ready = null; throw err })
     }
     await this.#ready
   }

@@ -67,7 +67,7 @@ export function parseItems (payload: Uint8Array): ItemMap | null {
   let off = 0
   while (off < payload.length) {
     if (off + 5 > payload.length) return null
-    const tag = payload[off]
+    const tag = view.getUint8(off)
     const len = view.getUint32(off + 1)
     if (off + 5 + len > payload.length) return null
     items.add(tag, payload.subarray(off + 5, off + 5 + len))
@@ -135,8 +135,8 @@ export class FrameDecoder {
       events.push({
         kind: 'frame',
         frame: {
-          version: f[4],
-          opcode: f[5],
+          version: f.readUInt8(4),
+          opcode: f.readUInt8(5),
           flags: f.readUInt16BE(6),
           requestId: f.readUInt32BE(8),
           payload: Buffer.from(f.subarray(HEADER_SIZE))
@@ -212,8 +212,9 @@ export function encodeKeyReference (ref: KeyReference): string {
 /** Decodes a key reference PEM; returns null if the text is not one. */
 export function decodeKeyReference (pem: string): KeyReference | null {
   const m = new RegExp(`-----BEGIN ${KEY_REF_LABEL}-----([A-Za-z0-9+/=\\s]+)-----END ${KEY_REF_LABEL}-----`).exec(pem)
-  if (m === null) return null
-  const raw = Buffer.from(m[1].replace(/\s+/g, ''), 'base64')
+  const base64 = m?.[1]
+  if (base64 === undefined) return null
+  const raw = Buffer.from(base64.replace(/\s+/g, ''), 'base64')
   if (raw.length < 4 || !raw.subarray(0, 4).equals(KEY_REF_MAGIC)) return null
   const items = parseItems(raw.subarray(4))
   if (items === null) return null

@@ -3,7 +3,7 @@
 // (items -> object) that checks every value against its tag's size rule in spec.ts. A decoder never
 // invents a value: a missing required item is MISSING_ITEM, a value of the wrong size BAD_FRAME.
 import { TAGS, INT_SIZE, ErrorCode, type TagName, type TagSpec } from './spec.js'
-import { ItemMap, type Item } from './codec.js'
+import type { ItemMap, Item } from './codec.js'
 import { Refusal } from '../errors.js'
 
 type KindOf<N extends TagName> = (typeof TAGS)[N]['kind']

@@ -43,9 +43,9 @@ export class CallerAuth {
   authenticate (req: IncomingMessage): TokenCallerConfig {
     const header = req.headers.authorization
     if (header !== undefined) {
-      const m = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header)
-      if (m === null) throw new TokenRequestError('EDGE_ERR_TOKEN_UNAUTHENTICATED', 401, 'the Authorization header must be "Bearer <secret>"', CHALLENGE)
-      const h = sha256(Buffer.from(m[1]))
+      const secret = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header)?.[1]
+      if (secret === undefined) throw new TokenRequestError('EDGE_ERR_TOKEN_UNAUTHENTICATED', 401, 'the Authorization header must be "Bearer <secret>"', CHALLENGE)
+      const h = sha256(Buffer.from(secret))
       let found: TokenCallerConfig | undefined
       for (const k of this.#known) {
         // Every configured hash is compared, so the time does not depend on which caller matched.
