@@ -70,6 +70,20 @@ export const configDefaults = {
   admin: { host: '127.0.0.1', port: 9443, drainDelayMs: 5_000 },
   /** How long a stopping worker lets in-flight requests finish. */
   shutdownGraceMs: 10_000,
+  /** TLS front timeouts (docs/configuration.md#timeouts). */
+  timeouts: {
+    /** From accept until the whole ClientHello arrived. */
+    clientHelloMs: 10_000,
+    /** From accept until the handshake finished (ClientHello included). */
+    handshakeMs: 15_000
+  },
+  /** Per-client-address limits, per worker; 0 is off (docs/configuration.md#limits says why they are off by default). */
+  limits: {
+    maxConnectionsPerClient: 0,
+    newConnectionsPerSecondPerClient: 0,
+    /** null means twice `newConnectionsPerSecondPerClient` (at least 1). */
+    newConnectionBurstPerClient: null
+  },
   /** Not configurable: how long certificate file changes settle before a reload. */
   reloadDebounceMs: 200,
   /** Not configurable: undici pool settings per upstream origin, per worker. */

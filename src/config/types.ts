@@ -61,6 +61,22 @@ export interface AdminConfig {
   drainDelayMs: number
 }
 
+/** Timeouts of the TLS front (the HTTP timeouts join this section). */
+export interface TimeoutsConfig {
+  /** From accept until the ClientHello is read (or its first byte, when the front does not read it). */
+  clientHelloMs: number
+  /** From accept until the TLS handshake finished. */
+  handshakeMs: number
+}
+
+/** Per-client-address limits on the listener, per worker; 0 turns a limit off. */
+export interface LimitsConfig {
+  maxConnectionsPerClient: number
+  newConnectionsPerSecondPerClient: number
+  /** Token bucket size; defaults to twice the rate (at least 1). */
+  newConnectionBurstPerClient: number
+}
+
 export interface EdgeConfig {
   /** Absolute path of the file this config was loaded from, when loaded from a file. */
   file?: string
@@ -80,4 +96,6 @@ export interface EdgeConfig {
   admin?: AdminConfig
   /** How long a stopping worker lets in-flight requests finish before cutting them. */
   shutdownGraceMs: number
+  timeouts: TimeoutsConfig
+  limits: LimitsConfig
 }

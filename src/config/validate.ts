@@ -9,7 +9,7 @@ import { Checker, type Obj } from './checks.js'
 import { configDefaults as D } from './defaults.js'
 import { validateToken } from './token.js'
 import type {
-  AdminConfig, CertificateConfig, CertificateFilesConfig, EdgeConfig, KeydConfig, LogLevel, RouteConfig, TlsConfig, TlsVersion
+  AdminConfig, CertificateConfig, CertificateFilesConfig, EdgeConfig, KeydConfig, LimitsConfig, LogLevel, RouteConfig, TimeoutsConfig, TlsConfig, TlsVersion
 } from './types.js'
 
 const TLS_VERSIONS: readonly TlsVersion[] = ['TLSv1.2', 'TLSv1.3']
@@ -132,6 +132,25 @@ function validateAdmin (c: Checker, raw: unknown): AdminConfig | undefined {
     port: port ?? D.admin.port,
     drainDelayMs: drainDelayMs ?? D.admin.drainDelayMs
   }
+}
+
+function validateTimeouts (c: Checker, raw: unknown): TimeoutsConfig {
+  const o = raw === undefined ? {} : c.object(raw, 'timeouts')
+  if (o !== undefined) c.keys(o, 'timeouts', Object.keys(D.timeouts))
+  const clientHelloMs = c.integer(value(o, 'clientHelloMs', D.timeouts.clientHelloMs), 'timeouts.clientHelloMs', 100, 600_000) ?? D.timeouts.clientHelloMs
+  const handshakeMs = c.integer(value(o, 'handshakeMs', D.timeouts.handshakeMs), 'timeouts.handshakeMs', 100, 600_000) ?? D.timeouts.handshakeMs
+  if (handshakeMs < clientHelloMs) c.add('timeouts.handshakeMs', `must not be lower than timeouts.clientHelloMs (${clientHelloMs}): both run from accept`)
+  return { clientHelloMs, handshakeMs }
+}
+
+function validateLimits (c: Checker, raw: unknown): LimitsConfig {
+  const o = raw === undefined ? {} : c.object(raw, 'limits')
+  if (o !== undefined) c.keys(o, 'limits', Object.keys(D.limits))
+  const maxConnectionsPerClient = c.integer(value(o, 'maxConnectionsPerClient', D.limits.maxConnectionsPerClient), 'limits.maxConnectionsPerClient', 0, 10_000_000) ?? 0
+  const rate = c.integer(value(o, 'newConnectionsPerSecondPerClient', D.limits.newConnectionsPerSecondPerClient), 'limits.newConnectionsPerSecondPerClient', 0, 10_000_000) ?? 0
+  const rawBurst = value(o, 'newConnectionBurstPerClient', D.limits.newConnectionBurstPerClient)
+  const burst = rawBurst === null ? Math.max(1, 2 * rate) : c.integer(rawBurst, 'limits.newConnectionBurstPerClient', 1, 10_000_000) ?? 1
+  return { maxConnectionsPerClient, newConnectionsPerSecondPerClient: rate, newConnectionBurstPerClient: burst }
 }
 
 function validateTls (c: Checker, raw: unknown): Omit<TlsConfig, 'defaultCertificate'> & { defaultCertificate: string | null } {
@@ -288,7 +307,7 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
   const c = new Checker()
   const root = c.object(raw, '(root)')
   if (root === undefined) throw new ConfigInvalidError(c.problems, opts.file)
-  c.keys(root, '', ['listen', 'workers', 'keyd', 'tls', 'certificates', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'token'], RENAMED.top)
+  c.keys(root, '', ['listen', 'workers', 'keyd', 'tls', 'certificates', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'token', 'timeouts', 'limits'], RENAMED.top)
 
   const listenObj = root.listen === undefined ? {} : c.object(root.listen, 'listen')
   if (listenObj !== undefined) c.keys(listenObj, 'listen', ['host', 'port'])
@@ -303,6 +322,8 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
   const admin = validateAdmin(c, root.admin)
   const token = validateToken(c, root.token, opts.baseDir, keyd !== undefined)
   const shutdownGraceMs = c.integer(value(root, 'shutdownGraceMs', D.shutdownGraceMs), 'shutdownGraceMs', 0, 3_600_000)
+  const timeouts = validateTimeouts(c, root.timeouts)
+  const limits = validateLimits(c, root.limits)
 
   const trustedProxies: string[] = []
   const rawTrusted = c.array(value(root, 'trustedProxies', D.trustedProxies), 'trustedProxies') ?? []
@@ -338,6 +359,8 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
     log: { level: level ?? (D.log.level as LogLevel) },
     ...(admin !== undefined ? { admin } : {}),
     ...(token !== undefined ? { token } : {}),
-    shutdownGraceMs: shutdownGraceMs ?? D.shutdownGraceMs
+    shutdownGraceMs: shutdownGraceMs ?? D.shutdownGraceMs,
+    timeouts,
+    limits
   }
 }
