@@ -152,6 +152,8 @@ export class TlsFront {
       return
     }
     this.watch(server)
+    // The TLS socket inherits allowHalfOpen: without this, a client's EOF would leave it waiting.
+    socket.allowHalfOpen = false
     socket.unshift(bytes)
     server.emit('connection', socket)
   }

@@ -31,8 +31,8 @@ export type FailureReason = typeof FAILURE_REASONS[number]
 const PROTOCOL = /WRONG_VERSION_NUMBER|UNSUPPORTED_PROTOCOL|UNKNOWN_PROTOCOL|HTTPS?_REQUEST|HTTPS_PROXY_REQUEST|VERSION_TOO_(LOW|HIGH)|UNSUPPORTED_SSL_VERSION|INAPPROPRIATE_FALLBACK|BAD_PROTOCOL_VERSION/
 const NEGOTIATION = /NO_SHARED|NO_SUITABLE|NO_CIPHERS|NO_PROTOCOLS_AVAILABLE|NO_APPLICATION_PROTOCOL|NO_SUITABLE_KEY_SHARE|NO_COMMON_SIGNATURE|WRONG_CURVE|NO_SHARED_GROUPS/
 const MALFORMED = /LENGTH|TOO_SMALL|TOO_LONG|EXCESSIVE|UNEXPECTED|BAD_|DECODE|PARSE|INVALID|MISSING|DUPLICATE|RECORD|EXTENSION|COMPRESSION|CCS_RECEIVED_EARLY|ILLEGAL|MALFORMED/
-/** libssl's reasons when a signature could not be made, and the key bridge's own (keyd/bridge). */
-const SIGNING = /KEYD|KEYEDGE|SIGNATURE_FAIL|SIGN_FAIL|EVP_LIB|PROVIDER|INTERNAL_ERROR|DIGEST_SIGN|ERR_OSSL/
+/** The key bridge's errors (keyd/bridge): library "keyedge", reasons starting "keyd:". */
+const BRIDGE = /KEYD|KEYEDGE/
 
 /** The reason of a `tlsClientError` (Node maps OpenSSL's reason to `code`, e.g. ERR_SSL_NO_SHARED_CIPHER). */
 export function failureReason (err: NodeJS.ErrnoException): FailureReason {
@@ -40,10 +40,10 @@ export function failureReason (err: NodeJS.ErrnoException): FailureReason {
   if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout'
   if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_SSL_UNEXPECTED_EOF_WHILE_READING') return 'client_closed'
   if (/^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/.test(code)) return 'client_alert'
+  if (BRIDGE.test(code) || /\bkeyd\b|:keyedge:/i.test(err.message)) return 'keyd'
   if (!code.startsWith('ERR_SSL_') && !code.startsWith('ERR_OSSL_')) return 'other'
   if (PROTOCOL.test(code)) return 'protocol'
   if (NEGOTIATION.test(code)) return 'negotiation'
-  if (SIGNING.test(code) || /keyd/i.test(err.message)) return 'keyd'
   if (MALFORMED.test(code)) return 'malformed'
   return 'other'
 }
