@@ -31,19 +31,20 @@ export type HelloVerdict =
 
 /**
  * Reads one connection's first flight, chunk by chunk. Each byte is handled a bounded number of
- * times (copied once into the replay buffer, once more into the handshake message, and read once
- * when the body is parsed), so a ClientHello spread over one-byte records costs the same per byte
- * as one in a single record. Memory: the bytes to replay (at most 6 × 131,400 bytes: every record
- * carries at least one byte) plus the handshake message. Empty records are accepted as OpenSSL
- * accepts them (up to 32 in a row) but not kept once a non-empty record follows: OpenSSL would
- * accept the flight without them just the same, and keeping them would let 160 bytes of headers
- * ride on every byte of hello.
+ * times (kept once for the replay, copied once more into the handshake message, read once when the
+ * body is parsed), so a ClientHello spread over one-byte records costs the same per byte as one in
+ * a single record. Memory: the bytes to replay (at most 6 × 131,400: every record carries at least
+ * one byte) plus the handshake message. Empty records are accepted as OpenSSL accepts them (up to
+ * 32 in a row) but not kept once a non-empty record follows: OpenSSL would accept the flight
+ * without them just the same, and keeping them would let 160 bytes of headers ride on every byte.
  */
 export class ClientHelloReader {
-  /** The bytes the TLS server must see, in order: [0, #outLength). */
-  #out = Buffer.allocUnsafe(2048)
+  /** The bytes the TLS server must see, in order: [0, #outLength) … */
+  #out: Buffer | undefined
   #outLength = 0
-  /** A record header, possibly split across chunks. */
+  /** … or, when the whole flight came in one chunk and all of it is kept, that chunk. */
+  #whole: Buffer | undefined
+  /** A record header split across chunks (not in #out until it is known not to be empty). */
   readonly #header = Buffer.alloc(5)
   #headerHave = 0
   /** Payload bytes still expected in the current record. */
@@ -59,13 +60,9 @@ export class ClientHelloReader {
 
   /** The bytes to hand to the TLS server: what was received, less the empty records dropped. */
   bytes (): Buffer {
-    const pending = this.#verdict.status === 'partial' ? this.#pendingBytes() : Buffer.alloc(0)
-    return Buffer.concat([this.#out.subarray(0, this.#outLength), pending])
-  }
-
-  /** How many bytes the reader holds (for memory accounting). */
-  get heldBytes (): number {
-    return this.#out.length + (this.#message?.length ?? 0)
+    if (this.#whole !== undefined) return this.#whole
+    const kept = this.#out === undefined ? Buffer.alloc(0) : this.#out.subarray(0, this.#outLength)
+    return this.#verdict.status === 'partial' ? Buffer.concat([kept, this.#pendingBytes()]) : kept
   }
 
   /** Feeds the next chunk; returns the verdict, which stays fixed once it is not `partial`. */
@@ -74,89 +71,115 @@ export class ClientHelloReader {
       this.#append(chunk, 0, chunk.length)
       return this.#verdict
     }
+    const len = chunk.length
+    /** Start of the bytes of this chunk not yet kept (nor set aside as pending). */
+    let keepFrom = 0
     let p = 0
-    while (p < chunk.length && this.#verdict.status === 'partial') {
+    while (p < len && this.#verdict.status === 'partial') {
       if (this.#recordLeft > 0) {
-        const take = Math.min(this.#recordLeft, chunk.length - p)
-        this.#append(chunk, p, p + take)
+        const take = Math.min(this.#recordLeft, len - p)
         this.#payload(chunk, p, take)
         this.#recordLeft -= take
         p += take
         continue
       }
-      const take = Math.min(5 - this.#headerHave, chunk.length - p)
-      chunk.copy(this.#header, this.#headerHave, p, p + take)
-      this.#headerHave += take
-      p += take
-      // Not a handshake record, or not a TLS one (SSLv2-format hello, HTTP …): OpenSSL decides.
-      if (this.#header[0] !== HANDSHAKE) this.#decide({ status: 'unroutable', reason: 'not a TLS handshake record' })
-      else if (this.#headerHave >= 2 && this.#header[1] !== 3) this.#decide({ status: 'unroutable', reason: 'not a TLS record version' })
-      if (this.#verdict.status !== 'partial' || this.#headerHave < 5) continue
-      const length = this.#header.readUInt16BE(3)
-      if (length > MAX_RECORD_PAYLOAD) {
-        this.#decide({ status: 'unroutable', reason: 'record longer than 2^14' })
-      } else if (length === 0) {
-        this.#header.copy(this.#runHeaders, 5 * this.#emptyRun)
-        this.#headerHave = 0
-        if (++this.#emptyRun > MAX_EMPTY_RECORDS) this.#decide({ status: 'unroutable', reason: 'too many empty records' })
+      let header: Buffer
+      let at: number
+      if (this.#headerHave === 0 && len - p >= 5) {
+        header = chunk
+        at = p
+        p += 5
       } else {
-        this.#emptyRun = 0
-        this.#headerHave = 0
-        this.#append(this.#header, 0, 5)
-        this.#recordLeft = length
+        // A header split across chunks: set its bytes aside until it is complete.
+        this.#append(chunk, keepFrom, p)
+        const take = Math.min(5 - this.#headerHave, len - p)
+        chunk.copy(this.#header, this.#headerHave, p, p + take)
+        this.#headerHave += take
+        p += take
+        keepFrom = p
+        header = this.#header
+        at = 0
       }
+      const have = header === this.#header ? this.#headerHave : 5
+      // Not a handshake record, or not a TLS one (SSLv2-format hello, HTTP …): OpenSSL decides.
+      if (header[at] !== HANDSHAKE) { this.#decide('not a TLS handshake record'); break }
+      if (have >= 2 && header[at + 1] !== 3) { this.#decide('not a TLS record version'); break }
+      if (have < 5) continue
+      const length = (header[at + 3] << 8) | header[at + 4]
+      if (length > MAX_RECORD_PAYLOAD) { this.#decide('record longer than 2^14'); break }
+      if (length === 0) {
+        // Set the empty record's header aside: dropped once a non-empty record follows.
+        if (header === chunk) { this.#append(chunk, keepFrom, at); keepFrom = p }
+        header.copy(this.#runHeaders, 5 * this.#emptyRun, at, at + 5)
+        this.#headerHave = 0
+        if (++this.#emptyRun > MAX_EMPTY_RECORDS) { this.#decide('too many empty records'); break }
+        continue
+      }
+      this.#emptyRun = 0
+      if (header === this.#header) this.#append(this.#header, 0, 5)
+      this.#headerHave = 0
+      this.#recordLeft = length
     }
-    if (this.#verdict.status !== 'partial') this.#append(chunk, p, chunk.length)
+    // The usual case: the whole hello in one chunk, handed on as it came.
+    if (this.#out === undefined && keepFrom === 0 && this.#verdict.status !== 'partial') this.#whole = chunk
+    else this.#append(chunk, keepFrom, len)
     return this.#verdict
   }
 
-  /** Empty-record headers and a partial header not yet in #out. */
+  /** Empty-record headers and a partial header not yet kept. */
   #pendingBytes (): Buffer {
     return Buffer.concat([this.#runHeaders.subarray(0, 5 * this.#emptyRun), this.#header.subarray(0, this.#headerHave)])
   }
 
-  #decide (verdict: HelloVerdict): void {
-    if (verdict.status !== 'partial') {
-      const pending = this.#pendingBytes()
-      this.#append(pending, 0, pending.length)
-      this.#emptyRun = 0
-      this.#headerHave = 0
-    }
-    this.#verdict = verdict
+  /**
+   * The flight is not routable: keeps what was set aside (empty records, a partial header); the
+   * caller keeps the rest of the chunk. (When empty records are set aside, nothing of the current
+   * chunk before them is left unkept, so the order holds.)
+   */
+  #decide (reason: string): void {
+    const pending = this.#pendingBytes()
+    if (pending.length > 0) this.#append(pending, 0, pending.length)
+    this.#emptyRun = 0
+    this.#headerHave = 0
+    this.#verdict = { status: 'unroutable', reason }
   }
 
   #append (src: Buffer, from: number, to: number): void {
     const n = to - from
     if (n <= 0) return
-    if (this.#outLength + n > this.#out.length) {
-      const grown = Buffer.allocUnsafe(Math.max(this.#out.length * 2, this.#outLength + n))
-      this.#out.copy(grown, 0, 0, this.#outLength)
+    if (this.#whole !== undefined) {
+      const whole = this.#whole
+      this.#whole = undefined
+      this.#append(whole, 0, whole.length)
+    }
+    if (this.#out === undefined || this.#outLength + n > this.#out.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * (this.#out?.length ?? 1024), this.#outLength + n))
+      this.#out?.copy(grown, 0, 0, this.#outLength)
       this.#out = grown
     }
-    src.copy(this.#out, this.#outLength, from, to)
+    if (n < 16) for (let i = 0; i < n; i++) this.#out[this.#outLength + i] = src[from + i]
+    else src.copy(this.#out, this.#outLength, from, to)
     this.#outLength += n
   }
 
   /** Handshake payload bytes: the 4-byte header, then the body, copied once into its own buffer. */
   #payload (chunk: Buffer, p: number, n: number): void {
     if (this.#message === undefined) {
-      const take = Math.min(4 - this.#have, n)
-      chunk.copy(this.#head, this.#have, p, p + take)
-      this.#have += take
-      p += take
-      n -= take
-      if (this.#have >= 1 && this.#head[0] !== CLIENT_HELLO) { this.#verdict = { status: 'unroutable', reason: 'first handshake message is not a ClientHello' }; return }
+      while (this.#have < 4 && n > 0) { this.#head[this.#have++] = chunk[p++]; n-- }
+      if (this.#head[0] !== CLIENT_HELLO) { this.#verdict = { status: 'unroutable', reason: 'first handshake message is not a ClientHello' }; return }
       if (this.#have < 4) return
-      const length = this.#head.readUIntBE(1, 3)
+      const length = (this.#head[1] << 16) | (this.#head[2] << 8) | this.#head[3]
       if (length > MAX_CLIENT_HELLO_BODY) { this.#verdict = { status: 'unroutable', reason: 'ClientHello longer than OpenSSL reads' }; return }
       this.#message = Buffer.allocUnsafe(length)
       this.#have = 0
       if (length === 0) { this.#verdict = parseClientHelloBody(this.#message); return }
     }
-    const take = Math.min(this.#message.length - this.#have, n)
-    chunk.copy(this.#message, this.#have, p, p + take)
+    const message = this.#message
+    const take = Math.min(message.length - this.#have, n)
+    if (take < 16) for (let i = 0; i < take; i++) message[this.#have + i] = chunk[p + i]
+    else chunk.copy(message, this.#have, p, p + take)
     this.#have += take
-    if (this.#have === this.#message.length) this.#verdict = parseClientHelloBody(this.#message)
+    if (this.#have === message.length) this.#verdict = parseClientHelloBody(message)
   }
 }
 

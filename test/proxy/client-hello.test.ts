@@ -3,7 +3,7 @@
 // hands on, and what it leaves to OpenSSL (never rejecting anything itself).
 import t from 'tap'
 import { ClientHelloReader, MAX_CLIENT_HELLO_BODY, readClientHello } from '../../src/tls/client-hello.js'
-import { captureFirstFlight, firstHandshakeMessage, frame, growHello, MAX_HELLO_BODY } from '../helpers/hello-forge.js'
+import { captureFirstFlight, firstHandshakeMessage, frame, growHello, MAX_HELLO_BODY, splitRecords } from '../helpers/hello-forge.js'
 
 const hello13 = firstHandshakeMessage(await captureFirstFlight({ servername: 'api.Example.test' })) as Buffer
 const hello12 = firstHandshakeMessage(await captureFirstFlight({ servername: 'b.test', maxVersion: 'TLSv1.2' })) as Buffer
@@ -98,4 +98,32 @@ t.test('empty records: accepted as OpenSSL accepts them (32 in a row), not kept'
   const partial = new ClientHelloReader()
   partial.push(Buffer.concat([frame(hello13, 50).subarray(0, 55), empty(2), Buffer.from([22, 3])]))
   t.ok(partial.bytes().equals(Buffer.concat([frame(hello13, 50).subarray(0, 55), empty(2), Buffer.from([22, 3])])), 'before a verdict: the pending run and header are handed on')
+})
+
+t.test('any framing, any chunking: the same verdict, and the bytes handed on are the flight less its empty records', async t => {
+  let seed = 7
+  const random = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n }
+  const empty = Buffer.from([22, 3, 1, 0, 0])
+  for (let round = 0; round < 300; round++) {
+    const message = round % 2 === 0 ? hello13 : hello12
+    const framed = frame(message, () => 1 + random(round % 3 === 0 ? 4 : 300))
+    const parts: Buffer[] = []
+    for (const r of splitRecords(framed).records) {
+      for (let e = random(4) === 0 ? random(33) : 0; e > 0; e--) parts.push(empty)
+      parts.push(frame(r.payload, r.payload.length))
+    }
+    const flight = Buffer.concat(parts)
+    const reader = new ClientHelloReader()
+    let verdict = reader.push(Buffer.alloc(0))
+    for (let p = 0; p < flight.length;) {
+      const n = 1 + random(random(2) === 0 ? 7 : 2000)
+      verdict = reader.push(flight.subarray(p, p + n))
+      p += n
+    }
+    if (verdict.status !== 'ok' || !reader.bytes().equals(framed)) {
+      t.fail(`round ${round}: ${JSON.stringify(verdict)}`)
+      return
+    }
+  }
+  t.pass('300 random framings and chunkings')
 })
