@@ -117,6 +117,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   registerExpiryGauge(registry, certs)
 
   let tls = config.tls
+  // With one entry, no strict SNI and no session-cache split, every ClientHello goes to one server.
+  const helloMatters = (): boolean => certs.list().length > 1 || tls.strictSni || resumption.needsHello
+  let needsHello = helloMatters()
   const reload = (entries: readonly CertificateConfig[], nextTls: TlsConfig = tls): ReloadPlan => {
     const loaded: LoadedCertificate[] = []
     const results = entries.map((entry): EntryResult => {
@@ -139,6 +142,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
         if (!ok) throw new ReloadRefusedError(results.filter(r => !r.ok).map(r => `${r.name}: ${r.error ?? ''} (${r.code ?? ''})`))
         certs.replace(entries, loaded, nextTls)
         tls = nextTls
+        needsHello = helloMatters()
       }
     }
   }
@@ -156,8 +160,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     timeouts: config.timeouts,
     limits: new ConnectionLimits({ ...config.limits, registry }),
     route,
-    // With one entry, no strict SNI and no session-cache split, every ClientHello goes to one server.
-    needsHello: () => certs.list().length > 1 || tls.strictSni || resumption.needsHello
+    needsHello: () => needsHello
   })
   for (const cert of certs.list()) tlsServerFor(cert)
 
