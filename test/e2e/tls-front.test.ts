@@ -7,6 +7,7 @@ import { once } from 'node:events'
 import { join } from 'node:path'
 import { connect as netConnect } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
+import { Agent, request as httpsRequest } from 'node:https'
 import { readFileSync } from 'node:fs'
 import { startStack, startProxy, curl } from '../helpers/edge.js'
 import { admin } from '../helpers/rotation.js'
@@ -125,6 +126,9 @@ t.test('ClientHello timeout: nothing, or bytes trickled, closed after clientHell
 
 t.test('handshake timeout: a ClientHello then nothing, closed handshakeMs after accept; counted by reason', async t => {
   const failuresBefore = await metric(/edge_tls_handshake_failures_total\{reason="timeout"\} (\d+)/)
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  t.equal((await getOn(agent)).reused, false, 'a keep-alive connection, handshake done')
   const hello = frame(firstHandshakeMessage(await captureFirstFlight({ servername: 'localhost' })) as Buffer, 16_384)
   const a = await exchange(proxy.port, hello, { ms: 8000 })
   t.ok(describe(a.bytes).includes('handshake:2'), 'the server answered the hello (ServerHello …)')
@@ -134,7 +138,21 @@ t.test('handshake timeout: a ClientHello then nothing, closed handshakeMs after 
   t.equal(await metric(/edge_tls_handshake_failures_total\{reason="timeout"\} (\d+)/) - failuresBefore, 1, 'edge_tls_handshake_failures_total{reason="timeout"}, once')
   const r = await curl(['--cacert', stack.caFile, '-w', '%{http_code}', '-o', '/dev/null', `https://localhost:${proxy.port}/`])
   t.equal(r.stdout, '200', 'a normal client is served meanwhile and after')
+  const again = await getOn(agent)
+  t.same(again, { status: 200, reused: true }, 'the keep-alive connection made before outlived handshakeMs: the timer ends at Finished')
 })
+
+/** One GET through `agent`: its status and whether it reused a connection. */
+async function getOn (agent: Agent): Promise<{ status: number, reused: boolean }> {
+  return await new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port: proxy.port, servername: 'localhost', path: '/', headers: { host: 'localhost' }, ca, agent }, res => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
 
 /** A TLS handshake from 127.0.0.1: whether it completed. The socket is kept open in `keep`, else closed. */
 async function handshake (port: number, keep?: Array<{ destroy: () => void }>): Promise<boolean> {
