@@ -14,6 +14,7 @@ import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
 import type { CertEntryInfo } from '../tls/cert-info.js'
 import { CertFileWatcher } from '../tls/cert-watcher.js'
+import { collectGarbage } from '../tls/heap.js'
 import type { EntryResult } from './server.js'
 import type { ControlReply, ControlRequest } from './worker-control.js'
 
@@ -99,7 +100,10 @@ export class ClusterControl {
     } catch {
       this.#configText = undefined
     }
-    this.#watcher.watch(watchedFiles(this.#config, this.#configFile))
+    const files = watchedFiles(this.#config, this.#configFile)
+    this.#watcher.watch(files)
+    // The primary loaded the config too: after thousands of entries, one full collection lets V8 return that garbage.
+    if (files.length >= 10_000) collectGarbage()
   }
 
   get draining (): boolean { return this.#draining }
