@@ -63,7 +63,7 @@ export const TlsSchema = section({
   ticketRotationSeconds: int(10, 604_800, { default: 3600, description: 'a new ticket key encrypts every epoch of this length; keyd derives it from its master key and the epoch, see [resumption.md](resumption.md)' }),
   ticketPreviousKeys: int(0, 48, { default: 1, description: 'keys before the current one that still decrypt. Keep `ticketPreviousKeys × ticketRotationSeconds ≥ sessionTimeoutSeconds` (the proxy warns otherwise): then a rotation costs no full handshake' }),
   sessionCacheSize: int(0, 10_000_000, { default: 20_000, description: 'TLS 1.2 session-ID cache shared by the workers (held by the primary, LRU, entries expire after `sessionTimeoutSeconds`), in sessions; `0` turns it off. Used by clients without tickets (or with `sessionTickets: false`)' }),
-  contextCacheSize: int(1, 10_000_000, { default: 1000, description: 'certificate entries whose TLS contexts a worker keeps built. Every entry is checked at load, but its TLS context (about 50 KB) is built on the first ClientHello that selects it, and the least recently used ones are dropped beyond this many (their open connections keep working; the next ClientHello rebuilds, ~1–3 ms). See [benchmarks.md](benchmarks.md#many-certificates)' })
+  contextCacheSize: int(1, 10_000_000, { default: 1000, description: 'certificate entries whose TLS contexts a worker keeps built. Every entry is checked at load, but its TLS context (about 50 KB) is built on the first ClientHello that selects it, and the least recently used ones are dropped beyond this many (their open connections keep working; the next ClientHello rebuilds, ~1–3 ms). See [tls-front.md](tls-front.md#many-certificates)' })
 }, {
   default: {},
   description: 'TLS settings shared by every certificate',

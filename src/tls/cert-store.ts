@@ -223,8 +223,9 @@ export class CertStore {
     for (const [name, old] of this.#entries) if (next.get(name) !== old) dropped.push(old.id)
     const tlsChanged = !sameContextTls(tls, this.#tls)
     this.#entries = next
+    // The same list (a reload of the served entries) keeps its index.
+    if (list !== this.#list) this.#index = buildSniIndex(list)
     this.#list = list
-    this.#index = buildSniIndex(list)
     this.#tls = tls
     this.#spool.flush()
     // Once per load, counting every served pair that bypasses custody (checked now or kept).

@@ -2,14 +2,16 @@
 // contents settle after a change, with the files that changed. Watching directories (not files)
 // sees atomic renames and the Kubernetes `..data` symlink swap; the debounce lets a certificate and
 // its key land together. An event naming a watched file (or a symlink's target) checks that file
-// only; any other event (a `..data` swap, an unnamed event) checks every file. A file counts as
+// only; an event naming something else checks every file when that name is (still) a directory or
+// a symlink (a `..data` swap), and nothing when it is a plain file or gone (the temp file of an
+// atomic write, a log file); an unnamed event checks every file. A file counts as
 // changed when its stat changed and, for sets of up to 2,000 files, its contents too (a SHA-256 of
 // each). Beyond that the contents are not hashed (it would cost the primary a read of every file):
 // a changed stat is a change, and the workers' reload finds an unchanged file unchanged anyway.
 
 import { createHash } from 'node:crypto'
 import { lstatSync, readFileSync, realpathSync, statSync, watch, type FSWatcher, type Stats } from 'node:fs'
-import { basename, dirname } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import type { Logger } from 'pino'
 import { errorCode } from '../../lib/errors.js'
 
@@ -69,8 +71,10 @@ export class CertFileWatcher {
   /** Watched files by directory and name in it (a symlink's target under its own directory too). */
   #byName = new Map<string, Map<string, string[]>>()
   #watchers: FSWatcher[] = []
-  /** Files to check when the debounce ends; 'all' after an event that names none of them. */
+  /** Files to check when the debounce ends; 'all' after an unnamed event. */
   #pending: Set<string> | 'all' = new Set()
+  /** Other paths events named: looked at when the debounce ends. */
+  #others = new Set<string>()
   #timer: NodeJS.Timeout | undefined
   #firstPokeAt = 0
   #log: Logger
@@ -138,7 +142,8 @@ export class CertFileWatcher {
 
   #poke (dir: string, name: string | Buffer | null): void {
     const files = name === null ? undefined : this.#byName.get(dir)?.get(name.toString())
-    if (files === undefined) this.#pending = 'all'
+    if (name === null) this.#pending = 'all'
+    else if (files === undefined) this.#others.add(join(dir, name.toString()))
     else if (this.#pending !== 'all') for (const f of files) this.#pending.add(f)
     // Trailing debounce, but a directory that never goes quiet (a log file beside the config)
     // cannot postpone the check for more than a few debounce periods.
@@ -150,8 +155,13 @@ export class CertFileWatcher {
     }
     this.#timer = setTimeout(() => {
       this.#timer = undefined
-      const candidates = this.#pending === 'all' ? this.#files : [...this.#pending]
+      // A directory or symlink among the other names may be a swap that moved watched files (Kubernetes' `..data`).
+      const swapped = [...this.#others].some(path => {
+        try { return !lstatSync(path).isFile() } catch { return false }
+      })
+      const candidates = this.#pending === 'all' || swapped ? this.#files : [...this.#pending]
       this.#pending = new Set()
+      this.#others = new Set()
       const changed = candidates.filter(f => this.#changed(f))
       if (changed.length > 0) this.#onChange(changed)
     }, this.#debounceMs)
@@ -175,6 +185,7 @@ export class CertFileWatcher {
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
     this.#pending = new Set()
+    this.#others = new Set()
     for (const w of this.#watchers) w.close()
     this.#watchers = []
   }
