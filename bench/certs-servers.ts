@@ -25,29 +25,36 @@ export interface CertsServer {
   notifyChanged: (i: number) => void
   /** POST /reload on the admin listener (keyedge): the wall time and the report's durationMs. */
   adminReload?: () => Promise<{ wallMs: number, durationMs: number, loaded: number, unchanged: number | undefined }>
+  /** The mean time of the TLS contexts built on demand so far (keyedge's edge_tls_context_build_seconds), ms. */
+  contextBuildMs?: () => Promise<number | null>
   stop: () => Promise<void>
 }
 
 export interface ServerSetup {
   dir: string
   certs: ManyCerts
+  /** The key file every entry names: a plain private key, or a key reference (with `keyd`). */
+  keyFile: string
+  /** keyd's socket and the proxy client's secret file, for key references. */
+  keyd?: { socket: string, secretFile: string }
   n: number
   cpus: string | null
   /** How long a start may take before it counts as failed. */
   startTimeoutMs: number
 }
 
-const entryConfig = (certs: ManyCerts, n: number): unknown[] =>
-  Array.from({ length: n }, (_, i) => ({ name: `e${i}`, serverNames: [hostOf(i)], files: [{ cert: certs.certFile('ec', i), key: certs.keys.ec }] }))
+const entryConfig = (s: ServerSetup): unknown[] =>
+  Array.from({ length: s.n }, (_, i) => ({ name: `e${i}`, serverNames: [hostOf(i)], files: [{ cert: s.certs.certFile('ec', i), key: s.keyFile }] }))
 
 /** `keyedge proxy` (of the build whose CLI is `cli`) with N entries, 1 worker, an admin listener. */
 export async function startKeyedgeCerts (s: ServerSetup, label: string, cli: string): Promise<CertsServer> {
-  const file = join(s.dir, `keyedge-${label}-${s.n}.json`)
+  const file = join(s.dir, `keyedge-${label.replace(/\W+/g, '-')}-${s.n}.json`)
   writeFileSync(file, JSON.stringify({
     listen: { host: '127.0.0.1', port: 0 },
     workers: 1,
+    ...(s.keyd !== undefined ? { keyd: { socket: s.keyd.socket, clientName: 'proxy', secretFile: s.keyd.secretFile, timeoutMs: 1000 } } : {}),
     tls: { defaultCertificate: 'e0', sessionTickets: false, sessionCacheSize: 0 },
-    certificates: entryConfig(s.certs, s.n),
+    certificates: entryConfig(s),
     routes: [{ upstream: 'http://127.0.0.1:9' }],
     admin: { host: '127.0.0.1', port: 0, drainDelayMs: 0 },
     log: { level: 'info' }
@@ -81,6 +88,12 @@ export async function startKeyedgeCerts (s: ServerSetup, label: string, cli: str
       const report = await res.json() as { durationMs: number, results: unknown[], unchanged?: number }
       return { wallMs: Date.now() - w0, durationMs: report.durationMs, loaded: report.results.length, unchanged: report.unchanged }
     },
+    contextBuildMs: async () => {
+      const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(30_000) })).text()
+      const sum = /^edge_tls_context_build_seconds_sum(?:\{[^}]*\})? (\S+)/m.exec(text)?.[1]
+      const count = /^edge_tls_context_build_seconds_count(?:\{[^}]*\})? (\S+)/m.exec(text)?.[1]
+      return sum === undefined || count === undefined || Number(count) === 0 ? null : 1000 * Number(sum) / Number(count)
+    },
     stop: async () => {
       const tree = processTree(primary)
       await proc.stop('SIGINT')
@@ -95,7 +108,7 @@ export async function startNginxCerts (s: ServerSetup): Promise<CertsServer> {
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   for (const t of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, t), { recursive: true })
   const port = await freePort()
-  const servers = Array.from({ length: s.n }, (_, i) => `  server { listen 127.0.0.1:${port} ssl${i === 0 ? ' default_server' : ''}; server_name ${hostOf(i)}; ssl_certificate ${s.certs.certFile('ec', i)}; ssl_certificate_key ${s.certs.keys.ec}; return 200 "ok\\n"; }`)
+  const servers = Array.from({ length: s.n }, (_, i) => `  server { listen 127.0.0.1:${port} ssl${i === 0 ? ' default_server' : ''}; server_name ${hostOf(i)}; ssl_certificate ${s.certs.certFile('ec', i)}; ssl_certificate_key ${s.keyFile}; return 200 "ok\\n"; }`)
   const conf = join(dir, 'nginx.conf')
   writeFileSync(conf, `${process.getuid?.() === 0 ? 'user root root;\n' : ''}worker_processes 1;
 daemon off;

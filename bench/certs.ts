@@ -13,21 +13,24 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { connect } from 'node:tls'
 import { errorMessage } from '../lib/errors.js'
 import { hostOf, makeManyCerts, reissue, type ManyCerts } from '../test/helpers/many-certs.js'
+import { startStack } from '../test/helpers/edge.js'
 import { CLI } from '../test/helpers/paths.js'
 import { startKeyedgeCerts, startNginxCerts, type CertsServer, type ServerSetup } from './certs-servers.js'
 import { haveBinary } from './peers-native.js'
 import { pin, placement, rssKiB } from './proc-tree.js'
-import { intOption, outOption, runBench, runtimeEnv, writeResultFiles, type BenchContext, type OptionValues } from './runner.js'
+import { intOption, listOption, outOption, runBench, runtimeEnv, writeResultFiles, type BenchContext, type OptionValues } from './runner.js'
 
 export const USAGE = `usage: node dist/bench/run.js certs [options]   (or: npm run bench -- certs [options])
 
 keyedge with many certificate entries beside nginx (and another keyedge build): time to listen,
 memory of the primary and the worker, the first handshake of a cold name, one changed certificate
-served. One worker, keys in process, one name per entry; certificates made at start (one shared
-key, ~25 s per 100,000) in a temp dir removed at the end unless --keep-certs.
+served. One worker, one name per entry, every entry naming one shared key (~25 s per 100,000
+certificates, made at start in a temp dir removed at the end unless --keep-certs).
 
 options:
   --sizes LIST        entries per case (default 1000,10000,100000)
+  --custody LIST      in-process (keys in the proxy, as nginx has them), keyd (one key reference
+                      into a keyd started for the run, all entries sharing it); default in-process
   --nginx-max N       run nginx up to this many entries (default 10000; 0: never)
   --baseline DIR      also run the keyedge built in DIR (its dist/src/cli/main.js), e.g. a checkout of main
   --baseline-max N    run the baseline up to this many entries (default 10000)
@@ -39,12 +42,15 @@ options:
   -h, --help          this help
 `
 
-interface Options { sizes: number[], nginxMax: number, baseline: string | undefined, baselineMax: number, cold: number, settleS: number, keepCerts: string | undefined, pin: boolean, out: string }
+type Custody = 'in-process' | 'keyd'
+
+interface Options { sizes: number[], custody: Custody[], nginxMax: number, baseline: string | undefined, baselineMax: number, cold: number, settleS: number, keepCerts: string | undefined, pin: boolean, out: string }
 
 function parse (v: OptionValues): Options {
   const sizes = (typeof v.sizes === 'string' ? v.sizes : '1000,10000,100000').split(',').map(s => intOption('sizes', s.trim(), 0, 1, 1_000_000))
   return {
     sizes,
+    custody: listOption('custody', v.custody ?? 'in-process', { 'in-process': 'in-process', keyd: 'keyd' }) as Custody[],
     nginxMax: intOption('nginx-max', v['nginx-max'], 10_000, 0, 1_000_000),
     baseline: typeof v.baseline === 'string' ? resolve(v.baseline) : undefined,
     baselineMax: intOption('baseline-max', v['baseline-max'], 10_000, 0, 1_000_000),
@@ -61,11 +67,14 @@ export interface CertsRow {
   server: string
   listenMs: number
   primaryMiB: number
+  primarySettledMiB: number
   workerMiB: number
   workerSettledMiB: number
   /** Median TLS 1.3 handshake of a name never asked for, and of the same name right after. */
   coldMs: number
   warmMs: number
+  /** Mean time of the contexts built on demand (keyedge's own histogram), ms. */
+  contextBuildMs: number | null
   /** From the renewed file's rename to its certificate being served. */
   changeServedMs: number | null
   /** POST /reload with nothing changed (every file looked at): wall time. */
@@ -107,6 +116,7 @@ async function measure (server: CertsServer, n: number, o: Options, certs: ManyC
   const workerMiB = mib(workerRss())
   await sleep(o.settleS * 1000)
   const workerSettledMiB = mib(workerRss())
+  const primarySettledMiB = mib(rssKiB(server.pids()[0] as number))
   // Cold names spread over the entries, none asked for before; each timed, then again warm.
   const cold: number[] = []
   const warm: number[] = []
@@ -117,6 +127,7 @@ async function measure (server: CertsServer, n: number, o: Options, certs: ManyC
       warm.push((await handshake(server.port, i, ca)).ms)
     } catch (err) { problems.push(errorMessage(err)) }
   }
+  const contextBuildMs = await server.contextBuildMs?.().catch(() => null) ?? null
   let changeServedMs: number | null = null
   const r = n - 1
   try {
@@ -139,7 +150,7 @@ async function measure (server: CertsServer, n: number, o: Options, certs: ManyC
       say(`    POST /reload, nothing changed: ${rep.wallMs} ms (report ${rep.durationMs} ms, ${rep.loaded} loaded, ${String(rep.unchanged)} unchanged)`)
     } catch (err) { problems.push(`POST /reload: ${errorMessage(err)}`) }
   }
-  return { entries: n, server: server.label, listenMs: server.listenMs, primaryMiB, workerMiB, workerSettledMiB, coldMs: median(cold), warmMs: median(warm), changeServedMs, fullReloadMs, problems }
+  return { entries: n, server: server.label, listenMs: server.listenMs, primaryMiB, primarySettledMiB, workerMiB, workerSettledMiB, coldMs: median(cold), warmMs: median(warm), contextBuildMs, changeServedMs, fullReloadMs, problems }
 }
 
 const fmt = (v: number | null, digits = 0): string => v === null || Number.isNaN(v) ? '–' : v.toFixed(digits)
@@ -148,11 +159,11 @@ function markdown (rows: CertsRow[], env: Record<string, unknown>, o: Options): 
   const lines = [
     '# bench certs',
     '',
-    `Node ${String(env.node)} (OpenSSL ${String(env.openssl)}), ${String(env.cpus)} × ${String(env.cpuModel)}; ${String(env.placement)}. One worker, keys in process (one shared key file), one name per entry; cold handshakes: ${o.cold} names, TLS 1.3, medians; memory settled after ${o.settleS} s idle.`,
+    `Node ${String(env.node)} (OpenSSL ${String(env.openssl)}), ${String(env.cpus)} × ${String(env.cpuModel)}; ${String(env.placement)}. One worker, one name per entry, every entry naming one key file (a plain key in process, or a keyd key reference); cold handshakes: ${o.cold} names, TLS 1.3, medians; memory settled after ${o.settleS} s idle.`,
     '',
-    '| entries | server | listening (s) | primary / master RSS (MB) | worker RSS at listen (MB) | worker RSS settled (MB) | cold first handshake (ms) | warm (ms) | renewed file → served (ms) | POST /reload, nothing changed (ms) |',
+    '| entries | server | listening (s) | worker RSS at listen → settled (MB) | primary / master RSS at listen → settled (MB) | cold name, first handshake (ms) | warm (ms) | context build, mean (ms) | renewed file → served (ms) | POST /reload, nothing changed (ms) |',
     '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map(r => `| ${r.entries.toLocaleString('en-US')} | ${r.server} | ${fmt(r.listenMs / 1000, 1)} | ${fmt(r.primaryMiB)} | ${fmt(r.workerMiB)} | ${fmt(r.workerSettledMiB)} | ${fmt(r.coldMs, 1)} | ${fmt(r.warmMs, 1)} | ${fmt(r.changeServedMs)} | ${fmt(r.fullReloadMs)} |`)
+    ...rows.map(r => `| ${r.entries.toLocaleString('en-US')} | ${r.server} | ${fmt(r.listenMs / 1000, 1)} | ${fmt(r.workerMiB)} → ${fmt(r.workerSettledMiB)} | ${fmt(r.primaryMiB)} → ${fmt(r.primarySettledMiB)} | ${fmt(r.coldMs, 1)} | ${fmt(r.warmMs, 1)} | ${fmt(r.contextBuildMs, 2)} | ${fmt(r.changeServedMs)} | ${fmt(r.fullReloadMs)} |`)
   ]
   const problems = rows.flatMap(r => r.problems.map(p => `- ${r.server}, ${r.entries} entries: ${p}`))
   if (problems.length > 0) lines.push('', 'Problems:', ...problems)
@@ -168,36 +179,59 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
   if (o.nginxMax > 0 && !nginx) say('SKIP nginx: not installed (apt-get install -y nginx)')
   const dir = mkdtempSync(join(tmpdir(), 'keyedge-bench-certs-'))
   ctx.defer(() => rmSync(dir, { recursive: true, force: true }))
-  const certDir = o.keepCerts ?? join(dir, 'certs')
   const max = Math.max(...o.sizes)
-  const g0 = Date.now()
-  say(`certificates: ${max.toLocaleString('en-US')} in ${certDir} …`)
-  const certs = makeManyCerts(certDir, max, ['ec'], done => say(`  ${done.toLocaleString('en-US')}`))
-  say(`certificates ready in ${((Date.now() - g0) / 1000).toFixed(1)} s`)
-  const ca = readFileSync(certs.caFile)
+  const make = (certDir: string, spki?: Buffer): ManyCerts => {
+    const g0 = Date.now()
+    say(`certificates: ${max.toLocaleString('en-US')} in ${certDir} …`)
+    const made = makeManyCerts(certDir, max, ['ec'], done => say(`  ${done.toLocaleString('en-US')}`), spki)
+    say(`certificates ready in ${((Date.now() - g0) / 1000).toFixed(1)} s`)
+    return made
+  }
   const rows: CertsRow[] = []
-  for (const n of o.sizes) {
-    const setup: ServerSetup = { dir, certs, n, cpus: place.server, startTimeoutMs: Math.max(60_000, n * 3) }
-    const starts: Array<[string, () => Promise<CertsServer>]> = [['keyedge', async () => await startKeyedgeCerts(setup, 'this build', CLI)]]
-    if (o.baseline !== undefined && n <= o.baselineMax) starts.push(['baseline', async () => await startKeyedgeCerts({ ...setup, startTimeoutMs: Math.max(120_000, n * 60) }, 'baseline', join(o.baseline as string, 'dist', 'src', 'cli', 'main.js'))])
-    if (nginx && n <= o.nginxMax) starts.push(['nginx', async () => await startNginxCerts({ ...setup, startTimeoutMs: Math.max(120_000, n * 20) })])
-    for (const [what, start] of starts) {
-      say(`${n.toLocaleString('en-US')} entries · ${what}: starting …`)
-      let server: CertsServer
-      try {
-        server = await start()
-      } catch (err) {
-        rows.push({ entries: n, server: what, listenMs: NaN, primaryMiB: NaN, workerMiB: NaN, workerSettledMiB: NaN, coldMs: NaN, warmMs: NaN, changeServedMs: null, fullReloadMs: null, problems: [errorMessage(err).slice(0, 300)] })
-        say(`  FAIL ${errorMessage(err).slice(0, 300)}`)
-        continue
-      }
-      try {
-        const row = await measure(server, n, o, certs, ca, say)
-        rows.push(row)
-        say(`  listening in ${(row.listenMs / 1000).toFixed(1)} s; worker ${fmt(row.workerMiB)} MB at listen, ${fmt(row.workerSettledMiB)} MB settled; primary ${fmt(row.primaryMiB)} MB; cold handshake ${fmt(row.coldMs, 1)} ms (warm ${fmt(row.warmMs, 1)}); renewed → served ${fmt(row.changeServedMs)} ms`)
-        for (const p of row.problems) say(`  FAIL ${p}`)
-      } finally {
-        await server.stop()
+  for (const custody of o.custody) {
+    let keyFile: string
+    let certs: ManyCerts
+    let keyd: ServerSetup['keyd']
+    if (custody === 'in-process') {
+      certs = make(o.keepCerts ?? join(dir, 'certs'))
+      keyFile = certs.keys.ec
+    } else {
+      // keyd with its development certificates: every entry names the ECDSA key reference, the
+      // certificates are made here over the public key keyd holds for it.
+      const stack = await startStack()
+      ctx.defer(async () => await stack.stop())
+      const leaf = stack.certs.leaves.find(l => l.keyType === 'ec-p256')
+      if (leaf === undefined) throw new Error('no ECDSA development certificate in keyd')
+      const { spki } = await stack.keyd.admin.getPublicKey(leaf.keyName)
+      certs = make(join(dir, 'certs-keyd'), spki)
+      keyFile = leaf.keyRefFile
+      keyd = { socket: stack.keyd.paths.socket, secretFile: join(stack.keyd.paths.secretsDir, 'proxy.secret') }
+    }
+    const ca = readFileSync(certs.caFile)
+    for (const n of o.sizes) {
+      const setup: ServerSetup = { dir, certs, keyFile, ...(keyd !== undefined ? { keyd } : {}), n, cpus: place.server, startTimeoutMs: Math.max(60_000, n * 3) }
+      const label = custody === 'keyd' ? 'this build, key in keyd' : 'this build'
+      const starts: Array<[string, () => Promise<CertsServer>]> = [[`keyedge (${label})`, async () => await startKeyedgeCerts(setup, label, CLI)]]
+      if (custody === 'in-process' && o.baseline !== undefined && n <= o.baselineMax) starts.push(['keyedge (baseline)', async () => await startKeyedgeCerts({ ...setup, startTimeoutMs: Math.max(120_000, n * 60) }, 'baseline', join(o.baseline as string, 'dist', 'src', 'cli', 'main.js'))])
+      if (custody === 'in-process' && nginx && n <= o.nginxMax) starts.push(['nginx', async () => await startNginxCerts({ ...setup, startTimeoutMs: Math.max(120_000, n * 20) })])
+      for (const [what, start] of starts) {
+        say(`${n.toLocaleString('en-US')} entries · ${what}: starting …`)
+        let server: CertsServer
+        try {
+          server = await start()
+        } catch (err) {
+          rows.push({ entries: n, server: what, listenMs: NaN, primaryMiB: NaN, primarySettledMiB: NaN, workerMiB: NaN, workerSettledMiB: NaN, coldMs: NaN, warmMs: NaN, contextBuildMs: null, changeServedMs: null, fullReloadMs: null, problems: [errorMessage(err).slice(0, 300)] })
+          say(`  FAIL ${errorMessage(err).slice(0, 300)}`)
+          continue
+        }
+        try {
+          const row = await measure(server, n, o, certs, ca, say)
+          rows.push(row)
+          say(`  listening in ${(row.listenMs / 1000).toFixed(1)} s; worker ${fmt(row.workerMiB)} MB at listen, ${fmt(row.workerSettledMiB)} MB settled; primary ${fmt(row.primaryMiB)} → ${fmt(row.primarySettledMiB)} MB; cold handshake ${fmt(row.coldMs, 1)} ms (warm ${fmt(row.warmMs, 1)}, context build ${fmt(row.contextBuildMs, 2)}); renewed → served ${fmt(row.changeServedMs)} ms`)
+          for (const p of row.problems) say(`  FAIL ${p}`)
+        } finally {
+          await server.stop()
+        }
       }
     }
   }
@@ -215,6 +249,7 @@ export async function main (argv: string[]): Promise<number> {
     usage: USAGE,
     options: {
       sizes: { type: 'string' },
+      custody: { type: 'string' },
       'nginx-max': { type: 'string' },
       baseline: { type: 'string' },
       'baseline-max': { type: 'string' },

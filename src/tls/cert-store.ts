@@ -65,7 +65,7 @@ function sameFiles (entry: CertificateConfig, checked: CheckedEntry): boolean {
 const sameContextTls = (a: ContextTls, b: ContextTls): boolean =>
   a.minVersion === b.minVersion && a.maxVersion === b.maxVersion && a.ciphers === b.ciphers && a.sessionTimeoutSeconds === b.sessionTimeoutSeconds
 
-/** At most this many `certificate loaded` lines per load; the summary line counts the rest. */
+/** Up to this many entries read by a load get a `certificate loaded` line each; beyond, the summary line only. */
 const LOGGED_ENTRIES = 100
 /** A load that checked at least this many entries ends with a full garbage collection (heap.ts). */
 const COLLECT_AFTER_ENTRIES = 5000
@@ -237,7 +237,8 @@ export class CertStore {
       for (const p of entry.pairs) if (p.custody === 'in-process') { bypassed++; example ||= p.keyFile }
     }
     warnCustodyBypassed(this.#log, bypassed, example)
-    for (const name of loaded.slice(0, LOGGED_ENTRIES)) {
+    // One line per entry a load read when they are few; a summary for all of them in any case.
+    for (const name of loaded.length <= LOGGED_ENTRIES ? loaded : []) {
       const entry = next.get(name) as CheckedEntry
       for (const pair of entry.pairs) {
         this.#log.info({ certificate: name, certFile: pair.certFile, keyFile: pair.keyFile, custody: pair.custody, notAfter: new Date(entry.notAfter).toISOString() }, 'certificate loaded')

@@ -83,9 +83,10 @@ export const hostOf = (i: number): string => `h${i}.certs.test`
 /**
  * Makes (or finds, when a previous call in the same directory made at least `count`) `count`
  * certificates of each kind in `kinds` under `dir`: `ec/<i>.crt` and `rsa/<i>.crt`, valid 2 days.
- * `onProgress` hears every 10,000 certificates.
+ * `spki`: the EC certificates are for this public key (a key held elsewhere, e.g. in keyd: no `ec.key`
+ * then). `onProgress` hears every 10,000 certificates.
  */
-export function makeManyCerts (dir: string, count: number, kinds: readonly LeafKind[], onProgress: (done: number) => void = () => {}): ManyCerts {
+export function makeManyCerts (dir: string, count: number, kinds: readonly LeafKind[], onProgress: (done: number) => void = () => {}, spki?: Buffer): ManyCerts {
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const certFile = (kind: LeafKind, i: number): string => join(dir, kind, `${i}.crt`)
   const keys: Record<LeafKind, string> = { ec: join(dir, 'ec.key'), rsa: join(dir, 'rsa.key') }
@@ -106,13 +107,19 @@ export function makeManyCerts (dir: string, count: number, kinds: readonly LeafK
   writeFileSync(caFile, pem('CERTIFICATE', certificateDer({ host: issuer, spki: caSpki, issuer, caKey: ca.privateKey, notBefore, notAfter, ca: true })))
   let done = 0
   for (const kind of kinds) {
-    const pair = kind === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('rsa', { modulusLength: 2048 })
-    writeFileSync(keys[kind], pair.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
-    const spki = pair.publicKey.export({ type: 'spki', format: 'der' })
+    let leafSpki: Buffer
+    if (kind === 'ec' && spki !== undefined) {
+      leafSpki = spki
+      writeFileSync(join(dir, 'ec.spki'), spki)
+    } else {
+      const pair = kind === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('rsa', { modulusLength: 2048 })
+      writeFileSync(keys[kind], pair.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
+      leafSpki = pair.publicKey.export({ type: 'spki', format: 'der' })
+    }
     const caKey = createPrivateKey(readFileSync(caKeyFile))
     mkdirSync(join(dir, kind), { recursive: true, mode: 0o700 })
     for (let i = 0; i < count; i++) {
-      writeFileSync(certFile(kind, i), pem('CERTIFICATE', certificateDer({ host: hostOf(i), spki, issuer, caKey, notBefore, notAfter })))
+      writeFileSync(certFile(kind, i), pem('CERTIFICATE', certificateDer({ host: hostOf(i), spki: leafSpki, issuer, caKey, notBefore, notAfter })))
       if (++done % 10_000 === 0) onProgress(done)
     }
   }
@@ -126,10 +133,10 @@ export function makeManyCerts (dir: string, count: number, kinds: readonly LeafK
  */
 export function reissue (m: ManyCerts, kind: LeafKind, i: number, opts: { otherKey?: boolean } = {}): string {
   const caKey = createPrivateKey(readFileSync(join(m.dir, 'ca.key')))
-  const key = opts.otherKey === true
-    ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey
-    : createPrivateKey(readFileSync(m.keys[kind]))
-  const spki = (opts.otherKey === true ? key : createPublicKey(key)).export({ type: 'spki', format: 'der' })
+  const held = join(m.dir, `${kind}.spki`)
+  const spki = opts.otherKey === true
+    ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ type: 'spki', format: 'der' })
+    : existsSync(held) ? readFileSync(held) : createPublicKey(createPrivateKey(readFileSync(m.keys[kind]))).export({ type: 'spki', format: 'der' })
   const now = Date.now()
   return pem('CERTIFICATE', certificateDer({ host: hostOf(i), spki, issuer: 'keyedge bench many-certs CA', caKey, notBefore: new Date(now - 3600_000), notAfter: new Date(now + 2 * 86_400_000) }))
 }
