@@ -50,7 +50,7 @@ function parse (v: OptionValues): Options {
   const sizes = (typeof v.sizes === 'string' ? v.sizes : '1000,10000,100000').split(',').map(s => intOption('sizes', s.trim(), 0, 1, 1_000_000))
   return {
     sizes,
-    custody: listOption('custody', v.custody ?? 'in-process', { 'in-process': 'in-process', keyd: 'keyd' }) as Custody[],
+    custody: listOption('custody', v.custody ?? 'in-process', { 'in-process': 'in-process', keyd: 'keyd' }),
     nginxMax: intOption('nginx-max', v['nginx-max'], 10_000, 0, 1_000_000),
     baseline: typeof v.baseline === 'string' ? resolve(v.baseline) : undefined,
     baselineMax: intOption('baseline-max', v['baseline-max'], 10_000, 0, 1_000_000),
@@ -116,7 +116,7 @@ async function measure (server: CertsServer, n: number, o: Options, certs: ManyC
   const workerMiB = mib(workerRss())
   await sleep(o.settleS * 1000)
   const workerSettledMiB = mib(workerRss())
-  const primarySettledMiB = mib(rssKiB(server.pids()[0] as number))
+  const primarySettledMiB = mib(rssKiB(server.pids()[0]))
   // Cold names spread over the entries, none asked for before; each timed, then again warm.
   const cold: number[] = []
   const warm: number[] = []
