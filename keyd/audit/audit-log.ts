@@ -99,6 +99,18 @@ export class AuditLog {
   get failClosed (): boolean { return this.#o.failClosed }
   get durability (): 'fsync' | 'buffered' { return this.#o.durability }
 
+  /**
+   * Appends an entry and says when the operation it records may be answered: null = at once
+   * (buffered durability), else a promise that resolves once the entry is written (fsynced in
+   * `fsync` durability) and rejects with AuditLogError if it cannot be.
+   */
+  append (r: NewRecord): Promise<void> | null {
+    const written = this.record(r)
+    if (this.#o.durability === 'fsync') return written
+    written.catch(() => {})
+    return null
+  }
+
   /** Appends an entry; resolves once it is written (and fsynced in `fsync` durability). */
   async record (r: NewRecord): Promise<void> {
     if (this.#broken !== null) throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)

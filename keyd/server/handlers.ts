@@ -19,6 +19,7 @@ import {
 import { encodeKeyVersions } from '../protocol/key-versions.js'
 import type { BackupService } from '../backup/backup-service.js'
 import { backupOp } from './backup-ops.js'
+import { keyDenied, signDenied } from '../policy/access.js'
 
 /** A refusal that becomes an ERROR frame. */
 export class Refusal extends Error {
@@ -58,9 +59,7 @@ export function findKey (ctx: HandlerContext, items: Items): { info: KeyInfo, ve
   if (version === null) throw new Refusal(ErrorCode.BAD_FRAME, 'item KEY_VERSION has the wrong size')
   const info = ctx.keystore.get(name)
   if (info === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `no key named ${JSON.stringify(name.slice(0, 64))}`)
-  if (!ctx.client.keys.includes('*') && !ctx.client.keys.includes(name)) {
-    throw new Refusal(ErrorCode.FORBIDDEN, `client ${ctx.client.name} may not use key ${name}`)
-  }
+  const notGranted = keyDenied(ctx.client, name); if (notGranted !== null) throw new Refusal(ErrorCode.USAGE_FORBIDDEN, notGranted)
   if (info.state === 'destroyed') throw new Refusal(ErrorCode.KEY_DESTROYED, `key ${name} was destroyed at ${info.destroyedAt ?? '?'}`)
   if (version !== 0 && !info.versions.some(v => v.version === version)) {
     throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${name} has no version ${version}`)
@@ -115,6 +114,7 @@ function isOwnCertificateRequest (ctx: HandlerContext, info: KeyInfo, version: n
 function sign (ctx: HandlerContext, items: Items): Item[] {
   requireRight(ctx.client, 'sign')
   const { info, version } = findKey(ctx, items)
+  const denied = signDenied(ctx.client, info); if (denied !== null) throw new Refusal(ErrorCode.USAGE_FORBIDDEN, denied)
   const code = need(readUint(items, Tag.ALGORITHM, 2), 'ALGORITHM')
   const message = need(items.get(Tag.MESSAGE), 'MESSAGE')
   const encoding = readUint(items, Tag.SIG_ENCODING, 1) ?? 0

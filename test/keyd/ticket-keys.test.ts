@@ -14,7 +14,7 @@ import { tempHome } from '../helpers/paths.js'
 const master = Buffer.alloc(32, 7)
 const ctx = (dir: string, key = master, rights: Right[] = ['sign']): HandlerContext => ({
   keystore: new FileKeystore(join(tempHome(), dir), key),
-  client: { name: 'proxy', secretSha256: '0'.repeat(64), rights, keys: ['*'] },
+  client: { name: 'proxy', secretSha256: '0'.repeat(64), rights, usages: ['tls-server'], keys: ['*'] },
   stats: { signatures: 0, refused: 0 }
 })
 const items = (...list: Item[]): Map<number, Uint8Array> => parseItems(encodeFrame(0x06, 1, list).subarray(HEADER_SIZE)) ?? new Map()
