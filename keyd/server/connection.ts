@@ -33,7 +33,7 @@ export class Connection {
   arrived = 0
   readonly #socket: Socket
   readonly #o: ConnectionOptions
-  readonly #decoder: FrameDecoder
+  #decoder: FrameDecoder | null
   readonly #helloTimer: NodeJS.Timeout
   #requestBytes = 0
   #queuedBytes = 0
@@ -105,7 +105,10 @@ export class Connection {
     this.#o.metrics?.disconnected(reason)
     if (code !== undefined && !this.#socket.destroyed) {
       this.#o.onRefused(code)
-      this.#socket.end(encodeError(requestId, code, message ?? ''))
+      // The error frame goes out, then the socket goes; what the client still sends is read and
+      // dropped at once (#onData) rather than left buffered in a paused socket.
+      this.#socket.resume()
+      this.#socket.end(encodeError(requestId, code, message ?? ''), () => this.#socket.destroy())
       // A client that does not read even the error frame is not waited for.
       setTimeout(() => this.#socket.destroy(), 1000).unref()
     } else {
@@ -116,18 +119,25 @@ export class Connection {
 
   #onData (chunk: Buffer): void {
     if (this.#closed) return
+    const decoder = this.#decoder
+    if (decoder === null) return
     this.arrived = performance.now()
-    for (const ev of this.#decoder.push(chunk)) {
+    const limits = this.#o.budget.limits
+    // Before HELLO a frame bigger than the small buffer is refused from its length alone, before it is copied.
+    if (this.client === undefined && decoder.pending === 0 && chunk.length >= 4 && chunk.readUInt32BE(0) + 4 > limits.preHelloBytes) {
+      this.close('pre-hello-buffer', ErrorCode.FRAME_TOO_LARGE, `before HELLO a frame may be at most ${limits.preHelloBytes} bytes`)
+      return
+    }
+    for (const ev of decoder.push(chunk)) {
       if (this.#closed) return
       if (ev.kind === 'too-large') {
-        this.close('frame-too-large', ErrorCode.FRAME_TOO_LARGE, `frame of ${ev.length + 4} bytes is outside ${HEADER_SIZE}..${this.#decoder.maxFrame}`, ev.requestId ?? 0)
+        this.close('frame-too-large', ErrorCode.FRAME_TOO_LARGE, `frame of ${ev.length + 4} bytes is outside ${HEADER_SIZE}..${decoder.maxFrame}`, ev.requestId ?? 0)
         return
       }
       this.#o.onFrame(this, ev.frame)
     }
     if (this.#closed) return
-    const pending = this.#decoder.pending
-    const limits = this.#o.budget.limits
+    const pending = decoder.pending
     if (this.client === undefined && pending > limits.preHelloBytes) {
       this.close('pre-hello-buffer', ErrorCode.FRAME_TOO_LARGE, `before HELLO a connection may send at most ${limits.preHelloBytes} bytes`)
       return
@@ -171,6 +181,7 @@ export class Connection {
   #release (): void {
     if (this.#closed) return
     this.#closed = true
+    this.#decoder = null // a partial frame is garbage now
     clearTimeout(this.#helloTimer)
     if (this.#stallTimer !== null) clearTimeout(this.#stallTimer)
     if (this.#paused) this.#o.metrics?.paused(-1)

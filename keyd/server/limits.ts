@@ -22,8 +22,8 @@ export const CONNECTION_LIMITS: ConnectionLimits = {
   preHelloBytes: 4096,
   writeHighWater: 256 * 1024,
   maxConnectionBytes: 4 * 1024 * 1024,
-  freeBytesPerConnection: 64 * 1024,
-  sharedBytes: 64 * 1024 * 1024,
+  freeBytesPerConnection: 16 * 1024,
+  sharedBytes: 16 * 1024 * 1024,
   stallTimeoutMs: 30_000
 }
 
