@@ -7,7 +7,7 @@ import {
 import { ALGORITHMS, KEY_NAME_RE, keyFamily, isKeyType, isUsage } from '../algorithms.js'
 import { tlsMessageKind } from '../policy/tls-message.js'
 import { csrInfoPublicKey } from '../policy/csr-message.js'
-import type { Keystore, KeyInfo } from '../keystore/keystore.js'
+import { whenDone, type Keystore, type KeyInfo, type MaybeAsync } from '../keystore/keystore.js'
 import type { Client, Right } from './clients.js'
 import type { KeyPolicy } from '../policy/key-policy.js'
 import { getTicketKeys } from './ticket-keys.js'
@@ -111,7 +111,7 @@ function isOwnCertificateRequest (ctx: HandlerContext, info: KeyInfo, version: n
   return spki !== null && pub !== undefined && spki.equals(pub.key.export({ format: 'der', type: 'spki' }))
 }
 
-function sign (ctx: HandlerContext, items: Items): Item[] {
+function sign (ctx: HandlerContext, items: Items): MaybeAsync<Item[]> {
   requireRight(ctx.client, 'sign')
   const { info, version } = findKey(ctx, items)
   const denied = signDenied(ctx.client, info); if (denied !== null) throw new Refusal(ErrorCode.USAGE_FORBIDDEN, denied)
@@ -130,13 +130,14 @@ function sign (ctx: HandlerContext, items: Items): Item[] {
   if (verdict !== undefined && !verdict.ok) {
     throw new Refusal(verdict.reason.endsWith('rate') ? ErrorCode.RATE_LIMITED : ErrorCode.FORBIDDEN, verdict.message)
   }
-  const k = ctx.keystore.sign(info.name, version, alg, message, encoding === 1)
-  if (k === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
-  ctx.stats.signatures++
-  return [itemBytes(Tag.SIGNATURE, k.signature), itemU32(Tag.KEY_VERSION, k.version)]
+  return whenDone(ctx.keystore.sign(info.name, version, alg, message, encoding === 1), k => {
+    if (k === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
+    ctx.stats.signatures++
+    return [itemBytes(Tag.SIGNATURE, k.signature), itemU32(Tag.KEY_VERSION, k.version)]
+  })
 }
 
-function keyCreate (ctx: HandlerContext, items: Items): Item[] {
+function keyCreate (ctx: HandlerContext, items: Items): MaybeAsync<Item[]> {
   requireRight(ctx.client, 'admin')
   const name = need(readStr(items, Tag.KEY_NAME), 'KEY_NAME')
   const type = need(readStr(items, Tag.KEY_TYPE), 'KEY_TYPE')
@@ -147,13 +148,14 @@ function keyCreate (ctx: HandlerContext, items: Items): Item[] {
   if (!isUsage(usage)) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `unknown usage ${JSON.stringify(usage.slice(0, 32))}`)
   if (ctx.keystore.get(name)?.state === 'destroyed') throw new Refusal(ErrorCode.KEY_DESTROYED, `the name ${name} belongs to a destroyed key and is not reused`)
   if (ctx.keystore.get(name) !== undefined) throw new Refusal(ErrorCode.KEY_EXISTS, `a key named ${name} exists`)
-  const info = ctx.keystore.create(name, type, usage)
-  const pub = ctx.keystore.publicKey(name, 0)
-  if (pub === undefined) throw new Refusal(ErrorCode.INTERNAL, 'created key not found')
-  return publicKeyItems(info, pub.version, pub.key)
+  return whenDone(ctx.keystore.create(name, type, usage), info => {
+    const pub = ctx.keystore.publicKey(name, 0)
+    if (pub === undefined) throw new Refusal(ErrorCode.INTERNAL, 'created key not found')
+    return publicKeyItems(info, pub.version, pub.key)
+  })
 }
 
-function keyRotate (ctx: HandlerContext, items: Items): Item[] {
+function keyRotate (ctx: HandlerContext, items: Items): MaybeAsync<Item[]> {
   requireRight(ctx.client, 'admin')
   const name = need(readStr(items, Tag.KEY_NAME), 'KEY_NAME')
   const existing = ctx.keystore.get(name)
@@ -161,10 +163,11 @@ function keyRotate (ctx: HandlerContext, items: Items): Item[] {
   if (existing.state === 'destroyed') throw new Refusal(ErrorCode.KEY_DESTROYED, `key ${name} was destroyed at ${existing.destroyedAt ?? '?'}`)
   const grace = readUint(items, Tag.SIGN_GRACE_SECONDS, 4)
   if (grace === null) throw new Refusal(ErrorCode.BAD_FRAME, 'item SIGN_GRACE_SECONDS has the wrong size')
-  const info = ctx.keystore.rotate(name, grace === undefined ? {} : { signGraceSeconds: grace === GRACE_UNLIMITED ? null : grace })
-  const pub = ctx.keystore.publicKey(name, info.currentVersion)
-  if (pub === undefined) throw new Refusal(ErrorCode.INTERNAL, 'rotated key version not found')
-  return publicKeyItems(info, pub.version, pub.key)
+  return whenDone(ctx.keystore.rotate(name, grace === undefined ? {} : { signGraceSeconds: grace === GRACE_UNLIMITED ? null : grace }), info => {
+    const pub = ctx.keystore.publicKey(name, info.currentVersion)
+    if (pub === undefined) throw new Refusal(ErrorCode.INTERNAL, 'rotated key version not found')
+    return publicKeyItems(info, pub.version, pub.key)
+  })
 }
 
 function keyList (ctx: HandlerContext): Item[] {
@@ -172,7 +175,7 @@ function keyList (ctx: HandlerContext): Item[] {
   return [itemStr(Tag.JSON, JSON.stringify(ctx.keystore.list().map(k => keyDetail(ctx.keystore, k, false))))]
 }
 
-const handlers = new Map<number, (ctx: HandlerContext, items: Items) => Item[]>([
+const handlers = new Map<number, (ctx: HandlerContext, items: Items) => MaybeAsync<Item[]>>([
   [Op.PING, ping],
   [Op.GET_PUBLIC_KEY, getPublicKey],
   [Op.SIGN, sign],
@@ -193,9 +196,9 @@ const handlers = new Map<number, (ctx: HandlerContext, items: Items) => Item[]>(
   [Op.BACKUP_RESTORE, (ctx, items) => backupOp('restore', ctx, items)]
 ])
 
-/** Runs one authenticated request. @throws Refusal for every expected failure. */
-export function handle (ctx: HandlerContext, opcode: number, requestId: number, items: Items): Buffer {
+/** Runs one authenticated request; a promise when the keystore works off the event loop. @throws Refusal for every expected failure (or rejects with it). */
+export function handle (ctx: HandlerContext, opcode: number, requestId: number, items: Items): MaybeAsync<Buffer> {
   const h = handlers.get(opcode)
   if (h === undefined) throw new Refusal(ErrorCode.UNKNOWN_OPCODE, `unknown opcode 0x${opcode.toString(16)}`)
-  return encodeFrame(opcode | 0x80, requestId, h(ctx, items))
+  return whenDone(h(ctx, items), answer => encodeFrame(opcode | 0x80, requestId, answer))
 }

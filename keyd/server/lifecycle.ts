@@ -2,7 +2,7 @@
 // attestation, and the sign-grace rule for older versions after a rotation.
 import { Tag, ErrorCode, readStr, itemStr, itemBytes, itemU32, type Item } from '../protocol/codec.js'
 import { ALGORITHMS, KEY_NAME_RE, isUsage, keyFamily } from '../algorithms.js'
-import type { KeyInfo, Keystore } from '../keystore/keystore.js'
+import { whenDone, type KeyInfo, type Keystore, type MaybeAsync } from '../keystore/keystore.js'
 import { WRAPPING_KEY_BITS, type CustodyKeys } from '../keystore/custody-keys.js'
 import { parseImportedKey, unwrapImport } from '../keystore/key-import.js'
 import { KeyMaterialError } from '../errors.js'
@@ -81,20 +81,20 @@ export function keyInfo (ctx: HandlerContext, items: Items): Item[] {
   return [itemStr(Tag.KEY_NAME, info.name), itemStr(Tag.JSON, JSON.stringify(keyDetail(ctx.keystore, info, true)))]
 }
 
-function setState (ctx: HandlerContext, items: Items, state: 'enabled' | 'disabled'): Item[] {
+function setState (ctx: HandlerContext, items: Items, state: 'enabled' | 'disabled'): MaybeAsync<Item[]> {
   const info = existing(ctx, items)
-  const updated = supported(ctx.keystore, 'setState')(info.name, state)
-  return [itemStr(Tag.KEY_NAME, info.name), itemStr(Tag.JSON, JSON.stringify(keyDetail(ctx.keystore, updated, false)))]
+  return whenDone(supported(ctx.keystore, 'setState')(info.name, state), updated =>
+    [itemStr(Tag.KEY_NAME, info.name), itemStr(Tag.JSON, JSON.stringify(keyDetail(ctx.keystore, updated, false)))])
 }
 
 // Function declarations, not consts: handlers.ts registers these while this module may still be loading.
-export function keyDisable (ctx: HandlerContext, items: Items): Item[] { return setState(ctx, items, 'disabled') }
-export function keyEnable (ctx: HandlerContext, items: Items): Item[] { return setState(ctx, items, 'enabled') }
+export function keyDisable (ctx: HandlerContext, items: Items): MaybeAsync<Item[]> { return setState(ctx, items, 'disabled') }
+export function keyEnable (ctx: HandlerContext, items: Items): MaybeAsync<Item[]> { return setState(ctx, items, 'enabled') }
 
-export function keyDestroy (ctx: HandlerContext, items: Items): Item[] {
+export function keyDestroy (ctx: HandlerContext, items: Items): MaybeAsync<Item[]> {
   const info = existing(ctx, items)
-  const updated = supported(ctx.keystore, 'destroy')(info.name)
-  return [itemStr(Tag.KEY_NAME, info.name), itemStr(Tag.JSON, JSON.stringify(keyDetail(ctx.keystore, updated, false)))]
+  return whenDone(supported(ctx.keystore, 'destroy')(info.name), updated =>
+    [itemStr(Tag.KEY_NAME, info.name), itemStr(Tag.JSON, JSON.stringify(keyDetail(ctx.keystore, updated, false)))])
 }
 
 function custody (ctx: HandlerContext): CustodyKeys {

@@ -12,7 +12,7 @@ import { handle, Refusal, type SignStats } from './handlers.js'
 import { Connection } from './connection.js'
 import { CONNECTION_LIMITS, MemoryBudget, type ConnectionLimits } from './limits.js'
 import type { ClientRegistry, Client } from './clients.js'
-import type { Keystore } from '../keystore/keystore.js'
+import type { Keystore, MaybeAsync } from '../keystore/keystore.js'
 import { KeydConfigError, KeydError } from '../errors.js'
 import type { AuditLog } from '../audit/audit-log.js'
 import { decodeShare, type Share } from '../keystore/shamir.js'
@@ -218,9 +218,12 @@ export class KeydServer {
     }
     const started = performance.now()
     const queued = started - conn.arrived
-    let answer: Buffer | Promise<Buffer>
+    const run = (): MaybeAsync<Buffer> => handle({ keystore: keystore as Keystore, client, stats: this.stats, policy: this.#opts.policy, custody: this.#opts.custody, backup: this.#opts.backup }, f.opcode, f.requestId, items)
+    let answer: MaybeAsync<Buffer>
     try {
-      answer = handle({ keystore: keystore as Keystore, client, stats: this.stats, policy: this.#opts.policy, custody: this.#opts.custody, backup: this.#opts.backup }, f.opcode, f.requestId, items)
+      // keyd's wrapping key is generated at first start off the event loop; an admin request in the first seconds waits for it.
+      const custody = this.#opts.custody
+      answer = custody !== null && !custody.isReady && f.opcode >= Op.KEY_CREATE ? custody.ready.then(run) : run()
     } catch (err) {
       answer = this.#refusalFrame(f, err)
     }
