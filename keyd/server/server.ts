@@ -258,14 +258,21 @@ export class KeydServer {
     const violations = result === 'USAGE_FORBIDDEN' ? 1 : batch?.filter(r => r.result === 'USAGE_FORBIDDEN').length ?? 0
     if (violations > 0) this.#accessViolation(client, f, items, violations)
     if (audit === null || f.opcode === Op.PING) { conn.done(size); conn.reply(answer); return }
-    const waits = (batch ?? [auditRecordFor(client.name, f.opcode, items, result)]).map(r => audit.append(r)).filter((w): w is Promise<void> => w !== null)
-    if (waits.length === 0) { conn.done(size); conn.reply(answer); return }
-    // Held until the entries are written: fsync durability, or a buffered log whose reserve is spent.
-    Promise.all(waits).then(() => { conn.done(size); conn.reply(answer) }, () => {
+    const unaudited = (): void => {
       conn.done(size)
       if (audit.failClosed) this.#refuse(conn, f.requestId, ErrorCode.AUDIT_UNAVAILABLE, 'the audit log cannot be written; keyd is fail-closed')
       else conn.reply(answer)
-    })
+    }
+    let waits: Array<Promise<void>>
+    try {
+      waits = (batch ?? [auditRecordFor(client.name, f.opcode, items, result)]).map(r => audit.append(r)).filter((w): w is Promise<void> => w !== null)
+    } catch {
+      unaudited() // the log became unwritable while this request ran
+      return
+    }
+    if (waits.length === 0) { conn.done(size); conn.reply(answer); return }
+    // Held until the entries are written: fsync durability, or buffered entries beyond what the space reserve covers.
+    Promise.all(waits).then(() => { conn.done(size); conn.reply(answer) }, unaudited)
   }
 
   #lastViolationLog = 0
