@@ -12,6 +12,10 @@ export class KeydMetrics {
   readonly #ops: Counter<'op' | 'key' | 'result'>
   readonly #duration: Histogram<'op' | 'phase'>
   readonly #refused: Counter<'reason'>
+  readonly #violations: Counter<'client'>
+  readonly #disconnects: Counter<'reason'>
+  #pausedConnections = 0
+  #load: () => { connections: number, heldBytes: number, sharedBytes: number } = () => ({ connections: 0, heldBytes: 0, sharedBytes: 0 })
 
   constructor (health: KeydHealth) {
     collectDefaultMetrics({ register: this.registry, prefix: 'keyd_' })
@@ -21,6 +25,32 @@ export class KeydMetrics {
     new Gauge({ name: 'keyd_sealed', help: '1 while keyd is sealed', registers: [this.registry], collect () { this.set(health.sealed() ? 1 : 0) } })
     new Gauge({ name: 'keyd_audit_writable', help: '0 once the audit log cannot be written', registers: [this.registry], collect () { this.set(health.auditWritable() ? 1 : 0) } })
     new Gauge({ name: 'keyd_audit_backlog', help: 'audit entries recorded but not yet on disk', registers: [this.registry], collect () { this.set(health.auditBacklog()) } })
+    this.#violations = new Counter({ name: 'keyd_access_violations_total', help: 'requests refused with USAGE_FORBIDDEN (a key or usage outside the client\'s rights), by authenticated client', labelNames: ['client'], registers: [this.registry] })
+    this.#disconnects = new Counter({ name: 'keyd_disconnects_total', help: 'connections keyd closed, by reason (hello-timeout, frame-too-large, pre-hello-buffer, memory, stalled, unknown-client, revoked)', labelNames: ['reason'], registers: [this.registry] })
+    const self = this
+    new Gauge({ name: 'keyd_connections', help: 'open client connections', registers: [this.registry], collect () { this.set(self.#load().connections) } })
+    new Gauge({ name: 'keyd_connection_held_bytes', help: 'bytes held for clients: partial frames, unanswered requests, unread answers', registers: [this.registry], collect () { this.set(self.#load().heldBytes) } })
+    new Gauge({ name: 'keyd_connection_shared_bytes', help: 'bytes drawn from the shared memory budget (beyond each connection\'s free allowance)', registers: [this.registry], collect () { this.set(self.#load().sharedBytes) } })
+    new Gauge({ name: 'keyd_connections_paused', help: 'connections keyd stopped reading because their client leaves answers unread', registers: [this.registry], collect () { this.set(self.#pausedConnections) } })
+  }
+
+  /** Where the connection gauges read from (the server registers itself). */
+  watchConnections (load: () => { connections: number, heldBytes: number, sharedBytes: number }): void {
+    this.#load = load
+  }
+
+  /** `count` requests (SIGN_BATCH entries count one each) outside `client`'s rights. */
+  accessViolation (client: string, count = 1): void {
+    this.#violations.inc({ client }, count)
+  }
+
+  disconnected (reason: string): void {
+    this.#disconnects.inc({ reason })
+  }
+
+  /** A connection was paused (+1) or resumed or closed while paused (-1). */
+  paused (delta: 1 | -1): void {
+    this.#pausedConnections += delta
   }
 
   /** One finished request: `queueSec` from its arrival to its start, `execSec` running it. */

@@ -50,7 +50,8 @@ serve options:
   --passphrase-file F   unseal the keystore with the passphrase in F (or set KEYEDGE_KEYD_PASSPHRASE)
   --audit MODE          buffered (default: appended within one event-loop turn), fsync (answer only
                         once the entry is on disk), or off (benchmarks only)
-  --audit-fail-open     keep signing when the audit log cannot be written (default: refuse)
+  --audit-fail-open     keep signing when the audit log cannot be written (default: refuse until
+                        a probe write succeeds again, every 0.5 s)
   --metrics-port N      serve /metrics and /healthz on 127.0.0.1:N (default: off; 0 = any free port)
   --pkcs11-module PATH  keep signing keys in a PKCS#11 token instead of the file store: the module keyd
                         loads, p11-kit-client.so (the real module runs in "p11-kit server"; keyd reaches it
@@ -206,6 +207,9 @@ function auditVerify (paths: ReturnType<typeof homePaths>, dev: boolean, passphr
   const r = verifyAuditLog(file, checkpointFile, auditKey(master.key))
   master.key.fill(0)
   for (const p of r.problems) process.stdout.write(`PROBLEM: ${p}\n`)
+  process.stdout.write(`written: ${r.entries} entries (last seq ${r.lastSeq}), durability ${r.durability ?? 'not recorded'}\n`)
+  for (const a of r.acknowledgedNotWritten) process.stdout.write(`acknowledged but not written: ${a}\n`)
+  for (const a of r.neverAcknowledged) process.stdout.write(`never acknowledged: ${a}\n`)
   process.stdout.write(`${r.problems.length === 0 ? 'audit log OK' : 'audit log FAILED'}: ${r.entries} entries, last seq ${r.lastSeq}, checkpoint seq ${r.checkpointSeq ?? 'none'}\n`)
   return r.problems.length === 0 ? 0 : 1
 }

@@ -16,8 +16,8 @@ const KEYS = [
   { name: 'ca-rsa', type: 'rsa-2048', usage: 'cert-sign', rotations: 1 },
   { name: 'tok-ed', type: 'ed25519', usage: 'token-sign', rotations: 1 }
 ]
-// The restored keyd must enforce this at once: proxy may not sign with ca-rsa.
-const POLICY = JSON.stringify({ keys: { 'ca-rsa': { clients: ['admin'] } } }, null, 2) + '\n'
+// The restored keyd must enforce this at once: proxy may not sign with jwt-384 (ca-rsa it may not use anyway: cert-sign).
+const POLICY = JSON.stringify({ keys: { 'jwt-384': { clients: ['admin'] } } }, null, 2) + '\n'
 
 const srcHome = tempHome()
 mkdirSync(join(srcHome, 'keyd'), { recursive: true, mode: 0o700 })
@@ -82,12 +82,12 @@ t.test('passphrase bundle: full round trip into a new keyd', async t => {
   for (const key of KEYS) {
     for (let v = 1; v <= key.rotations + 1; v++) {
       const original = (await a.admin.getPublicKey(key.name, v)).publicKey
-      const signer = key.name === 'ca-rsa' ? b.admin : proxyB
+      const signer = key.name === 'ca-rsa' || key.name === 'jwt-384' ? b.admin : proxyB
       t.ok(await signsFor(signer, key.name, v, key.type, key.usage, original), `${key.name} v${v}: restored keyd's signature verifies with the original public key`)
     }
   }
   t.equal(readFileSync(join(b.paths.keydDir, 'policy.json'), 'utf8'), POLICY, 'policy.json restored')
-  await t.rejects(proxyB.sign('ca-rsa', 'rsa-pss-sha256', Buffer.from('x')), { code: 'KEYD_ERR_FORBIDDEN' }, 'restored policy applies without a restart')
+  await t.rejects(proxyB.sign('jwt-384', 'ecdsa-sha384', Buffer.from('x')), { code: 'KEYD_ERR_FORBIDDEN' }, 'restored policy applies without a restart')
   t.notOk(existsSync(join(b.paths.keydDir, 'restore')), 'no staging directory left')
 
   await t.rejects(wireRestore(b.admin, bytes, { passphrase: 'correct horse battery staple' }), { code: 'KEYD_ERR_RESTORE_NOT_EMPTY' }, 'a keyd with keys refuses a restore')

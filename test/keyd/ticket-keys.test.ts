@@ -56,7 +56,7 @@ t.test('key-set codec round trip and malformed sizes', async t => {
 t.test('refusals through the dispatch table: no sign right, missing or out-of-range items', async t => {
   const state = { keystore: ctx('f'), audit: null, custody: null, backup: null, policy: new KeyPolicy(), metrics: null, logger: pino({ level: 'silent' }) }
   const refused = (rights: Right[], list: Item[]): number | string => {
-    const client = { name: 'proxy', secretSha256: '0'.repeat(64), rights, keys: ['*'] }
+    const client = { name: 'proxy', secretSha256: '0'.repeat(64), rights, usages: ['tls-server' as const], keys: ['*'] }
     const frame = { version: 1, opcode: Op.GET_TICKET_KEYS, flags: 0, requestId: 1, payload: new Uint8Array(0) }
     const out = new Dispatcher(state, { signatures: 0, refused: 0 }).run(client, frame, items(...list), performance.now())
     if (out instanceof Promise) return 'async'
