@@ -63,7 +63,16 @@ export async function main (argv: string[]): Promise<number> {
     throw err
   }
   const log = createLogger({ level: config.log.level, name: 'keyedge-proxy' }).child({ role: 'primary' })
-  const execArgv = await bridgeExecArgv(config, log)
+  let execArgv: string[]
+  try {
+    execArgv = await bridgeExecArgv(config, log)
+  } catch (err) {
+    if (err instanceof ConfigInvalidError) {
+      process.stderr.write(`${err.message}\n`)
+      return 1
+    }
+    throw err
+  }
   return await runPrimary({
     config,
     configFile: config.file ?? values.config,

@@ -41,6 +41,8 @@ export function devProxyConfig (paths: HomePaths, certs: DevCertificates, opts: 
     certificates: [{ name: 'localhost', serverNames: ['localhost', '*.localhost', '127.0.0.1', '::1'], files: certs.leaves.map(l => ({ cert: l.certFile, key: l.keyRefFile })) }],
     routes: [{ host: '*', pathPrefix: '/', upstream: opts.upstream }],
     trustedProxies: [],
+    // The proxy's own files (its OpenSSL config) stay out of keyd's directories.
+    stateDir: join(paths.home, 'proxy'),
     // Ctrl-C and `keyedge start` stopping need no readiness drain.
     ...(opts.adminPort !== undefined ? { admin: { host: '127.0.0.1', port: opts.adminPort, drainDelayMs: 0 } } : {})
   }
