@@ -1,0 +1,100 @@
+// Every command and subcommand answers its own --help: exit 0, a usage line naming that very
+// command, and every option its help lists accepted by its parser (given all at once, with --help).
+import t from 'tap'
+import { spawnCli } from '../helpers/processes.js'
+
+async function run (args: string[]): Promise<{ code: number | null, out: string }> {
+  const p = spawnCli(args)
+  const { code } = await p.exited
+  return { code, out: p.lines.join('\n') }
+}
+
+/** The lines of the indented list after the `Commands:` heading. */
+function commandList (help: string): string[] {
+  const lines = help.split('\n')
+  const from = lines.indexOf('Commands:')
+  const out: string[] = []
+  for (const l of lines.slice(from + 1)) {
+    const m = /^ {2}(\S+(?: [a-z][a-z-]*)?) {2,}/.exec(l)
+    if (m === null) break
+    out.push(m[1] as string)
+  }
+  return out
+}
+
+/**
+ * The options a help text lists: each indented line that starts with a flag, up to the column of
+ * its description; `--flag VALUE` takes a value. Several flags may share a line (`--shares N --threshold M`).
+ */
+function listedOptions (help: string): Array<{ flag: string, value: boolean }> {
+  const found = new Map<string, boolean>()
+  for (const line of help.split('\n')) {
+    const m = /^ +(?:-\w, )?(--[a-z].*?)(?: {2,}|$)/.exec(line)
+    if (m === null) continue
+    for (const f of (m[1] as string).matchAll(/(--[a-z][a-z0-9-]*)(?: ([^\s-]\S*))?/g)) found.set(f[1] as string, f[2] !== undefined)
+  }
+  return [...found].map(([flag, value]) => ({ flag, value }))
+}
+
+const top = await run(['--help'])
+t.equal(top.code, 0)
+const commands = commandList(top.out)
+const keydHelp = await run(['keyd', '--help'])
+const keydCommands = commandList(keydHelp.out)
+const certHelp = await run(['cert', '--help'])
+const certCommands = [...certHelp.out.matchAll(/keyedge cert ([a-z]+)/g)].map(m => m[1] as string)
+
+const paths: string[][] = [
+  ...commands.map(c => [c]),
+  ...keydCommands.map(c => ['keyd', ...c.split(' ')]),
+  ...['key', 'audit', 'backup'].map(g => ['keyd', g]),
+  ...[...new Set(certCommands)].map(c => ['cert', c])
+]
+
+t.test('the lists hold the commands this issue is about', async t => {
+  for (const c of ['start', 'proxy', 'validate', 'keyd', 'cert', 'import', 'upstream']) t.ok(commands.includes(c), c)
+  for (const c of ['serve', 'key import', 'key ref', 'audit verify', 'audit export', 'backup restore', 'unseal']) t.ok(keydCommands.includes(c), `keyd ${c}`)
+  t.same([...new Set(certCommands)].sort(), ['dev', 'renew'])
+  t.match(top.out, /npx keyedge/, 'the top help says how to run it from a checkout')
+})
+
+t.test('each one prints its own usage and accepts every option it lists', async t => {
+  const generic = new Map([['keyd', keydHelp.out], ['cert', certHelp.out]])
+  // A few at a time: each is a Node start-up.
+  const queue = [...paths]
+  const results = new Map<string, { plain: { code: number | null, out: string }, flagged?: { code: number | null, out: string }, options: Array<{ flag: string, value: boolean }> }>()
+  await Promise.all([0, 1, 2, 3].map(async () => {
+    for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
+      const plain = await run([...p, '--help'])
+      const options = listedOptions(plain.out).filter(o => o.flag !== '--help')
+      const args = options.flatMap(o => o.value ? [o.flag, 'x'] : [o.flag])
+      const flagged = options.length > 0 ? await run([...p, ...args, '--help']) : undefined
+      results.set(p.join(' '), { plain, flagged, options })
+    }
+  }))
+  for (const p of paths) {
+    const name = p.join(' ')
+    const r = results.get(name)
+    if (r === undefined) { t.fail(name); continue }
+    t.equal(r.plain.code, 0, `${name} --help exits 0`)
+    t.match(r.plain.out.split('\n')[0], new RegExp(`^usage: keyedge ${name}( |$)`, 'i'), `${name} --help names "${name}" in its usage line`)
+    if (p.length > 1) t.not(r.plain.out, generic.get(p[0] as string), `${name} --help is not its parent's help`)
+    if (r.flagged !== undefined) {
+      const given = r.options.map(o => o.flag).join(' ')
+      t.equal(r.flagged.code, 0, `${name}: every listed option is accepted (${given})`)
+      if (r.flagged.out !== r.plain.out) t.fail(`${name} ${given} --help printed something else:\n${r.flagged.out}`)
+    }
+  }
+  t.ok(results.get('keyd key import')?.options.some(o => o.flag === '--file'), 'keyd key import lists --file')
+  t.ok(results.get('keyd serve')?.options.some(o => o.flag === '--proxy-secret-dir' && o.value), 'keyd serve lists --proxy-secret-dir DIR')
+})
+
+t.test('an unknown subcommand is refused with the list, a group without a command asks which', async t => {
+  const unknown = await run(['keyd', 'key', 'frobnicate'])
+  t.equal(unknown.code, 2)
+  t.match(unknown.out, /unknown command "key frobnicate"/)
+  const group = await run(['keyd', 'audit'])
+  t.equal(group.code, 2)
+  t.match(group.out, /keyedge keyd audit: which command\?/)
+  t.match(group.out, /keyedge keyd audit export/)
+})
