@@ -5,8 +5,9 @@ import { dirname, join, resolve } from 'node:path'
 import { homePaths } from '../../keyd/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydError } from '../../keyd/errors.js'
-import { NginxConfigError, loadNginx, nginxTlsSites } from '../migrate/nginx.js'
-import { ImportError, configFragment, importSites, readLeaf, type ImportSite } from '../migrate/import.js'
+import { ImportError, NginxConfigError } from '../errors.js'
+import { loadNginx, nginxTlsSites } from '../migrate/nginx.js'
+import { configFragment, importSites, readLeaf, type ImportSite } from '../migrate/import.js'
 
 export const IMPORT_USAGE = `Usage: keyedge import --nginx FILE [--prefix DIR] [--out-dir DIR] [--json] [--dry-run] [options]
        keyedge import --cert F --key F [--cert F --key F] --name N [--server-name NAME …] [options]
@@ -94,7 +95,7 @@ function sitesFrom (v: Values): { sites: ImportSite[], warnings: string[] } {
   const keys = v.key ?? []
   if (certs.length === 0 || certs.length !== keys.length) throw new UsageError('give --nginx FILE, or --cert F --key F pairs (as many --cert as --key)')
   if (v.name === undefined) throw new UsageError('--cert and --key need --name N (the entry and key-name prefix)')
-  const pairs = certs.map((c, i) => ({ cert: resolve(c), key: resolve(keys[i] as string) }))
+  const pairs = certs.map((c, i) => ({ cert: resolve(c), key: resolve(keys[i]) }))
   return { sites: [{ name: v.name, serverNames: v['server-name'] ?? [], defaultServer: false, pairs, source: pairs.map(p => p.cert).join(', ') }], warnings: [] }
 }
 

@@ -66,7 +66,7 @@ export async function main (argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: KEYD_OPTIONS, allowPositionals: true, strict: true })
   } catch (err) {
-    process.stderr.write(`keyedge keyd: ${(err as Error).message}\n\n${keydUsage()}`)
+    process.stderr.write(`keyedge keyd: ${err instanceof Error ? err.message : String(err)}\n\n${keydUsage()}`)
     return 2
   }
   const { values, positionals } = parsed

@@ -7,18 +7,11 @@ import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { KeydClient } from '../../keyd/client/client.js'
 import { KeydRemoteError } from '../../keyd/errors.js'
-import { importedKeyType } from '../../keyd/keystore/key-import.js'
 import { writeFileAtomic } from '../../keyd/keystore/atomic-file.js'
 import { encodeKeyReference } from '../../keyd/protocol/codec.js'
 import { CHECKS, normalizeName } from '../config/checks.js'
-import { EdgeError } from '../errors.js'
+import { ImportError } from '../errors.js'
 
-/** A pair that cannot be imported: unreadable, unparsable, mismatched, a key type keyd does not hold, a name taken. */
-export class ImportError extends EdgeError {
-  constructor (message: string, options?: { cause?: unknown }) {
-    super('EDGE_ERR_IMPORT', message, options)
-  }
-}
 
 /** One site to import: a future certificate entry of the proxy config. */
 export interface ImportSite {
@@ -106,22 +99,22 @@ export async function importPair (client: KeydClient, pair: { cert: string, key:
   }
   const want = spki(createPublicKey(key))
   if (!spki(cert.publicKey).equals(want)) throw new ImportError(`certificate ${pair.cert} does not match key ${pair.key}`)
-  const type = importedKeyType(key)
-  if (type === null) throw new ImportError(`key ${pair.key}: keyd does not hold ${key.asymmetricKeyType ?? 'unknown'} keys of this size or curve (EC P-256/P-384, RSA 2048/3072/4096 with e=65537, Ed25519)`)
-  let version: number
+  // keyd judges the key (type, size, curve, a sign/verify check) and says BAD_KEY_MATERIAL if it holds none such.
+  let held: { version: number, type: string }
   let reused = false
   const pkcs8 = key.export({ format: 'der', type: 'pkcs8' })
   try {
-    version = (await client.importKey(keyName, usage, { pkcs8 })).version
+    held = await client.importKey(keyName, usage, { pkcs8 })
   } catch (err) {
     if (!(err instanceof KeydRemoteError) || err.code !== 'KEYD_ERR_KEY_EXISTS') throw err
-    const held = await matchingVersion(client, keyName, want)
-    if (held === undefined) throw new ImportError(`keyd already holds a different key named ${keyName}: give another --name (or destroy that key if it is a leftover)`)
-    version = held
+    const same = await matchingVersion(client, keyName, want)
+    if (same === undefined) throw new ImportError(`keyd already holds a different key named ${keyName}: give another --name (or destroy that key if it is a leftover)`)
+    held = same
     reused = true
   } finally {
     pkcs8.fill(0)
   }
+  const { version, type } = held
   mkdirSync(outDir, { recursive: true })
   const certFile = join(outDir, `${keyName}.crt`)
   const keyRefFile = join(outDir, `${keyName}.keyref`)
@@ -130,13 +123,14 @@ export async function importPair (client: KeydClient, pair: { cert: string, key:
   return { keyName, version, type, reused, certFile, keyRefFile, sourceCert: pair.cert, sourceKey: pair.key, notAfter: new Date(cert.validTo).toISOString() }
 }
 
-/** The version of keyd key `name` whose public key is `spkiDer`, if any. */
-async function matchingVersion (client: KeydClient, name: string, spkiDer: Buffer): Promise<number | undefined> {
+/** The version (and type) of keyd key `name` whose public key is `spkiDer`, if any. */
+async function matchingVersion (client: KeydClient, name: string, spkiDer: Buffer): Promise<{ version: number, type: string } | undefined> {
   const current = await client.getPublicKey(name)
-  if (current.spki.equals(spkiDer)) return current.version
+  if (current.spki.equals(spkiDer)) return current
   for (const v of current.versions) {
     if (v.version === current.version) continue
-    if ((await client.getPublicKey(name, v.version)).spki.equals(spkiDer)) return v.version
+    const k = await client.getPublicKey(name, v.version)
+    if (k.spki.equals(spkiDer)) return k
   }
   return undefined
 }
@@ -146,10 +140,6 @@ function covers (san: string[], name: string): boolean {
   if (san.includes(name)) return true
   const dot = name.indexOf('.')
   return !name.startsWith('*.') && dot > 0 && san.includes(`*${name.slice(dot)}`)
-}
-
-function family (type: string): string {
-  return type.startsWith('ec-') ? 'ec' : type.startsWith('rsa-') ? 'rsa' : type
 }
 
 /**
@@ -170,9 +160,9 @@ export async function importSites (client: KeydClient, sites: ImportSite[], outD
       for (const n of names.filter(n => !covers(san, n))) {
         warn(`${site.source}: ${n} is not among the names of certificate ${p.cert} (${san.join(', ') || cert.subject}): clients asking for it will see a name mismatch`)
       }
-      const type = importedKeyType(cert.publicKey) ?? 'key'
-      let keyName = `${keyNameFor(site.name)}-${family(type)}`
-      for (let i = 2; keyNames.has(keyName); i++) keyName = `${keyNameFor(site.name)}-${family(type)}-${i}`
+      const family = cert.publicKey.asymmetricKeyType ?? 'key'
+      let keyName = `${keyNameFor(site.name)}-${family}`
+      for (let i = 2; keyNames.has(keyName); i++) keyName = `${keyNameFor(site.name)}-${family}-${i}`
       keyNames.add(keyName)
       pairs.push(await importPair(client, p, keyName, outDir, usage))
     }

@@ -4,6 +4,7 @@
 // interpreted; what cannot be carried over (variables, regex names) is reported, never guessed.
 import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path'
+import { NginxConfigError } from '../errors.js'
 
 /** One directive: `name args…;` or `name args… { block }`, with where it was written. */
 export interface NginxDirective {
@@ -14,10 +15,6 @@ export interface NginxDirective {
   line: number
 }
 
-/** A file that does not parse, or an include that cannot be read. */
-export class NginxConfigError extends Error {
-  readonly code = 'EDGE_ERR_NGINX_CONFIG'
-}
 
 interface Token { text: string, line: number, quoted: boolean }
 
@@ -27,7 +24,7 @@ function tokenize (text: string, file: string): Token[] {
   let line = 1
   let i = 0
   while (i < text.length) {
-    const c = text[i] as string
+    const c = text[i]
     if (c === '\n') { line++; i++; continue }
     if (/\s/.test(c)) { i++; continue }
     if (c === '#') { while (i < text.length && text[i] !== '\n') i++; continue }
@@ -38,7 +35,7 @@ function tokenize (text: string, file: string): Token[] {
       i++
       for (;;) {
         if (i >= text.length) throw new NginxConfigError(`${file}:${start}: unterminated ${c}quoted string${c}`)
-        const d = text[i] as string
+        const d = text[i]
         if (d === c) { i++; break }
         if (d === '\\' && i + 1 < text.length) { word += text[i + 1]; i += 2; continue }
         if (d === '\n') line++
@@ -49,7 +46,7 @@ function tokenize (text: string, file: string): Token[] {
       continue
     }
     while (i < text.length) {
-      const d = text[i] as string
+      const d = text[i]
       if (/\s/.test(d) || d === ';' || d === '{' || d === '}') break
       // `#` inside a word is part of it (nginx starts a comment only at a token's start).
       if (d === '\\' && i + 1 < text.length) { word += text[i + 1]; i += 2; continue }
@@ -132,7 +129,7 @@ export function loadNginx (file: string, prefix = dirname(resolve(file))): Nginx
     const expand = (ds: NginxDirective[]): NginxDirective[] => ds.flatMap(d => {
       if (d.name === 'include' && d.block === undefined) {
         if (d.args.length !== 1) throw new NginxConfigError(`${d.file}:${d.line}: include takes one path`)
-        return includeFiles(d.args[0] as string, prefix).flatMap(g => load(g, depth + 1))
+        return includeFiles(d.args[0], prefix).flatMap(g => load(g, depth + 1))
       }
       return [d.block === undefined ? d : { ...d, block: expand(d.block) }]
     })
@@ -187,7 +184,7 @@ function pairsOf (ds: NginxDirective[] | undefined, prefix: string, at: string):
   if (variable !== undefined) return `${at}: ${variable} holds a variable (certificates chosen per request): give keyedge the files, one entry per name`
   const engine = keys.find(k => k.startsWith('engine:') || k.startsWith('data:') || k.startsWith('store:'))
   if (engine !== undefined) return `${at}: ssl_certificate_key ${engine} is not a key file; import the key with "keyedge keyd key import" by hand`
-  return certs.map((c, i) => ({ cert: resolve(prefix, c), key: resolve(prefix, keys[i] as string) }))
+  return certs.map((c, i) => ({ cert: resolve(prefix, c), key: resolve(prefix, keys[i]) }))
 }
 
 /**

@@ -31,7 +31,7 @@ export async function bridgeExecArgv (config: EdgeConfig, log: Logger): Promise<
   try {
     mod = await import(OPENSSL_CONFIG_MODULE) as OpensslConfigModule
   } catch (err) {
-    log.warn({ code: (err as NodeJS.ErrnoException).code }, 'keyd bridge config writer not available: workers start without the bridge, key references will not load')
+    log.warn({ code: err instanceof Error && 'code' in err ? err.code : undefined }, 'keyd bridge config writer not available: workers start without the bridge, key references will not load')
     return []
   }
   const file = join(config.stateDir, OPENSSL_CONFIG_NAME)

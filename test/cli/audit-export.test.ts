@@ -74,7 +74,7 @@ t.test('an edited entry: it and every later one unverified, the state says where
   cpSync(keyd.paths.home, copy, { recursive: true })
   const file = join(copy, 'keyd', 'audit.log')
   const lines = readFileSync(file, 'utf8').trim().split('\n')
-  lines[3] = (lines[3] as string).replace('"result":"ok"', '"result":"no"')
+  lines[3] = (lines[3]).replace('"result":"ok"', '"result":"no"')
   writeFileSync(file, lines.map(l => l + '\n').join(''))
   const r = await exportLog(copy)
   t.equal(r.code, 1)

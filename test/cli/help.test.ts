@@ -17,7 +17,7 @@ function commandList (help: string): string[] {
   for (const l of lines.slice(from + 1)) {
     const m = /^ {2}(\S+(?: [a-z][a-z-]*)?) {2,}/.exec(l)
     if (m === null) break
-    out.push(m[1] as string)
+    out.push(m[1])
   }
   return out
 }
@@ -31,7 +31,7 @@ function listedOptions (help: string): Array<{ flag: string, value: boolean }> {
   for (const line of help.split('\n')) {
     const m = /^ +(?:-\w, )?(--[a-z].*?)(?: {2,}|$)/.exec(line)
     if (m === null) continue
-    for (const f of (m[1] as string).matchAll(/(--[a-z][a-z0-9-]*)(?: ([^\s-]\S*))?/g)) found.set(f[1] as string, f[2] !== undefined)
+    for (const f of (m[1]).matchAll(/(--[a-z][a-z0-9-]*)(?: ([^\s-]\S*))?/g)) found.set(f[1], f[2] !== undefined)
   }
   return [...found].map(([flag, value]) => ({ flag, value }))
 }
@@ -42,7 +42,7 @@ const commands = commandList(top.out)
 const keydHelp = await run(['keyd', '--help'])
 const keydCommands = commandList(keydHelp.out)
 const certHelp = await run(['cert', '--help'])
-const certCommands = [...certHelp.out.matchAll(/keyedge cert ([a-z]+)/g)].map(m => m[1] as string)
+const certCommands = [...certHelp.out.matchAll(/keyedge cert ([a-z]+)/g)].map(m => m[1])
 
 const paths: string[][] = [
   ...commands.map(c => [c]),
@@ -78,7 +78,7 @@ t.test('each one prints its own usage and accepts every option it lists', async 
     if (r === undefined) { t.fail(name); continue }
     t.equal(r.plain.code, 0, `${name} --help exits 0`)
     t.match(r.plain.out.split('\n')[0], new RegExp(`^usage: keyedge ${name}( |$)`, 'i'), `${name} --help names "${name}" in its usage line`)
-    if (p.length > 1) t.not(r.plain.out, generic.get(p[0] as string), `${name} --help is not its parent's help`)
+    if (p.length > 1) t.not(r.plain.out, generic.get(p[0]), `${name} --help is not its parent's help`)
     if (r.flagged !== undefined) {
       const given = r.options.map(o => o.flag).join(' ')
       t.equal(r.flagged.code, 0, `${name}: every listed option is accepted (${given})`)

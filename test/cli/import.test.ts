@@ -24,7 +24,7 @@ const openssl = (args: string[]): void => { execFileSync('openssl', args, { stdi
 function leaf (base: string, keyArgs: string[], names: string[]): void {
   const key = join(nginxDir, 'ssl', `${base}.key`)
   openssl(['genpkey', ...keyArgs, '-out', key])
-  openssl(['req', '-new', '-key', key, '-subj', `/CN=${names[0] as string}`, '-out', join(dir, `${base}.csr`)])
+  openssl(['req', '-new', '-key', key, '-subj', `/CN=${names[0]}`, '-out', join(dir, `${base}.csr`)])
   writeFileSync(join(dir, `${base}.ext`), `subjectAltName=${names.map(n => `DNS:${n}`).join(',')}\nextendedKeyUsage=serverAuth\n`)
   openssl(['x509', '-req', '-in', join(dir, `${base}.csr`), '-CA', join(dir, 'ca.crt'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial',
     '-days', '3', '-extfile', join(dir, `${base}.ext`), '-out', join(nginxDir, 'ssl', `${base}.crt`)])
