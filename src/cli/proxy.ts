@@ -18,17 +18,20 @@ options:
   -h, --help          show this help
 `
 
+/** The options of `keyedge proxy` (deployment files are checked against them: test/deploy). */
+export const PROXY_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  workers: { type: 'string', short: 'w' },
+  help: { type: 'boolean', short: 'h' }
+} as const
+
 /** Runs the proxy; resolves the process exit code (0 after a graceful stop). */
 export async function main (argv: string[]): Promise<number> {
   let values: { config?: string, workers?: string, help?: boolean }
   try {
     values = parseArgs({
       args: argv,
-      options: {
-        config: { type: 'string', short: 'c' },
-        workers: { type: 'string', short: 'w' },
-        help: { type: 'boolean', short: 'h' }
-      },
+      options: PROXY_OPTIONS,
       strict: true,
       allowPositionals: false
     }).values
