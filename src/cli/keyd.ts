@@ -238,7 +238,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const shamir = !dev && sealKind(paths.keydDir) === 'shamir'
   const source = shamir ? undefined : masterKeySource(dev, passphraseFile)
   if (!shamir && source === undefined) {
-    process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, set KEYEDGE_KEYD_PASSPHRASE, or "keyedge keyd init --shares N --threshold M" first\n')
+    process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, set KEYEDGE_KEYD_PASSPHRASE, or "npx keyedge keyd init --shares N --threshold M" first\n')
     return 2
   }
   if (dev) {
@@ -284,7 +284,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
   // `keyCount`, not `keys`: the logger redacts every field named `keys` (src/logger.ts REDACT_PATHS).
   logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
-  if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "keyedge keyd unseal" has been given the threshold of shares')
+  if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "npx keyedge keyd unseal" has been given the threshold of shares')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
     process.once('SIGINT', stop)

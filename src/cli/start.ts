@@ -119,7 +119,7 @@ export async function main (argv: string[]): Promise<number> {
     proxy = child(['proxy', '--config', paths.proxyConfig], env)
     process.stdout.write(`\nkeyedge: serving https://localhost:${port}/ (demo upstream ${upstream.url})\n` +
       `  try:  curl --cacert ${certs.caFile} https://localhost:${port}/\n` +
-      `  admin: curl http://127.0.0.1:${adminPort}/certs   renew live: keyedge cert renew --name localhost-ec\n` +
+      `  admin: curl http://127.0.0.1:${adminPort}/certs   renew live: npx keyedge cert renew --name localhost-ec\n` +
       '  Ctrl-C stops keyd, the proxy and the upstream.\n\n')
   } catch (err) {
     process.stderr.write(`keyedge start: ${(err as Error).message}\n`)
