@@ -84,7 +84,7 @@ t.test('each one prints its own usage and accepts every option it lists', async 
     if (r === undefined) { t.fail(name); continue }
     t.equal(r.plain.code, 0, `${name} --help exits 0`)
     t.match(r.plain.out.split('\n')[0], new RegExp(`^usage: keyedge ${name}( |$)`, 'i'), `${name} --help names "${name}" in its usage line`)
-    if (p.length > 1) t.not(r.plain.out, generic.get(p[0] as string), `${name} --help is not its parent's help`)
+    if (p.length > 1) t.not(r.plain.out, generic.get(p[0]), `${name} --help is not its parent's help`)
     if (r.flagged !== undefined) {
       const given = r.options.map(o => o.flag).join(' ')
       t.equal(r.flagged.code, 0, `${name}: every listed option is accepted (${given})`)
@@ -115,10 +115,10 @@ t.test('every keyedge command line in the docs names a real command and only opt
   let checked = 0
   for (const { at, line } of docShellLines()) {
     for (const m of line.matchAll(/(?:^|[\s;&|(])(?:npx )?keyedge ([^#|;&>)]*)/g)) {
-      const words = (m[1] as string).trim().split(/\s+/)
+      const words = (m[1]).trim().split(/\s+/)
       const path = known.find(k => words.slice(0, k.split(' ').length).join(' ') === k)
       if (path === undefined) {
-        if (/^[a-z]/.test(words[0] ?? '') && !['is', 'and', 'the'].includes(words[0] as string)) t.fail(`${at}: "keyedge ${words.join(' ')}" is no command`)
+        if (/^[a-z]/.test(words[0] ?? '') && !['is', 'and', 'the'].includes(words[0])) t.fail(`${at}: "keyedge ${words.join(' ')}" is no command`)
         continue
       }
       const rest = words.slice(path.split(' ').length)
@@ -126,7 +126,7 @@ t.test('every keyedge command line in the docs names a real command and only opt
       if (group && rest[0] !== undefined && !rest[0].startsWith('-')) { t.fail(`${at}: "keyedge ${path} ${rest[0]}" is no command`); continue }
       const help = results.get(path)?.plain.out ?? ''
       for (const w of rest.filter(x => x.startsWith('--'))) {
-        const flag = w.split('=')[0] as string
+        const flag = w.split('=')[0]
         t.ok(new RegExp(`(^|\\s|, )${flag}( |$)`, 'm').test(help), `${at}: keyedge ${path} has ${flag}`)
       }
       checked++
