@@ -162,6 +162,7 @@ async function follow (o: AuditExportOptions, out: NodeJS.WritableStream, start:
       const now = fileIno(o.file)
       let size = 0
       try { size = statSync(o.file).size } catch { size = 0 }
+      if (ino === -1 && now !== -1 && offset === 0) ino = now // the log appeared: nothing was read from another one
       if (now !== ino || size < offset) {
         // Moved aside, replaced or cut: a new chain starts from genesis (keyd starts a new log so).
         await write(out, JSON.stringify({ type: 'audit-problem', problem: `the audit log was ${now !== ino ? 'replaced' : 'truncated'} at byte ${size} (had read ${offset}); verifying the new content from its first entry` }) + '\n')

@@ -2,7 +2,7 @@
 // state, from a time on; a tampered entry and everything after it unverified; --follow prints
 // entries and checkpoints as a live keyd writes them.
 import t from 'tap'
-import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startKeyd } from '../helpers/keyd.js'
 import { spawnCli } from '../helpers/processes.js'
@@ -85,4 +85,25 @@ t.test('an edited entry: it and every later one unverified, the state says where
   const last = r.lines[r.lines.length - 1]
   t.equal(last?.ok, false)
   t.match(last?.problems?.join('\n'), /edited/)
+})
+
+t.test('--follow across a log moved aside: says so, then verifies the new log from its first entry', async t => {
+  const first = await startKeyd()
+  const home = first.paths.home
+  t.teardown(() => rmSync(home, { recursive: true, force: true }))
+  await first.admin.createKey('one', 'ec-p256', 'tls-server')
+  const f = spawnCli(['keyd', 'audit', 'export', '--dev', '--follow'], { KEYEDGE_HOME: home })
+  t.teardown(() => f.stop())
+  await f.waitFor(o => o.type === 'audit-verification')
+  await first.stop()
+  renameSync(join(first.paths.keydDir, 'audit.log'), join(first.paths.keydDir, 'audit.log.old'))
+  renameSync(join(first.paths.keydDir, 'audit.head'), join(first.paths.keydDir, 'audit.head.old'))
+  const second = await startKeyd(home)
+  t.teardown(() => second.stop())
+  const problem = await f.waitFor(o => o.type === 'audit-problem')
+  t.match(problem.problem, /the audit log was replaced/)
+  await second.admin.createKey('two', 'ec-p256', 'tls-server')
+  const created = await f.waitFor(o => o.type === 'audit' && (o.entry as { key?: string } | null)?.key === 'two')
+  t.equal(created.verified, true, 'the new chain verifies from its own genesis')
+  t.ok((created.seq as number) < 5, 'and counts from 1 again')
 })
