@@ -29,6 +29,12 @@ export interface ProxySpec {
   /** Whether to configure the keyd bridge (only key references need it). */
   keyd: boolean
   env?: Record<string, string>
+  /** The route's upstream (default: the stack's demo upstream). */
+  upstream?: string
+  /** Settings merged into the config's `tls` section. */
+  tls?: Record<string, unknown>
+  /** Top-level settings merged into the config (e.g. `admin`). */
+  extra?: Record<string, unknown>
 }
 
 /** Writes a config for `spec` next to the stack's keyd and starts `keyedge proxy`. */
@@ -38,10 +44,11 @@ export async function startBenchProxy (stack: Stack, spec: ProxySpec): Promise<B
     listen: { host: '127.0.0.1', port: 0 },
     workers: spec.workers,
     ...(spec.keyd ? { keyd: { socket: paths.socket, clientName: 'proxy', secretFile: join(paths.secretsDir, 'proxy.secret'), timeoutMs: 1000 } } : {}),
-    tls: { defaultCertificate: 'localhost' },
+    tls: { defaultCertificate: 'localhost', ...spec.tls },
     certificates: [{ name: 'localhost', serverNames: ['localhost', '127.0.0.1'], files: spec.files }],
-    routes: [{ host: '*', pathPrefix: '/', upstream: stack.upstream.url }],
-    log: { level: 'info' }
+    routes: [{ host: '*', pathPrefix: '/', upstream: spec.upstream ?? stack.upstream.url }],
+    log: { level: 'info' },
+    ...spec.extra
   }
   const file = join(paths.home, `bench-${spec.name}.json`)
   writeFileSync(file, JSON.stringify(config, null, 2))

@@ -1,15 +1,11 @@
 // `bench handshakes`: server CPU per full TLS handshake with keys in keyd (through the bridge)
 // against keys in the proxy process, ECDSA P-256 and RSA-2048, TLS 1.3 and 1.2, cases interleaved.
-import { intOption } from './options.js'
-import { cpus, release } from 'node:os'
-import { join } from 'node:path'
-import { parseArgs } from 'node:util'
 import { startStack, type Stack } from '../test/helpers/edge.js'
-import { ROOT } from '../test/helpers/paths.js'
 import { makeBenchKeys, type BenchKeys } from './bench-keys.js'
 import { startBenchProxy, startCaseKeyd, runClientProcess, type BenchProxy, type CaseKeyd } from './bench-stack.js'
 import type { ClientOptions, KeyKind, TlsVersion } from './handshake-client.js'
-import { clockTicks, cpuDelta, snapshot } from './proc-cpu.js'
+import { cpuDelta, snapshot } from './proc-cpu.js'
+import { intOption, listOption, outOption, runBench, runtimeEnv, type BenchContext, type OptionValues } from './runner.js'
 import { markdownTable, summarize, writeResults, VARIANT_LABEL, type Run, type VariantId } from './handshake-report.js'
 
 export const USAGE = `usage: node dist/bench/run.js handshakes [options]
@@ -42,44 +38,18 @@ interface Options {
   out: string
 }
 
-/** The options, or undefined for --help. @throws on an invalid option. */
-function parseOptions (argv: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      'duration-ms': { type: 'string' },
-      'warmup-ms': { type: 'string' },
-      rounds: { type: 'string' },
-      concurrency: { type: 'string' },
-      workers: { type: 'string' },
-      keys: { type: 'string' },
-      versions: { type: 'string' },
-      'no-rr': { type: 'boolean' },
-      out: { type: 'string' },
-      help: { type: 'boolean', short: 'h' }
-    }
-  })
-  if (values.help === true) return undefined
-  const int = intOption
-  const list = <T extends string>(name: string, v: string | undefined, allowed: Record<string, T>): T[] => {
-    const items = (v ?? Object.keys(allowed).join(',')).split(',').map(s => s.trim())
-    return items.map(s => {
-      const t = allowed[s]
-      if (t === undefined) throw new Error(`--${name}: unknown "${s}" (use ${Object.keys(allowed).join(', ')})`)
-      return t
-    })
-  }
+/** The options from the parsed values. @throws on an invalid option. */
+function parseOptions (values: OptionValues): Options {
   return {
-    durationMs: int('duration-ms', values['duration-ms'], 5000, 200, 600_000),
-    warmupMs: int('warmup-ms', values['warmup-ms'], 1000, 0, 60_000),
-    rounds: int('rounds', values.rounds, 3, 1, 50),
-    concurrency: int('concurrency', values.concurrency, 8, 1, 1000),
-    workers: int('workers', values.workers, 2, 1, 64),
-    keys: list('keys', values.keys, { ec: 'ec', rsa: 'rsa' }),
-    versions: list('versions', values.versions, { 1.3: 'TLSv1.3', 1.2: 'TLSv1.2' }),
+    durationMs: intOption('duration-ms', values['duration-ms'], 5000, 200, 600_000),
+    warmupMs: intOption('warmup-ms', values['warmup-ms'], 1000, 0, 60_000),
+    rounds: intOption('rounds', values.rounds, 3, 1, 50),
+    concurrency: intOption('concurrency', values.concurrency, 8, 1, 1000),
+    workers: intOption('workers', values.workers, 2, 1, 64),
+    keys: listOption<KeyKind>('keys', values.keys, { ec: 'ec', rsa: 'rsa' }),
+    versions: listOption<TlsVersion>('versions', values.versions, { 1.3: 'TLSv1.3', 1.2: 'TLSv1.2' }),
     rr: values['no-rr'] !== true,
-    out: values.out ?? join(ROOT, 'bench', 'results')
+    out: outOption(values.out)
   }
 }
 
@@ -89,124 +59,122 @@ interface Group { name: string, keyKind: KeyKind, version: TlsVersion }
 const KEY_LABEL: Record<KeyKind, string> = { ec: 'ECDSA P-256', rsa: 'RSA-2048' }
 
 export async function main (argv: string[]): Promise<number> {
-  let o: Options
-  try {
-    const parsed = parseOptions(argv)
-    if (parsed === undefined) { process.stdout.write(USAGE); return 0 }
-    o = parsed
-  } catch (err) {
-    process.stderr.write(`bench handshakes: ${(err as Error).message}\n\n${USAGE}`)
-    return 2
-  }
-  const startedAt = new Date()
-  const say = (s: string): void => { process.stderr.write(`${s}\n`) }
+  return await runBench({
+    name: 'handshakes',
+    usage: USAGE,
+    options: {
+      'duration-ms': { type: 'string' },
+      'warmup-ms': { type: 'string' },
+      rounds: { type: 'string' },
+      concurrency: { type: 'string' },
+      workers: { type: 'string' },
+      keys: { type: 'string' },
+      versions: { type: 'string' },
+      'no-rr': { type: 'boolean' },
+      out: { type: 'string' }
+    },
+    parse: parseOptions,
+    run
+  }, argv)
+}
+
+async function run (o: Options, ctx: BenchContext): Promise<number> {
+  const { say, startedAt } = ctx
   let stack: Stack | undefined
   let keys: BenchKeys | undefined
   let caseKeyd: CaseKeyd | undefined
   const proxies: BenchProxy[] = []
-  let cleaned = false
-  const cleanup = async (): Promise<void> => {
-    if (cleaned) return
-    cleaned = true
+  ctx.defer(async () => {
     if (caseKeyd !== undefined) await caseKeyd.stop().catch(() => null)
     for (const p of proxies) await p.stop().catch(() => {})
     await stack?.stop().catch(() => {})
     keys?.remove()
+  })
+
+  say('setting up: keyd, dev certificates (keys in keyd), fresh in-process keys, proxies …')
+  stack = await startStack()
+  keys = makeBenchKeys()
+  const leaf = (kind: KeyKind): { cert: string, key: string } => {
+    const l = stack?.certs.leaves.find(x => x.keyType === (kind === 'ec' ? 'ec-p256' : 'rsa-2048'))
+    if (l === undefined) throw new Error(`no dev ${kind} certificate`)
+    return { cert: l.certFile, key: l.keyRefFile }
   }
-  const onSignal = (): void => { void cleanup().finally(() => process.exit(130)) }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
+  const refFiles = [leaf('ec'), leaf('rsa')]
+  const variants: Variant[] = []
+  const add = async (id: VariantId, files: Array<{ cert: string, key: string }>, usesKeyd: boolean, sched: 'none' | 'rr'): Promise<void> => {
+    const proxy = await startBenchProxy(stack as Stack, { name: id, workers: o.workers, files, keyd: usesKeyd, env: { KEYEDGE_CLUSTER_SCHED: sched } })
+    proxies.push(proxy)
+    variants.push({ id, proxy, usesKeyd })
+  }
+  await add('keyd', refFiles, true, 'none')
+  await add('in-process', [keys.ec, keys.rsa], false, 'none')
+  if (o.rr) await add('keyd-rr', refFiles, true, 'rr')
+  // From here keyd runs only during keyd cases, restarted for each so it reports that case's signatures.
+  await stack.keyd.stop()
 
-  try {
-    say('setting up: keyd, dev certificates (keys in keyd), fresh in-process keys, proxies …')
-    stack = await startStack()
-    keys = makeBenchKeys()
-    const leaf = (kind: KeyKind): { cert: string, key: string } => {
-      const l = stack?.certs.leaves.find(x => x.keyType === (kind === 'ec' ? 'ec-p256' : 'rsa-2048'))
-      if (l === undefined) throw new Error(`no dev ${kind} certificate`)
-      return { cert: l.certFile, key: l.keyRefFile }
-    }
-    const refFiles = [leaf('ec'), leaf('rsa')]
-    const variants: Variant[] = []
-    const add = async (id: VariantId, files: Array<{ cert: string, key: string }>, usesKeyd: boolean, sched: 'none' | 'rr'): Promise<void> => {
-      const proxy = await startBenchProxy(stack as Stack, { name: id, workers: o.workers, files, keyd: usesKeyd, env: { KEYEDGE_CLUSTER_SCHED: sched } })
-      proxies.push(proxy)
-      variants.push({ id, proxy, usesKeyd })
-    }
-    await add('keyd', refFiles, true, 'none')
-    await add('in-process', [keys.ec, keys.rsa], false, 'none')
-    if (o.rr) await add('keyd-rr', refFiles, true, 'rr')
-    // From here keyd runs only during keyd cases, restarted for each so it reports that case's signatures.
-    await stack.keyd.stop()
-
-    const groups: Group[] = o.versions.flatMap(version => o.keys.map(keyKind => ({ name: `${version.replace('TLSv', 'TLS ')} ${KEY_LABEL[keyKind]}`, keyKind, version })))
-    const caFiles = [stack.caFile, keys.caFile]
-    const runs: Run[] = []
-    const failures: string[] = []
-    const total = o.rounds * groups.length * variants.length
-    for (let round = 0; round < o.rounds; round++) {
-      for (const group of groups) {
-        const order = round % 2 === 0 ? variants : [...variants].reverse()
-        for (const v of order) {
-          const client: ClientOptions = { host: '127.0.0.1', port: v.proxy.port, servername: 'localhost', caFiles, version: group.version, keyKind: group.keyKind, concurrency: o.concurrency, durationMs: o.durationMs }
-          if (v.usesKeyd) caseKeyd = await startCaseKeyd(stack.keyd.paths.home)
-          const warm = o.warmupMs > 0 ? await runClientProcess({ ...client, durationMs: o.warmupMs }) : undefined
-          const pids = [...v.proxy.pids(), ...(caseKeyd === undefined ? [] : [caseKeyd.keyd.proc.pid as number])]
-          const before = snapshot(pids)
-          const res = await runClientProcess(client)
-          const after = snapshot(pids)
-          const proxyPids = pids.filter(p => p !== caseKeyd?.keyd.proc.pid)
-          const keydMicros = caseKeyd === undefined ? null : cpuDelta(before, after, [caseKeyd.keyd.proc.pid as number])
-          const samePids = v.proxy.pids().join(',') === proxyPids.join(',')
-          const signatures = caseKeyd === undefined ? null : await caseKeyd.stop()
-          caseKeyd = undefined
-          const run: Run = {
-            round,
-            group: group.name,
-            variant: v.id,
-            handshakes: res.handshakes,
-            warmupHandshakes: warm?.handshakes ?? 0,
-            errors: res.errors + (warm?.errors ?? 0),
-            reused: res.reused + (warm?.reused ?? 0),
-            elapsedMs: res.elapsedMs,
-            rate: res.handshakes / (res.elapsedMs / 1000),
-            proxyMicros: cpuDelta(before, after, proxyPids),
-            primaryMicros: cpuDelta(before, after, [v.proxy.proc.proc.pid as number]),
-            keydMicros,
-            clientMicros: res.clientCpuMicros,
-            signatures,
-            cipher: res.cipher
-          }
-          runs.push(run)
-          const name = `round ${round + 1}, ${group.name}, ${VARIANT_LABEL[v.id]}`
-          const problems = [
-            run.reused > 0 ? `${run.reused} handshakes RESUMED a session (a full-handshake benchmark must never resume)` : '',
-            res.wrongProtocol + (warm?.wrongProtocol ?? 0) > 0 ? 'negotiated another TLS version than pinned' : '',
-            res.wrongKeyKind + (warm?.wrongKeyKind ?? 0) > 0 ? `served another certificate type than ${KEY_LABEL[group.keyKind]}` : '',
-            run.errors > Math.max(0, run.handshakes * 0.005) ? `${run.errors} handshake errors (${[...res.errorSamples, ...(warm?.errorSamples ?? [])].slice(0, 3).join('; ')})` : '',
-            run.handshakes === 0 ? 'no handshake completed' : '',
-            samePids ? '' : 'a proxy process was replaced during the case'
-          ].filter(p => p !== '')
-          for (const p of problems) { failures.push(`${name}: ${p}`); say(`FAIL ${name}: ${p}`) }
-          const us = (m: number | null): string => m === null ? '–' : (m / Math.max(run.handshakes, 1)).toFixed(0)
-          say(`[${runs.length}/${total}] ${name}: ${run.handshakes} hs, ${run.rate.toFixed(0)}/s, proxy ${us(run.proxyMicros)} µs/hs, keyd ${us(keydMicros)} µs/hs, sigs ${signatures ?? '–'}/${run.handshakes + run.warmupHandshakes}, errors ${run.errors}, resumed ${run.reused}`)
+  const groups: Group[] = o.versions.flatMap(version => o.keys.map(keyKind => ({ name: `${version.replace('TLSv', 'TLS ')} ${KEY_LABEL[keyKind]}`, keyKind, version })))
+  const caFiles = [stack.caFile, keys.caFile]
+  const runs: Run[] = []
+  const failures: string[] = []
+  const total = o.rounds * groups.length * variants.length
+  for (let round = 0; round < o.rounds; round++) {
+    for (const group of groups) {
+      const order = round % 2 === 0 ? variants : [...variants].reverse()
+      for (const v of order) {
+        const client: ClientOptions = { host: '127.0.0.1', port: v.proxy.port, servername: 'localhost', caFiles, version: group.version, keyKind: group.keyKind, concurrency: o.concurrency, durationMs: o.durationMs }
+        if (v.usesKeyd) caseKeyd = await startCaseKeyd(stack.keyd.paths.home)
+        const warm = o.warmupMs > 0 ? await runClientProcess({ ...client, durationMs: o.warmupMs }) : undefined
+        const pids = [...v.proxy.pids(), ...(caseKeyd === undefined ? [] : [caseKeyd.keyd.proc.pid as number])]
+        const before = snapshot(pids)
+        const res = await runClientProcess(client)
+        const after = snapshot(pids)
+        const proxyPids = pids.filter(p => p !== caseKeyd?.keyd.proc.pid)
+        const keydMicros = caseKeyd === undefined ? null : cpuDelta(before, after, [caseKeyd.keyd.proc.pid as number])
+        const samePids = v.proxy.pids().join(',') === proxyPids.join(',')
+        const signatures = caseKeyd === undefined ? null : await caseKeyd.stop()
+        caseKeyd = undefined
+        const run: Run = {
+          round,
+          group: group.name,
+          variant: v.id,
+          handshakes: res.handshakes,
+          warmupHandshakes: warm?.handshakes ?? 0,
+          errors: res.errors + (warm?.errors ?? 0),
+          reused: res.reused + (warm?.reused ?? 0),
+          elapsedMs: res.elapsedMs,
+          rate: res.handshakes / (res.elapsedMs / 1000),
+          proxyMicros: cpuDelta(before, after, proxyPids),
+          primaryMicros: cpuDelta(before, after, [v.proxy.proc.proc.pid as number]),
+          keydMicros,
+          clientMicros: res.clientCpuMicros,
+          signatures,
+          cipher: res.cipher
         }
+        runs.push(run)
+        const name = `round ${round + 1}, ${group.name}, ${VARIANT_LABEL[v.id]}`
+        const problems = [
+          run.reused > 0 ? `${run.reused} handshakes RESUMED a session (a full-handshake benchmark must never resume)` : '',
+          res.wrongProtocol + (warm?.wrongProtocol ?? 0) > 0 ? 'negotiated another TLS version than pinned' : '',
+          res.wrongKeyKind + (warm?.wrongKeyKind ?? 0) > 0 ? `served another certificate type than ${KEY_LABEL[group.keyKind]}` : '',
+          run.errors > Math.max(0, run.handshakes * 0.005) ? `${run.errors} handshake errors (${[...res.errorSamples, ...(warm?.errorSamples ?? [])].slice(0, 3).join('; ')})` : '',
+          run.handshakes === 0 ? 'no handshake completed' : '',
+          samePids ? '' : 'a proxy process was replaced during the case'
+        ].filter(p => p !== '')
+        for (const p of problems) { failures.push(`${name}: ${p}`); say(`FAIL ${name}: ${p}`) }
+        const us = (m: number | null): string => m === null ? '–' : (m / Math.max(run.handshakes, 1)).toFixed(0)
+        say(`[${runs.length}/${total}] ${name}: ${run.handshakes} hs, ${run.rate.toFixed(0)}/s, proxy ${us(run.proxyMicros)} µs/hs, keyd ${us(keydMicros)} µs/hs, sigs ${signatures ?? '–'}/${run.handshakes + run.warmupHandshakes}, errors ${run.errors}, resumed ${run.reused}`)
       }
     }
-
-    const summaries = summarize(runs)
-    const env = { node: process.versions.node, openssl: process.versions.openssl, cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), clkTck: clockTicks() }
-    const files = writeResults(o.out, { startedAt, env, options: { ...o, out: undefined }, runs, summaries, failures })
-    process.stdout.write(`\n${markdownTable(summaries)}\n`)
-    say(`results: ${files.json}\n         ${files.md}`)
-    if (failures.length > 0) {
-      say(`\n${failures.length} FAILURE(S):\n  ${failures.join('\n  ')}`)
-      return 1
-    }
-    return 0
-  } finally {
-    await cleanup()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
   }
+
+  const summaries = summarize(runs)
+  const env = runtimeEnv()
+  const files = writeResults(o.out, { startedAt, env, options: { ...o, out: undefined }, runs, summaries, failures })
+  process.stdout.write(`\n${markdownTable(summaries)}\n`)
+  say(`results: ${files.json}\n         ${files.md}`)
+  if (failures.length > 0) {
+    say(`\n${failures.length} FAILURE(S):\n  ${failures.join('\n  ')}`)
+    return 1
+  }
+  return 0
 }

@@ -1,14 +1,10 @@
 // `bench rotation`: N certificate rotations (`cert renew`: new keyd key version, new certificate,
 // files swapped atomically) while autocannon drives keep-alive connections and a second load opens
 // new ones; prints failed requests and whether clients saw each new certificate.
-import { intOption } from './options.js'
 import { cpus, release } from 'node:os'
-import { mkdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { parseArgs } from 'node:util'
 import { startStack, startProxy, type Stack, type TestProxy } from '../test/helpers/edge.js'
-import { ROOT } from '../test/helpers/paths.js'
 import { runRotationLoad, type RotationOptions, type RotationResult } from './rotation-load.js'
+import { intOption, outOption, runBench, writeResultFiles, type BenchContext, type OptionValues } from './runner.js'
 
 export const USAGE = `usage: node dist/bench/run.js rotation [options]
 
@@ -27,30 +23,15 @@ options:
 
 interface Options extends RotationOptions { workers: number, out: string }
 
-function parseOptions (argv: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      rotations: { type: 'string' },
-      workers: { type: 'string' },
-      connections: { type: 'string' },
-      'new-connections': { type: 'string' },
-      'pause-ms': { type: 'string' },
-      out: { type: 'string' },
-      help: { type: 'boolean', short: 'h' }
-    }
-  })
-  if (values.help === true) return undefined
-  const int = intOption
+function parseOptions (values: OptionValues): Options {
   return {
-    rotations: int('rotations', values.rotations, 50, 1, 10_000),
-    workers: int('workers', values.workers, 2, 1, 64),
-    connections: int('connections', values.connections, 8, 1, 1000),
-    newConnections: int('new-connections', values['new-connections'], 4, 0, 256),
-    pauseMs: int('pause-ms', values['pause-ms'], 200, 0, 60_000),
+    rotations: intOption('rotations', values.rotations, 50, 1, 10_000),
+    workers: intOption('workers', values.workers, 2, 1, 64),
+    connections: intOption('connections', values.connections, 8, 1, 1000),
+    newConnections: intOption('new-connections', values['new-connections'], 4, 0, 256),
+    pauseMs: intOption('pause-ms', values['pause-ms'], 200, 0, 60_000),
     rotationTimeoutMs: 10_000,
-    out: values.out ?? join(ROOT, 'bench', 'results')
+    out: outOption(values.out)
   }
 }
 
@@ -78,37 +59,37 @@ export function rotationReport (r: RotationResult, o: Options, at: Date): string
 }
 
 export async function main (argv: string[]): Promise<number> {
-  let o: Options
-  try {
-    const parsed = parseOptions(argv)
-    if (parsed === undefined) { process.stdout.write(USAGE); return 0 }
-    o = parsed
-  } catch (err) {
-    process.stderr.write(`bench rotation: ${(err as Error).message}\n\n${USAGE}`)
-    return 2
-  }
-  const say = (s: string): void => { process.stderr.write(`${s}\n`) }
-  const at = new Date()
+  return await runBench({
+    name: 'rotation',
+    usage: USAGE,
+    options: {
+      rotations: { type: 'string' },
+      workers: { type: 'string' },
+      connections: { type: 'string' },
+      'new-connections': { type: 'string' },
+      'pause-ms': { type: 'string' },
+      out: { type: 'string' }
+    },
+    parse: parseOptions,
+    run
+  }, argv)
+}
+
+async function run (o: Options, ctx: BenchContext): Promise<number> {
+  const { say, startedAt: at } = ctx
   let stack: Stack | undefined
   let proxy: TestProxy | undefined
-  const cleanup = async (): Promise<void> => {
+  ctx.defer(async () => {
     await proxy?.stop().catch(() => {})
     await stack?.stop().catch(() => {})
-  }
-  try {
-    say('setting up: keyd, dev certificates, demo upstream, proxy with an admin listener …')
-    stack = await startStack()
-    proxy = await startProxy(stack, { workers: o.workers, admin: {}, name: 'bench-rotation' })
-    const r = await runRotationLoad(stack, proxy, o, say)
-    const md = rotationReport(r, o, at)
-    mkdirSync(o.out, { recursive: true })
-    const stamp = at.toISOString().slice(0, 16).replace(/:/g, '')
-    writeFileSync(join(o.out, `rotation-${stamp}.json`), JSON.stringify({ at: at.toISOString(), node: process.versions.node, os: release(), options: o, result: r }, null, 2) + '\n')
-    writeFileSync(join(o.out, 'rotation-latest.md'), md)
-    process.stdout.write(md)
-    const failed = r.keepAlive.errors + r.keepAlive.timeouts + r.keepAlive.non2xx + r.newConnections.failed
-    return failed === 0 && r.rotationsSeen === r.rotations && r.staleAfterSwap === 0 ? 0 : 1
-  } finally {
-    await cleanup()
-  }
+  })
+  say('setting up: keyd, dev certificates, demo upstream, proxy with an admin listener …')
+  stack = await startStack()
+  proxy = await startProxy(stack, { workers: o.workers, admin: {}, name: 'bench-rotation' })
+  const r = await runRotationLoad(stack, proxy, o, say)
+  const md = rotationReport(r, o, at)
+  writeResultFiles(o.out, 'rotation', at, { at: at.toISOString(), node: process.versions.node, os: release(), options: o, result: r }, md)
+  process.stdout.write(md)
+  const failed = r.keepAlive.errors + r.keepAlive.timeouts + r.keepAlive.non2xx + r.newConnections.failed
+  return failed === 0 && r.rotationsSeen === r.rotations && r.staleAfterSwap === 0 ? 0 : 1
 }

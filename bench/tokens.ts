@@ -1,17 +1,13 @@
 // `bench tokens`: the token endpoint under a load spike (steady, 10× for ten seconds, back), with
 // caching, coalescing and batching on and then off, and TLS full-handshake latency during the spike.
 import { spawn } from 'node:child_process'
-import { writeFileSync, mkdirSync } from 'node:fs'
-import { cpus, release } from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { createHash } from 'node:crypto'
 import { startStack, startProxy, type Stack, type TestProxy } from '../test/helpers/edge.js'
-import { ROOT } from '../test/helpers/paths.js'
 import { startCaseKeyd, type CaseKeyd } from './bench-stack.js'
 import type { LoadOptions, PhaseResult } from './token-load.js'
 import type { ProbeOptions, ProbeResult } from './handshake-probe.js'
+import { intOption, outOption, runBench, runtimeEnv, writeResultFiles, type BenchContext, type OptionValues } from './runner.js'
 
 export const USAGE = `usage: node dist/bench/run.js tokens [options]
 
@@ -53,90 +49,93 @@ function pct (xs: number[], p: number): number {
   return s.length === 0 ? 0 : s[Math.min(s.length - 1, Math.floor(s.length * p))]
 }
 
+interface Options { rate: number, factor: number, phaseMs: number, spikeMs: number, workers: number, out: string }
+
+function parseOptions (v: OptionValues): Options {
+  return {
+    rate: intOption('rate', v.rate, 100, 1, 100_000),
+    factor: intOption('factor', v.factor, 10, 1, 1000),
+    phaseMs: intOption('phase-ms', v['phase-ms'], 10_000, 1, 3_600_000),
+    spikeMs: intOption('spike-ms', v['spike-ms'], 10_000, 1, 3_600_000),
+    workers: intOption('workers', v.workers, 2, 1, 64),
+    out: outOption(v.out)
+  }
+}
+
 export async function main (argv: string[]): Promise<number> {
-  let v
-  try {
-    v = parseArgs({ args: argv, strict: true, options: { rate: { type: 'string' }, factor: { type: 'string' }, 'phase-ms': { type: 'string' }, 'spike-ms': { type: 'string' }, workers: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values
-  } catch (err) {
-    process.stderr.write(`bench tokens: ${(err as Error).message}\n\n${USAGE}`)
-    return 2
-  }
-  if (v.help === true) { process.stdout.write(USAGE); return 0 }
-  const int = (s: string | undefined, d: number): number => s === undefined ? d : Number(s)
-  const o = { rate: int(v.rate, 100), factor: int(v.factor, 10), phaseMs: int(v['phase-ms'], 10_000), spikeMs: int(v['spike-ms'], 10_000), workers: int(v.workers, 2), out: v.out ?? join(ROOT, 'bench', 'results') }
-  if (![o.rate, o.factor, o.phaseMs, o.spikeMs, o.workers].every(n => Number.isInteger(n) && n > 0)) {
-    process.stderr.write(`bench tokens: every numeric option must be a positive integer\n\n${USAGE}`)
-    return 2
-  }
-  const say = (s: string): void => { process.stderr.write(`${s}\n`) }
-  const startedAt = new Date()
+  return await runBench({
+    name: 'tokens',
+    usage: USAGE,
+    options: { rate: { type: 'string' }, factor: { type: 'string' }, 'phase-ms': { type: 'string' }, 'spike-ms': { type: 'string' }, workers: { type: 'string' }, out: { type: 'string' } },
+    parse: parseOptions,
+    run
+  }, argv)
+}
+
+async function run (o: Options, ctx: BenchContext): Promise<number> {
+  const { say, startedAt } = ctx
   let stack: Stack | undefined
   let caseKeyd: CaseKeyd | undefined
   const proxies: TestProxy[] = []
-  try {
-    say('setting up: keyd, dev certificates, a token-sign key, two proxies (spike absorption on / off) …')
-    stack = await startStack()
-    await stack.keyd.admin.createKey('bench-jwt', 'ec-p256', 'token-sign')
-    const secrets = ['a', 'b', 'c', 'd'].map(n => `bench-secret-${n}-${'x'.repeat(24)}`)
-    const callers = secrets.map((s, i) => ({ name: `svc-${i}`, secretSha256: createHash('sha256').update(s).digest('hex'), audiences: ['api'], claims: ['sub'] }))
-    const variants: Array<{ name: string, spike: Record<string, unknown> }> = [
-      { name: 'on', spike: {} },
-      { name: 'off', spike: { cacheWindowMs: 0, coalesce: false, batch: false } }
-    ]
-    const ports = new Map<string, number>()
-    for (const variant of variants) {
-      const p = await startProxy(stack, { name: `bench-tokens-${variant.name}`, workers: o.workers, extra: { token: { listen: { host: '127.0.0.1', port: 0 }, issuer: 'https://bench.test', keys: [{ name: 'bench-jwt' }], callers, spike: variant.spike } } })
-      proxies.push(p)
-      ports.set(variant.name, p.port)
-      ports.set(`${variant.name}-token`, (await p.waitFor(x => x.msg === 'token endpoint listening')).port as number)
-    }
-    await stack.keyd.stop()
-    const phases = [
-      { name: 'steady', rps: o.rate, ms: o.phaseMs },
-      { name: 'spike', rps: o.rate * o.factor, ms: o.spikeMs },
-      { name: 'after', rps: o.rate, ms: o.phaseMs }
-    ]
-    const total = phases.reduce((s, p) => s + p.ms, 0)
-    const results: VariantResult[] = []
-    for (const variant of variants) {
-      caseKeyd = await startCaseKeyd(stack.keyd.paths.home)
-      say(`variant ${variant.name}: ${phases.map(p => `${p.name} ${p.rps}/s × ${p.ms / 1000}s`).join(', ')} …`)
-      const load: LoadOptions = { port: ports.get(`${variant.name}-token`) as number, secrets, phases, repeatedShare: 0.8, repeatedBodies: 100, connections: 128 }
-      const probe: ProbeOptions = { port: ports.get(variant.name) as number, caFile: stack.caFile, durationMs: total, intervalMs: 20 }
-      const [phaseResults, probeResult] = await Promise.all([
-        runChild<PhaseResult[]>(LOAD_MAIN, load, total + 60_000),
-        runChild<ProbeResult>(PROBE_MAIN, probe, total + 60_000)
-      ])
-      const keydSignatures = await caseKeyd.stop()
-      caseKeyd = undefined
-      const handshakes = phaseResults.map(p => {
-        const xs = probeResult.samples.filter(([at]) => at >= p.startedAt && at < p.endedAt).map(([, ms]) => ms)
-        return { phase: p.name, count: xs.length, p50: pct(xs, 0.5), p99: pct(xs, 0.99) }
-      })
-      results.push({ variant: variant.name, phases: phaseResults, handshakes, probeErrors: probeResult.errors, probeReused: probeResult.reused, keydSignatures, probeHandshakes: probeResult.samples.length })
-      for (const p of phaseResults) say(`  ${p.name}: ${p.ok} tokens (${(p.ok / (p.elapsedMs / 1000)).toFixed(0)}/s), p50 ${p.latencyMs.p50.toFixed(1)} ms, p99 ${p.latencyMs.p99.toFixed(1)} ms, 429 ${p.limited}, other errors ${p.otherErrors}${p.errorSamples.length > 0 ? ` (${p.errorSamples.join('; ')})` : ''}, signed ${p.signed}`)
-    }
-    const table = markdown(results)
-    const env = { node: process.versions.node, openssl: process.versions.openssl, cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release() }
-    mkdirSync(o.out, { recursive: true })
-    const stamp = startedAt.toISOString().slice(0, 16).replace(/[-:]/g, '').replace(/^(\d{8})T/, (_m, d: string) => `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}T`)
-    const json = join(o.out, `tokens-${stamp}.json`)
-    writeFileSync(json, JSON.stringify({ startedAt, env, options: { ...o, out: undefined }, results }, null, 2) + '\n')
-    writeFileSync(join(o.out, 'tokens-latest.md'), `${table}\n`)
-    process.stdout.write(`\n${table}\n`)
-    say(`results: ${json}`)
-    const failures = results.flatMap(r => [
-      ...r.phases.filter(p => p.otherErrors > 0).map(p => `${r.variant}/${p.name}: ${p.otherErrors} errors other than 429`),
-      ...(r.probeErrors > 0 ? [`${r.variant}: ${r.probeErrors} handshake errors`] : []),
-      ...(r.probeReused > 0 ? [`${r.variant}: ${r.probeReused} handshakes resumed`] : [])
-    ])
-    for (const f of failures) say(`FAIL ${f}`)
-    return failures.length > 0 ? 1 : 0
-  } finally {
+  ctx.defer(async () => {
     if (caseKeyd !== undefined) await caseKeyd.stop().catch(() => null)
     for (const p of proxies) await p.stop().catch(() => {})
     await stack?.stop().catch(() => {})
+  })
+  say('setting up: keyd, dev certificates, a token-sign key, two proxies (spike absorption on / off) …')
+  stack = await startStack()
+  await stack.keyd.admin.createKey('bench-jwt', 'ec-p256', 'token-sign')
+  const secrets = ['a', 'b', 'c', 'd'].map(n => `bench-secret-${n}-${'x'.repeat(24)}`)
+  const callers = secrets.map((s, i) => ({ name: `svc-${i}`, secretSha256: createHash('sha256').update(s).digest('hex'), audiences: ['api'], claims: ['sub'] }))
+  const variants: Array<{ name: string, spike: Record<string, unknown> }> = [
+    { name: 'on', spike: {} },
+    { name: 'off', spike: { cacheWindowMs: 0, coalesce: false, batch: false } }
+  ]
+  const ports = new Map<string, number>()
+  for (const variant of variants) {
+    const p = await startProxy(stack, { name: `bench-tokens-${variant.name}`, workers: o.workers, extra: { token: { listen: { host: '127.0.0.1', port: 0 }, issuer: 'https://bench.test', keys: [{ name: 'bench-jwt' }], callers, spike: variant.spike } } })
+    proxies.push(p)
+    ports.set(variant.name, p.port)
+    ports.set(`${variant.name}-token`, (await p.waitFor(x => x.msg === 'token endpoint listening')).port as number)
   }
+  await stack.keyd.stop()
+  const phases = [
+    { name: 'steady', rps: o.rate, ms: o.phaseMs },
+    { name: 'spike', rps: o.rate * o.factor, ms: o.spikeMs },
+    { name: 'after', rps: o.rate, ms: o.phaseMs }
+  ]
+  const total = phases.reduce((s, p) => s + p.ms, 0)
+  const results: VariantResult[] = []
+  for (const variant of variants) {
+    caseKeyd = await startCaseKeyd(stack.keyd.paths.home)
+    say(`variant ${variant.name}: ${phases.map(p => `${p.name} ${p.rps}/s × ${p.ms / 1000}s`).join(', ')} …`)
+    const load: LoadOptions = { port: ports.get(`${variant.name}-token`) as number, secrets, phases, repeatedShare: 0.8, repeatedBodies: 100, connections: 128 }
+    const probe: ProbeOptions = { port: ports.get(variant.name) as number, caFile: stack.caFile, durationMs: total, intervalMs: 20 }
+    const [phaseResults, probeResult] = await Promise.all([
+      runChild<PhaseResult[]>(LOAD_MAIN, load, total + 60_000),
+      runChild<ProbeResult>(PROBE_MAIN, probe, total + 60_000)
+    ])
+    const keydSignatures = await caseKeyd.stop()
+    caseKeyd = undefined
+    const handshakes = phaseResults.map(p => {
+      const xs = probeResult.samples.filter(([at]) => at >= p.startedAt && at < p.endedAt).map(([, ms]) => ms)
+      return { phase: p.name, count: xs.length, p50: pct(xs, 0.5), p99: pct(xs, 0.99) }
+    })
+    results.push({ variant: variant.name, phases: phaseResults, handshakes, probeErrors: probeResult.errors, probeReused: probeResult.reused, keydSignatures, probeHandshakes: probeResult.samples.length })
+    for (const p of phaseResults) say(`  ${p.name}: ${p.ok} tokens (${(p.ok / (p.elapsedMs / 1000)).toFixed(0)}/s), p50 ${p.latencyMs.p50.toFixed(1)} ms, p99 ${p.latencyMs.p99.toFixed(1)} ms, 429 ${p.limited}, other errors ${p.otherErrors}${p.errorSamples.length > 0 ? ` (${p.errorSamples.join('; ')})` : ''}, signed ${p.signed}`)
+  }
+  const table = markdown(results)
+  const env = runtimeEnv()
+  const files = writeResultFiles(o.out, 'tokens', startedAt, { startedAt, env, options: { ...o, out: undefined }, results }, table)
+  process.stdout.write(`\n${table}\n`)
+  say(`results: ${files.json}`)
+  const failures = results.flatMap(r => [
+    ...r.phases.filter(p => p.otherErrors > 0).map(p => `${r.variant}/${p.name}: ${p.otherErrors} errors other than 429`),
+    ...(r.probeErrors > 0 ? [`${r.variant}: ${r.probeErrors} handshake errors`] : []),
+    ...(r.probeReused > 0 ? [`${r.variant}: ${r.probeReused} handshakes resumed`] : [])
+  ])
+  for (const f of failures) say(`FAIL ${f}`)
+  return failures.length > 0 ? 1 : 0
 }
 
 function markdown (results: VariantResult[]): string {

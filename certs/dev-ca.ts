@@ -8,7 +8,7 @@ import type { KeydClient } from '../keyd/client/client.js'
 import { KeydRemoteError } from '../keyd/errors.js'
 import { encodeKeyReference } from '../keyd/protocol/codec.js'
 import { keydCryptoKey, keydWebCrypto } from './keyd-crypto.js'
-import { writeFileAtomic } from '../keyd/keystore/atomic-file.js'
+import { writeFileAtomic } from '../lib/atomic-file.js'
 
 const DAY_MS = 86_400_000
 

@@ -1,21 +1,20 @@
 // The one catalog of keyd-side error classes. Callers branch on `code`, never on message text.
 // Codes are never reused. No message ever carries a key, a secret or a message to sign.
+import { CodedError } from '../lib/errors.js'
+import { errorCodeName } from './protocol/spec.js'
 
 /** Base class of every keyd error; `code` is stable. */
-export class KeydError extends Error {
-  readonly code: string
-  constructor (code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.code = code
-    this.name = new.target.name
-  }
-}
+export class KeydError extends CodedError {}
 
-/** An error that travels on the wire: `wire` is the PROTOCOL.md error code name. */
-export class KeydRequestError extends KeydError {
+/**
+ * keyd refuses a request (server side), or a frame does not decode (either side): becomes an ERROR
+ * frame with wire error code `wire` (PROTOCOL.md); `code` is `KEYD_ERR_<wire name>`, the same code
+ * the client's KeydRemoteError carries for it.
+ */
+export class Refusal extends KeydError {
   readonly wire: number
-  constructor (code: string, wire: number, message: string) {
-    super(code, message)
+  constructor (wire: number, message: string) {
+    super(`KEYD_ERR_${errorCodeName(wire)}`, message)
     this.wire = wire
   }
 }

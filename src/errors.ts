@@ -1,15 +1,9 @@
 // The one catalog of proxy-side error classes. Callers branch on `code`, never on message text.
 // Codes are never reused. No message ever carries a key, a token, a PEM or a secret.
+import { CodedError } from '../lib/errors.js'
 
 /** Base class of every proxy error; `code` is stable. */
-export class EdgeError extends Error {
-  readonly code: string
-  constructor (code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options)
-    this.code = code
-    this.name = new.target.name
-  }
-}
+export class EdgeError extends CodedError {}
 
 /** The configuration failed validation; `problems` lists every problem found, one per entry. */
 export class ConfigInvalidError extends EdgeError {

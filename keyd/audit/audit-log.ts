@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import { writeFileAtomic } from '../keystore/atomic-file.js'
 import { GENESIS_CHAIN, nextChain, entryLine, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint } from './chain.js'
 import { KeydError } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 
 export class AuditLogError extends KeydError {
   constructor (message: string, options?: { cause?: unknown }) {
@@ -137,9 +138,9 @@ export class AuditLog {
         this.written += lines.length
         batch?.resolve()
       } catch (err) {
-        this.#broken = err as Error
-        this.#o.logger.error({ err: (err as Error).message, file: this.#o.file }, 'audit log write failed')
-        const e = new AuditLogError(`audit log write failed: ${(err as Error).message}`)
+        this.#broken = err instanceof Error ? err : new Error(errorMessage(err))
+        this.#o.logger.error({ err: errorMessage(err), file: this.#o.file }, 'audit log write failed')
+        const e = new AuditLogError(`audit log write failed: ${errorMessage(err)}`)
         batch?.reject(e)
         ;(this.#batch as { reject: (e: Error) => void } | null)?.reject(e)
         this.#batch = null
@@ -157,7 +158,7 @@ export class AuditLog {
     if (chain === null) return // mid-flush: the chain value of seq is not at hand; next tick
     const fh = this.#fh
     if (fh === null) return
-    fh.datasync().then(() => { this.#writeCheckpoint(seq, chain) }).catch(err => { this.#o.logger.error({ err: (err as Error).message }, 'audit checkpoint failed') })
+    fh.datasync().then(() => { this.#writeCheckpoint(seq, chain) }).catch(err => { this.#o.logger.error({ err: errorMessage(err) }, 'audit checkpoint failed') })
   }
 
   #writeCheckpoint (seq: number, chain: string): void {

@@ -1,14 +1,10 @@
 // What keyd records about one request: who, what, which key, the outcome, and a hash of the message.
 import { createHash } from 'node:crypto'
-import { Op, Tag, HEADER_SIZE, ItemMap, parseItems, readStr, readUint, errorCodeName } from '../protocol/codec.js'
+import { Op, Tag, HEADER_SIZE, ItemMap, parseItems, readStr, readUint, errorCodeName, opName } from '../protocol/codec.js'
 import type { AuditRecord } from './chain.js'
 
-const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]))
-
-/** The opcode's name from PROTOCOL.md, or its hex value. */
-export function opName (opcode: number): string {
-  return OP_NAMES.get(opcode) ?? `0x${opcode.toString(16)}`
-}
+// Audit records read the request's items leniently (no typed decode): a refused request, even a
+// malformed one, is still recorded with whatever key name and version it carried.
 
 export function auditRecordFor (client: string, opcode: number, items: Map<number, Uint8Array>, result: string): Omit<AuditRecord, 'seq' | 'time'> {
   const msg = items.get(Tag.MESSAGE)

@@ -2,10 +2,10 @@
 // socket only as ciphertext in chunks, and a restore re-seals every key under this keyd's own master key.
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
-import { Tag, readStr, itemStr, itemBytes, type Item } from '../protocol/codec.js'
 import type { Keystore } from '../keystore/keystore.js'
 import { split, combine, encodeShare, decodeShare, type Share } from '../keystore/shamir.js'
 import { BackupError } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 import { KeyPolicy } from '../policy/key-policy.js'
 import { sealBundle, parseBundle, openBundle, keyMatches, passphraseWrap, passphraseKey, type BundleWrap } from './bundle.js'
 import { stageAndCommit, keyFileNames, type RestorePaths } from './restore-stage.js'
@@ -65,24 +65,36 @@ export class BackupService {
   }
 
   /**
-   * Answers one BACKUP_EXPORT or BACKUP_RESTORE request (its JSON item, and PAYLOAD for a restore chunk).
+   * Answers one BACKUP_EXPORT request: its JSON parameters, and the answer's JSON and bundle chunk.
    * @throws BackupError with a KEYD_ERR_ code whose name is the wire error code
    */
-  handle (op: 'export' | 'restore', keystore: Keystore, items: Map<number, Uint8Array>): Item[] {
-    let req: Record<string, unknown>
+  exportChunk (keystore: Keystore, request: { json: string }): { json: string, payload: Buffer } {
+    const req = this.#request('export', request.json)
+    const { answer, chunk } = req.transfer === undefined ? this.#startExport(backupCapable(keystore), req) : this.#exportChunk(req)
+    return { json: JSON.stringify(answer), payload: chunk }
+  }
+
+  /**
+   * Answers one BACKUP_RESTORE request: its JSON parameters and, for an upload, the bundle chunk.
+   * @throws BackupError with a KEYD_ERR_ code whose name is the wire error code
+   */
+  restoreChunk (keystore: Keystore, request: { json: string, payload?: Buffer }): { json: string } {
+    const req = this.#request('restore', request.json)
+    const answer = req.commit === true ? this.#commitRestore(backupCapable(keystore), req) : this.#receive(keystore, req, request.payload)
+    return { json: JSON.stringify(answer) }
+  }
+
+  /** The request's JSON object, after dropping expired transfers. @throws BackupError BACKUP_BAD_REQUEST */
+  #request (op: 'export' | 'restore', json: string): Record<string, unknown> {
+    let req: unknown
     try {
-      req = JSON.parse(readStr(items, Tag.JSON) ?? '') as Record<string, unknown>
-      if (typeof req !== 'object' || req === null || Array.isArray(req)) throw new Error('not an object')
+      req = JSON.parse(json)
     } catch {
-      throw bad(`BACKUP_${op.toUpperCase()} needs a JSON item holding an object`)
+      req = undefined
     }
+    if (typeof req !== 'object' || req === null || Array.isArray(req)) throw bad(`BACKUP_${op.toUpperCase()} needs a JSON item holding an object`)
     this.#purge()
-    if (op === 'export') {
-      const { answer, chunk } = req.transfer === undefined ? this.#startExport(backupCapable(keystore), req) : this.#exportChunk(req)
-      return [itemStr(Tag.JSON, JSON.stringify(answer)), itemBytes(Tag.PAYLOAD, chunk)]
-    }
-    const answer = req.commit === true ? this.#commitRestore(backupCapable(keystore), req) : this.#receive(keystore, req, items.get(Tag.PAYLOAD))
-    return [itemStr(Tag.JSON, JSON.stringify(answer))]
+    return req as Record<string, unknown>
   }
 
   #purge (): void {
@@ -195,23 +207,24 @@ export class BackupService {
     }
     let contents: Buffer
     try { contents = openBundle(parsed, key) } finally { key.fill(0); t.bytes.fill(0) }
-    let doc: { format?: unknown, keys?: unknown, policy?: unknown }
-    try { doc = JSON.parse(contents.toString('utf8')) } catch { doc = {} } finally { contents.fill(0) }
+    let json: unknown
+    try { json = JSON.parse(contents.toString('utf8')) } catch { json = undefined } finally { contents.fill(0) }
+    const doc: { format?: unknown, keys?: unknown, policy?: unknown } = typeof json === 'object' && json !== null ? json : {}
     if (doc.format !== CONTENTS_FORMAT || !Array.isArray(doc.keys) || (doc.policy !== null && typeof doc.policy !== 'string')) {
       throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', 'the bundle decrypted but its contents are not a keyedge backup')
     }
     const files = new Map<string, string>()
     for (const raw of doc.keys) {
       let sealed: { name: string, text: string }
-      try { sealed = ks.sealBackupKeyFile(raw) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle holds a bad key entry: ${(err as Error).message}`) }
+      try { sealed = ks.sealBackupKeyFile(raw) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle holds a bad key entry: ${errorMessage(err)}`) }
       if (files.has(sealed.name)) throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle holds key ${sealed.name} twice`)
       files.set(sealed.name, sealed.text)
     }
     const keepPolicy = existsSync(this.#paths.policyFile)
-    const policy = keepPolicy ? null : doc.policy as string | null
+    const policy = keepPolicy ? null : doc.policy
     // The staged policy.json must load before the commit: a restore never leaves a keyd that cannot start.
     stageAndCommit(this.#paths, files, policy, staged => {
-      try { return new KeyPolicy(staged) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle's policy.json is invalid: ${(err as Error).message}`) }
+      try { return new KeyPolicy(staged) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_MALFORMED', `the bundle's policy.json is invalid: ${errorMessage(err)}`) }
     })
     const added = ks.loadRestored()
     if (policy !== null) this.#applyPolicy?.(new KeyPolicy(this.#paths.policyFile))
@@ -230,9 +243,9 @@ export class BackupService {
     }
     if (!Array.isArray(req.shares) || !req.shares.every(s => typeof s === 'string')) throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `this bundle is sealed by Shamir shares: send ${wrap.threshold} of them`)
     const distinct: Share[] = []
-    for (const [i, text] of (req.shares as string[]).entries()) {
+    for (const [i, text] of req.shares.entries()) {
       let s: Share
-      try { s = decodeShare(text) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1}: ${(err as Error).message}`) }
+      try { s = decodeShare(text) } catch (err) { throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1}: ${errorMessage(err)}`) }
       if (s.y.length !== 32) throw new BackupError('KEYD_ERR_BACKUP_BAD_SHARES', `share ${i + 1} is not a share of a backup key`)
       if (!distinct.some(d => d.x === s.x)) distinct.push(s)
     }

@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { BridgeMissingError, KeydConfigError } from '../errors.js'
+import { writeFileAtomic } from '../../lib/atomic-file.js'
 
 const SO_RELATIVE = path.join('keyd', 'bridge', 'build', 'Release', 'keyedge_provider.so')
 
@@ -36,7 +37,7 @@ export interface OpensslConfigOptions {
  */
 export function bridgeProviderPath (): string {
   const here = path.dirname(fileURLToPath(import.meta.url))
-  const candidates = [
+  const candidates: [string, string] = [
     path.resolve(here, '..', '..', '..', SO_RELATIVE), // dist/keyd/bridge -> repo root
     path.resolve(here, '..', '..', SO_RELATIVE) // keyd/bridge -> repo root
   ]
@@ -105,14 +106,7 @@ export function writeOpensslConfig (opts: OpensslConfigOptions): void {
     'default_properties = ?provider=default',
     ''
   ].join('\n')
-  const tmp = `${opts.file}.${process.pid}.${Date.now()}.tmp`
-  try {
-    fs.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' })
-    fs.renameSync(tmp, opts.file)
-  } catch (err) {
-    fs.rmSync(tmp, { force: true })
-    throw err
-  }
+  writeFileAtomic(opts.file, text, 0o600)
 }
 
 /** Node flags that make a (worker) process read the config written above. */

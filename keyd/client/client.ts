@@ -1,18 +1,27 @@
-// The TypeScript keyd client: one pipelined connection, every request bounded by a timeout, reconnects on demand.
+// The TypeScript keyd client: one pipelined connection, every request bounded by a timeout, reconnects
+// on demand. Requests and answers go through the typed codecs of keyd/protocol/messages.ts; an answer
+// that does not decode (a missing or wrong-size item) is a KeydUnavailableError, never a default value.
 import { connect, type Socket } from 'node:net'
 import { readFileSync } from 'node:fs'
 import { createPublicKey, type KeyObject } from 'node:crypto'
+import { FrameDecoder, Op, encodeFrame, errorCodeName, opName, parseItems, type Item, type ItemMap } from '../protocol/codec.js'
+import { RESPONSE_BIT } from '../protocol/spec.js'
 import {
-  FrameDecoder, Op, Tag, encodeFrame, readStr, readUint, errorCodeName, parseItems,
-  itemStr, itemBytes, itemU32, itemU16, itemU8, encodeItems, ItemMap, type Item
-} from '../protocol/codec.js'
+  encodeHelloRequest, encodePingRequest, decodePingResponse, encodeGetPublicKeyRequest, decodePublicKeyResponse,
+  encodeSignRequest, decodeSignResponse, encodeSignBatchRequest, decodeSignBatchResponse, encodeGetTicketKeysRequest,
+  decodeGetTicketKeysResponse, encodeKeyCreateRequest, encodeKeyRotateRequest, encodeKeyNameRequest, decodeKeyJsonResponse,
+  encodeKeyImportRequest, encodeEmptyRequest, decodeWrappingKeyResponse, decodeAttestationKeyResponse, encodeKeyAttestRequest,
+  decodeKeyAttestResponse, decodeKeyListResponse, decodeErrorResponse, decodeHelloResponse, GRACE_UNLIMITED,
+  type PublicKeyResponse, type SignRequest
+} from '../protocol/messages.js'
 import { ALGORITHMS_BY_NAME } from '../algorithms.js'
-import { TicketTag, decodeTicketKeySet, readU64, type TicketKey } from '../protocol/ticket-keys.js'
+import { decodeTicketKeySet, type TicketKey } from '../protocol/ticket-keys.js'
 import { decodeKeyVersions, type KeyVersionTime } from '../protocol/key-versions.js'
 import type { KeyInfo } from '../keystore/keystore.js'
-import type { AttestationDocument } from '../server/attestation.js'
-import { secretBytes } from '../server/clients.js'
-import { KeydRemoteError, KeydTimeoutError, KeydUnavailableError } from '../errors.js'
+import type { AttestationDocument } from '../protocol/attestation.js'
+import { secretBytes } from '../../lib/secret-file.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
+import { KeydRemoteError, KeydTimeoutError, KeydUnavailableError, Refusal } from '../errors.js'
 
 export interface KeydClientOptions {
   socketPath: string
@@ -45,7 +54,24 @@ export type KeyDetail = Omit<KeyInfo, 'versions'> & {
   versions: Array<KeyInfo['versions'][number] & { current?: boolean, spkiSha256?: string | null, signsUntil?: string | null, canSign?: boolean }>
 }
 
-interface Pending { resolve: (items: Map<number, Uint8Array>) => void, reject: (err: Error) => void, timer: NodeJS.Timeout }
+interface Pending { opcode: number, resolve: (items: ItemMap) => void, reject: (err: Error) => void, timer: NodeJS.Timeout }
+
+/** Decodes an answer with `decode`; an answer that does not decode is keyd's fault, not the caller's. */
+function decoded<T> (opcode: number, items: ItemMap, decode: (items: ItemMap) => T): T {
+  try {
+    return decode(items)
+  } catch (err) {
+    if (!(err instanceof Refusal)) throw err
+    throw new KeydUnavailableError(`keyd answered ${opName(opcode)} with a malformed frame: ${err.message}`, { cause: err })
+  }
+}
+
+/** The SIGN request of the `sign` / `signBatch` arguments. @throws TypeError for an unknown algorithm */
+function signRequest (name: string, algorithm: string, message: Uint8Array, version: number | undefined, ieeeP1363: boolean | undefined): SignRequest {
+  const alg = ALGORITHMS_BY_NAME.get(algorithm)
+  if (alg === undefined) throw new TypeError(`unknown algorithm ${algorithm}`)
+  return { name, version: version ?? 0, algorithm: alg.code, message: Buffer.from(message.buffer, message.byteOffset, message.byteLength), encoding: ieeeP1363 === true ? 1 : 0 }
+}
 
 export class KeydClient {
   readonly #opts: Required<KeydClientOptions>
@@ -61,7 +87,7 @@ export class KeydClient {
   /** Connects and authenticates if not connected. @throws KeydUnavailableError, KeydRemoteError (UNKNOWN_CLIENT) */
   async connect (): Promise<void> {
     if (this.#ready === null) {
-      this.#ready = this.#open().catch(err => { this.#ready = null; throw err })
+      this.#ready = this.#open().catch((err: unknown) => { this.#ready = null; throw err })
     }
     await this.#ready
   }
@@ -72,7 +98,7 @@ export class KeydClient {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => { socket.destroy(); reject(new KeydTimeoutError(this.#opts.timeoutMs)) }, this.#opts.timeoutMs)
       socket.once('connect', () => { clearTimeout(timer); resolve() })
-      socket.once('error', err => { clearTimeout(timer); reject(new KeydUnavailableError(`keyd is not reachable at ${this.#opts.socketPath}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })) })
+      socket.once('error', err => { clearTimeout(timer); reject(new KeydUnavailableError(`keyd is not reachable at ${this.#opts.socketPath}: ${errorCode(err) ?? err.message}`, { cause: err })) })
     })
     const decoder = new FrameDecoder()
     socket.on('data', chunk => {
@@ -82,13 +108,7 @@ export class KeydClient {
         if (p === undefined) continue
         this.#pending.delete(ev.frame.requestId)
         clearTimeout(p.timer)
-        const items = parseItems(ev.frame.payload) ?? new Map()
-        if (ev.frame.opcode === Op.ERROR) {
-          const code = readUint(items, Tag.ERROR_CODE, 2) ?? 0
-          p.reject(new KeydRemoteError(errorCodeName(code ?? 0), code ?? 0, readStr(items, Tag.ERROR_MESSAGE) ?? 'keyd error'))
-        } else {
-          p.resolve(items)
-        }
+        this.#settle(p, ev.frame.opcode, parseItems(ev.frame.payload))
       }
     })
     const onGone = (err?: Error): void => {
@@ -107,51 +127,69 @@ export class KeydClient {
       secret = secretBytes(readFileSync(this.#opts.secretFile))
     } catch (err) {
       socket.destroy()
-      throw new KeydUnavailableError(`cannot read the client secret file ${this.#opts.secretFile}: ${(err as NodeJS.ErrnoException).code ?? ''}`, { cause: err })
+      throw new KeydUnavailableError(`cannot read the client secret file ${this.#opts.secretFile}: ${errorCode(err) ?? ''}`, { cause: err })
     }
-    await this.#send(Op.HELLO, [itemStr(Tag.CLIENT_NAME, this.#opts.clientName), itemBytes(Tag.CLIENT_SECRET, secret)])
+    decoded(Op.HELLO, await this.#send(Op.HELLO, encodeHelloRequest({ clientName: this.#opts.clientName, clientSecret: secret })), decodeHelloResponse)
   }
 
-  async #send (opcode: number, items: Item[]): Promise<Map<number, Uint8Array>> {
+  /** Resolves or rejects one pending request with the answer frame's items. */
+  #settle (p: Pending, opcode: number, items: ItemMap | null): void {
+    if (items === null) {
+      p.reject(new KeydUnavailableError(`keyd answered ${opName(p.opcode)} with items that run past the frame`))
+    } else if (opcode === Op.ERROR) {
+      try {
+        const e = decodeErrorResponse(items)
+        p.reject(new KeydRemoteError(errorCodeName(e.code), e.code, e.message))
+      } catch (err) {
+        p.reject(new KeydUnavailableError(`keyd answered ${opName(p.opcode)} with a malformed ERROR frame: ${errorMessage(err)}`, { cause: err }))
+      }
+    } else if (opcode !== (p.opcode | RESPONSE_BIT)) {
+      p.reject(new KeydUnavailableError(`keyd answered ${opName(p.opcode)} with opcode 0x${opcode.toString(16)}`))
+    } else {
+      p.resolve(items)
+    }
+  }
+
+  async #send (opcode: number, items: Item[]): Promise<ItemMap> {
     const socket = this.#socket
     if (socket === null) throw new KeydUnavailableError('keyd connection closed')
     const id = this.#nextId
     this.#nextId = (this.#nextId + 1) >>> 0 || 1
-    return await new Promise((resolve, reject) => {
+    return await new Promise<ItemMap>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id)
         reject(new KeydTimeoutError(this.#opts.timeoutMs))
       }, this.#opts.timeoutMs)
-      this.#pending.set(id, { resolve, reject, timer })
+      this.#pending.set(id, { opcode, resolve, reject, timer })
       socket.ref()
       socket.write(encodeFrame(opcode, id, items))
-    }).finally(() => { if (this.#pending.size === 0) socket.unref() }) as Map<number, Uint8Array>
+    }).finally(() => { if (this.#pending.size === 0) socket.unref() })
   }
 
   /** Sends one request (connecting first if needed) and returns the answer's items. */
-  async request (opcode: number, items: Item[] = []): Promise<Map<number, Uint8Array>> {
+  async request (opcode: number, items: Item[] = []): Promise<ItemMap> {
     await this.connect()
     return await this.#send(opcode, items)
   }
 
+  /** Sends one request and decodes its answer with `decode`. */
+  async #call<T> (opcode: number, items: Item[], decode: (items: ItemMap) => T): Promise<T> {
+    return decoded(opcode, await this.request(opcode, items), decode)
+  }
+
   async ping (payload: Uint8Array = new Uint8Array(0)): Promise<Buffer> {
-    const r = await this.request(Op.PING, [itemBytes(Tag.PAYLOAD, payload)])
-    return Buffer.from(r.get(Tag.PAYLOAD) ?? [])
+    const r = await this.#call(Op.PING, encodePingRequest({ payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) }), decodePingResponse)
+    return Buffer.from(r.payload)
   }
 
   async getPublicKey (name: string, version = 0): Promise<PublicKeyInfo> {
-    return toPublicKeyInfo(await this.request(Op.GET_PUBLIC_KEY, [itemStr(Tag.KEY_NAME, name), itemU32(Tag.KEY_VERSION, version)]))
+    return toPublicKeyInfo(await this.#call(Op.GET_PUBLIC_KEY, encodeGetPublicKeyRequest({ name, version }), decodePublicKeyResponse))
   }
 
   /** Signs `message` whole with `algorithm` (a name like `ecdsa-sha256`, see keyd/algorithms.ts). */
   async sign (name: string, algorithm: string, message: Uint8Array, opts: { version?: number, ieeeP1363?: boolean } = {}): Promise<{ signature: Buffer, version: number }> {
-    const alg = ALGORITHMS_BY_NAME.get(algorithm)
-    if (alg === undefined) throw new TypeError(`unknown algorithm ${algorithm}`)
-    const r = await this.request(Op.SIGN, [
-      itemStr(Tag.KEY_NAME, name), itemU32(Tag.KEY_VERSION, opts.version ?? 0), itemU16(Tag.ALGORITHM, alg.code),
-      itemBytes(Tag.MESSAGE, message), itemU8(Tag.SIG_ENCODING, opts.ieeeP1363 === true ? 1 : 0)
-    ])
-    return { signature: Buffer.from(r.get(Tag.SIGNATURE) ?? []), version: readUint(r, Tag.KEY_VERSION, 4) ?? 0 }
+    const r = await this.#call(Op.SIGN, encodeSignRequest(signRequest(name, algorithm, message, opts.version, opts.ieeeP1363)), decodeSignResponse)
+    return { signature: Buffer.from(r.signature), version: r.version }
   }
 
   /**
@@ -160,23 +198,10 @@ export class KeydClient {
    * @throws KeydUnavailableError, KeydTimeoutError, KeydRemoteError for the frame as a whole
    */
   async signBatch (entries: BatchEntry[]): Promise<Array<{ signature: Buffer, version: number } | KeydRemoteError>> {
-    const items = entries.map(e => {
-      const alg = ALGORITHMS_BY_NAME.get(e.algorithm)
-      if (alg === undefined) throw new TypeError(`unknown algorithm ${e.algorithm}`)
-      return itemBytes(Tag.ENTRY, encodeItems([
-        itemStr(Tag.KEY_NAME, e.name), itemU32(Tag.KEY_VERSION, e.version ?? 0), itemU16(Tag.ALGORITHM, alg.code),
-        itemBytes(Tag.MESSAGE, e.message), itemU8(Tag.SIG_ENCODING, e.ieeeP1363 === true ? 1 : 0)
-      ]))
-    })
-    const r = await this.request(Op.SIGN_BATCH, items)
-    const answers = r instanceof ItemMap ? r.all(Tag.ENTRY) : []
+    const requests = entries.map(e => signRequest(e.name, e.algorithm, e.message, e.version, e.ieeeP1363))
+    const answers = await this.#call(Op.SIGN_BATCH, encodeSignBatchRequest(requests), decodeSignBatchResponse)
     if (answers.length !== entries.length) throw new KeydUnavailableError(`keyd answered SIGN_BATCH with ${answers.length} entries for ${entries.length}`)
-    return answers.map(a => {
-      const e = parseItems(a) ?? new Map<number, Uint8Array>()
-      const code = readUint(e, Tag.ERROR_CODE, 2)
-      if (typeof code === 'number') return new KeydRemoteError(errorCodeName(code), code, readStr(e, Tag.ERROR_MESSAGE) ?? 'keyd error')
-      return { signature: Buffer.from(e.get(Tag.SIGNATURE) ?? []), version: readUint(e, Tag.KEY_VERSION, 4) ?? 0 }
-    })
+    return answers.map(a => 'code' in a ? new KeydRemoteError(errorCodeName(a.code), a.code, a.message) : { signature: Buffer.from(a.signature), version: a.version })
   }
 
   /**
@@ -185,14 +210,14 @@ export class KeydClient {
    * @throws KeydUnavailableError, KeydTimeoutError, KeydRemoteError (FORBIDDEN without the sign right)
    */
   async getTicketKeys (rotationSeconds: number, previous = 1): Promise<{ keys: TicketKey[], serverTimeMs: number }> {
-    const r = await this.request(Op.GET_TICKET_KEYS, [itemU32(TicketTag.ROTATION_SECONDS, rotationSeconds), itemU32(TicketTag.PREVIOUS, previous)])
-    const keys = decodeTicketKeySet(r.get(TicketTag.KEY_SET) ?? new Uint8Array(0))
+    const r = await this.#call(Op.GET_TICKET_KEYS, encodeGetTicketKeysRequest({ rotationSeconds, previous }), decodeGetTicketKeysResponse)
+    const keys = decodeTicketKeySet(r.keySet)
     if (keys === null) throw new KeydUnavailableError('keyd answered GET_TICKET_KEYS with a malformed key set')
-    return { keys, serverTimeMs: readU64(r.get(TicketTag.SERVER_TIME)) ?? Date.now() }
+    return { keys, serverTimeMs: r.serverTime }
   }
 
   async createKey (name: string, type: string, usage: string): Promise<PublicKeyInfo> {
-    return toPublicKeyInfo(await this.request(Op.KEY_CREATE, [itemStr(Tag.KEY_NAME, name), itemStr(Tag.KEY_TYPE, type), itemStr(Tag.USAGE, usage)]))
+    return toPublicKeyInfo(await this.#call(Op.KEY_CREATE, encodeKeyCreateRequest({ name, type, usage }), decodePublicKeyResponse))
   }
 
   /**
@@ -200,50 +225,50 @@ export class KeydClient {
    * for the key's grace: `signGraceSeconds` sets it (null = without limit), absent keeps it.
    */
   async rotateKey (name: string, opts: { signGraceSeconds?: number | null } = {}): Promise<PublicKeyInfo> {
-    const grace = opts.signGraceSeconds === undefined ? [] : [itemU32(Tag.SIGN_GRACE_SECONDS, opts.signGraceSeconds ?? 0xffffffff)]
-    return toPublicKeyInfo(await this.request(Op.KEY_ROTATE, [itemStr(Tag.KEY_NAME, name), ...grace]))
+    const grace = opts.signGraceSeconds === undefined ? {} : { signGraceSeconds: opts.signGraceSeconds ?? GRACE_UNLIMITED }
+    return toPublicKeyInfo(await this.#call(Op.KEY_ROTATE, encodeKeyRotateRequest({ name, ...grace }), decodePublicKeyResponse))
   }
 
   /** KEY_INFO (admin): one key's detail with every version (public data only); works on a destroyed key's tombstone. */
   async keyInfo (name: string): Promise<KeyDetail> {
-    return JSON.parse(readStr(await this.request(Op.KEY_INFO, [itemStr(Tag.KEY_NAME, name)]), Tag.JSON) ?? '{}') as KeyDetail
+    return JSON.parse((await this.#call(Op.KEY_INFO, encodeKeyNameRequest({ name }), decodeKeyJsonResponse)).json) as KeyDetail
   }
 
   /** KEY_DISABLE / KEY_ENABLE / KEY_DESTROY (admin); answers the key's summary. */
   async setKeyState (name: string, action: 'disable' | 'enable' | 'destroy'): Promise<KeyDetail> {
     const op = action === 'disable' ? Op.KEY_DISABLE : action === 'enable' ? Op.KEY_ENABLE : Op.KEY_DESTROY
-    return JSON.parse(readStr(await this.request(op, [itemStr(Tag.KEY_NAME, name)]), Tag.JSON) ?? '{}') as KeyDetail
+    return JSON.parse((await this.#call(op, encodeKeyNameRequest({ name }), decodeKeyJsonResponse)).json) as KeyDetail
   }
 
   /** KEY_IMPORT of a PKCS#8 DER private key (admin), or of a bring-your-own-key bundle made with `wrapForImport`. */
   async importKey (name: string, usage: string, key: { pkcs8: Uint8Array } | { wrappedAesKey: Uint8Array, wrappedPrivateKey: Uint8Array }): Promise<PublicKeyInfo> {
+    const buf = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
     const material = 'pkcs8' in key
-      ? [itemBytes(Tag.PRIVATE_KEY, key.pkcs8)]
-      : [itemBytes(Tag.WRAPPED_AES_KEY, key.wrappedAesKey), itemBytes(Tag.WRAPPED_PRIVATE_KEY, key.wrappedPrivateKey)]
-    return toPublicKeyInfo(await this.request(Op.KEY_IMPORT, [itemStr(Tag.KEY_NAME, name), itemStr(Tag.USAGE, usage), ...material]))
+      ? { privateKey: buf(key.pkcs8) }
+      : { wrappedAesKey: buf(key.wrappedAesKey), wrappedPrivateKey: buf(key.wrappedPrivateKey) }
+    return toPublicKeyInfo(await this.#call(Op.KEY_IMPORT, encodeKeyImportRequest({ name, usage, ...material }), decodePublicKeyResponse))
   }
 
   /** keyd's RSA-OAEP wrapping public key for wrapped imports (admin). */
   async getWrappingKey (): Promise<{ publicKey: KeyObject, bits: number }> {
-    const r = await this.request(Op.WRAPPING_KEY)
-    return { publicKey: createPublicKey({ key: Buffer.from(r.get(Tag.PUBLIC_KEY) ?? []), format: 'der', type: 'spki' }), bits: readUint(r, Tag.KEY_BITS, 4) ?? 0 }
+    const r = await this.#call(Op.WRAPPING_KEY, encodeEmptyRequest(), decodeWrappingKeyResponse)
+    return { publicKey: createPublicKey({ key: r.publicKey, format: 'der', type: 'spki' }), bits: r.bits }
   }
 
   /** keyd's Ed25519 attestation public key (admin). */
   async getAttestationKey (): Promise<KeyObject> {
-    const r = await this.request(Op.ATTESTATION_KEY)
-    return createPublicKey({ key: Buffer.from(r.get(Tag.PUBLIC_KEY) ?? []), format: 'der', type: 'spki' })
+    const r = await this.#call(Op.ATTESTATION_KEY, encodeEmptyRequest(), decodeAttestationKeyResponse)
+    return createPublicKey({ key: r.publicKey, format: 'der', type: 'spki' })
   }
 
   /** KEY_ATTEST (admin): a signed statement about one version (0 = current); check it with `verifyAttestation`. */
   async attestKey (name: string, version = 0): Promise<AttestationDocument> {
-    const r = await this.request(Op.KEY_ATTEST, [itemStr(Tag.KEY_NAME, name), itemU32(Tag.KEY_VERSION, version)])
-    return JSON.parse(readStr(r, Tag.STATEMENT) ?? '{}') as AttestationDocument
+    const r = await this.#call(Op.KEY_ATTEST, encodeKeyAttestRequest({ name, version }), decodeKeyAttestResponse)
+    return JSON.parse(r.statement) as AttestationDocument
   }
 
   async listKeys (): Promise<KeyDetail[]> {
-    const r = await this.request(Op.KEY_LIST)
-    return JSON.parse(readStr(r, Tag.JSON) ?? '[]') as KeyDetail[]
+    return JSON.parse((await this.#call(Op.KEY_LIST, encodeEmptyRequest(), decodeKeyListResponse)).json) as KeyDetail[]
   }
 
   close (): void {
@@ -253,15 +278,15 @@ export class KeydClient {
   }
 }
 
-function toPublicKeyInfo (r: Map<number, Uint8Array>): PublicKeyInfo {
-  const spki = Buffer.from(r.get(Tag.PUBLIC_KEY) ?? [])
+function toPublicKeyInfo (r: PublicKeyResponse): PublicKeyInfo {
+  const spki = Buffer.from(r.publicKey)
   return {
-    name: readStr(r, Tag.KEY_NAME) ?? '',
-    version: readUint(r, Tag.KEY_VERSION, 4) ?? 0,
-    type: readStr(r, Tag.KEY_TYPE) ?? '',
-    bits: readUint(r, Tag.KEY_BITS, 4) ?? 0,
+    name: r.name,
+    version: r.version,
+    type: r.type,
+    bits: r.bits,
     spki,
     publicKey: createPublicKey({ key: spki, format: 'der', type: 'spki' }),
-    versions: decodeKeyVersions(r.get(Tag.KEY_VERSIONS) ?? new Uint8Array(0)) ?? []
+    versions: r.versions === undefined ? [] : decodeKeyVersions(r.versions) ?? []
   }
 }

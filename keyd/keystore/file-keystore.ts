@@ -3,6 +3,7 @@ import { mkdirSync, readdirSync, readFileSync, chmodSync, rmSync } from 'node:fs
 import { join } from 'node:path'
 import { createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, sign as cryptoSign, type KeyObject } from 'node:crypto'
 import { writeFileAtomic } from './atomic-file.js'
+import { errorMessage } from '../../lib/errors.js'
 import { seal, open, isSealedBlob, type SealedBlob } from './aead.js'
 import { isKeyType, isUsage, signOptions, KEY_NAME_RE, type Algorithm, type KeyType, type Usage } from '../algorithms.js'
 import type { Keystore, KeyInfo, KeyVersionInfo, KeyState } from './keystore.js'
@@ -57,7 +58,7 @@ export class FileKeystore implements Keystore {
         const k = this.#decode(JSON.parse(readFileSync(join(dir, f), 'utf8')))
         this.#keys.set(k.info.name, k)
       } catch (err) {
-        this.loadErrors.push({ file: join(dir, f), reason: err instanceof SyntaxError ? 'not valid JSON (truncated or corrupt)' : (err as Error).message })
+        this.loadErrors.push({ file: join(dir, f), reason: err instanceof SyntaxError ? 'not valid JSON (truncated or corrupt)' : errorMessage(err) })
       }
     }
   }
@@ -245,7 +246,7 @@ export class FileKeystore implements Keystore {
         if (spki !== rest.publicKey) throw new Error(`key ${s.name} v${rest.version}: the private key does not match its public key`)
         return { ...rest, privateKey: seal(this.#master, der, aad(s.name, rest.version, s.type)) }
       } catch (err) {
-        throw new Error(`key ${s.name} v${rest.version}: ${(err as Error).message.startsWith('key ') ? 'the private key does not match its public key' : 'the private key does not parse'}`)
+        throw new Error(`key ${s.name} v${rest.version}: ${errorMessage(err).startsWith('key ') ? 'the private key does not match its public key' : 'the private key does not parse'}`)
       } finally {
         der.fill(0)
       }

@@ -4,6 +4,7 @@ import { createHash, createPublicKey, hkdfSync, randomBytes, type KeyObject } fr
 import type * as P11 from 'pkcs11js'
 import { isKeyType, isUsage, type Algorithm, type KeyType, type Usage } from '../algorithms.js'
 import { Pkcs11Error } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 import type { Keystore, KeyInfo, KeyState } from './keystore.js'
 import { Pkcs11Token, isConnectionLoss, type TokenOptions } from './pkcs11-token.js'
 import { digestInfo, pssEncode, ecdsaRawToDer, unwrapOctetString, ecPublicKey, rsaPublicKey } from './pkcs11-encoding.js'
@@ -81,7 +82,7 @@ export class Pkcs11Keystore implements Keystore {
         }
         this.#keys.set(record.name, loaded)
       } catch (err) {
-        this.loadErrors.push({ key: label, reason: err instanceof SyntaxError ? 'record is not valid JSON' : (err as Error).message })
+        this.loadErrors.push({ key: label, reason: err instanceof SyntaxError ? 'record is not valid JSON' : errorMessage(err) })
       }
     }
   }

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import type * as P11 from 'pkcs11js'
 import { Pkcs11Error } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 
 type Binding = typeof P11
 
@@ -31,7 +32,7 @@ export function linksLibcrypto (file: string): boolean {
 }
 
 function ckr (err: unknown): string {
-  const m = /CKR_[A-Z_]+/.exec((err as Error)?.message ?? '')
+  const m = /CKR_[A-Z_]+/.exec(errorMessage(err))
   return m === null ? 'unknown error' : m[0]
 }
 
@@ -52,7 +53,7 @@ export class Pkcs11Token {
     try {
       unsafe = linksLibcrypto(opts.module)
     } catch (err) {
-      throw new Pkcs11Error('KEYD_ERR_PKCS11', `cannot read the PKCS#11 module ${opts.module}: ${(err as Error).message}`)
+      throw new Pkcs11Error('KEYD_ERR_PKCS11', `cannot read the PKCS#11 module ${opts.module}: ${errorMessage(err)}`)
     }
     if (unsafe) {
       throw new Pkcs11Error('KEYD_ERR_PKCS11_MODULE_UNSAFE', `${opts.module} links libcrypto and would crash inside Node: host it in "p11-kit server --provider ${opts.module}" and give keyd p11-kit-client.so`)
@@ -62,7 +63,7 @@ export class Pkcs11Token {
     try {
       this.#lib.load(opts.module)
     } catch (err) {
-      throw new Pkcs11Error('KEYD_ERR_PKCS11', `cannot load the PKCS#11 module ${opts.module}: ${(err as Error).message}`)
+      throw new Pkcs11Error('KEYD_ERR_PKCS11', `cannot load the PKCS#11 module ${opts.module}: ${errorMessage(err)}`)
     }
     this.#open()
   }
@@ -144,6 +145,6 @@ export class Pkcs11Token {
 
 /** True for the failures after which a fresh connection may succeed (the RPC peer went away). */
 export function isConnectionLoss (err: unknown): boolean {
-  const code = ckr((err as Error & { cause?: unknown })?.cause ?? err)
+  const code = ckr(err instanceof Error && err.cause !== undefined ? err.cause : err)
   return ['CKR_DEVICE_ERROR', 'CKR_DEVICE_REMOVED', 'CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED', 'CKR_TOKEN_NOT_PRESENT', 'CKR_CRYPTOKI_NOT_INITIALIZED', 'CKR_USER_NOT_LOGGED_IN'].includes(code)
 }

@@ -1,109 +1,10 @@
 // Pure codec for the keyd wire protocol (PROTOCOL.md): bytes in, objects out. Never touches a socket.
 
-export const PROTOCOL_VERSION = 1
-export const HEADER_SIZE = 12
-export const DEFAULT_MAX_FRAME = 1024 * 1024
+import { Op, Tag, TAGS, PROTOCOL_VERSION, HEADER_SIZE, DEFAULT_MAX_FRAME, type ErrorName } from './spec.js'
 
-export const Op = {
-  HELLO: 0x01,
-  PING: 0x02,
-  GET_PUBLIC_KEY: 0x03,
-  SIGN: 0x04,
-  SIGN_BATCH: 0x05,
-  GET_TICKET_KEYS: 0x06,
-  KEY_CREATE: 0x20,
-  KEY_LIST: 0x21,
-  KEY_ROTATE: 0x22,
-  KEY_INFO: 0x23,
-  KEY_DISABLE: 0x24,
-  KEY_ENABLE: 0x25,
-  KEY_DESTROY: 0x26,
-  KEY_IMPORT: 0x27,
-  STATUS: 0x28,
-  UNSEAL: 0x29,
-  WRAPPING_KEY: 0x2a,
-  KEY_ATTEST: 0x2b,
-  ATTESTATION_KEY: 0x2c,
-  BACKUP_EXPORT: 0x2e,
-  BACKUP_RESTORE: 0x2f,
-  ERROR: 0xff
-} as const
-
-export const Tag = {
-  CLIENT_NAME: 0x01,
-  CLIENT_SECRET: 0x02,
-  KEY_NAME: 0x03,
-  KEY_VERSION: 0x04,
-  KEY_TYPE: 0x05,
-  ALGORITHM: 0x06,
-  MESSAGE: 0x07,
-  SIGNATURE: 0x08,
-  PUBLIC_KEY: 0x09,
-  EC_POINT: 0x0a,
-  RSA_N: 0x0b,
-  RSA_E: 0x0c,
-  KEY_BITS: 0x0d,
-  ERROR_CODE: 0x0e,
-  ERROR_MESSAGE: 0x0f,
-  PAYLOAD: 0x10,
-  SIG_ENCODING: 0x11,
-  USAGE: 0x12,
-  SERVER_INFO: 0x13,
-  JSON: 0x14,
-  ENTRY: 0x15,
-  SHARE: 0x20,
-  SIGN_GRACE_SECONDS: 0x21,
-  PRIVATE_KEY: 0x22,
-  WRAPPED_AES_KEY: 0x23,
-  WRAPPED_PRIVATE_KEY: 0x24,
-  STATEMENT: 0x25,
-  /** bytes: every version of a key with its creation time (key-versions.ts), in GET_PUBLIC_KEY answers. */
-  KEY_VERSIONS: 0xff
-} as const
-
-/** Wire error codes; never renumbered. */
-export const ErrorCode = {
-  BAD_FRAME: 1,
-  UNSUPPORTED_VERSION: 2,
-  FRAME_TOO_LARGE: 3,
-  UNKNOWN_OPCODE: 4,
-  NOT_AUTHENTICATED: 5,
-  UNKNOWN_CLIENT: 6,
-  FORBIDDEN: 7,
-  MISSING_ITEM: 8,
-  KEY_NOT_FOUND: 9,
-  KEY_EXISTS: 10,
-  BAD_ALGORITHM: 11,
-  POLICY_DENIED_MESSAGE: 12,
-  BAD_KEY_NAME: 13,
-  BAD_KEY_TYPE: 14,
-  INTERNAL: 15,
-  OVERLOADED: 16,
-  AUDIT_UNAVAILABLE: 17,
-  SEALED: 18,
-  BAD_SHARE: 19,
-  RATE_LIMITED: 20,
-  KEY_DISABLED: 21,
-  KEY_DESTROYED: 22,
-  KEY_VERSION_RETIRED: 23,
-  BAD_KEY_MATERIAL: 24,
-  NOT_SUPPORTED: 25,
-  BACKUP_MALFORMED: 30,
-  BACKUP_TRUNCATED: 31,
-  BACKUP_WRONG_PASSPHRASE: 32,
-  BACKUP_BAD_SHARES: 33,
-  BACKUP_TAMPERED: 34,
-  RESTORE_NOT_EMPTY: 35,
-  BACKUP_BAD_REQUEST: 36
-} as const
-export type ErrorCodeName = keyof typeof ErrorCode
-const errorNames = new Map<number, ErrorCodeName>(
-  Object.entries(ErrorCode).map(([k, v]) => [v, k as ErrorCodeName]))
-
-/** Name of a wire error code, or `UNKNOWN_<n>`. */
-export function errorCodeName (code: number): string {
-  return errorNames.get(code) ?? `UNKNOWN_${code}`
-}
+// The numbers themselves are declared once, in spec.ts; re-exported here for the codec's callers.
+export { Op, Tag, ErrorCode, PROTOCOL_VERSION, HEADER_SIZE, DEFAULT_MAX_FRAME, errorCodeName, opName } from './spec.js'
+export type ErrorCodeName = ErrorName
 
 export interface Item { tag: number, value: Uint8Array }
 
@@ -166,7 +67,7 @@ export function parseItems (payload: Uint8Array): ItemMap | null {
   let off = 0
   while (off < payload.length) {
     if (off + 5 > payload.length) return null
-    const tag = payload[off]
+    const tag = view.getUint8(off)
     const len = view.getUint32(off + 1)
     if (off + 5 + len > payload.length) return null
     items.add(tag, payload.subarray(off + 5, off + 5 + len))
@@ -234,8 +135,8 @@ export class FrameDecoder {
       events.push({
         kind: 'frame',
         frame: {
-          version: f[4],
-          opcode: f[5],
+          version: f.readUInt8(4),
+          opcode: f.readUInt8(5),
           flags: f.readUInt16BE(6),
           requestId: f.readUInt32BE(8),
           payload: Buffer.from(f.subarray(HEADER_SIZE))
@@ -279,9 +180,18 @@ export function readStr (items: Map<number, Uint8Array>, tag: number): string | 
   return v === undefined ? undefined : Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8')
 }
 
-/** Builds the ERROR response frame. */
+/** `s` cut to at most `max` bytes of UTF-8 without splitting a character. */
+export function truncateUtf8 (s: string, max: number): string {
+  const b = Buffer.from(s, 'utf8')
+  if (b.length <= max) return s
+  let end = max
+  while (end > 0 && ((b[end] ?? 0) & 0xc0) === 0x80) end--
+  return b.subarray(0, end).toString('utf8')
+}
+
+/** Builds the ERROR response frame; the message is cut to the ERROR_MESSAGE bound. */
 export function encodeError (requestId: number, code: number, message: string): Buffer {
-  return encodeFrame(Op.ERROR, requestId, [itemU16(Tag.ERROR_CODE, code), itemStr(Tag.ERROR_MESSAGE, message)])
+  return encodeFrame(Op.ERROR, requestId, [itemU16(Tag.ERROR_CODE, code), itemStr(Tag.ERROR_MESSAGE, truncateUtf8(message, TAGS.ERROR_MESSAGE.max))])
 }
 
 // Key references: the PEM the proxy holds instead of a private key.
@@ -302,8 +212,9 @@ export function encodeKeyReference (ref: KeyReference): string {
 /** Decodes a key reference PEM; returns null if the text is not one. */
 export function decodeKeyReference (pem: string): KeyReference | null {
   const m = new RegExp(`-----BEGIN ${KEY_REF_LABEL}-----([A-Za-z0-9+/=\\s]+)-----END ${KEY_REF_LABEL}-----`).exec(pem)
-  if (m === null) return null
-  const raw = Buffer.from(m[1].replace(/\s+/g, ''), 'base64')
+  const base64 = m?.[1]
+  if (base64 === undefined) return null
+  const raw = Buffer.from(base64.replace(/\s+/g, ''), 'base64')
   if (raw.length < 4 || !raw.subarray(0, 4).equals(KEY_REF_MAGIC)) return null
   const items = parseItems(raw.subarray(4))
   if (items === null) return null

@@ -1,8 +1,10 @@
 // The KEY_VERSIONS item (PROTOCOL.md): every version of a key with its creation time, so a client
 // (the token endpoint) can derive key roles from keyd alone. Pure encoder/decoder, no socket.
 
+import { TAGS } from './spec.js'
+
 /** One record: u32 version ‖ u64 creation time, unix milliseconds. */
-export const KEY_VERSION_RECORD_BYTES = 12
+export const KEY_VERSION_RECORD_BYTES: 12 = TAGS.KEY_VERSIONS.record
 
 export interface KeyVersionTime { version: number, createdAtMs: number }
 

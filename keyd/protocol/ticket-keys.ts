@@ -1,27 +1,30 @@
 // TLS session-ticket keys on the wire (GET_TICKET_KEYS, PROTOCOL.md): the tags, the epoch arithmetic,
 // the HKDF info label, and the pure encoder/decoder of the key-set item. Never touches a socket.
 
-/** Item tags of GET_TICKET_KEYS (0x16–0x1F are reserved for ticket keys). */
+import { Tag, TAGS } from './spec.js'
+
+/** Item tags of GET_TICKET_KEYS, by their short names (declared in spec.ts as TICKET_*, SERVER_TIME). */
 export const TicketTag = {
   /** u32: seconds per epoch (one key encrypts for one epoch). */
-  ROTATION_SECONDS: 0x16,
+  ROTATION_SECONDS: Tag.TICKET_ROTATION_SECONDS,
   /** u32: how many keys before the current one are still answered (decrypt only). */
-  PREVIOUS: 0x17,
+  PREVIOUS: Tag.TICKET_PREVIOUS,
   /** bytes: the key records, oldest epoch first (below). */
-  KEY_SET: 0x18,
-  /** bytes: u64 keyd's clock when it answered, unix milliseconds. */
-  SERVER_TIME: 0x19
+  KEY_SET: Tag.TICKET_KEY_SET,
+  /** u64: keyd's clock when it answered, unix milliseconds. */
+  SERVER_TIME: Tag.SERVER_TIME
 } as const
 
 /** Node's ticket key: 16-byte name ‖ 16-byte HMAC secret ‖ 16-byte AES-128 key. */
 export const TICKET_KEY_BYTES = 48
 export const TICKET_KEY_NAME_BYTES = 16
 /** One record: u64 epoch, u64 encryptFrom, u64 encryptUntil, u64 decryptUntil (unix seconds), key. */
-export const TICKET_RECORD_BYTES = 32 + TICKET_KEY_BYTES
+export const TICKET_RECORD_BYTES: 80 = TAGS.TICKET_KEY_SET.record
 
-export const TICKET_ROTATION_MIN_SECONDS = 10
-export const TICKET_ROTATION_MAX_SECONDS = 7 * 86_400
-export const TICKET_PREVIOUS_MAX = 48
+/** Bounds of TICKET_ROTATION_SECONDS and TICKET_PREVIOUS (spec.ts); out of range is BAD_FRAME. */
+export const TICKET_ROTATION_MIN_SECONDS = TAGS.TICKET_ROTATION_SECONDS.range[0]
+export const TICKET_ROTATION_MAX_SECONDS = TAGS.TICKET_ROTATION_SECONDS.range[1]
+export const TICKET_PREVIOUS_MAX = TAGS.TICKET_PREVIOUS.range[1]
 
 /** HKDF-SHA256 `info` prefix; the full info is this ‖ u32 rotationSeconds ‖ u64 epoch. */
 export const TICKET_HKDF_INFO = 'keyedge tls ticket key v1'
@@ -89,17 +92,4 @@ export function decodeTicketKeySet (value: Uint8Array): TicketKey[] | null {
     })
   }
   return keys
-}
-
-/** u64 big-endian item value. */
-export function u64 (n: number): Buffer {
-  const b = Buffer.alloc(8)
-  b.writeBigUInt64BE(BigInt(n))
-  return b
-}
-
-/** Reads a u64 item value; null if not 8 bytes. */
-export function readU64 (v: Uint8Array | undefined): number | null {
-  if (v === undefined || v.length !== 8) return null
-  return Number(Buffer.from(v.buffer, v.byteOffset, 8).readBigUInt64BE(0))
 }

@@ -2,7 +2,8 @@
 import { existsSync, mkdirSync, readFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { writeFileAtomic } from '../keystore/atomic-file.js'
+import { writeFileAtomic } from '../../lib/atomic-file.js'
+import { secretBytes } from '../../lib/secret-file.js'
 import { KeydConfigError } from '../errors.js'
 
 export type Right = 'sign' | 'admin'
@@ -12,13 +13,6 @@ const CLIENT_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/
 
 function sha256 (b: Uint8Array): Buffer {
   return createHash('sha256').update(b).digest()
-}
-
-/** Trims trailing whitespace from a secret file's bytes (what a client sends in HELLO). */
-export function secretBytes (raw: Buffer): Buffer {
-  let end = raw.length
-  while (end > 0 && (raw[end - 1] === 0x0a || raw[end - 1] === 0x0d || raw[end - 1] === 0x20 || raw[end - 1] === 0x09)) end--
-  return raw.subarray(0, end)
 }
 
 export class ClientRegistry {

@@ -3,6 +3,7 @@
 import { createHash, createHmac, createCipheriv, hkdfSync, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { ALGORITHMS, signOptions, type KeyFamily } from '../algorithms.js'
 import { KeydError } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 
 export class SelfTestError extends KeydError {
   constructor (message: string) { super('KEYD_ERR_SELF_TEST', message) }
@@ -48,7 +49,7 @@ export function runSelfTests (kats: readonly Kat[] = KATS): { tests: number, ms:
   let tests = 0
   for (const k of kats) {
     let got: string
-    try { got = k.run() } catch (err) { throw new SelfTestError(`self-test ${k.name} threw: ${(err as Error).message}`) }
+    try { got = k.run() } catch (err) { throw new SelfTestError(`self-test ${k.name} threw: ${errorMessage(err)}`) }
     if (got !== k.want) throw new SelfTestError(`self-test ${k.name}: wrong answer`)
     tests++
   }

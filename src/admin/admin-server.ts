@@ -15,8 +15,10 @@ export interface AdminReload {
 
 /** What the admin listener asks of the process it belongs to. */
 export interface AdminBackend {
-  /** Null when ready, else why not (`draining`, `starting`). */
+  /** Null when ready, else why not (`draining`, `starting`, `no_workers`, `keyd_unreachable`, `keyd_sealed`). */
   notReady: () => string | null
+  /** More about readiness for the /ready body (keyd's state). */
+  readiness?: () => Record<string, unknown>
   workers: () => number
   metrics: () => Promise<{ contentType: string, body: string }>
   certificates: () => Promise<CertEntryInfo[]>
@@ -59,7 +61,7 @@ async function route (backend: AdminBackend, req: IncomingMessage, res: ServerRe
     case '/ready': {
       if (!allow(['GET', 'HEAD'])) return
       const reason = backend.notReady()
-      json(res, reason === null ? 200 : 503, { status: reason ?? 'ready', workers: backend.workers() })
+      json(res, reason === null ? 200 : 503, { status: reason ?? 'ready', workers: backend.workers(), ...backend.readiness?.() })
       return
     }
     case '/metrics': {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { Op, Tag, itemStr, itemBytes, readStr } from '../../keyd/protocol/codec.js'
 import type { KeydClient } from '../../keyd/client/client.js'
-import { writeFileAtomic } from '../../keyd/keystore/atomic-file.js'
+import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { parseBundle, BACKUP_DEFAULTS, type BundleWrap } from '../../keyd/backup/index.js'
 import { BackupError } from '../../keyd/errors.js'
 

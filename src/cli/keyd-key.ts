@@ -5,9 +5,9 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { createPublicKey } from 'node:crypto'
 import type { KeydClient } from '../../keyd/client/client.js'
 import { pemToPkcs8, wrapForImport, encodeBundle, decodeBundle } from '../../keyd/keystore/key-import.js'
-import { verifyAttestation } from '../../keyd/server/attestation.js'
+import { verifyAttestation } from '../../keyd/protocol/attestation.js'
 import { encodeKeyReference } from '../../keyd/protocol/codec.js'
-import { writeFileAtomic } from '../../keyd/keystore/atomic-file.js'
+import { writeFileAtomic } from '../../lib/atomic-file.js'
 
 export interface KeyCommandValues {
   name?: string

@@ -2,6 +2,7 @@
 // flags and runs the cluster primary until SIGINT/SIGTERM.
 
 import { parseArgs } from 'node:util'
+import { errorMessage } from '../../lib/errors.js'
 import { loadConfig } from '../config/load.js'
 import { ConfigInvalidError } from '../errors.js'
 import { createLogger } from '../logger.js'
@@ -36,7 +37,7 @@ export async function main (argv: string[]): Promise<number> {
       allowPositionals: false
     }).values
   } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${PROXY_USAGE}`)
+    process.stderr.write(`${errorMessage(err)}\n\n${PROXY_USAGE}`)
     return 2
   }
   if (values.help === true) {

@@ -2,6 +2,7 @@
 
 import { once } from 'node:events'
 import { parseArgs } from 'node:util'
+import { errorMessage } from '../../lib/errors.js'
 import { startDemoUpstream } from '../proxy/demo-upstream.js'
 
 export const UPSTREAM_USAGE = `usage: keyedge upstream [--host H] [--port N]
@@ -25,7 +26,7 @@ export async function main (argv: string[]): Promise<number> {
       allowPositionals: false
     }).values
   } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${UPSTREAM_USAGE}`)
+    process.stderr.write(`${errorMessage(err)}\n\n${UPSTREAM_USAGE}`)
     return 2
   }
   if (values.help === true) {

@@ -1,6 +1,7 @@
 // `keyedge validate --config FILE`: checks a proxy config and prints "config OK" or every problem.
 
 import { parseArgs } from 'node:util'
+import { errorMessage } from '../../lib/errors.js'
 import { checkConfigFiles } from '../config/files.js'
 import { loadConfig } from '../config/load.js'
 import { formatProblem, sortProblems } from '../config/problems.js'
@@ -29,7 +30,7 @@ export async function main (argv: string[]): Promise<number> {
       allowPositionals: false
     }).values
   } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${VALIDATE_USAGE}`)
+    process.stderr.write(`${errorMessage(err)}\n\n${VALIDATE_USAGE}`)
     return 2
   }
   if (values.help === true) {

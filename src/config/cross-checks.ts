@@ -139,6 +139,15 @@ function checkToken (doc: Obj, add: Add): void {
 }
 
 /** Every cross-field problem of the (defaulted) document `doc`. */
+function checkTimeouts (doc: Obj, add: Add): void {
+  const timeouts = isObj(doc.timeouts) ? doc.timeouts : {}
+  const hello = num(timeouts.clientHelloMs)
+  const handshake = num(timeouts.handshakeMs)
+  if (hello !== undefined && handshake !== undefined && handshake < hello) {
+    add(['timeouts', 'handshakeMs'], `must not be lower than timeouts.clientHelloMs (${hello}): both run from accept`)
+  }
+}
+
 export function crossCheck (doc: unknown): Problem[] {
   const problems: Problem[] = []
   if (!isObj(doc)) return problems
@@ -148,5 +157,6 @@ export function crossCheck (doc: unknown): Problem[] {
   checkRoutes(doc, add)
   checkPorts(doc, add)
   checkToken(doc, add)
+  checkTimeouts(doc, add)
   return problems
 }

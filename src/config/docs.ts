@@ -17,7 +17,7 @@ function properties (node: Node): Record<string, Node> | undefined {
 }
 
 /** The node at a marker's path: `token`, `token.callers[]`, `(root)`. */
-export function nodeAt (path: string, root: Node = EdgeConfigSchema as Node): Node {
+export function nodeAt (path: string, root: Node = EdgeConfigSchema): Node {
   if (path === '(root)') return root
   let node = root
   for (const part of path.split('.')) {

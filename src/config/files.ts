@@ -7,6 +7,7 @@ import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydRemoteError } from '../../keyd/errors.js'
+import { errorCode } from '../../lib/errors.js'
 import { decodeKeyReference, KEY_REF_LABEL, type KeyReference } from '../../keyd/protocol/codec.js'
 import type { Problem, Segment } from './problems.js'
 import type { EdgeConfig } from './types.js'
@@ -22,7 +23,7 @@ export function unreadable (file: string): string | undefined {
     accessSync(file, constants.R_OK)
     return undefined
   } catch (err) {
-    return `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`
+    return `cannot read ${file} (${errorCode(err) ?? 'unreadable'})`
   }
 }
 
@@ -124,7 +125,7 @@ export async function checkConfigFiles (config: EdgeConfig, now = new Date()): P
     if (typeof loaded === 'string') add([...at, 'key'], loaded)
     if (typeof x509 !== 'object' || typeof loaded !== 'object') continue
     if ('key' in loaded) {
-      let matches = false
+      let matches: boolean
       try { matches = x509.checkPrivateKey(loaded.key) } catch { matches = false }
       if (!matches) add([...at, 'key'], `${key} does not match the certificate ${cert}`)
     } else if (config.keyd === undefined) {

@@ -2,6 +2,7 @@
 
 import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 import { ConfigInvalidError } from '../errors.js'
 import { certificateFileProblems } from './files.js'
 import { formatProblem } from './problems.js'
@@ -19,13 +20,13 @@ export function loadConfig (file: string): EdgeConfig {
   try {
     text = readFileSync(abs, 'utf8')
   } catch (err) {
-    throw new ConfigInvalidError([`cannot read the file (${(err as NodeJS.ErrnoException).code ?? 'error'})`], abs)
+    throw new ConfigInvalidError([`cannot read the file (${errorCode(err) ?? 'error'})`], abs)
   }
   let raw: unknown
   try {
     raw = JSON.parse(text)
   } catch (err) {
-    throw new ConfigInvalidError([`not valid JSON: ${(err as Error).message}`], abs)
+    throw new ConfigInvalidError([`not valid JSON: ${errorMessage(err)}`], abs)
   }
   const config = validateConfig(raw, { baseDir: dirname(abs), file: abs })
   const problems = certificateFileProblems(config)

@@ -67,8 +67,9 @@ function message (e: ErrorObject): { extra?: string, text: string } {
   const parent = e.parentSchema ?? {}
   switch (e.keyword) {
     case 'type': {
-      const type = Array.isArray(parent.type) ? parent.type[0] : parent.type
-      return { text: `${TYPE_MESSAGES[type as string] ?? `must be ${String(type)}`}, got ${describe(e.data)}` }
+      const type: unknown = Array.isArray(parent.type) ? parent.type[0] : parent.type
+      const said = typeof type === 'string' ? TYPE_MESSAGES[type] : undefined
+      return { text: `${said ?? `must be ${String(type)}`}, got ${describe(e.data)}` }
     }
     case 'pattern': return { text: 'must be a non-empty string, got an empty string' }
     case 'enum': return { text: `must be one of ${(parent.enum as string[]).map(v => `"${v}"`).join(', ')}, got ${JSON.stringify(e.data)}` }

@@ -59,7 +59,7 @@ export const TlsSchema = section({
   strictSni: bool({ default: false, description: 'when `true`, a server name that matches no certificate is refused (fatal `unrecognized_name` alert, counted in `edge_tls_sni_refused_total`); when `false` it gets the default certificate' }),
   defaultCertificate: nullableText({ default: null, docDefault: '`null` = the first entry of `certificates`', description: 'name of the entry served to unknown names (non-strict) and to clients that send no SNI (always)' }),
   sessionTimeoutSeconds: int(1, 86_400, { default: 300, description: 'TLS session lifetime; a resumed session keeps its original start, so a client does a full handshake at least this often' }),
-  sessionTickets: bool({ default: true, description: 'TLS 1.2 and 1.3 session tickets. With a `keyd` section the ticket keys come from keyd (shared by every worker and every proxy using the same keyd master); without one each TLS server uses Node\'s random key (no resumption across workers). `false` turns tickets off: TLS 1.3 then never resumes, TLS 1.2 resumes by session ID' }),
+  sessionTickets: bool({ default: true, description: 'TLS 1.2 and 1.3 session tickets. With a `keyd` section the ticket keys come from keyd (shared by every worker and every proxy using the same keyd master); without one each worker uses a random key of its own (no resumption across workers). Every resumption gets a fresh ticket. `false` turns tickets off: TLS 1.3 then never resumes, TLS 1.2 resumes by session ID' }),
   ticketRotationSeconds: int(10, 604_800, { default: 3600, description: 'a new ticket key encrypts every epoch of this length; keyd derives it from its master key and the epoch, see [resumption.md](resumption.md)' }),
   ticketPreviousKeys: int(0, 48, { default: 1, description: 'keys before the current one that still decrypt. Keep `ticketPreviousKeys × ticketRotationSeconds ≥ sessionTimeoutSeconds` (the proxy warns otherwise): then a rotation costs no full handshake' }),
   sessionCacheSize: int(0, 10_000_000, { default: 20_000, description: 'TLS 1.2 session-ID cache shared by the workers (held by the primary, LRU, entries expire after `sessionTimeoutSeconds`), in sessions; `0` turns it off. Used by clients without tickets (or with `sessionTickets: false`)' })
@@ -129,6 +129,17 @@ export const AdminSchema = section({
   renamed: { address: 'use "host"', listen: 'use "host" and "port"', drainDelay: 'use "drainDelayMs" (milliseconds)' }
 })
 
+export const TimeoutsSchema = section({
+  clientHelloMs: int(100, 600_000, { default: 10_000, description: 'until the whole ClientHello has arrived: a connection that sends nothing, or trickles its hello, is closed. When the front does not need the hello (one certificate entry, …) it hands the connection over at its first byte, and this bounds the wait for that byte' }),
+  handshakeMs: int(100, 600_000, { default: 15_000, description: 'until the handshake\'s Finished (not below `clientHelloMs`): a client that sends a ClientHello and then nothing (after costing a keyd signature) is closed. Node\'s own TLS handshake timeout, which restarts with every byte, is set to the same value' })
+}, { default: {}, description: 'timeouts of the listener (docs/tls-front.md)' })
+
+export const LimitsSchema = section({
+  maxConnectionsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'open connections per client address, per worker' }),
+  newConnectionsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'new connections per second per client address, per worker: the refill rate of a token bucket' }),
+  newConnectionBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many connections a client may open at once after a quiet period' })
+}, { default: {}, description: 'per-client-address limits on the listener, counted per worker; refusals are counted in `edge_connections_refused_total{limit}`' })
+
 export const EdgeConfigSchema = section({
   listen: ListenSchema,
   workers: int(0, 1024, { default: 0, description: 'worker processes; `0` = one per CPU (`os.availableParallelism()`). `--workers N` overrides it' }),
@@ -142,6 +153,8 @@ export const EdgeConfigSchema = section({
   admin: optional(AdminSchema),
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),
+  timeouts: TimeoutsSchema,
+  limits: LimitsSchema,
   stateDir: path({
     default: '.',
     docDefault: 'the config file\'s directory',

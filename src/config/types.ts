@@ -2,7 +2,7 @@
 // every path absolute, host names lower-case, upstreams reduced to their origin.
 import type { Static } from '@sinclair/typebox'
 import type {
-  AdminSchema, CertificateFilesSchema, CertificateSchema, KeydSchema, ListenSchema, LOG_LEVELS, RouteSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
+  AdminSchema, CertificateFilesSchema, CertificateSchema, KeydSchema, LimitsSchema, ListenSchema, LOG_LEVELS, RouteSchema, TimeoutsSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
 } from './schema.js'
 import type { TokenConfig } from './token.js'
 
@@ -28,6 +28,12 @@ export type RouteConfig = Static<typeof RouteSchema>
 
 /** The admin listener on a loopback address (health, readiness, metrics, certificates, reload). */
 export type AdminConfig = Static<typeof AdminSchema>
+
+/** Timeouts of the listener: TLS front (ClientHello, handshake) and HTTP. */
+export type TimeoutsConfig = Static<typeof TimeoutsSchema>
+
+/** Per-client-address limits on the listener, per worker; 0 turns a limit off. */
+export type LimitsConfig = Static<typeof LimitsSchema>
 
 /**
  * A validated proxy config. `keyd`, `admin` and `token` are present only when the file has

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
 import { AggregatorRegistry } from 'prom-client'
 import { startAdminServer, type AdminServer } from '../admin/admin-server.js'
+import { startKeydProbe, type KeydProbe } from '../admin/keyd-probe.js'
 import { configDefaults } from '../config/defaults.js'
 import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
@@ -101,6 +102,11 @@ export async function runPrimary (opts: {
   // Derived from the workers' summed handshake windows at each scrape: a ratio cannot be summed or averaged.
   const resumptionRatio = ratioGauge(control.registry)
   let admin: AdminServer | undefined
+  // keyd's health makes /ready (a keyd that cannot sign fails every new full handshake).
+  let keydProbe: KeydProbe | undefined
+  if (opts.config.admin !== undefined && opts.config.keyd !== undefined) {
+    keydProbe = startKeydProbe({ keyd: opts.config.keyd, certificates: opts.config.certificates, log, registry: control.registry })
+  }
   if (opts.config.admin !== undefined) {
     try {
       admin = await startAdminServer({
@@ -108,7 +114,8 @@ export async function runPrimary (opts: {
         port: opts.config.admin.port,
         log,
         backend: {
-          notReady: () => control.draining ? 'draining' : !announced ? 'starting' : listening.size === 0 ? 'no_workers' : null,
+          notReady: () => control.draining ? 'draining' : !announced ? 'starting' : listening.size === 0 ? 'no_workers' : keydProbe?.health().problem ?? null,
+          readiness: () => keydProbe === undefined ? {} : { keyd: keydProbe.health() },
           workers: () => listening.size,
           metrics: async () => {
             const workers = await aggregator.clusterMetrics()
@@ -122,6 +129,7 @@ export async function runPrimary (opts: {
     } catch (err) {
       const e = err as NodeJS.ErrnoException
       log.fatal({ code: e.code, host: opts.config.admin.host, port: opts.config.admin.port }, 'admin listener failed to start')
+      keydProbe?.close()
       control.close()
       return 1
     }
@@ -225,6 +233,7 @@ export async function runPrimary (opts: {
     process.off('SIGHUP', onHangup)
     stopSessionCache()
     if (drainTimer !== undefined) clearTimeout(drainTimer)
+    keydProbe?.close()
     control.close()
     await admin?.close()
   }

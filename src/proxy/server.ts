@@ -1,12 +1,13 @@
-// The TLS listener of one worker. A plain TCP front reads each ClientHello's server name and hands
-// the socket to the TLS server of that certificate entry, whose own context holds every cert/key
-// pair (ECDSA and RSA served by client capability). Node's SNICallback would install only one
-// certificate of the chosen context. Requests then go to the forwarder (HTTP/2 or HTTP/1.1 by ALPN).
+// The TLS listener of one worker. A plain TCP front (src/tls/front.ts) reads each ClientHello's server
+// name when there is a choice to make and hands the socket to the TLS server of that certificate
+// entry, whose own context holds every cert/key pair (ECDSA and RSA served by client capability).
+// Node's SNICallback would install only one certificate of the chosen context. Requests then go to
+// the forwarder (HTTP/2 or HTTP/1.1 by ALPN).
 
 import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
 import { createSecureServer, type Http2Session } from 'node:http2'
-import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import type { TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -15,13 +16,11 @@ import type { CertificateConfig, EdgeConfig, TlsConfig } from '../config/types.j
 import { ReloadRefusedError } from '../errors.js'
 import { registerExpiryGauge } from '../tls/cert-info.js'
 import { CertStore } from '../tls/cert-store.js'
-import { readClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js'
+import { TlsFront, type RoutedHello } from '../tls/front.js'
 import { loadCertificate, type LoadedCertificate } from '../tls/secure-context.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
+import { ConnectionLimits } from './conn-limits.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
-
-/** How long a new connection may take to send its ClientHello. */
-const CLIENT_HELLO_TIMEOUT_MS = 10_000
 
 export interface ProxyServer {
   /** The port actually listened on (useful with port 0). */
@@ -65,7 +64,6 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const sessions = new Set<Http2Session>()
   // HTTP/1 connections and how many requests each has in flight, to close idle ones on shutdown.
   const sockets = new Map<TLSSocket, number>()
-  const waiting = new Set<Socket>()
 
   const onRequest = (req: ClientRequest, res: ClientResponse): void => {
     if (req.httpVersionMajor < 2) {
@@ -83,19 +81,18 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     forwarder.handle(req, res)
   }
 
-  // One TLS server per loaded certificate entry; it never listens, the front hands it sockets. A
-  // reload builds new servers for new connections; connections already handed over finish on theirs.
-  // Node holds one ticket key per server: each entry has a server per resumption variant (ticket key,
-  // session cache) by variant id; those of expired ticket keys are dropped (src/tls/resumption.ts).
+  // One TLS server per loaded certificate entry (and per resumption variant: with or without the
+  // TLS 1.2 session-ID cache); it never listens, the front hands it sockets. A reload builds new
+  // servers for new connections; connections already handed over finish on theirs.
   const serverOf = new WeakMap<LoadedCertificate, Map<string, TlsServer>>()
-  resumption.onChange(() => {
-    for (const cert of certs.list()) for (const id of serverOf.get(cert)?.keys() ?? []) if (!resumption.isLive(id)) serverOf.get(cert)?.delete(id)
-  })
+  const { handshakeMs } = config.timeouts
   const buildTlsServer = (cert: LoadedCertificate, variant: Variant): TlsServer => {
+    const options = { ...cert.options, ...variant.options, handshakeTimeout: handshakeMs }
     const server: TlsServer = config.http2
-      ? createSecureServer({ ...cert.options, ...variant.options, allowHTTP1: true }, onRequest)
-      : createHttpsServer({ ...cert.options, ...variant.options, ALPNProtocols: ['http/1.1'] }, onRequest)
+      ? createSecureServer({ ...options, allowHTTP1: true }, onRequest)
+      : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
     resumption.attach(server, variant)
+    front.watch(server)
     server.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === 'h2') return
       sockets.set(socket, 0)
@@ -105,12 +102,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       sessions.add(session)
       session.once('close', () => sessions.delete(session))
     })
-    server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
-      log.debug({ certificate: cert.name, code: err.code, reason: err.message.slice(0, 200) }, 'TLS handshake failed')
-    })
     return server
   }
-  const tlsServerFor = (cert: LoadedCertificate, variant: Variant = resumption.defaultVariant()): TlsServer => {
+  const tlsServerFor = (cert: LoadedCertificate, variant: Variant = resumption.variantFor()): TlsServer => {
     let servers = serverOf.get(cert)
     if (servers === undefined) serverOf.set(cert, servers = new Map())
     let server = servers.get(variant.id)
@@ -120,10 +114,12 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     }
     return server
   }
-  for (const cert of certs.list()) tlsServerFor(cert)
   registerExpiryGauge(registry, certs)
 
   let tls = config.tls
+  // With one entry, no strict SNI and no session-cache split, every ClientHello goes to one server.
+  const helloMatters = (): boolean => certs.list().length > 1 || tls.strictSni || resumption.needsHello
+  let needsHello = helloMatters()
   const reload = (entries: readonly CertificateConfig[], nextTls: TlsConfig = tls): ReloadPlan => {
     const loaded: LoadedCertificate[] = []
     const results = entries.map((entry): EntryResult => {
@@ -146,65 +142,39 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
         if (!ok) throw new ReloadRefusedError(results.filter(r => !r.ok).map(r => `${r.name}: ${r.error ?? ''} (${r.code ?? ''})`))
         certs.replace(entries, loaded, nextTls)
         tls = nextTls
+        needsHello = helloMatters()
       }
     }
   }
 
-  const dispatch = (socket: Socket): void => {
-    let buf: Buffer = Buffer.alloc(0)
-    waiting.add(socket)
-    const done = (): void => {
-      clearTimeout(timer)
-      waiting.delete(socket)
-      socket.off('data', onData)
-    }
-    const timer = setTimeout(() => { done(); socket.destroy() }, CLIENT_HELLO_TIMEOUT_MS)
-    const onData = (chunk: Buffer): void => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
-      const hello = readClientHello(buf)
-      if (hello.status === 'partial') return
-      done()
-      socket.pause()
-      if (hello.status === 'invalid') {
-        log.debug({ reason: hello.reason }, 'not a TLS ClientHello, connection closed')
-        socket.destroy()
-        return
-      }
-      const cert = certs.select(hello.serverName)
-      if (cert === undefined) {
-        log.debug({ servername: hello.serverName?.slice(0, 253) }, 'no certificate for server name, handshake refused')
-        socket.end(UNRECOGNIZED_NAME_ALERT)
-        return
-      }
-      // Building a TLS server loads the key reference through the bridge, which can fail (keyd
-      // down): refuse this connection rather than let the exception end the worker.
-      let server: TlsServer
-      try {
-        server = tlsServerFor(cert, resumption.variantFor(hello))
-      } catch (err) {
-        log.error({ certificate: cert.name, err: (err as Error).message.slice(0, 200) }, 'cannot build the TLS server for this connection, connection closed')
-        socket.destroy()
-        return
-      }
-      socket.unshift(buf)
-      server.emit('connection', socket)
-    }
-    socket.on('data', onData)
-    socket.on('error', (err: NodeJS.ErrnoException) => log.debug({ code: err.code }, 'client connection error'))
-    socket.once('close', done)
+  const route = (hello: RoutedHello): TlsServer | 'refuse' => {
+    const cert = hello === undefined ? certs.get(tls.defaultCertificate) : certs.select(hello.serverName)
+    if (cert === undefined) return 'refuse'
+    // Building a TLS server loads the key reference through the bridge, which can fail (keyd down):
+    // the front closes this connection rather than let the exception end the worker.
+    return tlsServerFor(cert, resumption.variantFor(hello))
   }
+  const front = new TlsFront({
+    log,
+    registry,
+    timeouts: config.timeouts,
+    limits: new ConnectionLimits({ ...config.limits, registry }),
+    route,
+    needsHello: () => needsHello
+  })
+  for (const cert of certs.list()) tlsServerFor(cert)
 
-  const front = createNetServer(dispatch)
-  front.listen(config.listen.port, config.listen.host)
-  await once(front, 'listening')
-  const port = (front.address() as AddressInfo).port
+  const listener = createNetServer({ allowHalfOpen: true }, socket => front.accept(socket))
+  listener.listen(config.listen.port, config.listen.host)
+  await once(listener, 'listening')
+  const port = (listener.address() as AddressInfo).port
 
   async function close (graceMs: number = config.shutdownGraceMs ?? configDefaults.shutdownGraceMs): Promise<void> {
     if (closing) return
     closing = true
-    const closed = once(front, 'close')
-    front.close()
-    for (const socket of waiting) socket.destroy()
+    const closed = once(listener, 'close')
+    listener.close()
+    front.destroyReading()
     for (const session of sessions) session.close()
     for (const [socket, inflight] of sockets) if (inflight === 0) socket.end()
     const timer = setTimeout(() => {

@@ -1,8 +1,8 @@
-// Session resumption for one worker: which TLS server variant a ClientHello goes to (the one holding
-// the key its ticket names, else the current key), the shared TLS 1.2 session-ID cache, and the
-// handshake counters. Node holds one ticket key per server, so each live key gets its own servers.
+// Session resumption for one worker: session tickets under keyd's ticket keys (every key still held
+// decrypts, the current one encrypts, each resumption gets a fresh ticket: src/tls/ticket-callback.ts),
+// the TLS 1.2 session-ID cache shared by the workers, and the handshake counters.
 
-import { constants } from 'node:crypto'
+import { constants, randomBytes } from 'node:crypto'
 import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
@@ -11,28 +11,29 @@ import { KeydClient } from '../../keyd/client/client.js'
 import { TicketKeyRing, within } from './ticket-keys.js'
 import { sessionStore, type SessionStore } from './session-cache.js'
 import { handshakeWindow } from './resumption-ratio.js'
+import { installTicketCallback, type TicketKeyLookup } from './ticket-callback.js'
 
 /** How a TLS server of one certificate entry is set up for resumption. */
 export interface Variant {
-  /** Stable id: the ticket key name (hex), `off` (no tickets) or `node` (Node's own random key); `+cache` with the session-ID cache. */
+  /** `tickets` or `off`, with `+cache` when the server answers TLS 1.2 session-ID lookups. */
   id: string
-  /** Ticket options merged into the certificate's secure-context options. */
-  options: { ticketKeys?: Buffer, secureOptions?: number }
+  /** Options merged into the certificate's secure-context options. */
+  options: { secureOptions: number }
   /** Whether this server answers newSession/resumeSession (handshakes that will be TLS 1.2). */
   cache: boolean
 }
 
 export interface Resumption {
-  /** The variant for a ClientHello (its ticket's key name, whether it offers TLS 1.3). */
-  variantFor: (hello: { ticketKeyName?: Buffer, offersTls13?: boolean }) => Variant
-  /** The variant of a ClientHello that offers no ticket and TLS 1.3 (servers built ahead of traffic). */
-  defaultVariant: () => Variant
-  /** Adds the session-cache listeners (for `cache` variants) and the handshake counter to a new server. */
+  /**
+   * The variant for a ClientHello that offers TLS 1.3 or not; `undefined` when the hello was not
+   * read (or could not be): such connections never get the session-ID cache unless every
+   * handshake is TLS 1.2.
+   */
+  variantFor: (hello?: { offersTls13: boolean }) => Variant
+  /** Whether the variant depends on the ClientHello, i.e. the listener must read it to choose. */
+  readonly needsHello: boolean
+  /** Adds the ticket callback, the session-cache listeners (for `cache` variants) and the handshake counter. */
   attach: (server: TlsServer, variant: Variant) => void
-  /** Whether servers of this variant may still get new connections (their key is still held). */
-  isLive: (id: string) => boolean
-  /** Called when ticket keys change, so that servers of expired keys can be dropped. */
-  onChange: (fn: () => void) => void
   close: () => void
 }
 
@@ -41,8 +42,16 @@ function counter (registry: Registry, name: string, help: string, labelNames: st
 }
 
 /**
+ * Client-initiated renegotiation (TLS 1.2) is refused with a no_renegotiation warning alert, as
+ * OpenSSL 3's own server and nginx do: each renegotiation costs the server a full handshake (a
+ * keyd signature) for a few bytes from the client. Node otherwise allows it.
+ */
+const BASE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION
+
+/**
  * Sets up resumption from `config.tls` (and ticket keys from `config.keyd`, when present). Waits at
- * most `config.keyd.timeoutMs` for the first keys; without them tickets use Node's per-server key.
+ * most `config.keyd.timeoutMs` for the first keys; until keyd answers, tickets use a random key of
+ * this worker (they resume on this worker only).
  */
 export async function startResumption (opts: { config: EdgeConfig, log: Logger, registry: Registry }): Promise<Resumption> {
   const { config, log, registry } = opts
@@ -50,8 +59,7 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
   const handshakes = counter(registry, 'edge_tls_handshakes_total', 'TLS handshakes completed, by protocol version and whether a session was resumed', ['version', 'resumed'])
   const lookups = counter(registry, 'edge_tls_session_cache_lookups_total', 'TLS 1.2 session-ID cache lookups, by outcome (hit, miss)', ['outcome'])
   const recent = handshakeWindow(registry)
-  const dispatch = counter(registry, 'edge_tls_ticket_dispatch_total', 'ClientHellos by the ticket key their ticket names: current, previous (held, decrypt only), unknown, none', ['key'])
-  let listeners: Array<() => void> = []
+  const offered = counter(registry, 'edge_tls_tickets_offered_total', 'Session tickets offered by clients, by the key that made them: current, previous (held, decrypt only), unknown (not held: full handshake)', ['key'])
 
   if (tls.sessionTickets && tls.ticketPreviousKeys * tls.ticketRotationSeconds < tls.sessionTimeoutSeconds) {
     log.warn({ ticketPreviousKeys: tls.ticketPreviousKeys, ticketRotationSeconds: tls.ticketRotationSeconds, sessionTimeoutSeconds: tls.sessionTimeoutSeconds },
@@ -61,41 +69,49 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
   let client: KeydClient | undefined
   if (tls.sessionTickets && config.keyd !== undefined) {
     client = new KeydClient({ socketPath: config.keyd.socket, clientName: config.keyd.clientName, secretFile: config.keyd.secretFile, timeoutMs: config.keyd.timeoutMs })
-    ring = new TicketKeyRing({
-      source: client,
-      rotationSeconds: tls.ticketRotationSeconds,
-      previous: tls.ticketPreviousKeys,
-      log,
-      registry,
-      onChange: () => { for (const fn of listeners) fn() }
-    })
+    ring = new TicketKeyRing({ source: client, rotationSeconds: tls.ticketRotationSeconds, previous: tls.ticketPreviousKeys, log, registry })
     await within(ring.start(), config.keyd.timeoutMs + 100)
   }
-  // `current`: every ticket goes to the current key's server, as with one key per server (for comparison).
-  const byName = (process.env.KEYEDGE_TICKET_DISPATCH ?? 'name') !== 'current'
+  // This worker's own key: encrypts while keyd has given no valid key (never written anywhere).
+  const local = randomBytes(48)
+  // `current`: only the current key decrypts, as with one key per server (for comparisons).
+  const onlyCurrent = process.env.KEYEDGE_TICKET_DISPATCH === 'current'
+  const keys: TicketKeyLookup = {
+    current: () => ring?.current()?.key,
+    byName: name => {
+      const k = ring?.byName(name)
+      if (k === undefined) return undefined
+      const current = k === ring?.current()
+      return onlyCurrent && !current ? undefined : { key: k.key, current }
+    }
+  }
+  let warned = false
+
   const cacheOn = tls.sessionCacheSize > 0 && tls.minVersion === 'TLSv1.2'
   const store: SessionStore | undefined = cacheOn ? sessionStore({ maxEntries: tls.sessionCacheSize, ttlSeconds: tls.sessionTimeoutSeconds }) : undefined
+  const ticketOptions = tls.sessionTickets ? 0 : constants.SSL_OP_NO_TICKET
+  const variant = (cache: boolean): Variant => ({
+    id: `${tls.sessionTickets ? 'tickets' : 'off'}${cache ? '+cache' : ''}`,
+    options: { secureOptions: BASE_OPTIONS | ticketOptions },
+    cache
+  })
+  // A TLS 1.3 client sends a random legacy session ID: looking it up would cost an IPC round trip
+  // on every connection, so only hellos that cannot negotiate TLS 1.3 reach the cache's servers.
+  const needsHello = cacheOn && tls.maxVersion === 'TLSv1.3'
+  const variantFor = (hello?: { offersTls13: boolean }): Variant =>
+    variant(cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13)))
 
-  const variantFor = (hello: { ticketKeyName?: Buffer, offersTls13?: boolean }, count = true): Variant => {
-    const cache = store !== undefined && (tls.maxVersion === 'TLSv1.2' || hello.offersTls13 !== true)
-    const suffix = cache ? '+cache' : ''
-    if (!tls.sessionTickets) return { id: `off${suffix}`, options: { secureOptions: constants.SSL_OP_NO_TICKET }, cache }
-    const named = hello.ticketKeyName === undefined || !byName ? undefined : ring?.byName(hello.ticketKeyName)
-    const current = ring?.current()
-    if (count) dispatch.inc({ key: hello.ticketKeyName === undefined ? 'none' : named === undefined ? 'unknown' : named === current ? 'current' : 'previous' })
-    const key = named ?? current
-    if (key === undefined) return { id: `node${suffix}`, options: {}, cache }
-    // Each server gets its own copy: the ring wipes a key when it expires.
-    return { id: key.key.subarray(0, 16).toString('hex') + suffix, options: { ticketKeys: Buffer.from(key.key) }, cache }
-  }
-
-  const attach = (server: TlsServer, variant: Variant): void => {
+  const attach = (server: TlsServer, v: Variant): void => {
+    if (tls.sessionTickets && !installTicketCallback(server, keys, local, offered) && !warned) {
+      warned = true
+      log.warn('this Node has no TLS ticket key callback: tickets use a key of each TLS server, resume on this worker only and are not renewed')
+    }
     server.on('secureConnection', (socket: TLSSocket) => {
       const resumed = socket.isSessionReused()
       handshakes.inc({ version: socket.getProtocol() ?? 'unknown', resumed: String(resumed) })
       recent.record(resumed)
     })
-    if (!variant.cache || store === undefined) return
+    if (!v.cache || store === undefined) return
     server.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
       store.set(id, data)
       done()
@@ -108,22 +124,15 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
     })
   }
 
-  const isLive = (id: string): boolean => {
-    const base = id.replace(/\+cache$/, '')
-    return base === 'off' || base === 'node' || ring === undefined || ring.names().includes(base)
-  }
-
   return {
     variantFor,
-    defaultVariant: () => variantFor({ offersTls13: true }, false),
+    needsHello,
     attach,
-    isLive,
-    onChange: fn => { listeners.push(fn) },
     close: () => {
       ring?.stop()
       client?.close()
       store?.close()
-      listeners = []
+      local.fill(0)
     }
   }
 }

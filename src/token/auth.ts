@@ -4,7 +4,8 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { secretBytes } from '../../keyd/server/clients.js'
+import { secretBytes } from '../../lib/secret-file.js'
+import { errorCode } from '../../lib/errors.js'
 import type { TokenCallerConfig } from '../config/token.js'
 import { ConfigInvalidError, TokenRequestError } from '../errors.js'
 
@@ -28,7 +29,7 @@ export class CallerAuth {
         try {
           secretSha256 = sha256(secretBytes(readFileSync(caller.secretFile)))
         } catch (err) {
-          throw new ConfigInvalidError([`token.callers[${i}].secretFile: cannot read ${caller.secretFile} (${(err as NodeJS.ErrnoException).code ?? 'error'})`])
+          throw new ConfigInvalidError([`token.callers[${i}].secretFile: cannot read ${caller.secretFile} (${errorCode(err) ?? 'error'})`])
         }
       }
       return { caller, ...(secretSha256 !== undefined ? { secretSha256 } : {}), ...(caller.clientCertSha256 !== undefined ? { certSha256: caller.clientCertSha256 } : {}) }
@@ -42,9 +43,9 @@ export class CallerAuth {
   authenticate (req: IncomingMessage): TokenCallerConfig {
     const header = req.headers.authorization
     if (header !== undefined) {
-      const m = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header)
-      if (m === null) throw new TokenRequestError('EDGE_ERR_TOKEN_UNAUTHENTICATED', 401, 'the Authorization header must be "Bearer <secret>"', CHALLENGE)
-      const h = sha256(Buffer.from(m[1]))
+      const secret = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header)?.[1]
+      if (secret === undefined) throw new TokenRequestError('EDGE_ERR_TOKEN_UNAUTHENTICATED', 401, 'the Authorization header must be "Bearer <secret>"', CHALLENGE)
+      const h = sha256(Buffer.from(secret))
       let found: TokenCallerConfig | undefined
       for (const k of this.#known) {
         // Every configured hash is compared, so the time does not depend on which caller matched.

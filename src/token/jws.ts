@@ -20,7 +20,8 @@ export const JWS_TO_KEYD: Readonly<Record<JwsAlgorithm, AlgorithmSpec>> = {
   EdDSA: { keyd: 'ed25519', keyTypes: ['ed25519'], ieeeP1363: false }
 }
 
-export type PublicJwk = Record<string, string>
+/** A public JWK: its `kty` and the members RFC 7638 hashes for that type, all strings. */
+export interface PublicJwk { kty: string, [member: string]: string }
 
 export function b64url (data: Uint8Array | string): string {
   return Buffer.from(data).toString('base64url')
@@ -28,10 +29,15 @@ export function b64url (data: Uint8Array | string): string {
 
 /** The public JWK of `key` with only the members RFC 7638 hashes (plus nothing private). */
 export function publicJwk (key: KeyObject): PublicJwk {
-  const jwk = key.export({ format: 'jwk' }) as Record<string, string>
-  if (jwk.kty === 'EC') return { kty: 'EC', crv: jwk.crv, x: jwk.x, y: jwk.y }
-  if (jwk.kty === 'RSA') return { kty: 'RSA', n: jwk.n, e: jwk.e }
-  if (jwk.kty === 'OKP') return { kty: 'OKP', crv: jwk.crv, x: jwk.x }
+  const jwk = key.export({ format: 'jwk' })
+  const member = (name: string): string => {
+    const value = jwk[name]
+    if (typeof value !== 'string') throw new TypeError(`the ${String(jwk.kty)} key has no "${name}" member`)
+    return value
+  }
+  if (jwk.kty === 'EC') return { kty: 'EC', crv: member('crv'), x: member('x'), y: member('y') }
+  if (jwk.kty === 'RSA') return { kty: 'RSA', n: member('n'), e: member('e') }
+  if (jwk.kty === 'OKP') return { kty: 'OKP', crv: member('crv'), x: member('x') }
   throw new TypeError(`unsupported key type ${String(jwk.kty)}`)
 }
 
@@ -40,7 +46,11 @@ export function jwkThumbprint (jwk: PublicJwk): string {
   const required: Record<string, string[]> = { EC: ['crv', 'kty', 'x', 'y'], RSA: ['e', 'kty', 'n'], OKP: ['crv', 'kty', 'x'] }
   const members = required[jwk.kty]
   if (members === undefined) throw new TypeError(`unsupported kty ${jwk.kty}`)
-  const canonical = '{' + members.map(m => `${JSON.stringify(m)}:${JSON.stringify(jwk[m])}`).join(',') + '}'
+  const canonical = '{' + members.map(m => {
+    const value = jwk[m]
+    if (value === undefined) throw new TypeError(`a ${jwk.kty} JWK needs the "${m}" member`)
+    return `${JSON.stringify(m)}:${JSON.stringify(value)}`
+  }).join(',') + '}'
   return createHash('sha256').update(canonical).digest('base64url')
 }
 

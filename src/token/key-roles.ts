@@ -48,19 +48,22 @@ export function promotedAtMs (v: VersionTimes, first: boolean, t: RoleTiming): n
  */
 export function versionRoles (versions: readonly VersionTimes[], t: RoleTiming, nowMs: number): VersionRole[] {
   const sorted = [...versions].sort((a, b) => a.version - b.version)
-  if (sorted.length === 0) return []
-  const promoted = sorted.map((v, i) => promotedAtMs(v, i === 0, t))
+    .map((v, i) => ({ version: v.version, promotedAtMs: promotedAtMs(v, i === 0, t) }))
+  const first = sorted[0]
+  if (first === undefined) return []
+  // The first version is active from its creation; a later one from its promotion (the newest promoted wins).
   let active = 0
-  for (let i = 1; i < sorted.length; i++) if (promoted[i] <= nowMs) active = i
+  let current = first
+  for (const [i, v] of sorted.entries()) if (i > 0 && v.promotedAtMs <= nowMs) { active = i; current = v }
   const out: VersionRole[] = []
-  for (let i = 0; i < active; i++) {
+  for (const [i, v] of sorted.slice(0, active).entries()) {
     // It signed until the first later version took over (a clock step back can only keep it longer).
-    let retiredAtMs = promoted[active]
-    for (let j = i + 1; j <= active; j++) if (promoted[j] <= nowMs) retiredAtMs = Math.min(retiredAtMs, promoted[j])
+    let retiredAtMs = current.promotedAtMs
+    for (const later of sorted.slice(i + 1, active + 1)) if (later.promotedAtMs <= nowMs) retiredAtMs = Math.min(retiredAtMs, later.promotedAtMs)
     const publishedUntilMs = retiredAtMs + t.maxLifetimeSeconds * 1000
-    if (publishedUntilMs > nowMs) out.push({ version: sorted[i].version, role: 'retired', promotedAtMs: promoted[i], retiredAtMs, publishedUntilMs })
+    if (publishedUntilMs > nowMs) out.push({ version: v.version, role: 'retired', promotedAtMs: v.promotedAtMs, retiredAtMs, publishedUntilMs })
   }
-  out.push({ version: sorted[active].version, role: 'active', promotedAtMs: promoted[active] })
-  for (let i = active + 1; i < sorted.length; i++) out.push({ version: sorted[i].version, role: 'next', promotedAtMs: promoted[i] })
+  out.push({ version: current.version, role: 'active', promotedAtMs: current.promotedAtMs })
+  for (const v of sorted.slice(active + 1)) out.push({ version: v.version, role: 'next', promotedAtMs: v.promotedAtMs })
   return out
 }

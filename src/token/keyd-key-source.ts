@@ -1,5 +1,6 @@
 // The token keys of `token.key`: one keyd key whose versions are polled (bounded, with backoff), their
 // roles derived from creation times (key-roles.ts), so `keyedge keyd key rotate` alone rotates tokens.
+import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { KeydClient } from '../../keyd/client/client.js'
 import { KeydError, KeydRemoteError } from '../../keyd/errors.js'
@@ -69,7 +70,7 @@ export class KeydKeySource {
     this.#logRoles(now)
   }
 
-  async #get (version: number): Promise<{ version: number, type: string, publicKey: import('node:crypto').KeyObject, versions: VersionTimes[] }> {
+  async #get (version: number): Promise<{ version: number, type: string, publicKey: KeyObject, versions: VersionTimes[] }> {
     try {
       return await this.#keyd.getPublicKey(this.#key.name, version)
     } catch (err) {
@@ -127,7 +128,7 @@ export class KeydKeySource {
   }
 }
 
-function part (key: import('node:crypto').KeyObject, keyType: string): PublicPart {
+function part (key: KeyObject, keyType: string): PublicPart {
   const jwk = publicJwk(key)
   return { kid: jwkThumbprint(jwk), jwk, keyType }
 }

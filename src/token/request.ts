@@ -36,12 +36,13 @@ export function parseTokenRequest (body: Buffer, caller: TokenCallerConfig, defa
 
   let aud: string | string[]
   if (o.audience === undefined) {
-    if (caller.audiences.length !== 1) throw bad('EDGE_ERR_TOKEN_BAD_REQUEST', '"audience" is required (this caller may ask for several)')
-    aud = caller.audiences[0]
+    const [only] = caller.audiences
+    if (caller.audiences.length !== 1 || only === undefined) throw bad('EDGE_ERR_TOKEN_BAD_REQUEST', '"audience" is required (this caller may ask for several)')
+    aud = only
   } else if (typeof o.audience === 'string') {
     aud = o.audience
   } else if (Array.isArray(o.audience) && o.audience.length > 0 && o.audience.every(a => typeof a === 'string')) {
-    aud = o.audience as string[]
+    aud = o.audience
   } else {
     throw bad('EDGE_ERR_TOKEN_BAD_REQUEST', '"audience" must be a string or a non-empty array of strings')
   }

@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydError } from '../../keyd/errors.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 import type { EdgeConfig } from '../config/types.js'
 import type { TokenConfig } from '../config/token.js'
 import { ConfigInvalidError, TokenRequestError } from '../errors.js'
@@ -88,7 +89,7 @@ export async function createTokenServer (opts: { config: EdgeConfig, log: Logger
     } catch (err) {
       if (!(err instanceof KeydError)) throw err
       log.warn({ code: err.code }, 'keyd unavailable for the token keys, retrying')
-      retry = setTimeout(() => { load().catch(e => log.error({ code: (e as { code?: string }).code, err: (e as Error).message }, 'token keys refused')) }, KEYD_RETRY_MS)
+      retry = setTimeout(() => { load().catch((e: unknown) => log.error({ code: errorCode(e), err: errorMessage(e) }, 'token keys refused')) }, KEYD_RETRY_MS)
       retry.unref()
     }
   }
@@ -101,7 +102,7 @@ export async function createTokenServer (opts: { config: EdgeConfig, log: Logger
     let outcome = 'issued'
     try {
       const caller = auth.authenticate(req)
-      const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
+      const type = ((req.headers['content-type'] ?? '').split(';')[0] ?? '').trim().toLowerCase()
       if (type !== 'application/json') throw new TokenRequestError('EDGE_ERR_TOKEN_UNSUPPORTED_MEDIA_TYPE', 415, 'the body must be application/json')
       const body = await readBody(req, config.maxBodyBytes)
       const request = parseTokenRequest(body, caller, config.defaultLifetimeSeconds)
@@ -111,11 +112,13 @@ export async function createTokenServer (opts: { config: EdgeConfig, log: Logger
       const expiresIn = Math.max(0, issued.expiresAtSeconds - Math.floor(Date.now() / 1000))
       sendJson(res, 200, { access_token: issued.token, token_type: 'Bearer', expires_in: expiresIn }, { 'x-keyedge-token-source': source })
     } catch (err) {
-      if (!(err instanceof TokenRequestError)) {
-        log.error({ err: (err as Error).message }, 'token request failed')
-        err = new TokenRequestError('EDGE_ERR_TOKEN_INTERNAL', 500, 'internal error')
+      let e: TokenRequestError
+      if (err instanceof TokenRequestError) {
+        e = err
+      } else {
+        log.error({ err: errorMessage(err) }, 'token request failed')
+        e = new TokenRequestError('EDGE_ERR_TOKEN_INTERNAL', 500, 'internal error')
       }
-      const e = err as TokenRequestError
       outcome = e.status === 429 ? 'rate_limited' : e.status >= 500 ? 'error' : 'refused'
       m.rejected.inc({ reason: e.headers['x-keyedge-reject-reason'] ?? e.code.replace('EDGE_ERR_TOKEN_', '').toLowerCase() })
       if (!res.headersSent) sendError(res, e)
@@ -125,7 +128,7 @@ export async function createTokenServer (opts: { config: EdgeConfig, log: Logger
   }
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
-    const path = (req.url ?? '/').split('?')[0]
+    const path = (req.url ?? '/').split('?')[0] ?? '/'
     const method = req.method ?? 'GET'
     const allow = (methods: string): boolean => {
       if (methods.split(', ').includes(method)) return true
@@ -155,7 +158,7 @@ export async function createTokenServer (opts: { config: EdgeConfig, log: Logger
   let server: Server
   if (config.tls !== undefined) {
     const read = (file: string, what: string): string => {
-      try { return readFileSync(file, 'utf8') } catch (err) { throw new ConfigInvalidError([`token.tls.${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`]) }
+      try { return readFileSync(file, 'utf8') } catch (err) { throw new ConfigInvalidError([`token.tls.${what}: cannot read ${file} (${errorCode(err) ?? 'error'})`]) }
     }
     const mtls = config.tls.clientCa !== undefined
     server = createHttpsServer({

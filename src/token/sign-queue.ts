@@ -86,10 +86,12 @@ export class SignQueue {
 
   #pump (): void {
     const o = this.#o
-    while (this.#inFlight < o.maxInFlight && this.#queue.length > 0) {
+    while (this.#inFlight < o.maxInFlight) {
+      const oldest = this.#queue[0]
+      if (oldest === undefined) return
       if (o.batch && this.#queue.length < o.batchMaxSize) {
         // The oldest job waits up to the window so that what arrives meanwhile joins its batch.
-        const waitMs = this.#queue[0].enqueuedAt + o.batchWindowMs - performance.now()
+        const waitMs = oldest.enqueuedAt + o.batchWindowMs - performance.now()
         if (waitMs > 0) {
           this.#windowTimer ??= setTimeout(() => { this.#windowTimer = undefined; this.#pump() }, waitMs)
           return
@@ -113,10 +115,18 @@ export class SignQueue {
     try {
       if (o.batch) {
         const results = await o.keyd.signBatch(jobs.map(j => ({ name: o.keyName, algorithm: o.algorithm, message: j.message, version: j.version, ieeeP1363: o.ieeeP1363 })))
-        results.forEach((r, i) => { if (r instanceof KeydRemoteError) jobs[i].reject(unavailable(r)); else jobs[i].resolve(r.signature) })
+        // The client refuses an answer without one entry per request; were one missing, its job fails, never waits.
+        for (const [i, job] of jobs.entries()) {
+          const r = results[i]
+          if (r === undefined || r instanceof KeydRemoteError) job.reject(unavailable(r)); else job.resolve(r.signature)
+        }
       } else {
-        const r = await o.keyd.sign(o.keyName, o.algorithm, jobs[0].message, { version: jobs[0].version, ieeeP1363: o.ieeeP1363 })
-        jobs[0].resolve(r.signature)
+        // Without batching #pump hands over exactly one job.
+        const [job] = jobs
+        if (job !== undefined) {
+          const r = await o.keyd.sign(o.keyName, o.algorithm, job.message, { version: job.version, ieeeP1363: o.ieeeP1363 })
+          job.resolve(r.signature)
+        }
       }
     } catch (err) {
       for (const j of jobs) j.reject(unavailable(err))

@@ -48,7 +48,10 @@ async function keepAliveGet (agent: Agent): Promise<{ status: number, localPort:
 /** Handshake failures the worker logged (debug) since line `from`, by the error code Node derives from the bridge's reason. */
 function failures (from: number): { timeouts: number, open: number } {
   const codes = proxy.lines.slice(from).map(line => {
-    try { return String((JSON.parse(line) as { code?: unknown }).code ?? '') } catch { return '' }
+    try {
+      const code = (JSON.parse(line) as { code?: unknown }).code
+      return typeof code === 'string' ? code : ''
+    } catch { return '' }
   })
   return {
     timeouts: codes.filter(c => /KEYD:_NO_ANSWER_WITHIN/.test(c)).length,

@@ -27,8 +27,7 @@ interface Run { code: number | null, signal: string | null, stdout: string, stde
 async function run (file: string, args: string[], env: Record<string, string> = {}, timeoutMs = 50000): Promise<Run> {
   return await new Promise(resolve => {
     execFile(file, args, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
-      const e = err as (Error & { code?: number | string, signal?: string }) | null
-      resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : null, signal: e?.signal ?? null, stdout, stderr })
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, signal: err?.signal ?? null, stdout, stderr })
     })
   })
 }

@@ -57,7 +57,7 @@ async function startReference (node: string, dir: string): Promise<{ port: numbe
     const key = join(dir, `${name}.key`)
     const cert = join(dir, `${name}.crt`)
     await new Promise<void>((resolve, reject) => execFile('openssl', ['req', '-x509', '-nodes', '-days', '1', '-subj', `/CN=${cn}`,
-      ...keyArgs, '-keyout', key, '-out', cert], err => err === null ? resolve() : reject(err)))
+      ...keyArgs, '-keyout', key, '-out', cert], err => { if (err instanceof Error) reject(err); else resolve() }))
     return { key, cert }
   }
   const config = {

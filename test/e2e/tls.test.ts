@@ -64,6 +64,7 @@ t.test('garbage on the TLS port does not hurt the proxy', async t => {
   for (const junk of ['GET / HTTP/1.1\r\nHost: x\r\n\r\n', '\x16\x03\x01\x00\x05hello', '\x00'.repeat(5000)]) {
     const s = connect(proxy.port, '127.0.0.1')
     s.on('error', () => {})
+    s.resume() // OpenSSL may answer with an alert: read it, or 'close' never comes
     await once(s, 'connect')
     s.end(junk)
     await once(s, 'close')

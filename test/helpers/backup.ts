@@ -50,7 +50,7 @@ export function devPrivateKeys (home: string): Buffer[] {
 
 /** The shares `backup export --shares` printed. */
 export function printedShares (out: string): string[] {
-  return [...out.matchAll(/share \d+: (ks1-\S+)/g)].map(m => m[1])
+  return [...out.matchAll(/share \d+: (ks1-\S+)/g)].flatMap(m => m[1] ?? [])
 }
 
 /**

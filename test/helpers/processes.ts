@@ -64,9 +64,10 @@ export function spawnLogged (command: string, args: string[], env: Record<string
     await new Promise((resolve, reject) => {
       let seen = 0
       const check = (): void => {
-        for (; seen < lines.length; seen++) {
+        for (const line of lines.slice(seen)) {
+          seen++
           let obj: Record<string, unknown>
-          try { obj = JSON.parse(lines[seen]) } catch { continue }
+          try { obj = JSON.parse(line) } catch { continue }
           if (pred(obj)) { done(); resolve(obj); return }
         }
         if (finished) { done(); reject(new Error(`process exited before the expected line; output:\n${lines.join('\n')}`)) }

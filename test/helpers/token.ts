@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,7 +19,7 @@ export const sha256Hex = (s: string): string => createHash('sha256').update(s).d
 export async function call (t: Target, opts: { method?: string, path?: string, headers?: Record<string, string>, body?: string | Buffer }): Promise<HttpReply> {
   const base = { host: '127.0.0.1', port: t.port, method: opts.method ?? 'GET', path: opts.path ?? '/token', headers: opts.headers ?? {}, agent: false as const }
   return await new Promise((resolve, reject) => {
-    const onRes = (res: import('node:http').IncomingMessage): void => {
+    const onRes = (res: IncomingMessage): void => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => { body += c })
@@ -49,7 +49,9 @@ export function p1363ToDer (sig: Buffer): Buffer {
     let i = 0
     while (i < b.length - 1 && b[i] === 0) i++
     const v = b.subarray(i)
-    return Buffer.concat([Buffer.of(0x02), Buffer.of(v[0] >= 0x80 ? v.length + 1 : v.length), v[0] >= 0x80 ? Buffer.of(0) : Buffer.alloc(0), v])
+    // A set top bit would read as negative: DER then needs a leading zero byte.
+    const pad = (v[0] ?? 0) >= 0x80
+    return Buffer.concat([Buffer.of(0x02), Buffer.of(pad ? v.length + 1 : v.length), pad ? Buffer.of(0) : Buffer.alloc(0), v])
   }
   const body = Buffer.concat([int(sig.subarray(0, half)), int(sig.subarray(half))])
   return Buffer.concat([Buffer.of(0x30, body.length), body])
@@ -58,6 +60,7 @@ export function p1363ToDer (sig: Buffer): Buffer {
 /** Verifies the JWT's signature with `openssl` and keyd's public key of `keyName`; returns openssl's output. */
 export async function opensslVerify (admin: KeydClient, keyName: string, jwt: string): Promise<string> {
   const [h, p, s] = jwt.split('.')
+  if (h === undefined || p === undefined || s === undefined) throw new Error(`not a compact JWT: ${jwt}`)
   const alg = JSON.parse(Buffer.from(h, 'base64url').toString()).alg as string
   const dir = mkdtempSync(join(tmpdir(), 'keyedge-jwt-'))
   try {
@@ -83,10 +86,12 @@ export function clientCertificates (dir: string): { caFile: string, cert: string
   run(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'client.key', '-subj', '/CN=svc-m', '-out', 'client.csr'])
   run(['x509', '-req', '-in', 'client.csr', '-CA', 'client-ca.crt', '-CAkey', 'client-ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt'])
   const fp = execFileSync('openssl', ['x509', '-in', 'client.crt', '-noout', '-fingerprint', '-sha256'], { cwd: dir, encoding: 'utf8' })
+  const hex = fp.split('=')[1]
+  if (hex === undefined) throw new Error(`openssl printed no fingerprint: ${fp}`)
   return {
     caFile: join(dir, 'client-ca.crt'),
     cert: readFileSync(join(dir, 'client.crt'), 'utf8'),
     key: readFileSync(join(dir, 'client.key'), 'utf8'),
-    fingerprint: fp.split('=')[1].trim().replace(/:/g, '').toLowerCase()
+    fingerprint: hex.trim().replace(/:/g, '').toLowerCase()
   }
 }

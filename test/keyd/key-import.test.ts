@@ -8,7 +8,7 @@ import { startKeyd, keydCli, refusal } from '../helpers/keyd.js'
 import { KeyMaterialError } from '../../keyd/errors.js'
 import { ErrorCode } from '../../keyd/protocol/codec.js'
 import { wrapForImport, decodeBundle, encodeBundle } from '../../keyd/keystore/key-import.js'
-import { verifyAttestation, type AttestationDocument } from '../../keyd/server/attestation.js'
+import { verifyAttestation, type AttestationDocument } from '../../keyd/protocol/attestation.js'
 
 const keyd = await startKeyd()
 t.teardown(async () => await keyd.stop())

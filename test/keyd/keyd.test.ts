@@ -8,8 +8,8 @@ import { verify, constants } from 'node:crypto'
 import { startKeyd } from '../helpers/keyd.js'
 import { tls13Input, tls12Input } from '../helpers/tls-inputs.js'
 import { KeydClient } from '../../keyd/client/client.js'
-import { FrameDecoder, encodeFrame, parseItems, readUint, Op, Tag, itemStr, itemBytes, ErrorCode, type Frame } from '../../keyd/protocol/codec.js'
-import { secretBytes } from '../../keyd/server/clients.js'
+import { FrameDecoder, encodeFrame, parseItems, readUint, Op, Tag, itemStr, itemBytes, itemU16, ErrorCode, type Frame } from '../../keyd/protocol/codec.js'
+import { secretBytes } from '../../lib/secret-file.js'
 
 const keyd = await startKeyd()
 t.teardown(() => keyd.stop())
@@ -122,6 +122,15 @@ t.test('garbage and malformed frames get errors and keyd keeps serving', async t
   t.equal(errCode(await r.next()), ErrorCode.UNKNOWN_OPCODE)
   r.s.write(encodeFrame(Op.SIGN, 7, [itemStr(Tag.KEY_NAME, 't-ed')]))
   t.equal(errCode(await r.next()), ErrorCode.MISSING_ITEM)
+  const sign = (version: Uint8Array): Buffer => encodeFrame(Op.SIGN, 7, [
+    itemStr(Tag.KEY_NAME, 't-ed'), itemBytes(Tag.KEY_VERSION, version), itemU16(Tag.ALGORITHM, 0x30), itemBytes(Tag.MESSAGE, Buffer.from('m'))
+  ])
+  for (const version of [Uint8Array.of(1), Uint8Array.of(0, 1)]) {
+    r.s.write(sign(version))
+    t.equal(errCode(await r.next()), ErrorCode.BAD_FRAME, `a ${version.length}-byte KEY_VERSION is refused, not read as the current version`)
+  }
+  r.s.write(sign(Uint8Array.of(0, 0, 0, 1)))
+  t.equal((await r.next()).opcode, Op.SIGN | 0x80, 'a 4-byte KEY_VERSION signs')
   r.s.write(encodeFrame(Op.PING, 8, [itemBytes(Tag.PAYLOAD, Buffer.from('still here'))]))
   const pong = await r.next()
   t.equal(pong.requestId, 8)
@@ -137,6 +146,11 @@ t.test('garbage and malformed frames get errors and keyd keeps serving', async t
   const junk = await raw()
   junk.s.end(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))
   await junk.closed
+
+  const noSecret = await raw()
+  noSecret.s.write(encodeFrame(Op.HELLO, 1, [itemStr(Tag.CLIENT_NAME, 'proxy')]))
+  t.equal(errCode(await noSecret.next()), ErrorCode.MISSING_ITEM, 'a HELLO without CLIENT_SECRET is MISSING_ITEM, not an empty secret')
+  await noSecret.closed
   t.same(await proxy.ping(Buffer.from('ok')), Buffer.from('ok'), 'keyd still serves after garbage')
 })
 

@@ -3,25 +3,27 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { FileKeystore } from '../../keyd/keystore/file-keystore.js'
-import { getTicketKeys } from '../../keyd/server/ticket-keys.js'
-import { Refusal, type HandlerContext } from '../../keyd/server/handlers.js'
-import { itemU32, parseItems, encodeFrame, HEADER_SIZE, type Item } from '../../keyd/protocol/codec.js'
+import pino from 'pino'
+import { ticketKeys } from '../../keyd/server/ops/ticket-keys.js'
+import { Dispatcher } from '../../keyd/server/dispatch.js'
+import { KeyPolicy } from '../../keyd/policy/key-policy.js'
+import { itemU32, parseItems, encodeFrame, FrameDecoder, Op, ErrorCode, HEADER_SIZE, type Item, type ItemMap } from '../../keyd/protocol/codec.js'
+import { decodeGetTicketKeysRequest, decodeErrorResponse } from '../../keyd/protocol/messages.js'
 import { TicketTag, decodeTicketKeySet, encodeTicketKeySet, TICKET_RECORD_BYTES } from '../../keyd/protocol/ticket-keys.js'
+import type { Keystore } from '../../keyd/keystore/keystore.js'
 import type { Right } from '../../keyd/server/clients.js'
 import { startKeyd } from '../helpers/keyd.js'
 import { tempHome } from '../helpers/paths.js'
 
 const master = Buffer.alloc(32, 7)
-const ctx = (dir: string, key = master, rights: Right[] = ['sign']): HandlerContext => ({
-  keystore: new FileKeystore(join(tempHome(), dir), key),
-  client: { name: 'proxy', secretSha256: '0'.repeat(64), rights, keys: ['*'] },
-  stats: { signatures: 0, refused: 0 }
-})
-const items = (...list: Item[]): Map<number, Uint8Array> => parseItems(encodeFrame(0x06, 1, list).subarray(HEADER_SIZE)) ?? new Map()
-const answer = (c: HandlerContext, rotation: number, previous: number, nowMs: number): ReturnType<typeof decodeTicketKeySet> => {
-  const out = getTicketKeys(c, items(itemU32(TicketTag.ROTATION_SECONDS, rotation), itemU32(TicketTag.PREVIOUS, previous)), nowMs)
-  return decodeTicketKeySet(out.find(i => i.tag === TicketTag.KEY_SET)?.value ?? new Uint8Array(0))
+const ctx = (dir: string, key = master): Keystore => new FileKeystore(join(tempHome(), dir), key)
+const items = (...list: Item[]): ItemMap => {
+  const parsed = parseItems(encodeFrame(Op.GET_TICKET_KEYS, 1, list).subarray(HEADER_SIZE))
+  if (parsed === null) throw new Error('unparsable test items')
+  return parsed
 }
+const answer = (ks: Keystore, rotation: number, previous: number, nowMs: number): ReturnType<typeof decodeTicketKeySet> =>
+  decodeTicketKeySet(ticketKeys(ks, decodeGetTicketKeysRequest(items(itemU32(TicketTag.ROTATION_SECONDS, rotation), itemU32(TicketTag.PREVIOUS, previous))), nowMs).keySet)
 
 t.test('previous, current and next keys with their validity; the same on two keyds sharing the master', async t => {
   const now = 1_800_000_123_000
@@ -51,14 +53,25 @@ t.test('key-set codec round trip and malformed sizes', async t => {
   t.equal(decodeTicketKeySet(Buffer.alloc(0)), null)
 })
 
-t.test('refusals: no sign right, missing or out-of-range items', async t => {
-  const refused = (c: HandlerContext, list: Item[]): string => {
-    try { getTicketKeys(c, items(...list)); return 'answered' } catch (err) { return err instanceof Refusal ? String(err.wire) : 'threw' }
+t.test('refusals through the dispatch table: no sign right, missing or out-of-range items', async t => {
+  const state = { keystore: ctx('f'), audit: null, custody: null, backup: null, policy: new KeyPolicy(), metrics: null, logger: pino({ level: 'silent' }) }
+  const refused = (rights: Right[], list: Item[]): number | string => {
+    const client = { name: 'proxy', secretSha256: '0'.repeat(64), rights, keys: ['*'] }
+    const frame = { version: 1, opcode: Op.GET_TICKET_KEYS, flags: 0, requestId: 1, payload: new Uint8Array(0) }
+    const out = new Dispatcher(state, { signatures: 0, refused: 0 }).run(client, frame, items(...list), performance.now())
+    if (out instanceof Promise) return 'async'
+    const [ev] = new FrameDecoder().push(out)
+    if (ev?.kind !== 'frame') return 'no frame'
+    if (ev.frame.opcode !== Op.ERROR) return 'answered'
+    const errorItems = parseItems(ev.frame.payload)
+    return errorItems === null ? 'unparsable' : decodeErrorResponse(errorItems).code
   }
-  t.equal(refused(ctx('f', master, ['admin']), [itemU32(TicketTag.ROTATION_SECONDS, 3600)]), '7', 'FORBIDDEN')
-  t.equal(refused(ctx('g'), []), '8', 'MISSING_ITEM')
-  t.equal(refused(ctx('h'), [itemU32(TicketTag.ROTATION_SECONDS, 1)]), '1', 'rotation too short')
-  t.equal(refused(ctx('i'), [itemU32(TicketTag.ROTATION_SECONDS, 3600), itemU32(TicketTag.PREVIOUS, 49)]), '1', 'too many previous keys')
+  t.equal(refused(['admin'], [itemU32(TicketTag.ROTATION_SECONDS, 3600)]), ErrorCode.FORBIDDEN, 'FORBIDDEN without the sign right')
+  t.equal(refused(['sign'], [itemU32(TicketTag.ROTATION_SECONDS, 3600)]), 'answered')
+  t.equal(refused(['sign'], []), ErrorCode.MISSING_ITEM, 'MISSING_ITEM')
+  t.equal(refused(['sign'], [itemU32(TicketTag.ROTATION_SECONDS, 1)]), ErrorCode.BAD_FRAME, 'rotation too short')
+  t.equal(refused(['sign'], [itemU32(TicketTag.ROTATION_SECONDS, 3600), itemU32(TicketTag.PREVIOUS, 49)]), ErrorCode.BAD_FRAME, 'too many previous keys')
+  t.equal(refused(['sign'], [{ tag: TicketTag.ROTATION_SECONDS, value: Buffer.from([0, 1]) }]), ErrorCode.BAD_FRAME, 'a u32 of 2 bytes')
 })
 
 t.test('the TypeScript client over a real keyd', async t => {

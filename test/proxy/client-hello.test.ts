@@ -1,86 +1,129 @@
-// The ClientHello reader: server name found in a real ClientHello, in fragments, or absent.
-import { once } from 'node:events'
-import { createServer, type AddressInfo, type Socket } from 'node:net'
-import { connect } from 'node:tls'
+// The ClientHello reader, in process: what it routes by (server name, TLS 1.3 offered) in real
+// ClientHellos however they are framed and chunked, linear work for the worst framing, the bytes it
+// hands on, and what it leaves to OpenSSL (never rejecting anything itself).
 import t from 'tap'
-import { readClientHello } from '../../src/tls/client-hello.js'
+import { ClientHelloReader, MAX_CLIENT_HELLO_BODY, readClientHello } from '../../src/tls/client-hello.js'
+import { captureFirstFlight, firstHandshakeMessage, frame, growHello, MAX_HELLO_BODY, splitRecords } from '../helpers/hello-forge.js'
 
-async function captureHello (servername: string | undefined): Promise<Buffer> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const accepted = once(server, 'connection') as Promise<[Socket]>
-  const client = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, ...(servername !== undefined ? { servername } : {}) })
-  client.on('error', () => {})
-  const [socket] = await accepted
-  const [first] = await once(socket, 'data') as [Buffer]
-  let hello = first
-  while (readClientHello(hello).status === 'partial') hello = Buffer.concat([hello, (await once(socket, 'data') as [Buffer])[0]])
-  client.destroy()
-  socket.destroy()
-  server.close()
-  return hello
+const hello13 = firstHandshakeMessage(await captureFirstFlight({ servername: 'api.Example.test' })) as Buffer
+const hello12 = firstHandshakeMessage(await captureFirstFlight({ servername: 'b.test', maxVersion: 'TLSv1.2' })) as Buffer
+const noSni = firstHandshakeMessage(await captureFirstFlight({})) as Buffer
+
+/** Feeds `bytes` in chunks of `size` and returns the last verdict and the bytes handed on. */
+function feed (bytes: Buffer, size: number): { verdict: ReturnType<ClientHelloReader['push']>, bytes: Buffer } {
+  const r = new ClientHelloReader()
+  let verdict = r.push(Buffer.alloc(0))
+  for (let p = 0; p < bytes.length; p += size) verdict = r.push(bytes.subarray(p, p + size))
+  return { verdict, bytes: r.bytes() }
 }
 
-/** Re-frames one handshake record as two records split at `at` bytes of payload. */
-function splitRecord (hello: Buffer, at: number): Buffer {
-  const payload = hello.subarray(5, 5 + hello.readUInt16BE(3))
-  const record = (p: Buffer): Buffer => Buffer.concat([Buffer.from([22, 3, 1, p.length >> 8, p.length & 0xff]), p])
-  return Buffer.concat([record(payload.subarray(0, at)), record(payload.subarray(at))])
-}
-
-t.test('reads the server name of a real ClientHello', async t => {
-  const hello = await captureHello('api.Example.test')
-  t.has(readClientHello(hello), { status: 'ok', serverName: 'api.Example.test' })
-  t.same(readClientHello(hello.subarray(0, 3)), { status: 'partial' })
-  t.same(readClientHello(hello.subarray(0, hello.length - 1)), { status: 'partial' })
-  t.has(readClientHello(splitRecord(hello, 3)), { status: 'ok', serverName: 'api.Example.test' }, 'across two records')
-  t.same(readClientHello(splitRecord(hello, 100).subarray(0, 120)), { status: 'partial' })
+t.test('server name and TLS 1.3 offer of real ClientHellos, however framed and chunked', async t => {
+  t.same(readClientHello(frame(hello13, 16_384)), { status: 'ok', serverName: 'api.Example.test', offersTls13: true })
+  t.same(readClientHello(frame(hello12, 16_384)), { status: 'ok', serverName: 'b.test', offersTls13: false })
+  t.same(readClientHello(frame(noSni, 16_384)), { status: 'ok', serverName: undefined, offersTls13: true })
+  for (const [records, chunk] of [[1, 1], [1, 7], [3, 1000], [100, 1], [16_384, 1], [16_384, 3]] as const) {
+    const bytes = frame(hello13, records, records % 2 === 0 ? 0x0303 : 0x0301)
+    const r = feed(bytes, chunk)
+    t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true }, `records of ${records}, chunks of ${chunk}`)
+    t.ok(r.bytes.equals(bytes), 'hands on every byte, unchanged')
+  }
+  t.same(readClientHello(frame(hello13, 16_384).subarray(0, 3)), { status: 'partial' })
+  t.same(readClientHello(frame(hello13, 100).subarray(0, hello13.length)), { status: 'partial' })
+  t.same(readClientHello(Buffer.alloc(0)), { status: 'partial' })
 })
 
-t.test('no SNI, and things that are not a ClientHello', async t => {
-  t.has(readClientHello(await captureHello(undefined)), { status: 'ok', serverName: undefined })
-  t.equal(readClientHello(Buffer.from('GET / HTTP/1.1\r\n\r\n')).status, 'invalid')
-  t.equal(readClientHello(Buffer.from([22, 3, 1, 0, 4, 2, 0, 0, 0])).status, 'invalid', 'a ServerHello')
-  t.equal(readClientHello(Buffer.from([22, 3, 1, 0, 6, 1, 0, 0, 2, 3, 3])).status, 'invalid', 'truncated body')
-  t.equal(readClientHello(Buffer.alloc(0)).status, 'partial')
+t.test('the largest ClientHello OpenSSL reads, in one-byte records: routed, in linear time', async t => {
+  const max = growHello(hello12, MAX_HELLO_BODY)
+  t.equal(MAX_CLIENT_HELLO_BODY, MAX_HELLO_BODY)
+  const half = frame(growHello(hello12, 65_000), 1)
+  const full = frame(max, 1)
+  t.equal(full.length, 6 * (MAX_HELLO_BODY + 4), '131,400 records, 788,400 bytes')
+  const time = (bytes: Buffer, chunk: number): number => {
+    const t0 = process.cpuUsage()
+    const r = feed(bytes, chunk)
+    const used = process.cpuUsage(t0)
+    t.same(r.verdict, { status: 'ok', serverName: 'b.test', offersTls13: false })
+    return (used.user + used.system) / 1000
+  }
+  time(half, 65_536) // warm up
+  const halfMs = time(half, 65_536)
+  const fullMs = time(full, 65_536)
+  // Quadratic reading (what this replaced) took ~2 s of CPU for 64 KB in one-byte records.
+  t.ok(fullMs < 1000, `788 KB of one-byte records read in ${fullMs.toFixed(1)} ms of CPU (64 KB chunks)`)
+  t.ok(fullMs < 6 * Math.max(halfMs, 5), `twice the bytes, about twice the time: ${halfMs.toFixed(1)} ms, then ${fullMs.toFixed(1)} ms`)
+  const byteMs = time(full, 1)
+  t.ok(byteMs < 3000, `the same pushed one byte at a time: ${byteMs.toFixed(1)} ms of CPU`)
 })
 
-t.test('the key name of an offered ticket (TLS 1.2 session_ticket, TLS 1.3 pre_shared_key)', async t => {
-  const { createServer: createTlsServer } = await import('node:tls')
-  const { generateKeyPairSync, randomBytes } = await import('node:crypto')
-  const { execFileSync } = await import('node:child_process')
-  const { mkdtempSync, writeFileSync } = await import('node:fs')
-  const { tmpdir } = await import('node:os')
-  const { join } = await import('node:path')
-  const dir = mkdtempSync(join(tmpdir(), 'hello-'))
-  const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' })
-  writeFileSync(join(dir, 'k.pem'), key, { mode: 0o600 })
-  const cert = execFileSync('openssl', ['req', '-x509', '-new', '-key', join(dir, 'k.pem'), '-subj', '/CN=localhost', '-days', '1'], { encoding: 'utf8' })
-  const ticketKeys = randomBytes(48)
-  const server = createTlsServer({ key, cert, ticketKeys })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => server.close())
-  for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
-    const session = await new Promise<Buffer>((resolve, reject) => {
-      // Same server name as the connection that offers the ticket: OpenSSL 3.5 offers a session only to the name it was made for.
-      const c = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, servername: 'localhost', rejectUnauthorized: false, minVersion: version, maxVersion: version })
-      c.once('session', (s: Buffer) => { resolve(s); c.destroy() })
-      c.on('error', reject)
-    })
-    const hello = await new Promise<Buffer>(resolve => {
-      const plain = createServer(s => s.once('data', (b: Buffer) => { resolve(b); s.destroy(); plain.close() }))
-      plain.listen(0, '127.0.0.1', () => {
-        const c = connect({ host: '127.0.0.1', port: (plain.address() as AddressInfo).port, session, servername: 'localhost', minVersion: version, maxVersion: version })
-        c.on('error', () => {})
-      })
-    })
-    const r = readClientHello(hello)
-    t.equal(r.status, 'ok')
-    if (r.status === 'ok') {
-      t.equal(r.ticketKeyName?.toString('hex'), ticketKeys.subarray(0, 16).toString('hex'), `${version}: the ticket starts with the server's key name`)
-      t.equal(r.offersTls13 === true, version === 'TLSv1.3', `${version}: supported_versions read`)
+t.test('what it cannot route is left to OpenSSL, with the bytes read', async t => {
+  const cases: Array<[string, Buffer, string]> = [
+    ['HTTP', Buffer.from('GET / HTTP/1.1\r\n\r\n'), 'not a TLS handshake record'],
+    ['an alert first', Buffer.from([21, 3, 3, 0, 2, 2, 40]), 'not a TLS handshake record'],
+    ['application data first', Buffer.from([23, 3, 3, 0, 1, 0]), 'not a TLS handshake record'],
+    ['SSLv2-format hello', Buffer.from('802e0103010015000000100700c0030080', 'hex'), 'not a TLS handshake record'],
+    ['record version 2.x', Buffer.from([22, 2, 0, 0, 1, 1]), 'not a TLS record version'],
+    ['record over 2^14', Buffer.from([22, 3, 1, 0x40, 0x01]), 'record longer than 2^14'],
+    ['a ServerHello', Buffer.from([22, 3, 1, 0, 4, 2, 0, 0, 0]), 'first handshake message is not a ClientHello'],
+    ['a hello longer than OpenSSL reads', Buffer.from([22, 3, 1, 0, 4, 1, 0x02, 0x01, 0x45]), 'ClientHello longer than OpenSSL reads'],
+    ['a truncated body', Buffer.from([22, 3, 1, 0, 6, 1, 0, 0, 2, 3, 3]), 'malformed ClientHello'],
+    ['33 empty records', Buffer.concat(Array.from({ length: 33 }, () => Buffer.from([22, 3, 1, 0, 0]))), 'too many empty records']
+  ]
+  for (const [name, bytes, reason] of cases) {
+    const r = feed(bytes, 1)
+    t.same(r.verdict, { status: 'unroutable', reason }, name)
+    t.ok(r.bytes.equals(bytes), `${name}: every byte handed on`)
+  }
+  const longer = Buffer.from([22, 3, 1, 0, 4, 1, 0x02, 0x01, 0x44])
+  t.same(readClientHello(longer), { status: 'partial' }, 'exactly the longest length: waits for the body')
+  // Bytes after the verdict are kept too (OpenSSL reads them next).
+  const r = new ClientHelloReader()
+  r.push(Buffer.from('GET / HT'))
+  r.push(Buffer.from('TP/1.1\r\n'))
+  t.equal(r.bytes().toString(), 'GET / HTTP/1.1\r\n')
+})
+
+t.test('empty records: accepted as OpenSSL accepts them (32 in a row), not kept', async t => {
+  const empty = (n: number): Buffer => Buffer.concat(Array.from({ length: n }, () => Buffer.from([22, 3, 1, 0, 0])))
+  const framed = frame(hello13, 50)
+  const parts: Buffer[] = []
+  for (let p = 0; p < framed.length;) {
+    const len = framed.readUInt16BE(p + 3)
+    parts.push(empty(32), framed.subarray(p, p + 5 + len))
+    p += 5 + len
+  }
+  const withEmpties = Buffer.concat(parts)
+  const r = feed(withEmpties, 13)
+  t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true })
+  t.ok(r.bytes.equals(framed), 'runs of empty records are dropped from the bytes handed on')
+  const partial = new ClientHelloReader()
+  partial.push(Buffer.concat([frame(hello13, 50).subarray(0, 55), empty(2), Buffer.from([22, 3])]))
+  t.ok(partial.bytes().equals(Buffer.concat([frame(hello13, 50).subarray(0, 55), empty(2), Buffer.from([22, 3])])), 'before a verdict: the pending run and header are handed on')
+})
+
+t.test('any framing, any chunking: the same verdict, and the bytes handed on are the flight less its empty records', async t => {
+  let seed = 7
+  const random = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n }
+  const empty = Buffer.from([22, 3, 1, 0, 0])
+  for (let round = 0; round < 300; round++) {
+    const message = round % 2 === 0 ? hello13 : hello12
+    const framed = frame(message, () => 1 + random(round % 3 === 0 ? 4 : 300))
+    const parts: Buffer[] = []
+    for (const r of splitRecords(framed).records) {
+      for (let e = random(4) === 0 ? random(33) : 0; e > 0; e--) parts.push(empty)
+      parts.push(frame(r.payload, r.payload.length))
+    }
+    const flight = Buffer.concat(parts)
+    const reader = new ClientHelloReader()
+    let verdict = reader.push(Buffer.alloc(0))
+    for (let p = 0; p < flight.length;) {
+      const n = 1 + random(random(2) === 0 ? 7 : 2000)
+      verdict = reader.push(flight.subarray(p, p + n))
+      p += n
+    }
+    if (verdict.status !== 'ok' || !reader.bytes().equals(framed)) {
+      t.fail(`round ${round}: ${JSON.stringify(verdict)}`)
+      return
     }
   }
+  t.pass('300 random framings and chunkings')
 })

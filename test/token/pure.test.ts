@@ -8,6 +8,8 @@ import { jwkThumbprint, publicJwk, canonicalJson } from '../../src/token/jws.js'
 import { parseTokenRequest } from '../../src/token/request.js'
 import { retiredKeyExpiresAtMs } from '../../src/token/keys.js'
 import { validateConfig } from '../../src/config/validate.js'
+import { ConfigInvalidError } from '../../src/errors.js'
+import { errorCode } from '../../lib/errors.js'
 import type { TokenCallerConfig } from '../../src/config/token.js'
 
 t.test('token bucket: burst, then one token per 1/rate, with the wait reported', async t => {
@@ -47,7 +49,7 @@ t.test('request policy: defaults, audiences, claims, lifetime', async t => {
   const caller: TokenCallerConfig = { name: 'c', audiences: ['api'], claims: ['sub'], maxLifetimeSeconds: 60, ratePerSecond: 1, burst: 1 }
   const ok = parseTokenRequest(Buffer.from('{}'), caller, 300)
   t.same(ok, { aud: 'api', lifetimeSeconds: 60, claims: {} }, 'one audience is the default; lifetime capped to the caller maximum')
-  const codeOf = (body: string): string | undefined => { try { parseTokenRequest(Buffer.from(body), caller, 30); return undefined } catch (e) { return (e as { code: string }).code } }
+  const codeOf = (body: string): string | undefined => { try { parseTokenRequest(Buffer.from(body), caller, 30); return undefined } catch (e) { return errorCode(e) } }
   t.equal(codeOf('{"audience":["api","x"]}'), 'EDGE_ERR_TOKEN_AUDIENCE_NOT_ALLOWED')
   t.equal(codeOf('{"claims":{"client_id":"other"}}'), 'EDGE_ERR_TOKEN_CLAIM_NOT_ALLOWED')
   t.equal(codeOf('{"claims":{"sub":null}}'), 'EDGE_ERR_TOKEN_BAD_REQUEST')
@@ -69,10 +71,16 @@ t.test('config: the token section is validated with exact field paths', async t 
   const good = validateConfig({ ...base, token: { issuer: 'https://t.test/', keys: [{ name: 'k' }], callers: [{ name: 'c', secretSha256: 'ab'.repeat(32), audiences: ['api'] }] } }, { baseDir: '/etc/keyedge' })
   t.equal(good.token?.issuer, 'https://t.test')
   t.same(good.token?.listen, { host: '127.0.0.1', port: 8444 })
-  t.equal(good.token?.keys[0].algorithm, 'ES256')
+  t.equal(good.token?.keys[0]?.algorithm, 'ES256')
   t.equal(good.token?.spike.batchMaxSize, 16)
   const problems = (token: unknown, extra: Record<string, unknown> = {}): string[] => {
-    try { validateConfig({ ...base, ...extra, token }, { baseDir: '/' }); return [] } catch (e) { return (e as { problems: string[] }).problems }
+    try {
+      validateConfig({ ...base, ...extra, token }, { baseDir: '/' })
+      return []
+    } catch (e) {
+      if (e instanceof ConfigInvalidError) return e.problems
+      throw e
+    }
   }
   t.match(problems({ issuer: 'ftp://x', keys: [{ name: 'k', algorithm: 'HS256' }], callers: [{ name: 'c', secret: 's', audiences: [] }] }).join('\n'),
     /token.issuer[\s\S]*token.keys\[0\].algorithm[\s\S]*token.callers\[0\].secret: unknown key, never put a secret[\s\S]*audiences: must not be empty/)

@@ -20,7 +20,7 @@ const ISSUER = 'https://tokens.test'
 const CACHE_S = 2
 const POLL_S = 1
 const LIFETIME_S = 5
-const kidOf = async (name: string): Promise<string> => await calculateJwkThumbprint((await keyd.admin.getPublicKey(name)).publicKey.export({ format: 'jwk' }) as JWK)
+const kidOf = async (name: string): Promise<string> => await calculateJwkThumbprint((await keyd.admin.getPublicKey(name)).publicKey.export({ format: 'jwk' }))
 
 await keyd.admin.createKey('jwt', 'ec-p256', 'token-sign')
 const kid1 = await kidOf('jwt')
@@ -78,7 +78,9 @@ t.test('keyedge keyd key rotate alone: next, then active after the cache time, o
     const r = await askToken(target, SECRET, { audience: 'api' })
     t.equal(r.status, 200, r.body)
     const token = r.json().access_token as string
-    const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { exp: number }
+    const body = token.split('.')[1]
+    if (body === undefined) throw new Error(`not a compact JWT: ${token}`)
+    const payload = JSON.parse(Buffer.from(body, 'base64url').toString()) as { exp: number }
     issued.push({ atMs: Date.now(), token, kid: decodeProtectedHeader(token).kid as string, exp: payload.exp, jwks: snap })
     if (!kids(snap.set).includes(kid1) && issued.some(i => i.kid === kid2)) break
     await sleep(200)

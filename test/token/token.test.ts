@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { createLocalJWKSet, jwtVerify, decodeProtectedHeader, calculateJwkThumbprint, type JWK } from 'jose'
 import { startStack, startProxy } from '../helpers/edge.js'
 import { startKeyd, type TestKeyd } from '../helpers/keyd.js'
-import { askToken, call, opensslVerify, sha256Hex, type Target } from '../helpers/token.js'
+import { askToken, call, opensslVerify, sha256Hex, type HttpReply, type Target } from '../helpers/token.js'
 
 const stack = await startStack()
 let keyd: TestKeyd = stack.keyd
@@ -96,7 +96,7 @@ t.test('JWKS: active and next published, a retired key until its last token expi
   t.equal(r.status, 200)
   t.match(r.headers['cache-control'], /max-age=300/)
   const kids = new Set(r.json().keys.map((k: JWK) => k.kid))
-  const thumb = async (name: string): Promise<string> => await calculateJwkThumbprint((await keyd.admin.getPublicKey(name)).publicKey.export({ format: 'jwk' }) as JWK, 'sha256')
+  const thumb = async (name: string): Promise<string> => await calculateJwkThumbprint((await keyd.admin.getPublicKey(name)).publicKey.export({ format: 'jwk' }), 'sha256')
   t.ok(kids.has(await thumb('jwt-a')), 'active')
   t.ok(kids.has(await thumb('jwt-next')), 'next, before it signs')
   t.ok(kids.has(await thumb('jwt-old')), 'retired a minute ago: tokens it signed may live an hour')
@@ -111,7 +111,7 @@ t.test('JWKS: active and next published, a retired key until its last token expi
 
 t.test('bad input: each a clear 4xx with an error code, and nothing signed', async t => {
   await keydSignatures()
-  const cases: Array<[string, () => Promise<import('../helpers/token.js').HttpReply>, number, string]> = [
+  const cases: Array<[string, () => Promise<HttpReply>, number, string]> = [
     ['no credentials', async () => await askToken(target, undefined, { audience: 'api' }), 401, 'EDGE_ERR_TOKEN_UNAUTHENTICATED'],
     ['wrong secret', async () => await askToken(target, 'not-the-secret', { audience: 'api' }), 401, 'EDGE_ERR_TOKEN_UNAUTHENTICATED'],
     ['malformed Authorization', async () => await askToken(target, undefined, { audience: 'api' }, { authorization: 'Basic abc' }), 401, 'EDGE_ERR_TOKEN_UNAUTHENTICATED'],
@@ -186,7 +186,7 @@ t.test('concurrent identical requests coalesce into one keyd call; distinct ones
 t.test('a cached token is still valid, and the kid of every token is the active key', async t => {
   const r = await askToken(target, SECRET_A, { audience: 'billing', claims: { scope: 'cached' } })
   const h = decodeProtectedHeader(r.json().access_token)
-  const active = await calculateJwkThumbprint((await keyd.admin.getPublicKey('jwt-a')).publicKey.export({ format: 'jwk' }) as JWK, 'sha256')
+  const active = await calculateJwkThumbprint((await keyd.admin.getPublicKey('jwt-a')).publicKey.export({ format: 'jwk' }), 'sha256')
   t.equal(h.kid, active)
 })
 

@@ -1,5 +1,6 @@
-// Key attestation statements: what keyd says about one key version, signed by keyd's own Ed25519
-// attestation key, and the offline check of such a statement against that key's public half.
+// Key attestation statements (the STATEMENT item of KEY_ATTEST, PROTOCOL.md): what keyd says about
+// one key version, signed by keyd's own Ed25519 attestation key, and the offline check of such a
+// statement against that key's public half (used by `keyedge keyd key verify-attestation`).
 import { createHash, sign, verify, type KeyObject } from 'node:crypto'
 
 export interface AttestationStatement {
