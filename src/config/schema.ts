@@ -154,7 +154,12 @@ export const EdgeConfigSchema = section({
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),
   timeouts: TimeoutsSchema,
-  limits: LimitsSchema
+  limits: LimitsSchema,
+  stateDir: path({
+    default: '.',
+    docDefault: 'the config file\'s directory',
+    description: 'a directory the proxy may write (created 0700 if missing): it writes `openssl-proxy.cnf` there, the OpenSSL config that makes its workers load the keyd bridge (no secret in it). Never keyd\'s socket directory, which belongs to keyd; point it at a writable volume when the config file is mounted read-only'
+  })
 }, {
   renamed: {
     port: 'moved to "listen.port"',
@@ -167,6 +172,8 @@ export const EdgeConfigSchema = section({
     trustProxy: 'use "trustedProxies" (a list of addresses or CIDRs)',
     cluster: 'use "workers"',
     shutdownGrace: 'use "shutdownGraceMs" (milliseconds)',
-    gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)'
+    gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)',
+    stateDirectory: 'use "stateDir"',
+    dataDir: 'use "stateDir"'
   }
 })
