@@ -51,6 +51,23 @@ export const configDefaults = {
   },
   trustedProxies: [] as string[],
   http2: true,
+  /** Client-side timeouts of the HTTP front, in the spirit of nginx's client_header_timeout, keepalive_timeout and client_body_timeout. */
+  timeouts: {
+    /** A new connection must deliver a complete request head within this; so must a later request once its first byte arrives. */
+    requestHeadersMs: 10_000,
+    /** An HTTP/1.1 connection without a request in flight is closed after this long. */
+    keepAliveIdleMs: 60_000,
+    /** An HTTP/2 session without an open stream gets GOAWAY and is closed after this long. */
+    http2IdleMs: 120_000,
+    /** A request body that stalls this long while the proxy waits for it: 408 (or the stream is reset). */
+    requestBodyIdleMs: 30_000
+  },
+  limits: {
+    /** As nginx's http2_max_concurrent_streams. */
+    http2MaxConcurrentStreams: 128,
+    /** Rapid-reset guard: a token bucket per session of this rate, burst twice that. */
+    http2MaxResetsPerSecond: 100
+  },
   log: { level: 'info' },
   /** Applied field by field when the config has a `token` section (docs/token.md). Limits are per worker. */
   token: {

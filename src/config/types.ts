@@ -61,6 +61,26 @@ export interface AdminConfig {
   drainDelayMs: number
 }
 
+/** Client-side timeouts of the HTTP front (docs/configuration.md#timeouts); all in milliseconds. */
+export interface TimeoutsConfig {
+  /** From the end of the TLS handshake (or the first byte of a later request) to a complete request head. */
+  requestHeadersMs: number
+  /** How long an HTTP/1.1 connection may wait, idle, for its next request. */
+  keepAliveIdleMs: number
+  /** How long an HTTP/2 session may stay without an open stream before GOAWAY and close. */
+  http2IdleMs: number
+  /** Longest pause between two pieces of a request body the proxy is ready to read. */
+  requestBodyIdleMs: number
+}
+
+/** Limits of the HTTP front (docs/configuration.md#limits). */
+export interface LimitsConfig {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS announced to every HTTP/2 client. */
+  http2MaxConcurrentStreams: number
+  /** Rapid-reset threshold: streams a session may see reset per second (burst: twice that) before GOAWAY ENHANCE_YOUR_CALM. */
+  http2MaxResetsPerSecond: number
+}
+
 export interface EdgeConfig {
   /** Absolute path of the file this config was loaded from, when loaded from a file. */
   file?: string
@@ -73,6 +93,8 @@ export interface EdgeConfig {
   routes: RouteConfig[]
   trustedProxies: string[]
   http2: boolean
+  timeouts: TimeoutsConfig
+  limits: LimitsConfig
   log: { level: LogLevel }
   /** Present only when the config file has a `token` section: the JWT endpoint (docs/token.md). */
   token?: TokenConfig

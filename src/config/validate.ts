@@ -9,7 +9,8 @@ import { Checker, type Obj } from './checks.js'
 import { configDefaults as D } from './defaults.js'
 import { validateToken } from './token.js'
 import type {
-  AdminConfig, CertificateConfig, CertificateFilesConfig, EdgeConfig, KeydConfig, LogLevel, RouteConfig, TlsConfig, TlsVersion
+  AdminConfig, CertificateConfig, CertificateFilesConfig, EdgeConfig, KeydConfig, LimitsConfig, LogLevel, RouteConfig, TimeoutsConfig,
+  TlsConfig, TlsVersion
 } from './types.js'
 
 const TLS_VERSIONS: readonly TlsVersion[] = ['TLSv1.2', 'TLSv1.3']
@@ -62,6 +63,23 @@ const RENAMED = {
     domains: 'use "serverNames"'
   },
   files: { certificate: 'use "cert"', privateKey: 'use "key"', keyref: 'use "key"' },
+  timeouts: {
+    headers: 'use "requestHeadersMs" (milliseconds)',
+    headersMs: 'use "requestHeadersMs" (milliseconds)',
+    requestHeaders: 'use "requestHeadersMs" (milliseconds)',
+    keepAlive: 'use "keepAliveIdleMs" (milliseconds)',
+    keepAliveMs: 'use "keepAliveIdleMs" (milliseconds)',
+    keepAliveTimeoutMs: 'use "keepAliveIdleMs" (milliseconds)',
+    idleMs: 'use "keepAliveIdleMs" (HTTP/1.1) or "http2IdleMs" (HTTP/2)',
+    body: 'use "requestBodyIdleMs" (milliseconds)',
+    bodyMs: 'use "requestBodyIdleMs" (milliseconds)'
+  },
+  limits: {
+    maxConcurrentStreams: 'use "http2MaxConcurrentStreams"',
+    http2MaxStreams: 'use "http2MaxConcurrentStreams"',
+    maxResetsPerSecond: 'use "http2MaxResetsPerSecond"',
+    http2ResetRate: 'use "http2MaxResetsPerSecond"'
+  },
   route: {
     timeout: 'use "timeoutMs" (milliseconds)',
     connectTimeout: 'use "connectTimeoutMs" (milliseconds)',
@@ -169,6 +187,30 @@ function validateTls (c: Checker, raw: unknown): Omit<TlsConfig, 'defaultCertifi
     ticketRotationSeconds: ticketRotationSeconds ?? D.tls.ticketRotationSeconds,
     ticketPreviousKeys: ticketPreviousKeys ?? D.tls.ticketPreviousKeys,
     sessionCacheSize: sessionCacheSize ?? D.tls.sessionCacheSize
+  }
+}
+
+function validateTimeouts (c: Checker, raw: unknown): TimeoutsConfig {
+  const o = raw === undefined ? {} : c.object(raw, 'timeouts')
+  if (o !== undefined) c.keys(o, 'timeouts', Object.keys(D.timeouts), RENAMED.timeouts)
+  const ms = (key: keyof TimeoutsConfig): number =>
+    c.integer(value(o, key, D.timeouts[key]), `timeouts.${key}`, 1, 3_600_000) ?? D.timeouts[key]
+  return {
+    requestHeadersMs: ms('requestHeadersMs'),
+    keepAliveIdleMs: ms('keepAliveIdleMs'),
+    http2IdleMs: ms('http2IdleMs'),
+    requestBodyIdleMs: ms('requestBodyIdleMs')
+  }
+}
+
+function validateLimits (c: Checker, raw: unknown): LimitsConfig {
+  const o = raw === undefined ? {} : c.object(raw, 'limits')
+  if (o !== undefined) c.keys(o, 'limits', Object.keys(D.limits), RENAMED.limits)
+  const streams = c.integer(value(o, 'http2MaxConcurrentStreams', D.limits.http2MaxConcurrentStreams), 'limits.http2MaxConcurrentStreams', 1, 10_000)
+  const resets = c.integer(value(o, 'http2MaxResetsPerSecond', D.limits.http2MaxResetsPerSecond), 'limits.http2MaxResetsPerSecond', 1, 100_000)
+  return {
+    http2MaxConcurrentStreams: streams ?? D.limits.http2MaxConcurrentStreams,
+    http2MaxResetsPerSecond: resets ?? D.limits.http2MaxResetsPerSecond
   }
 }
 
@@ -288,7 +330,7 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
   const c = new Checker()
   const root = c.object(raw, '(root)')
   if (root === undefined) throw new ConfigInvalidError(c.problems, opts.file)
-  c.keys(root, '', ['listen', 'workers', 'keyd', 'tls', 'certificates', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'token'], RENAMED.top)
+  c.keys(root, '', ['listen', 'workers', 'keyd', 'tls', 'certificates', 'routes', 'trustedProxies', 'http2', 'timeouts', 'limits', 'log', 'admin', 'shutdownGraceMs', 'token'], RENAMED.top)
 
   const listenObj = root.listen === undefined ? {} : c.object(root.listen, 'listen')
   if (listenObj !== undefined) c.keys(listenObj, 'listen', ['host', 'port'])
@@ -313,6 +355,8 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
     else c.add(`trustedProxies[${i}]`, `"${s}" is not an IP address or CIDR (e.g. "10.0.0.0/8", "::1")`)
   })
   const http2 = c.boolean(value(root, 'http2', D.http2), 'http2')
+  const timeouts = validateTimeouts(c, root.timeouts)
+  const limits = validateLimits(c, root.limits)
   const logObj = root.log === undefined ? {} : c.object(root.log, 'log')
   if (logObj !== undefined) c.keys(logObj, 'log', ['level'])
   const level = c.string(value(logObj, 'level', D.log.level), 'log.level', { oneOf: LOG_LEVELS }) as LogLevel | undefined
@@ -335,6 +379,8 @@ export function validateConfig (raw: unknown, opts: { baseDir: string, file?: st
     routes,
     trustedProxies,
     http2: http2 ?? D.http2,
+    timeouts,
+    limits,
     log: { level: level ?? (D.log.level as LogLevel) },
     ...(admin !== undefined ? { admin } : {}),
     ...(token !== undefined ? { token } : {}),

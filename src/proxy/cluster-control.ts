@@ -16,7 +16,7 @@ import type { ControlReply, ControlRequest } from './worker-control.js'
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
 /** Settings that a reload cannot change: they need a restart. */
-const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs'] as const
+const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'http2', 'timeouts', 'limits', 'log', 'admin', 'shutdownGraceMs'] as const
 
 export interface ReloadReport {
   ok: boolean

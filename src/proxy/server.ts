@@ -5,7 +5,8 @@
 
 import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
-import { createSecureServer, type Http2Session } from 'node:http2'
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
+import { createSecureServer, type Http2Session, type ServerHttp2Session } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
@@ -19,6 +20,8 @@ import { readClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js
 import { loadCertificate, type LoadedCertificate } from '../tls/secure-context.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
+import { createHttp2Guard } from './h2-guard.js'
+import { createHttp1Limits } from './http-limits.js'
 
 /** How long a new connection may take to send its ClientHello. */
 const CLIENT_HELLO_TIMEOUT_MS = 10_000
@@ -58,7 +61,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry })
+  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry })
+  const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
+  const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
 
   let closing = false
@@ -69,6 +74,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
 
   const onRequest = (req: ClientRequest, res: ClientResponse): void => {
     if (req.httpVersionMajor < 2) {
+      http1Limits.request(req as IncomingMessage, res as ServerResponse)
       const socket = req.socket as TLSSocket
       const count = sockets.get(socket)
       if (count !== undefined) sockets.set(socket, count + 1)
@@ -93,15 +99,19 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   })
   const buildTlsServer = (cert: LoadedCertificate, variant: Variant): TlsServer => {
     const server: TlsServer = config.http2
-      ? createSecureServer({ ...cert.options, ...variant.options, allowHTTP1: true }, onRequest)
+      ? createSecureServer({ ...cert.options, ...variant.options, ...http2Guard.serverOptions, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...cert.options, ...variant.options, ALPNProtocols: ['http/1.1'] }, onRequest)
+    // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
+    if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
     resumption.attach(server, variant)
     server.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === 'h2') return
+      http1Limits.connection(socket)
       sockets.set(socket, 0)
       socket.once('close', () => sockets.delete(socket))
     })
-    server.on('session', (session: Http2Session) => {
+    server.on('session', (session: ServerHttp2Session) => {
+      http2Guard.session(session)
       sessions.add(session)
       session.once('close', () => sessions.delete(session))
     })
