@@ -55,6 +55,9 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
       setTimeout(destroy, CLOSE_LINGER_MS).unref()
     } else {
       session.goaway(code)
+      // Never destroy with an Error: Node would destroy every stream with it, and a stream 'error'
+      // nobody listens to ends the worker. Clients act on the first GOAWAY; the NO_ERROR one that
+      // destroying adds changes nothing.
       setImmediate(destroy)
     }
   }
@@ -98,9 +101,16 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
 
       idle(requestHeadersMs, 'request_headers')
       session.on('stream', (stream: Http2Stream) => {
-        open++
         clearTimeout(timer)
         timer = undefined
+        // Node emits 'stream' on the next tick: a RST_STREAM in the same read as the HEADERS has
+        // closed the stream by then.
+        if (stream.destroyed) {
+          if (stream.aborted) onReset(stream)
+          if (open === 0) idle(http2IdleMs, 'http2_idle')
+          return
+        }
+        open++
         // 'aborted': the stream closed while our response was still open (RST_STREAM from the client,
         // or a reset nghttp2 made for the client's protocol error).
         stream.once('aborted', () => onReset(stream))

@@ -24,15 +24,21 @@ export type EarlyAction = 'drained' | 'closed' | 'reset'
  * response emits 'finish' only when the whole stream closes, resets included.
  */
 export function whenResponseEnds (req: ClientRequest, res: ClientResponse, done: (complete: boolean) => void): void {
-  const target = req.httpVersionMajor >= 2 ? (res as Http2ServerResponse).stream : res
   let called = false
   const end = (complete: boolean): void => {
     if (called) return
     called = true
     done(complete)
   }
-  target.once('finish', () => end(true))
-  target.once('close', () => end(false))
+  if (req.httpVersionMajor >= 2) {
+    // A reset stream also ends its writable side (and emits 'finish'): complete only if we ended it.
+    const stream = (res as Http2ServerResponse).stream
+    stream.once('finish', () => end(res.writableEnded))
+    stream.once('close', () => end(false))
+    return
+  }
+  res.once('finish', () => end(true))
+  res.once('close', () => end(false))
 }
 
 export interface BodyWatch {

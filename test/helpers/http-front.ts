@@ -20,8 +20,9 @@ export interface CountingUpstream {
   seen: Map<string, number>
   /** Requests to /hold waiting for `release()`; `closed` resolves when the exchange is over (answered or cut). */
   held: Array<{ req: IncomingMessage, res: ServerResponse, closed: Promise<void> }>
-  /** Highest number of /hold requests held at once. */
+  /** Highest number of /hold requests held at once since the start or `resetMaxHeld()`. */
   maxHeld: () => number
+  resetMaxHeld: () => void
   /** Answers every held request. */
   release: () => void
   close: () => Promise<void>
@@ -97,6 +98,7 @@ export async function countingUpstream (): Promise<CountingUpstream> {
     seen,
     held,
     maxHeld: () => maxHeld,
+    resetMaxHeld: () => { maxHeld = holding },
     release: () => {
       for (const { res } of held.splice(0)) if (!res.writableEnded) res.end('released')
     },
@@ -182,7 +184,7 @@ export function metric (text: string, name: string, labels: Record<string, strin
   let total = 0
   for (const line of text.split('\n')) {
     if (!line.startsWith(name)) continue
-    const m = /^([a-z_]+)(\{([^}]*)\})? (\S+)$/.exec(line)
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$/.exec(line)
     if (m === null || m[1] !== name) continue
     const have = (m[3] ?? '').split(',')
     if (want.every(w => have.includes(w))) total += Number(m[4])
