@@ -40,7 +40,8 @@ export class UpstreamPools {
         keepAliveMaxTimeout: keepAliveMaxTimeoutMs,
         connect: (options, callback) => {
           connect(options, (...args) => {
-            if (args[1] !== null) capReads(args[1])
+            // On failure undici passes the error alone: no socket, not even null.
+            if (args[0] === null) capReads(args[1])
             callback(...args)
           })
         }
