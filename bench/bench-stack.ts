@@ -29,6 +29,8 @@ export interface ProxySpec {
   /** Whether to configure the keyd bridge (only key references need it). */
   keyd: boolean
   env?: Record<string, string>
+  /** The upstream origin of the catch-all route (default: the stack's demo upstream). */
+  upstream?: string
 }
 
 /** Writes a config for `spec` next to the stack's keyd and starts `keyedge proxy`. */
@@ -40,7 +42,7 @@ export async function startBenchProxy (stack: Stack, spec: ProxySpec): Promise<B
     ...(spec.keyd ? { keyd: { socket: paths.socket, clientName: 'proxy', secretFile: join(paths.secretsDir, 'proxy.secret'), timeoutMs: 1000 } } : {}),
     tls: { defaultCertificate: 'localhost' },
     certificates: [{ name: 'localhost', serverNames: ['localhost', '127.0.0.1'], files: spec.files }],
-    routes: [{ host: '*', pathPrefix: '/', upstream: stack.upstream.url }],
+    routes: [{ host: '*', pathPrefix: '/', upstream: spec.upstream ?? stack.upstream.url }],
     log: { level: 'info' }
   }
   const file = join(paths.home, `bench-${spec.name}.json`)

@@ -99,6 +99,12 @@ export function createForwarder (opts: {
       outcome = o
       requests.inc({ outcome: o })
     }
+    // Node emits an HTTP/2 request a tick after its HEADERS: a RST_STREAM in the same read (rapid
+    // reset) has closed it already. Spend nothing more on it.
+    if (streamGone(req)) {
+      settle('aborted')
+      return
+    }
     const authority = requestAuthority(req.headers, req.rawHeaders)
     if (!authority.ok) {
       settle('bad_request')

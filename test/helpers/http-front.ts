@@ -31,7 +31,8 @@ export interface CountingUpstream {
 /**
  * Paths: `/hold` (waits for release), `/sink` (reads the body, answers its byte count), `/bytes?n=N`
  * (N bytes, streamed with backpressure), `/echo`, `/early` (413 at once, body never read), `/stall`
- * (does not read the body for `?ms=`, then sinks it); anything else: `ok`.
+ * (does not read the body for `?ms=`, then sinks it), `/delay?ms=` (answers `ok` that much later);
+ * anything else: `ok`.
  */
 export async function countingUpstream (): Promise<CountingUpstream> {
   const seen = new Map<string, number>()
@@ -75,6 +76,12 @@ export async function countingUpstream (): Promise<CountingUpstream> {
           res.end()
         }
         pump()
+        return
+      }
+      case '/delay': {
+        req.resume()
+        const timer = setTimeout(() => res.end('ok'), Number(url.searchParams.get('ms') ?? '1000'))
+        res.once('close', () => clearTimeout(timer))
         return
       }
       case '/echo':
