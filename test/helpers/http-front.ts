@@ -131,7 +131,14 @@ export interface Front {
 }
 
 /** Starts `keyedge proxy` (one worker, admin on port 0) with `timeouts` and `limits`, routing everything to `upstream`. */
-export async function startFront (opts: { upstream: string, timeouts?: Record<string, number>, limits?: Record<string, number>, http2?: boolean }): Promise<Front> {
+export async function startFront (opts: {
+  upstream: string
+  timeouts?: Record<string, number>
+  limits?: Record<string, number>
+  http2?: boolean
+  /** Added to the proxy's environment (its workers inherit it). */
+  env?: Record<string, string>
+}): Promise<Front> {
   const home = tempHome('keyedge-front-')
   const cert = selfSigned(home, 'localhost', ['localhost', '127.0.0.1'])
   const file = join(home, 'proxy.json')
@@ -146,7 +153,7 @@ export async function startFront (opts: { upstream: string, timeouts?: Record<st
     admin: { port: 0, drainDelayMs: 0 },
     log: { level: 'info' }
   }))
-  const proc = spawnCli(['proxy', '--config', file])
+  const proc = spawnCli(['proxy', '--config', file], opts.env)
   try {
     const ready = await proc.waitFor(o => o.msg === 'proxy listening', 30_000)
     const admin = await proc.waitFor(o => o.msg === 'admin listening', 10_000)

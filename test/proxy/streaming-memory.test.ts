@@ -13,13 +13,16 @@ const SIZE = 200 * MiB
 const WARM_UP = 20 * MiB
 /**
  * Growth allowed over the worker's RSS peak while a tenth of the data went through (the warm-up):
- * memory that grows with the body grows tenfold here. Before backpressure held on HTTP/1.1, a 50 MB
- * echo grew the worker by 400 MB. (What remains is V8 sizing its heap: measured +0–10 MiB.)
+ * memory that grows with the body grows tenfold here, and anything holding even a quarter of a
+ * body fails. Before backpressure held on HTTP/1.1, a 50 MB echo grew the worker by 400 MB. What
+ * remains is allocator and heap sizing noise: measured +0–8 MiB on Node 20, up to +33 on Node 24.
  */
-const ALLOWED_GROWTH_MIB = 32
+const ALLOWED_GROWTH_MIB = 48
 
 const upstream = await countingUpstream()
-const front = await startFront({ upstream: upstream.url })
+// A small young generation keeps V8's garbage from looking like growth (Node 24 sizes it larger
+// than Node 20 by default); memory the proxy holds on to shows all the same.
+const front = await startFront({ upstream: upstream.url, env: { NODE_OPTIONS: '--max-semi-space-size=2' } })
 const dir = tempHome('keyedge-mem-')
 const caFile = join(dir, 'ca.pem')
 writeFileSync(caFile, front.ca)
