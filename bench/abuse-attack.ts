@@ -38,6 +38,8 @@ async function openTls (port: number, alpn: string[] = ['http/1.1']): Promise<TL
   const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ALPNProtocols: alpn, rejectUnauthorized: false })
   socket.on('error', () => {})
   await Promise.race([once(socket, 'secureConnect'), once(socket, 'close').then(() => { throw new Error('closed during the handshake') })])
+  // Read (and drop) whatever comes, or the server's close is never seen.
+  socket.resume()
   return socket
 }
 
@@ -103,7 +105,7 @@ export async function attack (o: AttackOptions): Promise<AttackResult> {
         if (r.goaway === 11) calm++
         else if (r.goaway !== undefined) otherGoaway++
       }
-      return { kind: o.kind, summary: `${sent} streams reset on ${connections} conns; ${calm} GOAWAY calm, ${otherGoaway} other`, opened: connections, closedByServer: calm + otherGoaway, extra: { sent, calm, otherGoaway } }
+      return { kind: o.kind, summary: `${sent} HEADERS+RST_STREAM pairs sent on ${connections} conns; GOAWAY: ${calm} ENHANCE_YOUR_CALM, ${otherGoaway} other`, opened: connections, closedByServer: calm + otherGoaway, extra: { sent, calm, otherGoaway } }
     }
     case 'uploads':
     case 'downloads': {

@@ -58,6 +58,20 @@ export function startProber (opts: { port: number, ca: string[], intervalMs: num
   }
 }
 
+/** One GET on a new connection: its milliseconds, or undefined if it failed or took over `timeoutMs`. */
+export async function probeOnce (opts: { port: number, ca: string[], timeoutMs: number }): Promise<number | undefined> {
+  const started = performance.now()
+  return await new Promise(resolve => {
+    const req = request({ host: '127.0.0.1', port: opts.port, path: '/probe', servername: 'localhost', ca: opts.ca, agent: false, headers: { host: 'localhost', connection: 'close' } }, res => {
+      res.resume()
+      res.once('end', () => { clearTimeout(timer); resolve(res.statusCode === 200 ? performance.now() - started : undefined) })
+    })
+    const timer = setTimeout(() => { req.destroy(); resolve(undefined) }, opts.timeoutMs)
+    req.once('error', () => { clearTimeout(timer); resolve(undefined) })
+    req.end()
+  })
+}
+
 /** The `p`-th percentile (nearest rank) of `values`, or NaN when empty. */
 export function percentile (values: number[], p: number): number {
   if (values.length === 0) return NaN

@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util'
 import { startStack, type Stack } from '../test/helpers/edge.js'
 import { ROOT } from '../test/helpers/paths.js'
 import type { AttackKind, AttackOptions, AttackResult } from './abuse-attack.js'
-import { percentile, startProber, type ProbeSamples } from './abuse-probe.js'
+import { percentile, probeOnce, startProber, type ProbeSamples } from './abuse-probe.js'
 import { makeBenchKeys, type BenchKeys } from './bench-keys.js'
 import { startBenchProxy, type BenchProxy } from './bench-stack.js'
 import { NGINX_MISSING, startNginx, type Nginx } from './nginx.js'
@@ -26,7 +26,8 @@ export const USAGE = `usage: node dist/bench/run.js abuse [options]
 
 Each case runs one attack against keyedge (keys in keyd, default timeouts and limits) and then
 against nginx (if installed), while a normal client makes one GET on a new connection and one on a
-kept-alive connection every --interval-ms; the report gives that client's p50/p99 per case.
+kept-alive connection every --interval-ms; the report gives that client's p50/p99 per case, and
+how long after the attack a new connection was served within 1 s again (the next case waits).
 
 cases: ${CASES.join(', ')}
 
@@ -102,8 +103,21 @@ export interface CaseRun {
   /** Requests the upstream received during the case, by path. */
   upstream: Record<string, number>
   rssPeakMiB: number
+  /** After the attack, how long until a new connection got its answer within 1 s again (null: not within 60 s). */
+  recoveryMs: number | null
   /** The server's processes at the end differ from those at the start (a worker died). */
   replaced: boolean
+}
+
+/** Probes every 250 ms until one answers within 1 s; the time that took, or null after `maxMs`. */
+async function recovery (port: number, ca: string[], maxMs: number): Promise<number | null> {
+  const started = Date.now()
+  while (Date.now() - started < maxMs) {
+    const ms = await probeOnce({ port, ca, timeoutMs: 1000 })
+    if (ms !== undefined) return Date.now() - started - Math.round(ms)
+    await new Promise(resolve => setTimeout(resolve, 250))
+  }
+  return null
 }
 
 function rssMiB (pids: number[]): number {
@@ -152,6 +166,7 @@ async function runCase (kind: AttackKind | 'none', target: Target, o: Options, c
   }
   const samples: ProbeSamples = await prober.stop()
   clearInterval(sampler)
+  const recoveryMs = await recovery(target.port, ca, 60_000)
   const seenAfter = await upstreamSeen(upstream)
   const delta: Record<string, number> = {}
   for (const [path, n] of Object.entries(seenAfter)) if (n - (seenBefore[path] ?? 0) > 0 && path !== '/probe') delta[path] = n - (seenBefore[path] ?? 0)
@@ -162,6 +177,7 @@ async function runCase (kind: AttackKind | 'none', target: Target, o: Options, c
     probes: { fresh: summarize(samples.fresh), kept: summarize(samples.kept), failures: samples.failures },
     upstream: delta,
     rssPeakMiB: Math.round(peak),
+    recoveryMs,
     replaced: target.pids().join(',') !== pidsBefore
   }
 }
@@ -176,10 +192,11 @@ export function markdownTable (runs: CaseRun[]): string {
     `${ms(r.probes.fresh.p50)} / ${ms(r.probes.fresh.p99)}`,
     `${ms(r.probes.kept.p50)} / ${ms(r.probes.kept.p99)}`,
     `${r.probes.failures} of ${r.probes.fresh.n + r.probes.kept.n}`,
+    r.recoveryMs === null ? 'not in 60 s' : r.recoveryMs < 250 ? 'at once' : `${(r.recoveryMs / 1000).toFixed(1)} s`,
     Object.entries(r.upstream).map(([p, n]) => `${p} ${n}`).join(', ') || '–',
     `${r.rssPeakMiB}${r.replaced ? ' (a process died)' : ''}`
   ])
-  const head = ['case', 'server', 'attack, and what the server did', 'new-conn GET p50 / p99 ms', 'kept-alive GET p50 / p99 ms', 'failed probes', 'upstream saw', 'server RSS peak MiB']
+  const head = ['case', 'server', 'attack, and what the server did', 'new-conn GET p50 / p99 ms', 'kept-alive GET p50 / p99 ms', 'failed probes', 'served again', 'upstream saw', 'server RSS peak MiB']
   return [`| ${head.join(' | ')} |`, `| ${head.map((_, i) => i >= 3 ? '---:' : '---').join(' | ')} |`, ...rows.map(r => `| ${r.join(' | ')} |`)].join('\n')
 }
 
@@ -231,9 +248,9 @@ export async function main (argv: string[]): Promise<number> {
       for (const target of i % 2 === 0 ? targets : [...targets].reverse()) {
         const run = await runCase(kind, target, o, ca, upstream)
         runs.push(run)
-        say(`${kind} · ${target.name}: ${run.attack?.summary ?? 'no attack'}; fresh p50/p99 ${run.probes.fresh.p50.toFixed(1)}/${run.probes.fresh.p99.toFixed(1)} ms, kept ${run.probes.kept.p50.toFixed(1)}/${run.probes.kept.p99.toFixed(1)} ms, ${run.probes.failures} failed, RSS ${run.rssPeakMiB} MiB`)
-        // Let the server settle (attack sockets close) before the next case.
-        await new Promise(resolve => setTimeout(resolve, 2000))
+        say(`${kind} · ${target.name}: ${run.attack?.summary ?? 'no attack'}; fresh p50/p99 ${run.probes.fresh.p50.toFixed(1)}/${run.probes.fresh.p99.toFixed(1)} ms, kept ${run.probes.kept.p50.toFixed(1)}/${run.probes.kept.p99.toFixed(1)} ms, ${run.probes.failures} failed, served again after ${run.recoveryMs ?? 'more than 60000'} ms, RSS ${run.rssPeakMiB} MiB`)
+        // Let the attack's sockets close before the next case.
+        await new Promise(resolve => setTimeout(resolve, 1000))
       }
     }
     const table = markdownTable(runs)

@@ -169,7 +169,15 @@ export function createForwarder (opts: {
         headersTimeout: route.timeoutMs,
         bodyTimeout: route.timeoutMs
       }
-      pools.get(route).request(options).then(upstream => {
+      let pool: ReturnType<UpstreamPools['get']>
+      try {
+        pool = pools.get(route)
+      } catch (err) {
+        // The pools are closed: the worker is stopping.
+        onUpstreamError(err as NodeJS.ErrnoException)
+        return
+      }
+      pool.request(options).then(upstream => {
         if (abort.signal.aborted || res.writableEnded) {
           upstream.body.destroy()
           return
@@ -183,15 +191,16 @@ export function createForwarder (opts: {
           cutResponse(req, res)
         })
         upstream.body.pipe(res as NodeJS.WritableStream)
-      }, (err: NodeJS.ErrnoException) => {
-        if (abort.signal.aborted || res.writableEnded) return
-        const timeout = TIMEOUT_CODES.has(err.code ?? '')
-        settle(timeout ? 'gateway_timeout' : 'bad_gateway')
-        log.warn({ upstream: route.upstream, method: req.method, code: err.code ?? err.name }, timeout ? 'upstream timed out' : 'upstream request failed')
-        sendJson(res, timeout ? 504 : 502, timeout
-          ? { error: 'gateway_timeout', message: 'the upstream did not answer in time' }
-          : { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
-      })
+      }, onUpstreamError)
+    }
+    const onUpstreamError = (err: NodeJS.ErrnoException): void => {
+      if (abort.signal.aborted || res.writableEnded) return
+      const timeout = TIMEOUT_CODES.has(err.code ?? '')
+      settle(timeout ? 'gateway_timeout' : 'bad_gateway')
+      log.warn({ upstream: route.upstream, method: req.method, code: err.code ?? err.name }, timeout ? 'upstream timed out' : 'upstream request failed')
+      sendJson(res, timeout ? 504 : 502, timeout
+        ? { error: 'gateway_timeout', message: 'the upstream did not answer in time' }
+        : { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
     }
     // HTTP/2: wait until the rest of this read is processed, so a RST_STREAM right behind the
     // HEADERS is seen before anything goes upstream.
