@@ -156,8 +156,8 @@ if (process.argv[2] !== undefined && import.meta.url === `file://${process.argv[
   attack(JSON.parse(process.argv[2]) as AttackOptions).then(result => {
     process.stdout.write(`${JSON.stringify(result)}\n`)
     process.exit(0)
-  }, (err: Error) => {
-    process.stderr.write(`${err.stack ?? err.message}\n`)
+  }, (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
     process.exit(1)
   })
 }

@@ -208,7 +208,7 @@ export async function main (argv: string[]): Promise<number> {
     if (parsed === undefined) { process.stdout.write(USAGE); return 0 }
     o = parsed
   } catch (err) {
-    process.stderr.write(`bench abuse: ${(err as Error).message}\n\n${USAGE}`)
+    process.stderr.write(`bench abuse: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`)
     return 2
   }
   const say = (s: string): void => { process.stderr.write(`${s}\n`) }

@@ -51,6 +51,11 @@ function hasBody (req: ClientRequest): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
+/** The `code` of an error (undici's `UND_ERR_*`, Node's `E*`), if it has one. */
+function errorCode (err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined
+}
+
 /** True once an HTTP/2 request's stream is gone (the client reset it). */
 function streamGone (req: ClientRequest): boolean {
   if (req.httpVersionMajor < 2) return false
@@ -174,7 +179,7 @@ export function createForwarder (opts: {
         pool = pools.get(route)
       } catch (err) {
         // The pools are closed: the worker is stopping.
-        onUpstreamError(err as NodeJS.ErrnoException)
+        onUpstreamError(err)
         return
       }
       pool.request(options).then(upstream => {
@@ -193,11 +198,12 @@ export function createForwarder (opts: {
         upstream.body.pipe(res as NodeJS.WritableStream)
       }, onUpstreamError)
     }
-    const onUpstreamError = (err: NodeJS.ErrnoException): void => {
+    const onUpstreamError = (err: unknown): void => {
       if (abort.signal.aborted || res.writableEnded) return
-      const timeout = TIMEOUT_CODES.has(err.code ?? '')
+      const code = errorCode(err)
+      const timeout = TIMEOUT_CODES.has(code ?? '')
       settle(timeout ? 'gateway_timeout' : 'bad_gateway')
-      log.warn({ upstream: route.upstream, method: req.method, code: err.code ?? err.name }, timeout ? 'upstream timed out' : 'upstream request failed')
+      log.warn({ upstream: route.upstream, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
       sendJson(res, timeout ? 504 : 502, timeout
         ? { error: 'gateway_timeout', message: 'the upstream did not answer in time' }
         : { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
