@@ -131,14 +131,43 @@ export const AdminSchema = section({
 
 export const TimeoutsSchema = section({
   clientHelloMs: int(100, 600_000, { default: 10_000, description: 'until the whole ClientHello has arrived: a connection that sends nothing, or trickles its hello, is closed. When the front does not need the hello (one certificate entry, …) it hands the connection over at its first byte, and this bounds the wait for that byte' }),
-  handshakeMs: int(100, 600_000, { default: 15_000, description: 'until the handshake\'s Finished (not below `clientHelloMs`): a client that sends a ClientHello and then nothing (after costing a keyd signature) is closed. Node\'s own TLS handshake timeout, which restarts with every byte, is set to the same value' })
-}, { default: {}, description: 'timeouts of the listener (docs/tls-front.md)' })
+  handshakeMs: int(100, 600_000, { default: 15_000, description: 'until the handshake\'s Finished (not below `clientHelloMs`): a client that sends a ClientHello and then nothing (after costing a keyd signature) is closed. Node\'s own TLS handshake timeout, which restarts with every byte, is set to the same value' }),
+  requestHeadersMs: int(1, 3_600_000, { default: 10_000, description: 'a new connection (HTTP/1.1 or HTTP/2) must deliver a complete request head this soon after its TLS handshake, and an HTTP/1.1 request this soon after its first byte (keep-alive): a head sent one byte at a time (slowloris) is cut, with `408` if it had started, silently if nothing came' }),
+  keepAliveIdleMs: int(1, 3_600_000, { default: 60_000, description: 'an HTTP/1.1 connection with no request in flight is closed after this long' }),
+  http2IdleMs: int(1, 3_600_000, { default: 120_000, description: 'an HTTP/2 session without an open stream this long gets GOAWAY (NO_ERROR) and is closed (longer than HTTP/1.1: one session replaces several connections)' }),
+  requestBodyIdleMs: int(1, 3_600_000, { default: 30_000, description: 'a request body that brings nothing for this long while the proxy waits for it: `408` (then HTTP/1.1 closes the connection, HTTP/2 resets the stream), or the connection/stream is cut if the response had started. Time the proxy itself is not reading (a slow upstream holding the body back) does not count' })
+}, {
+  default: {},
+  description: 'timeouts of the listener: TLS front (docs/tls-front.md) and HTTP',
+  renamed: {
+    headers: 'use "requestHeadersMs" (milliseconds)',
+    headersMs: 'use "requestHeadersMs" (milliseconds)',
+    requestHeaders: 'use "requestHeadersMs" (milliseconds)',
+    keepAlive: 'use "keepAliveIdleMs" (milliseconds)',
+    keepAliveMs: 'use "keepAliveIdleMs" (milliseconds)',
+    keepAliveTimeoutMs: 'use "keepAliveIdleMs" (milliseconds)',
+    idleMs: 'use "keepAliveIdleMs" (HTTP/1.1) or "http2IdleMs" (HTTP/2)',
+    body: 'use "requestBodyIdleMs" (milliseconds)',
+    bodyMs: 'use "requestBodyIdleMs" (milliseconds)'
+  }
+})
 
 export const LimitsSchema = section({
   maxConnectionsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'open connections per client address, per worker' }),
   newConnectionsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'new connections per second per client address, per worker: the refill rate of a token bucket' }),
-  newConnectionBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many connections a client may open at once after a quiet period' })
-}, { default: {}, description: 'per-client-address limits on the listener, counted per worker; refusals are counted in `edge_connections_refused_total{limit}`' })
+  newConnectionBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many connections a client may open at once after a quiet period' }),
+  http2MaxConcurrentStreams: int(1, 10_000, { default: 128, description: '`SETTINGS_MAX_CONCURRENT_STREAMS` sent to every HTTP/2 client, as nginx\'s `http2_max_concurrent_streams`; a client keeps its other requests queued until a stream ends' }),
+  http2MaxResetsPerSecond: int(1, 100_000, { default: 100, description: 'the rapid-reset threshold: streams a session may have reset per second (by the client\'s RST_STREAM, or for the client\'s protocol errors) before the proxy ends it with GOAWAY `ENHANCE_YOUR_CALM` and cancels every request it has in flight upstream. A token bucket per session refilled at this rate, holding `max(2 × rate, http2MaxConcurrentStreams)`, so a browser that cancels every open stream at once (navigating away) stays within it' })
+}, {
+  default: {},
+  description: 'per-client-address limits on the listener (counted per worker; refusals in `edge_connections_refused_total{limit}`) and HTTP/2 session limits',
+  renamed: {
+    maxConcurrentStreams: 'use "http2MaxConcurrentStreams"',
+    http2MaxStreams: 'use "http2MaxConcurrentStreams"',
+    maxResetsPerSecond: 'use "http2MaxResetsPerSecond"',
+    http2ResetRate: 'use "http2MaxResetsPerSecond"'
+  }
+})
 
 export const EdgeConfigSchema = section({
   listen: ListenSchema,
