@@ -106,7 +106,9 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
         // Node emits 'stream' on the next tick: a RST_STREAM in the same read as the HEADERS has
         // closed the stream by then.
         if (stream.destroyed) {
-          if (stream.aborted) onReset(stream)
+          // Reset before it was ever emitted: `aborted` is not always set then (a loaded worker reads
+          // HEADERS and RST_STREAM of many streams at once), the reset code is.
+          if (stream.aborted || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) onReset(stream)
           if (open === 0) idle(http2IdleMs, 'http2_idle')
           return
         }

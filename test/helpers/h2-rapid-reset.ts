@@ -86,6 +86,10 @@ export async function rapidReset (opts: {
     if (!socket.write(Buffer.concat(frames))) await Promise.race([once(socket, 'drain'), once(socket, 'close')])
     await new Promise(resolve => setImmediate(resolve))
   }
+  // A loaded server may still be reading what was sent: give its GOAWAY (or close) a bounded moment
+  // to arrive before hanging up, so the result says what the server did, not how fast we left.
+  const settleBy = Date.now() + 3000
+  while (result.goaway === undefined && !result.closed && Date.now() < settleBy) await new Promise(resolve => setTimeout(resolve, 20))
   socket.destroy()
   return result
 }
