@@ -143,7 +143,9 @@ export class RoutePool {
       }
       const next = retriesLeft > 0 && this.#route.retry.retryOn.includes(response.statusCode) ? this.#nextTarget(pick) : undefined
       if (next === undefined) return { response, target: current }
-      response.body.destroy()
+      // Read and drop the refused answer so its connection stays reusable (destroying the body would
+      // emit an abort error with no one listening).
+      response.body.dump().catch(() => {})
       retriesLeft--
       target = next
     }

@@ -1,6 +1,6 @@
 // A pool target run as its own process (so a test can kill it): `node pool-target.js NAME [MODE]`
 // prints `{"msg":"listening","port":N}` and answers every request with `{"name":NAME}`:
-// `/healthz` → 200 (503 in mode `sick`), mode `fail` → 503 to everything else, `/slow` after 300 ms.
+// `/healthz` → 200 (503 in mode `sick`), mode `fail` → 503 to everything else, mode `slow` → 200 after 300 ms.
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
@@ -15,7 +15,7 @@ const server = createServer((req, res) => {
   }
   if (req.url === '/healthz') send(mode === 'sick' ? 503 : 200)
   else if (mode === 'fail') send(503)
-  else if (req.url?.startsWith('/slow') === true) setTimeout(() => send(200), 300)
+  else if (mode === 'slow') setTimeout(() => send(200), 300)
   else send(200)
 })
 server.listen(0, '127.0.0.1', () => {
