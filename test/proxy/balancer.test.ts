@@ -13,11 +13,11 @@ t.test('weighted round-robin: exact shares, spread out', async t => {
   const b = new Balancer(ts, 'round_robin')
   const seq = Array.from({ length: 70 }, () => b.pick(all)?.url)
   const count = (url: string): number => seq.filter(u => u === url).length
-  t.same([count(ts[0]!.url), count(ts[1]!.url), count(ts[2]!.url)], [50, 10, 10], 'weights 5:1:1 over 70 picks')
+  t.same([count(ts[0].url), count(ts[1].url), count(ts[2].url)], [50, 10, 10], 'weights 5:1:1 over 70 picks')
   // Smooth: the heavy target never gets more than 5 turns in a row.
   let run = 0
   let longest = 0
-  for (const u of seq) { run = u === ts[0]!.url ? run + 1 : 0; longest = Math.max(longest, run) }
+  for (const u of seq) { run = u === ts[0].url ? run + 1 : 0; longest = Math.max(longest, run) }
   t.ok(longest <= 5, `longest run of the heavy target: ${longest}`)
   t.equal(b.pick(t => t !== ts[0]) !== ts[0], true, 'an excluded target is skipped')
   t.equal(b.pick(() => false), undefined, 'no eligible target → undefined')
@@ -25,12 +25,12 @@ t.test('weighted round-robin: exact shares, spread out', async t => {
 
 t.test('least outstanding (power of two choices) prefers the idle target, by weight', async t => {
   const ts = targets(1, 1)
-  ts[0]!.outstanding = 10
+  ts[0].outstanding = 10
   const b = new Balancer(ts, 'least_outstanding')
   for (let i = 0; i < 20; i++) t.equal(b.pick(all), ts[1])
   const w = targets(4, 1)
-  w[0]!.outstanding = 3
-  w[1]!.outstanding = 1
+  w[0].outstanding = 3
+  w[1].outstanding = 1
   t.equal(new Balancer(w, 'least_outstanding').pick(all), w[0], '3 in flight at weight 4 beats 1 at weight 1')
   t.equal(b.pick(t => t === ts[0]), ts[0], 'one eligible target is the answer')
 })
@@ -56,7 +56,7 @@ t.test('consistent hashing: stable, spread, ~1/N moved when a target is added or
   const ring4 = new HashRing(four)
   const owner4 = keys.map(k => ring4.lookup(k, all)?.url)
   const movedOut = owner4.filter((u, i) => u !== owner5[i]).length / keys.length
-  const removedShare = owner5.filter(u => u === five[0]!.url).length / keys.length
+  const removedShare = owner5.filter(u => u === five[0].url).length / keys.length
   t.equal(movedOut, removedShare, 'removing a target moves exactly the keys it owned')
   t.ok(movedOut > 0.12 && movedOut < 0.28, `removing 1 of 5 moved ${movedOut.toFixed(3)} (ideal 0.2)`)
   const down = ring5.lookup('client-1', all)!
@@ -85,7 +85,7 @@ t.test('outlier ejection: threshold, doubling backoff, capped share', async t =>
   const ejected: number[] = []
   const o = new OutlierDetector(ts, { consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 3000, maxEjectedPercent: 50 }, (_, ms) => ejected.push(ms))
   const now = 1_000_000
-  const a = ts[0]!
+  const a = ts[0]
   o.failure(a, now); o.failure(a, now)
   o.success(a, now)
   o.failure(a, now); o.failure(a, now)
@@ -100,8 +100,8 @@ t.test('outlier ejection: threshold, doubling backoff, capped share', async t =>
   t.equal(ts.filter(x => !x.eligible(now + 3000)).length, 2, 'never more than 50 % of the pool ejected')
   const single = targets(1)
   const o1 = new OutlierDetector(single, { consecutiveFailures: 1, baseEjectionMs: 1000, maxEjectionMs: 1000, maxEjectedPercent: 100 }, () => {})
-  o1.failure(single[0]!, now)
-  t.ok(single[0]!.eligible(now), 'the last eligible target is never ejected')
+  o1.failure(single[0], now)
+  t.ok(single[0].eligible(now), 'the last eligible target is never ejected')
 })
 
 t.test('retry budget: at most budgetPercent extra, minRetries floor, 10 s window', async t => {
@@ -120,4 +120,37 @@ t.test('retry budget: at most budgetPercent extra, minRetries floor, 10 s window
   t.notOk(replayable('PUT', true), 'a body cannot be replayed')
   t.ok(retriableError('ECONNREFUSED'))
   t.notOk(retriableError('UND_ERR_HEADERS_TIMEOUT'), 'a slow answer is not retried (the target may be working on it)')
+})
+
+t.test('config: a pool is validated with field paths, in the order of the fields', async t => {
+  const { validateConfig } = await import('../../src/config/index.js')
+  const { ConfigInvalidError } = await import('../../src/errors.js')
+  const base = { certificates: [{ name: 'c', serverNames: ['localhost'], files: [{ cert: 'c.crt', key: 'c.key' }] }] }
+  const problemsOf = (routes: unknown[]): string[] => {
+    try {
+      validateConfig({ ...base, routes }, { baseDir: '/etc/keyedge' })
+      return []
+    } catch (err) {
+      return err instanceof ConfigInvalidError ? err.problems : [String(err)]
+    }
+  }
+  t.same(problemsOf([
+    { pathPrefix: '/a' },
+    { pathPrefix: '/b', upstream: 'http://127.0.0.1:1', upstreams: [{ url: 'http://127.0.0.1:2' }] },
+    { pathPrefix: '/c', upstreams: [{ url: 'http://127.0.0.1:2/' }, { url: 'http://127.0.0.1:2', weight: 0 }], balance: { policy: 'hash', hashOn: 'cookie' } },
+    { pathPrefix: '/d', upstreams: [], outlier: { baseEjectionMs: 5000, maxEjectionMs: 1000 }, healthCheck: { intervalMs: 10 }, retry: { retryOn: [404] } }
+  ]), [
+    'routes[0]: needs "upstream" (one origin) or "upstreams" (a pool)',
+    'routes[1].upstreams: give either "upstream" or "upstreams", not both',
+    'routes[2].upstreams[1].url: "http://127.0.0.1:2" is already upstreams[0]',
+    'routes[2].upstreams[1].weight: must be between 1 and 1000, got 0',
+    'routes[2].balance.hashKey: names the cookie to hash: required with hashOn "cookie"',
+    'routes[3].upstreams: must not be empty',
+    'routes[3].healthCheck.intervalMs: must be between 100 and 3600000, got 10',
+    'routes[3].outlier.maxEjectionMs: must not be lower than baseEjectionMs (5000)',
+    'routes[3].retry.retryOn[0]: must be between 500 and 599, got 404'
+  ])
+  const ok = validateConfig({ ...base, routes: [{ upstreams: [{ url: 'http://127.0.0.1:2/' }], healthCheck: {} }] }, { baseDir: '/etc/keyedge' })
+  t.same(ok.routes[0]?.upstreams, [{ url: 'http://127.0.0.1:2', weight: 1 }], 'reduced to the origin, weight 1')
+  t.same(ok.routes[0]?.healthCheck, { path: '/healthz', intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 2, expectedStatuses: [200] })
 })

@@ -36,15 +36,15 @@ writeFileSync(file, JSON.stringify({
   workers: 1,
   certificates: [{ name: 'localhost', serverNames: ['localhost', '127.0.0.1'], files: [{ cert: cert.cert, key: cert.key }] }],
   routes: [
-    { pathPrefix: '/wrr', upstreams: [{ url: a!.url, weight: 3 }, { url: b!.url }] },
-    { pathPrefix: '/hash', upstreams: [{ url: a!.url }, { url: b!.url }, { url: c!.url }], balance: { policy: 'hash', hashOn: 'header', hashKey: 'x-user' } },
-    { pathPrefix: '/slow', upstreams: [{ url: slow!.url }, { url: fast!.url }], balance: { policy: 'least_outstanding' } },
-    { pathPrefix: '/kill', upstreams: [{ url: d!.url }, { url: e!.url }], healthCheck: check, outlier: { consecutiveFailures: 2 }, retry: { budgetPercent: 50 } },
+    { pathPrefix: '/wrr', upstreams: [{ url: a.url, weight: 3 }, { url: b.url }] },
+    { pathPrefix: '/hash', upstreams: [{ url: a.url }, { url: b.url }, { url: c.url }], balance: { policy: 'hash', hashOn: 'header', hashKey: 'x-user' } },
+    { pathPrefix: '/slow', upstreams: [{ url: slow.url }, { url: fast.url }], balance: { policy: 'least_outstanding' } },
+    { pathPrefix: '/kill', upstreams: [{ url: d.url }, { url: e.url }], healthCheck: check, outlier: { consecutiveFailures: 2 }, retry: { budgetPercent: 50 } },
     { pathPrefix: '/none', upstreams: [{ url: refused1 }, { url: refused2 }], healthCheck: check },
-    { pathPrefix: '/retry', upstreams: [{ url: sick!.url }, { url: good!.url }], outlier: { consecutiveFailures: 0 }, retry: { retryOn: [503], budgetPercent: 100 } },
-    { pathPrefix: '/budget', upstreams: [{ url: failing!.url }, { url: sick!.url }], outlier: { consecutiveFailures: 0 }, retry: { retryOn: [503], budgetPercent: 0, minRetries: 0 } },
-    { pathPrefix: '/eject', upstreams: [{ url: failing!.url }, { url: c!.url }], outlier: { consecutiveFailures: 2, baseEjectionMs: 60_000 }, retry: { attempts: 0 } },
-    { pathPrefix: '/', upstream: a!.url }
+    { pathPrefix: '/retry', upstreams: [{ url: sick.url }, { url: good.url }], outlier: { consecutiveFailures: 0 }, retry: { retryOn: [503], budgetPercent: 100 } },
+    { pathPrefix: '/budget', upstreams: [{ url: failing.url }, { url: sick.url }], outlier: { consecutiveFailures: 0 }, retry: { retryOn: [503], budgetPercent: 0, minRetries: 0 } },
+    { pathPrefix: '/eject', upstreams: [{ url: failing.url }, { url: c.url }], outlier: { consecutiveFailures: 2, baseEjectionMs: 60_000 }, retry: { attempts: 0 } },
+    { pathPrefix: '/', upstream: a.url }
   ],
   admin: { port: 0, drainDelayMs: 0 },
   log: { level: 'info' }
@@ -89,8 +89,8 @@ t.test('weighted round-robin: 3:1 over 40 requests', async t => {
   for (let i = 0; i < 40; i++) names.push(await name('/wrr'))
   t.same(tally(names), { a: 30, b: 10 })
   const text = await metrics()
-  t.ok(metric(text, 'edge_upstream_requests_total', { route: '*/wrr', target: a!.url }) >= 30, 'per-target request counter')
-  t.ok(metric(text, 'edge_upstream_duration_seconds_count', { route: '*/wrr', target: b!.url }) >= 10, 'per-target latency histogram')
+  t.ok(metric(text, 'edge_upstream_requests_total', { route: '*/wrr', target: a.url }) >= 30, 'per-target request counter')
+  t.ok(metric(text, 'edge_upstream_duration_seconds_count', { route: '*/wrr', target: b.url }) >= 10, 'per-target latency histogram')
 })
 
 t.test('consistent hashing on a header: the same user keeps its target', async t => {
@@ -99,7 +99,7 @@ t.test('consistent hashing on a header: the same user keeps its target', async t
     const seen = new Set<string>()
     for (let i = 0; i < 4; i++) seen.add(await name('/hash', { 'x-user': user }))
     t.equal(seen.size, 1, `${user} always reaches ${[...seen].join()}`)
-    owners.add([...seen][0]!)
+    owners.add([...seen][0])
   }
   t.ok(owners.size >= 2, `six users spread over ${owners.size} targets`)
 })
@@ -124,8 +124,8 @@ t.test('a target killed mid-traffic: marked down within the interval, no idempot
   })
   await until(() => results.length >= 40, 15_000)
   const killedAt = Date.now()
-  await e!.proc.stop('SIGKILL')
-  const down = await until(async () => metric(await metrics(), 'edge_upstream_healthy', { route: '*/kill', target: e!.url }) === 0, 10_000)
+  await e.proc.stop('SIGKILL')
+  const down = await until(async () => metric(await metrics(), 'edge_upstream_healthy', { route: '*/kill', target: e.url }) === 0, 10_000)
   const tookMs = Date.now() - killedAt
   const after = results.length
   await until(() => results.length >= after + 40, 15_000)
@@ -137,7 +137,7 @@ t.test('a target killed mid-traffic: marked down within the interval, no idempot
   t.same(bad, [], `none of ${results.length} requests failed`)
   t.ok(results.slice(after).every(r => r === 'd'), 'after that every request goes to the survivor')
   const text = await metrics()
-  t.ok(metric(text, 'edge_upstream_requests_total', { route: '*/kill', target: e!.url }) >= 10, 'the killed target had its share before')
+  t.ok(metric(text, 'edge_upstream_requests_total', { route: '*/kill', target: e.url }) >= 10, 'the killed target had its share before')
   t.ok(proxy.lines.some(l => l.includes('upstream target failed its health checks') || l.includes('upstream target ejected')), 'the proxy logged it')
 })
 
@@ -178,7 +178,7 @@ t.test('consecutive 5xx eject a target; the pool then uses the rest', async t =>
   t.equal(firstFailures, 2, `two failures (threshold) before the ejection: ${names.join(',')}`)
   t.ok(names.slice(4).every(n => n === 'c'), 'then only the healthy target')
   const text = await metrics()
-  t.equal(metric(text, 'edge_upstream_ejections_total', { route: '*/eject', target: failing!.url }), 1)
-  t.equal(metric(text, 'edge_upstream_healthy', { route: '*/eject', target: failing!.url }), 0)
-  t.ok(metric(text, 'edge_upstream_errors_total', { route: '*/eject', target: failing!.url, kind: 'status_5xx' }) >= 2)
+  t.equal(metric(text, 'edge_upstream_ejections_total', { route: '*/eject', target: failing.url }), 1)
+  t.equal(metric(text, 'edge_upstream_healthy', { route: '*/eject', target: failing.url }), 0)
+  t.ok(metric(text, 'edge_upstream_errors_total', { route: '*/eject', target: failing.url, kind: 'status_5xx' }) >= 2)
 })
