@@ -124,7 +124,7 @@ export const HealthCheckSchema = section({
 }, { description: 'active health checks, run by every worker; absent = none (targets are then only ejected passively)', renamed: { interval: 'use "intervalMs"', timeout: 'use "timeoutMs"' } })
 
 export const OutlierSchema = section({
-  consecutiveFailures: int(0, 1000, { default: 5, docDefault: '`5` (`0` = off)', description: 'consecutive `5xx` responses or connection failures that eject a target' }),
+  consecutiveFailures: int(0, 1000, { default: 5, docDefault: '`5` (`0` = off)', description: 'consecutive `5xx` responses, failed connections or timeouts that eject a target' }),
   baseEjectionMs: int(1, 3_600_000, { default: 10_000, description: 'first ejection\'s length; each further ejection of the same target doubles it' }),
   maxEjectionMs: int(1, 86_400_000, { default: 300_000, description: 'ejections never last longer' }),
   maxEjectedPercent: int(0, 100, { default: 50, description: 'never eject more than this share of the pool (at least one target always stays eligible)' })
@@ -158,6 +158,14 @@ export const RouteSchema = section({
     target: 'use "upstream"',
     url: 'use "upstream"',
     backend: 'use "upstream"',
+    pool: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    targets: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    backends: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    servers: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    loadBalancing: 'use "balance": { "policy": ... }',
+    healthcheck: 'use "healthCheck"',
+    health: 'use "healthCheck"',
+    retries: 'use "retry"',
     hosts: 'use "host" (one route per host pattern)',
     hostname: 'use "host"'
   }
