@@ -34,6 +34,9 @@ export class Target {
 /** Points per unit of weight on the hash ring: enough for an even spread of keys (±~10 % at 160). */
 export const RING_POINTS_PER_WEIGHT = 160
 
+/** Most points on one ring (160 000: about 2 MB, built in well under a second). */
+export const RING_MAX_POINTS = 160_000
+
 /** 32-bit FNV-1a with murmur3's finalizer (FNV alone spreads short, similar keys poorly). */
 export function hash32 (s: string): number {
   let h = 0x811c9dc5
@@ -59,8 +62,12 @@ export class HashRing {
   readonly #owners: Target[]
   constructor (targets: readonly Target[]) {
     const entries: Array<[number, Target]> = []
+    // Up to RING_MAX_POINTS the points per weight are fixed (so other targets' points never move);
+    // beyond (total weight over 1000) they shrink to bound memory and start-up time.
+    const total = targets.reduce((sum, t) => sum + t.weight, 0)
+    const perWeight = Math.max(1, Math.min(RING_POINTS_PER_WEIGHT, Math.floor(RING_MAX_POINTS / Math.max(total, 1))))
     for (const t of targets) {
-      for (let i = 0; i < t.weight * RING_POINTS_PER_WEIGHT; i++) entries.push([hash32(`${t.url}#${i}`), t])
+      for (let i = 0; i < t.weight * perWeight; i++) entries.push([hash32(`${t.url}#${i}`), t])
     }
     entries.sort((a, b) => a[0] - b[0])
     this.#points = Uint32Array.from(entries.map(e => e[0]))

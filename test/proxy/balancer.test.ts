@@ -66,6 +66,13 @@ t.test('consistent hashing: stable, spread, ~1/N moved when a target is added or
   const ringW = new HashRing(heavy)
   const heavyShare = keys.filter(k => ringW.lookup(k, all) === heavy[0]).length / keys.length
   t.ok(heavyShare > 0.65 && heavyShare < 0.85, `weight 3:1 → share ${heavyShare.toFixed(3)} (ideal 0.75)`)
+  const big = targets(1000, 1000, 500)
+  const started = performance.now()
+  const ringBig = new HashRing(big)
+  const builtMs = performance.now() - started
+  const bigShare = keys.filter(k => ringBig.lookup(k, all) === big[2]).length / keys.length
+  t.ok(bigShare > 0.14 && bigShare < 0.26, `weights 1000:1000:500 (capped ring) → share ${bigShare.toFixed(3)} (ideal 0.2)`)
+  t.ok(builtMs < 5000, `a capped ring builds in ${builtMs.toFixed(0)} ms`)
 })
 
 t.test('hash keys: client address (trusted X-Forwarded-For), header, cookie', async t => {
