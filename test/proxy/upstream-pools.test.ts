@@ -1,5 +1,5 @@
 // End to end: a real `keyedge proxy` (one worker) in front of pools of real target processes:
-// weights respected, hashing sticky, a slow target avoided, a target killed mid-traffic (marked down
+// weights respected, hashing sticky (header, cookie, client address), a slow target avoided, a target killed mid-traffic (marked down
 // by its health checks within the interval, no idempotent request lost), ejection, retries within
 // the budget, 503 at once when no target is healthy, per-target metrics.
 import { writeFileSync, rmSync } from 'node:fs'
@@ -38,6 +38,8 @@ writeFileSync(file, JSON.stringify({
   routes: [
     { pathPrefix: '/wrr', upstreams: [{ url: a.url, weight: 3 }, { url: b.url }] },
     { pathPrefix: '/hash', upstreams: [{ url: a.url }, { url: b.url }, { url: c.url }], balance: { policy: 'hash', hashOn: 'header', hashKey: 'x-user' } },
+    { pathPrefix: '/cookie', upstreams: [{ url: a.url }, { url: b.url }, { url: c.url }], balance: { policy: 'hash', hashOn: 'cookie', hashKey: 'sid' } },
+    { pathPrefix: '/client', upstreams: [{ url: a.url }, { url: b.url }, { url: c.url }], balance: { policy: 'hash' } },
     { pathPrefix: '/slow', upstreams: [{ url: slow.url }, { url: fast.url }], balance: { policy: 'least_outstanding' } },
     { pathPrefix: '/kill', upstreams: [{ url: d.url }, { url: e.url }], healthCheck: check, outlier: { consecutiveFailures: 2 }, retry: { budgetPercent: 50 } },
     { pathPrefix: '/none', upstreams: [{ url: refused1 }, { url: refused2 }], healthCheck: check },
@@ -102,6 +104,20 @@ t.test('consistent hashing on a header: the same user keeps its target', async t
     owners.add([...seen][0])
   }
   t.ok(owners.size >= 2, `six users spread over ${owners.size} targets`)
+})
+
+t.test('consistent hashing on a cookie and on the client address', async t => {
+  for (const sid of ['s1', 's2', 's3']) {
+    const seen = new Set<string>()
+    for (let i = 0; i < 3; i++) seen.add(await name('/cookie', { cookie: `theme=dark; sid=${sid}` }))
+    t.equal(seen.size, 1, `session ${sid} always reaches ${[...seen].join()}`)
+  }
+  const anonymous = new Set<string>()
+  for (let i = 0; i < 3; i++) anonymous.add(await name('/cookie'))
+  t.equal(anonymous.size, 3, 'without the cookie: round-robin over the three targets')
+  const client = new Set<string>()
+  for (let i = 0; i < 5; i++) client.add(await name('/client', { 'x-forwarded-for': `10.9.9.${i}` }))
+  t.equal(client.size, 1, 'one client address (an untrusted X-Forwarded-For is ignored), one target')
 })
 
 t.test('least outstanding: a slow target gets few requests from 4 client loops', async t => {
