@@ -16,7 +16,7 @@ import { watchRequestBody, whenResponseEnds } from './request-body.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
-import { RoutePools } from './route-pool.js'
+import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
@@ -211,7 +211,7 @@ export function createForwarder (opts: {
       }
       const timeout = TIMEOUT_CODES.has(code ?? '')
       settle(timeout ? 'gateway_timeout' : 'bad_gateway')
-      log.warn({ route: `${route.host}${route.pathPrefix}`, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
+      log.warn({ upstream: failedTarget(err) ?? `${route.host}${route.pathPrefix}`, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
       sendJson(res, timeout ? 504 : 502, timeout
         ? { error: 'gateway_timeout', message: 'the upstream did not answer in time' }
         : { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })

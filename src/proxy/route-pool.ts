@@ -21,6 +21,13 @@ export class NoHealthyUpstreamError extends EdgeError {
   }
 }
 
+const failedTargets = new WeakMap<object, string>()
+
+/** The URL of the target a request failed on, for the log line of `err` (undefined when none was tried). */
+export function failedTarget (err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? failedTargets.get(err) : undefined
+}
+
 /** What the pool needs to know of the client request. */
 export interface RequestContext {
   method: string | undefined
@@ -125,7 +132,10 @@ export class RoutePool {
         this.#metrics.errors.inc({ ...labels, kind: TIMEOUTS.has(code ?? '') ? 'timeout' : 'connect' })
         this.#outliers.failure(target)
         const next = retriesLeft > 0 && retriableError(code) ? this.#nextTarget(pick) : undefined
-        if (next === undefined) throw err
+        if (next === undefined) {
+          if (typeof err === 'object' && err !== null) failedTargets.set(err, target.url)
+          throw err
+        }
         retriesLeft--
         target = next
         continue

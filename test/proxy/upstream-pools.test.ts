@@ -46,6 +46,7 @@ writeFileSync(file, JSON.stringify({
     { pathPrefix: '/retry', upstreams: [{ url: sick.url }, { url: good.url }], outlier: { consecutiveFailures: 0 }, retry: { retryOn: [503], budgetPercent: 100 } },
     { pathPrefix: '/budget', upstreams: [{ url: failing.url }, { url: sick.url }], outlier: { consecutiveFailures: 0 }, retry: { retryOn: [503], budgetPercent: 0, minRetries: 0 } },
     { pathPrefix: '/eject', upstreams: [{ url: failing.url }, { url: c.url }], outlier: { consecutiveFailures: 2, baseEjectionMs: 60_000 }, retry: { attempts: 0 } },
+    { pathPrefix: '/refused', upstreams: [{ url: refused1 }] },
     { pathPrefix: '/', upstream: a.url }
   ],
   admin: { port: 0, drainDelayMs: 0 },
@@ -169,6 +170,13 @@ t.test('no healthy target: 503 at once', async t => {
   t.equal((JSON.parse(res.body.toString()) as { error: string }).error, 'no_healthy_upstream')
   t.ok(ms < 1000, `answered in ${ms} ms (TLS handshake included), without trying a target`)
   t.ok(metric(await metrics(), 'edge_proxy_requests_total', { outcome: 'no_healthy_upstream' }) >= 1)
+})
+
+t.test('a target that refuses: 502, and the log names the target', async t => {
+  const res = await get(port, { ca, path: '/refused' })
+  t.equal(res.status, 502)
+  const line = await proxy.waitFor(o => o.msg === 'upstream request failed' && o.upstream === refused1, 5000)
+  t.equal(line.code, 'ECONNREFUSED')
 })
 
 t.test('a 503 is retried on another target (idempotent only), within the budget', async t => {
