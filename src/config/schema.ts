@@ -100,12 +100,55 @@ export const CertificateSchema = section({
   }
 })
 
+export const UpstreamTargetSchema = section({
+  url: text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://`' }),
+  weight: int(1, 1000, { default: 1, description: 'share of the traffic relative to the other targets (round-robin and hashing); least-outstanding divides a target\'s in-flight count by it' })
+}, { renamed: { upstream: 'use "url"', target: 'use "url"', address: 'use "url"' } })
+
+export const BALANCE_POLICIES = ['round_robin', 'least_outstanding', 'hash'] as const
+export const HASH_SOURCES = ['client', 'header', 'cookie'] as const
+
+export const BalanceSchema = section({
+  policy: oneOf(BALANCE_POLICIES, { default: 'round_robin', description: '`round_robin`: smooth weighted round-robin; `least_outstanding`: of two targets drawn at random, the one with fewer requests in flight per weight (power of two choices); `hash`: consistent hashing (a ring), so the same key keeps its target and adding or removing one of N targets moves about 1/N of the keys' }),
+  hashOn: oneOf(HASH_SOURCES, { default: 'client', description: 'what `hash` hashes: the client address (after trusted `X-Forwarded-For`), a request header or a cookie (named by `hashKey`); a request without that header or cookie gets round-robin' }),
+  hashKey: nullableText({ default: null, description: 'the header or cookie name for `hashOn: "header"` / `"cookie"`' })
+}, { default: {}, description: 'how a target of the pool is chosen', renamed: { algorithm: 'use "policy"', lb: 'use "policy"', key: 'use "hashKey"' } })
+
+export const HealthCheckSchema = section({
+  path: text({ default: '/healthz', check: 'path-prefix', description: 'path requested with `GET` from every target' }),
+  intervalMs: int(100, 3_600_000, { default: 5_000, description: 'time between two checks of one target' }),
+  timeoutMs: int(1, 600_000, { default: 2_000, description: 'a check without a response this soon fails' }),
+  healthyThreshold: int(1, 100, { default: 2, description: 'consecutive passed checks that bring a down target back' }),
+  unhealthyThreshold: int(1, 100, { default: 2, description: 'consecutive failed checks that mark a target down' }),
+  expectedStatuses: list(int(100, 599), { default: [200], minItems: 1, description: 'statuses that pass' })
+}, { description: 'active health checks, run by every worker; absent = none (targets are then only ejected passively)', renamed: { interval: 'use "intervalMs"', timeout: 'use "timeoutMs"' } })
+
+export const OutlierSchema = section({
+  consecutiveFailures: int(0, 1000, { default: 5, docDefault: '`5` (`0` = off)', description: 'consecutive `5xx` responses, failed connections or timeouts that eject a target' }),
+  baseEjectionMs: int(1, 3_600_000, { default: 10_000, description: 'first ejection\'s length; each further ejection of the same target doubles it' }),
+  maxEjectionMs: int(1, 86_400_000, { default: 300_000, description: 'ejections never last longer' }),
+  maxEjectedPercent: int(0, 100, { default: 50, description: 'never eject more than this share of the pool (at least one target always stays eligible)' })
+}, { default: {}, description: 'passive outlier ejection, from the traffic itself' })
+
+export const RetrySchema = section({
+  attempts: int(0, 5, { default: 1, docDefault: '`1` (`0` = off)', description: 'extra tries of an idempotent request without a body (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`), each on another target, after a refused or failed connection or a `retryOn` status' }),
+  retryOn: list(int(500, 599), { default: [502, 503], description: 'upstream statuses retried (the response is discarded); connection failures are always retried' }),
+  budgetPercent: int(0, 100, { default: 20, description: 'retries within 10 s may add at most this share of the route\'s requests in that window, so retries cannot amplify an outage' }),
+  minRetries: int(0, 10_000, { default: 3, description: 'retries allowed per 10 s whatever the budget (for routes with little traffic)' })
+}, { default: {}, description: 'retries' })
+
 export const RouteSchema = section({
   host: text({ default: '*', check: 'route-host', transform: 'host', description: 'exact host, `*.example.com` or `*` (port and case ignored)' }),
   pathPrefix: text({ default: '/', check: 'path-prefix', description: 'starts with `/`; `/api` matches `/api` and `/api/x`, not `/apix`; `/api/` matches `/api/x` only' }),
-  upstream: text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged' }),
+  upstream: optional(text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged. A pool of one target; give either this or `upstreams`' })),
   timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`' }),
-  connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' })
+  connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' }),
+  // ---- Upstream pools: targets, balancing, health checks, outlier ejection, retries (docs/upstreams.md) ----
+  upstreams: optional(list(UpstreamTargetSchema, { minItems: 1, description: 'a pool of targets (instead of `upstream`); see [upstreams.md](upstreams.md)' })),
+  balance: BalanceSchema,
+  healthCheck: optional(HealthCheckSchema),
+  outlier: OutlierSchema,
+  retry: RetrySchema
 }, {
   renamed: {
     timeout: 'use "timeoutMs" (milliseconds)',
@@ -115,6 +158,14 @@ export const RouteSchema = section({
     target: 'use "upstream"',
     url: 'use "upstream"',
     backend: 'use "upstream"',
+    pool: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    targets: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    backends: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    servers: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    loadBalancing: 'use "balance": { "policy": ... }',
+    healthcheck: 'use "healthCheck"',
+    health: 'use "healthCheck"',
+    retries: 'use "retry"',
     hosts: 'use "host" (one route per host pattern)',
     hostname: 'use "host"'
   }

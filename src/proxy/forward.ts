@@ -2,6 +2,7 @@
 // bodies with backpressure; answers 400 for a missing or ambiguous Host, 404 without a route, 502
 // when the upstream fails, 504 when it times out, 408 when the client's body stalls. A request whose
 // client goes away (an HTTP/2 reset included) is cancelled upstream at once and counted `aborted`.
+// The target is chosen by the route's pool (route-pool.ts): 503 at once when none is healthy.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
@@ -15,6 +16,7 @@ import { watchRequestBody, whenResponseEnds } from './request-body.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
+import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
@@ -28,7 +30,7 @@ export interface Forwarder {
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
 /** How each client request ended, counted once in `edge_proxy_requests_total{outcome}`. */
-export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted'
+export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream'
 
 function counter (registry: Registry, name: string, help: string, labelNames: string[]): Counter<string> {
   return (registry.getSingleMetric(name) as Counter<string> | undefined) ??
@@ -97,8 +99,9 @@ export function createForwarder (opts: {
   const isTrusted = createTrustMatcher(opts.trustedProxies)
   const pools = new UpstreamPools()
   const log = opts.log
+  const routePools = new RoutePools(opts.routes, { connections: pools, log, registry: opts.registry, isTrusted })
   const requests = counter(opts.registry, 'edge_proxy_requests_total',
-    'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted)', ['outcome'])
+    'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream)', ['outcome'])
   const early = counter(opts.registry, 'edge_early_responses_total',
     'Responses complete before their request body, by what became of the rest of the body (drained, closed, reset)', ['action'])
   const timeouts = timeoutCounter(opts.registry)
@@ -180,15 +183,9 @@ export function createForwarder (opts: {
         headersTimeout: route.timeoutMs,
         bodyTimeout: route.timeoutMs
       }
-      let pool: ReturnType<UpstreamPools['get']>
-      try {
-        pool = pools.get(route)
-      } catch (err) {
-        // The pools are closed: the worker is stopping.
-        onUpstreamError(err)
-        return
-      }
-      pool.request(options).then(upstream => {
+      let target = ''
+      routePools.get(route).request(options, { method: req.method, headers: req.headers, peer, hasBody: watch !== undefined }).then(({ response: upstream, target: chosen }) => {
+        target = chosen.url
         if (abort.signal.aborted || res.writableEnded) {
           upstream.body.destroy()
           return
@@ -197,7 +194,7 @@ export function createForwarder (opts: {
         upstream.body.on('error', (err: NodeJS.ErrnoException) => {
           if (abort.signal.aborted) return
           // Headers are gone already: all that can be done is to cut the client off.
-          log.warn({ upstream: route.upstream, code: err.code }, 'upstream response body failed')
+          log.warn({ upstream: target, code: err.code }, 'upstream response body failed')
           settle(TIMEOUT_CODES.has(err.code ?? '') ? 'gateway_timeout' : 'bad_gateway')
           cutResponse(req, res)
         })
@@ -207,9 +204,14 @@ export function createForwarder (opts: {
     const onUpstreamError = (err: unknown): void => {
       if (abort.signal.aborted || res.writableEnded) return
       const code = errorCode(err)
+      if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') {
+        settle('no_healthy_upstream')
+        sendJson(res, 503, { error: 'no_healthy_upstream', message: 'no upstream target of this route is healthy' })
+        return
+      }
       const timeout = TIMEOUT_CODES.has(code ?? '')
       settle(timeout ? 'gateway_timeout' : 'bad_gateway')
-      log.warn({ upstream: route.upstream, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
+      log.warn({ upstream: failedTarget(err) ?? `${route.host}${route.pathPrefix}`, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
       sendJson(res, timeout ? 504 : 502, timeout
         ? { error: 'gateway_timeout', message: 'the upstream did not answer in time' }
         : { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
@@ -220,5 +222,11 @@ export function createForwarder (opts: {
     else dispatch()
   }
 
-  return { handle, close: async () => await pools.close() }
+  return {
+    handle,
+    close: async () => {
+      routePools.stop()
+      await pools.close()
+    }
+  }
 }

@@ -26,7 +26,7 @@ export class UpstreamPools {
   #closed = false
 
   /** The pool serving `route`'s upstream. */
-  get (route: Pick<RouteConfig, 'upstream' | 'connectTimeoutMs'>): Pool {
+  get (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): Pool {
     const key = `${route.upstream} ${route.connectTimeoutMs}`
     let pool = this.#pools.get(key)
     if (pool === undefined) {
