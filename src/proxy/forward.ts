@@ -187,7 +187,9 @@ export function createForwarder (opts: {
       routePools.get(route).request(options, { method: req.method, headers: req.headers, peer, hasBody: watch !== undefined }).then(({ response: upstream, target: chosen }) => {
         target = chosen.url
         if (abort.signal.aborted || res.writableEnded) {
-          upstream.body.destroy()
+          // The client is gone: discard the body. destroy() would make undici emit UND_ERR_ABORTED on
+          // a stream nobody listens to any more, which ends the worker; dump() reads it away quietly.
+          upstream.body.dump().catch(() => {})
           return
         }
         writeHead(res, upstream.statusCode, clientResponseHeaders(upstream.headers))
