@@ -9,9 +9,12 @@ import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { RouteConfig, TimeoutsConfig } from '../config/types.js'
+import { NO_ACCESS_LOG, type AccessLog } from './access-log.js'
+import { clientAddress } from './client-address.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { resetStream } from './h2-guard.js'
 import { watchRequestBody, whenResponseEnds } from './request-body.js'
+import { createRouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
@@ -28,7 +31,7 @@ export interface Forwarder {
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
 /** How each client request ended, counted once in `edge_proxy_requests_total{outcome}`. */
-export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted'
+export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'too_large' | 'rate_limited'
 
 function counter (registry: Registry, name: string, help: string, labelNames: string[]): Counter<string> {
   return (registry.getSingleMetric(name) as Counter<string> | undefined) ??
@@ -85,6 +88,21 @@ function requestPath (url: string): string {
   }
 }
 
+/**
+ * Passes a request body on, counting its bytes into `rec`; past `max` bytes (0: no limit) it calls
+ * `onOver` and fails, which makes undici abort the upstream request before the body is complete.
+ */
+async function * countedBody (body: AsyncIterable<Buffer>, rec: { bytesIn: number }, max: number, onOver: () => void): AsyncGenerator<Buffer> {
+  for await (const chunk of body) {
+    rec.bytesIn += chunk.length
+    if (max > 0 && rec.bytesIn > max) {
+      onOver()
+      throw new Error('the request body is larger than the route accepts')
+    }
+    yield chunk
+  }
+}
+
 /** Builds the request handler of a worker; `close()` releases its upstream pools. */
 export function createForwarder (opts: {
   routes: readonly RouteConfig[]
@@ -92,16 +110,20 @@ export function createForwarder (opts: {
   timeouts: Pick<TimeoutsConfig, 'requestBodyIdleMs'>
   log: Logger
   registry: Registry
+  /** Where each request's line goes (default: nowhere; request ids are still passed upstream). */
+  accessLog?: AccessLog
 }): Forwarder {
   const router = createRouter(opts.routes)
   const isTrusted = createTrustMatcher(opts.trustedProxies)
   const pools = new UpstreamPools()
   const log = opts.log
   const requests = counter(opts.registry, 'edge_proxy_requests_total',
-    'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted)', ['outcome'])
+    'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, too_large, rate_limited)', ['outcome'])
   const early = counter(opts.registry, 'edge_early_responses_total',
     'Responses complete before their request body, by what became of the rest of the body (drained, closed, reset)', ['action'])
   const timeouts = timeoutCounter(opts.registry)
+  const accessLog = opts.accessLog ?? NO_ACCESS_LOG
+  const limits = createRouteLimits({ registry: opts.registry })
 
   function handle (req: ClientRequest, res: ClientResponse): void {
     let outcome: Outcome | undefined
@@ -116,6 +138,10 @@ export function createForwarder (opts: {
       settle('aborted')
       return
     }
+    const peer = normalizeAddress(req.socket?.remoteAddress)
+    const trusted = isTrusted(peer)
+    const rec = accessLog.begin(req, res, trusted)
+    res.setHeader('x-request-id', rec.id)
     const authority = requestAuthority(req.headers, req.rawHeaders)
     if (!authority.ok) {
       settle('bad_request')
@@ -130,8 +156,27 @@ export function createForwarder (opts: {
       sendJson(res, 404, { error: 'no_route', message: 'no route matches this host and path' })
       return
     }
-    const peer = normalizeAddress(req.socket?.remoteAddress)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted: isTrusted(peer) })
+    rec.route = route
+    rec.client = clientAddress(req.headers, peer, isTrusted)
+    const admission = limits.admit(route, rec.client)
+    if (!admission.ok) {
+      settle('rate_limited')
+      res.setHeader('retry-after', String(admission.retryAfterSeconds))
+      sendJson(res, 429, { error: 'rate_limited', message: 'too many requests from this client address' })
+      return
+    }
+    const declared = Number(req.headers['content-length'])
+    if (Number.isFinite(declared) && limits.tooLarge(route, declared)) {
+      limits.hit('body_size')
+      settle('too_large')
+      // The body is not read: the connection cannot carry another request.
+      if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+      sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+      return
+    }
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted })
+    headers['x-request-id'] = rec.id
+    let overLimit = false
     const abort = new AbortController()
     let responded = false
     whenResponseEnds(req, res, complete => {
@@ -175,7 +220,7 @@ export function createForwarder (opts: {
         path: requestPath(url),
         headers,
         // undici sends any async iterable (its types only name streams).
-        body: (watch?.body ?? null) as Dispatcher.RequestOptions['body'],
+        body: (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { overLimit = true })) as Dispatcher.RequestOptions['body'],
         signal: abort.signal,
         headersTimeout: route.timeoutMs,
         bodyTimeout: route.timeoutMs
@@ -188,12 +233,17 @@ export function createForwarder (opts: {
         onUpstreamError(err)
         return
       }
+      rec.upstream = route.upstream
+      rec.upstreamStartMs = performance.now()
       pool.request(options).then(upstream => {
+        rec.upstreamHeadersMs = performance.now()
         if (abort.signal.aborted || res.writableEnded) {
           upstream.body.destroy()
           return
         }
         writeHead(res, upstream.statusCode, clientResponseHeaders(upstream.headers))
+        upstream.body.on('data', (chunk: Buffer) => { rec.bytesOut += chunk.length })
+        upstream.body.once('end', () => { rec.upstreamEndMs = performance.now() })
         upstream.body.on('error', (err: NodeJS.ErrnoException) => {
           if (abort.signal.aborted) return
           // Headers are gone already: all that can be done is to cut the client off.
@@ -206,6 +256,14 @@ export function createForwarder (opts: {
     }
     const onUpstreamError = (err: unknown): void => {
       if (abort.signal.aborted || res.writableEnded) return
+      if (overLimit) {
+        // The body outgrew route.maxBodyBytes: the upstream request was aborted mid-body.
+        limits.hit('body_size')
+        settle('too_large')
+        if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+        sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+        return
+      }
       const code = errorCode(err)
       const timeout = TIMEOUT_CODES.has(code ?? '')
       settle(timeout ? 'gateway_timeout' : 'bad_gateway')

@@ -21,6 +21,7 @@ import { TlsFront, type RoutedHello } from '../tls/front.js'
 import { loadCertificate, type LoadedCertificate } from '../tls/secure-context.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
 import { ConnectionLimits } from './conn-limits.js'
+import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
 import { createHttp2Guard } from './h2-guard.js'
 import { createHttp1Limits } from './http-limits.js'
@@ -60,7 +61,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry })
+  const accessLog = createAccessLog({ config: config.accessLog, log, registry })
+  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
   const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
   const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
@@ -195,6 +197,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     await closed
     clearTimeout(timer)
     await forwarder.close()
+    await accessLog.close()
     resumption.close()
   }
 
