@@ -25,6 +25,7 @@ import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
 import { createHttp2Guard } from './h2-guard.js'
 import { createHttp1Limits } from './http-limits.js'
+import { createWebSocketProxy } from './websocket.js'
 
 export interface ProxyServer {
   /** The port actually listened on (useful with port 0). */
@@ -63,6 +64,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   certs.load(config.certificates)
   const accessLog = createAccessLog({ config: config.accessLog, log, registry })
   const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
+  const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry })
   const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
   const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
@@ -101,6 +103,16 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
     // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
     if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
+    // HTTP/1.1 upgrades (WebSocket); the HTTP/2 server with allowHTTP1 emits them too.
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (closing) {
+        socket.destroy()
+        return
+      }
+      http1Limits.upgraded(socket)
+      sockets.delete(socket as TLSSocket)
+      webSockets.upgrade(req, socket, head)
+    })
     resumption.attach(server, variant)
     front.watch(server)
     server.on('secureConnection', (socket: TLSSocket) => {
@@ -190,6 +202,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     for (const session of sessions) session.close()
     for (const [socket, inflight] of sockets) if (inflight === 0) socket.end()
     const timer = setTimeout(() => {
+      webSockets.endAll()
       for (const session of sessions) session.destroy()
       for (const socket of sockets.keys()) socket.destroy()
     }, graceMs)
