@@ -6,7 +6,7 @@
 // apply even if it is left out, `optional(...)` when its absence means "off" — list it in
 // EdgeConfigSchema, export its Static type from types.ts, and run `npm run generate:config`.
 
-import { bool, int, list, nullableText, oneOf, optional, path, section, text } from './schema-kit.js'
+import { bool, int, list, nullableText, num, oneOf, optional, path, section, text } from './schema-kit.js'
 import { TokenSchema } from './token.js'
 
 /** Mozilla "intermediate" suites restricted to ECDHE key exchange, plus the TLS 1.3 suites. */
@@ -148,7 +148,13 @@ export const RouteSchema = section({
   balance: BalanceSchema,
   healthCheck: optional(HealthCheckSchema),
   outlier: OutlierSchema,
-  retry: RetrySchema
+  retry: RetrySchema,
+  // Edge HTTP features of the route (access log switch, limits): docs/access-log.md, docs/configuration.md.
+  accessLog: bool({ default: true, description: 'when `false`, requests of this route are left out of the access log (see the top-level `accessLog`)' }),
+  maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
+  requestsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'requests per second per client address on this route, per worker: the refill rate of a token bucket. A request without a token gets `429` with `Retry-After`, counted in `edge_route_limit_hits_total{limit="rate"}`. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`)' }),
+  requestBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many requests a client may send at once after a quiet period' }),
+  webSocketIdleMs: int(1, 86_400_000, { default: 300_000, description: 'a proxied WebSocket (HTTP/1.1 `Upgrade: websocket`) with no byte in either direction this long is closed, counted in `edge_websocket_total{event="idle_timeout"}`' })
 }, {
   renamed: {
     timeout: 'use "timeoutMs" (milliseconds)',
@@ -169,6 +175,16 @@ export const RouteSchema = section({
     hosts: 'use "host" (one route per host pattern)',
     hostname: 'use "host"'
   }
+})
+
+export const AccessLogSchema = section({
+  path: optional(path({ description: 'file the lines are appended to (relative to the config file; every worker appends to it). Left out: standard output' })),
+  sampleRate: num(0, 1, { default: 1, description: 'share of requests logged, drawn at random per request: `1` logs all, `0.01` one in a hundred, `0` none' }),
+  includeQuery: bool({ default: false, description: 'log the query string with the path; `false` strips it (queries often carry tokens or personal data)' }),
+  bufferBytes: int(4096, 1_073_741_824, { default: 4 * 1024 * 1024, description: 'lines waiting for the disk, per worker, at most this many bytes: past it (a full or slow disk) lines are dropped, counted in `edge_access_log_dropped_total` and warned once; traffic never waits for the log' })
+}, {
+  description: 'one JSON line per request (docs/access-log.md), written asynchronously; absent: no access log',
+  renamed: { file: 'use "path"', sample: 'use "sampleRate" (0 to 1)', sampling: 'use "sampleRate" (0 to 1)', query: 'use "includeQuery"' }
 })
 
 export const AdminSchema = section({
@@ -230,6 +246,7 @@ export const EdgeConfigSchema = section({
   trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed' }),
   http2: bool({ default: true, description: 'offer HTTP/2 by ALPN (`h2`, then `http/1.1`); `false` serves HTTP/1.1 only' }),
   log: section({ level: oneOf(LOG_LEVELS, { default: 'info', description: 'the lowest level logged' }) }, { default: {} }),
+  accessLog: optional(AccessLogSchema),
   admin: optional(AdminSchema),
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),

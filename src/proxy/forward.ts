@@ -4,15 +4,18 @@
 // client goes away (an HTTP/2 reset included) is cancelled upstream at once and counted `aborted`.
 // The target is chosen by the route's pool (route-pool.ts): 503 at once when none is healthy.
 
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { RouteConfig, TimeoutsConfig } from '../config/types.js'
+import { NO_ACCESS_LOG, type AccessLog } from './access-log.js'
+import { clientAddress } from './client-address.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { resetStream } from './h2-guard.js'
 import { watchRequestBody, whenResponseEnds } from './request-body.js'
+import { createRouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
@@ -24,13 +27,15 @@ export type ClientResponse = ServerResponse | Http2ServerResponse
 
 export interface Forwarder {
   handle: (req: ClientRequest, res: ClientResponse) => void
+  /** The upstream origin of `route` for a connection-level request (WebSocket), by its pool's balancing and health; undefined when none is eligible. */
+  targetOf: (route: RouteConfig, headers: IncomingHttpHeaders, peer: string) => string | undefined
   close: () => Promise<void>
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
 
 /** How each client request ended, counted once in `edge_proxy_requests_total{outcome}`. */
-export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream'
+export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream' | 'too_large' | 'rate_limited'
 
 function counter (registry: Registry, name: string, help: string, labelNames: string[]): Counter<string> {
   return (registry.getSingleMetric(name) as Counter<string> | undefined) ??
@@ -87,6 +92,21 @@ function requestPath (url: string): string {
   }
 }
 
+/**
+ * Passes a request body on, counting its bytes into `rec`; past `max` bytes (0: no limit) it calls
+ * `onOver` and fails, which makes undici abort the upstream request before the body is complete.
+ */
+async function * countedBody (body: AsyncIterable<Buffer>, rec: { bytesIn: number }, max: number, onOver: () => void): AsyncGenerator<Buffer> {
+  for await (const chunk of body) {
+    rec.bytesIn += chunk.length
+    if (max > 0 && rec.bytesIn > max) {
+      onOver()
+      throw new Error('the request body is larger than the route accepts')
+    }
+    yield chunk
+  }
+}
+
 /** Builds the request handler of a worker; `close()` releases its upstream pools. */
 export function createForwarder (opts: {
   routes: readonly RouteConfig[]
@@ -94,6 +114,8 @@ export function createForwarder (opts: {
   timeouts: Pick<TimeoutsConfig, 'requestBodyIdleMs'>
   log: Logger
   registry: Registry
+  /** Where each request's line goes (default: nowhere; request ids are still passed upstream). */
+  accessLog?: AccessLog
 }): Forwarder {
   const router = createRouter(opts.routes)
   const isTrusted = createTrustMatcher(opts.trustedProxies)
@@ -101,10 +123,12 @@ export function createForwarder (opts: {
   const log = opts.log
   const routePools = new RoutePools(opts.routes, { connections: pools, log, registry: opts.registry, isTrusted })
   const requests = counter(opts.registry, 'edge_proxy_requests_total',
-    'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream)', ['outcome'])
+    'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream, too_large, rate_limited)', ['outcome'])
   const early = counter(opts.registry, 'edge_early_responses_total',
     'Responses complete before their request body, by what became of the rest of the body (drained, closed, reset)', ['action'])
   const timeouts = timeoutCounter(opts.registry)
+  const accessLog = opts.accessLog ?? NO_ACCESS_LOG
+  const limits = createRouteLimits({ registry: opts.registry })
 
   function handle (req: ClientRequest, res: ClientResponse): void {
     let outcome: Outcome | undefined
@@ -119,6 +143,10 @@ export function createForwarder (opts: {
       settle('aborted')
       return
     }
+    const peer = normalizeAddress(req.socket?.remoteAddress)
+    const trusted = isTrusted(peer)
+    const rec = accessLog.begin(req, res, trusted)
+    res.setHeader('x-request-id', rec.id)
     const authority = requestAuthority(req.headers, req.rawHeaders)
     if (!authority.ok) {
       settle('bad_request')
@@ -133,8 +161,27 @@ export function createForwarder (opts: {
       sendJson(res, 404, { error: 'no_route', message: 'no route matches this host and path' })
       return
     }
-    const peer = normalizeAddress(req.socket?.remoteAddress)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted: isTrusted(peer) })
+    rec.route = route
+    rec.client = clientAddress(req.headers, peer, isTrusted)
+    const admission = limits.admit(route, rec.client)
+    if (!admission.ok) {
+      settle('rate_limited')
+      res.setHeader('retry-after', String(admission.retryAfterSeconds))
+      sendJson(res, 429, { error: 'rate_limited', message: 'too many requests from this client address' })
+      return
+    }
+    const declared = Number(req.headers['content-length'])
+    if (Number.isFinite(declared) && limits.tooLarge(route, declared)) {
+      limits.hit('body_size')
+      settle('too_large')
+      // The body is not read: the connection cannot carry another request.
+      if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+      sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+      return
+    }
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted })
+    headers['x-request-id'] = rec.id
+    let overLimit = false
     const abort = new AbortController()
     let responded = false
     whenResponseEnds(req, res, complete => {
@@ -178,14 +225,25 @@ export function createForwarder (opts: {
         path: requestPath(url),
         headers,
         // undici sends any async iterable (its types only name streams).
-        body: (watch?.body ?? null) as Dispatcher.RequestOptions['body'],
+        body: (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { overLimit = true })) as Dispatcher.RequestOptions['body'],
         signal: abort.signal,
         headersTimeout: route.timeoutMs,
         bodyTimeout: route.timeoutMs
       }
       let target = ''
-      routePools.get(route).request(options, { method: req.method, headers: req.headers, peer, hasBody: watch !== undefined }).then(({ response: upstream, target: chosen }) => {
+      rec.upstreamStartMs = performance.now()
+      let pending: ReturnType<ReturnType<typeof routePools.get>['request']>
+      try {
+        pending = routePools.get(route).request(options, { method: req.method, headers: req.headers, peer, hasBody: watch !== undefined })
+      } catch (err) {
+        // The pools are closed: the worker is stopping.
+        onUpstreamError(err)
+        return
+      }
+      pending.then(({ response: upstream, target: chosen }) => {
         target = chosen.url
+        rec.upstream = chosen.url
+        rec.upstreamHeadersMs = performance.now()
         if (abort.signal.aborted || res.writableEnded) {
           // The client is gone: discard the body. destroy() would make undici emit UND_ERR_ABORTED on
           // a stream nobody listens to any more, which ends the worker; dump() reads it away quietly.
@@ -193,6 +251,8 @@ export function createForwarder (opts: {
           return
         }
         writeHead(res, upstream.statusCode, clientResponseHeaders(upstream.headers))
+        upstream.body.on('data', (chunk: Buffer) => { rec.bytesOut += chunk.length })
+        upstream.body.once('end', () => { rec.upstreamEndMs = performance.now() })
         upstream.body.on('error', (err: NodeJS.ErrnoException) => {
           if (abort.signal.aborted) return
           // Headers are gone already: all that can be done is to cut the client off.
@@ -205,6 +265,14 @@ export function createForwarder (opts: {
     }
     const onUpstreamError = (err: unknown): void => {
       if (abort.signal.aborted || res.writableEnded) return
+      if (overLimit) {
+        // The body outgrew route.maxBodyBytes: the upstream request was aborted mid-body.
+        limits.hit('body_size')
+        settle('too_large')
+        if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+        sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+        return
+      }
       const code = errorCode(err)
       if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') {
         settle('no_healthy_upstream')
@@ -226,6 +294,7 @@ export function createForwarder (opts: {
 
   return {
     handle,
+    targetOf: (route, headers, peer) => routePools.get(route).pickUrl({ headers, peer }),
     close: async () => {
       routePools.stop()
       await pools.close()

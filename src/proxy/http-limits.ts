@@ -43,6 +43,8 @@ export interface Http1Limits {
   connection: (socket: Socket) => void
   /** Call for every HTTP/1.1 request, before anything else handles it. */
   request: (req: IncomingMessage, res: ServerResponse) => void
+  /** The connection left HTTP (a WebSocket upgrade): its HTTP clocks stop for good. */
+  upgraded: (socket: Socket) => void
 }
 
 /** The HTTP/1.1 connection timeouts of one worker, counted in `edge_timeouts_total{kind}`. */
@@ -96,6 +98,13 @@ export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: R
         conn.inflight--
         if (conn.inflight === 0 && !socket.destroyed) enter(socket, conn, 'idle')
       })
+    },
+    upgraded (socket) {
+      const conn = connections.get(socket)
+      if (conn === undefined) return
+      connections.delete(socket)
+      // 'busy' for good: the data listener above never restarts a clock.
+      enter(socket, conn, 'busy')
     }
   }
 }

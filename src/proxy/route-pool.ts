@@ -104,6 +104,13 @@ export class RoutePool {
     return this.#connections.get({ upstream: t.url, connectTimeoutMs: this.#route.connectTimeoutMs })
   }
 
+  /** The origin a connection-level request (a WebSocket upgrade) goes to: an eligible target by the route's balancing, or undefined. */
+  pickUrl (ctx: Pick<RequestContext, 'headers' | 'peer'>): string | undefined {
+    const key = hashKey(this.#route.balance, ctx.headers, () => clientAddress(ctx.headers, ctx.peer, this.#isTrusted))
+    const now = Date.now()
+    return this.#balancer.pick(t => t.eligible(now), key)?.url
+  }
+
   /** Sends `options` to a target, retrying on another one when allowed; rejects with NoHealthyUpstreamError when none is eligible. */
   async request (options: Dispatcher.RequestOptions, ctx: RequestContext): Promise<UpstreamResult> {
     this.#budget.request()

@@ -21,9 +21,11 @@ import { TlsFront, type RoutedHello } from '../tls/front.js'
 import { loadCertificate, type LoadedCertificate } from '../tls/secure-context.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
 import { ConnectionLimits } from './conn-limits.js'
+import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
 import { createHttp2Guard } from './h2-guard.js'
 import { createHttp1Limits } from './http-limits.js'
+import { createWebSocketProxy } from './websocket.js'
 
 export interface ProxyServer {
   /** The port actually listened on (useful with port 0). */
@@ -60,7 +62,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry })
+  const accessLog = createAccessLog({ config: config.accessLog, log, registry })
+  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
+  const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, targetOf: forwarder.targetOf })
   const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
   const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
@@ -99,6 +103,16 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
     // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
     if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
+    // HTTP/1.1 upgrades (WebSocket); the HTTP/2 server with allowHTTP1 emits them too.
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (closing) {
+        socket.destroy()
+        return
+      }
+      http1Limits.upgraded(socket)
+      sockets.delete(socket as TLSSocket)
+      webSockets.upgrade(req, socket, head)
+    })
     resumption.attach(server, variant)
     front.watch(server)
     server.on('secureConnection', (socket: TLSSocket) => {
@@ -188,6 +202,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     for (const session of sessions) session.close()
     for (const [socket, inflight] of sockets) if (inflight === 0) socket.end()
     const timer = setTimeout(() => {
+      webSockets.endAll()
       for (const session of sessions) session.destroy()
       for (const socket of sockets.keys()) socket.destroy()
     }, graceMs)
@@ -195,6 +210,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     await closed
     clearTimeout(timer)
     await forwarder.close()
+    await accessLog.close()
     resumption.close()
   }
 
