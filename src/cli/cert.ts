@@ -2,7 +2,7 @@
 // `keyedge cert renew`: a new key version and certificate (or CSR), swapped in live.
 import { parseArgs } from 'node:util'
 import { join } from 'node:path'
-import { homePaths } from '../../keyd/home.js'
+import { homePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydError } from '../../keyd/errors.js'
 import { ensureDevCa, issueLeaf, type IssuedLeaf } from '../../certs/dev-ca.js'

@@ -2,7 +2,7 @@
 // one) into keyd and print the proxy config entries that use them (docs/migrating.md).
 import { parseArgs } from 'node:util'
 import { dirname, join, resolve } from 'node:path'
-import { homePaths } from '../../keyd/home.js'
+import { homePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydError } from '../../keyd/errors.js'
 import { ImportError, NginxConfigError } from '../errors.js'

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { homePaths, ensurePrivateDir } from '../../keyd/home.js'
+import { homePaths, ensurePrivateDir } from '../../lib/home.js'
 import { loadMasterKey, sealKind, initShamir, shamirParams, unsealShamir, type MasterKeySource } from '../../keyd/keystore/master-key.js'
 import { Op, Tag, itemStr, readStr } from '../../keyd/protocol/codec.js'
 import { FileKeystore } from '../../keyd/keystore/file-keystore.js'
