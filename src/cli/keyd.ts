@@ -161,7 +161,8 @@ async function readLine (stream: NodeJS.ReadableStream): Promise<string> {
     text += String(chunk)
     if (text.includes('\n')) break
   }
-  return text.split('\n')[0].trim()
+  const end = text.indexOf('\n')
+  return (end === -1 ? text : text.slice(0, end)).trim()
 }
 
 async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: string, fn: (c: KeydClient) => Promise<void>): Promise<number> {
