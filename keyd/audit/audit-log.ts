@@ -52,7 +52,6 @@ function isUnwritten (u: unknown): u is UnwrittenEntries {
   return typeof x === 'object' && x !== null && Number.isInteger(x.acknowledged) && Number.isInteger(x.withheld) && Number.isInteger(x.unrecorded)
 }
 
-/** What the previous keyd's checkpoint said, read at open before it is replaced. */
 /** The first and last seq of a run of entries, for logs (undefined for none). */
 function seqRange (entries: ReadonlyArray<{ seq: number }>): [number, number] | undefined {
   const first = entries[0]
@@ -60,6 +59,7 @@ function seqRange (entries: ReadonlyArray<{ seq: number }>): [number, number] | 
   return first === undefined || last === undefined ? undefined : [first.seq, last.seq]
 }
 
+/** What the previous keyd's checkpoint said, read at open before it is replaced. */
 function readCheckpoint (file: string): Partial<AuditCheckpoint> | null {
   try { return JSON.parse(readFileSync(file, 'utf8')) as Partial<AuditCheckpoint> } catch { return null }
 }
