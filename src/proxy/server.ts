@@ -6,8 +6,9 @@
 
 import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
-import { createSecureServer, type Http2Session } from 'node:http2'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
+import { createSecureServer, type Http2Session, type ServerHttp2Session } from 'node:http2'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -21,6 +22,8 @@ import { loadCertificate, type LoadedCertificate } from '../tls/secure-context.j
 import { startResumption, type Variant } from '../tls/resumption.js'
 import { ConnectionLimits } from './conn-limits.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
+import { createHttp2Guard } from './h2-guard.js'
+import { createHttp1Limits } from './http-limits.js'
 
 export interface ProxyServer {
   /** The port actually listened on (useful with port 0). */
@@ -57,7 +60,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry })
+  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry })
+  const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
+  const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
 
   let closing = false
@@ -67,6 +72,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
 
   const onRequest = (req: ClientRequest, res: ClientResponse): void => {
     if (req.httpVersionMajor < 2) {
+      http1Limits.request(req as IncomingMessage, res as ServerResponse)
       const socket = req.socket as TLSSocket
       const count = sockets.get(socket)
       if (count !== undefined) sockets.set(socket, count + 1)
@@ -89,16 +95,20 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const buildTlsServer = (cert: LoadedCertificate, variant: Variant): TlsServer => {
     const options = { ...cert.options, ...variant.options, handshakeTimeout: handshakeMs }
     const server: TlsServer = config.http2
-      ? createSecureServer({ ...options, allowHTTP1: true }, onRequest)
+      ? createSecureServer({ ...options, ...http2Guard.serverOptions, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
+    // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
+    if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
     resumption.attach(server, variant)
     front.watch(server)
     server.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === 'h2') return
+      http1Limits.connection(socket)
       sockets.set(socket, 0)
       socket.once('close', () => sockets.delete(socket))
     })
-    server.on('session', (session: Http2Session) => {
+    server.on('session', (session: ServerHttp2Session) => {
+      http2Guard.session(session)
       sessions.add(session)
       session.once('close', () => sessions.delete(session))
     })

@@ -37,7 +37,13 @@ t.test('defaults fill what the file leaves out', async t => {
   t.equal(config.keyd, undefined, 'no keyd section, no bridge')
   t.equal(config.tls.defaultCertificate, 'localhost', 'the first certificate is the default')
   t.equal(config.tls.ciphers, configDefaults.tls.ciphers)
-  t.same(config.routes[0], { host: '*', pathPrefix: '/', upstream: 'http://127.0.0.1:8080', timeoutMs: 30_000, connectTimeoutMs: 5_000 })
+  t.same(config.routes[0], {
+    host: '*', pathPrefix: '/', upstream: 'http://127.0.0.1:8080', timeoutMs: 30_000, connectTimeoutMs: 5_000,
+    // Upstream pool defaults (a single upstream is a pool of one).
+    balance: { policy: 'round_robin', hashOn: 'client', hashKey: null },
+    outlier: { consecutiveFailures: 5, baseEjectionMs: 10_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 },
+    retry: { attempts: 1, retryOn: [502, 503], budgetPercent: 20, minRetries: 3 }
+  })
   t.equal(config.http2, true)
   t.equal(config.log.level, 'info')
   const withKeyd = validateConfig({ ...minimal(), keyd: { timeoutMs: 250 } }, { baseDir: '/etc/keyedge' })
