@@ -9,6 +9,7 @@ import { writeFileAtomic, writeFileAtomicAsync } from '../keystore/atomic-file.j
 import { GENESIS_CHAIN, nextChain, entryLine, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint, type UnwrittenEntries } from './chain.js'
 import { SpaceReserve, RESERVE_BYTES } from './reserve.js'
 import { KeydError } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 
 export class AuditLogError extends KeydError {
   constructor (message: string, options?: { cause?: unknown }) {
@@ -49,6 +50,13 @@ interface Waiter { upTo: number, resolve: () => void, reject: (e: Error) => void
 function isUnwritten (u: unknown): u is UnwrittenEntries {
   const x = u as UnwrittenEntries
   return typeof x === 'object' && x !== null && Number.isInteger(x.acknowledged) && Number.isInteger(x.withheld) && Number.isInteger(x.unrecorded)
+}
+
+/** The first and last seq of a run of entries, for logs (undefined for none). */
+function seqRange (entries: ReadonlyArray<{ seq: number }>): [number, number] | undefined {
+  const first = entries[0]
+  const last = entries.at(-1)
+  return first === undefined || last === undefined ? undefined : [first.seq, last.seq]
 }
 
 /** What the previous keyd's checkpoint said, read at open before it is replaced. */
@@ -118,9 +126,10 @@ export class AuditLog {
             : 'audit log ended with a partial entry (keyd stopped while writing it); the durability it was written with is unknown, so it may have been acknowledged. It has been dropped')
       }
       const lines = text.slice(0, end).split('\n').filter(l => l !== '')
-      if (lines.length > 0) {
+      const lastLine = lines.at(-1)
+      if (lastLine !== undefined) {
         try {
-          const last = JSON.parse(lines[lines.length - 1]) as { seq: number, chain: string }
+          const last = JSON.parse(lastLine) as { seq: number, chain: string }
           if (!Number.isInteger(last.seq) || !/^[0-9a-f]{64}$/.test(last.chain)) throw new Error('bad fields')
           seq = last.seq
           chain = last.chain
@@ -143,7 +152,7 @@ export class AuditLog {
     try {
       await log.#reserve.take()
     } catch (err) {
-      log.#fail(new Error(`no room for the ${o.reserveBytes}-byte space reserve beside the audit log: ${(err as Error).message}`))
+      log.#fail(new Error(`no room for the ${o.reserveBytes}-byte space reserve beside the audit log: ${errorMessage(err)}`))
     }
     log.#timer = setInterval(() => { log.#checkpoint() }, o.checkpointIntervalMs)
     log.#timer.unref()
@@ -240,7 +249,9 @@ export class AuditLog {
     if (fh === null) return false
     this.#open = null // entries appended from now on wait for the next write
     const batch = this.#queue.slice(0, count)
-    const buf = batch.length === 1 ? batch[0].line : Buffer.concat(batch.map(q => q.line))
+    const last = batch.at(-1)
+    if (last === undefined) return true // nothing queued, nothing to write
+    const buf = batch.length === 1 ? last.line : Buffer.concat(batch.map(q => q.line))
     try {
       for (let off = 0; off < buf.length;) {
         const { bytesWritten } = await fh.write(buf, off, buf.length - off)
@@ -249,13 +260,12 @@ export class AuditLog {
       }
       if (this.#o.durability === 'fsync') await fh.datasync()
     } catch (err) {
-      this.#lastError = err as Error
+      this.#lastError = err instanceof Error ? err : new Error(errorMessage(err))
       await fh.truncate(this.#size).catch(() => {})
       return false
     }
     this.#size += buf.length
     this.#queue.splice(0, batch.length)
-    const last = batch[batch.length - 1]
     this.#durableSeq = last.seq
     this.#durableChain = last.chain
     this.written += batch.length
@@ -279,11 +289,11 @@ export class AuditLog {
    */
   #dropWithheld (): void {
     let keep = this.#queue.length
-    while (keep > 0 && !this.#queue[keep - 1].acked) keep--
+    while (keep > 0 && this.#queue[keep - 1]?.acked === false) keep--
     const dropped = this.#queue.splice(keep)
     if (dropped.length === 0) return
     this.#withheld += dropped.length
-    const before = keep > 0 ? this.#queue[keep - 1] : { seq: this.#durableSeq, chain: this.#durableChain }
+    const before = (keep > 0 ? this.#queue[keep - 1] : undefined) ?? { seq: this.#durableSeq, chain: this.#durableChain }
     this.#seq = before.seq
     this.#chain = before.chain
     const err = new AuditLogError(`audit log write failed: ${this.#broken?.message ?? 'unknown'}`)
@@ -291,12 +301,12 @@ export class AuditLog {
     const rejected = this.#waiters.filter(w => w.upTo > before.seq)
     this.#waiters = this.#waiters.filter(w => w.upTo <= before.seq)
     for (const w of rejected) w.reject(err)
-    this.#o.logger.error({ withheld: dropped.length, seq: [dropped[0].seq, dropped[dropped.length - 1].seq] }, 'audit entries could not be written: their operations were not answered (never acknowledged) and the entries were dropped')
+    this.#o.logger.error({ withheld: dropped.length, seq: seqRange(dropped) }, 'audit entries could not be written: their operations were not answered (never acknowledged) and the entries were dropped')
     if (this.#queue.length > 0) this.#logHeld()
   }
 
   #logHeld (): void {
-    this.#o.logger.error({ acknowledgedButNotWritten: [this.#queue[0].seq, this.#queue[this.#queue.length - 1].seq] }, 'audit entries of answered operations are not written yet; keyd holds them and retries')
+    this.#o.logger.error({ acknowledgedButNotWritten: seqRange(this.#queue) }, 'audit entries of answered operations are not written yet; keyd holds them and retries')
   }
 
   /** Enters the unwritable state (fail-closed refuses from now on) and starts the recovery probe. */
@@ -371,9 +381,9 @@ export class AuditLog {
     this.#checkpointing = true
     fh.datasync()
       .then(async () => { await writeFileAtomicAsync(this.#o.checkpointFile, JSON.stringify(this.#checkpointRecord(seq, chain, unwritten)) + '\n') })
-      .then(() => { this.#checkpointedSeq = seq; this.#checkpointedUnwritten = JSON.stringify(unwritten ?? null); this.#checkpointFailed = false }, err => {
+      .then(() => { this.#checkpointedSeq = seq; this.#checkpointedUnwritten = JSON.stringify(unwritten ?? null); this.#checkpointFailed = false }, (err: unknown) => {
         // Logged once per failure spell: on a full disk it fails every second.
-        if (!this.#checkpointFailed) this.#o.logger.error({ err: (err as Error).message }, 'audit checkpoint failed')
+        if (!this.#checkpointFailed) this.#o.logger.error({ err: errorMessage(err) }, 'audit checkpoint failed')
         this.#checkpointFailed = true
       })
       .finally(() => { this.#checkpointing = false })
@@ -389,7 +399,7 @@ export class AuditLog {
     if (fh !== null && this.#queue.length > 0 && await this.#writeQueue()) this.#broken = null
     const lost = this.#queue.filter(q => q.acked)
     if (lost.length > 0) {
-      this.#o.logger.error({ acknowledgedButNotWritten: lost.length, seq: [lost[0].seq, lost[lost.length - 1].seq], afterSeq: this.#durableSeq }, 'keyd stops with audit entries of answered operations it could not write: acknowledged but not written')
+      this.#o.logger.error({ acknowledgedButNotWritten: lost.length, seq: seqRange(lost), afterSeq: this.#durableSeq }, 'keyd stops with audit entries of answered operations it could not write: acknowledged but not written')
     }
     const unwritten = this.#unwritten(true)
     const err = new AuditLogError('keyd stopped before the entry was written')
@@ -399,7 +409,7 @@ export class AuditLog {
       while (this.#checkpointing) await new Promise(resolve => setTimeout(resolve, 5))
       this.#writeCheckpointSync(this.#durableSeq, this.#durableChain, unwritten)
     } catch (e) {
-      this.#o.logger.error({ err: (e as Error).message }, 'audit checkpoint at stop failed')
+      this.#o.logger.error({ err: errorMessage(e) }, 'audit checkpoint at stop failed')
     }
     await fh?.close()
     this.#fh = null

@@ -154,8 +154,9 @@ export class FileKeystore implements Keystore {
     }
     der.fill(0)
     writeFileAtomic(join(this.#dir, `${name}.json`), JSON.stringify(stored, null, 2) + '\n')
-    const info: KeyInfo = { name, type, usage, createdAt, origin, currentVersion: 1, versions: [{ version: 1, createdAt }], state: 'enabled', signGraceSeconds: null }
-    this.#keys.set(name, { info, versions: new Map([[1, { info: info.versions[0], privateKey, publicKey }]]) })
+    const v1 = { version: 1, createdAt }
+    const info: KeyInfo = { name, type, usage, createdAt, origin, currentVersion: 1, versions: [v1], state: 'enabled', signGraceSeconds: null }
+    this.#keys.set(name, { info, versions: new Map([[1, { info: v1, privateKey, publicKey }]]) })
     return info
   }
 
@@ -282,7 +283,7 @@ export class FileKeystore implements Keystore {
         if (spki !== rest.publicKey) throw new Error(`key ${s.name} v${rest.version}: the private key does not match its public key`)
         return { ...rest, privateKey: seal(this.#master, der, aad(s.name, rest.version, s.type)) }
       } catch (err) {
-        throw new Error(`key ${s.name} v${rest.version}: ${errorMessage(err).startsWith('key ') ? 'the private key does not match its public key' : 'the private key does not parse'}`)
+        throw new Error(`key ${s.name} v${rest.version}: ${errorMessage(err).startsWith('key ') ? 'the private key does not match its public key' : 'the private key does not parse'}`, { cause: err })
       } finally {
         der.fill(0)
       }

@@ -10,6 +10,7 @@ import type { Keystore, KeyInfo, SignResult } from './keystore.js'
 import type { TokenOptions } from './pkcs11-token.js'
 import type { KeySnapshot } from './pkcs11-token-store.js'
 import type { TokenInit, TokenOp, TokenReply, TokenRequest, TokenWorkerData } from './pkcs11-worker.js'
+import { errorMessage } from '../../lib/errors.js'
 
 const DERIVE_SALT = Buffer.from('keyedge derive v1')
 
@@ -82,7 +83,7 @@ export class Pkcs11Keystore implements Keystore {
     this.#types = new Set(init.types)
     this.#mirror(init.snapshot ?? [], true)
     this.#worker.on('message', (reply: TokenReply) => this.#onReply(reply))
-    this.#worker.on('error', err => { for (const q of this.#queue.splice(0)) this.#settle(q.pending, () => q.pending.reject(new Pkcs11Error('KEYD_ERR_PKCS11', `the PKCS#11 worker failed: ${err.message}`))) })
+    this.#worker.on('error', (err: unknown) => { for (const q of this.#queue.splice(0)) this.#settle(q.pending, () => q.pending.reject(new Pkcs11Error('KEYD_ERR_PKCS11', `the PKCS#11 worker failed: ${errorMessage(err)}`))) })
   }
 
   #mirror (snapshot: KeySnapshot[], full: boolean): void {
@@ -102,8 +103,10 @@ export class Pkcs11Keystore implements Keystore {
   #onReply (reply: TokenReply): void {
     // The worker answers in order; a reply for a request that already timed out still updates the mirror.
     const i = this.#queue.findIndex(q => q.id === reply.id)
-    if (i < 0) return
-    const [{ pending }] = this.#queue.splice(i, 1)
+    const entry = this.#queue[i]
+    if (entry === undefined) return
+    this.#queue.splice(i, 1)
+    const { pending } = entry
     if (reply.snapshot !== undefined) this.#mirror(reply.snapshot, reply.full === true)
     this.#settle(pending, () => pending.resolve(reply))
   }

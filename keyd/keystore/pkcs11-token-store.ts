@@ -9,6 +9,7 @@ import { Pkcs11Error } from '../errors.js'
 import type { KeyInfo, KeyState } from './keystore.js'
 import { Pkcs11Token, isConnectionLoss, type TokenOptions } from './pkcs11-token.js'
 import { digestInfo, pssEncode, ecdsaRawToDer, unwrapOctetString, ecPublicKey, rsaPublicKey } from './pkcs11-encoding.js'
+import { errorMessage } from '../../lib/errors.js'
 
 /** CKA_APPLICATION of keyedge's data objects. */
 const APPLICATION = 'keyedge'
@@ -78,7 +79,7 @@ export class TokenStore {
         }
         this.#keys.set(record.name, loaded)
       } catch (err) {
-        this.loadErrors.push({ key: label, reason: err instanceof SyntaxError ? 'record is not valid JSON' : (err as Error).message })
+        this.loadErrors.push({ key: label, reason: err instanceof SyntaxError ? 'record is not valid JSON' : errorMessage(err) })
       }
     }
   }

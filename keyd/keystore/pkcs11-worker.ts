@@ -4,6 +4,7 @@ import { parentPort, workerData, type MessagePort } from 'node:worker_threads'
 import { KEY_TYPES } from '../algorithms.js'
 import type { TokenOptions } from './pkcs11-token.js'
 import { TokenStore, type KeySnapshot } from './pkcs11-token-store.js'
+import { errorCode } from '../../lib/errors.js'
 
 /** What the event-loop side sends: one operation, to be skipped if it is still queued past `expiresAt`. */
 export interface TokenRequest { id: number, op: TokenOp, args: unknown[], expiresAt: number }
@@ -32,8 +33,11 @@ export interface TokenInit {
 export interface TokenWorkerData { opts: TokenOptions, initPort: MessagePort, initFlag: Int32Array }
 
 function describe (err: unknown): { code?: string, name: string, message: string } {
-  const e = err as { code?: unknown, name?: unknown, message?: unknown }
-  return { ...(typeof e?.code === 'string' ? { code: e.code } : {}), name: typeof e?.name === 'string' ? e.name : 'Error', message: typeof e?.message === 'string' ? e.message : String(err) }
+  const o = typeof err === 'object' && err !== null ? err : {}
+  const code = errorCode(err)
+  const name = 'name' in o && typeof o.name === 'string' ? o.name : 'Error'
+  const message = 'message' in o && typeof o.message === 'string' ? o.message : String(err)
+  return { ...(code !== undefined ? { code } : {}), name, message }
 }
 
 const { opts, initPort, initFlag } = workerData as TokenWorkerData

@@ -9,6 +9,7 @@ import { secretBytes } from '../../lib/secret-file.js'
 import { KeydConfigError } from '../errors.js'
 import { USAGES, isUsage, type Usage } from '../algorithms.js'
 import { mayIssue } from '../policy/access.js'
+import { errorMessage } from '../../lib/errors.js'
 
 /** `sign`: SIGN, SIGN_BATCH, GET_TICKET_KEYS. `admin`: key management. `issue`: may hold the cert-sign usage without being admin. */
 export type Right = 'sign' | 'admin' | 'issue'
@@ -61,15 +62,16 @@ function isStringList (v: unknown): v is string[] {
 
 /** Parses and checks the clients file's text. @throws KeydConfigError naming the field */
 export function parseClients (file: string, text: string): Map<string, Client> {
-  let raw: { clients?: unknown }
+  let raw: unknown
   try {
     raw = JSON.parse(text)
   } catch {
     throw new KeydConfigError(`${file}: not valid JSON`)
   }
-  if (raw === null || typeof raw !== 'object' || (raw.clients !== undefined && !Array.isArray(raw.clients))) throw new KeydConfigError(`${file}: "clients" must be a list`)
+  const clients = typeof raw === 'object' && raw !== null && 'clients' in raw ? raw.clients : undefined
+  if (raw === null || typeof raw !== 'object' || (clients !== undefined && !Array.isArray(clients))) throw new KeydConfigError(`${file}: "clients" must be a list`)
   const next = new Map<string, Client>()
-  for (const [i, c] of ((raw.clients ?? []) as Array<Partial<Record<keyof Client, unknown>>>).entries()) {
+  for (const [i, c] of ((clients ?? []) as Array<Partial<Record<keyof Client, unknown>>>).entries()) {
     const at = `${file}: clients[${i}]`
     if (typeof c?.name !== 'string' || !CLIENT_NAME_RE.test(c.name)) throw new KeydConfigError(`${at}.name is not a valid client name`)
     if (next.has(c.name)) throw new KeydConfigError(`${at}.name: client ${c.name} is listed twice`)
@@ -78,11 +80,11 @@ export function parseClients (file: string, text: string): Map<string, Client> {
     const rights = c.rights as Right[]
     if (c.keys !== undefined && !isStringList(c.keys)) throw new KeydConfigError(`${at}.keys must be a list of key names (or "*")`)
     if (c.usages !== undefined && (!isStringList(c.usages) || !c.usages.every(isUsage))) throw new KeydConfigError(`${at}.usages must list key usages (${USAGES.join(', ')})`)
-    const usages = (c.usages as Usage[] | undefined) ?? legacyUsages(rights)
+    const usages = c.usages ?? legacyUsages(rights)
     if (usages.includes('cert-sign') && !mayIssue(rights)) {
       throw new KeydConfigError(`${at}.usages: cert-sign needs the "issue" or "admin" right (a cert-sign key makes certificates others trust)`)
     }
-    next.set(c.name, { name: c.name, secretSha256: c.secretSha256, rights, usages, keys: (c.keys as string[] | undefined) ?? ['*'], ...(c.usages === undefined ? { legacy: true } : {}) })
+    next.set(c.name, { name: c.name, secretSha256: c.secretSha256, rights, usages, keys: c.keys ?? ['*'], ...(c.usages === undefined ? { legacy: true } : {}) })
   }
   return next
 }
@@ -133,7 +135,7 @@ export class ClientRegistry {
     if (now - this.#checkedAt < RELOAD_CHECK_MS) return
     this.#checkedAt = now
     let mtimeMs = -1
-    try { mtimeMs = statSync(this.#file).mtimeMs } catch {}
+    try { mtimeMs = statSync(this.#file).mtimeMs } catch { /* no file (yet): -1 differs from any mtime */ }
     if (mtimeMs === this.#mtimeMs) return
     try {
       this.reload()
@@ -141,7 +143,7 @@ export class ClientRegistry {
       this.#warnLegacy()
     } catch (err) {
       this.#mtimeMs = mtimeMs // do not retry the same broken file every second
-      this.#logger?.error({ file: this.#file, err: (err as Error).message }, 'keyd clients file is invalid; the previous clients stay in force')
+      this.#logger?.error({ file: this.#file, err: errorMessage(err) }, 'keyd clients file is invalid; the previous clients stay in force')
     }
   }
 
@@ -188,6 +190,6 @@ export class ClientRegistry {
     // Entries keep the shape they were read in: a legacy entry is not silently given usages.
     const entries = [...this.#clients.values()].map(({ legacy, usages, ...c }) => legacy === true ? c : { ...c, usages })
     writeFileAtomic(this.#file, JSON.stringify({ clients: entries }, null, 2) + '\n')
-    try { this.#mtimeMs = statSync(this.#file).mtimeMs } catch {}
+    try { this.#mtimeMs = statSync(this.#file).mtimeMs } catch { /* gone already: the next refresh rereads */ }
   }
 }

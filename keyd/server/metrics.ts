@@ -22,16 +22,20 @@ export class KeydMetrics {
     this.#ops = new Counter({ name: 'keyd_operations_total', help: 'keyd operations by opcode, key and result', labelNames: ['op', 'key', 'result'], registers: [this.registry] })
     this.#duration = new Histogram({ name: 'keyd_operation_duration_seconds', help: 'time a request waited in keyd (phase=queue) and took to execute (phase=exec)', labelNames: ['op', 'phase'], buckets: BUCKETS, registers: [this.registry] })
     this.#refused = new Counter({ name: 'keyd_refused_total', help: 'requests refused, by reason (wire error name)', labelNames: ['reason'], registers: [this.registry] })
-    new Gauge({ name: 'keyd_sealed', help: '1 while keyd is sealed', registers: [this.registry], collect () { this.set(health.sealed() ? 1 : 0) } })
-    new Gauge({ name: 'keyd_audit_writable', help: '0 once the audit log cannot be written', registers: [this.registry], collect () { this.set(health.auditWritable() ? 1 : 0) } })
-    new Gauge({ name: 'keyd_audit_backlog', help: 'audit entries recorded but not yet on disk', registers: [this.registry], collect () { this.set(health.auditBacklog()) } })
+    this.#gauge('keyd_sealed', '1 while keyd is sealed', () => health.sealed() ? 1 : 0)
+    this.#gauge('keyd_audit_writable', '0 once the audit log cannot be written', () => health.auditWritable() ? 1 : 0)
+    this.#gauge('keyd_audit_backlog', 'audit entries recorded but not yet on disk', () => health.auditBacklog())
     this.#violations = new Counter({ name: 'keyd_access_violations_total', help: 'requests refused with USAGE_FORBIDDEN (a key or usage outside the client\'s rights), by authenticated client', labelNames: ['client'], registers: [this.registry] })
     this.#disconnects = new Counter({ name: 'keyd_disconnects_total', help: 'connections keyd closed, by reason (hello-timeout, frame-too-large, pre-hello-buffer, memory, stalled, unknown-client, revoked)', labelNames: ['reason'], registers: [this.registry] })
-    const self = this
-    new Gauge({ name: 'keyd_connections', help: 'open client connections', registers: [this.registry], collect () { this.set(self.#load().connections) } })
-    new Gauge({ name: 'keyd_connection_held_bytes', help: 'bytes held for clients: partial frames, unanswered requests, unread answers', registers: [this.registry], collect () { this.set(self.#load().heldBytes) } })
-    new Gauge({ name: 'keyd_connection_shared_bytes', help: 'bytes drawn from the shared memory budget (beyond each connection\'s free allowance)', registers: [this.registry], collect () { this.set(self.#load().sharedBytes) } })
-    new Gauge({ name: 'keyd_connections_paused', help: 'connections keyd stopped reading because their client leaves answers unread', registers: [this.registry], collect () { this.set(self.#pausedConnections) } })
+    this.#gauge('keyd_connections', 'open client connections', () => this.#load().connections)
+    this.#gauge('keyd_connection_held_bytes', 'bytes held for clients: partial frames, unanswered requests, unread answers', () => this.#load().heldBytes)
+    this.#gauge('keyd_connection_shared_bytes', 'bytes drawn from the shared memory budget (beyond each connection\'s free allowance)', () => this.#load().sharedBytes)
+    this.#gauge('keyd_connections_paused', 'connections keyd stopped reading because their client leaves answers unread', () => this.#pausedConnections)
+  }
+
+  /** A gauge in this registry that reads its value when scraped. */
+  #gauge (name: string, help: string, read: () => number): void {
+    const gauge: Gauge = new Gauge({ name, help, registers: [this.registry], collect () { gauge.set(read()) } })
   }
 
   /** Where the connection gauges read from (the server registers itself). */

@@ -120,7 +120,7 @@ export class KeydServer {
 
   #onConnection (socket: Socket): void {
     this.#sockets.add(socket)
-    // eslint-disable-next-line no-new -- the connection lives on its socket's events
+    // Not kept: the connection lives on its socket's events.
     new Connection(socket, {
       maxFrameBytes: this.#opts.maxFrameBytes,
       helloTimeoutMs: this.#opts.helloTimeoutMs,

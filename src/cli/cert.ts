@@ -2,12 +2,13 @@
 // `keyedge cert renew`: a new key version and certificate (or CSR), swapped in live.
 import { parseArgs } from 'node:util'
 import { join } from 'node:path'
-import { homePaths } from '../../keyd/home.js'
+import { homePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydError } from '../../keyd/errors.js'
 import { ensureDevCa, issueLeaf, type IssuedLeaf } from '../../certs/dev-ca.js'
 import { renewCertificate } from '../../certs/renew.js'
 import { CertRenewError } from '../errors.js'
+import { errorMessage } from '../../lib/errors.js'
 
 const COMMON = `Options:
   --home DIR       state directory (default $KEYEDGE_HOME or ./.keyedge)
@@ -70,7 +71,7 @@ export async function main (argv: string[]): Promise<number> {
       options: { help: { type: 'boolean', short: 'h' }, home: { type: 'string' }, socket: { type: 'string' }, name: { type: 'string' }, san: { type: 'string', multiple: true }, days: { type: 'string' }, csr: { type: 'string' } }
     })
   } catch (err) {
-    process.stderr.write(`keyedge cert: ${(err as Error).message}\n\n${USAGE}`)
+    process.stderr.write(`keyedge cert: ${errorMessage(err)}\n\n${USAGE}`)
     return 2
   }
   const { values, positionals } = parsed

@@ -2,7 +2,7 @@
 // one) into keyd and print the proxy config entries that use them (docs/migrating.md).
 import { parseArgs } from 'node:util'
 import { dirname, join, resolve } from 'node:path'
-import { homePaths } from '../../keyd/home.js'
+import { homePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydError } from '../../keyd/errors.js'
 import { ImportError, NginxConfigError } from '../errors.js'
@@ -95,7 +95,11 @@ function sitesFrom (v: Values): { sites: ImportSite[], warnings: string[] } {
   const keys = v.key ?? []
   if (certs.length === 0 || certs.length !== keys.length) throw new UsageError('give --nginx FILE, or --cert F --key F pairs (as many --cert as --key)')
   if (v.name === undefined) throw new UsageError('--cert and --key need --name N (the entry and key-name prefix)')
-  const pairs = certs.map((c, i) => ({ cert: resolve(c), key: resolve(keys[i]) }))
+  const pairs = certs.map((c, i) => {
+    const key = keys[i]
+    if (key === undefined) throw new UsageError('give --nginx FILE, or --cert F --key F pairs (as many --cert as --key)')
+    return { cert: resolve(c), key: resolve(key) }
+  })
   return { sites: [{ name: v.name, serverNames: v['server-name'] ?? [], defaultServer: false, pairs, source: pairs.map(p => p.cert).join(', ') }], warnings: [] }
 }
 

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { homePaths, ensurePrivateDir } from '../../keyd/home.js'
+import { homePaths, ensurePrivateDir } from '../../lib/home.js'
 import { loadMasterKey, sealKind, initShamir, shamirParams, unsealShamir, type MasterKeySource } from '../../keyd/keystore/master-key.js'
 import { Op, Tag, itemStr, readStr } from '../../keyd/protocol/codec.js'
 import { FileKeystore } from '../../keyd/keystore/file-keystore.js'
@@ -161,7 +161,8 @@ async function readLine (stream: NodeJS.ReadableStream): Promise<string> {
     text += String(chunk)
     if (text.includes('\n')) break
   }
-  return text.split('\n')[0].trim()
+  const end = text.indexOf('\n')
+  return (end === -1 ? text : text.slice(0, end)).trim()
 }
 
 async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: string, fn: (c: KeydClient) => Promise<void>): Promise<number> {

@@ -4,12 +4,13 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { homePaths, ensurePrivateDir, type HomePaths } from '../../keyd/home.js'
+import { homePaths, ensurePrivateDir, type HomePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { startDemoUpstream } from '../proxy/demo-upstream.js'
 import { issueDevCertificates, type DevCertificates } from './cert.js'
 import { pipePretty, wantsPretty } from './pretty-log.js'
+import { errorMessage } from '../../lib/errors.js'
 
 const USAGE = `Usage: keyedge start [options]
 
@@ -76,7 +77,7 @@ async function waitForKeyd (keyd: ChildProcess, client: KeydClient): Promise<voi
   for (;;) {
     if (keyd.exitCode !== null) throw new Error(`keyd exited with code ${keyd.exitCode} during start-up`)
     try { await client.ping(); return } catch (err) {
-      if (Date.now() > deadline) throw new Error(`keyd did not answer within ${READY_TIMEOUT_MS} ms: ${(err as Error).message}`)
+      if (Date.now() > deadline) throw new Error(`keyd did not answer within ${READY_TIMEOUT_MS} ms: ${errorMessage(err)}`, { cause: err })
     }
     await new Promise(resolve => setTimeout(resolve, 100))
   }
@@ -87,7 +88,7 @@ export async function main (argv: string[]): Promise<number> {
   try {
     values = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' }, home: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, workers: { type: 'string' } } }).values
   } catch (err) {
-    process.stderr.write(`keyedge start: ${(err as Error).message}\n\n${USAGE}`)
+    process.stderr.write(`keyedge start: ${errorMessage(err)}\n\n${USAGE}`)
     return 2
   }
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
@@ -131,7 +132,7 @@ export async function main (argv: string[]): Promise<number> {
       `  admin: curl http://127.0.0.1:${adminPort}/certs   renew live: npx keyedge cert renew --name localhost-ec\n` +
       '  Ctrl-C stops keyd, the proxy and the upstream.\n\n')
   } catch (err) {
-    process.stderr.write(`keyedge start: ${(err as Error).message}\n`)
+    process.stderr.write(`keyedge start: ${errorMessage(err)}\n`)
     await stopAll()
     return 1
   }

@@ -24,10 +24,10 @@ function tokenize (text: string, file: string): Token[] {
   let line = 1
   let i = 0
   while (i < text.length) {
-    const c = text[i]
+    const c = text.charAt(i)
     if (c === '\n') { line++; i++; continue }
     if (/\s/.test(c)) { i++; continue }
-    if (c === '#') { while (i < text.length && text[i] !== '\n') i++; continue }
+    if (c === '#') { while (i < text.length && text.charAt(i) !== '\n') i++; continue }
     if (c === ';' || c === '{' || c === '}') { tokens.push({ text: c, line, quoted: false }); i++; continue }
     const start = line
     let word = ''
@@ -35,9 +35,9 @@ function tokenize (text: string, file: string): Token[] {
       i++
       for (;;) {
         if (i >= text.length) throw new NginxConfigError(`${file}:${start}: unterminated ${c}quoted string${c}`)
-        const d = text[i]
+        const d = text.charAt(i)
         if (d === c) { i++; break }
-        if (d === '\\' && i + 1 < text.length) { word += text[i + 1]; i += 2; continue }
+        if (d === '\\' && i + 1 < text.length) { word += text.charAt(i + 1); i += 2; continue }
         if (d === '\n') line++
         word += d
         i++
@@ -46,10 +46,10 @@ function tokenize (text: string, file: string): Token[] {
       continue
     }
     while (i < text.length) {
-      const d = text[i]
+      const d = text.charAt(i)
       if (/\s/.test(d) || d === ';' || d === '{' || d === '}') break
       // `#` inside a word is part of it (nginx starts a comment only at a token's start).
-      if (d === '\\' && i + 1 < text.length) { word += text[i + 1]; i += 2; continue }
+      if (d === '\\' && i + 1 < text.length) { word += text.charAt(i + 1); i += 2; continue }
       word += d
       i++
     }
@@ -128,8 +128,9 @@ export function loadNginx (file: string, prefix = dirname(resolve(file))): Nginx
     seen.push(f)
     const expand = (ds: NginxDirective[]): NginxDirective[] => ds.flatMap(d => {
       if (d.name === 'include' && d.block === undefined) {
-        if (d.args.length !== 1) throw new NginxConfigError(`${d.file}:${d.line}: include takes one path`)
-        return includeFiles(d.args[0], prefix).flatMap(g => load(g, depth + 1))
+        const [path] = d.args
+        if (d.args.length !== 1 || path === undefined) throw new NginxConfigError(`${d.file}:${d.line}: include takes one path`)
+        return includeFiles(path, prefix).flatMap(g => load(g, depth + 1))
       }
       return [d.block === undefined ? d : { ...d, block: expand(d.block) }]
     })
@@ -184,7 +185,11 @@ function pairsOf (ds: NginxDirective[] | undefined, prefix: string, at: string):
   if (variable !== undefined) return `${at}: ${variable} holds a variable (certificates chosen per request): give keyedge the files, one entry per name`
   const engine = keys.find(k => k.startsWith('engine:') || k.startsWith('data:') || k.startsWith('store:'))
   if (engine !== undefined) return `${at}: ssl_certificate_key ${engine} is not a key file; import the key with "keyedge keyd key import" by hand`
-  return certs.map((c, i) => ({ cert: resolve(prefix, c), key: resolve(prefix, keys[i]) }))
+  return certs.map((c, i) => {
+    const k = keys[i]
+    if (k === undefined) throw new NginxConfigError(`${at}: ssl_certificate ${c} has no ssl_certificate_key`) // as many keys as certificates: checked above
+    return { cert: resolve(prefix, c), key: resolve(prefix, k) }
+  })
 }
 
 /**

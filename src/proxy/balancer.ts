@@ -83,13 +83,15 @@ export class HashRing {
     let hi = n
     while (lo < hi) {
       const mid = (lo + hi) >>> 1
-      if ((this.#points[mid]) < h) lo = mid + 1
+      const point = this.#points[mid]
+      if (point === undefined) throw new RangeError(`hash ring: point ${mid} of ${n}`) // lo <= mid < hi <= n
+      if (point < h) lo = mid + 1
       else hi = mid
     }
     const seen = new Set<Target>()
     for (let i = 0; i < n; i++) {
-      const t = this.#owners[(lo + i) % n]
-      if (seen.has(t)) continue
+      const t = this.#owners[(lo + i) % n] // one owner per point
+      if (t === undefined || seen.has(t)) continue
       if (accept(t)) return t
       seen.add(t)
       if (seen.size === this.#owners.length) break
@@ -103,8 +105,7 @@ export function clientAddress (headers: IncomingHttpHeaders, peer: string, isTru
   if (!isTrusted(peer)) return peer
   const xff = headers['x-forwarded-for']
   const hops = (Array.isArray(xff) ? xff.join(',') : xff ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
-  for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = hops[i]
+  for (const hop of hops.slice().reverse()) {
     if (!isTrusted(hop)) return hop
   }
   return hops[0] ?? peer
@@ -174,6 +175,7 @@ export class Balancer {
     if (j >= i) j++
     const a = eligible[i]
     const b = eligible[j]
+    if (a === undefined || b === undefined) return eligible[0] // i, j < eligible.length
     return b.outstanding * a.weight < a.outstanding * b.weight ? b : a
   }
 }

@@ -12,6 +12,7 @@ import type { CertEntryInfo } from '../tls/cert-info.js'
 import { CertFileWatcher } from '../tls/cert-watcher.js'
 import type { EntryResult } from './server.js'
 import type { ControlReply, ControlRequest } from './worker-control.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
@@ -126,7 +127,7 @@ export class ClusterControl {
       } catch (err) {
         clearTimeout(timer)
         this.#replies.delete(key)
-        reject(err as Error)
+        reject(err instanceof Error ? err : new Error(errorMessage(err)))
       }
     })
   }
@@ -149,7 +150,7 @@ export class ClusterControl {
     try {
       config = loadConfig(this.#configFile)
     } catch (err) {
-      report.errors.push(`${(err as Error).message} (${(err as { code?: string }).code ?? 'EDGE_ERR_CONFIG_INVALID'})`)
+      report.errors.push(`${errorMessage(err)} (${errorCode(err) ?? 'EDGE_ERR_CONFIG_INVALID'})`)
       return finish()
     }
     report.restartRequired = RESTART_ONLY.filter(k => JSON.stringify(config[k]) !== JSON.stringify(this.#config[k]))
@@ -161,7 +162,7 @@ export class ClusterControl {
     }
     const id = this.#nextId++
     const prepared = await Promise.all(workers.map(async w => await this.#ask(w, { type: 'edge:reload-prepare', id, certificates: config.certificates, tls: config.tls })
-      .catch((err: Error): ControlReply => ({ type: 'edge:reply', id, ok: false, error: err.message }))))
+      .catch((err: unknown): ControlReply => ({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }))))
     const byName = new Map<string, EntryResult>()
     for (const reply of prepared) {
       if (reply.error !== undefined) report.errors.push(reply.error)
@@ -176,7 +177,7 @@ export class ClusterControl {
       return finish()
     }
     const committed = await Promise.all(workers.map(async w => await this.#ask(w, { type: 'edge:reload-commit', id })
-      .catch((err: Error): ControlReply => ({ type: 'edge:reply', id, ok: false, error: err.message }))))
+      .catch((err: unknown): ControlReply => ({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }))))
     for (const reply of committed) if (!reply.ok) report.errors.push(reply.error ?? 'a worker did not commit')
     report.ok = report.errors.length === 0
     report.certificates = committed.find(r => r.certificates !== undefined)?.certificates

@@ -50,7 +50,8 @@ export class RetryBudget {
 
   /** Counts a client request (once, not per try). */
   request (now = Date.now()): void {
-    this.#requests[this.#advance(now)]++
+    const slot = this.#advance(now)
+    this.#requests[slot] = (this.#requests[slot] ?? 0) + 1 // slot < BUCKETS
   }
 
   /** Takes one retry from the budget: false when it is spent. */
@@ -58,13 +59,11 @@ export class RetryBudget {
     const slot = this.#advance(now)
     let requests = 0
     let retries = 0
-    for (let i = 0; i < BUCKETS; i++) {
-      requests += this.#requests[i]
-      retries += this.#retries[i]
-    }
+    for (const n of this.#requests) requests += n
+    for (const n of this.#retries) retries += n
     const allowed = Math.max(this.#config.minRetries, Math.floor(requests * this.#config.budgetPercent / 100))
     if (retries >= allowed) return false
-    this.#retries[slot]++
+    this.#retries[slot] = (this.#retries[slot] ?? 0) + 1 // slot < BUCKETS
     return true
   }
 }

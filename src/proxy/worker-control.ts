@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import type { CertificateConfig, TlsConfig } from '../config/types.js'
 import { describeCertificate, type CertEntryInfo } from '../tls/cert-info.js'
 import type { EntryResult, ProxyServer, ReloadPlan } from './server.js'
+import { errorMessage } from '../../lib/errors.js'
 
 /** Messages the primary sends to workers (and their answers), all tagged `edge:`. */
 export type ControlRequest =
@@ -50,7 +51,7 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
         try {
           plan.commit()
         } catch (err) {
-          send({ type: 'edge:reply', id: msg.id, ok: false, error: (err as Error).message })
+          send({ type: 'edge:reply', id: msg.id, ok: false, error: errorMessage(err) })
           return
         }
         send({ type: 'edge:reply', id: msg.id, ok: true, certificates: describeAll() })

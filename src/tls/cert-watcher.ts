@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs'
 import { dirname } from 'node:path'
 import type { Logger } from 'pino'
+import { errorCode } from '../../lib/errors.js'
 
 /** SHA-256 over the contents of `files` (an unreadable file counts by its error code). */
 export function filesDigest (files: readonly string[]): string {
@@ -15,7 +16,7 @@ export function filesDigest (files: readonly string[]): string {
     try {
       h.update(readFileSync(file))
     } catch (err) {
-      h.update(`error:${(err as NodeJS.ErrnoException).code ?? 'unknown'}`)
+      h.update(`error:${errorCode(err) ?? 'unknown'}`)
     }
     h.update('\0')
   }
@@ -67,7 +68,7 @@ export class CertFileWatcher {
         w.on('error', (err: NodeJS.ErrnoException) => this.#log.warn({ dir, code: err.code }, 'certificate directory watch failed; SIGHUP or POST /reload still reload'))
         this.#watchers.push(w)
       } catch (err) {
-        this.#log.warn({ dir, code: (err as NodeJS.ErrnoException).code }, 'cannot watch certificate directory; SIGHUP or POST /reload still reload')
+        this.#log.warn({ dir, code: errorCode(err) }, 'cannot watch certificate directory; SIGHUP or POST /reload still reload')
       }
     }
   }

@@ -8,6 +8,7 @@ import { startKeyd } from '../helpers/keyd.js'
 import { spawnCli } from '../helpers/processes.js'
 import { tempHome } from '../helpers/paths.js'
 import { tls13Input } from '../helpers/tls-inputs.js'
+import { defined } from '../helpers/defined.js'
 
 interface Line { type: string, seq?: number | null, line?: number, verified?: boolean, checkpointed?: boolean, problems?: string[], entry?: { seq: number, time: string, op: string, key: string | null } | null, ok?: boolean, checkpoint?: string, following?: boolean, entries?: number }
 
@@ -74,7 +75,7 @@ t.test('an edited entry: it and every later one unverified, the state says where
   cpSync(keyd.paths.home, copy, { recursive: true })
   const file = join(copy, 'keyd', 'audit.log')
   const lines = readFileSync(file, 'utf8').trim().split('\n')
-  lines[3] = (lines[3]).replace('"result":"ok"', '"result":"no"')
+  lines[3] = defined(lines[3], 'a 4th audit line').replace('"result":"ok"', '"result":"no"')
   writeFileSync(file, lines.map(l => l + '\n').join(''))
   const r = await exportLog(copy)
   t.equal(r.code, 1)

@@ -6,6 +6,7 @@ import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnCli } from '../helpers/processes.js'
 import { ROOT } from '../helpers/paths.js'
+import { defined } from '../helpers/defined.js'
 
 async function run (args: string[]): Promise<{ code: number | null, out: string }> {
   const p = spawnCli(args)
@@ -21,7 +22,7 @@ function commandList (help: string): string[] {
   for (const l of lines.slice(from + 1)) {
     const m = /^ {2}(\S+(?: [a-z][a-z-]*)?) {2,}/.exec(l)
     if (m === null) break
-    out.push(m[1])
+    out.push(defined(m[1], 'a command name'))
   }
   return out
 }
@@ -35,7 +36,7 @@ function listedOptions (help: string): Array<{ flag: string, value: boolean }> {
   for (const line of help.split('\n')) {
     const m = /^ +(?:-\w, )?(--[a-z].*?)(?: {2,}|$)/.exec(line)
     if (m === null) continue
-    for (const f of (m[1]).matchAll(/(--[a-z][a-z0-9-]*)(?: ([^\s-]\S*))?/g)) found.set(f[1], f[2] !== undefined)
+    for (const f of defined(m[1], 'the flags').matchAll(/(--[a-z][a-z0-9-]*)(?: ([^\s-]\S*))?/g)) found.set(defined(f[1], 'a flag'), f[2] !== undefined)
   }
   return [...found].map(([flag, value]) => ({ flag, value }))
 }
@@ -46,7 +47,7 @@ const commands = commandList(top.out)
 const keydHelp = await run(['keyd', '--help'])
 const keydCommands = commandList(keydHelp.out)
 const certHelp = await run(['cert', '--help'])
-const certCommands = [...certHelp.out.matchAll(/keyedge cert ([a-z]+)/g)].map(m => m[1])
+const certCommands = [...certHelp.out.matchAll(/keyedge cert ([a-z]+)/g)].map(m => defined(m[1], 'a cert command'))
 
 const paths: string[][] = [
   ...commands.map(c => [c]),
@@ -83,8 +84,8 @@ t.test('each one prints its own usage and accepts every option it lists', async 
     const r = results.get(name)
     if (r === undefined) { t.fail(name); continue }
     t.equal(r.plain.code, 0, `${name} --help exits 0`)
-    t.match(r.plain.out.split('\n')[0], new RegExp(`^usage: keyedge ${name}( |$)`, 'i'), `${name} --help names "${name}" in its usage line`)
-    if (p.length > 1) t.not(r.plain.out, generic.get(p[0]), `${name} --help is not its parent's help`)
+    t.match(defined(r.plain.out.split('\n')[0], 'a usage line'), new RegExp(`^usage: keyedge ${name}( |$)`, 'i'), `${name} --help names "${name}" in its usage line`)
+    if (p.length > 1) t.not(r.plain.out, generic.get(defined(p[0], 'a parent command')), `${name} --help is not its parent's help`)
     if (r.flagged !== undefined) {
       const given = r.options.map(o => o.flag).join(' ')
       t.equal(r.flagged.code, 0, `${name}: every listed option is accepted (${given})`)
@@ -115,10 +116,11 @@ t.test('every keyedge command line in the docs names a real command and only opt
   let checked = 0
   for (const { at, line } of docShellLines()) {
     for (const m of line.matchAll(/(?:^|[\s;&|(])(?:npx )?keyedge ([^#|;&>)]*)/g)) {
-      const words = (m[1]).trim().split(/\s+/)
+      const words = defined(m[1], 'a command line').trim().split(/\s+/)
       const path = known.find(k => words.slice(0, k.split(' ').length).join(' ') === k)
       if (path === undefined) {
-        if (/^[a-z]/.test(words[0] ?? '') && !['is', 'and', 'the'].includes(words[0])) t.fail(`${at}: "keyedge ${words.join(' ')}" is no command`)
+        const first = words[0] ?? ''
+        if (/^[a-z]/.test(first) && !['is', 'and', 'the'].includes(first)) t.fail(`${at}: "keyedge ${words.join(' ')}" is no command`)
         continue
       }
       const rest = words.slice(path.split(' ').length)

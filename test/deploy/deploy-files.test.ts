@@ -14,6 +14,7 @@ import { keydCommandUsage } from '../../src/cli/keyd-help.js'
 import { PROXY_OPTIONS } from '../../src/cli/proxy.js'
 import { validateConfig } from '../../src/config/validate.js'
 import type { EdgeConfig } from '../../src/config/types.js'
+import { defined } from '../helpers/defined.js'
 
 type Doc = Record<string, any>
 
@@ -40,7 +41,7 @@ function command (args: string[]): { cmd: string, values: Record<string, string 
 function probeUrl (argv: string[]): string {
   t.equal(argv[0], 'node')
   t.equal(argv[1], '-e')
-  const code = argv[2]
+  const code = defined(argv[2], 'the probe script')
   t.doesNotThrow(() => new Script(code), 'the probe script compiles')
   return /fetch\('([^']+)'\)/.exec(code)?.[1] ?? ''
 }
@@ -53,9 +54,9 @@ function loadProxyConfig (text: string): EdgeConfig {
 function quantity (q: string | number): number {
   const s = String(q)
   const units: Record<string, number> = { m: 1e-3, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30 }
-  const m = /^([\d.]+)(m|Ki|Mi|Gi)?$/.exec(s)
-  if (m === null) throw new Error(`not a quantity: ${s}`)
-  return Number(m[1]) * (m[2] === undefined ? 1 : units[m[2]])
+  const [, num, unit] = /^([\d.]+)(m|Ki|Mi|Gi)?$/.exec(s) ?? []
+  if (num === undefined) throw new Error(`not a quantity: ${s}`)
+  return Number(num) * (unit === undefined ? 1 : defined(units[unit], `the unit ${unit}`))
 }
 
 /** The mount (path) of `volume` in a container's list, or undefined. */
@@ -98,7 +99,7 @@ t.test('compose.yaml: two services sharing only the socket volume', async t => {
   t.equal(p.cmd, 'proxy')
 
   // The passphrase: a secret file, never a value in the file.
-  const secretName = (keyd.secrets as string[])[0]
+  const secretName = defined((keyd.secrets as string[])[0], 'a keyd secret')
   t.equal(k.values['passphrase-file'], `/run/secrets/${secretName}`)
   t.ok(c.secrets[secretName].file !== undefined && c.secrets[secretName].environment === undefined, 'a secret read from a file')
   t.match(readFileSync(join(deploy, '.gitignore'), 'utf8'), /^secrets\/$/m, 'the passphrase file is never committed')

@@ -60,8 +60,8 @@ export async function rapidReset (opts: {
     while (inbox.length >= 9) {
       const length = inbox.readUIntBE(0, 3)
       if (inbox.length < 9 + length) break
-      const type = inbox[3]
-      const flags = inbox[4]
+      const type = inbox.readUInt8(3)
+      const flags = inbox.readUInt8(4)
       const payload = inbox.subarray(9, 9 + length)
       inbox = inbox.subarray(9 + length)
       if (type === 0x4 && (flags & 0x1) === 0) socket.write(frame(0x4, 0x1, 0, Buffer.alloc(0))) // SETTINGS ACK

@@ -1,7 +1,7 @@
 // Starts a real keyd (development mode) in a temporary home for a test, with an admin client.
 import { join, dirname } from 'node:path'
 import { existsSync, mkdirSync } from 'node:fs'
-import { homePaths, type HomePaths } from '../../keyd/home.js'
+import { homePaths, type HomePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { spawnCli, type Spawned } from './processes.js'
 import { KeydRemoteError } from '../../keyd/errors.js'

@@ -12,7 +12,7 @@ import { tempHome } from '../helpers/paths.js'
 import { tls13Input } from '../helpers/tls-inputs.js'
 import { issueDevCertificates } from '../../src/cli/cert.js'
 import { keydCryptoKey, keydWebCrypto } from '../../certs/keyd-crypto.js'
-import { KeydClient } from '../../keyd/client/client.js'
+import type { KeydClient } from '../../keyd/client/client.js'
 
 // keyd's own defaults, as `npm start` and `keyedge cert dev` leave them.
 const keyd = await startKeyd(undefined, ['--metrics-port', '0'], {}, { keydDefaults: true })
@@ -107,7 +107,7 @@ t.test('clients.json: cert-sign without an issuer right stops keyd; a file witho
   t.match(bad.lines.join('\n'), /clients\[\d\]\.usages: cert-sign needs the "issue" or "admin" right/)
 
   // An older keyd wrote no usages: the proxy gets tls-server and token-sign, never cert-sign, with a warning.
-  writeFileSync(clientsFile, JSON.stringify({ clients: original.clients.map(({ usages, ...c }) => c) }))
+  writeFileSync(clientsFile, JSON.stringify({ clients: original.clients.map(({ usages: _usages, ...c }) => c) }))
   const migrated = await startKeyd(home, [], {}, { keydDefaults: true })
   t.teardown(() => migrated.stop())
   t.ok(migrated.lines.some(l => l.includes('has no \\"usages\\"') || l.includes('has no "usages"')), 'keyd warns about the migrated clients')

@@ -11,6 +11,8 @@ import { join } from 'node:path'
 import { startKeyd, refusal } from '../helpers/keyd.js'
 import { tempHome, CLI } from '../helpers/paths.js'
 import { tls13Input } from '../helpers/tls-inputs.js'
+import { defined } from '../helpers/defined.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 
 async function verify (home: string): Promise<{ code: number, out: string }> {
   return await new Promise(resolve => {
@@ -45,7 +47,7 @@ async function mountTmpfs (dir: string): Promise<string | undefined> {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', dir], { stdio: 'pipe' })
     return undefined
   } catch (err) {
-    return `audit disk-full test skipped: cannot mount a tmpfs here (${(err as Error).message.split('\n')[0]})`
+    return `audit disk-full test skipped: cannot mount a tmpfs here (${errorMessage(err).split('\n')[0] ?? ''})`
   }
 }
 
@@ -55,7 +57,7 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   mkdirSync(keydDir, { recursive: true, mode: 0o700 })
   const skip = await mountTmpfs(keydDir)
   if (skip !== undefined) { t.comment(skip); t.pass('skipped'); return }
-  t.teardown(() => { try { execFileSync('umount', [keydDir]) } catch {} rmSync(home, { recursive: true, force: true }) })
+  t.teardown(() => { try { execFileSync('umount', [keydDir]) } catch { /* already unmounted */ } rmSync(home, { recursive: true, force: true }) })
   const keyd = await startKeyd(home, ['--metrics-port', '0'])
   t.teardown(() => keyd.stop())
   const ready = await keyd.waitFor(o => o.msg === 'keyd ready')
@@ -71,11 +73,11 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   const clients = Array.from({ length: 4 }, () => keyd.client('proxy'))
   t.teardown(() => { for (const c of clients) c.close() })
   const messages = Array.from({ length: 3000 }, () => tls13Input())
-  const results = await Promise.allSettled(messages.map(async (m, i) => await clients[i % 4].sign('df-tls', 'ecdsa-sha256', m)))
-  const answered = messages.filter((_, i) => results[i].status === 'fulfilled')
-  const refused = results.filter(r => r.status === 'rejected').map(r => (r as PromiseRejectedResult).reason as { code?: string })
+  const results = await Promise.allSettled(messages.map(async (m, i) => await defined(clients[i % 4], 'a client').sign('df-tls', 'ecdsa-sha256', m)))
+  const answered = messages.filter((_, i) => results[i]?.status === 'fulfilled')
+  const refused = results.filter(r => r.status === 'rejected').map(r => errorCode(r.reason) ?? '?')
   const codes = new Map<string, number>()
-  for (const e of refused) codes.set(e.code ?? '?', (codes.get(e.code ?? '?') ?? 0) + 1)
+  for (const code of refused) codes.set(code, (codes.get(code) ?? 0) + 1)
   t.comment(`${answered.length} signatures answered, refused: ${JSON.stringify(Object.fromEntries(codes))}`)
   t.ok((codes.get('KEYD_ERR_AUDIT_UNAVAILABLE') ?? 0) > 0, 'the rest refused with AUDIT_UNAVAILABLE')
   t.same([...codes.keys()].filter(c => c !== 'KEYD_ERR_AUDIT_UNAVAILABLE' && c !== 'KEYD_ERR_OVERLOADED'), [], '(or OVERLOADED: more than 256 requests waiting for the log on one connection)')

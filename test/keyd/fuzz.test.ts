@@ -10,6 +10,8 @@ import { startKeyd } from '../helpers/keyd.js'
 import { helloFrame } from '../helpers/keyd-abuse.js'
 import { tls13Input } from '../helpers/tls-inputs.js'
 import { FrameDecoder, Op, Tag, ErrorCode, encodeFrame, encodeItems, itemStr, itemBytes, itemU16, itemU32, itemU8, readUint, parseItems, errorCodeName } from '../../keyd/protocol/codec.js'
+import { defined } from '../helpers/defined.js'
+import { errorMessage } from '../../lib/errors.js'
 
 const FUZZ_MS = 4000
 const FUZZERS = 4
@@ -49,7 +51,7 @@ function templates (id: number): Buffer[] {
 
 /** One fuzz input: random bytes, or a valid frame with a few mutations. */
 function input (rand: () => number, id: number): Buffer {
-  const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]
+  const pick = <T>(xs: T[]): T => defined(xs[Math.floor(rand() * xs.length)], 'a template')
   if (rand() < 0.2) return Buffer.from(Array.from({ length: Math.floor(rand() * 300) }, () => Math.floor(rand() * 256)))
   const f = Buffer.from(pick(templates(id)))
   const mutations = 1 + Math.floor(rand() * 3)
@@ -58,7 +60,7 @@ function input (rand: () => number, id: number): Buffer {
     const kind = rand()
     if (out.length < 17) break // truncated below the first item: nothing more to mutate
     if (kind < 0.3) out[Math.floor(rand() * out.length)] = Math.floor(rand() * 256) // a random byte
-    else if (kind < 0.45) out[4 + Math.floor(rand() * 8)] ^= 1 << Math.floor(rand() * 8) // a header bit
+    else if (kind < 0.45) { const at = 4 + Math.floor(rand() * 8); out.writeUInt8(out.readUInt8(at) ^ (1 << Math.floor(rand() * 8)), at) } // a header bit
     else if (kind < 0.55) out = out.subarray(0, Math.floor(rand() * out.length)) // truncated
     else if (kind < 0.65) out.writeUInt32BE(Math.floor(rand() * 2 ** 32), 13) // an item length (first item)
     else if (kind < 0.75) out = Buffer.concat([out, Buffer.from([Math.floor(rand() * 256), 0, 0, 0, Math.floor(rand() * 5)]), Buffer.alloc(4, 7)]) // a trailing odd item
@@ -120,7 +122,7 @@ t.test(`${FUZZ_MS / 1000} s of random and mutated frames: keyd stays up and corr
         if (verify('sha256', message, tlsKey.publicKey, signature)) goodOk++
         else goodErrors.push('a signature did not verify')
       } catch (err) {
-        goodErrors.push((err as Error).message)
+        goodErrors.push(errorMessage(err))
       }
     }
   })()

@@ -12,6 +12,7 @@ import { KeydClient } from '../../keyd/client/client.js'
 import { Op, Tag, ErrorCode, encodeFrame, itemBytes } from '../../keyd/protocol/codec.js'
 import { tempHome } from '../helpers/paths.js'
 import { pipelineWithoutReading, unfinishedFrames, helloFrame } from '../helpers/keyd-abuse.js'
+import { defined } from '../helpers/defined.js'
 
 /** The ERROR_CODE item of an OVERLOADED answer. */
 const OVERLOADED_ITEM = Buffer.from([Tag.ERROR_CODE, 0, 0, 0, 2, 0, ErrorCode.OVERLOADED])
@@ -43,7 +44,7 @@ t.test('a client that never reads its answers is paused, then closed after the s
 })
 
 t.test('a frame past the connection cap is refused with OVERLOADED and the connection closed', async t => {
-  const [c] = await unfinishedFrames(join(home, 'keyd.sock'), 1, 512 * 1024, 300 * 1024, helloFrame('proxy', secretFile))
+  const c = defined((await unfinishedFrames(join(home, 'keyd.sock'), 1, 512 * 1024, 300 * 1024, helloFrame('proxy', secretFile)))[0], 'a held connection')
   t.teardown(() => c.socket.destroy())
   await Promise.race([c.closed, new Promise(resolve => setTimeout(resolve, 10_000))])
   t.ok(c.socket.destroyed, 'closed')

@@ -17,14 +17,14 @@ if (skip !== undefined) {
 /** `pid` and its descendants: p11-kit server runs a `p11-kit remote` child per client connection. */
 function processTree (pid: number): number[] {
   let children: number[] = []
-  try { children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(s => s !== '').map(Number) } catch {}
+  try { children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(s => s !== '').map(Number) } catch { /* the process has exited: no children */ }
   return [pid, ...children.flatMap(processTree)]
 }
 
 async function run (): Promise<void> {
   const keyd = await startPkcs11Keyd()
   const serverPid = keyd.hsm.server.pid as number
-  const signal = (sig: NodeJS.Signals): void => { for (const p of processTree(serverPid)) { try { process.kill(p, sig) } catch {} } }
+  const signal = (sig: NodeJS.Signals): void => { for (const p of processTree(serverPid)) { try { process.kill(p, sig) } catch { /* exited meanwhile */ } } }
   t.teardown(async () => { signal('SIGCONT'); await keyd.stop() })
   const message = Buffer.from('a JWT signing input')
   const created = await keyd.admin.createKey('hang-ec', 'ec-p256', 'token-sign')

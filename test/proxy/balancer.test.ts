@@ -5,7 +5,9 @@ import { Balancer, clientAddress, HashRing, hashKey, Target } from '../../src/pr
 import { OutlierDetector } from '../../src/proxy/health.js'
 import { replayable, RetryBudget, retriableError } from '../../src/proxy/retry.js'
 
-const targets = (...weights: number[]): Target[] => weights.map((weight, i) => new Target({ url: `http://10.0.0.${i + 1}:80`, weight }))
+/** One target per weight, as a tuple as long as the weights (so ts[0] … are typed as present). */
+const targets = <W extends number[]>(...weights: W): { [K in keyof W]: Target } =>
+  weights.map((weight, i) => new Target({ url: `http://10.0.0.${i + 1}:80`, weight })) as { [K in keyof W]: Target }
 const all = (): boolean => true
 
 t.test('weighted round-robin: exact shares, spread out', async t => {

@@ -93,7 +93,7 @@ t.test('admin section: defaults, loopback only, hints', async t => {
   t.same(validateConfig({ ...base, admin: {} }, { baseDir: '/' }).admin, { host: '127.0.0.1', port: 9443, drainDelayMs: 5000 })
   t.same(validateConfig({ ...base, admin: { port: 0, drainDelayMs: 0 }, shutdownGraceMs: 100 }, { baseDir: '/' }).admin?.port, 0)
   const problems = (raw: unknown): string[] => {
-    try { validateConfig(raw, { baseDir: '/' }); return [] } catch (err) { return (err as ConfigInvalidError).problems }
+    try { validateConfig(raw, { baseDir: '/' }); return [] } catch (err) { if (err instanceof ConfigInvalidError) return err.problems; throw err }
   }
   t.match(problems({ ...base, admin: { host: '0.0.0.0' } }), [/admin\.host: .*not a loopback address/])
   t.match(problems({ ...base, admin: { drainDelay: 5 } }), [/admin\.drainDelay: .*drainDelayMs/])

@@ -23,7 +23,7 @@ t.test('slowloris: a request head trickled byte by byte is cut at requestHeaders
   const head = 'GET /slow HTTP/1.1\r\nHost: localhost\r\nX-Pad: ' + 'a'.repeat(200)
   let i = 0
   // One byte every 250 ms: never idle long enough for any idle timeout, never a complete head.
-  const trickle = setInterval(() => { if (!socket.destroyed) socket.write(head[i++ % head.length]) }, 250)
+  const trickle = setInterval(() => { if (!socket.destroyed) socket.write(head.charAt(i++ % head.length)) }, 250)
   const result = await untilClosed(socket, timeouts.requestHeadersMs + SLACK_MS + 2000)
   clearInterval(trickle)
   t.ok(result.closed, `closed after ${result.afterMs} ms`)
@@ -73,7 +73,7 @@ t.test('slowloris after a keep-alive request is cut at requestHeadersMs too', as
   await once(socket, 'data')
   const head = 'GET /slow2 HTTP/1.1\r\nHost: localhost\r\nX-Pad: ' + 'a'.repeat(200)
   let i = 0
-  const trickle = setInterval(() => { if (!socket.destroyed) socket.write(head[i++ % head.length]) }, 250)
+  const trickle = setInterval(() => { if (!socket.destroyed) socket.write(head.charAt(i++ % head.length)) }, 250)
   const result = await untilClosed(socket, timeouts.requestHeadersMs + SLACK_MS + 2000)
   clearInterval(trickle)
   t.ok(result.closed, `closed after ${result.afterMs} ms`)

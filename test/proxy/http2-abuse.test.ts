@@ -6,6 +6,7 @@ import { constants } from 'node:http2'
 import t from 'tap'
 import { rapidReset } from '../helpers/h2-rapid-reset.js'
 import { countingUpstream, h2Open, h2Request, metric, startFront } from '../helpers/http-front.js'
+import { defined } from '../helpers/defined.js'
 
 const limits = { http2MaxConcurrentStreams: 16, http2MaxResetsPerSecond: 20 }
 const upstream = await countingUpstream()
@@ -78,7 +79,7 @@ t.test('a stream reset by the client cancels its upstream request at once', asyn
   await waitFor('the upstream to receive the request', () => upstream.held.length > held)
   const started = Date.now()
   stream.close(constants.NGHTTP2_CANCEL)
-  await upstream.held[upstream.held.length - 1].closed
+  await defined(upstream.held.at(-1), 'a held upstream request').closed
   t.ok(Date.now() - started < 1000, `the upstream request was cut ${Date.now() - started} ms after the reset`)
   const after = await front.metrics()
   t.equal(metric(after, 'edge_proxy_requests_total', { outcome: 'aborted' }) - metric(before, 'edge_proxy_requests_total', { outcome: 'aborted' }), 1, 'counted aborted')

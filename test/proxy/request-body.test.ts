@@ -8,6 +8,7 @@ import t from 'tap'
 import { curl } from '../helpers/edge.js'
 import { countingUpstream, h2Open, h2Request, metric, startFront, tlsOpen, untilClosed } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
+import type { TLSSocket } from 'node:tls'
 
 const upstream = await countingUpstream()
 const front = await startFront({ upstream: upstream.url })
@@ -26,7 +27,7 @@ const url = (path: string): string => `https://localhost:${front.port}${path}`
 const curlArgs = ['--cacert', caFile, '--resolve', `localhost:${front.port}:127.0.0.1`, '-o', '-', '-w', '\n%{http_code}']
 
 /** Reads HTTP/1.1 responses off `socket` until `count` status lines were seen. */
-async function responses (socket: import('node:tls').TLSSocket, count: number, ms = 10_000): Promise<string> {
+async function responses (socket: TLSSocket, count: number, ms = 10_000): Promise<string> {
   let text = ''
   const deadline = Date.now() + ms
   while ((text.match(/HTTP\/1\.1 \d\d\d/g) ?? []).length < count) {

@@ -11,6 +11,7 @@ import { spawnCli, spawnLogged, type Spawned } from '../helpers/processes.js'
 import { get, refusedUrl, selfSigned } from '../helpers/proxy-fixtures.js'
 import { metric } from '../helpers/http-front.js'
 import { until } from '../helpers/wait.js'
+import { defined } from '../helpers/defined.js'
 
 const TARGET = new URL('../helpers/pool-target.js', import.meta.url).pathname
 const home = tempHome('keyedge-pools-')
@@ -102,7 +103,7 @@ t.test('consistent hashing on a header: the same user keeps its target', async t
     const seen = new Set<string>()
     for (let i = 0; i < 4; i++) seen.add(await name('/hash', { 'x-user': user }))
     t.equal(seen.size, 1, `${user} always reaches ${[...seen].join()}`)
-    owners.add([...seen][0])
+    owners.add(defined([...seen][0], `${user}'s target`))
   }
   t.ok(owners.size >= 2, `six users spread over ${owners.size} targets`)
 })
