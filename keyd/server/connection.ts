@@ -105,12 +105,17 @@ export class Connection {
     this.#o.metrics?.disconnected(reason)
     if (code !== undefined && !this.#socket.destroyed) {
       this.#o.onRefused(code)
-      // The error frame goes out, then the socket goes; what the client still sends is read and
-      // dropped at once (#onData) rather than left buffered in a paused socket.
-      this.#socket.resume()
-      this.#socket.end(encodeError(requestId, code, message ?? ''), () => this.#socket.destroy())
-      // A client that does not read even the error frame is not waited for.
-      setTimeout(() => this.#socket.destroy(), 1000).unref()
+      // keyd stops reading before it answers: what the client still sends stays in the kernel's
+      // socket buffer (bounded by the client's send buffer). Reading and dropping it instead (the rest
+      // of an unfinished 1 MiB frame, on each of 300 connections) was 300 MiB of garbage for the GC
+      // and kept keyd's only thread from a well-behaved client. The error frame and a FIN follow. On a
+      // unix socket what keyd wrote stays readable after keyd closes, but a client still writing gets
+      // EPIPE at the close and may drop its socket before reading the frame (a Node client does), so
+      // keyd closes only once the client had `closeLingerMs` to read it. Not reading, keyd cannot see
+      // the client leave sooner; meanwhile the connection costs a descriptor, and nothing more is read.
+      stopReading(this.#socket)
+      this.#socket.end(encodeError(requestId, code, message ?? ''))
+      setTimeout(() => this.#socket.destroy(), this.#o.budget.limits.closeLingerMs).unref()
     } else {
       this.#socket.destroy()
     }
@@ -198,4 +203,17 @@ export class Connection {
     this.#release()
     this.#o.onClose(this)
   }
+}
+
+/**
+ * Stops reading `socket` at once. pause() alone stops 'data' events, but Node keeps reading until its
+ * stream buffer is full — one more chunk of up to 64 KiB per socket; stopping the handle's reads
+ * (Node's own pause() does this for sockets with an `onread` buffer) reads nothing more. The handle's
+ * `reading` flag is left set, so Node does not start reading again to refill its buffer. Only for a
+ * socket that is never resumed. Without a handle (a future Node), pause() still bounds the reads.
+ */
+function stopReading (socket: Socket): void {
+  socket.pause()
+  const handle = (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle
+  handle?.readStop?.()
 }

@@ -16,6 +16,11 @@ export interface ConnectionLimits {
   sharedBytes: number
   /** A connection whose client reads none of its answers for this long is closed. */
   stallTimeoutMs: number
+  /**
+   * After keyd refuses a connection (an error frame, then close) it stops reading it and closes it
+   * this much later, so the client can read the error frame first.
+   */
+  closeLingerMs: number
 }
 
 export const CONNECTION_LIMITS: ConnectionLimits = {
@@ -24,7 +29,8 @@ export const CONNECTION_LIMITS: ConnectionLimits = {
   maxConnectionBytes: 4 * 1024 * 1024,
   freeBytesPerConnection: 16 * 1024,
   sharedBytes: 16 * 1024 * 1024,
-  stallTimeoutMs: 30_000
+  stallTimeoutMs: 30_000,
+  closeLingerMs: 1000
 }
 
 /** The shared budget: each connection reports how many bytes it holds; only the excess over its free allowance is drawn. */

@@ -2,9 +2,11 @@
 // many connections holding unfinished frames, and the RSS of the keyd process they aim at.
 import { connect, type Socket } from 'node:net'
 import { once } from 'node:events'
+import { setTimeout as delay } from 'node:timers/promises'
 import { readFileSync } from 'node:fs'
 import { Op, Tag, encodeFrame, itemStr, itemBytes } from '../../keyd/protocol/codec.js'
 import { secretBytes } from '../../lib/secret-file.js'
+import { errorCode } from '../../lib/errors.js'
 
 /** Resident set size of `pid` in bytes (VmRSS). */
 export function rssBytes (pid: number): number {
@@ -18,11 +20,25 @@ export function helloFrame (name: string, secretFile: string): Buffer {
   return encodeFrame(Op.HELLO, 1, [itemStr(Tag.CLIENT_NAME, name), itemBytes(Tag.CLIENT_SECRET, secretBytes(readFileSync(secretFile)))])
 }
 
-export async function openSocket (path: string): Promise<Socket> {
-  const s = connect(path)
-  s.on('error', () => {})
-  await once(s, 'connect')
-  return s
+/**
+ * Connects to the unix socket `path`. EAGAIN means its listen backlog is full (more than 511
+ * connections not yet accepted, e.g. two batches of 300 opened back to back while keyd is busy):
+ * like any client, retry until `deadlineMs` has passed.
+ */
+export async function openSocket (path: string, deadlineMs = 10_000): Promise<Socket> {
+  const until = Date.now() + deadlineMs
+  for (;;) {
+    const s = connect(path)
+    s.on('error', () => {})
+    try {
+      await once(s, 'connect')
+      return s
+    } catch (err) {
+      s.destroy()
+      if (errorCode(err) !== 'EAGAIN' || Date.now() > until) throw err
+      await delay(10)
+    }
+  }
 }
 
 /**
