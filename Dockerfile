@@ -1,5 +1,6 @@
-# keyedge in one image: keyd and the proxy (run them as two containers sharing a volume for the socket,
-# or `npm start` for the all-in-one development stack).
+# keyedge in one image: keyd and the proxy. Run them as two containers sharing only a volume for
+# keyd's socket (deploy/compose.yaml, deploy/kubernetes/; docs/deploy.md), or `npm start` for the
+# all-in-one development stack.
 FROM node:24-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential python3 binutils && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
@@ -18,7 +19,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf 
 WORKDIR /app
 COPY --from=build /app /app
 ENV KEYEDGE_HOME=/var/lib/keyedge NODE_ENV=production
-RUN mkdir -p /var/lib/keyedge && chmod 700 /var/lib/keyedge
+# Not root: keyd and the proxy run as uid 10001. State (/var/lib/keyedge) and the socket directory
+# (/run/keyedge) are that user's, 0700, so a named volume mounted there starts with that owner.
+RUN groupadd --system --gid 10001 keyedge \
+  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/keyedge --no-create-home --shell /usr/sbin/nologin keyedge \
+  && mkdir -p /var/lib/keyedge /run/keyedge && chown keyedge:keyedge /var/lib/keyedge /run/keyedge && chmod 700 /var/lib/keyedge /run/keyedge
+USER 10001:10001
 VOLUME /var/lib/keyedge
 EXPOSE 8443
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "dist/src/cli/main.js"]

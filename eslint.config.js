@@ -39,7 +39,10 @@ export default defineConfig(
       // expected (event handlers, Array.forEach) drops its rejection.
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',
-      '@typescript-eslint/await-thenable': 'error',
+      // keyd answers synchronously when it can and returns a promise only for work off the event loop
+      // (MaybeAsync<T> = T | Promise<T>); Promise.all over such a mix is what it means to wait for the
+      // async ones, so the rule only insists that something in the array may be a promise.
+      '@typescript-eslint/await-thenable': ['error', { allowMixedPromiseArrays: true }],
       // The house style awaits every returned promise, which also keeps try/catch and stack traces right.
       '@typescript-eslint/return-await': ['error', 'always'],
       '@typescript-eslint/prefer-promise-reject-errors': 'error',
@@ -90,11 +93,14 @@ export default defineConfig(
   },
 
   // The proxy reaches keyd only through its client, its wire protocol and its errors. The `keyedge keyd …`
-  // commands in src/cli/keyd*.ts are keyd's own entry points (they run the daemon and its offline tools)
-  // and are exempt.
+  // commands are keyd's own entry points, compiled into the one `keyedge` bin, and are exempt by name
+  // (a new file here is a decision, not a glob match): keyd.ts builds and runs the daemon (keystore,
+  // server, audit log, metrics, backups), keyd-key.ts (key lifecycle, wrapping a key for import),
+  // keyd-audit.ts (exports and verifies the audit chain), keyd-backup.ts (moves backup bundles),
+  // keyd-help.ts (usage texts naming keyd's key types and usages). The layout of the keyedge home that both sides read is in lib/home.ts.
   {
     files: ['src/**/*.ts'],
-    ignores: ['src/cli/keyd.ts', 'src/cli/keyd-*.ts'],
+    ignores: ['src/cli/keyd.ts', 'src/cli/keyd-key.ts', 'src/cli/keyd-audit.ts', 'src/cli/keyd-backup.ts', 'src/cli/keyd-help.ts'],
     rules: {
       'import-x/no-restricted-paths': ['error', {
         basePath: root,

@@ -84,7 +84,7 @@ export interface CertsRow {
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? NaN : ((s[(s.length - 1) >> 1]) + (s[s.length >> 1])) / 2
+  return ((s[(s.length - 1) >> 1] ?? NaN) + (s[s.length >> 1] ?? NaN)) / 2
 }
 const mib = (kib: number): number => Math.round(kib / 102.4) / 10
 
@@ -112,11 +112,13 @@ function renew (certs: ManyCerts, i: number): string {
 async function measure (server: CertsServer, n: number, o: Options, certs: ManyCerts, ca: Buffer, say: (l: string) => void): Promise<CertsRow> {
   const problems: string[] = []
   const workerRss = (): number => server.workerPids().reduce((sum, pid) => sum + rssKiB(pid), 0)
-  const primaryMiB = mib(rssKiB(server.pids()[0]))
+  const primary = server.pids().at(0)
+  if (primary === undefined) throw new Error(`${server.label} has no process`)
+  const primaryMiB = mib(rssKiB(primary))
   const workerMiB = mib(workerRss())
   await sleep(o.settleS * 1000)
   const workerSettledMiB = mib(workerRss())
-  const primarySettledMiB = mib(rssKiB(server.pids()[0]))
+  const primarySettledMiB = mib(rssKiB(primary))
   // Cold names spread over the entries, none asked for before; each timed, then again warm.
   const cold: number[] = []
   const warm: number[] = []

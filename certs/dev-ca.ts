@@ -22,7 +22,7 @@ export async function ensureKey (client: KeydClient, name: string, type: string,
   } catch (err) {
     if (!(err instanceof KeydRemoteError) || err.code !== 'KEYD_ERR_KEY_EXISTS') throw err
     const k = await client.getPublicKey(name)
-    if (k.type !== type) throw new Error(`keyd key ${name} exists with type ${k.type}, not ${type}`)
+    if (k.type !== type) throw new Error(`keyd key ${name} exists with type ${k.type}, not ${type}`, { cause: err })
     return { version: k.version, spki: k.spki }
   }
 }

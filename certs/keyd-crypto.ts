@@ -41,8 +41,8 @@ export function keydWebCrypto (client: KeydClient): webcrypto.Crypto {
     get (target, prop) {
       if (prop === 'sign') {
         return async (algorithm: { name: string, hash?: unknown }, key: webcrypto.CryptoKey | KeydCryptoKey, data: webcrypto.BufferSource): Promise<ArrayBuffer> => {
-          const ref = (key as KeydCryptoKey)[KEYD_KEY]
-          if (ref === undefined) return await target.sign(algorithm as webcrypto.AlgorithmIdentifier, key as webcrypto.CryptoKey, data)
+          const ref = KEYD_KEY in key ? key[KEYD_KEY] : undefined
+          if (ref === undefined) return await target.sign(algorithm, key, data)
           const alg = ALG_BY_HASH[algorithm.name.toUpperCase()]?.[hashName(algorithm.hash)]
           if (alg === undefined) throw new TypeError(`keyd cannot sign ${algorithm.name}`)
           const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data)
@@ -51,8 +51,8 @@ export function keydWebCrypto (client: KeydClient): webcrypto.Crypto {
         }
       }
       const v = Reflect.get(target, prop) as unknown
-      return typeof v === 'function' ? v.bind(target) : v
+      return typeof v === 'function' ? v.bind(target) as unknown : v
     }
   })
-  return { subtle: keydSubtle, getRandomValues: webcrypto.getRandomValues.bind(webcrypto), randomUUID: webcrypto.randomUUID.bind(webcrypto) } as unknown as webcrypto.Crypto
+  return { subtle: keydSubtle, getRandomValues: webcrypto.getRandomValues.bind(webcrypto), randomUUID: webcrypto.randomUUID.bind(webcrypto) }
 }

@@ -10,6 +10,7 @@ import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import type { KeydClient } from '../keyd/client/client.js'
 import { writeFileAtomic } from '../lib/atomic-file.js'
+import { errorCode } from '../lib/errors.js'
 import { decodeKeyReference, encodeKeyReference, type KeyReference } from '../keyd/protocol/codec.js'
 import { CertRenewError } from '../src/errors.js'
 import { ensureDevCa, signLeafCertificate } from './dev-ca.js'
@@ -45,7 +46,7 @@ function readText (file: string, what: string): string {
   try {
     return readFileSync(file, 'utf8')
   } catch (err) {
-    throw new CertRenewError(`cannot read the ${what} ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err })
+    throw new CertRenewError(`cannot read the ${what} ${file} (${errorCode(err) ?? 'error'})`, { cause: err })
   }
 }
 

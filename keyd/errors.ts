@@ -73,6 +73,13 @@ export class Pkcs11Error extends KeydError {
   }
 }
 
+/** A PKCS#11 token did not answer within its deadline (wire TOKEN_TIMEOUT); keyd's event loop never waits for it. */
+export class TokenTimeoutError extends KeydError {
+  constructor (message: string) {
+    super('KEYD_ERR_TOKEN_TIMEOUT', message)
+  }
+}
+
 /** Key material given to KEY_IMPORT (plain or wrapped) does not parse, unwrap or fit a key type. Never holds the material. */
 export class KeyMaterialError extends KeydError {
   constructor (message: string) {

@@ -3,6 +3,7 @@
 import { openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs'
 import { dirname, basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { open, rename, unlink } from 'node:fs/promises'
 
 /**
  * Atomically replaces `file` with `data`, created with `mode` (default 0600: files that matter here
@@ -32,4 +33,26 @@ export function writeFileAtomic (file: string, data: string | Uint8Array, mode =
 export function fsyncDir (dir: string): void {
   const fd = openSync(dir, 'r')
   try { fsyncSync(fd) } finally { closeSync(fd) }
+}
+
+/**
+ * `writeFileAtomic` without blocking the event loop (temp file, fsync, rename, fsync of the
+ * directory, each on the thread pool). A failed write leaves no temp file behind.
+ */
+export async function writeFileAtomicAsync (file: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const dir = dirname(file)
+  const tmp = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`)
+  const fh = await open(tmp, 'wx', mode)
+  try {
+    await fh.writeFile(data)
+    await fh.sync()
+  } catch (err) {
+    await fh.close()
+    await unlink(tmp).catch(() => {})
+    throw err
+  }
+  await fh.close()
+  await rename(tmp, file)
+  const d = await open(dir, 'r')
+  try { await d.sync() } finally { await d.close() }
 }

@@ -101,3 +101,17 @@ export class CertRenewError extends EdgeError {
     super('EDGE_ERR_CERT_RENEW', message, options)
   }
 }
+
+/** `keyedge import --nginx`: the nginx configuration does not parse, or an include cannot be read. */
+export class NginxConfigError extends EdgeError {
+  constructor (message: string) {
+    super('EDGE_ERR_NGINX_CONFIG', message)
+  }
+}
+
+/** `keyedge import`: a pair cannot be imported (unreadable, unparsable, mismatched, a key type keyd does not hold, a name taken). */
+export class ImportError extends EdgeError {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super('EDGE_ERR_IMPORT', message, options)
+  }
+}

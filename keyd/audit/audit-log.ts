@@ -1,9 +1,13 @@
-// keyd's append-only audit log: batched appends (group commit), a keyed hash chain, and a MACed head checkpoint.
+// keyd's append-only audit log: batched appends (group commit), a keyed hash chain, a MACed head
+// checkpoint, and honesty under disk faults: an entry keyd answered before writing (buffered
+// durability) is always covered by a space reserve, and keyd leaves fail-closed by itself.
 import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync } from 'node:fs'
 import { open as openAsync, type FileHandle } from 'node:fs/promises'
+import { dirname, basename, join } from 'node:path'
 import type { Logger } from 'pino'
-import { writeFileAtomic } from '../keystore/atomic-file.js'
-import { GENESIS_CHAIN, nextChain, entryLine, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint } from './chain.js'
+import { writeFileAtomic, writeFileAtomicAsync } from '../keystore/atomic-file.js'
+import { GENESIS_CHAIN, nextChain, entryLine, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint, type UnwrittenEntries } from './chain.js'
+import { SpaceReserve, RESERVE_BYTES } from './reserve.js'
 import { KeydError } from '../errors.js'
 import { errorMessage } from '../../lib/errors.js'
 
@@ -18,62 +22,114 @@ export interface AuditLogOptions {
   checkpointFile: string
   key: Buffer
   logger: Logger
-  /** `fsync`: an operation is answered only once its entry is on disk. `buffered`: appended within one event-loop turn. */
+  /**
+   * `fsync`: an operation is answered only once its entry is on disk. `buffered`: answered at once
+   * and appended within a few milliseconds, as long as the entries so answered fit the space reserve.
+   */
   durability: 'fsync' | 'buffered'
   /** Refuse every operation once the log cannot be written. */
   failClosed: boolean
   checkpointIntervalMs?: number
+  /** How often keyd tries to leave the unwritable state (write what waits, take the reserve back). */
+  probeIntervalMs?: number
+  /** Bytes of disk kept in reserve beside the log (RESERVE_BYTES). */
+  reserveBytes?: number
 }
 
 /** How long buffered mode gathers entries before one append. */
 export const BUFFERED_DELAY_MS = 2
+/** Room the filesystem may need beyond the entries themselves (a partly filled last block, metadata). */
+const RESERVE_SLACK = 64 * 1024
 
-export const AUDIT_DEFAULTS = { durability: 'buffered' as const, failClosed: true, checkpointIntervalMs: 1000 }
+export const AUDIT_DEFAULTS = { durability: 'buffered' as const, failClosed: true, checkpointIntervalMs: 1000, probeIntervalMs: 500, reserveBytes: RESERVE_BYTES }
 
 type NewRecord = Omit<AuditRecord, 'seq' | 'time'>
+interface Queued { seq: number, chain: string, line: Buffer, acked: boolean }
+interface Waiter { upTo: number, resolve: () => void, reject: (e: Error) => void }
+
+function isUnwritten (u: unknown): u is UnwrittenEntries {
+  const x = u as UnwrittenEntries
+  return typeof x === 'object' && x !== null && Number.isInteger(x.acknowledged) && Number.isInteger(x.withheld) && Number.isInteger(x.unrecorded)
+}
+
+/** The first and last seq of a run of entries, for logs (undefined for none). */
+function seqRange (entries: ReadonlyArray<{ seq: number }>): [number, number] | undefined {
+  const first = entries[0]
+  const last = entries.at(-1)
+  return first === undefined || last === undefined ? undefined : [first.seq, last.seq]
+}
+
+/** What the previous keyd's checkpoint said, read at open before it is replaced. */
+function readCheckpoint (file: string): Partial<AuditCheckpoint> | null {
+  try { return JSON.parse(readFileSync(file, 'utf8')) as Partial<AuditCheckpoint> } catch { return null }
+}
 
 export class AuditLog {
   readonly #o: Required<AuditLogOptions>
+  readonly #reserve: SpaceReserve
   #fh: FileHandle | null = null
+  /** Bytes of whole entries in the file: after a failed write the file is cut back to this. */
+  #size: number
   #seq: number
   #chain: string
-  #pending: string[] = []
-  /** One promise per batch, shared by every entry in it (no allocation per entry). */
-  #batch: { done: Promise<void>, resolve: () => void, reject: (e: Error) => void } | null = null
+  /** The last entry on disk. */
+  #durableSeq: number
+  #durableChain: string
+  #queue: Queued[] = []
+  /** Bytes of queued entries already answered (buffered durability): never more than the reserve covers. */
+  #ackedBytes = 0
+  #waiters: Waiter[] = []
   #flushing: Promise<void> | null = null
   #broken: Error | null = null
-  #durableSeq: number
+  #probe: NodeJS.Timeout | null = null
+  #withheld = 0
+  #unrecorded = 0
   #checkpointedSeq: number
+  #checkpointing = false
+  #checkpointFailed = false
   #timer: NodeJS.Timeout | null = null
   written = 0
 
-  private constructor (o: Required<AuditLogOptions>, seq: number, chain: string) {
+  private constructor (o: Required<AuditLogOptions>, seq: number, chain: string, size: number) {
     this.#o = o
+    this.#reserve = new SpaceReserve(join(dirname(o.file), `.${basename(o.file)}.reserve`), o.reserveBytes)
     this.#seq = seq
     this.#chain = chain
     this.#durableSeq = seq
+    this.#durableChain = chain
+    this.#size = size
     this.#checkpointedSeq = -1
   }
 
   /**
-   * Opens (creating, 0600) the log, drops a partial last line left by a crash, and resumes the chain.
+   * Opens (creating, 0600) the log, drops a partial last line left by a crash (saying truthfully
+   * whether it had been answered), resumes the chain and takes the space reserve.
    * @throws AuditLogError if the last complete entry does not parse.
    */
   static async open (opts: AuditLogOptions): Promise<AuditLog> {
     const o = { ...AUDIT_DEFAULTS, ...opts }
     let seq = 0
     let chain = GENESIS_CHAIN
+    const found = readCheckpoint(o.checkpointFile)
+    // Only a checkpoint this key MACed is believed (an edited one is verify's business, not carried over).
+    const previous = found !== null && typeof found.mac === 'string' && checkpointMac(o.key, found as AuditCheckpoint) === found.mac ? found : null
     if (existsSync(o.file) && statSync(o.file).isFile()) {
       const text = readFileSync(o.file, 'utf8')
       const end = text.lastIndexOf('\n') + 1
       if (end < text.length) {
         truncateSync(o.file, Buffer.byteLength(text.slice(0, end)))
-        o.logger.warn({ file: o.file, bytes: Buffer.byteLength(text.slice(end)) }, 'audit log ended with a partial entry (crash while writing); it was never acknowledged and has been dropped')
+        const mode = previous?.durability
+        o.logger.warn({ file: o.file, bytes: Buffer.byteLength(text.slice(end)), durability: mode ?? 'unknown' }, mode === 'fsync'
+          ? 'audit log ended with a partial entry (keyd stopped while writing it); in fsync durability it was never acknowledged, and it has been dropped'
+          : mode === 'buffered'
+            ? 'audit log ended with a partial entry (keyd stopped while writing it); in buffered durability its operation had been answered: acknowledged but not written. It has been dropped'
+            : 'audit log ended with a partial entry (keyd stopped while writing it); the durability it was written with is unknown, so it may have been acknowledged. It has been dropped')
       }
       const lines = text.slice(0, end).split('\n').filter(l => l !== '')
-      if (lines.length > 0) {
+      const lastLine = lines.at(-1)
+      if (lastLine !== undefined) {
         try {
-          const last = JSON.parse(lines[lines.length - 1]) as { seq: number, chain: string }
+          const last = JSON.parse(lastLine) as { seq: number, chain: string }
           if (!Number.isInteger(last.seq) || !/^[0-9a-f]{64}$/.test(last.chain)) throw new Error('bad fields')
           seq = last.seq
           chain = last.chain
@@ -82,17 +138,28 @@ export class AuditLog {
         }
       }
     }
+    const u = isUnwritten(previous?.unwritten) ? previous.unwritten : undefined
+    if (u !== undefined && (u.acknowledged > 0 || u.unrecorded > 0)) {
+      o.logger.error({ acknowledgedButNotWritten: u.acknowledged, afterSeq: u.afterSeq, withheld: u.withheld, unrecorded: u.unrecorded }, 'this audit log misses entries an earlier keyd could not write (see "keyedge keyd audit verify")')
+    }
     closeSync(openSync(o.file, 'a', 0o600))
-    const log = new AuditLog(o, seq, chain)
+    const log = new AuditLog(o, seq, chain, statSync(o.file).isFile() ? statSync(o.file).size : 0)
+    // The account of unwritten entries is carried from keyd to keyd, so verify keeps reporting it.
+    log.#inherited = u
     // A checkpoint of the head as found, at once: a keyd killed before its first timer tick still leaves one.
-    log.#writeCheckpoint(seq, chain)
+    log.#writeCheckpointSync(seq, chain, log.#unwritten(false))
     log.#fh = await openAsync(o.file, 'a', 0o600)
+    try {
+      await log.#reserve.take()
+    } catch (err) {
+      log.#fail(new Error(`no room for the ${o.reserveBytes}-byte space reserve beside the audit log: ${errorMessage(err)}`))
+    }
     log.#timer = setInterval(() => { log.#checkpoint() }, o.checkpointIntervalMs)
     log.#timer.unref()
     return log
   }
 
-  /** False once a write failed: with failClosed, keyd then refuses operations. */
+  /** False while the log cannot be written (or its space reserve is gone): with failClosed, keyd then refuses operations. */
   get writable (): boolean { return this.#broken === null }
   get seq (): number { return this.#seq }
   /** Entries recorded but not yet on disk. */
@@ -100,85 +167,253 @@ export class AuditLog {
   get failClosed (): boolean { return this.#o.failClosed }
   get durability (): 'fsync' | 'buffered' { return this.#o.durability }
 
-  /** Appends an entry; resolves once it is written (and fsynced in `fsync` durability). */
-  async record (r: NewRecord): Promise<void> {
-    if (this.#broken !== null) throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)
+  /**
+   * Appends an entry and says when the operation it records may be answered: null = at once
+   * (buffered durability, and the entries answered so far still fit the space reserve), else a
+   * promise that resolves once the entry is written (fsynced in `fsync` durability) and rejects
+   * with AuditLogError if it cannot be (the entry is then dropped: never acknowledged).
+   * @throws AuditLogError while the log is unwritable (under --audit-fail-open the operation is counted as unrecorded)
+   */
+  append (r: NewRecord): Promise<void> | null {
+    if (this.#broken !== null) {
+      if (!this.#o.failClosed) this.#unrecorded++
+      throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)
+    }
     const rec: AuditRecord = { seq: this.#seq + 1, time: new Date().toISOString(), ...r }
     const text = canonical(rec)
     this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
     this.#seq = rec.seq
-    this.#pending.push(entryLine({ ...rec, chain: this.#chain }, text))
-    if (this.#batch === null) {
-      let resolve!: () => void
-      let reject!: (e: Error) => void
-      const done = new Promise<void>((res, rej) => { resolve = res; reject = rej })
-      this.#batch = { done, resolve, reject }
-    }
-    const done = this.#batch.done
+    const line = Buffer.from(entryLine({ ...rec, chain: this.#chain }, text))
+    const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + line.length <= this.#o.reserveBytes - RESERVE_SLACK
+    if (acked) this.#ackedBytes += line.length
+    this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked })
     if (this.#flushing === null) this.#flushing = this.#flushLoop()
-    return await done
+    if (acked) return null
+    // One promise per batch (no allocation per entry): entries appended before the next write starts share it.
+    if (this.#open !== null) {
+      this.#open.waiter.upTo = rec.seq
+      return this.#open.done
+    }
+    let resolve!: () => void
+    let reject!: (e: Error) => void
+    const done = new Promise<void>((res, rej) => { resolve = res; reject = rej })
+    const waiter = { upTo: rec.seq, resolve, reject }
+    this.#waiters.push(waiter)
+    this.#open = { waiter, done }
+    return done
+  }
+
+  /** The waiter later entries join, until a write starts. */
+  #open: { waiter: Waiter, done: Promise<void> } | null = null
+
+  /** Appends an entry; resolves once it is written (and fsynced in `fsync` durability). */
+  async record (r: NewRecord): Promise<void> {
+    const wait = this.append(r)
+    if (wait !== null) { await wait; return }
+    const seq = this.#seq
+    if (this.#durableSeq >= seq) return
+    await new Promise<void>((resolve, reject) => this.#waiters.push({ upTo: seq, resolve, reject }))
   }
 
   async #flushLoop (): Promise<void> {
     // Group commit: everything recorded while one write is under way goes out in the next one.
     // Buffered mode also waits a couple of milliseconds so one write carries many entries.
     await new Promise<void>(resolve => this.#o.durability === 'buffered' ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
-    while (this.#pending.length > 0) {
-      const lines = this.#pending
-      const batch = this.#batch
-      const upTo = this.#seq
-      this.#pending = []
-      this.#batch = null
-      try {
-        const fh = this.#fh
-        if (fh === null) throw new Error('audit log closed')
-        await fh.write(lines.join(''))
-        if (this.#o.durability === 'fsync') await fh.datasync()
-        this.#durableSeq = upTo
-        this.written += lines.length
-        batch?.resolve()
-      } catch (err) {
-        this.#broken = err instanceof Error ? err : new Error(errorMessage(err))
-        this.#o.logger.error({ err: errorMessage(err), file: this.#o.file }, 'audit log write failed')
-        const e = new AuditLogError(`audit log write failed: ${errorMessage(err)}`)
-        batch?.reject(e)
-        ;(this.#batch as { reject: (e: Error) => void } | null)?.reject(e)
-        this.#batch = null
-        this.#pending = []
+    while (this.#queue.length > 0 && this.#broken === null && this.#fh !== null) {
+      if (await this.#writeQueue()) continue
+      // The write failed (and the file is cut back to its last whole entry). Entries already
+      // answered are written into the space the reserve frees; then keyd refuses until it can take
+      // the reserve back.
+      if (this.#reserve.held) {
+        await this.#reserve.release().catch(() => {})
+        this.#o.logger.warn({ file: this.#o.file, entries: this.#queue.length, reserveBytes: this.#o.reserveBytes }, 'audit log write failed; released the space reserve to write the entries keyd has recorded')
+        // First the entries already answered (the reserve surely holds them), then the others if they fit.
+        const answered = this.#queue.map(q => q.acked).lastIndexOf(true) + 1
+        if ((answered === 0 || await this.#writeQueue(answered)) && (this.#queue.length === 0 || await this.#writeQueue())) {
+          this.#fail(new Error('the disk is full: the space reserve was used'))
+          break
+        }
       }
+      this.#fail(this.#lastError ?? new Error('audit log write failed'))
+      this.#dropWithheld()
+      break
     }
     this.#flushing = null
   }
 
-  /** Writes the MACed head checkpoint (after making the log durable), so a truncated log is detected. */
-  #checkpoint (): void {
-    if (this.#durableSeq === this.#checkpointedSeq || this.#broken !== null) return
-    const seq = this.#durableSeq
-    const chain = seq === this.#seq ? this.#chain : null
-    if (chain === null) return // mid-flush: the chain value of seq is not at hand; next tick
+  #lastError: Error | null = null
+
+  /** Writes the first `count` queued entries (fsynced in fsync durability); true on success. On failure cuts the file back to its last whole entry. */
+  async #writeQueue (count = this.#queue.length): Promise<boolean> {
     const fh = this.#fh
-    if (fh === null) return
-    fh.datasync().then(() => { this.#writeCheckpoint(seq, chain) }).catch(err => { this.#o.logger.error({ err: errorMessage(err) }, 'audit checkpoint failed') })
+    if (fh === null) return false
+    this.#open = null // entries appended from now on wait for the next write
+    const batch = this.#queue.slice(0, count)
+    const last = batch.at(-1)
+    if (last === undefined) return true // nothing queued, nothing to write
+    const buf = batch.length === 1 ? last.line : Buffer.concat(batch.map(q => q.line))
+    try {
+      for (let off = 0; off < buf.length;) {
+        const { bytesWritten } = await fh.write(buf, off, buf.length - off)
+        if (bytesWritten === 0) throw new Error('no bytes written')
+        off += bytesWritten
+      }
+      if (this.#o.durability === 'fsync') await fh.datasync()
+    } catch (err) {
+      this.#lastError = err instanceof Error ? err : new Error(errorMessage(err))
+      await fh.truncate(this.#size).catch(() => {})
+      return false
+    }
+    this.#size += buf.length
+    this.#queue.splice(0, batch.length)
+    this.#durableSeq = last.seq
+    this.#durableChain = last.chain
+    this.written += batch.length
+    for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
+    this.#release(last.seq)
+    return true
   }
 
-  #writeCheckpoint (seq: number, chain: string): void {
-    const time = new Date().toISOString()
-    const cp: AuditCheckpoint = { seq, chain, time, mac: checkpointMac(this.#o.key, seq, chain, time) }
-    writeFileAtomic(this.#o.checkpointFile, JSON.stringify(cp) + '\n')
+  /** Resolves every waiter whose entries are all on disk now. */
+  #release (upTo: number): void {
+    const ready = this.#waiters.filter(w => w.upTo <= upTo)
+    if (ready.length === 0) return
+    this.#waiters = this.#waiters.filter(w => w.upTo > upTo)
+    for (const w of ready) w.resolve()
+  }
+
+  /**
+   * After a failure that even the reserve did not cure: entries nobody was answered for, at the end of
+   * the queue, are dropped and their answers withheld (never acknowledged; the chain steps back so no
+   * gap is left). Entries already answered stay queued: keyd holds them and writes them when it can.
+   */
+  #dropWithheld (): void {
+    let keep = this.#queue.length
+    while (keep > 0 && this.#queue[keep - 1]?.acked === false) keep--
+    const dropped = this.#queue.splice(keep)
+    if (dropped.length === 0) return
+    this.#withheld += dropped.length
+    const before = (keep > 0 ? this.#queue[keep - 1] : undefined) ?? { seq: this.#durableSeq, chain: this.#durableChain }
+    this.#seq = before.seq
+    this.#chain = before.chain
+    const err = new AuditLogError(`audit log write failed: ${this.#broken?.message ?? 'unknown'}`)
+    this.#open = null
+    const rejected = this.#waiters.filter(w => w.upTo > before.seq)
+    this.#waiters = this.#waiters.filter(w => w.upTo <= before.seq)
+    for (const w of rejected) w.reject(err)
+    this.#o.logger.error({ withheld: dropped.length, seq: seqRange(dropped) }, 'audit entries could not be written: their operations were not answered (never acknowledged) and the entries were dropped')
+    if (this.#queue.length > 0) this.#logHeld()
+  }
+
+  #logHeld (): void {
+    this.#o.logger.error({ acknowledgedButNotWritten: seqRange(this.#queue) }, 'audit entries of answered operations are not written yet; keyd holds them and retries')
+  }
+
+  /** Enters the unwritable state (fail-closed refuses from now on) and starts the recovery probe. */
+  #fail (err: Error): void {
+    if (this.#broken === null) {
+      this.#broken = err
+      this.#o.logger.error({ err: err.message, file: this.#o.file, failClosed: this.#o.failClosed }, this.#o.failClosed
+        ? 'audit log cannot be written: keyd refuses operations until it can (it retries by itself)'
+        : 'audit log cannot be written: keyd keeps signing without recording (--audit-fail-open)')
+    }
+    if (this.#probe === null) {
+      this.#probe = setInterval(() => { void this.#tryRecover() }, this.#o.probeIntervalMs)
+      this.#probe.unref()
+    }
+  }
+
+  #recovering = false
+  /** The probe: write what waits, then take the reserve back; both done = writable again. */
+  async #tryRecover (): Promise<void> {
+    if (this.#recovering || this.#fh === null) return
+    this.#recovering = true
+    try {
+      if (this.#queue.length > 0 && !await this.#writeQueue()) return
+      await this.#reserve.take()
+      this.#broken = null
+      if (this.#probe !== null) clearInterval(this.#probe)
+      this.#probe = null
+      this.#o.logger.info({ file: this.#o.file, seq: this.#durableSeq }, 'audit log writable again; keyd serves again')
+    } catch {
+      // still no room: the next probe tries again
+    } finally {
+      this.#recovering = false
+    }
+  }
+
+  #inherited: UnwrittenEntries | undefined
+
+  /** What keyd could not write, for the checkpoint; answered entries still queued count as lost only when keyd stops (`final`). */
+  #unwritten (final: boolean): UnwrittenEntries | undefined {
+    const lost = final ? this.#queue.filter(q => q.acked).length : 0
+    const i = this.#inherited
+    if (i === undefined && lost === 0 && this.#withheld === 0 && this.#unrecorded === 0) return undefined
+    return {
+      acknowledged: (i?.acknowledged ?? 0) + lost,
+      afterSeq: i?.afterSeq ?? (lost > 0 ? this.#durableSeq : null),
+      withheld: (i?.withheld ?? 0) + this.#withheld,
+      unrecorded: (i?.unrecorded ?? 0) + this.#unrecorded
+    }
+  }
+
+  #checkpointRecord (seq: number, chain: string, unwritten: UnwrittenEntries | undefined): AuditCheckpoint {
+    const body: Omit<AuditCheckpoint, 'mac'> = { seq, chain, time: new Date().toISOString(), durability: this.#o.durability, ...(unwritten !== undefined ? { unwritten } : {}) }
+    return { ...body, mac: checkpointMac(this.#o.key, body) }
+  }
+
+  #checkpointedUnwritten = 'null'
+
+  #writeCheckpointSync (seq: number, chain: string, unwritten: UnwrittenEntries | undefined): void {
+    writeFileAtomic(this.#o.checkpointFile, JSON.stringify(this.#checkpointRecord(seq, chain, unwritten)) + '\n')
     this.#checkpointedSeq = seq
+    this.#checkpointedUnwritten = JSON.stringify(unwritten ?? null)
   }
 
-  /** Flushes, writes the checkpoint and closes. */
+  /** Writes the MACed head checkpoint (after making the log durable), so a truncated log is detected. Off the event loop. */
+  #checkpoint (): void {
+    if (this.#checkpointing || this.#fh === null) return
+    const unwritten = this.#unwritten(false)
+    if (this.#durableSeq === this.#checkpointedSeq && this.#checkpointedUnwritten === JSON.stringify(unwritten ?? null)) return
+    const seq = this.#durableSeq
+    const chain = this.#durableChain
+    const fh = this.#fh
+    this.#checkpointing = true
+    fh.datasync()
+      .then(async () => { await writeFileAtomicAsync(this.#o.checkpointFile, JSON.stringify(this.#checkpointRecord(seq, chain, unwritten)) + '\n') })
+      .then(() => { this.#checkpointedSeq = seq; this.#checkpointedUnwritten = JSON.stringify(unwritten ?? null); this.#checkpointFailed = false }, (err: unknown) => {
+        // Logged once per failure spell: on a full disk it fails every second.
+        if (!this.#checkpointFailed) this.#o.logger.error({ err: errorMessage(err) }, 'audit checkpoint failed')
+        this.#checkpointFailed = true
+      })
+      .finally(() => { this.#checkpointing = false })
+  }
+
+  /** Flushes what it can, writes the checkpoint (with an account of anything unwritten) and closes. */
   async close (): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer)
+    if (this.#probe !== null) clearInterval(this.#probe)
+    this.#probe = null
     while (this.#flushing !== null) await this.#flushing
     const fh = this.#fh
-    if (fh !== null && this.#broken === null) {
-      await fh.datasync()
-      this.#writeCheckpoint(this.#seq, this.#chain)
+    if (fh !== null && this.#queue.length > 0 && await this.#writeQueue()) this.#broken = null
+    const lost = this.#queue.filter(q => q.acked)
+    if (lost.length > 0) {
+      this.#o.logger.error({ acknowledgedButNotWritten: lost.length, seq: seqRange(lost), afterSeq: this.#durableSeq }, 'keyd stops with audit entries of answered operations it could not write: acknowledged but not written')
+    }
+    const unwritten = this.#unwritten(true)
+    const err = new AuditLogError('keyd stopped before the entry was written')
+    for (const w of this.#waiters.splice(0)) w.reject(err)
+    try {
+      if (fh !== null) await fh.datasync()
+      while (this.#checkpointing) await new Promise(resolve => setTimeout(resolve, 5))
+      this.#writeCheckpointSync(this.#durableSeq, this.#durableChain, unwritten)
+    } catch (e) {
+      this.#o.logger.error({ err: errorMessage(e) }, 'audit checkpoint at stop failed')
     }
     await fh?.close()
     this.#fh = null
+    // The reserve file stays: the next start takes the same blocks back, even on a full disk.
   }
 
   /** Size of the log file in bytes. */

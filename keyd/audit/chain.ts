@@ -15,7 +15,20 @@ export interface AuditRecord {
 
 export interface AuditEntry extends AuditRecord { chain: string }
 
-export interface AuditCheckpoint { seq: number, chain: string, time: string, mac: string }
+/**
+ * What keyd could not write, added up over every keyd that used this log (each carries it over):
+ * `acknowledged` = entries of operations answered to clients (buffered durability) that never reached
+ * the log, the first of them after entry `afterSeq`; `withheld` = operations whose answers keyd withheld
+ * because their entries could not be written (never acknowledged, not in the log); `unrecorded` =
+ * operations run without an entry under --audit-fail-open.
+ */
+export interface UnwrittenEntries { acknowledged: number, afterSeq: number | null, withheld: number, unrecorded: number }
+
+/**
+ * The MACed head of the log: the last entry on disk (`seq`, `chain`), the durability the writer used
+ * (so a partial last line is classified truthfully at restart), and what it could not write.
+ */
+export interface AuditCheckpoint { seq: number, chain: string, time: string, mac: string, durability?: 'buffered' | 'fsync', unwritten?: UnwrittenEntries }
 
 export const GENESIS_CHAIN = '0'.repeat(64)
 
@@ -34,8 +47,10 @@ export function nextChain (key: Uint8Array, prev: string, r: AuditRecord, text =
   return createHmac('sha256', key).update(prev).update(text).digest('hex')
 }
 
-export function checkpointMac (key: Uint8Array, seq: number, chain: string, time: string): string {
-  return createHmac('sha256', key).update(`checkpoint|${seq}|${chain}|${time}`).digest('hex')
+/** The checkpoint's MAC over every field (the original four alone for a checkpoint of an older keyd without the others). */
+export function checkpointMac (key: Uint8Array, cp: Omit<AuditCheckpoint, 'mac'>): string {
+  const extra = cp.durability === undefined && cp.unwritten === undefined ? '' : '|' + JSON.stringify({ durability: cp.durability ?? null, unwritten: cp.unwritten ?? null })
+  return createHmac('sha256', key).update(`checkpoint|${cp.seq}|${cp.chain}|${cp.time}${extra}`).digest('hex')
 }
 
 /** Serialises an entry as one log line (record fields in canonical order, then the chain). */

@@ -68,7 +68,7 @@
   X(4, UNKNOWN_OPCODE, "the opcode is not defined") \
   X(5, NOT_AUTHENTICATED, "a request came before a successful HELLO") \
   X(6, UNKNOWN_CLIENT, "HELLO with an unknown name or a wrong secret; the connection is closed") \
-  X(7, FORBIDDEN, "the client lacks the right for this operation or key") \
+  X(7, FORBIDDEN, "the client lacks the right for this operation") \
   X(8, MISSING_ITEM, "a required item is absent") \
   X(9, KEY_NOT_FOUND, "no such key or version") \
   X(10, KEY_EXISTS, "a key of that name exists") \
@@ -77,7 +77,7 @@
   X(13, BAD_KEY_NAME, "the key name does not match the allowed pattern") \
   X(14, BAD_KEY_TYPE, "unknown key type or usage") \
   X(15, INTERNAL, "keyd failed; the message says why (never a secret)") \
-  X(16, OVERLOADED, "too many requests in flight on this connection") \
+  X(16, OVERLOADED, "too many requests in flight, or too many unanswered bytes, on this connection or in keyd as a whole (a partial frame past the bound: sent with request id 0, then the connection is closed)") \
   X(17, AUDIT_UNAVAILABLE, "the audit log cannot be written and keyd is fail-closed: nothing is signed") \
   X(18, SEALED, "keyd is sealed: only HELLO, PING, STATUS and UNSEAL are answered") \
   X(19, BAD_SHARE, "an UNSEAL share is malformed, mistyped, or does not rebuild the master key") \
@@ -87,8 +87,8 @@
   X(23, KEY_VERSION_RETIRED, "an older version past the key's rotation grace; it still verifies") \
   X(24, BAD_KEY_MATERIAL, "KEY_IMPORT: not a usable private key, or a wrapped key that does not unwrap") \
   X(25, NOT_SUPPORTED, "the keystore backend (or this keyd) does not offer the operation") \
-  X(26, USAGE_FORBIDDEN, "the client's rights do not include this key or usage") \
-  X(27, TOKEN_TIMEOUT, "the PKCS#11 token did not answer within its deadline") \
+  X(26, USAGE_FORBIDDEN, "the client's rights do not include this key or usage (keyd/clients.json `usages`, `keys`); audited and counted as an access violation") \
+  X(27, TOKEN_TIMEOUT, "the PKCS#11 token did not answer within its deadline (SIGN: no signature is returned; a key operation may still complete in the token later: KEY_LIST / KEY_INFO tell)") \
   X(30, BACKUP_MALFORMED, "not a keyedge backup bundle, or its contents are not a backup") \
   X(31, BACKUP_TRUNCATED, "the bundle ends before the length its header declares") \
   X(32, BACKUP_WRONG_PASSPHRASE, "the passphrase does not give this bundle's key") \

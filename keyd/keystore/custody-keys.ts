@@ -1,8 +1,9 @@
-// keyd's own keys, never reachable by clients: the Ed25519 attestation key (made at first start) and the
-// RSA-OAEP wrapping key for bring-your-own-key imports (made on first use). Both sealed under the master key.
+// keyd's own keys, never reachable by clients: the Ed25519 attestation key and the RSA-OAEP wrapping key
+// for bring-your-own-key imports, both made at keyd's first start and sealed under the master key.
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createPrivateKey, createPublicKey, generateKeyPair, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { promisify } from 'node:util'
 import { writeFileAtomic } from './atomic-file.js'
 import { seal, open, isSealedBlob, type SealedBlob } from './aead.js'
 
@@ -19,29 +20,48 @@ function aad (purpose: CustodyPurpose): string {
   return `keyedge-custody-key-v1|${purpose}`
 }
 
+const generateKeyPairAsync = promisify(generateKeyPair)
+
 export class CustodyKeys {
   readonly #dir: string
   readonly #master: Buffer
   readonly #keys = new Map<CustodyPurpose, CustodyKey>()
+  /** Resolves once both keys are at hand: at once if they were on disk, else when the wrapping key is generated. */
+  readonly ready: Promise<void>
 
   /**
-   * Opens (or creates) the attestation key in `keydDir`. @throws Error naming the file if it does not
-   * decrypt under `masterKey` (never key material).
+   * Opens both keys in `keydDir`, creating what is missing: the Ed25519 attestation key at once, the
+   * RSA-3072 wrapping key on the thread pool (up to seconds; `ready` says when). Never inside a request.
+   * @throws Error naming the file if one does not decrypt under `masterKey` (never key material).
    */
   constructor (keydDir: string, masterKey: Buffer) {
     this.#dir = keydDir
     this.#master = Buffer.from(masterKey)
-    this.get('attestation')
+    this.#open('attestation', () => generateKeyPairSync('ed25519'))
+    const wrapping = join(this.#dir, 'wrapping-key.json')
+    if (existsSync(wrapping)) {
+      this.#keys.set('wrapping', this.#load(wrapping, 'wrapping'))
+      this.ready = Promise.resolve()
+    } else {
+      this.ready = generateKeyPairAsync('rsa', { modulusLength: WRAPPING_KEY_BITS, publicExponent: 65537 })
+        .then(pair => { this.#keys.set('wrapping', this.#store(wrapping, 'wrapping', pair)) })
+      this.ready.catch(() => {}) // a failure is reported to whoever awaits `ready`
+    }
   }
 
-  /** The key for `purpose`, generated and stored sealed the first time it is needed. */
+  /** Whether both keys are at hand. */
+  get isReady (): boolean { return this.#keys.size === 2 }
+
+  /** The key for `purpose`. @throws Error if it is still being generated (await `ready` first). */
   get (purpose: CustodyPurpose): CustodyKey {
-    const cached = this.#keys.get(purpose)
-    if (cached !== undefined) return cached
-    const file = join(this.#dir, `${purpose}-key.json`)
-    const key = existsSync(file) ? this.#load(file, purpose) : this.#create(file, purpose)
-    this.#keys.set(purpose, key)
+    const key = this.#keys.get(purpose)
+    if (key === undefined) throw new Error(`keyd's ${purpose} key is still being generated`)
     return key
+  }
+
+  #open (purpose: CustodyPurpose, generate: () => { privateKey: KeyObject, publicKey: KeyObject }): void {
+    const file = join(this.#dir, `${purpose}-key.json`)
+    this.#keys.set(purpose, existsSync(file) ? this.#load(file, purpose) : this.#store(file, purpose, generate()))
   }
 
   #load (file: string, purpose: CustodyPurpose): CustodyKey {
@@ -58,10 +78,7 @@ export class CustodyKeys {
     return { purpose, createdAt: s.createdAt, privateKey, publicKey: createPublicKey(privateKey) }
   }
 
-  #create (file: string, purpose: CustodyPurpose): CustodyKey {
-    const { privateKey, publicKey } = purpose === 'attestation'
-      ? generateKeyPairSync('ed25519')
-      : generateKeyPairSync('rsa', { modulusLength: WRAPPING_KEY_BITS, publicExponent: 65537 })
+  #store (file: string, purpose: CustodyPurpose, { privateKey, publicKey }: { privateKey: KeyObject, publicKey: KeyObject }): CustodyKey {
     const der = privateKey.export({ format: 'der', type: 'pkcs8' })
     const createdAt = new Date().toISOString()
     const stored: StoredCustodyKey = {

@@ -22,18 +22,38 @@ export interface KeyInfo {
   destroyedAt?: string
 }
 
+/** A result a keystore gives at once (work well under a millisecond) or later (key generation, slow signatures, a token). */
+export type MaybeAsync<T> = T | Promise<T>
+
+/** Applies `f` to `v` now if it is a value, or once it resolves: sync results stay sync (the hot SIGN path). */
+export function whenDone<T, U> (v: MaybeAsync<T>, f: (v: T) => U): MaybeAsync<U> {
+  return v instanceof Promise ? v.then(f) : f(v)
+}
+
+export interface SignResult { version: number, signature: Buffer }
+
+/**
+ * Where keyd keeps keys. Anything that could hold keyd's event loop for more than about a millisecond
+ * (generating a key, an RSA or P-384 signature, every call into a token) returns a promise.
+ */
 export interface Keystore {
   readonly kind: string
   list (): KeyInfo[]
   get (name: string): KeyInfo | undefined
-  /** Generates a key inside the store; the caller has checked that the name is free and valid. */
-  create (name: string, type: KeyType, usage: Usage): KeyInfo
-  /** Generates a new version of an existing key, which becomes current; older versions still sign. */
-  rotate (name: string, opts?: { signGraceSeconds?: number | null }): KeyInfo
+  /**
+   * Generates a key inside the store; the caller has checked that the name is free and valid.
+   * @throws KeydError KEYD_ERR_KEY_EXISTS if the name was taken while the key was being generated
+   */
+  create (name: string, type: KeyType, usage: Usage): MaybeAsync<KeyInfo>
+  /**
+   * Generates a new version of an existing key, which becomes current; older versions still sign.
+   * @throws KeydError KEYD_ERR_KEY_DESTROYED if the key was destroyed while the version was being generated
+   */
+  rotate (name: string, opts?: { signGraceSeconds?: number | null }): MaybeAsync<KeyInfo>
   /** Persists `enabled` or `disabled` (atomic). Optional: a backend without it answers NOT_SUPPORTED. */
-  setState? (name: string, state: 'enabled' | 'disabled'): KeyInfo
+  setState? (name: string, state: 'enabled' | 'disabled'): MaybeAsync<KeyInfo>
   /** Removes every private key of `name` for good, leaving a tombstone that keeps the name taken. */
-  destroy? (name: string): KeyInfo
+  destroy? (name: string): MaybeAsync<KeyInfo>
   /** Stores an existing private key as version 1 of a new key, marked `origin: imported` forever. */
   importKey? (name: string, type: KeyType, usage: Usage, privateKey: KeyObject): KeyInfo
   /** Public key of a version (0 = current). */
@@ -47,7 +67,7 @@ export interface Keystore {
    * Signs the whole `message` with `alg` (the store hashes it); ECDSA as DER, or IEEE P1363 r||s when
    * `p1363`. Undefined if the key or version does not exist. @throws KeydError (e.g. KEYD_ERR_PKCS11)
    */
-  sign (name: string, version: number, alg: Algorithm, message: Uint8Array, p1363: boolean): { version: number, signature: Buffer } | undefined
+  sign (name: string, version: number, alg: Algorithm, message: Uint8Array, p1363: boolean): MaybeAsync<SignResult | undefined>
   /** False for a key type this store cannot generate (a token without Ed25519); absent = all types. */
   supportsType? (type: KeyType): boolean
   /**

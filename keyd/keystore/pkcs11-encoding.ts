@@ -45,8 +45,8 @@ export function pssEncode (hash: Hash, message: Uint8Array, modulusBits: number,
   db[db.length - s.length - 1] = 0x01
   s.copy(db, db.length - s.length)
   const mask = mgf1(hash, h, db.length)
-  for (let i = 0; i < db.length; i++) db[i] ^= mask[i]
-  db[0] &= 0xff >> (8 * emLen - emBits)
+  for (let i = 0; i < db.length; i++) db.writeUInt8(db.readUInt8(i) ^ mask.readUInt8(i), i)
+  db.writeUInt8(db.readUInt8(0) & (0xff >> (8 * emLen - emBits)), 0)
   const em = Buffer.concat([db, h, Buffer.of(0xbc)])
   const k = Math.ceil(modulusBits / 8)
   return k === emLen ? em : Buffer.concat([Buffer.alloc(k - emLen), em])
@@ -56,7 +56,8 @@ function derInteger (v: Buffer): Buffer {
   let i = 0
   while (i < v.length - 1 && v[i] === 0) i++
   let body = v.subarray(i)
-  if ((body[0] & 0x80) !== 0) body = Buffer.concat([Buffer.of(0), body])
+  const top = body[0]
+  if (top !== undefined && (top & 0x80) !== 0) body = Buffer.concat([Buffer.of(0), body])
   return Buffer.concat([Buffer.of(0x02), derLength(body.length), body])
 }
 
@@ -73,12 +74,16 @@ export function ecdsaRawToDer (raw: Buffer): Buffer {
 
 /** Unwraps a DER OCTET STRING (how tokens return CKA_EC_POINT); returns the input if it is not one. */
 export function unwrapOctetString (der: Buffer): Buffer {
-  if (der[0] !== 0x04 || der.length < 2) return der
   const first = der[1]
+  if (der[0] !== 0x04 || first === undefined) return der
   if (first < 0x80) return first === der.length - 2 ? der.subarray(2) : der
   const n = first & 0x7f
   let len = 0
-  for (let i = 0; i < n; i++) len = len * 256 + der[2 + i]
+  for (let i = 0; i < n; i++) {
+    const b = der[2 + i]
+    if (b === undefined) return der // the length runs past the end: not an OCTET STRING
+    len = len * 256 + b
+  }
   return len === der.length - 2 - n ? der.subarray(2 + n) : der
 }
 

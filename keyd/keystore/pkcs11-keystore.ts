@@ -1,168 +1,136 @@
-// PKCS#11 keystore: every key pair is generated inside a token (sensitive, never extractable) and
-// signs there; keyd keeps only public keys and a per-key JSON record, itself a data object in the token.
-import { createHash, createPublicKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
-import type * as P11 from 'pkcs11js'
-import { isKeyType, isUsage, type Algorithm, type KeyType, type Usage } from '../algorithms.js'
-import { Pkcs11Error } from '../errors.js'
+// PKCS#11 keystore, event-loop side: keyd's keys live in a token that only the token worker thread
+// (pkcs11-worker.ts) talks to. This side mirrors the keys' public data for the lookups every request
+// makes, and sends each token operation to the worker with a deadline: a token that does not answer
+// in time costs that request TOKEN_TIMEOUT, never keyd's event loop.
+import { Worker, MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
+import { createPublicKey, hkdfSync, type KeyObject } from 'node:crypto'
+import type { Algorithm, KeyType, Usage } from '../algorithms.js'
+import { KeydError, Pkcs11Error, TokenTimeoutError } from '../errors.js'
+import type { Keystore, KeyInfo, SignResult } from './keystore.js'
+import type { TokenOptions } from './pkcs11-token.js'
+import type { KeySnapshot } from './pkcs11-token-store.js'
+import type { TokenInit, TokenOp, TokenReply, TokenRequest, TokenWorkerData } from './pkcs11-worker.js'
 import { errorMessage } from '../../lib/errors.js'
-import type { Keystore, KeyInfo, KeyState } from './keystore.js'
-import { Pkcs11Token, isConnectionLoss, type TokenOptions } from './pkcs11-token.js'
-import { digestInfo, pssEncode, ecdsaRawToDer, unwrapOctetString, ecPublicKey, rsaPublicKey } from './pkcs11-encoding.js'
 
-/** CKA_APPLICATION of keyedge's data objects. */
-const APPLICATION = 'keyedge'
 const DERIVE_SALT = Buffer.from('keyedge derive v1')
-/** DER OIDs for CKA_EC_PARAMS. */
-const EC_PARAMS: Partial<Record<KeyType, Buffer>> = {
-  'ec-p256': Buffer.from('06082a8648ce3d030107', 'hex'),
-  'ec-p384': Buffer.from('06052b81040022', 'hex')
+
+/** How long each kind of token operation may take, queueing behind others included (ms). */
+export interface TokenDeadlines {
+  /** A signature: the bridge gives a handshake signature 1 s in all. */
+  signMs: number
+  /** Generating a key pair in the token (KEY_CREATE, KEY_ROTATE): RSA in a hardware token can take long. */
+  generateMs: number
+  /** Writing a record (KEY_ENABLE/DISABLE/DESTROY). */
+  changeMs: number
+  /** Loading the module, logging in and reading every key, at start. */
+  startMs: number
 }
 
-/** The record of one key: a CKO_DATA object labelled `keyedge/<name>` (no secret in it). */
-interface KeyRecord {
-  format: 'keyedge-pkcs11-v1', name: string, type: KeyType, usage: Usage, createdAt: string, origin: 'generated'
-  /** Grows with every change: after a crash between writing a record and removing the one it replaces, the higher wins. */
-  seq: number
-  versions: Array<{ version: number, createdAt: string, publicKey: string }>
-  state?: KeyState, signGraceSeconds?: number | null, destroyedAt?: string
-}
-
-interface Loaded { info: KeyInfo, record: KeyRecord, data: P11.Handle, publicKeys: Map<number, KeyObject>, privateKeys: Map<number, P11.Handle> }
-
-const keyLabel = (name: string): string => `keyedge/${name}`
-const versionLabel = (name: string, version: number): string => `keyedge/${name}/v${version}`
+export const TOKEN_DEADLINES: TokenDeadlines = { signMs: 1000, generateMs: 60_000, changeMs: 10_000, startMs: 30_000 }
 
 export interface Pkcs11KeystoreOptions extends TokenOptions {
   /** keyd's master key: ticket keys and the audit chain still derive from it; signing keys do not. */
   masterKey: Buffer
+  deadlines?: Partial<TokenDeadlines>
+}
+
+interface Pending { op: TokenOp, resolve: (r: TokenReply) => void, reject: (e: Error) => void, timer: NodeJS.Timeout, sentAt: number, expiresAt: number, settled: boolean }
+interface Mirrored { info: KeyInfo, publicKeys: Map<number, KeyObject> }
+
+function rebuild (e: { code?: string, name: string, message: string }): Error {
+  if (e.code === undefined) return new Error(e.message)
+  if (e.code.startsWith('KEYD_ERR_PKCS11')) return new Pkcs11Error(e.code as ConstructorParameters<typeof Pkcs11Error>[0], e.message)
+  return new KeydError(e.code, e.message)
 }
 
 export class Pkcs11Keystore implements Keystore {
   readonly kind = 'pkcs11'
-  readonly #token: Pkcs11Token
-  readonly #master: Buffer
-  readonly #keys = new Map<string, Loaded>()
-  readonly #mechanisms: Set<number>
   /** Records or key versions that could not be used at start, with the reason (never key material). */
-  readonly loadErrors: Array<{ key: string, reason: string }> = []
+  readonly loadErrors: Array<{ key: string, reason: string }>
+  readonly #master: Buffer
+  readonly #worker: Worker
+  readonly #deadlines: TokenDeadlines
+  readonly #types: Set<string>
+  readonly #keys = new Map<string, Mirrored>()
+  /** Requests in the order the worker takes them; the first one unanswered is the one it is running. */
+  readonly #queue: Array<{ id: number, pending: Pending }> = []
+  #nextId = 1
 
   /**
-   * Logs in to the token and indexes keyedge's keys.
-   * @throws Pkcs11Error (see Pkcs11Token)
+   * Starts the token worker and waits (at start only, blocking) until it has logged in and read every key.
+   * @throws Pkcs11Error as the token does (module unsafe, token not found, login), TokenTimeoutError if it does not answer within `startMs`
    */
   constructor (opts: Pkcs11KeystoreOptions) {
-    this.#master = Buffer.from(opts.masterKey)
-    this.#token = new Pkcs11Token(opts)
-    this.#mechanisms = new Set(this.#token.mechanisms())
-    this.#index()
+    this.#deadlines = { ...TOKEN_DEADLINES, ...opts.deadlines }
+    const { port1, port2 } = new MessageChannel()
+    const initFlag = new Int32Array(new SharedArrayBuffer(4))
+    const { masterKey, deadlines: _, ...token } = opts
+    this.#worker = new Worker(new URL('./pkcs11-worker.js', import.meta.url), { workerData: { opts: token, initPort: port2, initFlag } satisfies TokenWorkerData, transferList: [port2] })
+    this.#worker.unref()
+    const waited = Atomics.wait(initFlag, 0, 0, this.#deadlines.startMs)
+    const init = receiveMessageOnPort(port1)?.message as TokenInit | undefined
+    port1.close()
+    if (waited === 'timed-out' || init === undefined) {
+      void this.#worker.terminate()
+      throw new TokenTimeoutError(`the PKCS#11 token did not open within ${this.#deadlines.startMs} ms`)
+    }
+    if (init.error !== undefined) {
+      void this.#worker.terminate()
+      throw rebuild(init.error)
+    }
+    this.#master = Buffer.from(masterKey)
+    this.loadErrors = init.loadErrors ?? []
+    this.#types = new Set(init.types)
+    this.#mirror(init.snapshot ?? [], true)
+    this.#worker.on('message', (reply: TokenReply) => this.#onReply(reply))
+    this.#worker.on('error', (err: unknown) => { for (const q of this.#queue.splice(0)) this.#settle(q.pending, () => q.pending.reject(new Pkcs11Error('KEYD_ERR_PKCS11', `the PKCS#11 worker failed: ${errorMessage(err)}`))) })
   }
 
-  #index (): void {
-    const p = this.#token.p11
-    this.#keys.clear()
-    this.loadErrors.length = 0
-    for (const data of this.#token.find([{ type: p.CKA_CLASS, value: p.CKO_DATA }, { type: p.CKA_APPLICATION, value: APPLICATION }])) {
-      const label = this.#token.attribute(data, p.CKA_LABEL).toString()
-      try {
-        const record = JSON.parse(this.#token.attribute(data, p.CKA_VALUE).toString()) as KeyRecord
-        if (record?.format !== 'keyedge-pkcs11-v1' || keyLabel(record.name) !== label || !isKeyType(record.type) || !isUsage(record.usage) || !Array.isArray(record.versions)) throw new Error('not a keyedge key record')
-        const older = this.#keys.get(record.name)
-        if (older !== undefined) {
-          // Two records: a change was interrupted after its new record was written; the older one is superseded.
-          if (older.record.seq > record.seq) { this.#destroyObject(data); continue }
-          this.#destroyObject(older.data)
-        }
-        const loaded: Loaded = { info: this.#info(record), record, data, publicKeys: new Map(), privateKeys: new Map() }
-        for (const v of record.versions) {
-          loaded.publicKeys.set(v.version, createPublicKey({ key: Buffer.from(v.publicKey, 'base64'), format: 'der', type: 'spki' }))
-          if (record.state === 'destroyed') { this.#destroyPrivate(record.name, v.version); continue } // a destroy cut short
-          const priv = this.#privateKey(versionLabel(record.name, v.version))
-          if (priv === undefined) this.loadErrors.push({ key: label, reason: `version ${v.version}: no private key object in the token, or one that is extractable or not sensitive` })
-          else loaded.privateKeys.set(v.version, priv)
-        }
-        this.#keys.set(record.name, loaded)
-      } catch (err) {
-        this.loadErrors.push({ key: label, reason: err instanceof SyntaxError ? 'record is not valid JSON' : errorMessage(err) })
-      }
+  #mirror (snapshot: KeySnapshot[], full: boolean): void {
+    if (full) this.#keys.clear()
+    for (const k of snapshot) {
+      this.#keys.set(k.info.name, { info: k.info, publicKeys: new Map(k.versions.map(v => [v.version, createPublicKey({ key: Buffer.from(v.spki, 'base64'), format: 'der', type: 'spki' })])) })
     }
   }
 
-  /** The private key object labelled `label`, only if the token says it is sensitive and was never extractable. */
-  #privateKey (label: string): P11.Handle | undefined {
-    const p = this.#token.p11
-    const [h] = this.#token.find([{ type: p.CKA_CLASS, value: p.CKO_PRIVATE_KEY }, { type: p.CKA_LABEL, value: label }])
-    if (h === undefined) return undefined
-    const flag = (t: number): boolean => this.#token.attribute(h, t)[0] === 1
-    return flag(p.CKA_SENSITIVE) && !flag(p.CKA_EXTRACTABLE) && flag(p.CKA_NEVER_EXTRACTABLE) ? h : undefined
+  #settle (p: Pending, f: () => void): void {
+    if (p.settled) return
+    p.settled = true
+    clearTimeout(p.timer)
+    f()
   }
 
-  #info (r: KeyRecord): KeyInfo {
-    const info: KeyInfo = {
-      name: r.name,
-      type: r.type,
-      usage: r.usage,
-      createdAt: r.createdAt,
-      origin: r.origin,
-      currentVersion: Math.max(...r.versions.map(v => v.version)),
-      versions: r.versions.map(v => ({ version: v.version, createdAt: v.createdAt }))
-    }
-    if (r.state !== undefined) info.state = r.state
-    if (r.signGraceSeconds !== undefined) info.signGraceSeconds = r.signGraceSeconds
-    if (r.destroyedAt !== undefined) info.destroyedAt = r.destroyedAt
-    return info
+  #onReply (reply: TokenReply): void {
+    // The worker answers in order; a reply for a request that already timed out still updates the mirror.
+    const i = this.#queue.findIndex(q => q.id === reply.id)
+    const entry = this.#queue[i]
+    if (entry === undefined) return
+    this.#queue.splice(i, 1)
+    const { pending } = entry
+    if (reply.snapshot !== undefined) this.#mirror(reply.snapshot, reply.full === true)
+    this.#settle(pending, () => pending.resolve(reply))
   }
 
-  supportsType (type: KeyType): boolean {
-    const p = this.#token.p11
-    if (type.startsWith('rsa-')) return this.#mechanisms.has(p.CKM_RSA_PKCS_KEY_PAIR_GEN) && this.#mechanisms.has(p.CKM_RSA_PKCS) && this.#mechanisms.has(p.CKM_RSA_X_509)
-    if (type.startsWith('ec-')) return this.#mechanisms.has(p.CKM_EC_KEY_PAIR_GEN) && this.#mechanisms.has(p.CKM_ECDSA)
-    return false // Ed25519: neither SoftHSM 2.6 nor the p11-kit 0.24 RPC offers CKM_EDDSA
+  /** The request the worker is running now, if it is past its deadline: the token hangs. */
+  #hung (now: number): Pending | undefined {
+    const head = this.#queue[0]?.pending
+    return head !== undefined && now > head.expiresAt ? head : undefined
   }
 
-  /** Generates the key pair of one version in the token; returns its public key. */
-  #generate (name: string, version: number, type: KeyType): KeyObject {
-    const p = this.#token.p11
-    const lib = this.#token.lib
-    const label = versionLabel(name, version)
-    // Objects already under this label are the remains of a create or rotate that never committed its record.
-    for (const h of this.#token.find([{ type: p.CKA_LABEL, value: label }])) this.#destroyObject(h)
-    const id = randomBytes(16)
-    const common = [{ type: p.CKA_TOKEN, value: true }, { type: p.CKA_LABEL, value: label }, { type: p.CKA_ID, value: id }]
-    const priv = [...common, { type: p.CKA_PRIVATE, value: true }, { type: p.CKA_SENSITIVE, value: true }, { type: p.CKA_EXTRACTABLE, value: false },
-      { type: p.CKA_SIGN, value: true }, { type: p.CKA_DECRYPT, value: false }, { type: p.CKA_UNWRAP, value: false }, { type: p.CKA_DERIVE, value: false }]
-    const ec = EC_PARAMS[type]
-    const pair = ec !== undefined
-      ? this.#token.call('C_GenerateKeyPair', () => lib.C_GenerateKeyPair(this.#token.session, { mechanism: p.CKM_EC_KEY_PAIR_GEN },
-        [...common, { type: p.CKA_VERIFY, value: true }, { type: p.CKA_EC_PARAMS, value: ec }], priv))
-      : this.#token.call('C_GenerateKeyPair', () => lib.C_GenerateKeyPair(this.#token.session, { mechanism: p.CKM_RSA_PKCS_KEY_PAIR_GEN },
-        [...common, { type: p.CKA_VERIFY, value: true }, { type: p.CKA_MODULUS_BITS, value: Number(type.slice(4)) }, { type: p.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) }], priv))
-    if (ec !== undefined) return ecPublicKey(type === 'ec-p256' ? 'P-256' : 'P-384', unwrapOctetString(this.#token.attribute(pair.publicKey, p.CKA_EC_POINT)))
-    return rsaPublicKey(this.#token.attribute(pair.publicKey, p.CKA_MODULUS), this.#token.attribute(pair.publicKey, p.CKA_PUBLIC_EXPONENT))
-  }
-
-  #destroyPrivate (name: string, version: number): void {
-    const p = this.#token.p11
-    for (const h of this.#token.find([{ type: p.CKA_LABEL, value: versionLabel(name, version) }, { type: p.CKA_CLASS, value: p.CKO_PRIVATE_KEY }])) this.#destroyObject(h)
-  }
-
-  #destroyObject (h: P11.Handle): void {
-    this.#token.call('C_DestroyObject', () => this.#token.lib.C_DestroyObject(this.#token.session, h))
-  }
-
-  /**
-   * Writes `record` as a new data object, then removes the one it replaces (a data object's CKA_VALUE
-   * is read-only once created). Creating the new object is the commit point of every change.
-   */
-  #commit (record: KeyRecord, existing?: P11.Handle): P11.Handle {
-    const p = this.#token.p11
-    const lib = this.#token.lib
-    const value = Buffer.from(JSON.stringify(record))
-    const created = this.#token.call('C_CreateObject', () => lib.C_CreateObject(this.#token.session, [
-      { type: p.CKA_CLASS, value: p.CKO_DATA }, { type: p.CKA_TOKEN, value: true }, { type: p.CKA_PRIVATE, value: true },
-      { type: p.CKA_APPLICATION, value: APPLICATION }, { type: p.CKA_LABEL, value: keyLabel(record.name) }, { type: p.CKA_VALUE, value }
-    ]))
-    if (existing !== undefined) this.#destroyObject(existing)
-    return created
+  /** Sends one operation to the worker. @throws TokenTimeoutError past `ms` (queueing included), or at once while the token hangs */
+  async #call (op: TokenOp, args: unknown[], ms: number): Promise<unknown> {
+    const now = Date.now()
+    const hung = this.#hung(now)
+    if (hung !== undefined) throw new TokenTimeoutError(`the PKCS#11 token has not answered a ${hung.op} sent ${now - hung.sentAt} ms ago; nothing more is sent to it until it does`)
+    const id = this.#nextId++
+    const reply = await new Promise<TokenReply>((resolve, reject) => {
+      const pending: Pending = { op, resolve, reject, sentAt: now, expiresAt: now + ms, settled: false, timer: setTimeout(() => this.#settle(pending, () => reject(new TokenTimeoutError(`the PKCS#11 token did not answer ${op} within ${ms} ms`))), ms) }
+      this.#queue.push({ id, pending })
+      this.#worker.postMessage({ id, op, args, expiresAt: now + ms } satisfies TokenRequest)
+    })
+    if (reply.skipped === true) throw new TokenTimeoutError(`the PKCS#11 token was busy for ${ms} ms; ${op} was not sent`)
+    if (reply.error !== undefined) throw rebuild(reply.error)
+    return reply.result
   }
 
   list (): KeyInfo[] {
@@ -173,61 +141,8 @@ export class Pkcs11Keystore implements Keystore {
     return this.#keys.get(name)?.info
   }
 
-  /** @throws Pkcs11Error KEYD_ERR_PKCS11_UNSUPPORTED for a type the token cannot make, KEYD_ERR_PKCS11 if the token refuses */
-  create (name: string, type: KeyType, usage: Usage): KeyInfo {
-    if (!this.supportsType(type)) throw new Pkcs11Error('KEYD_ERR_PKCS11_UNSUPPORTED', `the token cannot generate ${type} keys`)
-    const publicKey = this.#generate(name, 1, type)
-    const createdAt = new Date().toISOString()
-    const record: KeyRecord = { format: 'keyedge-pkcs11-v1', name, type, usage, createdAt, origin: 'generated', seq: 1, versions: [{ version: 1, createdAt, publicKey: spki(publicKey) }] }
-    const data = this.#commit(record)
-    const priv = this.#privateKey(versionLabel(name, 1))
-    if (priv === undefined) throw new Pkcs11Error('KEYD_ERR_PKCS11', `generated key ${name} v1 is not sensitive and non-extractable in the token`)
-    const loaded: Loaded = { info: this.#info(record), record, data, publicKeys: new Map([[1, publicKey]]), privateKeys: new Map([[1, priv]]) }
-    this.#keys.set(name, loaded)
-    return loaded.info
-  }
-
-  rotate (name: string, opts: { signGraceSeconds?: number | null } = {}): KeyInfo {
-    const k = this.#loaded(name)
-    const version = k.info.currentVersion + 1
-    const publicKey = this.#generate(name, version, k.record.type)
-    const record: KeyRecord = { ...k.record, seq: k.record.seq + 1, versions: [...k.record.versions, { version, createdAt: new Date().toISOString(), publicKey: spki(publicKey) }] }
-    if (opts.signGraceSeconds !== undefined) record.signGraceSeconds = opts.signGraceSeconds
-    k.data = this.#commit(record, k.data)
-    const priv = this.#privateKey(versionLabel(name, version))
-    if (priv === undefined) throw new Pkcs11Error('KEYD_ERR_PKCS11', `generated key ${name} v${version} is not sensitive and non-extractable in the token`)
-    k.record = record
-    k.info = this.#info(record)
-    k.publicKeys.set(version, publicKey)
-    k.privateKeys.set(version, priv)
-    return k.info
-  }
-
-  setState (name: string, state: 'enabled' | 'disabled'): KeyInfo {
-    const k = this.#loaded(name)
-    const record: KeyRecord = { ...k.record, seq: k.record.seq + 1, state }
-    k.data = this.#commit(record, k.data)
-    k.record = record
-    k.info = this.#info(record)
-    return k.info
-  }
-
-  /** Records the tombstone first, then destroys every private key object of `name` in the token. */
-  destroy (name: string): KeyInfo {
-    const k = this.#loaded(name)
-    const record: KeyRecord = { ...k.record, seq: k.record.seq + 1, state: 'destroyed', destroyedAt: new Date().toISOString() }
-    k.data = this.#commit(record, k.data)
-    for (const v of record.versions) this.#destroyPrivate(name, v.version)
-    k.record = record
-    k.info = this.#info(record)
-    k.privateKeys.clear()
-    return k.info
-  }
-
-  #loaded (name: string): Loaded {
-    const k = this.#keys.get(name)
-    if (k === undefined) throw new Error(`no key named ${name}`)
-    return k
+  supportsType (type: KeyType): boolean {
+    return this.#types.has(type)
   }
 
   publicKey (name: string, version: number): { version: number, key: KeyObject } | undefined {
@@ -242,61 +157,43 @@ export class Pkcs11Keystore implements Keystore {
     return undefined
   }
 
+  /** @throws Pkcs11Error KEYD_ERR_PKCS11_UNSUPPORTED for a type the token cannot make, KEYD_ERR_PKCS11 if it refuses; TokenTimeoutError */
+  async create (name: string, type: KeyType, usage: Usage): Promise<KeyInfo> {
+    if (!this.supportsType(type)) throw new Pkcs11Error('KEYD_ERR_PKCS11_UNSUPPORTED', `the token cannot generate ${type} keys`)
+    if (this.#keys.has(name)) throw new KeydError('KEYD_ERR_KEY_EXISTS', `a key named ${name} exists`)
+    return await this.#call('create', [name, type, usage], this.#deadlines.generateMs) as KeyInfo
+  }
+
+  async rotate (name: string, opts: { signGraceSeconds?: number | null } = {}): Promise<KeyInfo> {
+    return await this.#call('rotate', [name, opts], this.#deadlines.generateMs) as KeyInfo
+  }
+
+  async setState (name: string, state: 'enabled' | 'disabled'): Promise<KeyInfo> {
+    return await this.#call('setState', [name, state], this.#deadlines.changeMs) as KeyInfo
+  }
+
+  async destroy (name: string): Promise<KeyInfo> {
+    return await this.#call('destroy', [name], this.#deadlines.changeMs) as KeyInfo
+  }
+
   /**
-   * ECDSA: keyd hashes, CKM_ECDSA signs the digest (r||s). RSA PKCS#1 v1.5: CKM_RSA_PKCS over the
-   * DigestInfo. RSA-PSS: keyd encodes EMSA-PSS and CKM_RSA_X_509 applies the raw private key, because
-   * p11-kit 0.24's RPC does not carry CK_RSA_PKCS_PSS_PARAMS.
-   * @throws Pkcs11Error KEYD_ERR_PKCS11 if the token refuses (after one reconnect on a lost connection)
+   * Signs in the token (ECDSA, RSA PKCS#1 v1.5 and PSS: see TokenStore.sign).
+   * @throws Pkcs11Error KEYD_ERR_PKCS11 if the token refuses; TokenTimeoutError past the sign deadline
    */
-  sign (name: string, version: number, alg: Algorithm, message: Uint8Array, p1363: boolean): { version: number, signature: Buffer } | undefined {
+  async sign (name: string, version: number, alg: Algorithm, message: Uint8Array, p1363: boolean): Promise<SignResult | undefined> {
     const k = this.#keys.get(name)
-    if (k === undefined || alg.hash === null) return undefined
-    const v = version === 0 ? k.info.currentVersion : version
-    if (!k.privateKeys.has(v)) return undefined
-    const p = this.#token.p11
-    let mechanism: number
-    let input: Buffer
-    let outLength: number
-    if (alg.family === 'ec') {
-      mechanism = p.CKM_ECDSA
-      input = createHash(alg.hash).update(message).digest()
-      outLength = k.record.type === 'ec-p256' ? 64 : 96
-    } else {
-      const bits = Number(k.record.type.slice(4))
-      mechanism = alg.pss ? p.CKM_RSA_X_509 : p.CKM_RSA_PKCS
-      input = alg.pss ? pssEncode(alg.hash, message, bits) : digestInfo(alg.hash, message)
-      outLength = bits / 8
-    }
-    const once = (): Buffer => {
-      const lib = this.#token.lib
-      const s = this.#token.session
-      const h = this.#keys.get(name)?.privateKeys.get(v)
-      if (h === undefined) throw new Pkcs11Error('KEYD_ERR_PKCS11', `key ${name} v${v} is gone from the token`)
-      return this.#token.call('C_Sign', () => { lib.C_SignInit(s, { mechanism }, h); return lib.C_Sign(s, input, Buffer.alloc(outLength)) })
-    }
-    let raw: Buffer
-    try {
-      raw = once()
-    } catch (err) {
-      if (!isConnectionLoss(err)) throw err
-      this.#token.reopen()
-      this.#index()
-      raw = once()
-    }
-    return { version: v, signature: alg.family === 'ec' && !p1363 ? ecdsaRawToDer(raw) : raw }
+    if (k === undefined || (version !== 0 && !k.publicKeys.has(version))) return undefined
+    const r = await this.#call('sign', [name, version, alg, message, p1363], this.#deadlines.signMs) as { version: number, signature: Uint8Array } | undefined
+    return r === undefined ? undefined : { version: r.version, signature: Buffer.from(r.signature.buffer, r.signature.byteOffset, r.signature.byteLength) }
   }
 
   deriveSecret (info: Uint8Array, length: number): Buffer {
     return Buffer.from(hkdfSync('sha256', this.#master, DERIVE_SALT, info, length))
   }
 
-  /** Logs out and drops the module connection. */
+  /** Logs out of the token and ends the worker. */
   close (): void {
-    this.#token.close()
+    this.#worker.postMessage({ id: 0, op: 'close', args: [], expiresAt: Infinity } satisfies TokenRequest)
     this.#master.fill(0)
   }
-}
-
-function spki (key: KeyObject): string {
-  return key.export({ format: 'der', type: 'spki' }).toString('base64')
 }

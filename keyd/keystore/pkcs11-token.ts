@@ -73,13 +73,13 @@ export class Pkcs11Token {
     this.call('C_Initialize', () => this.#lib.C_Initialize({ flags: p.CKF_OS_LOCKING_OK }))
     const slots = this.call('C_GetSlotList', () => this.#lib.C_GetSlotList(true))
     const labels = slots.map(s => this.#lib.C_GetTokenInfo(s).label.trimEnd())
-    const i = labels.indexOf(this.#opts.tokenLabel)
-    if (i < 0) {
+    const slot = slots[labels.indexOf(this.#opts.tokenLabel)]
+    if (slot === undefined) {
       this.#lib.C_Finalize()
       throw new Pkcs11Error('KEYD_ERR_PKCS11_TOKEN_NOT_FOUND', `no PKCS#11 token labelled ${JSON.stringify(this.#opts.tokenLabel)} (tokens present: ${labels.map(l => JSON.stringify(l)).join(', ') || 'none'}); is P11_KIT_SERVER_ADDRESS set?`)
     }
-    this.#slot = slots[i]
-    this.#session = this.call('C_OpenSession', () => this.#lib.C_OpenSession(slots[i], p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION))
+    this.#slot = slot
+    this.#session = this.call('C_OpenSession', () => this.#lib.C_OpenSession(slot, p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION))
     try {
       this.#lib.C_Login(this.#session, p.CKU_USER, this.#opts.pin)
     } catch (err) {
@@ -92,7 +92,7 @@ export class Pkcs11Token {
 
   /** Drops the connection and logs in again (after p11-kit server restarted, for instance). */
   reopen (): void {
-    try { this.#lib.C_Finalize() } catch {}
+    try { this.#lib.C_Finalize() } catch { /* not initialized, or the connection is already gone: nothing to release */ }
     this.#open()
   }
 
@@ -134,11 +134,13 @@ export class Pkcs11Token {
 
   /** One attribute's raw value. */
   attribute (handle: P11.Handle, type: number): Buffer {
-    return this.call('C_GetAttributeValue', () => this.#lib.C_GetAttributeValue(this.session, handle, [{ type }])[0].value)
+    const [attr] = this.call('C_GetAttributeValue', () => this.#lib.C_GetAttributeValue(this.session, handle, [{ type }]))
+    if (attr === undefined) throw new Pkcs11Error('KEYD_ERR_PKCS11', `PKCS#11 C_GetAttributeValue returned no value for attribute ${type}`)
+    return attr.value
   }
 
   close (): void {
-    try { this.#lib.C_Finalize() } catch {}
+    try { this.#lib.C_Finalize() } catch { /* not initialized, or the connection is already gone: nothing to release */ }
     this.#session = undefined
   }
 }

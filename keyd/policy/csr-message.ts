@@ -3,15 +3,14 @@
 
 /** One DER element at `at`: tag, where its content starts and ends; null if it overruns. */
 function element (der: Buffer, at: number): { tag: number, start: number, end: number } | null {
-  if (at + 2 > der.length) return null
   const tag = der[at]
   let len = der[at + 1]
+  if (tag === undefined || len === undefined) return null
   let start = at + 2
   if (len & 0x80) {
     const n = len & 0x7f
     if (n === 0 || n > 4 || start + n > der.length) return null
-    len = 0
-    for (let i = 0; i < n; i++) len = len * 256 + der[start + i]
+    len = der.readUIntBE(start, n)
     start += n
   }
   const end = start + len

@@ -12,7 +12,7 @@ export function tlsMessageKind (msg: Uint8Array): 'tls13-certificate-verify' | '
   }
   // client_random(32) server_random(32) curve_type=named_curve(3) named_curve(2) point_len(1) point
   if (m.length >= 64 + 4 + 1 && m[64] === 0x03) {
-    const pointLen = m[67]
+    const pointLen = m.readUInt8(67)
     if (pointLen > 0 && m.length === 64 + 4 + pointLen) return 'tls12-server-key-exchange'
   }
   return null

@@ -107,6 +107,10 @@ export type DecodeEvent =
  */
 export class FrameDecoder {
   #buf: Buffer = Buffer.alloc(0)
+  /** Chunks of a frame still incomplete, joined once it is whole (not at every chunk: that is quadratic). */
+  #parts: Uint8Array[] = []
+  #partBytes = 0
+  #need = 0
   #dead = false
   readonly maxFrame: number
 
@@ -115,11 +119,22 @@ export class FrameDecoder {
   }
 
   /** Bytes buffered but not yet returned as a frame. */
-  get pending (): number { return this.#buf.length }
+  get pending (): number { return this.#buf.length + this.#partBytes }
 
+  /** Takes `chunk` (a socket read: the caller does not reuse it) and returns the frames it completes. */
   push (chunk: Uint8Array): DecodeEvent[] {
     if (this.#dead) return []
-    this.#buf = this.#buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#buf, chunk])
+    if (this.#need > 0) {
+      this.#parts.push(chunk)
+      this.#partBytes += chunk.length
+      if (this.#buf.length + this.#partBytes < this.#need) return []
+      this.#buf = Buffer.concat([this.#buf, ...this.#parts])
+      this.#parts = []
+      this.#partBytes = 0
+      this.#need = 0
+    } else {
+      this.#buf = this.#buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#buf, chunk])
+    }
     const events: DecodeEvent[] = []
     while (this.#buf.length >= 4) {
       const length = this.#buf.readUInt32BE(0)
@@ -130,7 +145,7 @@ export class FrameDecoder {
         this.#buf = Buffer.alloc(0)
         break
       }
-      if (this.#buf.length < length + 4) break
+      if (this.#buf.length < length + 4) { this.#need = length + 4; break }
       const f = this.#buf.subarray(0, length + 4)
       events.push({
         kind: 'frame',

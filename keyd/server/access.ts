@@ -7,6 +7,7 @@ import { Refusal } from '../errors.js'
 import type { KeyInfo } from '../keystore/keystore.js'
 import type { KeyPolicy } from '../policy/key-policy.js'
 import type { Client, Right } from './clients.js'
+import { keyDenied, signDenied } from '../policy/access.js'
 
 /** What a client wants a key for: `sign` (SIGN, SIGN_BATCH entries) or `read` (GET_PUBLIC_KEY, KEY_ATTEST). */
 export type KeyUse = 'sign' | 'read'
@@ -17,16 +18,14 @@ export function authorizeRight (client: Client, right: Right | null): void {
 }
 
 /**
- * The client may use `key` for `use`: the one check of a key against a client's grants, so a tighter
- * rule (e.g. per key usage, refused with USAGE_FORBIDDEN) changes this function only. Today a grant
- * (`keys` in clients.json, `*` = all) covers both uses.
- * @throws Refusal FORBIDDEN
+ * The client may use `key` for `use`, by its grants in clients.json (keyd/policy/access.ts): the key by
+ * name (`keys`, `*` = all) for any use, and for `sign` also the key's usage (`usages`; cert-sign only
+ * with the admin or issue right). The one check of a key against a client's grants.
+ * @throws Refusal USAGE_FORBIDDEN (audited and counted as an access violation by dispatch)
  */
 export function authorizeKey (client: Client, key: KeyInfo, use: KeyUse): void {
-  void use // not distinguished yet: see above
-  if (!client.keys.includes('*') && !client.keys.includes(key.name)) {
-    throw new Refusal(ErrorCode.FORBIDDEN, `client ${client.name} may not use key ${key.name}`)
-  }
+  const denied = use === 'sign' ? signDenied(client, key) : keyDenied(client, key.name)
+  if (denied !== null) throw new Refusal(ErrorCode.USAGE_FORBIDDEN, denied)
 }
 
 /**

@@ -4,9 +4,9 @@
 // then metrics and the audit entry. With fsync audit durability the answer leaves keyd only once its
 // audit entry is on disk. Per-signature checks (key grants, policy, rate limits) are in access.ts.
 import type { Logger } from 'pino'
-import { ErrorCode, Op, Tag, RESPONSE_BIT, errorCodeName, opName } from '../protocol/spec.js'
+import { ErrorCode, Op, Tag, RESPONSE_BIT, errorCodeName, opName, type ErrorName } from '../protocol/spec.js'
 import { encodeError, encodeFrame, readStr, type Frame, type ItemMap } from '../protocol/codec.js'
-import { Refusal } from '../errors.js'
+import { KeydError, Refusal } from '../errors.js'
 import { errorMessage } from '../../lib/errors.js'
 import type { Keystore } from '../keystore/keystore.js'
 import type { AuditLog } from '../audit/audit-log.js'
@@ -75,10 +75,15 @@ export class Dispatcher {
     this.#sealer = sealer
   }
 
-  /** An ERROR frame for a request refused before any operation ran, counted as a refusal. */
-  refuse (requestId: number, code: number, message: string): Buffer {
+  /** Counts a refusal keyd answers before any operation ran (also the connection's own: oversized frames, memory bounds). */
+  countRefusal (code: number): void {
     this.#stats.refused++
     this.#state.metrics?.refused(errorCodeName(code))
+  }
+
+  /** An ERROR frame for a request refused before any operation ran, counted as a refusal. */
+  refuse (requestId: number, code: number, message: string): Buffer {
+    this.countRefusal(code)
     return encodeError(requestId, code, message)
   }
 
@@ -91,6 +96,11 @@ export class Dispatcher {
     const s = this.#state
     const entry = OP_TABLE.get(f.opcode) ?? unknownOp(f.opcode)
     if (s.keystore === null && entry.whileSealed !== true) return this.refuse(f.requestId, ErrorCode.SEALED, SEALED_MESSAGE)
+    // keyd's wrapping key is generated off the event loop at first start; an admin request in those first seconds waits for it.
+    const custody = s.custody
+    if (custody !== null && !custody.isReady && f.opcode >= Op.KEY_CREATE && entry.whileSealed !== true) {
+      return custody.ready.then(() => this.run(client, f, items, arrivedAt), () => this.run(client, f, items, arrivedAt))
+    }
     const audit = entry.unaudited === true ? null : s.audit
     if (audit !== null && audit.failClosed && !audit.writable) return this.refuse(f.requestId, ErrorCode.AUDIT_UNAVAILABLE, AUDIT_MESSAGE)
     const started = performance.now()
@@ -125,26 +135,55 @@ export class Dispatcher {
     }
   }
 
-  /** The ERROR frame of a failed operation: a Refusal's own code, anything else INTERNAL (and logged). */
+  /**
+   * The ERROR frame of a failed operation: a Refusal's own code, a KeydError whose code names a wire
+   * error (TOKEN_TIMEOUT from the PKCS#11 keystore) that code, anything else INTERNAL (and logged).
+   */
   #failure (f: Frame, err: unknown): Outcome {
     this.#stats.refused++
     if (err instanceof Refusal) return { answer: encodeError(f.requestId, err.wire, err.message), result: errorCodeName(err.wire) }
+    const wire = err instanceof KeydError ? wireCode(err.code) : undefined
+    if (wire !== undefined) return { answer: encodeError(f.requestId, wire, err instanceof Error ? err.message : ''), result: errorCodeName(wire) }
     this.#state.logger.error({ err: errorMessage(err), op: f.opcode }, 'keyd request failed')
     return { answer: encodeError(f.requestId, ErrorCode.INTERNAL, 'internal error: ' + errorMessage(err)), result: errorCodeName(ErrorCode.INTERNAL) }
   }
 
   #finish (client: Client, f: Frame, items: ItemMap, audit: AuditLog | null, o: Outcome, queueSec: number, execSec: number): Buffer | Promise<Buffer> {
+    const metrics = this.#state.metrics
     // Label refusals without the key: a client could otherwise mint label values.
-    this.#state.metrics?.observe(opName(f.opcode), o.result === 'ok' ? (readStr(items, Tag.KEY_NAME) ?? null) : null, o.result, queueSec, execSec)
+    metrics?.observe(opName(f.opcode), o.result === 'ok' ? (readStr(items, Tag.KEY_NAME) ?? null) : null, o.result, queueSec, execSec)
+    const batch = f.opcode === Op.SIGN_BATCH && o.result === 'ok' && (audit !== null || metrics !== null) ? batchAuditRecords(client.name, items, o.answer) : null
+    const violations = o.result === 'USAGE_FORBIDDEN' ? 1 : batch?.filter(r => r.result === 'USAGE_FORBIDDEN').length ?? 0
+    if (violations > 0) this.#accessViolation(client, f, items, violations)
     if (audit === null) return o.answer
-    const written = f.opcode === Op.SIGN_BATCH && o.result === 'ok'
-      ? Promise.all(batchAuditRecords(client.name, items, o.answer).map(async r => await audit.record(r))).then(() => {})
-      : audit.record(auditRecordFor(client.name, f.opcode, items, o.result))
-    if (audit.durability === 'buffered') {
-      written.catch(() => {})
-      return o.answer
+    // An answer whose audit entry cannot be written: refused when fail-closed, else sent (fail-open).
+    const unaudited = (): Buffer => audit.failClosed ? this.refuse(f.requestId, ErrorCode.AUDIT_UNAVAILABLE, AUDIT_MESSAGE) : o.answer
+    let waits: Array<Promise<void>>
+    try {
+      // append answers null when the entry is queued and covered by the space reserve (buffered
+      // durability: answer now), a promise when the answer must wait for the write (fsync, or
+      // buffered entries beyond what the reserve covers); it throws when the log is unwritable.
+      waits = (batch ?? [auditRecordFor(client.name, f.opcode, items, o.result)]).map(r => audit.append(r)).filter((w): w is Promise<void> => w !== null)
+    } catch {
+      return unaudited() // the log became unwritable while this request ran
     }
-    // fsync durability: nothing leaves keyd before its audit entry is on disk.
-    return written.then(() => o.answer, () => audit.failClosed ? this.refuse(f.requestId, ErrorCode.AUDIT_UNAVAILABLE, AUDIT_MESSAGE) : o.answer)
+    if (waits.length === 0) return o.answer
+    return Promise.all(waits).then(() => o.answer, unaudited)
   }
+
+  #lastViolationLog = 0
+  /** A request outside the client's rights: counted, and logged (at most once a second: a compromised client could flood the log). */
+  #accessViolation (client: Client, f: Frame, items: ItemMap, count: number): void {
+    this.#state.metrics?.accessViolation(client.name, count)
+    const now = Date.now()
+    if (now - this.#lastViolationLog < 1000) return
+    this.#lastViolationLog = now
+    this.#state.logger.warn({ client: client.name, op: opName(f.opcode), key: readStr(items, Tag.KEY_NAME)?.slice(0, 64) ?? null, count }, 'keyd refused a request outside the client\'s rights (USAGE_FORBIDDEN): access violation')
+  }
+}
+
+/** The wire code a KeydError's code names (`KEYD_ERR_TOKEN_TIMEOUT` → TOKEN_TIMEOUT), if any. */
+function wireCode (code: string): number | undefined {
+  const name = code.startsWith('KEYD_ERR_') ? code.slice('KEYD_ERR_'.length) : ''
+  return Object.hasOwn(ErrorCode, name) ? ErrorCode[name as ErrorName] : undefined
 }

@@ -15,7 +15,7 @@ const quoted = (name: string): string => JSON.stringify(name.slice(0, 64))
 /**
  * The key `name` and version `version` (0 = current) that a client uses for `use`; a destroyed key
  * is refused with KEY_DESTROYED.
- * @throws Refusal KEY_NOT_FOUND, FORBIDDEN, KEY_DESTROYED
+ * @throws Refusal KEY_NOT_FOUND, USAGE_FORBIDDEN, KEY_DESTROYED
  */
 export function findKey (ctx: OpContext, name: string, version: number, use: KeyUse): { info: KeyInfo, version: number } {
   const info = ctx.keystore.get(name)

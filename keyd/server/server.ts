@@ -5,9 +5,11 @@ import { dirname } from 'node:path'
 import { once } from 'node:events'
 import type { Logger } from 'pino'
 import {
-  FrameDecoder, Op, ErrorCode, PROTOCOL_VERSION, DEFAULT_MAX_FRAME, parseItems, encodeFrame, errorCodeName, type Frame
+  Op, ErrorCode, PROTOCOL_VERSION, DEFAULT_MAX_FRAME, HEADER_SIZE, parseItems, encodeFrame, errorCodeName, type Frame
 } from '../protocol/codec.js'
-import type { ClientRegistry, Client } from './clients.js'
+import type { ClientRegistry } from './clients.js'
+import { Connection } from './connection.js'
+import { CONNECTION_LIMITS, MemoryBudget, type ConnectionLimits } from './limits.js'
 import type { Keystore } from '../keystore/keystore.js'
 import { KeydConfigError } from '../errors.js'
 import { errorMessage } from '../../lib/errors.js'
@@ -45,14 +47,18 @@ export interface KeydServerOptions {
   custody?: CustodyKeys | null
   /** Backup and restore (keyd/backup); null = BACKUP_EXPORT and BACKUP_RESTORE answer NOT_SUPPORTED. */
   backup?: BackupService | null
+  /** Memory bounds per connection and for all of them (limits.ts); absent fields keep CONNECTION_LIMITS. */
+  limits?: Partial<ConnectionLimits>
 }
 
-export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy(), custody: null, backup: null }
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy(), custody: null, backup: null, limits: {} }
 
 export class KeydServer {
   readonly #opts: Required<Omit<KeydServerOptions, 'sealed'>> & Pick<KeydServerOptions, 'sealed'>
   readonly #server: Server
   readonly #sockets = new Set<Socket>()
+  readonly #budget: MemoryBudget
+  readonly #refreshTimer: NodeJS.Timeout
   readonly stats: SignStats = { signatures: 0, refused: 0 }
   readonly #sealer: Sealer
   readonly #dispatch: Dispatcher
@@ -76,9 +82,15 @@ export class KeydServer {
     }, o.logger)
     // #opts is the live state: the dispatcher sees what unseal and setPolicy change.
     this.#dispatch = new Dispatcher(o, this.stats, this.#sealer)
+    this.#budget = new MemoryBudget({ ...CONNECTION_LIMITS, ...o.limits })
     this.#server = createServer(s => this.#onConnection(s))
     this.#server.maxConnections = this.#opts.maxConnections
     this.#server.on('error', err => this.#opts.logger.error({ err }, 'keyd socket error'))
+    // Grants and revocations in clients.json apply without a restart, to open connections too.
+    o.clients.useLogger(o.logger)
+    this.#refreshTimer = setInterval(() => o.clients.refresh(), 1000)
+    this.#refreshTimer.unref()
+    o.metrics?.watchConnections(() => ({ connections: this.#sockets.size, heldBytes: this.#budget.held, sharedBytes: this.#budget.drawn }))
   }
 
   /** Binds the socket (0600, parent directory 0700), replacing a stale one. @throws KeydConfigError if another keyd is live. */
@@ -100,72 +112,70 @@ export class KeydServer {
   }
 
   async close (): Promise<void> {
+    clearInterval(this.#refreshTimer)
     const closed = new Promise<void>(resolve => this.#server.close(() => resolve()))
     for (const s of this.#sockets) s.destroy()
     await closed
   }
 
   #onConnection (socket: Socket): void {
-    const { logger, maxFrameBytes, maxInFlight, helloTimeoutMs } = this.#opts
     this.#sockets.add(socket)
-    const decoder = new FrameDecoder(maxFrameBytes)
-    let client: Client | undefined
-    let inFlight = 0
-    const helloTimer = setTimeout(() => socket.destroy(), helloTimeoutMs)
-    helloTimer.unref()
-    socket.on('close', () => { clearTimeout(helloTimer); this.#sockets.delete(socket) })
-    socket.on('error', err => logger.debug({ err: err.message }, 'keyd connection error'))
+    // Not kept: the connection lives on its socket's events.
+    new Connection(socket, {
+      maxFrameBytes: this.#opts.maxFrameBytes,
+      helloTimeoutMs: this.#opts.helloTimeoutMs,
+      budget: this.#budget,
+      logger: this.#opts.logger,
+      metrics: this.#opts.metrics,
+      onFrame: (conn, f) => { this.#onFrame(conn, f) },
+      onRefused: code => { this.#dispatch.countRefusal(code) },
+      onClose: () => { this.#sockets.delete(socket) }
+    })
+  }
 
-    const reply = (buf: Buffer): void => {
-      if (!socket.destroyed) socket.write(buf)
-    }
-    const refuse = (requestId: number, code: number, message: string): void => {
-      reply(this.#dispatch.refuse(requestId, code, message))
-    }
+  /** Answers a request keyd refuses before running it. */
+  #refuse (conn: Connection, requestId: number, code: number, message: string): void {
+    conn.reply(this.#dispatch.refuse(requestId, code, message))
+  }
 
-    let arrived = 0
-    const onFrame = (f: Frame): void => {
-      if (f.version !== PROTOCOL_VERSION) return refuse(f.requestId, ErrorCode.UNSUPPORTED_VERSION, `protocol version ${f.version} is not supported; this keyd speaks 1`)
-      if (f.flags !== 0) return refuse(f.requestId, ErrorCode.BAD_FRAME, 'flags must be 0')
-      const items = parseItems(f.payload)
-      if (items === null) return refuse(f.requestId, ErrorCode.BAD_FRAME, 'payload items run past the end of the frame')
-      if (f.opcode === Op.HELLO) {
-        const h = hello(this.#opts.clients, items)
-        if (!h.ok) {
-          logger.warn({ client: h.name }, 'keyd refused an unknown client')
-          this.#opts.audit?.record(auditRecordFor(h.name, f.opcode, items, errorCodeName(h.refusal.wire))).catch(() => {})
-          refuse(f.requestId, h.refusal.wire, h.refusal.message)
-          socket.end()
-          return
-        }
-        client = h.client
-        clearTimeout(helloTimer)
-        reply(encodeFrame(Op.HELLO | 0x80, f.requestId, helloAnswer(this.#opts.devMode)))
+  #onFrame (conn: Connection, f: Frame): void {
+    const { logger, clients } = this.#opts
+    if (f.version !== PROTOCOL_VERSION) return this.#refuse(conn, f.requestId, ErrorCode.UNSUPPORTED_VERSION, `protocol version ${f.version} is not supported; this keyd speaks 1`)
+    if (f.flags !== 0) return this.#refuse(conn, f.requestId, ErrorCode.BAD_FRAME, 'flags must be 0')
+    const items = parseItems(f.payload)
+    if (items === null) return this.#refuse(conn, f.requestId, ErrorCode.BAD_FRAME, 'payload items run past the end of the frame')
+    if (f.opcode === Op.HELLO) {
+      const h = hello(clients, items)
+      if (!h.ok) {
+        logger.warn({ client: h.name }, 'keyd refused an unknown client')
+        this.#opts.audit?.record(auditRecordFor(h.name, f.opcode, items, errorCodeName(h.refusal.wire))).catch(() => {})
+        conn.close('unknown-client', h.refusal.wire, h.refusal.message, f.requestId)
         return
       }
-      if (client === undefined) return refuse(f.requestId, ErrorCode.NOT_AUTHENTICATED, 'send HELLO first')
-      if (inFlight >= maxInFlight) return refuse(f.requestId, ErrorCode.OVERLOADED, `more than ${maxInFlight} requests in flight on this connection`)
-      inFlight++
-      const answer = this.#dispatch.run(client, f, items, arrived)
-      if (answer instanceof Promise) {
-        answer.then(reply, (err: unknown) => refuse(f.requestId, ErrorCode.INTERNAL, errorMessage(err))).finally(() => { inFlight-- })
-      } else {
-        inFlight--
-        reply(answer)
-      }
+      conn.authenticated(h.client)
+      conn.reply(encodeFrame(Op.HELLO | 0x80, f.requestId, helloAnswer(this.#opts.devMode)))
+      return
     }
-
-    socket.on('data', chunk => {
-      arrived = performance.now()
-      for (const ev of decoder.push(chunk)) {
-        if (ev.kind === 'too-large') {
-          refuse(ev.requestId ?? 0, ErrorCode.FRAME_TOO_LARGE, `frame of ${ev.length + 4} bytes is outside 12..${maxFrameBytes}`)
-          socket.end()
-          return
-        }
-        onFrame(ev.frame)
-      }
-    })
+    if (conn.client === undefined) return this.#refuse(conn, f.requestId, ErrorCode.NOT_AUTHENTICATED, 'send HELLO first')
+    // Rights are read at every request: a grant or a revocation in clients.json applies to open connections.
+    const client = clients.get(conn.client.name)
+    if (client === undefined || client.secretSha256 !== conn.client.secretSha256) {
+      logger.warn({ client: conn.client.name }, 'keyd closed a connection whose client was removed or given a new secret')
+      conn.close('revoked', ErrorCode.UNKNOWN_CLIENT, 'this client was removed from keyd or its secret changed', f.requestId)
+      return
+    }
+    conn.client = client
+    const size = HEADER_SIZE + f.payload.length
+    const { maxInFlight } = this.#opts
+    if (conn.inFlight >= maxInFlight) return this.#refuse(conn, f.requestId, ErrorCode.OVERLOADED, `more than ${maxInFlight} requests in flight on this connection`)
+    if (!conn.admit(size)) return this.#refuse(conn, f.requestId, ErrorCode.OVERLOADED, 'too many unanswered bytes on this connection, or in keyd as a whole; read the answers, then retry')
+    const send = (answer: Buffer): void => { conn.done(size); conn.reply(answer) }
+    const answer = this.#dispatch.run(client, f, items, conn.arrived)
+    if (answer instanceof Promise) {
+      answer.then(send, (err: unknown) => { send(this.#dispatch.refuse(f.requestId, ErrorCode.INTERNAL, errorMessage(err))) })
+    } else {
+      send(answer)
+    }
   }
 }
 

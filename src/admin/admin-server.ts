@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { CertEntryInfo } from '../tls/cert-info.js'
+import { errorMessage } from '../../lib/errors.js'
 
 export interface AdminReload {
   ok: boolean
@@ -90,9 +91,9 @@ async function route (backend: AdminBackend, req: IncomingMessage, res: ServerRe
 export async function startAdminServer (opts: { host: string, port: number, backend: AdminBackend, log: Logger }): Promise<AdminServer> {
   const { backend, log } = opts
   const server: Server = createServer((req, res) => {
-    route(backend, req, res).catch((err: Error) => {
-      log.error({ path: req.url, err: err.message }, 'admin request failed')
-      if (!res.headersSent) json(res, 500, { error: 'internal', message: err.message })
+    route(backend, req, res).catch((err: unknown) => {
+      log.error({ path: req.url, err: errorMessage(err) }, 'admin request failed')
+      if (!res.headersSent) json(res, 500, { error: 'internal', message: errorMessage(err) })
       else res.destroy()
     })
   })

@@ -9,6 +9,7 @@ import { Gauge, type Registry } from 'prom-client'
 import type { CertificateConfig, KeydConfig } from '../config/types.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { decodeKeyReference } from '../../keyd/protocol/codec.js'
+import { errorCode } from '../../lib/errors.js'
 
 export interface KeydHealth {
   /** Null when keyd answers; else why not: `keyd_unreachable` or `keyd_sealed`. */
@@ -81,7 +82,7 @@ export function startKeydProbe (o: {
       else await client.ping()
       set(null)
     } catch (err) {
-      const code = (err as { code?: string }).code ?? 'error'
+      const code = errorCode(err) ?? 'error'
       // Any other refusal (a missing key, a right) is keyd answering: the workers report those.
       if (code === 'KEYD_ERR_SEALED') set('keyd_sealed', code)
       else if (code === 'KEYD_ERR_UNAVAILABLE' || code === 'KEYD_ERR_TIMEOUT') set('keyd_unreachable', code)

@@ -1,5 +1,6 @@
 // `keyedge keyd backup export|restore`: moves an encrypted bundle to and from keyd's admin socket in chunks.
 // keyd builds and opens the bundle; this side only ever holds ciphertext (and the passphrase or shares it forwards).
+// Usage texts: keyd-help.ts.
 import { readFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { Op, Tag, itemStr, itemBytes, readStr } from '../../keyd/protocol/codec.js'
@@ -7,19 +8,6 @@ import type { KeydClient } from '../../keyd/client/client.js'
 import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { parseBundle, BACKUP_DEFAULTS, type BundleWrap } from '../../keyd/backup/index.js'
 import { BackupError } from '../../keyd/errors.js'
-
-export const BACKUP_USAGE = `backup export options (through keyd's admin socket; keyd encrypts, nothing leaves it in the clear):
-  --out FILE            where to write the bundle (atomic, 0600)
-  --passphrase-file F   wrap it under a backup passphrase (scrypt; at least 12 characters), or
-  --shares N --threshold M
-                        wrap it under a fresh random key split into N Shamir shares, M to restore
-                        (the shares are printed once, here)
-
-backup restore options (into an empty keyd; every key is re-sealed under its master key):
-  --in FILE             the bundle
-  --passphrase-file F   the backup passphrase, or
-  --share S             a share (repeat the option), or give the shares on stdin, one a line
-`
 
 export interface BackupCommandValues {
   in?: string

@@ -1,34 +1,13 @@
 // `keyedge keyd key …` lifecycle commands: every one goes through keyd's admin socket except the two
 // offline helpers (`key wrap`, `key verify-attestation`), which only read public keys and files.
+// Their usage texts are in keyd-help.ts.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createPublicKey } from 'node:crypto'
 import type { KeydClient } from '../../keyd/client/client.js'
 import { pemToPkcs8, wrapForImport, encodeBundle, decodeBundle } from '../../keyd/keystore/key-import.js'
 import { verifyAttestation } from '../../keyd/protocol/attestation.js'
-
-export const KEY_USAGE = `key commands (all through keyd's admin socket, except wrap and verify-attestation):
-  key create --name N --type T [--usage U]      generate a key inside keyd
-  key list                                      name, type, versions, usage, state, origin, created, SHA-256 SPKI fingerprint
-  key show --name N                             JSON detail, every version (also for a destroyed key's tombstone)
-  key public --name N [--version V] [--format pem|jwk]
-  key rotate --name N [--grace-seconds S|unlimited]
-                                                new current version; older ones keep verifying and may sign for
-                                                S seconds after the rotation (then KEY_VERSION_RETIRED); unset = no limit
-  key disable --name N | key enable --name N    a disabled key refuses SIGN with KEY_DISABLED
-  key destroy --name N --yes                    remove every private key of N for good (a tombstone keeps the name)
-  key import --name N --file key.pem [--usage U]
-                                                migrate an existing private key (marked origin: imported forever)
-  key import --name N --wrapped BUNDLE [--usage U]
-                                                bring-your-own-key: a bundle made by "key wrap", unwrapped inside keyd
-  key wrapping-key [--out F]                    keyd's RSA-OAEP (SHA-256) wrapping public key, PEM
-  key wrap --wrapping-key pub.pem --in key.pem --out BUNDLE
-                                                operator side (offline): AES-256 key under RSA-OAEP, private key under
-                                                RFC 5649 AES key wrap with padding; base64(RSA ciphertext || KWP)
-  key attest --name N [--version V] [--out F]   attestation statement signed by keyd's Ed25519 attestation key
-  key attestation-key [--out F]                 keyd's attestation public key, PEM
-  key verify-attestation --in F [--attestation-key pem]
-                                                check a statement offline (or against the running keyd's key)
-`
+import { encodeKeyReference } from '../../keyd/protocol/codec.js'
+import { writeFileAtomic } from '../../lib/atomic-file.js'
 
 export interface KeyCommandValues {
   name?: string
@@ -152,6 +131,15 @@ export async function runKeyCommand (c: KeydClient, cmd: string, v: KeyCommandVa
       process.stdout.write(`imported ${k.name} v${k.version} (${k.type}, origin imported)\n`)
       return 0
     }
+    case 'key ref': {
+      const ref = await keyReference(c, required(v.name, 'key ref needs --name'), version(v.version))
+      if (v.out === undefined) process.stdout.write(ref.pem)
+      else {
+        writeFileAtomic(v.out, ref.pem, 0o644)
+        process.stdout.write(`key reference for ${ref.name} v${ref.version} (${ref.type}) written to ${v.out}\n`)
+      }
+      return 0
+    }
     case 'key wrapping-key':
       emit((await c.getWrappingKey()).publicKey.export({ format: 'pem', type: 'spki' }).toString(), v.out)
       return 0
@@ -168,4 +156,13 @@ export async function runKeyCommand (c: KeydClient, cmd: string, v: KeyCommandVa
     }
     default: return undefined
   }
+}
+
+/**
+ * The key reference PEM of key `name`, version `version` (0 = the current one, resolved to its
+ * number: a reference pins its version), from what keyd says of the key's public half.
+ */
+export async function keyReference (c: KeydClient, name: string, version = 0): Promise<{ name: string, version: number, type: string, pem: string }> {
+  const k = await c.getPublicKey(name, version)
+  return { name: k.name, version: k.version, type: k.type, pem: encodeKeyReference({ name: k.name, version: k.version, type: k.type }) }
 }

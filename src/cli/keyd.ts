@@ -1,8 +1,8 @@
 // `keyedge keyd …`: run the key daemon, and manage its keys through its socket (never by reading the store).
 import { parseArgs } from 'node:util'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { homePaths, ensurePrivateDir } from '../../keyd/home.js'
+import { join, resolve } from 'node:path'
+import { homePaths, ensurePrivateDir } from '../../lib/home.js'
 import { loadMasterKey, sealKind, initShamir, shamirParams, unsealShamir, type MasterKeySource } from '../../keyd/keystore/master-key.js'
 import { Op, Tag, itemStr, readStr } from '../../keyd/protocol/codec.js'
 import { FileKeystore } from '../../keyd/keystore/file-keystore.js'
@@ -12,7 +12,6 @@ import type { Keystore } from '../../keyd/keystore/keystore.js'
 import { ClientRegistry } from '../../keyd/server/clients.js'
 import { KeydServer } from '../../keyd/server/server.js'
 import { KeydClient } from '../../keyd/client/client.js'
-import { KEY_TYPES, USAGES } from '../../keyd/algorithms.js'
 import { KeydError } from '../../keyd/errors.js'
 import { createLogger } from '../logger.js'
 import { AuditLog } from '../../keyd/audit/audit-log.js'
@@ -22,51 +21,14 @@ import { runSelfTests, SelfTestError } from '../../keyd/server/self-test.js'
 import { KeyPolicy } from '../../keyd/policy/key-policy.js'
 import { KeydMetrics, startMetricsServer, type KeydHealth } from '../../keyd/server/metrics.js'
 import { CustodyKeys } from '../../keyd/keystore/custody-keys.js'
-import { KEY_USAGE, KeyUsageError, isOfflineKeyCommand, runOfflineKeyCommand, runKeyCommand } from './keyd-key.js'
-import { BACKUP_USAGE, BackupUsageError, backupExport, backupRestore } from './keyd-backup.js'
+import { KeyUsageError, isOfflineKeyCommand, runOfflineKeyCommand, runKeyCommand } from './keyd-key.js'
+import { BackupUsageError, backupExport, backupRestore } from './keyd-backup.js'
+import { KEYD_COMMANDS, keydCommandUsage, keydUsage } from './keyd-help.js'
+import { AuditUsageError, auditExport } from './keyd-audit.js'
 import { BackupService, recoverRestore } from '../../keyd/backup/index.js'
 
-const USAGE = `Usage: keyedge keyd <command> [options]
-
-Commands:
-  serve                 run the key daemon on $KEYEDGE_HOME/keyd.sock
-  ping                  check that keyd answers
-  key …                 key lifecycle: create, list, show, public, rotate, disable, enable, destroy,
-                        import, wrapping-key, wrap, attest, attestation-key, verify-attestation (below)
-  audit verify          check the audit log offline (needs the master key: --dev or the passphrase)
-  init                  create a master key split into Shamir shares (--shares N --threshold M)
-  unseal                give a sealed keyd one share (--share S, or one line on stdin)
-  status                sealed or not, shares received, number of keys
-  backup export         write an encrypted bundle of every key, version and policy (below)
-  backup restore        restore a bundle into an empty keyd (below)
-
-Common options:
-  --home DIR            state directory (default $KEYEDGE_HOME or ./.keyedge)
-  --socket PATH         keyd socket (default <home>/keyd.sock)
-  -h, --help            this help
-
-serve options:
-  --dev                 development mode: the master key is a generated 0600 file (not for production)
-  --passphrase-file F   unseal the keystore with the passphrase in F (or set KEYEDGE_KEYD_PASSPHRASE)
-  --audit MODE          buffered (default: appended within one event-loop turn), fsync (answer only
-                        once the entry is on disk), or off (benchmarks only)
-  --audit-fail-open     keep signing when the audit log cannot be written (default: refuse)
-  --metrics-port N      serve /metrics and /healthz on 127.0.0.1:N (default: off; 0 = any free port)
-  --pkcs11-module PATH  keep signing keys in a PKCS#11 token instead of the file store: the module keyd
-                        loads, p11-kit-client.so (the real module runs in "p11-kit server"; keyd reaches it
-                        through P11_KIT_SERVER_ADDRESS). A module linked to libcrypto is refused.
-  --pkcs11-token LABEL  the token's label (with --pkcs11-module)
-  --pkcs11-pin-file F   the user PIN in F (or set KEYEDGE_PKCS11_PIN)
-
-key create options:
-  --name N              key name ([a-z0-9][a-z0-9._-]{0,63})
-  --type T              ${KEY_TYPES.join(' | ')}
-  --usage U             ${USAGES.join(' | ')} (default tls-server)
-
-${KEY_USAGE}
-${BACKUP_USAGE}`
-
-const options = {
+/** Every option of every `keyedge keyd` command (test/cli/help.test.ts checks each one the help names is here). */
+export const KEYD_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   home: { type: 'string' },
   socket: { type: 'string' },
@@ -93,22 +55,38 @@ const options = {
   'wrapping-key': { type: 'string' },
   'attestation-key': { type: 'string' },
   'grace-seconds': { type: 'string' },
-  yes: { type: 'boolean' }
+  yes: { type: 'boolean' },
+  since: { type: 'string' },
+  follow: { type: 'boolean' },
+  'proxy-secret-dir': { type: 'string' }
 } as const
 
 export async function main (argv: string[]): Promise<number> {
   let parsed
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+    parsed = parseArgs({ args: argv, options: KEYD_OPTIONS, allowPositionals: true, strict: true })
   } catch (err) {
-    process.stderr.write(`keyedge keyd: ${(err as Error).message}\n\n${USAGE}`)
+    process.stderr.write(`keyedge keyd: ${err instanceof Error ? err.message : String(err)}\n\n${keydUsage()}`)
     return 2
   }
   const { values, positionals } = parsed
   const cmd = positionals.join(' ')
-  if (values.help === true || cmd === '') {
-    process.stdout.write(USAGE)
-    return cmd === '' && values.help !== true ? 2 : 0
+  if (cmd === '') {
+    process.stdout.write(keydUsage())
+    return values.help === true ? 0 : 2
+  }
+  const own = keydCommandUsage(cmd)
+  if (own === undefined) {
+    process.stderr.write(`keyedge keyd: unknown command "${cmd}"\n\n${keydUsage()}`)
+    return 2
+  }
+  if (values.help === true) {
+    process.stdout.write(own)
+    return 0
+  }
+  if (KEYD_COMMANDS[cmd] === undefined) {
+    process.stderr.write(`keyedge keyd ${cmd}: which command?\n\n${own}`)
+    return 2
   }
   const paths = homePaths(values.home)
   const socketPath = values.socket ?? paths.socket
@@ -119,9 +97,18 @@ export async function main (argv: string[]): Promise<number> {
         if (audit !== 'buffered' && audit !== 'fsync' && audit !== 'off') throw new UsageError('--audit must be buffered, fsync or off')
         const metricsPort = values['metrics-port'] === undefined ? undefined : Number(values['metrics-port'])
         if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new UsageError('--metrics-port must be 0-65535')
-        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11Options(values))
+        const proxySecretDir = values['proxy-secret-dir'] === undefined ? paths.secretsDir : resolve(values['proxy-secret-dir'])
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11Options(values), proxySecretDir)
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
+      case 'audit export': {
+        const key = auditChainKey(paths, values.dev === true, values['passphrase-file'], 'audit export')
+        try {
+          return await auditExport({ ...auditFiles(paths), key, since: values.since, follow: values.follow === true })
+        } finally {
+          key.fill(0)
+        }
+      }
       case 'init': {
         const shares = Number(values.shares ?? 5)
         const threshold = Number(values.threshold ?? 3)
@@ -155,11 +142,11 @@ export async function main (argv: string[]): Promise<number> {
           await withAdmin(paths, socketPath, async c => { code = await runKeyCommand(c, cmd, values) })
           if (code !== undefined) return code
         }
-        process.stderr.write(`keyedge keyd: unknown command "${cmd}"\n\n${USAGE}`)
+        process.stderr.write(`keyedge keyd: unknown command "${cmd}"\n\n${keydUsage()}`)
         return 2
     }
   } catch (err) {
-    if (err instanceof UsageError || err instanceof KeyUsageError || err instanceof BackupUsageError) { process.stderr.write(`keyedge keyd: ${err.message}\n`); return 2 }
+    if (err instanceof UsageError || err instanceof KeyUsageError || err instanceof BackupUsageError || err instanceof AuditUsageError) { process.stderr.write(`keyedge keyd ${cmd}: ${err.message}\n`); return 2 }
     if (err instanceof KeydError) { process.stderr.write(`keyedge keyd: ${err.message} (${err.code})\n`); return 1 }
     throw err
   }
@@ -174,7 +161,8 @@ async function readLine (stream: NodeJS.ReadableStream): Promise<string> {
     text += String(chunk)
     if (text.includes('\n')) break
   }
-  return text.split('\n')[0].trim()
+  const end = text.indexOf('\n')
+  return (end === -1 ? text : text.slice(0, end)).trim()
 }
 
 async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: string, fn: (c: KeydClient) => Promise<void>): Promise<number> {
@@ -198,14 +186,27 @@ function auditFiles (paths: ReturnType<typeof homePaths>): { file: string, check
   return { file: join(paths.keydDir, 'audit.log'), checkpointFile: join(paths.keydDir, 'audit.head') }
 }
 
-function auditVerify (paths: ReturnType<typeof homePaths>, dev: boolean, passphraseFile: string | undefined): number {
+/** The audit chain key, derived from the master key the flags give (which is wiped at once). */
+function auditChainKey (paths: ReturnType<typeof homePaths>, dev: boolean, passphraseFile: string | undefined, what: string): Buffer {
   const source = masterKeySource(dev, passphraseFile)
-  if (source === undefined) throw new UsageError('audit verify needs the master key: --dev, --passphrase-file F or KEYEDGE_KEYD_PASSPHRASE')
+  if (source === undefined) throw new UsageError(`${what} needs the master key: --dev, --passphrase-file F or KEYEDGE_KEYD_PASSPHRASE`)
   const master = loadMasterKey(paths.keydDir, source)
+  try {
+    return auditKey(master.key)
+  } finally {
+    master.key.fill(0)
+  }
+}
+
+function auditVerify (paths: ReturnType<typeof homePaths>, dev: boolean, passphraseFile: string | undefined): number {
+  const key = auditChainKey(paths, dev, passphraseFile, 'audit verify')
   const { file, checkpointFile } = auditFiles(paths)
-  const r = verifyAuditLog(file, checkpointFile, auditKey(master.key))
-  master.key.fill(0)
+  const r = verifyAuditLog(file, checkpointFile, key)
+  key.fill(0)
   for (const p of r.problems) process.stdout.write(`PROBLEM: ${p}\n`)
+  process.stdout.write(`written: ${r.entries} entries (last seq ${r.lastSeq}), durability ${r.durability ?? 'not recorded'}\n`)
+  for (const a of r.acknowledgedNotWritten) process.stdout.write(`acknowledged but not written: ${a}\n`)
+  for (const a of r.neverAcknowledged) process.stdout.write(`never acknowledged: ${a}\n`)
   process.stdout.write(`${r.problems.length === 0 ? 'audit log OK' : 'audit log FAILED'}: ${r.entries} entries, last seq ${r.lastSeq}, checkpoint seq ${r.checkpointSeq ?? 'none'}\n`)
   return r.problems.length === 0 ? 0 : 1
 }
@@ -222,7 +223,7 @@ function pkcs11Options (values: { 'pkcs11-module'?: string, 'pkcs11-token'?: str
   return { module, tokenLabel, pin }
 }
 
-async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions): Promise<number> {
+async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions, proxySecretDir = paths.secretsDir): Promise<number> {
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   ensurePrivateDir(paths.home)
   ensurePrivateDir(paths.keydDir)
@@ -241,7 +242,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const shamir = !dev && sealKind(paths.keydDir) === 'shamir'
   const source = shamir ? undefined : masterKeySource(dev, passphraseFile)
   if (!shamir && source === undefined) {
-    process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, set KEYEDGE_KEYD_PASSPHRASE, or "keyedge keyd init --shares N --threshold M" first\n')
+    process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, set KEYEDGE_KEYD_PASSPHRASE, or "npx keyedge keyd init --shares N --threshold M" first\n')
     return 2
   }
   if (dev) {
@@ -262,7 +263,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   }
   const opened = source === undefined ? null : await openStore(loadMasterKey(paths.keydDir, source).key)
   const clients = new ClientRegistry(paths.clientsFile)
-  clients.ensure('proxy', ['sign'], paths.secretsDir)
+  clients.ensure('proxy', ['sign'], proxySecretDir)
   clients.ensure('admin', ['sign', 'admin'], paths.secretsDir)
   const health: KeydHealth = {
     sealed: () => server.sealed,
@@ -285,8 +286,9 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   })
   await server.listen()
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
-  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keys: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
-  if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "keyedge keyd unseal" has been given the threshold of shares')
+  // `keyCount`, not `keys`: the logger redacts every field named `keys` (src/logger.ts REDACT_PATHS).
+  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
+  if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "npx keyedge keyd unseal" has been given the threshold of shares')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
     process.once('SIGINT', stop)

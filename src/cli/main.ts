@@ -7,12 +7,14 @@ const COMMANDS: Record<string, { module: string, summary: string }> = {
   validate: { module: './validate.js', summary: 'check a proxy config file and list every error' },
   keyd: { module: './keyd.js', summary: 'run the key daemon or manage its keys' },
   cert: { module: './cert.js', summary: 'issue development certificates with keys held in keyd' },
+  import: { module: './import.js', summary: 'move existing certificates and keys (an nginx config, or pairs) into keyd' },
   upstream: { module: './upstream.js', summary: 'run the built-in demo upstream' }
 }
 
 function usage (): string {
   const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`)
-  return `Usage: keyedge <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nRun "keyedge <command> --help" for a command's options.\n`
+  return `Usage: keyedge <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nRun "keyedge <command> --help" for a command's options.\n` +
+    'From a checkout, after npm ci: npx keyedge <command> (keyedge is not on your PATH).\n'
 }
 
 async function run (argv: string[]): Promise<number> {
@@ -30,7 +32,7 @@ async function run (argv: string[]): Promise<number> {
   return await mod.main(rest)
 }
 
-run(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+run(process.argv.slice(2)).then(code => { process.exitCode = code }, (err: unknown) => {
   process.stderr.write(`keyedge: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
   process.exitCode = 1
 })

@@ -19,17 +19,20 @@ options:
   -h, --help          show this help
 `
 
+/** The options of `keyedge proxy` (deployment files are checked against them: test/deploy). */
+export const PROXY_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  workers: { type: 'string', short: 'w' },
+  help: { type: 'boolean', short: 'h' }
+} as const
+
 /** Runs the proxy; resolves the process exit code (0 after a graceful stop). */
 export async function main (argv: string[]): Promise<number> {
   let values: { config?: string, workers?: string, help?: boolean }
   try {
     values = parseArgs({
       args: argv,
-      options: {
-        config: { type: 'string', short: 'c' },
-        workers: { type: 'string', short: 'w' },
-        help: { type: 'boolean', short: 'h' }
-      },
+      options: PROXY_OPTIONS,
       strict: true,
       allowPositionals: false
     }).values
@@ -64,7 +67,16 @@ export async function main (argv: string[]): Promise<number> {
     throw err
   }
   const log = createLogger({ level: config.log.level, name: 'keyedge-proxy' }).child({ role: 'primary' })
-  const execArgv = await bridgeExecArgv(config, log)
+  let execArgv: string[]
+  try {
+    execArgv = await bridgeExecArgv(config, log)
+  } catch (err) {
+    if (err instanceof ConfigInvalidError) {
+      process.stderr.write(`${err.message}\n`)
+      return 1
+    }
+    throw err
+  }
   return await runPrimary({
     config,
     configFile: config.file ?? values.config,

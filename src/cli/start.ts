@@ -4,11 +4,13 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { homePaths, ensurePrivateDir, type HomePaths } from '../../keyd/home.js'
+import { homePaths, ensurePrivateDir, type HomePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { startDemoUpstream } from '../proxy/demo-upstream.js'
 import { issueDevCertificates, type DevCertificates } from './cert.js'
+import { pipePretty, wantsPretty } from './pretty-log.js'
+import { errorMessage } from '../../lib/errors.js'
 
 const USAGE = `Usage: keyedge start [options]
 
@@ -18,7 +20,9 @@ Development quick start. Runs, supervised together:
   upstream    the built-in demo upstream on a free loopback port
   proxy       TLS 1.2/1.3, HTTP/1.1 and HTTP/2 on https://localhost:<port>/, its admin listener
               on http://127.0.0.1:$KEYEDGE_ADMIN_PORT (default 9443: /certs, /metrics, POST /reload)
-Ctrl-C stops everything. State lives in $KEYEDGE_HOME (default ./.keyedge).
+Ctrl-C stops everything. State lives in $KEYEDGE_HOME (default ./.keyedge). On a terminal the
+logs are printed for a person (KEYEDGE_LOG_FORMAT=json keeps the services' JSON lines; =pretty
+forces the readable form). To run the pieces as separate processes: docs/running.md.
 
 Options:
   --home DIR       state directory (default $KEYEDGE_HOME or ./.keyedge)
@@ -41,13 +45,21 @@ export function devProxyConfig (paths: HomePaths, certs: DevCertificates, opts: 
     certificates: [{ name: 'localhost', serverNames: ['localhost', '*.localhost', '127.0.0.1', '::1'], files: certs.leaves.map(l => ({ cert: l.certFile, key: l.keyRefFile })) }],
     routes: [{ host: '*', pathPrefix: '/', upstream: opts.upstream }],
     trustedProxies: [],
+    // The proxy's own files (its OpenSSL config) stay out of keyd's directories.
+    stateDir: join(paths.home, 'proxy'),
     // Ctrl-C and `keyedge start` stopping need no readiness drain.
     ...(opts.adminPort !== undefined ? { admin: { host: '127.0.0.1', port: opts.adminPort, drainDelayMs: 0 } } : {})
   }
 }
 
 function child (args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-  return spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'inherit', 'inherit'] })
+  if (!wantsPretty()) return spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'inherit', 'inherit'] })
+  // On a terminal: the children still log JSON; their lines are rewritten for a person here.
+  const c = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const color = process.stdout.isTTY === true
+  if (c.stdout !== null) pipePretty(c.stdout, process.stdout, color)
+  if (c.stderr !== null) pipePretty(c.stderr, process.stderr, color)
+  return c
 }
 
 async function stopChild (c: ChildProcess | undefined): Promise<void> {
@@ -65,7 +77,7 @@ async function waitForKeyd (keyd: ChildProcess, client: KeydClient): Promise<voi
   for (;;) {
     if (keyd.exitCode !== null) throw new Error(`keyd exited with code ${keyd.exitCode} during start-up`)
     try { await client.ping(); return } catch (err) {
-      if (Date.now() > deadline) throw new Error(`keyd did not answer within ${READY_TIMEOUT_MS} ms: ${(err as Error).message}`)
+      if (Date.now() > deadline) throw new Error(`keyd did not answer within ${READY_TIMEOUT_MS} ms: ${errorMessage(err)}`, { cause: err })
     }
     await new Promise(resolve => setTimeout(resolve, 100))
   }
@@ -76,7 +88,7 @@ export async function main (argv: string[]): Promise<number> {
   try {
     values = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' }, home: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, workers: { type: 'string' } } }).values
   } catch (err) {
-    process.stderr.write(`keyedge start: ${(err as Error).message}\n\n${USAGE}`)
+    process.stderr.write(`keyedge start: ${errorMessage(err)}\n\n${USAGE}`)
     return 2
   }
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
@@ -117,10 +129,10 @@ export async function main (argv: string[]): Promise<number> {
     proxy = child(['proxy', '--config', paths.proxyConfig], env)
     process.stdout.write(`\nkeyedge: serving https://localhost:${port}/ (demo upstream ${upstream.url})\n` +
       `  try:  curl --cacert ${certs.caFile} https://localhost:${port}/\n` +
-      `  admin: curl http://127.0.0.1:${adminPort}/certs   renew live: keyedge cert renew --name localhost-ec\n` +
+      `  admin: curl http://127.0.0.1:${adminPort}/certs   renew live: npx keyedge cert renew --name localhost-ec\n` +
       '  Ctrl-C stops keyd, the proxy and the upstream.\n\n')
   } catch (err) {
-    process.stderr.write(`keyedge start: ${(err as Error).message}\n`)
+    process.stderr.write(`keyedge start: ${errorMessage(err)}\n`)
     await stopAll()
     return 1
   }

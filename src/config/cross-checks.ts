@@ -58,6 +58,31 @@ function checkRoutes (doc: Obj, add: Add): void {
     if (dup !== undefined) add(['routes', i], `same host and pathPrefix as ${dup}`)
     else seen.set(key, `routes[${i}]`)
   }
+  for (const [i, route] of objects(doc.routes)) checkPool(route, ['routes', i], add)
+}
+
+/** A route's pool: `upstream` or `upstreams` (one of them), distinct targets, a hash key when hashing needs one. */
+function checkPool (route: Obj, at: Segment[], add: Add): void {
+  if (route.upstream === undefined && route.upstreams === undefined) add(at, 'needs "upstream" (one origin) or "upstreams" (a pool)')
+  if (route.upstream !== undefined && route.upstreams !== undefined) add([...at, 'upstreams'], 'give either "upstream" or "upstreams", not both')
+  const urls = new Map<string, number>()
+  for (const [j, target] of objects(route.upstreams)) {
+    const url = str(target.url)
+    if (url === undefined) continue
+    // An unparsable URL is reported by the schema's check; compare it as written.
+    const origin = URL.canParse(url) ? new URL(url).origin : url
+    const first = urls.get(origin)
+    if (first !== undefined) add([...at, 'upstreams', j, 'url'], `"${origin}" is already upstreams[${first}]`)
+    else urls.set(origin, j)
+  }
+  const balance = isObj(route.balance) ? route.balance : {}
+  if (balance.policy === 'hash' && (balance.hashOn === 'header' || balance.hashOn === 'cookie') && str(balance.hashKey) === undefined) {
+    add([...at, 'balance', 'hashKey'], `names the ${String(balance.hashOn)} to hash: required with hashOn "${String(balance.hashOn)}"`)
+  }
+  const outlier = isObj(route.outlier) ? route.outlier : {}
+  const base = num(outlier.baseEjectionMs)
+  const max = num(outlier.maxEjectionMs)
+  if (base !== undefined && max !== undefined && base > max) add([...at, 'outlier', 'maxEjectionMs'], `must not be lower than baseEjectionMs (${base})`)
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::'])

@@ -36,6 +36,7 @@ function values (node: Node): string {
   const type = Array.isArray(node.type) ? node.type[0] as string : node.type as string
   switch (type) {
     case 'integer': return `integer ${String(node.minimum)}–${String(node.maximum)}`
+    case 'number': return `number ${String(node.minimum)}–${String(node.maximum)}`
     case 'boolean': return '`true`, `false`'
     case 'object': return 'object'
     case 'array': return `list of ${(node.items as Node).type === 'object' ? 'entries' : values(node.items as Node)}${node.minItems === 1 ? ', not empty' : ''}`

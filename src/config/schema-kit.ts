@@ -4,7 +4,7 @@
 // (every worker loads the config) for what these few functions do.
 // A field is declared once, with its type, bounds, default, check, transform and documentation.
 
-import type { TArray, TBoolean, TInteger, TObject, TOptional, TProperties, TSchema, TString, TUnsafe } from '@sinclair/typebox'
+import type { TArray, TBoolean, TInteger, TNumber, TObject, TOptional, TProperties, TSchema, TString, TUnsafe } from '@sinclair/typebox'
 import type { CheckName, TransformName } from './checks.js'
 
 const Kind = Symbol.for('TypeBox.Kind')
@@ -35,6 +35,11 @@ function node<T> (kind: string, schema: Record<string, unknown>): T {
 /** An integer within [min, max]. */
 export function int (min: number, max: number, opts: FieldOptions<number> = {}): TInteger {
   return node('Integer', { type: 'integer', minimum: min, maximum: max, ...opts })
+}
+
+/** A number (fractions allowed) within [min, max]. */
+export function num (min: number, max: number, opts: FieldOptions<number> = {}): TNumber {
+  return node('Number', { type: 'number', minimum: min, maximum: max, ...opts })
 }
 
 /** A string that is not empty nor only white space. */

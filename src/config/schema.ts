@@ -6,7 +6,7 @@
 // apply even if it is left out, `optional(...)` when its absence means "off" — list it in
 // EdgeConfigSchema, export its Static type from types.ts, and run `npm run generate:config`.
 
-import { bool, int, list, nullableText, oneOf, optional, path, section, text } from './schema-kit.js'
+import { bool, int, list, nullableText, num, oneOf, optional, path, section, text } from './schema-kit.js'
 import { TokenSchema } from './token.js'
 
 /** Mozilla "intermediate" suites restricted to ECDHE key exchange, plus the TLS 1.3 suites. */
@@ -102,12 +102,61 @@ export const CertificateSchema = section({
   }
 })
 
+export const UpstreamTargetSchema = section({
+  url: text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://`' }),
+  weight: int(1, 1000, { default: 1, description: 'share of the traffic relative to the other targets (round-robin and hashing); least-outstanding divides a target\'s in-flight count by it' })
+}, { renamed: { upstream: 'use "url"', target: 'use "url"', address: 'use "url"' } })
+
+export const BALANCE_POLICIES = ['round_robin', 'least_outstanding', 'hash'] as const
+export const HASH_SOURCES = ['client', 'header', 'cookie'] as const
+
+export const BalanceSchema = section({
+  policy: oneOf(BALANCE_POLICIES, { default: 'round_robin', description: '`round_robin`: smooth weighted round-robin; `least_outstanding`: of two targets drawn at random, the one with fewer requests in flight per weight (power of two choices); `hash`: consistent hashing (a ring), so the same key keeps its target and adding or removing one of N targets moves about 1/N of the keys' }),
+  hashOn: oneOf(HASH_SOURCES, { default: 'client', description: 'what `hash` hashes: the client address (after trusted `X-Forwarded-For`), a request header or a cookie (named by `hashKey`); a request without that header or cookie gets round-robin' }),
+  hashKey: nullableText({ default: null, description: 'the header or cookie name for `hashOn: "header"` / `"cookie"`' })
+}, { default: {}, description: 'how a target of the pool is chosen', renamed: { algorithm: 'use "policy"', lb: 'use "policy"', key: 'use "hashKey"' } })
+
+export const HealthCheckSchema = section({
+  path: text({ default: '/healthz', check: 'path-prefix', description: 'path requested with `GET` from every target' }),
+  intervalMs: int(100, 3_600_000, { default: 5_000, description: 'time between two checks of one target' }),
+  timeoutMs: int(1, 600_000, { default: 2_000, description: 'a check without a response this soon fails' }),
+  healthyThreshold: int(1, 100, { default: 2, description: 'consecutive passed checks that bring a down target back' }),
+  unhealthyThreshold: int(1, 100, { default: 2, description: 'consecutive failed checks that mark a target down' }),
+  expectedStatuses: list(int(100, 599), { default: [200], minItems: 1, description: 'statuses that pass' })
+}, { description: 'active health checks, run by every worker; absent = none (targets are then only ejected passively)', renamed: { interval: 'use "intervalMs"', timeout: 'use "timeoutMs"' } })
+
+export const OutlierSchema = section({
+  consecutiveFailures: int(0, 1000, { default: 5, docDefault: '`5` (`0` = off)', description: 'consecutive `5xx` responses, failed connections or timeouts that eject a target' }),
+  baseEjectionMs: int(1, 3_600_000, { default: 10_000, description: 'first ejection\'s length; each further ejection of the same target doubles it' }),
+  maxEjectionMs: int(1, 86_400_000, { default: 300_000, description: 'ejections never last longer' }),
+  maxEjectedPercent: int(0, 100, { default: 50, description: 'never eject more than this share of the pool (at least one target always stays eligible)' })
+}, { default: {}, description: 'passive outlier ejection, from the traffic itself' })
+
+export const RetrySchema = section({
+  attempts: int(0, 5, { default: 1, docDefault: '`1` (`0` = off)', description: 'extra tries of an idempotent request without a body (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`), each on another target, after a refused or failed connection or a `retryOn` status' }),
+  retryOn: list(int(500, 599), { default: [502, 503], description: 'upstream statuses retried (the response is discarded); connection failures are always retried' }),
+  budgetPercent: int(0, 100, { default: 20, description: 'retries within 10 s may add at most this share of the route\'s requests in that window, so retries cannot amplify an outage' }),
+  minRetries: int(0, 10_000, { default: 3, description: 'retries allowed per 10 s whatever the budget (for routes with little traffic)' })
+}, { default: {}, description: 'retries' })
+
 export const RouteSchema = section({
   host: text({ default: '*', check: 'route-host', transform: 'host', description: 'exact host, `*.example.com` or `*` (port and case ignored)' }),
   pathPrefix: text({ default: '/', check: 'path-prefix', description: 'starts with `/`; `/api` matches `/api` and `/api/x`, not `/apix`; `/api/` matches `/api/x` only' }),
-  upstream: text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged' }),
+  upstream: optional(text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged. A pool of one target; give either this or `upstreams`' })),
   timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`' }),
-  connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' })
+  connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' }),
+  // ---- Upstream pools: targets, balancing, health checks, outlier ejection, retries (docs/upstreams.md) ----
+  upstreams: optional(list(UpstreamTargetSchema, { minItems: 1, description: 'a pool of targets (instead of `upstream`); see [upstreams.md](upstreams.md)' })),
+  balance: BalanceSchema,
+  healthCheck: optional(HealthCheckSchema),
+  outlier: OutlierSchema,
+  retry: RetrySchema,
+  // Edge HTTP features of the route (access log switch, limits): docs/access-log.md, docs/configuration.md.
+  accessLog: bool({ default: true, description: 'when `false`, requests of this route are left out of the access log (see the top-level `accessLog`)' }),
+  maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
+  requestsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'requests per second per client address on this route, per worker: the refill rate of a token bucket. A request without a token gets `429` with `Retry-After`, counted in `edge_route_limit_hits_total{limit="rate"}`. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`)' }),
+  requestBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many requests a client may send at once after a quiet period' }),
+  webSocketIdleMs: int(1, 86_400_000, { default: 300_000, description: 'a proxied WebSocket (HTTP/1.1 `Upgrade: websocket`) with no byte in either direction this long is closed, counted in `edge_websocket_total{event="idle_timeout"}`' })
 }, {
   renamed: {
     timeout: 'use "timeoutMs" (milliseconds)',
@@ -117,9 +166,27 @@ export const RouteSchema = section({
     target: 'use "upstream"',
     url: 'use "upstream"',
     backend: 'use "upstream"',
+    pool: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    targets: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    backends: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    servers: 'use "upstreams": [{ "url": ..., "weight": ... }]',
+    loadBalancing: 'use "balance": { "policy": ... }',
+    healthcheck: 'use "healthCheck"',
+    health: 'use "healthCheck"',
+    retries: 'use "retry"',
     hosts: 'use "host" (one route per host pattern)',
     hostname: 'use "host"'
   }
+})
+
+export const AccessLogSchema = section({
+  path: optional(path({ description: 'file the lines are appended to (relative to the config file; every worker appends to it). Left out: standard output' })),
+  sampleRate: num(0, 1, { default: 1, description: 'share of requests logged, drawn at random per request: `1` logs all, `0.01` one in a hundred, `0` none' }),
+  includeQuery: bool({ default: false, description: 'log the query string with the path; `false` strips it (queries often carry tokens or personal data)' }),
+  bufferBytes: int(4096, 1_073_741_824, { default: 4 * 1024 * 1024, description: 'lines waiting for the disk, per worker, at most this many bytes: past it (a full or slow disk) lines are dropped, counted in `edge_access_log_dropped_total` and warned once; traffic never waits for the log' })
+}, {
+  description: 'one JSON line per request (docs/access-log.md), written asynchronously; absent: no access log',
+  renamed: { file: 'use "path"', sample: 'use "sampleRate" (0 to 1)', sampling: 'use "sampleRate" (0 to 1)', query: 'use "includeQuery"' }
 })
 
 export const AdminSchema = section({
@@ -133,14 +200,43 @@ export const AdminSchema = section({
 
 export const TimeoutsSchema = section({
   clientHelloMs: int(100, 600_000, { default: 10_000, description: 'until the whole ClientHello has arrived: a connection that sends nothing, or trickles its hello, is closed. When the front does not need the hello (one certificate entry, …) it hands the connection over at its first byte, and this bounds the wait for that byte' }),
-  handshakeMs: int(100, 600_000, { default: 15_000, description: 'until the handshake\'s Finished (not below `clientHelloMs`): a client that sends a ClientHello and then nothing (after costing a keyd signature) is closed. Node\'s own TLS handshake timeout, which restarts with every byte, is set to the same value' })
-}, { default: {}, description: 'timeouts of the listener (docs/tls-front.md)' })
+  handshakeMs: int(100, 600_000, { default: 15_000, description: 'until the handshake\'s Finished (not below `clientHelloMs`): a client that sends a ClientHello and then nothing (after costing a keyd signature) is closed. Node\'s own TLS handshake timeout, which restarts with every byte, is set to the same value' }),
+  requestHeadersMs: int(1, 3_600_000, { default: 10_000, description: 'a new connection (HTTP/1.1 or HTTP/2) must deliver a complete request head this soon after its TLS handshake, and an HTTP/1.1 request this soon after its first byte (keep-alive): a head sent one byte at a time (slowloris) is cut, with `408` if it had started, silently if nothing came' }),
+  keepAliveIdleMs: int(1, 3_600_000, { default: 60_000, description: 'an HTTP/1.1 connection with no request in flight is closed after this long' }),
+  http2IdleMs: int(1, 3_600_000, { default: 120_000, description: 'an HTTP/2 session without an open stream this long gets GOAWAY (NO_ERROR) and is closed (longer than HTTP/1.1: one session replaces several connections)' }),
+  requestBodyIdleMs: int(1, 3_600_000, { default: 30_000, description: 'a request body that brings nothing for this long while the proxy waits for it: `408` (then HTTP/1.1 closes the connection, HTTP/2 resets the stream), or the connection/stream is cut if the response had started. Time the proxy itself is not reading (a slow upstream holding the body back) does not count' })
+}, {
+  default: {},
+  description: 'timeouts of the listener: TLS front (docs/tls-front.md) and HTTP',
+  renamed: {
+    headers: 'use "requestHeadersMs" (milliseconds)',
+    headersMs: 'use "requestHeadersMs" (milliseconds)',
+    requestHeaders: 'use "requestHeadersMs" (milliseconds)',
+    keepAlive: 'use "keepAliveIdleMs" (milliseconds)',
+    keepAliveMs: 'use "keepAliveIdleMs" (milliseconds)',
+    keepAliveTimeoutMs: 'use "keepAliveIdleMs" (milliseconds)',
+    idleMs: 'use "keepAliveIdleMs" (HTTP/1.1) or "http2IdleMs" (HTTP/2)',
+    body: 'use "requestBodyIdleMs" (milliseconds)',
+    bodyMs: 'use "requestBodyIdleMs" (milliseconds)'
+  }
+})
 
 export const LimitsSchema = section({
   maxConnectionsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'open connections per client address, per worker' }),
   newConnectionsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'new connections per second per client address, per worker: the refill rate of a token bucket' }),
-  newConnectionBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many connections a client may open at once after a quiet period' })
-}, { default: {}, description: 'per-client-address limits on the listener, counted per worker; refusals are counted in `edge_connections_refused_total{limit}`' })
+  newConnectionBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many connections a client may open at once after a quiet period' }),
+  http2MaxConcurrentStreams: int(1, 10_000, { default: 128, description: '`SETTINGS_MAX_CONCURRENT_STREAMS` sent to every HTTP/2 client, as nginx\'s `http2_max_concurrent_streams`; a client keeps its other requests queued until a stream ends' }),
+  http2MaxResetsPerSecond: int(1, 100_000, { default: 100, description: 'the rapid-reset threshold: streams a session may have reset per second (by the client\'s RST_STREAM, or for the client\'s protocol errors) before the proxy ends it with GOAWAY `ENHANCE_YOUR_CALM` and cancels every request it has in flight upstream. A token bucket per session refilled at this rate, holding `max(2 × rate, http2MaxConcurrentStreams)`, so a browser that cancels every open stream at once (navigating away) stays within it' })
+}, {
+  default: {},
+  description: 'per-client-address limits on the listener (counted per worker; refusals in `edge_connections_refused_total{limit}`) and HTTP/2 session limits',
+  renamed: {
+    maxConcurrentStreams: 'use "http2MaxConcurrentStreams"',
+    http2MaxStreams: 'use "http2MaxConcurrentStreams"',
+    maxResetsPerSecond: 'use "http2MaxResetsPerSecond"',
+    http2ResetRate: 'use "http2MaxResetsPerSecond"'
+  }
+})
 
 export const EdgeConfigSchema = section({
   listen: ListenSchema,
@@ -152,11 +248,17 @@ export const EdgeConfigSchema = section({
   trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed' }),
   http2: bool({ default: true, description: 'offer HTTP/2 by ALPN (`h2`, then `http/1.1`); `false` serves HTTP/1.1 only' }),
   log: section({ level: oneOf(LOG_LEVELS, { default: 'info', description: 'the lowest level logged' }) }, { default: {} }),
+  accessLog: optional(AccessLogSchema),
   admin: optional(AdminSchema),
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),
   timeouts: TimeoutsSchema,
-  limits: LimitsSchema
+  limits: LimitsSchema,
+  stateDir: path({
+    default: '.',
+    docDefault: 'the config file\'s directory',
+    description: 'a directory the proxy may write (created 0700 if missing): it writes `openssl-proxy.cnf` there, the OpenSSL config that makes its workers load the keyd bridge (no secret in it). Never keyd\'s socket directory, which belongs to keyd; point it at a writable volume when the config file is mounted read-only'
+  })
 }, {
   renamed: {
     port: 'moved to "listen.port"',
@@ -169,6 +271,8 @@ export const EdgeConfigSchema = section({
     trustProxy: 'use "trustedProxies" (a list of addresses or CIDRs)',
     cluster: 'use "workers"',
     shutdownGrace: 'use "shutdownGraceMs" (milliseconds)',
-    gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)'
+    gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)',
+    stateDirectory: 'use "stateDir"',
+    dataDir: 'use "stateDir"'
   }
 })

@@ -2,7 +2,7 @@
 // every path absolute, host names lower-case, upstreams reduced to their origin.
 import type { Static } from '@sinclair/typebox'
 import type {
-  AdminSchema, CertificateFilesSchema, CertificateSchema, KeydSchema, LimitsSchema, ListenSchema, LOG_LEVELS, RouteSchema, TimeoutsSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
+  AccessLogSchema, AdminSchema, BalanceSchema, HealthCheckSchema, OutlierSchema, RetrySchema, UpstreamTargetSchema, CertificateFilesSchema, CertificateSchema, KeydSchema, LimitsSchema, ListenSchema, LOG_LEVELS, RouteSchema, TimeoutsSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
 } from './schema.js'
 import type { TokenConfig } from './token.js'
 
@@ -25,6 +25,16 @@ export type CertificateConfig = Static<typeof CertificateSchema>
 
 /** `host` lower-case (an exact host, `*.example.com`, or `*`); `upstream` an origin such as `http://127.0.0.1:8080`. */
 export type RouteConfig = Static<typeof RouteSchema>
+
+/** One target of a route's pool; `url` an origin. */
+export type UpstreamTargetConfig = Static<typeof UpstreamTargetSchema>
+export type BalanceConfig = Static<typeof BalanceSchema>
+export type HealthCheckConfig = Static<typeof HealthCheckSchema>
+export type OutlierConfig = Static<typeof OutlierSchema>
+export type RetryConfig = Static<typeof RetrySchema>
+
+/** The access log: `path` absolute, or absent for standard output. */
+export type AccessLogConfig = Static<typeof AccessLogSchema>
 
 /** The admin listener on a loopback address (health, readiness, metrics, certificates, reload). */
 export type AdminConfig = Static<typeof AdminSchema>

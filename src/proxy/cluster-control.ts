@@ -17,13 +17,14 @@ import { CertFileWatcher } from '../tls/cert-watcher.js'
 import { collectGarbage } from '../tls/heap.js'
 import type { EntryResult } from './server.js'
 import type { ControlReply, ControlRequest } from './worker-control.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 
 /** Names of reloaded entries in the `certificates reloaded` log line, at most. */
 const LOGGED_NAMES = 100
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
 /** Settings that a reload cannot change: they need a restart. */
-const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits'] as const
+const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
 
 export interface ReloadReport {
   ok: boolean
@@ -164,7 +165,7 @@ export class ClusterControl {
       } catch (err) {
         clearTimeout(timer)
         this.#replies.delete(key)
-        reject(err as Error)
+        reject(err instanceof Error ? err : new Error(errorMessage(err)))
       }
     })
   }
@@ -202,7 +203,7 @@ export class ClusterControl {
     try {
       next = this.#nextConfig(changedFiles)
     } catch (err) {
-      report.errors.push(`${(err as Error).message} (${(err as { code?: string }).code ?? 'EDGE_ERR_CONFIG_INVALID'})`)
+      report.errors.push(`${errorMessage(err)} (${errorCode(err) ?? 'EDGE_ERR_CONFIG_INVALID'})`)
       return finish()
     }
     const { config } = next
@@ -225,7 +226,7 @@ export class ClusterControl {
       ...(sameList && changedFiles !== undefined ? { changedFiles: [...changedFiles] } : {})
     }
     const prepared = await Promise.all(workers.map(async w => await this.#ask(w, prepare)
-      .catch((err: Error): ControlReply => ({ type: 'edge:reply', id, ok: false, error: err.message }))))
+      .catch((err: unknown): ControlReply => ({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }))))
     const byName = new Map<string, EntryResult>()
     for (const reply of prepared) {
       if (reply.error !== undefined) report.errors.push(reply.error)
@@ -241,7 +242,7 @@ export class ClusterControl {
       return finish()
     }
     const committed = await Promise.all(workers.map(async w => await this.#ask(w, { type: 'edge:reload-commit', id })
-      .catch((err: Error): ControlReply => ({ type: 'edge:reply', id, ok: false, error: err.message }))))
+      .catch((err: unknown): ControlReply => ({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }))))
     for (const reply of committed) if (!reply.ok) report.errors.push(reply.error ?? 'a worker did not commit')
     report.ok = report.errors.length === 0
     report.certificates = committed.find(r => r.certificates !== undefined)?.certificates

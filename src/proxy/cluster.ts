@@ -15,6 +15,7 @@ import { ConfigInvalidError } from '../errors.js'
 import { ClusterControl } from './cluster-control.js'
 import { ratioFromExposition, ratioGauge } from '../tls/resumption-ratio.js'
 import { serveSessionCache } from '../tls/session-cache.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url))
 
@@ -65,7 +66,7 @@ export async function runPrimary (opts: {
   try {
     policy = schedulingPolicy()
   } catch (err) {
-    log.fatal({ code: (err as ConfigInvalidError).code }, (err as Error).message)
+    log.fatal({ code: errorCode(err) }, errorMessage(err))
     return 1
   }
   cluster.schedulingPolicy = policy === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE
@@ -127,8 +128,7 @@ export async function runPrimary (opts: {
         }
       })
     } catch (err) {
-      const e = err as NodeJS.ErrnoException
-      log.fatal({ code: e.code, host: opts.config.admin.host, port: opts.config.admin.port }, 'admin listener failed to start')
+      log.fatal({ code: errorCode(err), host: opts.config.admin.host, port: opts.config.admin.port }, 'admin listener failed to start')
       keydProbe?.close()
       control.close()
       return 1

@@ -68,3 +68,25 @@ export function upstreamRequestHeaders (
 export function clientResponseHeaders (upstream: Record<string, HeaderValue | undefined>): OutgoingHeaders {
   return withoutHopByHop(upstream)
 }
+
+/** The authority a request names, or why it must be refused with 400. */
+export type Authority = { ok: true, host: string } | { ok: false, reason: string }
+
+/**
+ * The request's authority: `Host` (HTTP/1.1), `:authority` or else `Host` (HTTP/2). Refused: no
+ * authority, more than one Host (RFC 9112 §3.2), an HTTP/2 Host that differs from :authority
+ * (RFC 9113 §8.3.1). `rawHeaders` is Node's flat name/value list: Node keeps only the first Host.
+ */
+export function requestAuthority (headers: IncomingHttpHeaders, rawHeaders: readonly string[]): Authority {
+  let hosts = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === 'host') hosts++
+  if (hosts > 1) return { ok: false, reason: 'the request has more than one Host header' }
+  const authority = headers[':authority'] as string | undefined
+  const host = headers.host
+  if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase()) {
+    return { ok: false, reason: 'the Host header differs from :authority' }
+  }
+  const value = authority ?? host
+  if (value === undefined || value === '') return { ok: false, reason: 'the request has no Host' }
+  return { ok: true, host: value }
+}

@@ -1,15 +1,25 @@
 // Forwards one client request (HTTP/1.1 or HTTP/2) to its upstream with undici, streaming both
-// bodies; answers 404 without a route, 502 when the upstream fails, 504 when it times out.
+// bodies with backpressure; answers 400 for a missing or ambiguous Host, 404 without a route, 502
+// when the upstream fails, 504 when it times out, 408 when the client's body stalls. A request whose
+// client goes away (an HTTP/2 reset included) is cancelled upstream at once and counted `aborted`.
+// The target is chosen by the route's pool (route-pool.ts): 503 at once when none is healthy.
 
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
-import type { RouteConfig } from '../config/types.js'
-import { clientResponseHeaders, upstreamRequestHeaders } from './forward-headers.js'
+import type { RouteConfig, TimeoutsConfig } from '../config/types.js'
+import { NO_ACCESS_LOG, type AccessLog } from './access-log.js'
+import { clientAddress } from './client-address.js'
+import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
+import { resetStream } from './h2-guard.js'
+import { watchRequestBody, whenResponseEnds } from './request-body.js'
+import { createRouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
+import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
+import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
@@ -17,10 +27,20 @@ export type ClientResponse = ServerResponse | Http2ServerResponse
 
 export interface Forwarder {
   handle: (req: ClientRequest, res: ClientResponse) => void
+  /** The upstream origin of `route` for a connection-level request (WebSocket), by its pool's balancing and health; undefined when none is eligible. */
+  targetOf: (route: RouteConfig, headers: IncomingHttpHeaders, peer: string) => string | undefined
   close: () => Promise<void>
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
+
+/** How each client request ended, counted once in `edge_proxy_requests_total{outcome}`. */
+export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream' | 'too_large' | 'rate_limited'
+
+function counter (registry: Registry, name: string, help: string, labelNames: string[]): Counter<string> {
+  return (registry.getSingleMetric(name) as Counter<string> | undefined) ??
+    new Counter({ name, help, labelNames, registers: [registry] })
+}
 
 /** `writeHead` on either response kind (their overloads do not unify into one callable type). */
 function writeHead (res: ClientResponse, status: number, headers: Record<string, string | number | string[]>): void {
@@ -44,6 +64,24 @@ function hasBody (req: ClientRequest): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
+/** The `code` of an error (undici's `UND_ERR_*`, Node's `E*`), if it has one. */
+function errorCode (err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined
+}
+
+/** True once an HTTP/2 request's stream is gone (the client reset it). */
+function streamGone (req: ClientRequest): boolean {
+  if (req.httpVersionMajor < 2) return false
+  const stream = (req as Http2ServerRequest).stream
+  return stream.destroyed || stream.closed
+}
+
+/** Cuts a response whose headers are out: HTTP/2 resets the stream, HTTP/1.1 drops the connection. */
+function cutResponse (req: ClientRequest, res: ClientResponse): void {
+  if (req.httpVersionMajor >= 2) resetStream((req as Http2ServerRequest).stream)
+  else res.destroy()
+}
+
 function requestPath (url: string): string {
   if (url.startsWith('/')) return url
   try {
@@ -54,81 +92,212 @@ function requestPath (url: string): string {
   }
 }
 
+/**
+ * Passes a request body on, counting its bytes into `rec`; past `max` bytes (0: no limit) it calls
+ * `onOver` and fails, which makes undici abort the upstream request before the body is complete.
+ */
+async function * countedBody (body: AsyncIterable<Buffer>, rec: { bytesIn: number }, max: number, onOver: () => void): AsyncGenerator<Buffer> {
+  for await (const chunk of body) {
+    rec.bytesIn += chunk.length
+    if (max > 0 && rec.bytesIn > max) {
+      onOver()
+      throw new Error('the request body is larger than the route accepts')
+    }
+    yield chunk
+  }
+}
+
 /** Builds the request handler of a worker; `close()` releases its upstream pools. */
 export function createForwarder (opts: {
   routes: readonly RouteConfig[]
   trustedProxies: readonly string[]
+  timeouts: Pick<TimeoutsConfig, 'requestBodyIdleMs'>
   log: Logger
   registry: Registry
+  /** Where each request's line goes (default: nowhere; request ids are still passed upstream). */
+  accessLog?: AccessLog
 }): Forwarder {
   const router = createRouter(opts.routes)
   const isTrusted = createTrustMatcher(opts.trustedProxies)
   const pools = new UpstreamPools()
   const log = opts.log
-  const requests = (opts.registry.getSingleMetric('edge_proxy_requests_total') as Counter<string> | undefined) ??
-    new Counter({
-      name: 'edge_proxy_requests_total',
-      help: 'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, aborted)',
-      labelNames: ['outcome'],
-      registers: [opts.registry]
-    })
+  const routePools = new RoutePools(opts.routes, { connections: pools, log, registry: opts.registry, isTrusted })
+  const requests = counter(opts.registry, 'edge_proxy_requests_total',
+    'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream, too_large, rate_limited)', ['outcome'])
+  const early = counter(opts.registry, 'edge_early_responses_total',
+    'Responses complete before their request body, by what became of the rest of the body (drained, closed, reset)', ['action'])
+  const timeouts = timeoutCounter(opts.registry)
+  const accessLog = opts.accessLog ?? NO_ACCESS_LOG
+  const limits = createRouteLimits({ registry: opts.registry })
 
   function handle (req: ClientRequest, res: ClientResponse): void {
-    const authority = (req.headers[':authority'] as string | undefined) ?? req.headers.host
-    const url = req.url ?? '/'
-    if (authority === undefined || authority === '') {
-      requests.inc({ outcome: 'bad_request' })
-      sendJson(res, 400, { error: 'bad_request', message: 'the request has no Host' })
-      return
+    let outcome: Outcome | undefined
+    const settle = (o: Outcome): void => {
+      if (outcome !== undefined) return
+      outcome = o
+      requests.inc({ outcome: o })
     }
-    const route = router.match(authority, url)
-    if (route === undefined) {
-      requests.inc({ outcome: 'no_route' })
-      sendJson(res, 404, { error: 'no_route', message: 'no route matches this host and path' })
+    // Node emits an HTTP/2 request a tick after its HEADERS: a RST_STREAM in the same read (rapid
+    // reset) has closed it already. Spend nothing more on it.
+    if (streamGone(req)) {
+      settle('aborted')
       return
     }
     const peer = normalizeAddress(req.socket?.remoteAddress)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority, peer, trusted: isTrusted(peer) })
-    const abort = new AbortController()
-    let done = false
-    res.once('close', () => {
-      if (!done && !res.writableFinished) abort.abort()
-    })
-    const options: Dispatcher.RequestOptions = {
-      method: req.method as Dispatcher.HttpMethod,
-      path: requestPath(url),
-      headers,
-      body: hasBody(req) ? req : null,
-      signal: abort.signal,
-      headersTimeout: route.timeoutMs,
-      bodyTimeout: route.timeoutMs
+    const trusted = isTrusted(peer)
+    const rec = accessLog.begin(req, res, trusted)
+    res.setHeader('x-request-id', rec.id)
+    const authority = requestAuthority(req.headers, req.rawHeaders)
+    if (!authority.ok) {
+      settle('bad_request')
+      if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+      sendJson(res, 400, { error: 'bad_request', message: authority.reason })
+      return
     }
-    pools.get(route).request(options).then(upstream => {
-      requests.inc({ outcome: 'forwarded' })
-      writeHead(res, upstream.statusCode, clientResponseHeaders(upstream.headers))
-      upstream.body.on('error', (err: NodeJS.ErrnoException) => {
-        // Headers are gone already: all that can be done is to cut the client off.
-        if (!abort.signal.aborted) {
-          log.warn({ upstream: route.upstream, code: err.code }, 'upstream response body failed')
-        }
-        res.destroy()
-      })
-      upstream.body.on('end', () => { done = true })
-      upstream.body.pipe(res as NodeJS.WritableStream)
-    }, (err: NodeJS.ErrnoException) => {
-      done = true
-      if (abort.signal.aborted) {
-        requests.inc({ outcome: 'aborted' })
+    const url = req.url ?? '/'
+    const route = router.match(authority.host, url)
+    if (route === undefined) {
+      settle('no_route')
+      sendJson(res, 404, { error: 'no_route', message: 'no route matches this host and path' })
+      return
+    }
+    rec.route = route
+    rec.client = clientAddress(req.headers, peer, isTrusted)
+    const admission = limits.admit(route, rec.client)
+    if (!admission.ok) {
+      settle('rate_limited')
+      res.setHeader('retry-after', String(admission.retryAfterSeconds))
+      sendJson(res, 429, { error: 'rate_limited', message: 'too many requests from this client address' })
+      return
+    }
+    const declared = Number(req.headers['content-length'])
+    if (Number.isFinite(declared) && limits.tooLarge(route, declared)) {
+      limits.hit('body_size')
+      settle('too_large')
+      // The body is not read: the connection cannot carry another request.
+      if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+      sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+      return
+    }
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted })
+    headers['x-request-id'] = rec.id
+    let overLimit = false
+    const abort = new AbortController()
+    let responded = false
+    whenResponseEnds(req, res, complete => {
+      responded = complete
+      if (complete) {
+        settle('forwarded')
         return
       }
-      const timeout = TIMEOUT_CODES.has(err.code ?? '')
-      requests.inc({ outcome: timeout ? 'gateway_timeout' : 'bad_gateway' })
-      log.warn({ upstream: route.upstream, method: req.method, code: err.code ?? err.name }, timeout ? 'upstream timed out' : 'upstream request failed')
+      // The client went away before its response was complete: cancel the upstream request now.
+      settle('aborted')
+      abort.abort()
+    })
+    const watch = hasBody(req)
+      ? watchRequestBody(req, res, {
+        idleMs: opts.timeouts.requestBodyIdleMs,
+        early,
+        onIdle: () => {
+          timeouts.inc({ kind: 'request_body' })
+          if (responded) return
+          settle('request_timeout')
+          abort.abort()
+          watch?.stop()
+          if (res.headersSent) {
+            cutResponse(req, res)
+            return
+          }
+          if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+          sendJson(res, 408, { error: 'request_timeout', message: 'the request body stalled' })
+        }
+      })
+      : undefined
+
+    const dispatch = (): void => {
+      // An HTTP/2 stream reset in the same read as its HEADERS (rapid reset) never reaches the upstream.
+      if (streamGone(req)) {
+        settle('aborted')
+        return
+      }
+      const options: Dispatcher.RequestOptions = {
+        method: req.method as Dispatcher.HttpMethod,
+        path: requestPath(url),
+        headers,
+        // undici sends any async iterable (its types only name streams).
+        body: (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { overLimit = true })) as Dispatcher.RequestOptions['body'],
+        signal: abort.signal,
+        headersTimeout: route.timeoutMs,
+        bodyTimeout: route.timeoutMs
+      }
+      let target = ''
+      rec.upstreamStartMs = performance.now()
+      let pending: ReturnType<ReturnType<typeof routePools.get>['request']>
+      try {
+        pending = routePools.get(route).request(options, { method: req.method, headers: req.headers, peer, hasBody: watch !== undefined })
+      } catch (err) {
+        // The pools are closed: the worker is stopping.
+        onUpstreamError(err)
+        return
+      }
+      pending.then(({ response: upstream, target: chosen }) => {
+        target = chosen.url
+        rec.upstream = chosen.url
+        rec.upstreamHeadersMs = performance.now()
+        if (abort.signal.aborted || res.writableEnded) {
+          // The client is gone: discard the body. destroy() would make undici emit UND_ERR_ABORTED on
+          // a stream nobody listens to any more, which ends the worker; dump() reads it away quietly.
+          upstream.body.dump().catch(() => {})
+          return
+        }
+        writeHead(res, upstream.statusCode, clientResponseHeaders(upstream.headers))
+        upstream.body.on('data', (chunk: Buffer) => { rec.bytesOut += chunk.length })
+        upstream.body.once('end', () => { rec.upstreamEndMs = performance.now() })
+        upstream.body.on('error', (err: NodeJS.ErrnoException) => {
+          if (abort.signal.aborted) return
+          // Headers are gone already: all that can be done is to cut the client off.
+          log.warn({ upstream: target, code: err.code }, 'upstream response body failed')
+          settle(TIMEOUT_CODES.has(err.code ?? '') ? 'gateway_timeout' : 'bad_gateway')
+          cutResponse(req, res)
+        })
+        upstream.body.pipe(res as NodeJS.WritableStream)
+      }, onUpstreamError)
+    }
+    const onUpstreamError = (err: unknown): void => {
+      if (abort.signal.aborted || res.writableEnded) return
+      if (overLimit) {
+        // The body outgrew route.maxBodyBytes: the upstream request was aborted mid-body.
+        limits.hit('body_size')
+        settle('too_large')
+        if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
+        sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+        return
+      }
+      const code = errorCode(err)
+      if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') {
+        settle('no_healthy_upstream')
+        sendJson(res, 503, { error: 'no_healthy_upstream', message: 'no upstream target of this route is healthy' })
+        return
+      }
+      const timeout = TIMEOUT_CODES.has(code ?? '')
+      settle(timeout ? 'gateway_timeout' : 'bad_gateway')
+      log.warn({ upstream: failedTarget(err) ?? `${route.host}${route.pathPrefix}`, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
       sendJson(res, timeout ? 504 : 502, timeout
         ? { error: 'gateway_timeout', message: 'the upstream did not answer in time' }
         : { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
-    })
+    }
+    // HTTP/2: wait until the rest of this read is processed, so a RST_STREAM right behind the
+    // HEADERS is seen before anything goes upstream.
+    if (req.httpVersionMajor >= 2) setImmediate(dispatch)
+    else dispatch()
   }
 
-  return { handle, close: async () => await pools.close() }
+  return {
+    handle,
+    targetOf: (route, headers, peer) => routePools.get(route).pickUrl({ headers, peer }),
+    close: async () => {
+      routePools.stop()
+      await pools.close()
+    }
+  }
 }

@@ -6,8 +6,9 @@
 
 import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
-import { createSecureServer, type Http2Session } from 'node:http2'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
+import { createSecureServer, type Http2Session, type ServerHttp2Session } from 'node:http2'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { SecureContextOptions, TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -20,7 +21,11 @@ import { ContextCache } from '../tls/context-cache.js'
 import { TlsFront, type RoutedHello } from '../tls/front.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
 import { ConnectionLimits } from './conn-limits.js'
+import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
+import { createHttp2Guard } from './h2-guard.js'
+import { createHttp1Limits } from './http-limits.js'
+import { createWebSocketProxy } from './websocket.js'
 
 export interface ProxyServer {
   /** The port actually listened on (useful with port 0). */
@@ -64,7 +69,11 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry })
+  const accessLog = createAccessLog({ config: config.accessLog, log, registry })
+  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
+  const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, targetOf: forwarder.targetOf })
+  const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
+  const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
 
   let closing = false
@@ -74,6 +83,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
 
   const onRequest = (req: ClientRequest, res: ClientResponse): void => {
     if (req.httpVersionMajor < 2) {
+      http1Limits.request(req as IncomingMessage, res as ServerResponse)
       const socket = req.socket as TLSSocket
       const count = sockets.get(socket)
       if (count !== undefined) sockets.set(socket, count + 1)
@@ -95,16 +105,30 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const buildTlsServer = (certOptions: SecureContextOptions, variant: Variant): TlsServer => {
     const options = { ...certOptions, ...variant.options, handshakeTimeout: handshakeMs }
     const server: TlsServer = config.http2
-      ? createSecureServer({ ...options, allowHTTP1: true }, onRequest)
+      ? createSecureServer({ ...options, ...http2Guard.serverOptions, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
+    // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
+    if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
+    // HTTP/1.1 upgrades (WebSocket); the HTTP/2 server with allowHTTP1 emits them too.
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (closing) {
+        socket.destroy()
+        return
+      }
+      http1Limits.upgraded(socket)
+      sockets.delete(socket as TLSSocket)
+      webSockets.upgrade(req, socket, head)
+    })
     resumption.attach(server, variant)
     front.watch(server)
     server.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === 'h2') return
+      http1Limits.connection(socket)
       sockets.set(socket, 0)
       socket.once('close', () => sockets.delete(socket))
     })
-    server.on('session', (session: Http2Session) => {
+    server.on('session', (session: ServerHttp2Session) => {
+      http2Guard.session(session)
       sessions.add(session)
       session.once('close', () => sessions.delete(session))
     })
@@ -166,6 +190,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     for (const session of sessions) session.close()
     for (const [socket, inflight] of sockets) if (inflight === 0) socket.end()
     const timer = setTimeout(() => {
+      webSockets.endAll()
       for (const session of sessions) session.destroy()
       for (const socket of sockets.keys()) socket.destroy()
     }, graceMs)
@@ -173,6 +198,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     await closed
     clearTimeout(timer)
     await forwarder.close()
+    await accessLog.close()
     resumption.close()
     certs.close()
   }

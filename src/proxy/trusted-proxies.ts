@@ -16,7 +16,7 @@ export function createTrustMatcher (entries: readonly string[]): (address: strin
   if (entries.length === 0) return () => false
   const list = new BlockList()
   for (const entry of entries) {
-    const [addr, prefix] = entry.split('/')
+    const [addr = '', prefix] = entry.split('/') // split gives at least one part
     const family = isIP(addr) === 6 ? 'ipv6' : 'ipv4'
     if (prefix === undefined) list.addAddress(addr, family)
     else list.addSubnet(addr, Number(prefix), family)

@@ -1,8 +1,24 @@
 // One undici keep-alive Pool per upstream origin (and connect timeout), created on first use.
 
-import { Pool } from 'undici'
+import type { Socket } from 'node:net'
+import { buildConnector, Pool } from 'undici'
 import { configDefaults } from '../config/defaults.js'
 import type { RouteConfig } from '../config/types.js'
+
+/** Largest chunk undici's HTTP/1 parser gets from one upstream socket read. */
+export const UPSTREAM_READ_CHUNK_BYTES = 64 * 1024
+
+/**
+ * Caps what `socket.read()` returns. When a response body is paused (the client reads slowly),
+ * undici's parser resumes with `socket.read()`, which hands over the socket's whole buffer, parses a
+ * little, and unshifts the rest; emptying the buffer also restarts reading from the kernel. A duplex
+ * exchange (an upload echoed back) then grew the buffer without bound and copied it on every resume:
+ * a 50 MB echo took 19 s and 400 MB. With reads capped, the buffer stays at its high-water mark.
+ */
+export function capReads (socket: Socket, max: number = UPSTREAM_READ_CHUNK_BYTES): void {
+  const read = socket.read.bind(socket)
+  socket.read = (size?: number) => read(size === undefined && socket.readableLength > max ? max : size)
+}
 
 /** Upstream connection pools of one worker. */
 export class UpstreamPools {
@@ -10,18 +26,25 @@ export class UpstreamPools {
   #closed = false
 
   /** The pool serving `route`'s upstream. */
-  get (route: Pick<RouteConfig, 'upstream' | 'connectTimeoutMs'>): Pool {
+  get (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): Pool {
     const key = `${route.upstream} ${route.connectTimeoutMs}`
     let pool = this.#pools.get(key)
     if (pool === undefined) {
       if (this.#closed) throw new Error('upstream pools are closed')
       const { connections, keepAliveTimeoutMs, keepAliveMaxTimeoutMs } = configDefaults.upstreamPool
+      const connect = buildConnector({ timeout: route.connectTimeoutMs })
       pool = new Pool(route.upstream, {
         connections,
         pipelining: 1,
         keepAliveTimeout: keepAliveTimeoutMs,
         keepAliveMaxTimeout: keepAliveMaxTimeoutMs,
-        connect: { timeout: route.connectTimeoutMs }
+        connect: (options, callback) => {
+          connect(options, (...args) => {
+            // On failure undici passes the error alone: no socket, not even null.
+            if (args[0] === null) capReads(args[1])
+            callback(...args)
+          })
+        }
       })
       this.#pools.set(key, pool)
     }

@@ -8,6 +8,7 @@ import { createLogger } from '../logger.js'
 import { startProxyServer, type ProxyServer } from './server.js'
 import { createTokenServer, type TokenServer } from '../token/index.js'
 import { createWorkerControl, isControlRequest, type ControlRequest } from './worker-control.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 
 /** Exit code of a worker that could not start (EX_CONFIG): the primary does not restart it in a loop. */
 export const WORKER_STARTUP_FAILED = 78
@@ -24,8 +25,8 @@ async function run (configFile: string): Promise<void> {
     closing.then(() => {
       log.info('worker stopped')
       process.exit(0)
-    }, (err: Error) => {
-      log.error({ err: err.message }, 'worker shutdown failed')
+    }, (err: unknown) => {
+      log.error({ err: errorMessage(err) }, 'worker shutdown failed')
       process.exit(1)
     })
   }
@@ -56,8 +57,7 @@ async function run (configFile: string): Promise<void> {
     control = createWorkerControl({ server: live, log, send: reply => { if (process.connected) process.send?.(reply) } })
     if (stopping) await server.close()
   } catch (err) {
-    const e = err as Error & { code?: string }
-    log.fatal({ code: e.code, err: e.message }, 'worker failed to start')
+    log.fatal({ code: errorCode(err), err: errorMessage(err) }, 'worker failed to start')
     process.exit(WORKER_STARTUP_FAILED)
   }
 }

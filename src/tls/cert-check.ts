@@ -258,8 +258,7 @@ export class CheckPass {
     // Sized once: at 100,000 entries a pushed-to array's spare capacity alone is megabytes.
     const pairs = new Array<CheckedPair>(entry.files.length)
     let notAfter = Infinity
-    for (let i = 0; i < entry.files.length; i++) {
-      const { cert: certFile, key: keyFile } = entry.files[i]
+    for (const [i, { cert: certFile, key: keyFile }] of entry.files.entries()) {
       let certRead: { bytes: Buffer, stamp: FileStamp }
       try {
         certRead = readInto(certFile, this.#scratch)

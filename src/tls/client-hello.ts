@@ -105,7 +105,7 @@ export class ClientHelloReader {
       if (header[at] !== HANDSHAKE) { this.#decide('not a TLS handshake record'); break }
       if (have >= 2 && header[at + 1] !== 3) { this.#decide('not a TLS record version'); break }
       if (have < 5) continue
-      const length = (header[at + 3] << 8) | header[at + 4]
+      const length = header.readUInt16BE(at + 3)
       if (length > MAX_RECORD_PAYLOAD) { this.#decide('record longer than 2^14'); break }
       if (length === 0) {
         // Set the empty record's header aside: dropped once a non-empty record follows.
@@ -157,7 +157,7 @@ export class ClientHelloReader {
       this.#out?.copy(grown, 0, 0, this.#outLength)
       this.#out = grown
     }
-    if (n < 16) for (let i = 0; i < n; i++) this.#out[this.#outLength + i] = src[from + i]
+    if (n < 16) for (let i = 0; i < n; i++) this.#out[this.#outLength + i] = src.readUInt8(from + i)
     else src.copy(this.#out, this.#outLength, from, to)
     this.#outLength += n
   }
@@ -165,10 +165,10 @@ export class ClientHelloReader {
   /** Handshake payload bytes: the 4-byte header, then the body, copied once into its own buffer. */
   #payload (chunk: Buffer, p: number, n: number): void {
     if (this.#message === undefined) {
-      while (this.#have < 4 && n > 0) { this.#head[this.#have++] = chunk[p++]; n-- }
+      while (this.#have < 4 && n > 0) { this.#head[this.#have++] = chunk.readUInt8(p++); n-- }
       if (this.#head[0] !== CLIENT_HELLO) { this.#verdict = { status: 'unroutable', reason: 'first handshake message is not a ClientHello' }; return }
       if (this.#have < 4) return
-      const length = (this.#head[1] << 16) | (this.#head[2] << 8) | this.#head[3]
+      const length = this.#head.readUIntBE(1, 3)
       if (length > MAX_CLIENT_HELLO_BODY) { this.#verdict = { status: 'unroutable', reason: 'ClientHello longer than OpenSSL reads' }; return }
       this.#message = Buffer.allocUnsafe(length)
       this.#have = 0
@@ -176,7 +176,7 @@ export class ClientHelloReader {
     }
     const message = this.#message
     const take = Math.min(message.length - this.#have, n)
-    if (take < 16) for (let i = 0; i < take; i++) message[this.#have + i] = chunk[p + i]
+    if (take < 16) for (let i = 0; i < take; i++) message[this.#have + i] = chunk.readUInt8(p + i)
     else chunk.copy(message, this.#have, p, p + take)
     this.#have += take
     if (this.#have === message.length) this.#verdict = parseClientHelloBody(message)
@@ -191,11 +191,11 @@ export function parseClientHelloBody (body: Buffer): HelloVerdict {
   const bad = { status: 'unroutable', reason: 'malformed ClientHello' } as const
   if (body.length < 2 + 32 + 1) return bad
   let p = 2 + 32
-  p += 1 + body[p] // session id
+  p += 1 + body.readUInt8(p) // session id
   if (p + 2 > body.length) return bad
   p += 2 + body.readUInt16BE(p) // cipher suites
   if (p + 1 > body.length) return bad
-  p += 1 + body[p] // compression methods
+  p += 1 + body.readUInt8(p) // compression methods
   if (p > body.length) return bad
   if (p === body.length) return { status: 'ok', serverName: undefined, offersTls13: false }
   if (p + 2 > body.length) return bad
@@ -211,7 +211,7 @@ export function parseClientHelloBody (body: Buffer): HelloVerdict {
     if (p + len > end) return bad
     if (type === EXT_SERVER_NAME && serverName === undefined) serverName = readServerName(body, p, len)
     else if (type === EXT_SUPPORTED_VERSIONS && len >= 1) {
-      const listEnd = Math.min(p + 1 + body[p], p + len)
+      const listEnd = Math.min(p + 1 + body.readUInt8(p), p + len)
       for (let q = p + 1; q + 2 <= listEnd; q += 2) if (body.readUInt16BE(q) === TLS13) offersTls13 = true
     }
     p += len

@@ -34,8 +34,8 @@ export class HandshakeWindow {
 
   record (resumed: boolean, nowMs = Date.now()): void {
     const i = this.#advance(nowMs)
-    if (resumed) this.#resumed[i]++
-    else this.#full[i]++
+    const counts = resumed ? this.#resumed : this.#full
+    counts[i] = (counts[i] ?? 0) + 1 // every bucket starts at 0; i is the head bucket, always in range
   }
 
   counts (nowMs = Date.now()): { resumed: number, full: number } {

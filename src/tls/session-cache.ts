@@ -58,7 +58,7 @@ export function sessionStore (o: SessionCacheLimits, proc: NodeJS.Process = proc
     const lru = newLru(o)
     return {
       set: (id, data) => { lru.set(id.toString('hex'), data.toString('base64')) },
-      get: async id => { const d = lru.get(id.toString('hex')); return d === undefined ? undefined : Buffer.from(d, 'base64') },
+      get: id => { const d = lru.get(id.toString('hex')); return Promise.resolve(d === undefined ? undefined : Buffer.from(d, 'base64')) },
       close: () => lru.clear()
     }
   }

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { TicketKey } from '../../keyd/protocol/ticket-keys.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 
 /** What the ring needs from a keyd client (keyd/client/client.ts `getTicketKeys`). */
 export interface TicketKeySource {
@@ -79,7 +80,7 @@ export class TicketKeyRing {
     } catch (err) {
       this.#failures++
       this.#fetches.inc({ outcome: 'error' })
-      this.#o.log.warn({ code: (err as { code?: string }).code, reason: (err as Error).message.slice(0, 200), held: this.#keys.size },
+      this.#o.log.warn({ code: errorCode(err), reason: errorMessage(err).slice(0, 200), held: this.#keys.size },
         'cannot fetch TLS ticket keys from keyd; keeping the keys held until they expire')
       this.#update()
       return false

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process'
 import { startStack, startProxy, curl } from '../helpers/edge.js'
 import { privateNeedles, jwkNeedles, scanMemory } from '../helpers/memory.js'
 import { spawnCli } from '../helpers/processes.js'
+import { defined } from '../helpers/defined.js'
 
 const stack = await startStack()
 t.teardown(() => stack.stop())
@@ -46,5 +47,5 @@ t.test('the scan finds a key that is in process (control)', async t => {
   t.equal((await curl(['-k', `https://localhost:${ready.port as number}/`])).code, 0)
   const workers = readFileSync(`/proc/${p.proc.pid as number}/task/${p.proc.pid as number}/children`, 'utf8').trim().split(/\s+/).map(Number)
   const needles = jwkNeedles(privateKey.export({ format: 'jwk' }))
-  t.ok(scanMemory(workers[0], needles).some(Boolean), 'in-process key found by the scan')
+  t.ok(scanMemory(defined(workers[0], 'a worker pid'), needles).some(Boolean), 'in-process key found by the scan')
 })

@@ -47,7 +47,7 @@ async function sClientScript (port: number, args: string[], inputs: Array<[RegEx
   await new Promise<void>(resolve => {
     const onData = (chunk: Buffer): void => {
       out += String(chunk)
-      while (inputs.length > 0 && inputs[0][0].test(out)) c.stdin.write(inputs.shift()?.[1])
+      for (let next = inputs[0]; next !== undefined && next[0].test(out); next = inputs[0]) { inputs.shift(); c.stdin.write(next[1]) }
       if (until.test(out)) { c.stdin.end(); resolve() }
     }
     c.stdout.on('data', onData)
@@ -98,7 +98,7 @@ t.test('a fresh NewSessionTicket after every TLS 1.3 resumption, as openssl s_se
 t.test('strict SNI refuses an unknown name with the bytes OpenSSL sends (servername_fatal)', async t => {
   const reference = await sServer(['-servername', 'known.test', '-cert2', join(dir, 'ref.crt'), '-key2', join(dir, 'ref.key'), '-servername_fatal'])
   const hello = frame(firstHandshakeMessage(await captureFirstFlight({ servername: 'unknown.test' })) as Buffer, 16_384)
-  const [mine, theirs] = await Promise.all([proxy.port, reference.port].map(async port => await exchange(port, hello, { ms: 5000 })))
+  const [mine, theirs] = await Promise.all([exchange(proxy.port, hello, { ms: 5000 }), exchange(reference.port, hello, { ms: 5000 })])
   t.equal(theirs.bytes.toString('hex'), '15030300020270', 'OpenSSL: fatal unrecognized_name')
   t.equal(mine.bytes.toString('hex'), theirs.bytes.toString('hex'), 'keyedge: the same bytes')
   t.equal(mine.end, theirs.end, `then the same close (${theirs.end})`)

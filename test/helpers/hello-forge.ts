@@ -17,7 +17,7 @@ export function splitRecords (bytes: Buffer): { records: Array<{ type: number, v
   while (p + 5 <= bytes.length) {
     const len = bytes.readUInt16BE(p + 3)
     if (p + 5 + len > bytes.length) break
-    records.push({ type: bytes[p], version: bytes.readUInt16BE(p + 1), payload: bytes.subarray(p + 5, p + 5 + len) })
+    records.push({ type: bytes.readUInt8(p), version: bytes.readUInt16BE(p + 1), payload: bytes.subarray(p + 5, p + 5 + len) })
     p += 5 + len
   }
   return { records, rest: bytes.subarray(p) }
@@ -74,13 +74,13 @@ interface Hello { head: Buffer, ciphers: Buffer, compression: Buffer, extensions
 function parseHello (message: Buffer): Hello {
   const body = message.subarray(4)
   let p = 2 + 32
-  p += 1 + body[p]
+  p += 1 + body.readUInt8(p)
   const head = body.subarray(0, p)
   const cl = body.readUInt16BE(p)
   const ciphers = body.subarray(p + 2, p + 2 + cl)
   p += 2 + cl
-  const compression = body.subarray(p + 1, p + 1 + body[p])
-  p += 1 + body[p]
+  const compression = body.subarray(p + 1, p + 1 + body.readUInt8(p))
+  p += 1 + body.readUInt8(p)
   const extensions: Array<{ type: number, data: Buffer }> = []
   const end = p + 2 + body.readUInt16BE(p)
   for (p += 2; p < end;) {
@@ -138,7 +138,7 @@ export function growHello (message: Buffer, bodyBytes: number): Buffer {
   const psk = h.extensions.findIndex(e => e.type === EXT_PRE_SHARED_KEY)
   if (psk >= 0) h.extensions.splice(psk, 0, ...added)
   else h.extensions.push(...added)
-  const sid = h.head[34]
+  const sid = h.head.readUInt8(34)
   if (need > 0 && sid < 32) {
     const grow = Math.min(need, 32 - sid)
     h.head = Buffer.concat([h.head.subarray(0, 34), Buffer.from([sid + grow]), h.head.subarray(35), Buffer.alloc(grow, 0x5a)])
@@ -147,7 +147,6 @@ export function growHello (message: Buffer, bodyBytes: number): Buffer {
   if (need > 0 && h.compression.length < 255) {
     const grow = Math.min(need, 255 - h.compression.length)
     h.compression = Buffer.concat([h.compression, Buffer.from(Array.from({ length: grow }, (_, i) => 0x40 + i % 0x40))])
-    need -= grow
   }
   const grown = buildHello(h)
   if (grown.length - 4 !== bodyBytes) throw new Error(`grew to ${grown.length - 4}, not ${bodyBytes}`)

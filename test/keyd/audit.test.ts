@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process'
 import { startKeyd } from '../helpers/keyd.js'
 import { tempHome, CLI } from '../helpers/paths.js'
 import { tls13Input } from '../helpers/tls-inputs.js'
+import { defined } from '../helpers/defined.js'
 
 async function verify (home: string): Promise<{ code: number, out: string }> {
   return await new Promise(resolve => {
@@ -51,12 +52,12 @@ function tampered (mutate: (lines: string[]) => string[]): string {
 }
 
 t.test('offline verification reports each kind of tampering', async t => {
-  const edited = await verify(tampered(ls => { ls[3] = ls[3].replace('"result":"ok"', '"result":"no"'); return ls }))
+  const edited = await verify(tampered(ls => { ls[3] = defined(ls[3], 'line 4').replace('"result":"ok"', '"result":"no"'); return ls }))
   t.equal(edited.code, 1)
   t.match(edited.out, /line 4 \(seq 4\): chain value does not match: the entry was edited/)
   const deleted = await verify(tampered(ls => { ls.splice(5, 1); return ls }))
   t.match(deleted.out, /seq 7 after 5: 1 entries deleted/)
-  const reordered = await verify(tampered(ls => { [ls[6], ls[7]] = [ls[7], ls[6]]; return ls }))
+  const reordered = await verify(tampered(ls => { [ls[6], ls[7]] = [defined(ls[7], 'line 8'), defined(ls[6], 'line 7')]; return ls }))
   t.match(reordered.out, /reordered/)
   const truncated = await verify(tampered(ls => ls.slice(0, ls.length - 3)))
   t.match(truncated.out, /log truncated: the checkpoint vouches for seq \d+ but the log ends at seq \d+/)

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { sealBundle, parseBundle, openBundle, keyMatches, passphraseWrap, passphraseKey, type BundleWrap } from '../../keyd/backup/bundle.js'
 import { recoverRestore } from '../../keyd/backup/restore-stage.js'
 import { tempHome } from '../helpers/paths.js'
+import { errorCode } from '../../lib/errors.js'
 
 const contents = Buffer.from(JSON.stringify({ format: 'keyedge-backup-contents-v1', keys: [], policy: null }))
 
@@ -30,7 +31,7 @@ t.test('every proper prefix is TRUNCATED; other damage is MALFORMED or TAMPERED'
   const bundle = sealBundle(contents, key, { kind: 'shamir', shares: 2, threshold: 2 })
   let truncated = 0
   for (let n = 0; n < bundle.length; n++) {
-    try { parseBundle(bundle.subarray(0, n)) } catch (err) { if ((err as { code: string }).code === 'KEYD_ERR_BACKUP_TRUNCATED') truncated++ }
+    try { parseBundle(bundle.subarray(0, n)) } catch (err) { if (errorCode(err) === 'KEYD_ERR_BACKUP_TRUNCATED') truncated++ }
   }
   t.equal(truncated, bundle.length, 'each of the prefixes')
   t.throws(() => parseBundle(Buffer.from('PK\x03\x04 a zip file')), { code: 'KEYD_ERR_BACKUP_MALFORMED' })
@@ -38,7 +39,7 @@ t.test('every proper prefix is TRUNCATED; other damage is MALFORMED or TAMPERED'
   t.throws(() => parseBundle(v2), { code: 'KEYD_ERR_BACKUP_MALFORMED' }, 'another format version')
   for (let i = 0; i < 20; i++) {
     const at = 14 + bundle.readUInt32BE(10) + Math.floor(Math.random() * (bundle.length - 14 - bundle.readUInt32BE(10)))
-    const bad = Buffer.from(bundle); bad[at] ^= 1 << (i % 8)
+    const bad = Buffer.from(bundle); bad.writeUInt8(bad.readUInt8(at) ^ (1 << (i % 8)), at)
     t.throws(() => openBundle(parseBundle(bad), key), { code: 'KEYD_ERR_BACKUP_TAMPERED' })
   }
 })

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { startKeyd } from '../helpers/keyd.js'
 import { tempHome } from '../helpers/paths.js'
 import { runCli, wireRestore } from '../helpers/backup.js'
+import { defined } from '../helpers/defined.js'
 
 const ROUNDS = 8
 const KEY_COUNT = 24
@@ -62,7 +63,7 @@ for (let round = 0; round < ROUNDS; round++) {
   let same = 0
   for (const [id, spki] of originals) {
     const [name, v] = id.split('@')
-    if ((await k2.admin.getPublicKey(name, Number(v))).spki.toString('base64') === spki) same++
+    if ((await k2.admin.getPublicKey(defined(name, `the key name in ${id}`), Number(v))).spki.toString('base64') === spki) same++
   }
   t.equal(same, originals.size, `round ${round}: every version is there with its original public key`)
   await k2.stop()

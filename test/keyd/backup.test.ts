@@ -9,6 +9,7 @@ import { until } from '../helpers/wait.js'
 import { runCli, signsFor, devPrivateKeys, printedShares, wireRestore } from '../helpers/backup.js'
 import { Op, Tag, itemStr, readStr, ErrorCode } from '../../keyd/protocol/codec.js'
 import { KeydRemoteError } from '../../keyd/errors.js'
+import { defined } from '../helpers/defined.js'
 
 const KEYS = [
   { name: 'web-ec', type: 'ec-p256', usage: 'tls-server', rotations: 2 },
@@ -16,8 +17,8 @@ const KEYS = [
   { name: 'ca-rsa', type: 'rsa-2048', usage: 'cert-sign', rotations: 1 },
   { name: 'tok-ed', type: 'ed25519', usage: 'token-sign', rotations: 1 }
 ]
-// The restored keyd must enforce this at once: proxy may not sign with ca-rsa.
-const POLICY = JSON.stringify({ keys: { 'ca-rsa': { clients: ['admin'] } } }, null, 2) + '\n'
+// The restored keyd must enforce this at once: proxy may not sign with jwt-384 (ca-rsa it may not use anyway: cert-sign).
+const POLICY = JSON.stringify({ keys: { 'jwt-384': { clients: ['admin'] } } }, null, 2) + '\n'
 
 const srcHome = tempHome()
 mkdirSync(join(srcHome, 'keyd'), { recursive: true, mode: 0o700 })
@@ -82,12 +83,12 @@ t.test('passphrase bundle: full round trip into a new keyd', async t => {
   for (const key of KEYS) {
     for (let v = 1; v <= key.rotations + 1; v++) {
       const original = (await a.admin.getPublicKey(key.name, v)).publicKey
-      const signer = key.name === 'ca-rsa' ? b.admin : proxyB
+      const signer = key.name === 'ca-rsa' || key.name === 'jwt-384' ? b.admin : proxyB
       t.ok(await signsFor(signer, key.name, v, key.type, key.usage, original), `${key.name} v${v}: restored keyd's signature verifies with the original public key`)
     }
   }
   t.equal(readFileSync(join(b.paths.keydDir, 'policy.json'), 'utf8'), POLICY, 'policy.json restored')
-  await t.rejects(proxyB.sign('ca-rsa', 'rsa-pss-sha256', Buffer.from('x')), { code: 'KEYD_ERR_FORBIDDEN' }, 'restored policy applies without a restart')
+  await t.rejects(proxyB.sign('jwt-384', 'ecdsa-sha384', Buffer.from('x')), { code: 'KEYD_ERR_FORBIDDEN' }, 'restored policy applies without a restart')
   t.notOk(existsSync(join(b.paths.keydDir, 'restore')), 'no staging directory left')
 
   await t.rejects(wireRestore(b.admin, bytes, { passphrase: 'correct horse battery staple' }), { code: 'KEYD_ERR_RESTORE_NOT_EMPTY' }, 'a keyd with keys refuses a restore')
@@ -107,26 +108,27 @@ t.test('Shamir bundle: shares printed once, any threshold restores, fewer or for
   t.equal(exp.code, 0, exp.err)
   const shares = printedShares(exp.out)
   t.equal(shares.length, 3)
+  const share = (i: number): string => defined(shares[i], `share ${i + 1}`)
   const bytes = readFileSync(bundle)
   const foreignShares = (await wireExport(a, { wrap: 'shamir', shares: 2, threshold: 2 })).shares
 
   const c = await startKeyd(tempHome())
   t.teardown(() => c.stop())
-  const one = await runCli(['keyd', 'backup', 'restore', '--in', bundle, '--share', shares[0]], env(c.paths.home))
+  const one = await runCli(['keyd', 'backup', 'restore', '--in', bundle, '--share', share(0)], env(c.paths.home))
   t.equal(one.code, 1)
   t.match(one.err, /needs 2 distinct shares, got 1.*KEYD_ERR_BACKUP_BAD_SHARES/, 'too few shares (CLI)')
   const refused = async (creds: Record<string, unknown>): Promise<string> => {
-    const err = await wireRestore(c.admin, bytes, creds).then(() => null, (e: KeydRemoteError) => e)
+    const err = await wireRestore(c.admin, bytes, creds).then(() => null, (e: unknown) => { if (e instanceof KeydRemoteError) return e; throw e })
     return err === null ? 'accepted' : `${err.code}: ${err.message}`
   }
-  t.match(await refused({ shares: [shares[0], shares[0]] }), /KEYD_ERR_BACKUP_BAD_SHARES: too few/, 'the same share twice counts once')
+  t.match(await refused({ shares: [share(0), share(0)] }), /KEYD_ERR_BACKUP_BAD_SHARES: too few/, 'the same share twice counts once')
   t.match(await refused({ shares: foreignShares }), /KEYD_ERR_BACKUP_BAD_SHARES: .*wrong or foreign/, 'shares of another bundle')
-  const typo = shares[1].slice(0, 10) + (shares[1][10] === 'a' ? 'b' : 'a') + shares[1].slice(11)
-  t.match(await refused({ shares: [shares[0], typo] }), /KEYD_ERR_BACKUP_BAD_SHARES: share 2: .*checksum/, 'a mistyped share')
-  t.match(await refused({ shares: ['hello', shares[1]] }), /KEYD_ERR_BACKUP_BAD_SHARES: share 1: not a keyedge share/, 'not a share')
+  const typo = share(1).slice(0, 10) + (share(1)[10] === 'a' ? 'b' : 'a') + share(1).slice(11)
+  t.match(await refused({ shares: [share(0), typo] }), /KEYD_ERR_BACKUP_BAD_SHARES: share 2: .*checksum/, 'a mistyped share')
+  t.match(await refused({ shares: ['hello', share(1)] }), /KEYD_ERR_BACKUP_BAD_SHARES: share 1: not a keyedge share/, 'not a share')
   t.match(await refused({ passphrase: 'correct horse battery staple' }), /KEYD_ERR_BACKUP_BAD_SHARES/, 'a passphrase for a shares bundle')
   t.same(await c.admin.listKeys(), [], 'every refusal left the keyd empty')
-  const ok = await runCli(['keyd', 'backup', 'restore', '--in', bundle], env(c.paths.home), `${shares[2]}\n${shares[0]}\n`)
+  const ok = await runCli(['keyd', 'backup', 'restore', '--in', bundle], env(c.paths.home), `${share(2)}\n${share(0)}\n`)
   t.equal(ok.code, 0, ok.err + ok.out)
   t.same(await publicKeys(c), originals, 'shares 3 and 1, typed on stdin, restore every version')
 })
@@ -138,7 +140,7 @@ t.test('bad input: each a clear error with its own code; keyd keeps serving and 
   t.teardown(() => d.stop())
   const pass = { passphrase: 'correct horse battery staple' }
   const attempt = async (bytes: Buffer, creds: Record<string, unknown> = pass): Promise<string> => {
-    const err = await wireRestore(d.admin, bytes, creds).then(() => null, (e: KeydRemoteError) => e)
+    const err = await wireRestore(d.admin, bytes, creds).then(() => null, (e: unknown) => { if (e instanceof KeydRemoteError) return e; throw e })
     t.equal(Buffer.from(await d.admin.ping(Buffer.from('alive'))).toString(), 'alive', 'keyd still answers')
     return err === null ? 'accepted' : err.code
   }
@@ -151,10 +153,10 @@ t.test('bad input: each a clear error with its own code; keyd keeps serving and 
   t.equal(await attempt(good, { passphrase: 'incorrect horse battery staple' }), 'KEYD_ERR_BACKUP_WRONG_PASSPHRASE', 'wrong passphrase')
   t.equal(await attempt(good, { shares: [] }), 'KEYD_ERR_BACKUP_BAD_REQUEST', 'shares for a passphrase bundle')
   const body = Buffer.from(good)
-  body[14 + headerLength + 40] ^= 0x01
+  body.writeUInt8(body.readUInt8(14 + headerLength + 40) ^ 0x01, 14 + headerLength + 40)
   t.equal(await attempt(body), 'KEYD_ERR_BACKUP_TAMPERED', 'a flipped ciphertext bit')
   const tag = Buffer.from(good)
-  tag[tag.length - 3] ^= 0x80
+  tag.writeUInt8(tag.readUInt8(tag.length - 3) ^ 0x80, tag.length - 3)
   t.equal(await attempt(tag), 'KEYD_ERR_BACKUP_TAMPERED', 'a flipped tag bit')
   const header = Buffer.from(good)
   const at = header.indexOf('"createdAt":"') + 13
@@ -176,7 +178,8 @@ t.test('bad input: each a clear error with its own code; keyd keeps serving and 
     try {
       await client.request(op, json === undefined ? [] : [itemStr(Tag.JSON, json)])
     } catch (err) {
-      return err as KeydRemoteError
+      if (err instanceof KeydRemoteError) return err
+      throw err
     }
     throw new Error('expected a refusal')
   }

@@ -18,8 +18,8 @@ t.test('ERROR frame matches the fixture and decodes', async t => {
   const f = encodeError(9, 9, 'no key')
   t.same(f, hex('00 00 00 1a  01 ff 00 00  00 00 00 09  0e 00 00 00 02 00 09  0f 00 00 00 06 6e 6f 20 6b 65 79'))
   const [ev] = new FrameDecoder().push(f)
-  t.equal(ev.kind, 'frame')
-  if (ev.kind !== 'frame') return
+  t.equal(ev?.kind, 'frame')
+  if (ev?.kind !== 'frame') return
   t.equal(ev.frame.opcode, Op.ERROR)
   t.equal(ev.frame.requestId, 9)
   const items = parseItems(ev.frame.payload)

@@ -16,7 +16,7 @@ import type { Client, Right } from '../../keyd/server/clients.js'
 import { tempHome, ROOT } from '../helpers/paths.js'
 
 const logger = pino({ level: 'silent' })
-const client = (rights: Right[]): Client => ({ name: 'c', secretSha256: '0'.repeat(64), rights, keys: ['*'] })
+const client = (rights: Right[]): Client => ({ name: 'c', secretSha256: '0'.repeat(64), rights, usages: ['tls-server', 'token-sign'], keys: ['*'] })
 
 function state (sealed = false): DispatchState {
   const keystore = sealed ? null : new FileKeystore(join(tempHome(), 'keys'), Buffer.alloc(32, 3))
@@ -76,10 +76,11 @@ t.test('sealed: only PING, STATUS and UNSEAL are answered; unknown opcodes are r
 
 t.test('SIGN through dispatch: a wrong-size KEY_VERSION is BAD_FRAME, the right size signs', async t => {
   const s = state()
-  s.keystore?.create('k', 'ed25519', 'token-sign')
+  await s.keystore?.create('k', 'ed25519', 'token-sign')
   const sign = (version: Uint8Array): Item[] => [...encodeSignRequest({ name: 'k', algorithm: 0x30, message: Buffer.from('m') }), { tag: 0x04, value: version }]
   t.equal(await run(s, client(['sign']), Op.SIGN, sign(Uint8Array.of(1))), ErrorCode.BAD_FRAME)
   t.equal(await run(s, client(['sign']), Op.SIGN, sign(Uint8Array.of(0, 1))), ErrorCode.BAD_FRAME)
   t.equal(await run(s, client(['sign']), Op.SIGN, sign(Uint8Array.of(0, 0, 0, 1))), 'answered')
-  t.equal(await run(s, { ...client(['sign']), keys: ['other'] }, Op.SIGN, sign(Uint8Array.of(0, 0, 0, 1))), ErrorCode.FORBIDDEN, 'a key the client is not granted')
+  t.equal(await run(s, { ...client(['sign']), keys: ['other'] }, Op.SIGN, sign(Uint8Array.of(0, 0, 0, 1))), ErrorCode.USAGE_FORBIDDEN, 'a key the client is not granted')
+  t.equal(await run(s, { ...client(['sign']), usages: ['tls-server'] }, Op.SIGN, sign(Uint8Array.of(0, 0, 0, 1))), ErrorCode.USAGE_FORBIDDEN, 'a usage the client is not granted')
 })

@@ -72,7 +72,7 @@ t.test('wrapped import (RSA-OAEP + RFC 5649) round trip, and corrupt bundles ref
   t.ok(verify('sha256', msg, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, s.signature), 'verifies with the original public key')
   t.equal((await keyd.admin.keyInfo('byok-rsa')).origin, 'imported')
 
-  const flip = (b: Buffer, at: number): Buffer => { const c = Buffer.from(b); c[at] ^= 0x01; return c }
+  const flip = (b: Buffer, at: number): Buffer => { const c = Buffer.from(b); c.writeUInt8(c.readUInt8(at) ^ 0x01, at); return c }
   const e1 = await refusal(keyd.admin.importKey('byok-bad', 'token-sign', { ...wrapped, wrappedPrivateKey: flip(wrapped.wrappedPrivateKey, 20) }))
   t.equal(e1.code, 'KEYD_ERR_BAD_KEY_MATERIAL', 'a flipped bit in the wrapped private key')
   t.match(e1.message, /RFC 5649/)

@@ -14,14 +14,15 @@ import { decodeKeyReference } from '../../keyd/protocol/codec.js'
 import { csrInfoPublicKey } from '../../keyd/policy/csr-message.js'
 import { issueDevCertificates } from '../../src/cli/cert.js'
 import { keydCertificateRequest } from '../../certs/renew.js'
+import { defined } from '../helpers/defined.js'
 
 /** The first element inside a DER SEQUENCE (a CSR's CertificationRequestInfo, what gets signed). */
 function firstInner (der: Buffer): Buffer {
   const skip = (at: number): { start: number, end: number } => {
-    const b = der[at + 1]
+    const b = der.readUInt8(at + 1)
     const n = b & 0x80 ? b & 0x7f : 0
     let len = n === 0 ? b : 0
-    for (let i = 0; i < n; i++) len = len * 256 + der[at + 2 + i]
+    for (let i = 0; i < n; i++) len = len * 256 + der.readUInt8(at + 2 + i)
     return { start: at + 2 + n, end: at + 2 + n + len }
   }
   const inner = skip(skip(0).start)
@@ -72,7 +73,7 @@ t.test('a tls-server key signs a request for itself for an admin only', async t 
 
 t.test('keyedge cert renew: dev CA, and --csr for an external CA', async t => {
   const dev = await issueDevCertificates(keyd.admin, keyd.paths.certsDir, 'renew')
-  const ec = dev.leaves[0]
+  const ec = defined(dev.leaves[0], 'the EC leaf')
   const before = new x509.X509Certificate(readFileSync(ec.certFile, 'utf8'))
   const run = spawnCli(['cert', 'renew', '--name', 'renew-ec'], { KEYEDGE_HOME: keyd.paths.home })
   const { code: code } = await run.exited
@@ -83,7 +84,7 @@ t.test('keyedge cert renew: dev CA, and --csr for an external CA', async t => {
   t.same(Buffer.from(after.publicKey.rawData), (await keyd.admin.getPublicKey('renew-ec', 2)).spki, 'certified key = the new version')
   const names = (c: x509.X509Certificate): string[] => c.getExtension(x509.SubjectAlternativeNameExtension)?.names.items.map(n => n.value) ?? []
   t.same(names(after), names(before), 'same names')
-  t.ok(await after.verify({ publicKey: await new x509.X509Certificate(readFileSync(dev.caFile, 'utf8')).publicKey.export(webcrypto as never) }, webcrypto as never), 'signed by the dev CA')
+  t.ok(await after.verify({ publicKey: await new x509.X509Certificate(readFileSync(dev.caFile, 'utf8')).publicKey.export(webcrypto) }, webcrypto), 'signed by the dev CA')
 
   const csrFile = join(keyd.paths.home, 'renew-rsa.csr')
   const csrRun = spawnCli(['cert', 'renew', '--name', 'renew-rsa', '--csr', csrFile, '--san', 'www.example.test'], { KEYEDGE_HOME: keyd.paths.home })
@@ -94,7 +95,7 @@ t.test('keyedge cert renew: dev CA, and --csr for an external CA', async t => {
   t.match(csr.subject, /CN=www\.example\.test/)
   t.same(decodeKeyReference(readFileSync(`${csrFile}.keyref`, 'utf8')), { name: 'renew-rsa', version: 2, type: 'rsa-2048' })
   t.same(Buffer.from(csr.publicKey.rawData), (await keyd.admin.getPublicKey('renew-rsa', 2)).spki)
-  t.same(decodeKeyReference(readFileSync(dev.leaves[1].keyRefFile, 'utf8'))?.version, 1, 'the served files are left alone')
+  t.same(decodeKeyReference(readFileSync(defined(dev.leaves[1], 'the RSA leaf').keyRefFile, 'utf8'))?.version, 1, 'the served files are left alone')
 
   const missing = spawnCli(['cert', 'renew', '--name', 'nothing-here'], { KEYEDGE_HOME: keyd.paths.home })
   const { code: missingCode } = await missing.exited

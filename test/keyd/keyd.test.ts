@@ -100,7 +100,7 @@ t.test('pipelined requests on one connection are all answered by id', async t =>
   const msgs = Array.from({ length: 50 }, (_, i) => Buffer.from(`m${i}`))
   const sigs = await Promise.all(msgs.map(async m => await proxy.sign('t-ed', 'ed25519', m)))
   const pub = (await proxy.getPublicKey('t-ed')).publicKey
-  t.ok(sigs.every((s, i) => verify(null, msgs[i], pub, s.signature)))
+  t.ok(sigs.every((s, i) => { const m = msgs[i]; return m !== undefined && verify(null, m, pub, s.signature) }))
 })
 
 t.test('garbage and malformed frames get errors and keyd keeps serving', async t => {

@@ -7,6 +7,7 @@ import { tempHome } from '../helpers/paths.js'
 import { tls13Input } from '../helpers/tls-inputs.js'
 import { spawnCli } from '../helpers/processes.js'
 import { until } from '../helpers/wait.js'
+import { errorCode } from '../../lib/errors.js'
 
 const home = tempHome()
 mkdirSync(join(home, 'keyd'), { recursive: true, mode: 0o700 })
@@ -50,7 +51,7 @@ t.test('a key rate limit refuses past its burst, counts it, and refills', async 
 
 t.test('a client rate limit applies across its keys', async t => {
   const results = await Promise.allSettled(Array.from({ length: 6 }, async () => await keyd.admin.sign('p-admin-only', 'ecdsa-sha256', tls13Input())))
-  t.ok(results.some(r => r.status === 'rejected' && (r.reason as { code: string }).code === 'KEYD_ERR_RATE_LIMITED'))
+  t.ok(results.some(r => r.status === 'rejected' && errorCode(r.reason) === 'KEYD_ERR_RATE_LIMITED'))
 })
 
 t.test('a malformed policy file stops keyd with an error naming the field', async t => {

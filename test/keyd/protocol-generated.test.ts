@@ -38,8 +38,8 @@ t.test('the header lists every opcode, tag and error code with a C-safe meaning'
 t.test('error codes reserved for the custody operations', async t => {
   t.equal(ErrorCode.USAGE_FORBIDDEN, 26)
   t.equal(ErrorCode.TOKEN_TIMEOUT, 27)
-  t.equal(ERRORS.USAGE_FORBIDDEN.meaning, 'the client\'s rights do not include this key or usage')
-  t.equal(ERRORS.TOKEN_TIMEOUT.meaning, 'the PKCS#11 token did not answer within its deadline')
+  t.match(ERRORS.USAGE_FORBIDDEN.meaning, /^the client's rights do not include this key or usage/)
+  t.match(ERRORS.TOKEN_TIMEOUT.meaning, /^the PKCS#11 token did not answer within its deadline/)
   const values = Object.values(ERRORS).map(e => e.value)
   t.equal(new Set(values).size, values.length, 'no error code used twice')
   const tags = Object.values(TAGS).map(e => e.value)

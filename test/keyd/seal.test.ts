@@ -3,13 +3,14 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { execFile } from 'node:child_process'
-import { split, combine, encodeShare, decodeShare } from '../../keyd/keystore/shamir.js'
-import { homePaths } from '../../keyd/home.js'
+import { split, combine, encodeShare, decodeShare, type Share } from '../../keyd/keystore/shamir.js'
+import { homePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { Op, Tag, itemStr, readStr } from '../../keyd/protocol/codec.js'
 import { spawnCli } from '../helpers/processes.js'
 import { tempHome, CLI } from '../helpers/paths.js'
 import { tls13Input } from '../helpers/tls-inputs.js'
+import { defined } from '../helpers/defined.js'
 
 async function cli (args: string[], env: Record<string, string>): Promise<{ code: number, out: string }> {
   return await new Promise(resolve => {
@@ -22,14 +23,15 @@ async function cli (args: string[], env: Record<string, string>): Promise<{ code
 t.test('split/combine: any m of n rebuild the secret, fewer do not', async t => {
   const secret = randomBytes(32)
   const shares = split(secret, 5, 3)
+  const share = (i: number): Share => defined(shares[i], `share ${i + 1}`)
   for (let a = 0; a < 5; a++) {
     for (let b = a + 1; b < 5; b++) {
-      for (let c = b + 1; c < 5; c++) t.same(combine([shares[a], shares[b], shares[c]]), secret)
+      for (let c = b + 1; c < 5; c++) t.same(combine([share(a), share(b), share(c)]), secret)
     }
   }
-  t.notSame(combine([shares[0], shares[1]]), secret)
-  const text = encodeShare(shares[0])
-  t.same(decodeShare(text), shares[0])
+  t.notSame(combine([share(0), share(1)]), secret)
+  const text = encodeShare(share(0))
+  t.same(decodeShare(text), share(0))
   const typo = text.slice(0, 10) + (text[10] === 'a' ? 'b' : 'a') + text.slice(11)
   t.throws(() => decodeShare(typo), { code: 'KEYD_ERR_BAD_SHARE' })
   t.throws(() => decodeShare('hello'), { code: 'KEYD_ERR_BAD_SHARE' })
@@ -41,10 +43,11 @@ t.test('a Shamir-sealed keyd refuses until the threshold of shares arrives', asy
   const env = { KEYEDGE_HOME: home }
   const init = await cli(['keyd', 'init', '--shares', '3', '--threshold', '2'], env)
   t.equal(init.code, 0, init.out)
-  const shares = [...init.out.matchAll(/share \d: (ks1-\S+)/g)].map(m => m[1])
+  const shares = [...init.out.matchAll(/share \d: (ks1-\S+)/g)].map(m => defined(m[1], 'a printed share'))
   t.equal(shares.length, 3)
+  const shareText = (i: number): string => defined(shares[i], `share ${i + 1}`)
   const foreignHome = tempHome()
-  const foreign = [...(await cli(['keyd', 'init', '--shares', '2', '--threshold', '2'], { KEYEDGE_HOME: foreignHome })).out.matchAll(/share \d: (ks1-\S+)/g)].map(m => m[1])
+  const foreign = [...(await cli(['keyd', 'init', '--shares', '2', '--threshold', '2'], { KEYEDGE_HOME: foreignHome })).out.matchAll(/share \d: (ks1-\S+)/g)].map(m => defined(m[1], 'a printed share'))
 
   const start = async (): Promise<ReturnType<typeof spawnCli>> => {
     const k = spawnCli(['keyd', 'serve', '--metrics-port', '0'], env)
@@ -62,19 +65,19 @@ t.test('a Shamir-sealed keyd refuses until the threshold of shares arrives', asy
   const unseal = async (s: string): Promise<{ sealed: boolean, shares: number }> =>
     JSON.parse(readStr(await admin.request(Op.UNSEAL, [itemStr(Tag.SHARE, s)]), Tag.JSON) ?? '{}')
   await t.rejects(unseal('ks1-1-00-00000000'), { code: 'KEYD_ERR_BAD_SHARE' })
-  t.match(await unseal(shares[0]), { sealed: true, shares: 1 })
-  await t.rejects(unseal(foreign[1]), { code: 'KEYD_ERR_BAD_SHARE', message: /do not rebuild/ }, 'a share of another keystore')
-  t.match(await unseal(shares[0]), { sealed: true, shares: 1 }, 'shares were discarded after the failure')
-  t.match(await unseal(shares[2]), { sealed: false })
+  t.match(await unseal(shareText(0)), { sealed: true, shares: 1 })
+  await t.rejects(unseal(defined(foreign[1], 'a foreign share')), { code: 'KEYD_ERR_BAD_SHARE', message: /do not rebuild/ }, 'a share of another keystore')
+  t.match(await unseal(shareText(0)), { sealed: true, shares: 1 }, 'shares were discarded after the failure')
+  t.match(await unseal(shareText(2)), { sealed: false })
   await admin.createKey('k1', 'ec-p256', 'tls-server')
   admin.close()
   await keyd.stop()
 
   keyd = await start()
   t.teardown(() => keyd.stop())
-  const u1 = await cli(['keyd', 'unseal', '--share', shares[1]], env)
+  const u1 = await cli(['keyd', 'unseal', '--share', shareText(1)], env)
   t.match(u1.out, /still sealed: 1 of 2/)
-  const u2 = await cli(['keyd', 'unseal', '--share', shares[2]], env)
+  const u2 = await cli(['keyd', 'unseal', '--share', shareText(2)], env)
   t.match(u2.out, /keyd unsealed/)
   const proxy = new KeydClient({ socketPath: paths.socket, clientName: 'proxy', secretFile: join(paths.secretsDir, 'proxy.secret') })
   t.teardown(() => proxy.close())

@@ -4,6 +4,7 @@ import {
   encodeFrame, encodeItems, parseItems, parseRepeated, FrameDecoder, ItemMap, Op, Tag,
   itemBytes, itemStr, itemU16, itemU32, itemU8, readStr, readUint
 } from '../../keyd/protocol/codec.js'
+import { defined } from '../helpers/defined.js'
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 
@@ -32,19 +33,21 @@ t.test('SIGN_BATCH answer matches the fixture and decodes entry by entry', async
   ])
   t.same(f, ANSWER)
   const [ev] = new FrameDecoder().push(ANSWER)
-  if (ev.kind !== 'frame') return t.fail('not a frame')
+  if (ev?.kind !== 'frame') return t.fail('not a frame')
   const entries = parseRepeated(ev.frame.payload, Tag.ENTRY)
   t.ok(entries)
   t.equal(entries?.length, 2)
-  t.same(Buffer.from(entries![0].get(Tag.SIGNATURE)!), Buffer.of(1, 2))
-  t.equal(readUint(entries![0], Tag.KEY_VERSION, 4), 1)
-  t.equal(readUint(entries![1], Tag.ERROR_CODE, 2), 9)
-  t.equal(readStr(entries![1], Tag.ERROR_MESSAGE), 'no')
+  const signed = defined(entries?.[0], 'entry 1')
+  const refused = defined(entries?.[1], 'entry 2')
+  t.same(Buffer.from(defined(signed.get(Tag.SIGNATURE), 'a SIGNATURE item')), Buffer.of(1, 2))
+  t.equal(readUint(signed, Tag.KEY_VERSION, 4), 1)
+  t.equal(readUint(refused, Tag.ERROR_CODE, 2), 9)
+  t.equal(readStr(refused, Tag.ERROR_MESSAGE), 'no')
 })
 
 t.test('ENTRY is repeatable: all() keeps every occurrence in order, get() still the first', async t => {
   const [ev] = new FrameDecoder().push(REQUEST)
-  if (ev.kind !== 'frame') return t.fail('not a frame')
+  if (ev?.kind !== 'frame') return t.fail('not a frame')
   const items = parseItems(ev.frame.payload)
   t.ok(items instanceof ItemMap)
   t.equal(items!.all(Tag.ENTRY).length, 2)

@@ -8,6 +8,7 @@ import { startDemoUpstream } from '../../src/proxy/demo-upstream.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { get, selfSigned } from '../helpers/proxy-fixtures.js'
+import { defined } from '../helpers/defined.js'
 
 const home = tempHome('keyedge-cluster-')
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
@@ -33,7 +34,7 @@ t.test('a worker that dies is restarted and the proxy keeps serving', async t =>
     try { const o = JSON.parse(l); return o.msg === 'certificate loaded' ? [o.pid as number] : [] } catch { return [] }
   }))
   t.equal(workerPids.size, 2)
-  const victim = [...workerPids][0]
+  const victim = defined([...workerPids][0], 'a worker pid')
   process.kill(victim, 'SIGKILL')
   const died = await proxy.waitFor(o => o.msg === 'worker died, restarting it')
   t.equal(died.workerPid, victim)

@@ -9,11 +9,16 @@ import { ConfigInvalidError } from '../../src/errors.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
+import { defined } from '../helpers/defined.js'
 
 const minimal = (): Record<string, unknown> => ({
   certificates: [{ name: 'localhost', serverNames: ['localhost'], files: [{ cert: 'certs/a.crt', key: 'certs/a.keyref' }] }],
   routes: [{ upstream: 'http://127.0.0.1:8080' }]
 })
+
+/** The first file pair of the first certificate entry of a raw config, to edit. */
+const firstFile = (m: Record<string, unknown>): { key: string } =>
+  defined(defined((m.certificates as Array<{ files: Array<{ key: string }> }>)[0], 'a certificate entry').files[0], 'a file pair')
 
 function problemsOf (raw: unknown): string[] {
   try {
@@ -32,7 +37,15 @@ t.test('defaults fill what the file leaves out', async t => {
   t.equal(config.keyd, undefined, 'no keyd section, no bridge')
   t.equal(config.tls.defaultCertificate, 'localhost', 'the first certificate is the default')
   t.equal(config.tls.ciphers, configDefaults.tls.ciphers)
-  t.same(config.routes[0], { host: '*', pathPrefix: '/', upstream: 'http://127.0.0.1:8080', timeoutMs: 30_000, connectTimeoutMs: 5_000 })
+  t.same(config.routes[0], {
+    host: '*', pathPrefix: '/', upstream: 'http://127.0.0.1:8080', timeoutMs: 30_000, connectTimeoutMs: 5_000,
+    // Upstream pool defaults (a single upstream is a pool of one).
+    balance: { policy: 'round_robin', hashOn: 'client', hashKey: null },
+    outlier: { consecutiveFailures: 5, baseEjectionMs: 10_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 },
+    retry: { attempts: 1, retryOn: [502, 503], budgetPercent: 20, minRetries: 3 },
+    // Edge HTTP defaults: in the access log, no body or rate limit, WebSockets idle 5 min.
+    accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketIdleMs: 300_000
+  })
   t.equal(config.http2, true)
   t.equal(config.log.level, 'info')
   const withKeyd = validateConfig({ ...minimal(), keyd: { timeoutMs: 250 } }, { baseDir: '/etc/keyedge' })
@@ -85,8 +98,9 @@ t.test('unknown keys are rejected with a hint', async t => {
   const raw = minimal()
   raw.upstreams = ['http://x']
   raw.http2s = true
-  ;(raw.routes as Array<Record<string, unknown>>)[0].timeout = 5
-  ;(raw.routes as Array<Record<string, unknown>>)[0].upstrem = 'x'
+  const route = defined((raw.routes as Array<Record<string, unknown>>)[0], 'a route')
+  route.timeout = 5
+  route.upstrem = 'x'
   raw.tls = { sessionTimeout: 10, zzz: 1 }
   t.same(problemsOf(raw), [
     'upstreams: unknown key, each route has its own "upstream": see "routes"',
@@ -107,13 +121,13 @@ t.test('loadConfig resolves relative paths against the config file and checks fi
   const file = join(home, 'etc', 'proxy.json')
   writeFileSync(file, JSON.stringify({ ...minimal(), keyd: { socket: '../run/keyd.sock' } }))
   const config = loadConfig(file)
-  t.same(config.certificates[0].files[0], { cert: join(home, 'etc', 'certs', 'a.crt'), key: join(home, 'etc', 'certs', 'a.keyref') })
+  t.same(config.certificates[0]?.files[0], { cert: join(home, 'etc', 'certs', 'a.crt'), key: join(home, 'etc', 'certs', 'a.keyref') })
   t.equal(config.keyd?.socket, join(home, 'run', 'keyd.sock'))
   t.equal(config.file, file)
 
   const missing = join(home, 'etc', 'missing.json')
   const m = minimal()
-  ;(m.certificates as Array<{ files: Array<{ key: string }> }>)[0].files[0].key = 'certs/nothing.keyref'
+  firstFile(m).key = 'certs/nothing.keyref'
   writeFileSync(missing, JSON.stringify(m))
   t.throws(() => loadConfig(missing), {
     code: 'EDGE_ERR_CONFIG_INVALID',
@@ -130,7 +144,7 @@ t.test('keyedge validate prints "config OK" or every problem', async t => {
   selfSigned(join(home, 'certs'), 'a', ['localhost'])
   const good = join(home, 'good.json')
   const m = minimal()
-  ;(m.certificates as Array<{ files: Array<{ key: string }> }>)[0].files[0].key = 'certs/a.key'
+  firstFile(m).key = 'certs/a.key'
   writeFileSync(good, JSON.stringify(m))
   const bad = join(home, 'bad.json')
   writeFileSync(bad, JSON.stringify({ ...minimal(), workers: 'many', port: 1 }))

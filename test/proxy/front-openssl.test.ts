@@ -17,6 +17,7 @@ import { loadCertificate } from '../../src/tls/secure-context.js'
 import { tempHome } from '../helpers/paths.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
 import { captureFirstFlight, describe, exchange, firstHandshakeMessage, frame, growHello, MAX_HELLO_BODY, reframing, splitRecords, type Answer } from '../helpers/hello-forge.js'
+import { defined } from '../helpers/defined.js'
 
 const home = tempHome('keyedge-front-')
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
@@ -36,14 +37,13 @@ const reading = configOf([entryA, entryB])
 // One entry, no session-ID cache: nothing to choose, the front hands the first bytes over unread.
 const unread = configOf([entryA], { sessionCacheSize: 0 })
 
-const edges = [
-  { name: 'front reads the ClientHello', server: await startProxyServer({ config: reading, log, registry: new Registry() }) },
-  { name: 'front hands over unread', server: await startProxyServer({ config: unread, log, registry: new Registry() }) }
-]
+const readingEdge = { name: 'front reads the ClientHello', server: await startProxyServer({ config: reading, log, registry: new Registry() }) }
+const unreadEdge = { name: 'front hands over unread', server: await startProxyServer({ config: unread, log, registry: new Registry() }) }
+const edges = [readingEdge, unreadEdge]
 t.teardown(async () => { for (const e of edges) await e.server.close(100) })
 
 // OpenSSL alone: a Node TLS server with entry a's context options (versions, ciphers, certificate).
-const options = loadCertificate(reading.certificates[0], reading.tls, log).options
+const options = loadCertificate(defined(reading.certificates[0], 'entry a'), reading.tls, log).options
 const plain = createTlsServer({ ...options, secureOptions: constants.SSL_OP_NO_RENEGOTIATION, ALPNProtocols: ['h2', 'http/1.1'] }, s => s.end())
 plain.on('tlsClientError', () => {})
 plain.listen(0, '127.0.0.1')
@@ -58,15 +58,15 @@ const servedHello = (bytes: Buffer): boolean => describe(bytes).includes('handsh
 /** A ClientHello body with one field rewritten (the handshake header is fixed up). */
 function mutate (message: Buffer, edit: (body: Buffer) => Buffer): Buffer {
   const body = edit(Buffer.from(message.subarray(4)))
-  const head = Buffer.from([message[0], 0, 0, 0])
+  const head = Buffer.from([message.readUInt8(0), 0, 0, 0])
   head.writeUIntBE(body.length, 1, 3)
   return Buffer.concat([head, body])
 }
 const extensionsAt = (body: Buffer): number => {
   let p = 34
-  p += 1 + body[p]
+  p += 1 + body.readUInt8(p)
   p += 2 + body.readUInt16BE(p)
-  return p + 1 + body[p]
+  return p + 1 + body.readUInt8(p)
 }
 const extensionsBytes = (message: Buffer): number => message.readUInt16BE(4 + extensionsAt(message.subarray(4)))
 
@@ -109,7 +109,7 @@ const refused: Array<[string, Buffer, { halfClose?: boolean }?]> = [
   ['a zero-length ClientHello', Buffer.from([22, 3, 1, 0, 4, 1, 0, 0, 0])],
   ['extensions longer than the hello', frame(mutate(hello13, body => { const p = extensionsAt(body); body.writeUInt16BE(body.readUInt16BE(p) + 9, p); return body }), 16_384)],
   ['trailing bytes after the extensions', frame(mutate(hello13, body => Buffer.concat([body, Buffer.from([0, 0, 0])])), 16_384)],
-  ['cipher suites of odd length', frame(mutate(hello13, body => { const p = 35 + body[34]; body.writeUInt16BE(body.readUInt16BE(p) - 1, p); return body }), 16_384)],
+  ['cipher suites of odd length', frame(mutate(hello13, body => { const p = 35 + body.readUInt8(34); body.writeUInt16BE(body.readUInt16BE(p) - 1, p); return body }), 16_384)],
   ['a malformed server_name', frame(mutate(hello13, body => {
     let p = extensionsAt(body) + 2
     while (body.readUInt16BE(p) !== 0) p += 4 + body.readUInt16BE(p + 2)
@@ -117,7 +117,7 @@ const refused: Array<[string, Buffer, { halfClose?: boolean }?]> = [
     return body
   }), 16_384)],
   ['TLS 1.3 with a compression method', frame(mutate(hello13, body => {
-    const p = 35 + body[34]
+    const p = 35 + body.readUInt8(34)
     const c = p + 2 + body.readUInt16BE(p)
     return Buffer.concat([body.subarray(0, c), Buffer.from([2, 0, 1]), body.subarray(c + 2)])
   }), 16_384)],
@@ -135,7 +135,7 @@ function show (x: Answer): string {
 for (const edge of edges) {
   t.test(`${edge.name}: served like OpenSSL serves them`, async t => {
     for (const [name, bytes, opts] of served) {
-      const [mine, theirs] = await Promise.all([edge.server.port, plainPort].map(async port => await exchange(port, bytes, { ...opts, ms: 10_000, until: servedHello })))
+      const [mine, theirs] = await Promise.all([exchange(edge.server.port, bytes, { ...opts, ms: 10_000, until: servedHello }), exchange(plainPort, bytes, { ...opts, ms: 10_000, until: servedHello })])
       t.ok(servedHello(theirs.bytes), `${name}: OpenSSL answers with a ServerHello (${show(theirs)})`)
       t.ok(servedHello(mine.bytes), `${name}: so does keyedge (${show(mine)})`)
     }
@@ -143,7 +143,7 @@ for (const edge of edges) {
 
   t.test(`${edge.name}: refused exactly as OpenSSL refuses them`, async t => {
     for (const [name, bytes, opts] of refused) {
-      const [mine, theirs] = await Promise.all([edge.server.port, plainPort].map(async port => await exchange(port, bytes, { ...opts, ms: 10_000 })))
+      const [mine, theirs] = await Promise.all([exchange(edge.server.port, bytes, { ...opts, ms: 10_000 }), exchange(plainPort, bytes, { ...opts, ms: 10_000 })])
       t.not(theirs.end, 'open', `${name}: OpenSSL ends the connection (${show(theirs)})`)
       t.equal(show(mine), show(theirs), `${name}: keyedge answers the same`)
       t.ok(mine.bytes.equals(theirs.bytes), `${name}: byte for byte (${mine.bytes.toString('hex')})`)
@@ -153,7 +153,7 @@ for (const edge of edges) {
 
 t.test('real clients complete handshakes through odd framing and segmentation', async t => {
   for (const [name, sizes, chunk] of [['one-byte records', 1, 7], ['records of 1 to 5 bytes', (i: number) => 1 + i % 5, 1], ['16 KB records', 16_384, undefined]] as const) {
-    const raw = netConnect({ host: '127.0.0.1', port: edges[0].server.port })
+    const raw = netConnect({ host: '127.0.0.1', port: readingEdge.server.port })
     await once(raw, 'connect')
     const tls = tlsConnect({ socket: reframing(raw, sizes, chunk), servername: 'localhost', ca: a.certPem })
     await once(tls, 'secureConnect')
@@ -168,7 +168,7 @@ t.test('real clients complete handshakes through odd framing and segmentation', 
   alpn.push('http/1.1')
   const big = firstHandshakeMessage(await captureFirstFlight({ servername: 'localhost', ALPNProtocols: alpn })) as Buffer
   t.ok(big.length > 65_536, `the ClientHello is ${big.length} bytes`)
-  for (const port of [edges[0].server.port, edges[1].server.port]) {
+  for (const port of [readingEdge.server.port, unreadEdge.server.port]) {
     const tls = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: a.certPem, ALPNProtocols: alpn })
     await once(tls, 'secureConnect')
     t.equal(tls.alpnProtocol, 'http/1.1', 'served, http/1.1 chosen from the long list')

@@ -6,7 +6,7 @@ import { createRouter, normalizeHost, pathMatches } from '../../src/proxy/router
 import { createTrustMatcher, normalizeAddress } from '../../src/proxy/trusted-proxies.js'
 
 const r = (host: string, pathPrefix: string, upstream: string): RouteConfig =>
-  ({ host, pathPrefix, upstream, timeoutMs: 1000, connectTimeoutMs: 1000 })
+  ({ host, pathPrefix, upstream, timeoutMs: 1000, connectTimeoutMs: 1000, accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketIdleMs: 1000 }) as RouteConfig
 
 t.test('routes: host first (exact, wildcard, any), then the longest path prefix', async t => {
   const router = createRouter([

@@ -14,6 +14,7 @@ import { startProxyServer } from '../../src/proxy/server.js'
 import { loadCertificate } from '../../src/tls/secure-context.js'
 import { tempHome } from '../helpers/paths.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
+import { errorCode, errorMessage } from '../../lib/errors.js'
 
 const home = tempHome('keyedge-tls-')
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
@@ -61,10 +62,9 @@ t.test('expired, unparsable and unreadable certificates, bad keys: clear errors 
     loadCertificate(entry([{ cert: a.cert, key: ref }]), tls, log)
     t.fail('a key reference cannot load without the bridge')
   } catch (err) {
-    const e = err as Error & { code: string }
-    t.equal(e.code, 'EDGE_ERR_KEY_LOAD')
-    t.match(e.message, /needs the keyd bridge/)
-    t.notMatch(e.message, /-----|S0VSMQ/, 'the reference itself is not echoed')
+    t.equal(errorCode(err), 'EDGE_ERR_KEY_LOAD')
+    t.match(errorMessage(err), /needs the keyd bridge/)
+    t.notMatch(errorMessage(err), /-----|S0VSMQ/, 'the reference itself is not echoed')
   }
 })
 
@@ -98,7 +98,7 @@ t.test('strict SNI refuses unknown names and counts them; known names and no-SNI
     try {
       await once(socket, 'secureConnect')
       const cert = socket.getPeerCertificate()
-      return `${cert.subject.CN} ${cert.bits === 2048 ? 'rsa' : 'ec'}`
+      return `${String(cert.subject.CN)} ${cert.bits === 2048 ? 'rsa' : 'ec'}`
     } finally {
       socket.destroy()
     }

@@ -7,11 +7,11 @@ import {
 } from '../../protocol/messages.js'
 import { spkiFingerprint } from '../../protocol/attestation.js'
 import { KEY_NAME_RE, isKeyType, isUsage } from '../../algorithms.js'
-import type { KeyInfo, Keystore } from '../../keystore/keystore.js'
+import { whenDone, type KeyInfo, type Keystore, type MaybeAsync } from '../../keystore/keystore.js'
 import { Refusal } from '../../errors.js'
 import { existingKey, refuseTakenName, supported, signableUntil, currentPublicKey } from '../keys.js'
-import type { OpContext, OpEntry } from '../context.js'
-import type { Item, ItemMap } from '../../protocol/codec.js'
+import type { OpContext, OpEntry, OpResult } from '../context.js'
+import type { ItemMap } from '../../protocol/codec.js'
 
 /** The refusal of a name KEY_CREATE and KEY_IMPORT do not accept. */
 export const BAD_KEY_NAME_MESSAGE = 'key names are 1-64 characters of a-z 0-9 . _ - starting with a letter or digit'
@@ -41,31 +41,31 @@ export function keyDetail (ks: Keystore, info: KeyInfo, withVersions: boolean): 
   return out
 }
 
-function keyCreate (ctx: OpContext, items: ItemMap): Item[] {
+function keyCreate (ctx: OpContext, items: ItemMap): OpResult {
   const { name, type, usage } = decodeKeyCreateRequest(items)
   if (!KEY_NAME_RE.test(name)) throw new Refusal(ErrorCode.BAD_KEY_NAME, BAD_KEY_NAME_MESSAGE)
   if (!isKeyType(type)) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `unknown key type ${JSON.stringify(type.slice(0, 32))}`)
   if (ctx.keystore.supportsType?.(type) === false) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `the ${ctx.keystore.kind} keystore cannot generate ${type} keys`)
   if (!isUsage(usage)) throw new Refusal(ErrorCode.BAD_KEY_TYPE, `unknown usage ${JSON.stringify(usage.slice(0, 32))}`)
   refuseTakenName(ctx.keystore, name)
-  const info = ctx.keystore.create(name, type, usage)
-  return encodePublicKeyResponse(currentPublicKey(ctx.keystore, info, 0, 'created'))
+  // A promise when the keystore generates off the event loop (the file keystore, a PKCS#11 token).
+  return whenDone(ctx.keystore.create(name, type, usage), info => encodePublicKeyResponse(currentPublicKey(ctx.keystore, info, 0, 'created')))
 }
 
-function keyRotate (ctx: OpContext, items: ItemMap): Item[] {
+function keyRotate (ctx: OpContext, items: ItemMap): OpResult {
   const req = decodeKeyRotateRequest(items)
   existingKey(ctx.keystore, req.name)
   const grace = req.signGraceSeconds
-  const info = ctx.keystore.rotate(req.name, grace === undefined ? {} : { signGraceSeconds: grace === GRACE_UNLIMITED ? null : grace })
-  return encodePublicKeyResponse(currentPublicKey(ctx.keystore, info, info.currentVersion, 'rotated'))
+  return whenDone(ctx.keystore.rotate(req.name, grace === undefined ? {} : { signGraceSeconds: grace === GRACE_UNLIMITED ? null : grace }),
+    info => encodePublicKeyResponse(currentPublicKey(ctx.keystore, info, info.currentVersion, 'rotated')))
 }
 
 /** KEY_DISABLE, KEY_ENABLE, KEY_DESTROY: the key's summary after the change. */
-function keyChange (change: (ks: Keystore, name: string) => KeyInfo) {
-  return (ctx: OpContext, items: ItemMap) => {
+function keyChange (change: (ks: Keystore, name: string) => MaybeAsync<KeyInfo>) {
+  return (ctx: OpContext, items: ItemMap): OpResult => {
     const info = existingKey(ctx.keystore, decodeKeyNameRequest(items).name)
-    const updated = change(ctx.keystore, info.name)
-    return encodeKeyJsonResponse({ name: info.name, json: JSON.stringify(keyDetail(ctx.keystore, updated, false)) })
+    return whenDone(change(ctx.keystore, info.name), updated =>
+      encodeKeyJsonResponse({ name: info.name, json: JSON.stringify(keyDetail(ctx.keystore, updated, false)) }))
   }
 }
 

@@ -10,7 +10,7 @@ import {
 import { ALGORITHMS, keyFamily } from '../../algorithms.js'
 import { tlsMessageKind } from '../../policy/tls-message.js'
 import { csrInfoPublicKey } from '../../policy/csr-message.js'
-import type { KeyInfo } from '../../keystore/keystore.js'
+import { whenDone, type KeyInfo, type MaybeAsync } from '../../keystore/keystore.js'
 import { Refusal } from '../../errors.js'
 import { admitSignature } from '../access.js'
 import { findKey, checkSignable } from '../keys.js'
@@ -25,7 +25,7 @@ function isOwnCertificateRequest (ctx: OpContext, info: KeyInfo, version: number
 }
 
 /** Makes one signature. @throws Refusal for every refusal SIGN answers */
-export function signOne (ctx: OpContext, req: SignRequest): SignResponse {
+export function signOne (ctx: OpContext, req: SignRequest): MaybeAsync<SignResponse> {
   const { info, version } = findKey(ctx, req.name, req.version ?? 0, 'sign')
   const alg = ALGORITHMS.get(req.algorithm)
   if (alg === undefined) throw new Refusal(ErrorCode.BAD_ALGORITHM, `unknown algorithm 0x${req.algorithm.toString(16).padStart(4, '0')}`)
@@ -35,34 +35,46 @@ export function signOne (ctx: OpContext, req: SignRequest): SignResponse {
   }
   checkSignable(info, version)
   admitSignature(ctx.policy, ctx.client, info, alg.name)
-  const k = ctx.keystore.sign(info.name, version, alg, req.message, req.encoding === 1)
-  if (k === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
-  ctx.stats.signatures++
-  return { signature: k.signature, version: k.version }
+  // A promise for the signatures made on the thread pool (RSA, P-384) or by a PKCS#11 token.
+  return whenDone(ctx.keystore.sign(info.name, version, alg, req.message, req.encoding === 1), k => {
+    if (k === undefined) throw new Refusal(ErrorCode.KEY_NOT_FOUND, `key ${info.name} version ${version} not found`)
+    ctx.stats.signatures++
+    return { signature: k.signature, version: k.version }
+  })
 }
 
-function refused (ctx: OpContext, err: Refusal): ErrorResponse {
+function refused (ctx: OpContext, err: unknown): ErrorResponse {
+  if (!(err instanceof Refusal)) throw err
   ctx.stats.refused++
   return { code: err.wire, message: err.message }
+}
+
+/** One SIGN_BATCH entry: its signature, or its own refusal (which never fails the other entries). */
+function batchEntry (ctx: OpContext, req: SignRequest | Refusal): MaybeAsync<SignResponse | ErrorResponse> {
+  if (req instanceof Refusal) return refused(ctx, req)
+  try {
+    const signed = signOne(ctx, req)
+    return signed instanceof Promise ? signed.catch((err: unknown) => refused(ctx, err)) : signed
+  } catch (err) {
+    return refused(ctx, err)
+  }
 }
 
 export const signOps: OpEntry[] = [
   {
     op: Op.SIGN,
     right: 'sign',
-    handle: (ctx, items) => encodeSignResponse(signOne(ctx, decodeSignRequest(items)))
+    handle: (ctx, items) => whenDone(signOne(ctx, decodeSignRequest(items)), encodeSignResponse)
   },
   {
     op: Op.SIGN_BATCH,
     right: 'sign',
-    handle: (ctx, items) => encodeSignBatchResponse(decodeSignBatchRequest(items).map(req => {
-      if (req instanceof Refusal) return refused(ctx, req)
-      try {
-        return signOne(ctx, req)
-      } catch (err) {
-        if (err instanceof Refusal) return refused(ctx, err)
-        throw err
-      }
-    }))
+    handle: (ctx, items) => {
+      const answers = decodeSignBatchRequest(items).map(req => batchEntry(ctx, req))
+      // Entries signed off the event loop are awaited together; the order stays the request's.
+      return answers.some(a => a instanceof Promise)
+        ? Promise.all(answers).then(encodeSignBatchResponse)
+        : encodeSignBatchResponse(answers as Array<SignResponse | ErrorResponse>)
+    }
   }
 ]

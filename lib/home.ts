@@ -1,7 +1,10 @@
 // Where keyedge keeps its state: one directory, `$KEYEDGE_HOME` or ./.keyedge, and the paths inside it.
+// In lib/ because both sides read the layout: keyd's commands (its socket, keys, clients) and the
+// proxy's (`start`, `cert`, `import`: the same socket, the certs directory, proxy.json).
 import { mkdirSync, chmodSync } from 'node:fs'
 import { resolve, join } from 'node:path'
 
+/** The files and directories under one keyedge home. */
 export interface HomePaths {
   home: string
   socket: string
@@ -13,6 +16,7 @@ export interface HomePaths {
   proxyConfig: string
 }
 
+/** The paths under `home` (default `$KEYEDGE_HOME`, else ./.keyedge), resolved to absolute paths. */
 export function homePaths (home = process.env.KEYEDGE_HOME ?? '.keyedge'): HomePaths {
   const h = resolve(home)
   return {

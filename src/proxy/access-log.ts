@@ -1,0 +1,200 @@
+// The access log: one JSON line per request through its own pino logger, written by an async
+// sonic-boom destination so the worker never waits for the disk. Lines waiting for the disk are
+// bounded (`accessLog.bufferBytes`): past it — a full, slow or unwritable disk — lines are dropped,
+// counted in `edge_access_log_dropped_total` and warned once; traffic goes on. A write or open
+// error (disk full, directory missing) drops what was buffered and every line until the file is
+// reopened, REOPEN_AFTER_MS later, so the log resumes by itself when space comes back.
+
+import { randomUUID } from 'node:crypto'
+import type { Http2ServerRequest } from 'node:http2'
+import type { TLSSocket } from 'node:tls'
+import { pino, type Logger } from 'pino'
+import { Counter, type Registry } from 'prom-client'
+import type { AccessLogConfig, RouteConfig } from '../config/types.js'
+import type { ClientRequest, ClientResponse } from './forward.js'
+
+/** What one request's access-log line is built from, filled in as the request goes. */
+export interface AccessRecord {
+  /** The request id: the trusted peer's `x-request-id`, or a new one (sent upstream and back). */
+  readonly id: string
+  route?: RouteConfig
+  /** The client address after trusted X-Forwarded-For. */
+  client?: string
+  upstream?: string
+  /** Request body bytes passed on. */
+  bytesIn: number
+  /** Response body bytes from the upstream. */
+  bytesOut: number
+  /** ms from the start of the request until the upstream request was sent / its headers came / its body ended. */
+  upstreamStartMs?: number
+  upstreamHeadersMs?: number
+  upstreamEndMs?: number
+}
+
+export interface AccessLog {
+  /** Starts the record of a request; the line is written when the exchange ends (if sampled in). */
+  begin: (req: ClientRequest, res: ClientResponse, trusted: boolean) => AccessRecord
+  /** Flushes what is buffered (best effort) and closes the file. */
+  close: () => Promise<void>
+}
+
+/** After a write or open failure, the file is opened again this much later (space may be back). */
+export const REOPEN_AFTER_MS = 5_000
+
+/** Destroys a destination; one that never opened may throw, and is gone either way. */
+function destroyQuietly (d: { destroy: () => void }): void {
+  try {
+    d.destroy()
+  } catch {
+    // Nothing left to release.
+  }
+}
+
+function countLines (data: string): number {
+  let lines = 0
+  for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) lines++
+  return Math.max(1, lines)
+}
+
+const REQUEST_ID = /^[\x21-\x7e]{1,200}$/
+
+/** The TLS socket under a request (HTTP/2: the session's). */
+function tlsSocket (req: ClientRequest): TLSSocket | undefined {
+  const socket = req.httpVersionMajor >= 2 ? (req as Http2ServerRequest).stream?.session?.socket : req.socket
+  return socket as TLSSocket | undefined
+}
+
+/** A record that writes nothing (no access log). Request ids still flow. */
+function idOnly (req: ClientRequest, trusted: boolean): AccessRecord {
+  const given = req.headers['x-request-id']
+  const id = trusted && typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+  return { id, bytesIn: 0, bytesOut: 0 }
+}
+
+/** An access log writing nothing, for configs without an `accessLog` section. */
+export const NO_ACCESS_LOG: AccessLog = { begin: (req, _res, trusted) => idOnly(req, trusted), close: async () => {} }
+
+/** Opens the access log of `config` (asynchronously: an unopenable file only drops lines). */
+export function createAccessLog (opts: { config: AccessLogConfig | undefined, log: Logger, registry: Registry, random?: () => number }): AccessLog {
+  const { config, log, registry } = opts
+  if (config === undefined) return NO_ACCESS_LOG
+  const random = opts.random ?? Math.random
+  const dropped = (registry.getSingleMetric('edge_access_log_dropped_total') as Counter<string> | undefined) ??
+    new Counter({ name: 'edge_access_log_dropped_total', help: 'Access log lines dropped because the disk could not keep up or failed (full, unwritable)', registers: [registry] })
+  const errors = (registry.getSingleMetric('edge_access_log_errors_total') as Counter<string> | undefined) ??
+    new Counter({ name: 'edge_access_log_errors_total', help: 'Access log write or open failures (each one drops what was buffered, then the file is reopened after a pause)', registers: [registry] })
+  let warned = false
+  const warnOnce = (why: Record<string, unknown>): void => {
+    if (warned) return
+    warned = true
+    log.warn({ accessLog: config.path ?? 'stdout', ...why }, 'access log lines are being dropped; traffic continues')
+  }
+  // The current destination, or undefined while a failed one waits to be reopened. A failed one is
+  // destroyed at once: sonic-boom retries a failed write forever in its exit-time flushSync (a full
+  // disk would hang the worker's exit), and skips destroyed streams there.
+  let dest: ReturnType<typeof pino.destination> | undefined
+  let reopen: NodeJS.Timeout | undefined
+  let closed = false
+  const open = (): void => {
+    const d = pino.destination({ dest: config.path ?? 1, sync: false, mkdir: false, maxLength: config.bufferBytes })
+    d.on('error', (err: NodeJS.ErrnoException) => {
+      if (dest !== d) return
+      errors.inc()
+      warnOnce({ code: err.code })
+      dest = undefined
+      destroyQuietly(d)
+      if (!closed) {
+        reopen = setTimeout(open, REOPEN_AFTER_MS)
+        reopen.unref()
+      }
+    })
+    d.on('drop', (data: string) => {
+      dropped.inc(countLines(data))
+      warnOnce({ reason: 'buffer full' })
+    })
+    dest = d
+  }
+  open()
+  const sink = {
+    write (line: string): void {
+      if (dest === undefined) {
+        dropped.inc()
+        return
+      }
+      dest.write(line)
+    }
+  }
+  const out = pino({ base: null, timestamp: false }, sink)
+
+  function write (req: ClientRequest, res: ClientResponse, rec: AccessRecord, tls: TLSSocket | undefined, start: number, complete: boolean): void {
+    const url = req.url ?? '/'
+    const q = config?.includeQuery === true ? -1 : url.indexOf('?')
+    const ms = (v: number | undefined): number | undefined => v === undefined ? undefined : Math.round(v * 1000) / 1000
+    const upstreamFirstByteMs = rec.upstreamHeadersMs !== undefined && rec.upstreamStartMs !== undefined ? rec.upstreamHeadersMs - rec.upstreamStartMs : undefined
+    const upstreamTotalMs = rec.upstreamEndMs !== undefined && rec.upstreamStartMs !== undefined ? rec.upstreamEndMs - rec.upstreamStartMs : undefined
+    const declared = Number(res.getHeader('content-length'))
+    out.info({
+      time: new Date().toISOString(),
+      requestId: rec.id,
+      client: rec.client,
+      sni: tls?.servername === false ? undefined : tls?.servername,
+      tlsVersion: tls?.getProtocol?.() ?? undefined,
+      cipher: tls?.getCipher?.()?.name,
+      tlsResumed: tls?.isSessionReused?.(),
+      alpn: tls?.alpnProtocol === false ? undefined : tls?.alpnProtocol,
+      method: req.method,
+      host: req.headers[':authority'] ?? req.headers.host,
+      path: q === -1 ? url : url.slice(0, q),
+      status: res.statusCode,
+      complete,
+      bytesIn: rec.bytesIn,
+      bytesOut: rec.upstreamHeadersMs === undefined && Number.isFinite(declared) ? declared : rec.bytesOut,
+      upstream: rec.upstream,
+      upstreamFirstByteMs: ms(upstreamFirstByteMs),
+      upstreamTotalMs: ms(upstreamTotalMs),
+      totalMs: ms(performance.now() - start)
+    })
+  }
+
+  return {
+    begin (req, res, trusted) {
+      const rec = idOnly(req, trusted)
+      const start = performance.now()
+      const sampled = config.sampleRate >= 1 || random() < config.sampleRate
+      if (sampled) {
+        // Taken now: an HTTP/2 stream forgets its session once it closes.
+        const tls = tlsSocket(req)
+        let done = false
+        const end = (complete: boolean): void => {
+          if (done) return
+          done = true
+          if (rec.route?.accessLog === false) return
+          try {
+            write(req, res, rec, tls, start, complete)
+          } catch (err) {
+            dropped.inc()
+            warnOnce({ code: err instanceof Error && 'code' in err ? err.code : err instanceof Error ? err.message : 'unknown' })
+          }
+        }
+        res.once('finish', () => end(true))
+        res.once('close', () => end(res.writableFinished))
+      }
+      return rec
+    },
+    close: async () => {
+      closed = true
+      clearTimeout(reopen)
+      const d = dest
+      if (d === undefined) return
+      // Bounded: a disk that never drains must not hold up shutdown.
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(() => { destroyQuietly(d); resolve() }, 2000)
+        timer.unref()
+        const done = (): void => { clearTimeout(timer); resolve() }
+        d.once('close', done)
+        d.once('error', done)
+        try { d.end() } catch { done() }
+      })
+    }
+  }
+}

@@ -1,0 +1,127 @@
+// Guards each HTTP/2 session: bounded concurrent streams, a rapid-reset limit (streams reset faster
+// than `limits.http2MaxResetsPerSecond` get the session GOAWAY ENHANCE_YOUR_CALM and every request in
+// flight cancelled), and idle timeouts (no complete first request within `requestHeadersMs`, or no
+// open stream for `http2IdleMs`: GOAWAY, then close).
+
+import { constants, type Http2Stream, type SecureServerOptions, type ServerHttp2Session } from 'node:http2'
+import type { Logger } from 'pino'
+import { Counter, type Registry } from 'prom-client'
+import type { LimitsConfig, TimeoutsConfig } from '../config/types.js'
+import { CLOSE_LINGER_MS } from './http-limits.js'
+import { timeoutCounter } from './timeout-metric.js'
+
+/** Streams the proxy itself reset: not held against the client's reset budget. */
+const resetByUs = new WeakSet<Http2Stream>()
+
+/** Resets `stream` with `code` on the proxy's own initiative (not counted as a client reset). */
+export function resetStream (stream: Http2Stream, code: number = constants.NGHTTP2_CANCEL): void {
+  if (stream.destroyed || stream.closed) return
+  resetByUs.add(stream)
+  stream.close(code)
+}
+
+export interface Http2Guard {
+  /** Options for `http2.createSecureServer`: SETTINGS_MAX_CONCURRENT_STREAMS. */
+  serverOptions: Pick<SecureServerOptions, 'settings'>
+  /** Watches a new session; call from the server's 'session' event. */
+  session: (session: ServerHttp2Session) => void
+}
+
+function counter (registry: Registry, name: string, help: string): Counter {
+  return (registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help, registers: [registry] })
+}
+
+/** The HTTP/2 session guard of one worker. */
+export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: LimitsConfig, registry: Registry, log: Logger }): Http2Guard {
+  const { requestHeadersMs, http2IdleMs } = opts.timeouts
+  const rate = opts.limits.http2MaxResetsPerSecond
+  // A client may cancel every stream it has open at once (a page navigated away from): allow that.
+  const burst = Math.max(2 * rate, opts.limits.http2MaxConcurrentStreams)
+  const timeouts = timeoutCounter(opts.registry)
+  const resets = counter(opts.registry, 'edge_http2_stream_resets_total',
+    'HTTP/2 streams reset by the client (or for its protocol errors) before their response was complete')
+  const calm = counter(opts.registry, 'edge_http2_rapid_reset_total',
+    'HTTP/2 sessions sent GOAWAY ENHANCE_YOUR_CALM for resetting streams faster than limits.http2MaxResetsPerSecond')
+  let lastWarn = 0
+
+  /** GOAWAY with `code`. NO_ERROR: close once the open streams are done (if ever: destroyed after a
+   * short linger). Otherwise destroy the session right after the frame is out: every stream goes,
+   * and their responses abort their upstream requests. */
+  const goaway = (session: ServerHttp2Session, code: number): void => {
+    if (session.destroyed) return
+    const destroy = (): void => { if (!session.destroyed) session.destroy() }
+    if (code === constants.NGHTTP2_NO_ERROR) {
+      session.close(destroy)
+      setTimeout(destroy, CLOSE_LINGER_MS).unref()
+    } else {
+      session.goaway(code)
+      // Never destroy with an Error: Node would destroy every stream with it, and a stream 'error'
+      // nobody listens to ends the worker. Clients act on the first GOAWAY; the NO_ERROR one that
+      // destroying adds changes nothing.
+      setImmediate(destroy)
+    }
+  }
+
+  return {
+    serverOptions: { settings: { maxConcurrentStreams: opts.limits.http2MaxConcurrentStreams } },
+    session (session) {
+      let open = 0
+      let timer: NodeJS.Timeout | undefined
+      let tokens = burst
+      let refilledAt = performance.now()
+      let calmed = false
+
+      const idle = (ms: number, kind: 'request_headers' | 'http2_idle'): void => {
+        clearTimeout(timer)
+        timer = setTimeout(() => {
+          timer = undefined
+          if (session.destroyed || session.closed) return
+          timeouts.inc({ kind })
+          goaway(session, constants.NGHTTP2_NO_ERROR)
+        }, ms)
+        timer.unref()
+      }
+
+      const onReset = (stream: Http2Stream): void => {
+        if (calmed || resetByUs.has(stream) || session.destroyed || session.closed) return
+        resets.inc()
+        const now = performance.now()
+        tokens = Math.min(burst, tokens + (now - refilledAt) * rate / 1000)
+        refilledAt = now
+        tokens -= 1
+        if (tokens >= 0) return
+        calmed = true
+        calm.inc()
+        if (now - lastWarn > 10_000) {
+          lastWarn = now
+          opts.log.warn({ peer: session.socket?.remoteAddress, limit: rate }, 'HTTP/2 client resets streams too fast: GOAWAY ENHANCE_YOUR_CALM, its requests cancelled')
+        }
+        goaway(session, constants.NGHTTP2_ENHANCE_YOUR_CALM)
+      }
+
+      idle(requestHeadersMs, 'request_headers')
+      session.on('stream', (stream: Http2Stream) => {
+        clearTimeout(timer)
+        timer = undefined
+        // Node emits 'stream' on the next tick: a RST_STREAM in the same read as the HEADERS has
+        // closed the stream by then.
+        if (stream.destroyed) {
+          // Reset before it was ever emitted: `aborted` is not always set then (a loaded worker reads
+          // HEADERS and RST_STREAM of many streams at once), the reset code is.
+          if (stream.aborted || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) onReset(stream)
+          if (open === 0) idle(http2IdleMs, 'http2_idle')
+          return
+        }
+        open++
+        // 'aborted': the stream closed while our response was still open (RST_STREAM from the client,
+        // or a reset nghttp2 made for the client's protocol error).
+        stream.once('aborted', () => onReset(stream))
+        stream.once('close', () => {
+          open--
+          if (open === 0 && !session.destroyed && !session.closed) idle(http2IdleMs, 'http2_idle')
+        })
+      })
+      session.once('close', () => clearTimeout(timer))
+    }
+  }
+}

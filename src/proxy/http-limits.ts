@@ -1,0 +1,110 @@
+// Connection timeouts of HTTP/1.1 clients, after the TLS handshake: a request head must arrive
+// complete within `requestHeadersMs` (slowloris), and a connection with no request in flight is closed
+// after `keepAliveIdleMs`. Node's own headersTimeout only runs on servers that listen themselves, and
+// ours never do (the TLS front hands them sockets), so the proxy keeps these clocks itself.
+
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import type { TimeoutsConfig } from '../config/types.js'
+import { timeoutCounter } from './timeout-metric.js'
+
+/** After we end a connection, how long the peer gets to take our last bytes before it is destroyed. */
+export const CLOSE_LINGER_MS = 1_000
+
+/** Sent when a started request head does not complete in time (as Node's own headersTimeout does). */
+const REQUEST_TIMEOUT_RESPONSE = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'
+
+/** Ends `socket` (TLS close_notify, then FIN) with `last` as its final bytes, and destroys it soon after. */
+export function endConnection (socket: Socket, last?: string): void {
+  if (socket.destroyed) return
+  if (last !== undefined && socket.writable) socket.end(last)
+  else socket.end()
+  setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref()
+}
+
+/**
+ * `headers`: waiting for a complete request head (from the handshake, or from the first byte of a
+ * later request); `busy`: requests in flight; `idle`: keep-alive, waiting for the next request.
+ */
+type Phase = 'headers' | 'busy' | 'idle'
+
+interface Connection {
+  phase: Phase
+  inflight: number
+  /** Bytes arrived since the `headers` phase began (a 408 is only owed to a client that started a request). */
+  started: boolean
+  timer: NodeJS.Timeout | undefined
+}
+
+export interface Http1Limits {
+  /** Starts the clocks of a new HTTP/1.1 connection; call once its TLS handshake is done. */
+  connection: (socket: Socket) => void
+  /** Call for every HTTP/1.1 request, before anything else handles it. */
+  request: (req: IncomingMessage, res: ServerResponse) => void
+  /** The connection left HTTP (a WebSocket upgrade): its HTTP clocks stop for good. */
+  upgraded: (socket: Socket) => void
+}
+
+/** The HTTP/1.1 connection timeouts of one worker, counted in `edge_timeouts_total{kind}`. */
+export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: Registry, log: Logger }): Http1Limits {
+  const { requestHeadersMs, keepAliveIdleMs } = opts.timeouts
+  const timeouts = timeoutCounter(opts.registry)
+  const connections = new WeakMap<Socket, Connection>()
+
+  const expire = (socket: Socket, conn: Connection): void => {
+    conn.timer = undefined
+    if (socket.destroyed) return
+    if (conn.phase === 'headers') {
+      timeouts.inc({ kind: 'request_headers' })
+      opts.log.debug({ started: conn.started }, 'request head not received in time, connection closed')
+      endConnection(socket, conn.started ? REQUEST_TIMEOUT_RESPONSE : undefined)
+    } else if (conn.phase === 'idle') {
+      timeouts.inc({ kind: 'keepalive_idle' })
+      endConnection(socket)
+    }
+  }
+
+  const enter = (socket: Socket, conn: Connection, phase: Phase): void => {
+    clearTimeout(conn.timer)
+    conn.timer = undefined
+    conn.phase = phase
+    if (phase === 'busy') return
+    conn.started = false
+    conn.timer = setTimeout(expire, phase === 'headers' ? requestHeadersMs : keepAliveIdleMs, socket, conn)
+    conn.timer.unref()
+  }
+
+  return {
+    connection (socket) {
+      const conn: Connection = { phase: 'headers', inflight: 0, started: false, timer: undefined }
+      connections.set(socket, conn)
+      enter(socket, conn, 'headers')
+      // Node's HTTP server reads TLS sockets through 'data' events too; this listener only watches.
+      socket.on('data', () => {
+        if (conn.phase === 'idle') enter(socket, conn, 'headers')
+        if (conn.phase === 'headers') conn.started = true
+      })
+      socket.once('close', () => clearTimeout(conn.timer))
+    },
+    request (req, res) {
+      const socket = req.socket
+      const conn = connections.get(socket)
+      if (conn === undefined) return
+      conn.inflight++
+      enter(socket, conn, 'busy')
+      res.once('close', () => {
+        conn.inflight--
+        if (conn.inflight === 0 && !socket.destroyed) enter(socket, conn, 'idle')
+      })
+    },
+    upgraded (socket) {
+      const conn = connections.get(socket)
+      if (conn === undefined) return
+      connections.delete(socket)
+      // 'busy' for good: the data listener above never restarts a clock.
+      enter(socket, conn, 'busy')
+    }
+  }
+}

@@ -1,0 +1,70 @@
+// Per-route request limits: the request body's size (413) and the request rate per client address
+// (a token bucket per route and address, 429 with Retry-After). Counted per worker, like the
+// connection limits; every hit is counted in `edge_route_limit_hits_total{limit}`.
+
+import { Counter, type Registry } from 'prom-client'
+import type { RouteConfig } from '../config/types.js'
+
+/** Buckets kept per route at most; past it the full (idle) ones are dropped first, then the oldest. */
+export const MAX_BUCKETS_PER_ROUTE = 100_000
+
+export type LimitKind = 'body_size' | 'rate'
+
+interface Bucket { tokens: number, at: number }
+
+/** The verdict on a request's admission: ok, or refused with the seconds to wait. */
+export type Admission = { ok: true } | { ok: false, retryAfterSeconds: number }
+
+export interface RouteLimits {
+  /** Takes a token of `route`'s bucket for `client`; refused when it is empty. */
+  admit: (route: RouteConfig, client: string) => Admission
+  /** True when a declared body length is over `route.maxBodyBytes`. */
+  tooLarge: (route: RouteConfig, length: number) => boolean
+  /** Counts one hit of a limit. */
+  hit: (kind: LimitKind) => void
+}
+
+/** Builds the limits of one worker; `now` (ms) is for tests. */
+export function createRouteLimits (opts: { registry: Registry, now?: () => number }): RouteLimits {
+  const now = opts.now ?? (() => performance.now())
+  const hits = (opts.registry.getSingleMetric('edge_route_limit_hits_total') as Counter<string> | undefined) ??
+    new Counter({ name: 'edge_route_limit_hits_total', help: 'Requests refused by a route limit: body_size (413), rate (429)', labelNames: ['limit'], registers: [opts.registry] })
+  const buckets = new WeakMap<RouteConfig, Map<string, Bucket>>()
+
+  function prune (map: Map<string, Bucket>, rate: number, size: number, t: number): void {
+    for (const [key, b] of map) if (b.tokens + (t - b.at) / 1000 * rate >= size) map.delete(key)
+    // Still full of busy clients: drop the oldest (Map keeps insertion order).
+    for (const key of map.keys()) {
+      if (map.size < MAX_BUCKETS_PER_ROUTE) break
+      map.delete(key)
+    }
+  }
+
+  return {
+    admit (route, client) {
+      const rate = route.requestsPerSecondPerClient
+      if (rate === 0) return { ok: true }
+      const size = route.requestBurstPerClient > 0 ? route.requestBurstPerClient : Math.max(1, 2 * rate)
+      let map = buckets.get(route)
+      if (map === undefined) buckets.set(route, map = new Map<string, Bucket>())
+      const t = now()
+      let b = map.get(client)
+      if (b === undefined) {
+        if (map.size >= MAX_BUCKETS_PER_ROUTE) prune(map, rate, size, t)
+        b = { tokens: size, at: t }
+        map.set(client, b)
+      } else {
+        b.tokens = Math.min(size, b.tokens + (t - b.at) / 1000 * rate)
+        b.at = t
+      }
+      if (b.tokens >= 1) {
+        b.tokens -= 1
+        return { ok: true }
+      }
+      hits.inc({ limit: 'rate' })
+      return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - b.tokens) / rate)) }
+    },
+    tooLarge: (route, length) => route.maxBodyBytes > 0 && length > route.maxBodyBytes,
+    hit: kind => hits.inc({ limit: kind })
+  }
+}

@@ -1,0 +1,233 @@
+// A route's pool of targets: picks one (balancer.ts), sends the request on that origin's
+// connection pool (upstream-pools.ts), feeds the outcome to outlier ejection (health.ts), retries
+// on another target within the budget (retry.ts), and keeps per-target metrics whose labels are
+// the route and the target URL as configured (bounded by the config).
+
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Logger } from 'pino'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import type { Dispatcher } from 'undici'
+import type { RouteConfig } from '../config/types.js'
+import { EdgeError } from '../errors.js'
+import { Balancer, clientAddress, hashKey, Target } from './balancer.js'
+import { HealthChecker, OutlierDetector } from './health.js'
+import { replayable, RetryBudget, retriableError } from './retry.js'
+import type { UpstreamPools } from './upstream-pools.js'
+
+/** Every target of the pool is down or ejected: answered `503` at once. */
+export class NoHealthyUpstreamError extends EdgeError {
+  constructor (route: string) {
+    super('EDGE_ERR_NO_HEALTHY_UPSTREAM', `no healthy upstream target for route ${route}`)
+  }
+}
+
+const failedTargets = new WeakMap<object, string>()
+
+/** The URL of the target a request failed on, for the log line of `err` (undefined when none was tried). */
+export function failedTarget (err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? failedTargets.get(err) : undefined
+}
+
+/** What the pool needs to know of the client request. */
+export interface RequestContext {
+  method: string | undefined
+  headers: IncomingHttpHeaders
+  peer: string
+  hasBody: boolean
+}
+
+export interface UpstreamResult {
+  response: Dispatcher.ResponseData
+  target: Target
+}
+
+interface PoolMetrics {
+  requests: Counter<string>
+  errors: Counter<string>
+  duration: Histogram<string>
+  ejections: Counter<string>
+  retries: Counter<string>
+}
+
+function metric<T> (registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make()
+}
+
+function errorCode (err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined
+}
+
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
+
+/** The `route` label: host and path prefix, as configured. */
+export function routeLabel (route: Pick<RouteConfig, 'host' | 'pathPrefix'>): string {
+  return `${route.host}${route.pathPrefix}`
+}
+
+/** The targets of a route: `upstreams`, or its single `upstream` as a pool of one. */
+export function routeTargets (route: RouteConfig): Array<{ url: string, weight: number }> {
+  return route.upstreams ?? (route.upstream !== undefined ? [{ url: route.upstream, weight: 1 }] : [])
+}
+
+/** One route's pool. */
+export class RoutePool {
+  readonly label: string
+  readonly targets: readonly Target[]
+  readonly #route: RouteConfig
+  readonly #balancer: Balancer
+  readonly #outliers: OutlierDetector
+  readonly #budget: RetryBudget
+  readonly #checker: HealthChecker | undefined
+  readonly #connections: UpstreamPools
+  readonly #metrics: PoolMetrics
+  readonly #isTrusted: (a: string) => boolean
+
+  constructor (route: RouteConfig, opts: { connections: UpstreamPools, log: Logger, metrics: PoolMetrics, isTrusted: (a: string) => boolean }) {
+    this.#route = route
+    this.label = routeLabel(route)
+    this.targets = routeTargets(route).map(t => new Target(t))
+    this.#balancer = new Balancer(this.targets, route.balance.policy)
+    this.#connections = opts.connections
+    this.#metrics = opts.metrics
+    this.#isTrusted = opts.isTrusted
+    this.#budget = new RetryBudget(route.retry)
+    this.#outliers = new OutlierDetector(this.targets, route.outlier, (t, ms) => {
+      opts.metrics.ejections.inc({ route: this.label, target: t.url })
+      opts.log.warn({ route: this.label, target: t.url, ejectedMs: ms }, 'upstream target ejected')
+    })
+    this.#checker = route.healthCheck === undefined
+      ? undefined
+      : new HealthChecker({ targets: this.targets, config: route.healthCheck, dispatcher: t => this.#dispatcher(t), log: opts.log.child({ route: this.label }), onChange: () => {} })
+  }
+
+  #dispatcher (t: Target): Dispatcher {
+    return this.#connections.get({ upstream: t.url, connectTimeoutMs: this.#route.connectTimeoutMs })
+  }
+
+  /** The origin a connection-level request (a WebSocket upgrade) goes to: an eligible target by the route's balancing, or undefined. */
+  pickUrl (ctx: Pick<RequestContext, 'headers' | 'peer'>): string | undefined {
+    const key = hashKey(this.#route.balance, ctx.headers, () => clientAddress(ctx.headers, ctx.peer, this.#isTrusted))
+    const now = Date.now()
+    return this.#balancer.pick(t => t.eligible(now), key)?.url
+  }
+
+  /** Sends `options` to a target, retrying on another one when allowed; rejects with NoHealthyUpstreamError when none is eligible. */
+  async request (options: Dispatcher.RequestOptions, ctx: RequestContext): Promise<UpstreamResult> {
+    this.#budget.request()
+    const key = hashKey(this.#route.balance, ctx.headers, () => clientAddress(ctx.headers, ctx.peer, this.#isTrusted))
+    const tried = new Set<Target>()
+    const now = Date.now()
+    const pick = (): Target | undefined => this.#balancer.pick(t => !tried.has(t) && t.eligible(now), key)
+    let target = pick()
+    if (target === undefined) throw new NoHealthyUpstreamError(this.label)
+    const canRetry = replayable(ctx.method, ctx.hasBody)
+    let retriesLeft = canRetry ? this.#route.retry.attempts : 0
+    for (;;) {
+      tried.add(target)
+      const labels = { route: this.label, target: target.url }
+      this.#metrics.requests.inc(labels)
+      const started = process.hrtime.bigint()
+      target.outstanding++
+      let response: Dispatcher.ResponseData
+      try {
+        response = await this.#dispatcher(target).request(options)
+      } catch (err) {
+        target.outstanding--
+        const code = errorCode(err)
+        const aborted = options.signal !== undefined && options.signal !== null && (options.signal as AbortSignal).aborted
+        if (aborted) throw err
+        this.#metrics.errors.inc({ ...labels, kind: TIMEOUTS.has(code ?? '') ? 'timeout' : 'connect' })
+        this.#outliers.failure(target)
+        const next = retriesLeft > 0 && retriableError(code) ? this.#nextTarget(pick) : undefined
+        if (next === undefined) {
+          if (typeof err === 'object' && err !== null) failedTargets.set(err, target.url)
+          throw err
+        }
+        retriesLeft--
+        target = next
+        continue
+      }
+      const current = target
+      response.body.once('close', () => {
+        current.outstanding--
+        this.#metrics.duration.observe(labels, Number(process.hrtime.bigint() - started) / 1e9)
+      })
+      if (response.statusCode >= 500) {
+        this.#metrics.errors.inc({ ...labels, kind: 'status_5xx' })
+        this.#outliers.failure(current)
+      } else {
+        this.#outliers.success(current)
+      }
+      const next = retriesLeft > 0 && this.#route.retry.retryOn.includes(response.statusCode) ? this.#nextTarget(pick) : undefined
+      if (next === undefined) return { response, target: current }
+      // Read and drop the refused answer so its connection stays reusable (destroying the body would
+      // emit an abort error with no one listening).
+      response.body.dump().catch(() => {})
+      retriesLeft--
+      target = next
+    }
+  }
+
+  /** Another eligible target, if one exists and the budget allows a retry (counted either way). */
+  #nextTarget (pick: () => Target | undefined): Target | undefined {
+    const next = pick()
+    if (next === undefined) {
+      this.#metrics.retries.inc({ route: this.label, result: 'no_target' })
+      return undefined
+    }
+    if (!this.#budget.tryRetry()) {
+      this.#metrics.retries.inc({ route: this.label, result: 'budget_exhausted' })
+      return undefined
+    }
+    this.#metrics.retries.inc({ route: this.label, result: 'sent' })
+    return next
+  }
+
+  stop (): void {
+    this.#checker?.stop()
+  }
+}
+
+/** The pools of every route of a worker, created up front so health checks run before traffic. */
+export class RoutePools {
+  readonly #pools = new Map<RouteConfig, RoutePool>()
+  constructor (routes: readonly RouteConfig[], opts: { connections: UpstreamPools, log: Logger, registry: Registry, isTrusted: (a: string) => boolean }) {
+    const { registry } = opts
+    const labelNames = ['route', 'target']
+    const metrics: PoolMetrics = {
+      requests: metric(registry, 'edge_upstream_requests_total', () => new Counter({ name: 'edge_upstream_requests_total', help: 'Requests sent to each upstream target (retries included)', labelNames, registers: [registry] })),
+      errors: metric(registry, 'edge_upstream_errors_total', () => new Counter({ name: 'edge_upstream_errors_total', help: 'Failed upstream requests by target and kind (connect, timeout, status_5xx)', labelNames: [...labelNames, 'kind'], registers: [registry] })),
+      duration: metric(registry, 'edge_upstream_duration_seconds', () => new Histogram({ name: 'edge_upstream_duration_seconds', help: 'Upstream request time per target, from sending to the end of the response body', labelNames, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] })),
+      ejections: metric(registry, 'edge_upstream_ejections_total', () => new Counter({ name: 'edge_upstream_ejections_total', help: 'Passive outlier ejections per target', labelNames, registers: [registry] })),
+      retries: metric(registry, 'edge_upstream_retries_total', () => new Counter({ name: 'edge_upstream_retries_total', help: 'Retry decisions per route (sent, budget_exhausted, no_target)', labelNames: ['route', 'result'], registers: [registry] }))
+    }
+    for (const route of routes) this.#pools.set(route, new RoutePool(route, { ...opts, metrics }))
+    const pools = this.#pools
+    if (registry.getSingleMetric('edge_upstream_healthy') === undefined) {
+       
+      new Gauge({
+        name: 'edge_upstream_healthy',
+        help: '1 when a target may get traffic (passes its health checks and is not ejected), else 0; the cluster shows the lowest of the workers',
+        labelNames,
+        aggregator: 'min',
+        registers: [registry],
+        collect () {
+          const now = Date.now()
+          for (const pool of pools.values()) for (const t of pool.targets) this.set({ route: pool.label, target: t.url }, t.eligible(now) ? 1 : 0)
+        }
+      })
+    }
+  }
+
+  /** The pool of `route` (one of the routes given at construction). */
+  get (route: RouteConfig): RoutePool {
+    const pool = this.#pools.get(route)
+    if (pool === undefined) throw new Error('unknown route')
+    return pool
+  }
+
+  /** Stops every health check. */
+  stop (): void {
+    for (const pool of this.#pools.values()) pool.stop()
+  }
+}

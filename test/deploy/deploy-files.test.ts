@@ -1,0 +1,217 @@
+// deploy/compose.yaml and deploy/kubernetes/ checked without a container engine: parsed, and held
+// to what matters — keyd and the proxy share only the socket volume, keyd's passphrase comes from a
+// secret file, probes hit the right ports and paths, and every command line is one the image's
+// entrypoint and the CLI really accept.
+import t from 'tap'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { join, posix } from 'node:path'
+import { parseArgs } from 'node:util'
+import { Script } from 'node:vm'
+import { parse, parseAllDocuments } from 'yaml'
+import { ROOT } from '../helpers/paths.js'
+import { KEYD_OPTIONS } from '../../src/cli/keyd.js'
+import { keydCommandUsage } from '../../src/cli/keyd-help.js'
+import { PROXY_OPTIONS } from '../../src/cli/proxy.js'
+import { validateConfig } from '../../src/config/validate.js'
+import type { EdgeConfig } from '../../src/config/types.js'
+import { defined } from '../helpers/defined.js'
+
+type Doc = Record<string, any>
+
+const deploy = join(ROOT, 'deploy')
+const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+
+/** What a keyedge command line given to the image means: the command and its options. */
+function command (args: string[]): { cmd: string, values: Record<string, string | boolean | string[] | undefined> } {
+  if (args[0] === 'keyd') {
+    const { values, positionals } = parseArgs({ args: args.slice(1), options: KEYD_OPTIONS, allowPositionals: true, strict: true })
+    const cmd = positionals.join(' ')
+    const help = keydCommandUsage(cmd)
+    if (help === undefined) throw new Error(`keyd ${cmd} is not a keyd command`)
+    for (const flag of args.filter(a => a.startsWith('--'))) {
+      if (!help.includes(`  ${flag} `)) throw new Error(`keyd ${cmd} --help does not list ${flag}`)
+    }
+    return { cmd: `keyd ${cmd}`, values }
+  }
+  if (args[0] === 'proxy') return { cmd: 'proxy', values: parseArgs({ args: args.slice(1), options: PROXY_OPTIONS, strict: true, allowPositionals: false }).values }
+  throw new Error(`not a keyedge command: ${args.join(' ')}`)
+}
+
+/** The URL a `node -e "fetch(…)"` probe asks, after checking the script compiles. */
+function probeUrl (argv: string[]): string {
+  t.equal(argv[0], 'node')
+  t.equal(argv[1], '-e')
+  const code = defined(argv[2], 'the probe script')
+  t.doesNotThrow(() => new Script(code), 'the probe script compiles')
+  return /fetch\('([^']+)'\)/.exec(code)?.[1] ?? ''
+}
+
+function loadProxyConfig (text: string): EdgeConfig {
+  return validateConfig(JSON.parse(text), { baseDir: '/etc/keyedge', file: '/etc/keyedge/proxy.json' })
+}
+
+/** Kubernetes quantities in bytes or millicores. */
+function quantity (q: string | number): number {
+  const s = String(q)
+  const units: Record<string, number> = { m: 1e-3, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30 }
+  const [, num, unit] = /^([\d.]+)(m|Ki|Mi|Gi)?$/.exec(s) ?? []
+  if (num === undefined) throw new Error(`not a quantity: ${s}`)
+  return Number(num) * (unit === undefined ? 1 : defined(units[unit], `the unit ${unit}`))
+}
+
+/** The mount (path) of `volume` in a container's list, or undefined. */
+function under (path: string, mountPath: string | undefined): string | undefined {
+  if (mountPath === undefined || !path.startsWith(mountPath + '/')) return undefined
+  return posix.relative(mountPath, path)
+}
+
+t.test('the image: entrypoint runs the CLI as the unprivileged user the manifests name', async t => {
+  const entry = /^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1]
+  t.same(JSON.parse(entry ?? '[]'), ['/usr/bin/tini', '--', 'node', 'dist/src/cli/main.js'])
+  t.ok(existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js')), 'the entrypoint script is what the build makes')
+  t.match(dockerfile, /^USER 10001:10001$/m)
+  t.match(dockerfile, /useradd --system --uid 10001 --gid 10001/)
+})
+
+t.test('compose.yaml: two services sharing only the socket volume', async t => {
+  const c = parse(readFileSync(join(deploy, 'compose.yaml'), 'utf8')) as Doc
+  t.same(Object.keys(c.services).sort(), ['keyd', 'proxy'])
+  const keyd = c.services.keyd as Doc
+  const proxy = c.services.proxy as Doc
+  const named = new Set(Object.keys(c.volumes))
+  const mounts = (s: Doc): Map<string, string> => new Map((s.volumes as string[]).map(v => v.split(':') as [string, string]).map(([src, dst]) => [src, dst]))
+  const km = mounts(keyd)
+  const pm = mounts(proxy)
+  const shared = [...km.keys()].filter(v => pm.has(v))
+  t.same(shared, ['keyd-socket'], 'the only volume both mount')
+  t.ok(named.has('keyd-socket'))
+  t.notOk(pm.has('keyd-state'), 'the proxy never mounts keyd\'s state')
+  t.equal(km.get('keyd-state'), keyd.environment.KEYEDGE_HOME, 'keyd\'s home is its own volume')
+  t.equal(keyd.network_mode, 'none', 'keyd has no network')
+
+  t.equal(keyd.image, proxy.image)
+  t.equal(keyd.build.context, '..')
+  t.ok(existsSync(join(deploy, keyd.build.context, keyd.build.dockerfile)), 'built from the repository\'s Dockerfile')
+  const k = command(keyd.command)
+  t.equal(k.cmd, 'keyd serve')
+  t.notOk(k.values.dev, 'not development mode')
+  const p = command(proxy.command)
+  t.equal(p.cmd, 'proxy')
+
+  // The passphrase: a secret file, never a value in the file.
+  const secretName = defined((keyd.secrets as string[])[0], 'a keyd secret')
+  t.equal(k.values['passphrase-file'], `/run/secrets/${secretName}`)
+  t.ok(c.secrets[secretName].file !== undefined && c.secrets[secretName].environment === undefined, 'a secret read from a file')
+  t.match(readFileSync(join(deploy, '.gitignore'), 'utf8'), /^secrets\/$/m, 'the passphrase file is never committed')
+  t.ok(c.secrets[secretName].file.startsWith('./secrets/'))
+  for (const s of [keyd, proxy]) {
+    for (const [name, value] of Object.entries((s.environment ?? {}) as Record<string, string>)) {
+      t.notMatch(name, /PASSPHRASE|PIN|SECRET/, `no secret in the environment (${name}=${value})`)
+    }
+  }
+
+  // Socket and proxy secret: where keyd puts them is where the proxy config looks, through the shared volume.
+  const configFile = [...pm.entries()].find(([, dst]) => dst === (p.values.config as string))?.[0] as string
+  const config = loadProxyConfig(readFileSync(join(deploy, configFile), 'utf8'))
+  const keydSide = km.get('keyd-socket')
+  const proxySide = pm.get('keyd-socket')
+  t.ok(under(k.values.socket as string, keydSide) !== undefined, 'keyd\'s socket is on the shared volume')
+  t.equal(under(config.keyd?.socket ?? '', proxySide), under(k.values.socket as string, keydSide), 'the proxy looks for it there')
+  t.equal(under(config.keyd?.secretFile ?? '', proxySide), posix.join(under(`${k.values['proxy-secret-dir'] as string}/x`, keydSide) ?? '', '..', 'proxy.secret').replace(/^\.\.\//, ''), 'the proxy reads the secret keyd writes for it')
+  t.ok(under(config.stateDir + '/x', pm.get('proxy-state')) !== undefined, 'the proxy writes its own files on its own volume')
+
+  // Health checks on the endpoints that say so.
+  t.equal(probeUrl((keyd.healthcheck.test as string[]).slice(1)), `http://127.0.0.1:${k.values['metrics-port'] as string}/healthz`)
+  t.equal(keyd.healthcheck.test[0], 'CMD')
+  t.equal(probeUrl((proxy.healthcheck.test as string[]).slice(1)), `http://127.0.0.1:${config.admin?.port ?? -1}/ready`)
+  t.same(proxy.depends_on.keyd, { condition: 'service_healthy' })
+  t.equal((proxy.ports as string[])[0]?.split(':')[1], String(config.listen.port), 'the published port is the one the proxy listens on')
+  const grace = Number(/^(\d+)s$/.exec(proxy.stop_grace_period)?.[1])
+  t.ok(grace * 1000 >= (config.admin?.drainDelayMs ?? 0) + config.shutdownGraceMs, 'stop_grace_period covers the drain and the grace')
+})
+
+t.test('kubernetes/: keyd sidecar, shared emptyDir only, probes, drain, budget, resources', async t => {
+  const dir = join(deploy, 'kubernetes')
+  const docs: Doc[] = readdirSync(dir).filter(f => f.endsWith('.yaml')).flatMap(f => parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map(d => {
+    t.same(d.errors, [], `${f} parses`)
+    return d.toJS() as Doc
+  }))
+  const kust = docs.find(d => d.kind === 'Kustomization')
+  t.same([...(kust?.resources as string[])].sort(), readdirSync(dir).filter(f => f.endsWith('.yaml') && f !== 'kustomization.yaml').sort(), 'kustomization lists every manifest')
+  t.notOk(docs.some(d => d.kind === 'Secret'), 'no Secret in the repository: created with kubectl from files')
+
+  const sts = docs.find(d => d.kind === 'StatefulSet') as Doc
+  const pod = sts.spec.template.spec as Doc
+  const keyd = (pod.initContainers as Doc[]).find(c => c.name === 'keyd') as Doc
+  const proxy = (pod.containers as Doc[]).find(c => c.name === 'proxy') as Doc
+  t.equal(keyd.restartPolicy, 'Always', 'keyd is a native sidecar: up before the proxy, down after it')
+  t.equal(keyd.image, proxy.image)
+  const volumes = new Map((pod.volumes as Doc[]).map(v => [v.name as string, v]))
+  const mountsOf = (c: Doc): Map<string, string> => new Map((c.volumeMounts as Doc[]).map(m => [m.name as string, m.mountPath as string]))
+  const km = mountsOf(keyd)
+  const pm = mountsOf(proxy)
+  t.same([...km.keys()].filter(v => pm.has(v)), ['keyd-socket'], 'the only volume both containers mount')
+  t.ok(volumes.get('keyd-socket')?.emptyDir !== undefined, 'an emptyDir')
+  t.ok((sts.spec.volumeClaimTemplates as Doc[]).some(v => v.metadata.name === 'keyd-state'), 'keyd\'s state on the pod\'s own claim')
+  t.notOk(pm.has('keyd-state') || pm.has('keyd-passphrase'))
+
+  const k = command(keyd.args)
+  t.equal(k.cmd, 'keyd serve')
+  t.notOk(k.values.dev)
+  const p = command(proxy.args)
+  t.equal(p.cmd, 'proxy')
+  const env = new Map((keyd.env as Doc[]).map(e => [e.name as string, e]))
+  for (const c of [keyd, proxy]) {
+    for (const e of (c.env ?? []) as Doc[]) t.notMatch(e.name, /PASSPHRASE|PIN|SECRET/, `no secret in ${c.name as string}'s environment`)
+  }
+  const passphraseDir = under(k.values['passphrase-file'] as string, km.get('keyd-passphrase'))
+  t.ok(passphraseDir !== undefined && volumes.get('keyd-passphrase')?.secret?.secretName !== undefined, 'the passphrase is a file of a Secret volume')
+  t.ok(under(`${env.get('KEYEDGE_HOME')?.value as string}/x`, km.get('keyd-state')) !== undefined, 'keyd\'s home on its claim')
+
+  const cm = docs.find(d => d.kind === 'ConfigMap' && d.metadata.name === volumes.get('config')?.configMap?.name) as Doc
+  const config = loadProxyConfig(cm.data['proxy.json'])
+  t.equal(posix.join(pm.get('config') ?? '', 'proxy.json'), p.values.config, 'the proxy reads the ConfigMap\'s file')
+  t.equal(under(config.keyd?.socket ?? '', pm.get('keyd-socket')), under(k.values.socket as string, km.get('keyd-socket')), 'one socket, seen from both sides')
+  t.equal(posix.dirname(under(config.keyd?.secretFile ?? '', pm.get('keyd-socket')) ?? ''), under(`${k.values['proxy-secret-dir'] as string}/x`, km.get('keyd-socket'))?.replace(/\/x$/, ''), 'the proxy secret where keyd writes it')
+  t.ok(under(config.stateDir + '/x', pm.get('proxy-state')) !== undefined, 'the proxy\'s own files on its own volume')
+  for (const f of config.certificates.flatMap(c => c.files)) {
+    t.ok(under(f.cert, pm.get('tls')) !== undefined && under(f.key, pm.get('tls')) !== undefined, `${f.cert} from the tls Secret`)
+  }
+
+  // Probes: readiness on /ready (proxy) and /healthz (keyd), on the ports the config and flags give.
+  t.equal(probeUrl(proxy.readinessProbe.exec.command), `http://127.0.0.1:${config.admin?.port ?? -1}/ready`)
+  t.equal(probeUrl(proxy.livenessProbe.exec.command), `http://127.0.0.1:${config.admin?.port ?? -1}/healthz`)
+  for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
+    t.equal(probeUrl(keyd[probe].exec.command), `http://127.0.0.1:${k.values['metrics-port'] as string}/healthz`, `keyd ${probe}`)
+  }
+  const https = (proxy.ports as Doc[]).find(x => x.name === 'https')
+  t.equal(https?.containerPort, config.listen.port)
+
+  // Drain: preStop, then the proxy's own drain and grace, all within the termination grace period.
+  const preStop = proxy.lifecycle.preStop.exec.command as string[]
+  t.equal(preStop[0], 'sleep')
+  const needed = Number(preStop[1]) + ((config.admin?.drainDelayMs ?? 0) + config.shutdownGraceMs) / 1000
+  t.ok(pod.terminationGracePeriodSeconds > needed, `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds as number} > ${needed}`)
+
+  const labels = sts.spec.template.metadata.labels as Record<string, string>
+  const selects = (sel: Record<string, string>): boolean => Object.entries(sel).every(([k2, v]) => labels[k2] === v)
+  const pdb = docs.find(d => d.kind === 'PodDisruptionBudget') as Doc
+  t.ok(pdb.spec.maxUnavailable !== undefined || pdb.spec.minAvailable !== undefined)
+  t.ok(selects(pdb.spec.selector.matchLabels), 'the budget covers the pods')
+  for (const s of docs.filter(d => d.kind === 'Service')) {
+    t.ok(selects(s.spec.selector), `${s.metadata.name as string} selects the pods`)
+    t.ok((s.spec.ports as Doc[]).every(x => x.targetPort === 'https'))
+  }
+  t.ok(sts.spec.replicas >= 2, 'more than one pod, or the budget means nothing')
+
+  // Resources: requested, and a memory limit above the request.
+  for (const c of [keyd, proxy]) {
+    const r = c.resources as Doc
+    t.ok(quantity(r.requests.cpu) > 0 && quantity(r.requests.memory) > 0, `${c.name as string} requests CPU and memory`)
+    t.ok(quantity(r.limits.memory) >= quantity(r.requests.memory), `${c.name as string}: limit ≥ request`)
+    t.equal(c.securityContext.readOnlyRootFilesystem, true)
+    t.equal(c.securityContext.allowPrivilegeEscalation, false)
+  }
+  t.equal(pod.securityContext.runAsUser, Number(/useradd --system --uid (\d+)/.exec(dockerfile)?.[1]), 'the image\'s user')
+  t.equal(pod.securityContext.runAsNonRoot, true)
+})
