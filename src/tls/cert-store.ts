@@ -103,7 +103,7 @@ export class CertStore {
   #list: readonly CertificateConfig[] = []
   #index: SniIndex = buildSniIndex([])
   #tls: TlsConfig
-  #spool = new CertSpool()
+  #spool: CertSpool
   /** Counts over the served entries, kept up to date at each commit. */
   #tally: Tally = emptyTally()
   readonly #log: Logger
@@ -115,6 +115,10 @@ export class CertStore {
     const { registry } = opts
     this.#tls = opts.tls
     this.#log = opts.log
+    this.#spool = new CertSpool({
+      onFallback: reason => opts.log.warn({ reason },
+        'checked certificates are kept in memory, not in a temporary file (~1 KB per certificate entry): give the proxy a writable TMPDIR for many certificates')
+    })
     this.#selections = metric(registry, 'edge_tls_sni_selections_total', () => new Counter({
       name: 'edge_tls_sni_selections_total', help: 'Certificate selections by SNI, by how the certificate was chosen', labelNames: ['match'], registers: [registry]
     }))
