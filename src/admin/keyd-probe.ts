@@ -26,8 +26,12 @@ export interface KeydProbe {
 
 /** The first key reference among the served certificate files (undefined: no key is in keyd). */
 function firstKeyReference (certificates: readonly CertificateConfig[]): { name: string, version: number } | undefined {
+  // Each key file read once: thousands of entries may share one.
+  const seen = new Set<string>()
   for (const entry of certificates) {
     for (const files of entry.files) {
+      if (seen.has(files.key)) continue
+      seen.add(files.key)
       try {
         const ref = decodeKeyReference(readFileSync(files.key, 'utf8'))
         if (ref !== null) return { name: ref.name, version: ref.version }

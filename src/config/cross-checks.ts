@@ -29,7 +29,7 @@ function checkTls (doc: Obj, add: Add): void {
 
 function checkCertificates (doc: Obj, add: Add): void {
   const names = new Set<string>()
-  const owners = new Map<string, string>()
+  const owners = new Map<string, number>()
   for (const [i, cert] of objects(doc.certificates)) {
     const name = str(cert.name)
     if (name !== undefined) {
@@ -41,8 +41,8 @@ function checkCertificates (doc: Obj, add: Add): void {
       if (typeof raw !== 'string' || CHECKS['server-name'](raw) !== undefined) return
       const norm = normalizeName(raw)
       const owner = owners.get(norm)
-      if (owner !== undefined) add(['certificates', i, 'serverNames', j], `"${norm}" is already served by ${owner}`)
-      owners.set(norm, `certificates[${i}]`)
+      if (owner !== undefined) add(['certificates', i, 'serverNames', j], `"${norm}" is already served by certificates[${owner}]`)
+      owners.set(norm, i)
     })
   }
 }

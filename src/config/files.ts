@@ -4,7 +4,7 @@
 // with the public key keyd holds for it, when keyd can be reached).
 
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
-import { accessSync, constants, readFileSync, statSync } from 'node:fs'
+import { accessSync, constants, readFileSync, statSync, type Stats } from 'node:fs'
 import { KeydClient } from '../../keyd/client/client.js'
 import { KeydRemoteError } from '../../keyd/errors.js'
 import { errorCode } from '../../lib/errors.js'
@@ -19,7 +19,11 @@ const PRIVATE_KEY_BEGIN = /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/
 /** Why `file` cannot be read as a file, or undefined. */
 export function unreadable (file: string): string | undefined {
   try {
-    if (statSync(file).isDirectory()) return `${file} is a directory, not a file`
+    const st = statSync(file)
+    if (st.isDirectory()) return `${file} is a directory, not a file`
+    // The mode bits answer for most files without a second system call; access(2) has the last
+    // word whenever they say no (root, ACLs, capabilities).
+    if (readableByMode(st)) return undefined
     accessSync(file, constants.R_OK)
     return undefined
   } catch (err) {
@@ -27,13 +31,31 @@ export function unreadable (file: string): string | undefined {
   }
 }
 
-/** Every certificate and key file of `certificates` that is not a readable file (the proxy reads them at load). */
-export function certificateFileProblems (config: EdgeConfig): Problem[] {
+const uid = process.getuid?.()
+const gids = new Set([process.getgid?.(), ...(process.getgroups?.() ?? [])])
+
+function readableByMode (st: Stats): boolean {
+  if (uid === undefined) return false
+  if (st.uid === uid) return (st.mode & 0o400) !== 0
+  if (gids.has(st.gid)) return (st.mode & 0o040) !== 0
+  return (st.mode & 0o004) !== 0
+}
+
+/**
+ * Every certificate and key file of `certificates` that is not a readable file (the proxy reads
+ * them at load); each path looked at once however many entries name it, and only the paths in
+ * `only` when given (the files a watcher saw change).
+ */
+export function certificateFileProblems (config: EdgeConfig, only?: ReadonlySet<string>): Problem[] {
   const problems: Problem[] = []
+  const verdicts = new Map<string, string | undefined>()
   config.certificates.forEach((cert, i) => {
     cert.files.forEach((pair, j) => {
       for (const which of ['cert', 'key'] as const) {
-        const reason = unreadable(pair[which])
+        const file = pair[which]
+        if (only !== undefined && !only.has(file)) continue
+        let reason = verdicts.get(file)
+        if (reason === undefined && !verdicts.has(file)) verdicts.set(file, reason = unreadable(file))
         if (reason !== undefined) problems.push({ path: ['certificates', i, 'files', j, which], message: reason })
       }
     })

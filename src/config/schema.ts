@@ -62,7 +62,8 @@ export const TlsSchema = section({
   sessionTickets: bool({ default: true, description: 'TLS 1.2 and 1.3 session tickets. With a `keyd` section the ticket keys come from keyd (shared by every worker and every proxy using the same keyd master); without one each worker uses a random key of its own (no resumption across workers). Every resumption gets a fresh ticket. `false` turns tickets off: TLS 1.3 then never resumes, TLS 1.2 resumes by session ID' }),
   ticketRotationSeconds: int(10, 604_800, { default: 3600, description: 'a new ticket key encrypts every epoch of this length; keyd derives it from its master key and the epoch, see [resumption.md](resumption.md)' }),
   ticketPreviousKeys: int(0, 48, { default: 1, description: 'keys before the current one that still decrypt. Keep `ticketPreviousKeys × ticketRotationSeconds ≥ sessionTimeoutSeconds` (the proxy warns otherwise): then a rotation costs no full handshake' }),
-  sessionCacheSize: int(0, 10_000_000, { default: 20_000, description: 'TLS 1.2 session-ID cache shared by the workers (held by the primary, LRU, entries expire after `sessionTimeoutSeconds`), in sessions; `0` turns it off. Used by clients without tickets (or with `sessionTickets: false`)' })
+  sessionCacheSize: int(0, 10_000_000, { default: 20_000, description: 'TLS 1.2 session-ID cache shared by the workers (held by the primary, LRU, entries expire after `sessionTimeoutSeconds`), in sessions; `0` turns it off. Used by clients without tickets (or with `sessionTickets: false`)' }),
+  contextCacheSize: int(1, 10_000_000, { default: 1000, description: 'certificate entries whose TLS contexts a worker keeps built. Every entry is checked at load, but its TLS context (about 50 KB) is built on the first ClientHello that selects it, and the least recently used ones are dropped beyond this many (their open connections keep working; the next ClientHello rebuilds, ~1–3 ms). See [tls-front.md](tls-front.md#many-certificates)' })
 }, {
   default: {},
   description: 'TLS settings shared by every certificate',
@@ -74,7 +75,8 @@ export const TlsSchema = section({
     ticketKeyRotation: 'use "ticketRotationSeconds"',
     sessionCache: 'use "sessionCacheSize" (sessions; 0 turns the cache off)',
     default: 'use "defaultCertificate"',
-    cipherSuites: 'use "ciphers" (TLS 1.2 and 1.3 names in one list)'
+    cipherSuites: 'use "ciphers" (TLS 1.2 and 1.3 names in one list)',
+    contextCache: 'use "contextCacheSize" (certificate entries)'
   }
 })
 

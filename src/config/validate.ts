@@ -4,7 +4,7 @@
 
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { ValidateFunction } from 'ajv'
-import { resolve } from 'node:path'
+import { isAbsolute, resolve } from 'node:path'
 import { ConfigInvalidError } from '../errors.js'
 import { TRANSFORMS, type TransformName } from './checks.js'
 import { crossCheck } from './cross-checks.js'
@@ -18,23 +18,46 @@ export { isAddressOrCidr, normalizeName } from './checks.js'
 
 let compiled: ValidateFunction | undefined
 
-/** Rewrites `value` in place (and returns it) as the `transform` annotations of `schema` and its fields say. */
-function applyTransforms (schema: TSchema, value: unknown, baseDir: string): unknown {
+/**
+ * Rewrites `value` in place (and returns it) as the `transform` annotations of `schema` and its
+ * fields say. Equal paths resolve to one string (`paths`): with thousands of certificate entries
+ * sharing a key file, one copy of its path instead of thousands.
+ */
+function applyTransforms (schema: TSchema, value: unknown, baseDir: string, paths: Map<string, string> = new Map()): unknown {
   const transform = schema.transform as TransformName | undefined
   if (transform !== undefined && typeof value === 'string') {
-    return transform === 'path' ? resolve(baseDir, value) : TRANSFORMS[transform](value)
+    if (transform !== 'path') return TRANSFORMS[transform](value)
+    // An absolute, normalized path is kept as it is (no new string per certificate file).
+    if (isAbsolute(value) && !UNNORMALIZED.test(value)) return value
+    let resolved = paths.get(value)
+    if (resolved === undefined) paths.set(value, resolved = resolve(baseDir, value))
+    return resolved
   }
   if (Array.isArray(value) && schema.items !== undefined) {
-    return value.map(item => applyTransforms(schema.items as TSchema, item, baseDir))
+    for (let i = 0; i < value.length; i++) value[i] = applyTransforms(schema.items as TSchema, value[i], baseDir, paths)
+    return value
   }
-  const properties = schema.properties as Record<string, TSchema> | undefined
+  const properties = propertiesOf(schema)
   if (properties !== undefined && typeof value === 'object' && value !== null) {
     const obj = value as Record<string, unknown>
-    for (const [key, prop] of Object.entries(properties)) {
-      if (obj[key] !== undefined) obj[key] = applyTransforms(prop, obj[key], baseDir)
+    for (const [key, prop] of properties) {
+      if (obj[key] !== undefined) obj[key] = applyTransforms(prop, obj[key], baseDir, paths)
     }
   }
   return value
+}
+
+/** What `resolve` would change in an absolute path: `//`, `/./`, `/../`, a trailing `/`, `/.` or `/..`. */
+const UNNORMALIZED = /\/\/|\/\.\.?(\/|$)|.\/$/
+
+/** A schema's properties as entries, listed once per schema (not once per config object: 100,000 certificate entries). */
+const propertyLists = new WeakMap<TSchema, Array<[string, TSchema]> | undefined>()
+function propertiesOf (schema: TSchema): Array<[string, TSchema]> | undefined {
+  if (!propertyLists.has(schema)) {
+    const properties = schema.properties as Record<string, TSchema> | undefined
+    propertyLists.set(schema, properties === undefined ? undefined : Object.entries(properties))
+  }
+  return propertyLists.get(schema)
 }
 
 type Document = Static<typeof EdgeConfigSchema>
@@ -62,13 +85,13 @@ function finish (doc: Document, file: string | undefined): EdgeConfig {
 
 /**
  * Validates a parsed config document, applies defaults and resolves relative paths against
- * `baseDir`. The document itself is left unchanged.
+ * `baseDir`. The document itself is left unchanged unless `owned`.
  * @throws ConfigInvalidError (EDGE_ERR_CONFIG_INVALID) listing every problem found, one per
  *   field, each as `path: message`, in the order of the schema's fields.
  */
-export function validateConfig (raw: unknown, opts: { baseDir: string, file?: string }): EdgeConfig {
+export function validateConfig (raw: unknown, opts: { baseDir: string, file?: string, /** `raw` may be changed (a document parsed for this call): not copied first. */ owned?: boolean }): EdgeConfig {
   compiled ??= compileSchema(EdgeConfigSchema)
-  const doc: unknown = structuredClone(raw)
+  const doc: unknown = opts.owned === true ? raw : structuredClone(raw)
   const problems = compiled(doc) ? [] : problemsFromAjv(compiled.errors ?? [], EdgeConfigSchema)
   problems.push(...crossCheck(doc))
   if (problems.length > 0) {

@@ -3,17 +3,24 @@
 // and draining; and the certificate view the admin API serves.
 
 import cluster, { type Worker } from 'node:cluster'
+import { readFileSync } from 'node:fs'
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import { configDefaults } from '../config/defaults.js'
+import { certificateFileProblems } from '../config/files.js'
 import { loadConfig } from '../config/load.js'
+import { formatProblem } from '../config/problems.js'
 import type { EdgeConfig } from '../config/types.js'
+import { ConfigInvalidError } from '../errors.js'
 import type { CertEntryInfo } from '../tls/cert-info.js'
 import { CertFileWatcher } from '../tls/cert-watcher.js'
+import { collectGarbage } from '../tls/heap.js'
 import type { EntryResult } from './server.js'
 import type { ControlReply, ControlRequest } from './worker-control.js'
 import { errorCode, errorMessage } from '../../lib/errors.js'
 
+/** Names of reloaded entries in the `certificates reloaded` log line, at most. */
+const LOGGED_NAMES = 100
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
 /** Settings that a reload cannot change: they need a restart. */
@@ -25,13 +32,18 @@ export interface ReloadReport {
   trigger: string
   at: string
   durationMs: number
-  /** Per certificate entry; an entry fails if any worker failed to load it. */
+  /**
+   * Per certificate entry read and checked by this reload (new, or its files changed), and per
+   * entry refused; an entry fails if any worker failed to load it.
+   */
   results: EntryResult[]
+  /** Entries kept as they were: their files did not change. */
+  unchanged: number
   /** Problems beyond single entries (invalid config, a worker that did not answer). */
   errors: string[]
   /** Config settings that changed but take effect only at restart. */
   restartRequired: string[]
-  /** What is served after this reload (when ok). */
+  /** The entries this reload loaded, as served after it (when ok); GET /certs lists them all. */
   certificates?: CertEntryInfo[]
 }
 
@@ -46,12 +58,16 @@ export class ClusterControl {
   #log: Logger
   #configFile: string
   #config: EdgeConfig
+  /** The text `#config` was read from (undefined until start()): an unchanged file is not validated again. */
+  #configText: string | undefined
   #workers: () => Worker[]
   /** Pending questions by `${worker.id}:${request id}`. */
   #replies = new Map<string, (reply: ControlReply) => void>()
   #nextId = 1
   #running: Promise<ReloadReport> | undefined
   #queued: Promise<ReloadReport> | undefined
+  /** What the queued reload looks at: the files changed meanwhile, or every file. */
+  #queuedFiles: Set<string> | 'all' = new Set()
   #watcher: CertFileWatcher
   #draining = false
   #reloads: Counter<string>
@@ -71,9 +87,24 @@ export class ClusterControl {
     this.#reloads = new Counter({ name: 'edge_certificate_reloads_total', help: 'Certificate reloads by trigger and result', labelNames: ['trigger', 'result'], registers: [this.registry] })
     this.#drainingGauge = new Gauge({ name: 'edge_draining', help: '1 while the proxy drains before stopping', registers: [this.registry] })
     this.#drainingGauge.set(0)
-    this.#watcher = new CertFileWatcher({ log: opts.log, debounceMs: configDefaults.reloadDebounceMs, onChange: () => { void this.reload('file-change') } })
-    this.#watcher.watch(watchedFiles(opts.config, opts.configFile))
+    this.#watcher = new CertFileWatcher({ log: opts.log, debounceMs: configDefaults.reloadDebounceMs, onChange: changed => { void this.reload('file-change', changed) } })
     cluster.on('message', this.#onMessage)
+  }
+
+  /**
+   * Starts watching the files. Called once the workers are forked: with many certificates the
+   * first look at every file takes a while, and the workers read them well after it is done.
+   */
+  start (): void {
+    try {
+      this.#configText = readFileSync(this.#configFile, 'utf8')
+    } catch {
+      this.#configText = undefined
+    }
+    const files = watchedFiles(this.#config, this.#configFile)
+    this.#watcher.watch(files)
+    // The primary loaded the config too: after thousands of entries, one full collection lets V8 return that garbage.
+    if (files.length >= 10_000) collectGarbage()
   }
 
   get draining (): boolean { return this.#draining }
@@ -89,13 +120,20 @@ export class ClusterControl {
     cluster.off('message', this.#onMessage)
   }
 
-  /** Reloads certificates on every worker; one at a time, and requests made meanwhile share one run. Never rejects. */
-  async reload (trigger: string): Promise<ReloadReport> {
-    if (this.#queued !== undefined) return await this.#queued
-    if (this.#running === undefined) return await this.#start(trigger)
-    this.#queued = this.#running.then(async () => {
+  /**
+   * Reloads certificates on every worker; one at a time, and requests made meanwhile share one run.
+   * `changedFiles` (from the file watcher): only entries naming them are looked at; otherwise every
+   * entry's files are. Never rejects.
+   */
+  async reload (trigger: string, changedFiles?: readonly string[]): Promise<ReloadReport> {
+    if (this.#running === undefined) return await this.#start(trigger, changedFiles)
+    if (changedFiles === undefined) this.#queuedFiles = 'all'
+    else if (this.#queuedFiles !== 'all') for (const f of changedFiles) this.#queuedFiles.add(f)
+    this.#queued ??= this.#running.then(async () => {
       this.#queued = undefined
-      return await this.#start(trigger)
+      const files = this.#queuedFiles
+      this.#queuedFiles = new Set()
+      return await this.#start(trigger, files === 'all' ? undefined : [...files])
     })
     return await this.#queued
   }
@@ -108,8 +146,8 @@ export class ClusterControl {
     return reply.certificates ?? []
   }
 
-  async #start (trigger: string): Promise<ReloadReport> {
-    const run = this.#reloadOnce(trigger).finally(() => { if (this.#running === run) this.#running = undefined })
+  async #start (trigger: string, changedFiles?: readonly string[]): Promise<ReloadReport> {
+    const run = this.#reloadOnce(trigger, changedFiles).finally(() => { if (this.#running === run) this.#running = undefined })
     this.#running = run
     return await run
   }
@@ -132,27 +170,46 @@ export class ClusterControl {
     })
   }
 
-  async #reloadOnce (trigger: string): Promise<ReloadReport> {
+  /**
+   * The config to reload: the one served when the file holds the same text (then only the
+   * certificate files are checked to be readable: those in `changedFiles`, or all of them), else the
+   * file loaded and validated again.
+   * @throws ConfigInvalidError (EDGE_ERR_CONFIG_INVALID)
+   */
+  #nextConfig (changedFiles: readonly string[] | undefined): { config: EdgeConfig, text: string | undefined, same: boolean } {
+    let text: string | undefined
+    try { text = readFileSync(this.#configFile, 'utf8') } catch { text = undefined }
+    if (text === undefined || text !== this.#configText) return { config: loadConfig(this.#configFile), text, same: false }
+    const problems = certificateFileProblems(this.#config, changedFiles === undefined ? undefined : new Set(changedFiles))
+    if (problems.length > 0) throw new ConfigInvalidError(problems.map(formatProblem), this.#configFile)
+    return { config: this.#config, text, same: true }
+  }
+
+  async #reloadOnce (trigger: string, changedFiles?: readonly string[]): Promise<ReloadReport> {
     const t0 = Date.now()
-    const report: ReloadReport = { ok: false, trigger, at: new Date(t0).toISOString(), durationMs: 0, results: [], errors: [], restartRequired: [] }
+    const report: ReloadReport = { ok: false, trigger, at: new Date(t0).toISOString(), durationMs: 0, results: [], unchanged: 0, errors: [], restartRequired: [] }
     const finish = (): ReloadReport => {
       report.durationMs = Date.now() - t0
       this.#reloads.inc({ trigger, result: report.ok ? 'ok' : 'refused' })
       if (report.ok) {
-        this.#log.info({ trigger, certificates: report.results.map(r => r.name), durationMs: report.durationMs }, 'certificates reloaded')
+        this.#log.info({ trigger, certificates: report.results.slice(0, LOGGED_NAMES).map(r => r.name), loaded: report.results.length, unchanged: report.unchanged, durationMs: report.durationMs }, 'certificates reloaded')
       } else {
         const failed = report.results.filter(r => !r.ok).map(r => ({ certificate: r.name, code: r.code, err: r.error }))
         this.#log.error({ trigger, code: 'EDGE_ERR_RELOAD_REFUSED', failed, errors: report.errors }, 'certificate reload refused, the previous certificates keep serving')
       }
       return report
     }
-    let config: EdgeConfig
+    let next: { config: EdgeConfig, text: string | undefined, same: boolean }
     try {
-      config = loadConfig(this.#configFile)
+      next = this.#nextConfig(changedFiles)
     } catch (err) {
       report.errors.push(`${errorMessage(err)} (${errorCode(err) ?? 'EDGE_ERR_CONFIG_INVALID'})`)
       return finish()
     }
+    const { config } = next
+    // Workers keep their entry list when it did not change (the IPC message then stays small), and
+    // look only at the entries naming a changed file when the watcher said which.
+    const sameList = next.same || JSON.stringify(config.certificates) === JSON.stringify(this.#config.certificates)
     report.restartRequired = RESTART_ONLY.filter(k => JSON.stringify(config[k]) !== JSON.stringify(this.#config[k]))
     if (report.restartRequired.length > 0) this.#log.warn({ settings: report.restartRequired }, 'config changes that take effect only at restart')
     const workers = this.#workers()
@@ -161,7 +218,14 @@ export class ClusterControl {
       return finish()
     }
     const id = this.#nextId++
-    const prepared = await Promise.all(workers.map(async w => await this.#ask(w, { type: 'edge:reload-prepare', id, certificates: config.certificates, tls: config.tls })
+    const prepare: ControlRequest = {
+      type: 'edge:reload-prepare',
+      id,
+      tls: config.tls,
+      ...(sameList ? {} : { certificates: config.certificates }),
+      ...(sameList && changedFiles !== undefined ? { changedFiles: [...changedFiles] } : {})
+    }
+    const prepared = await Promise.all(workers.map(async w => await this.#ask(w, prepare)
       .catch((err: unknown): ControlReply => ({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }))))
     const byName = new Map<string, EntryResult>()
     for (const reply of prepared) {
@@ -172,6 +236,7 @@ export class ClusterControl {
       }
     }
     report.results = [...byName.values()]
+    report.unchanged = Math.min(...prepared.map(r => r.unchanged ?? 0))
     if (!prepared.every(r => r.ok)) {
       for (const w of workers) { try { w.send({ type: 'edge:reload-abort', id }) } catch { /* gone */ } }
       return finish()
@@ -182,6 +247,7 @@ export class ClusterControl {
     report.ok = report.errors.length === 0
     report.certificates = committed.find(r => r.certificates !== undefined)?.certificates
     this.#config = { ...this.#config, certificates: config.certificates, tls: config.tls }
+    if (report.ok) this.#configText = next.same || report.restartRequired.length === 0 ? next.text : undefined
     this.#watcher.watch(watchedFiles(config, this.#configFile))
     return finish()
   }

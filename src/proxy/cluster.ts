@@ -222,6 +222,7 @@ export async function runPrimary (opts: {
   process.on('SIGHUP', onHangup)
   log.info({ workers, schedulingPolicy: policy, execArgv: opts.execArgv }, 'starting workers')
   for (const slot of slots) fork(slot)
+  control.start()
 
   try {
     return await finished

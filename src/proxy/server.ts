@@ -9,16 +9,16 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
 import { createSecureServer, type Http2Session, type ServerHttp2Session } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
-import type { TLSSocket, Server as TlsServer } from 'node:tls'
+import type { SecureContextOptions, TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { configDefaults } from '../config/defaults.js'
 import type { CertificateConfig, EdgeConfig, TlsConfig } from '../config/types.js'
 import { ReloadRefusedError } from '../errors.js'
 import { registerExpiryGauge } from '../tls/cert-info.js'
-import { CertStore } from '../tls/cert-store.js'
+import { CertStore, type EntryResult } from '../tls/cert-store.js'
+import { ContextCache } from '../tls/context-cache.js'
 import { TlsFront, type RoutedHello } from '../tls/front.js'
-import { loadCertificate, type LoadedCertificate } from '../tls/secure-context.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
 import { ConnectionLimits } from './conn-limits.js'
 import { createAccessLog } from './access-log.js'
@@ -33,24 +33,31 @@ export interface ProxyServer {
   /** The live certificate store: `certs.load(entries)` swaps certificates for new connections. */
   readonly certs: CertStore
   /**
-   * Loads `entries` (and `tls`, default the current settings) beside the served set, each entry on
-   * its own; `commit()` swaps them in for new connections only if every entry loaded.
+   * Loads `entries` (undefined: the entries served, their files looked at again; `changedFiles`: only
+   * the entries naming these files) and `tls` (default the current settings) beside the served set,
+   * each entry on its own, unchanged entries kept as they are; `commit()` swaps them in for new
+   * connections only if every entry loaded.
    */
-  reload: (entries: readonly CertificateConfig[], tls?: TlsConfig) => ReloadPlan
+  reload: (entries?: readonly CertificateConfig[], tls?: TlsConfig, changedFiles?: readonly string[]) => ReloadPlan
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts the rest. */
   close: (graceMs?: number) => Promise<void>
 }
 
-/** The outcome of loading one certificate entry during a reload; `error` never holds key material. */
-export interface EntryResult { name: string, ok: boolean, code?: string, error?: string }
+export type { EntryResult }
 
 export interface ReloadPlan {
   /** True when every entry loaded. */
   ok: boolean
+  /** The entries read and checked (new or changed) and every refused one. */
   results: EntryResult[]
-  loaded: LoadedCertificate[]
+  /** Entries kept as they were. */
+  unchanged: number
+  /** Names of the entries (re)loaded. */
+  loaded: string[]
   /** Serves the new set to new connections. @throws ReloadRefusedError (EDGE_ERR_RELOAD_REFUSED) unless ok. */
   commit: () => void
+  /** Drops what was prepared. */
+  abort: () => void
 }
 
 /**
@@ -91,13 +98,12 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     forwarder.handle(req, res)
   }
 
-  // One TLS server per loaded certificate entry (and per resumption variant: with or without the
-  // TLS 1.2 session-ID cache); it never listens, the front hands it sockets. A reload builds new
-  // servers for new connections; connections already handed over finish on theirs.
-  const serverOf = new WeakMap<LoadedCertificate, Map<string, TlsServer>>()
+  // One TLS server per certificate entry in use (and per resumption variant: with or without the
+  // TLS 1.2 session-ID cache), built on the first ClientHello for it (src/tls/context-cache.ts); it
+  // never listens, the front hands it sockets. Connections already handed over finish on theirs.
   const { handshakeMs } = config.timeouts
-  const buildTlsServer = (cert: LoadedCertificate, variant: Variant): TlsServer => {
-    const options = { ...cert.options, ...variant.options, handshakeTimeout: handshakeMs }
+  const buildTlsServer = (certOptions: SecureContextOptions, variant: Variant): TlsServer => {
+    const options = { ...certOptions, ...variant.options, handshakeTimeout: handshakeMs }
     const server: TlsServer = config.http2
       ? createSecureServer({ ...options, ...http2Guard.serverOptions, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
@@ -128,55 +134,35 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     })
     return server
   }
-  const tlsServerFor = (cert: LoadedCertificate, variant: Variant = resumption.variantFor()): TlsServer => {
-    let servers = serverOf.get(cert)
-    if (servers === undefined) serverOf.set(cert, servers = new Map())
-    let server = servers.get(variant.id)
-    if (server === undefined) {
-      server = buildTlsServer(cert, variant)
-      servers.set(variant.id, server)
-    }
-    return server
-  }
+  const contexts = new ContextCache({ store: certs, maxEntries: config.tls.contextCacheSize, registry, log, makeServer: buildTlsServer })
   registerExpiryGauge(registry, certs)
 
-  let tls = config.tls
   // With one entry, no strict SNI and no session-cache split, every ClientHello goes to one server.
-  const helloMatters = (): boolean => certs.list().length > 1 || tls.strictSni || resumption.needsHello
+  const helloMatters = (): boolean => certs.size > 1 || certs.tls.strictSni || resumption.needsHello
   let needsHello = helloMatters()
-  const reload = (entries: readonly CertificateConfig[], nextTls: TlsConfig = tls): ReloadPlan => {
-    const loaded: LoadedCertificate[] = []
-    const results = entries.map((entry): EntryResult => {
-      try {
-        const cert = loadCertificate(entry, nextTls, log)
-        tlsServerFor(cert)
-        loaded.push(cert)
-        return { name: entry.name, ok: true }
-      } catch (err) {
-        const e = err as Error & { code?: string }
-        return { name: entry.name, ok: false, code: e.code ?? 'EDGE_ERR_CERT_LOAD', error: e.message }
-      }
-    })
-    const ok = results.every(r => r.ok)
+  const reload = (entries?: readonly CertificateConfig[], nextTls: TlsConfig = certs.tls, changedFiles?: readonly string[]): ReloadPlan => {
+    const plan = certs.prepare(entries, nextTls, changedFiles === undefined ? {} : { changedFiles: new Set(changedFiles) })
     return {
-      ok,
-      results,
-      loaded,
+      ok: plan.ok,
+      results: plan.results,
+      unchanged: plan.unchanged,
+      loaded: plan.loaded,
       commit: () => {
-        if (!ok) throw new ReloadRefusedError(results.filter(r => !r.ok).map(r => `${r.name}: ${r.error ?? ''} (${r.code ?? ''})`))
-        certs.replace(entries, loaded, nextTls)
-        tls = nextTls
+        if (!plan.ok) throw new ReloadRefusedError(plan.results.filter(r => !r.ok).map(r => `${r.name}: ${r.error ?? ''} (${r.code ?? ''})`))
+        plan.commit()
+        contexts.resize(nextTls.contextCacheSize)
         needsHello = helloMatters()
-      }
+      },
+      abort: plan.abort
     }
   }
 
   const route = (hello: RoutedHello): TlsServer | 'refuse' => {
-    const cert = hello === undefined ? certs.get(tls.defaultCertificate) : certs.select(hello.serverName)
-    if (cert === undefined) return 'refuse'
+    const entry = hello === undefined ? certs.defaultEntry() : certs.select(hello.serverName)
+    if (entry === undefined) return 'refuse'
     // Building a TLS server loads the key reference through the bridge, which can fail (keyd down):
     // the front closes this connection rather than let the exception end the worker.
-    return tlsServerFor(cert, resumption.variantFor(hello))
+    return contexts.serverFor(entry, resumption.variantFor(hello))
   }
   const front = new TlsFront({
     log,
@@ -186,7 +172,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     route,
     needsHello: () => needsHello
   })
-  for (const cert of certs.list()) tlsServerFor(cert)
+  // The default entry answers clients without SNI (and unknown names): built now, the others on demand.
+  const defaultEntry = certs.defaultEntry()
+  if (defaultEntry !== undefined) contexts.serverFor(defaultEntry, resumption.variantFor())
 
   const listener = createNetServer({ allowHalfOpen: true }, socket => front.accept(socket))
   listener.listen(config.listen.port, config.listen.host)
@@ -212,6 +200,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     await forwarder.close()
     await accessLog.close()
     resumption.close()
+    certs.close()
   }
 
   return { port, certs, reload, close }

@@ -1,23 +1,31 @@
 // The worker's half of the primary's control messages: two-phase certificate reloads (prepare
 // beside the served set, then commit or abort) and the certificate view for the admin API.
 
+import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import type { Logger } from 'pino'
-import type { CertificateConfig, TlsConfig } from '../config/types.js'
-import { describeCertificate, type CertEntryInfo } from '../tls/cert-info.js'
-import type { EntryResult, ProxyServer, ReloadPlan } from './server.js'
 import { errorMessage } from '../../lib/errors.js'
+import type { CertificateConfig, TlsConfig } from '../config/types.js'
+import { describeEntry, type CertEntryInfo } from '../tls/cert-info.js'
+import type { EntryResult, ProxyServer, ReloadPlan } from './server.js'
 
 /** Messages the primary sends to workers (and their answers), all tagged `edge:`. */
 export type ControlRequest =
-  | { type: 'edge:reload-prepare', id: number, certificates: CertificateConfig[], tls: TlsConfig }
+  /**
+   * `certificates` absent: the entries served, their files looked at again; `changedFiles` present:
+   * only the entries naming one of these files (what the primary's file watcher saw change).
+   */
+  | { type: 'edge:reload-prepare', id: number, certificates?: CertificateConfig[], tls: TlsConfig, changedFiles?: string[] }
   | { type: 'edge:reload-commit', id: number }
   | { type: 'edge:reload-abort', id: number }
   | { type: 'edge:certs', id: number }
 
 export type ControlReply =
-  | { type: 'edge:reply', id: number, ok: boolean, results?: EntryResult[], certificates?: CertEntryInfo[], error?: string }
+  | { type: 'edge:reply', id: number, ok: boolean, results?: EntryResult[], unchanged?: number, certificates?: CertEntryInfo[], error?: string }
 
 const REQUEST_TYPES = new Set(['edge:reload-prepare', 'edge:reload-commit', 'edge:reload-abort', 'edge:certs'])
+
+/** Entries described per event-loop turn for `/certs` (each costs a certificate parse): handshakes go on meanwhile. */
+const DESCRIBE_BATCH = 200
 
 export function isControlRequest (msg: unknown): msg is ControlRequest {
   const type = (msg as { type?: unknown } | null)?.type
@@ -28,17 +36,28 @@ export function isControlRequest (msg: unknown): msg is ControlRequest {
 export function createWorkerControl (opts: { server: ProxyServer, log: Logger, send: (reply: ControlReply) => void }): (msg: ControlRequest) => void {
   const { server, log, send } = opts
   const pending = new Map<number, ReloadPlan>()
-  const describeAll = (): CertEntryInfo[] => server.certs.list().map(c => describeCertificate(c))
+  const describe = async (names?: readonly string[]): Promise<CertEntryInfo[]> => {
+    const out: CertEntryInfo[] = []
+    const entries = names === undefined ? [...server.certs.entries()] : names.flatMap(n => server.certs.get(n) ?? [])
+    for (let i = 0; i < entries.length; i++) {
+      if (i > 0 && i % DESCRIBE_BATCH === 0) await yieldToLoop()
+      const entry = entries[i]
+      if (entry !== undefined && server.certs.get(entry.name) === entry) out.push(describeEntry(server.certs, entry))
+    }
+    return out
+  }
+  const fail = (id: number, err: unknown): void => { send({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }) }
   return (msg) => {
     switch (msg.type) {
       case 'edge:reload-prepare': {
+        for (const plan of pending.values()) plan.abort()
         pending.clear()
-        const plan = server.reload(msg.certificates, msg.tls)
+        const plan = server.reload(msg.certificates, msg.tls, msg.changedFiles)
         if (plan.ok) pending.set(msg.id, plan)
         for (const r of plan.results) {
           if (!r.ok) log.error({ certificate: r.name, code: r.code, err: r.error }, 'certificate refused')
         }
-        send({ type: 'edge:reply', id: msg.id, ok: plan.ok, results: plan.results })
+        send({ type: 'edge:reply', id: msg.id, ok: plan.ok, results: plan.results, unchanged: plan.unchanged })
         return
       }
       case 'edge:reload-commit': {
@@ -51,17 +70,19 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
         try {
           plan.commit()
         } catch (err) {
-          send({ type: 'edge:reply', id: msg.id, ok: false, error: errorMessage(err) })
+          fail(msg.id, err)
           return
         }
-        send({ type: 'edge:reply', id: msg.id, ok: true, certificates: describeAll() })
+        // The report describes what this reload loaded; GET /certs describes everything served.
+        describe(plan.loaded).then(certificates => send({ type: 'edge:reply', id: msg.id, ok: true, certificates }), (err: unknown) => fail(msg.id, err))
         return
       }
       case 'edge:reload-abort':
+        pending.get(msg.id)?.abort()
         pending.delete(msg.id)
         return
       case 'edge:certs':
-        send({ type: 'edge:reply', id: msg.id, ok: true, certificates: describeAll() })
+        describe().then(certificates => send({ type: 'edge:reply', id: msg.id, ok: true, certificates }), (err: unknown) => fail(msg.id, err))
     }
   }
 }

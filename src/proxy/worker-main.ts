@@ -43,7 +43,8 @@ async function run (configFile: string): Promise<void> {
   // Reloads are coordinated by the primary (it relays SIGHUP); a worker must not die of one.
   process.on('SIGHUP', () => {})
   try {
-    const config = loadConfig(configFile)
+    // The primary checked that every certificate file is readable; the certificate store reads them all.
+    const config = loadConfig(configFile, { checkFiles: false })
     log = createLogger({ level: config.log.level, name: 'keyedge-proxy' }).child({ worker: cluster.worker?.id })
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })

@@ -3,7 +3,8 @@
 
 import { X509Certificate } from 'node:crypto'
 import { Gauge, type Registry } from 'prom-client'
-import { decodeKeyReference } from '../../keyd/protocol/codec.js'
+import { decodeKeyReference, type KeyReference } from '../../keyd/protocol/codec.js'
+import type { CheckedEntry } from './cert-check.js'
 import type { CertStore } from './cert-store.js'
 import type { LoadedCertificate } from './secure-context.js'
 
@@ -37,26 +38,44 @@ function sanNames (x509: X509Certificate): string[] {
 export function describeCertificate (cert: LoadedCertificate, now = Date.now()): CertEntryInfo {
   const certs = [cert.options.cert].flat() as Array<string | Buffer>
   const keys = [cert.options.key].flat() as Array<string | Buffer>
-  const pairs = cert.pairs.map((pair, i): CertPairInfo => {
-    const x509 = new X509Certificate(certs[i] ?? '')
-    const notAfter = new Date(x509.validTo)
+  return describePairs(cert.name, cert.pairs.map((pair, i) => {
     const keyPem = keys[i]
     const ref = typeof keyPem === 'string' || Buffer.isBuffer(keyPem) ? decodeKeyReference(String(keyPem)) : null
-    return {
-      subject: pair.subject,
-      names: sanNames(x509),
-      serialNumber: x509.serialNumber,
-      notBefore: new Date(x509.validFrom).toISOString(),
-      notAfter: notAfter.toISOString(),
-      daysLeft: Math.floor((notAfter.getTime() - now) / 1000 / DAY_S),
-      fingerprint256: x509.fingerprint256,
-      keyType: x509.publicKey.asymmetricKeyType ?? 'unknown',
-      keyReference: ref === null ? null : { name: ref.name, version: ref.version, type: ref.type },
-      certFile: pair.certFile,
-      keyFile: pair.keyFile
-    }
-  })
-  return { name: cert.name, pairs }
+    return { certFile: pair.certFile, keyFile: pair.keyFile, cert: certs[i] ?? '', keyReference: ref }
+  }), now)
+}
+
+/** Describes a served entry of the certificate store from the bytes it checked (read back from its spool). */
+export function describeEntry (store: CertStore, entry: CheckedEntry, now = Date.now()): CertEntryInfo {
+  return describePairs(entry.name, store.pems(entry).map(({ pair, cert, keyReference }) => ({
+    certFile: pair.certFile,
+    keyFile: pair.keyFile,
+    cert,
+    keyReference: keyReference === null ? null : decodeKeyReference(keyReference.toString('utf8'))
+  })), now)
+}
+
+function describePairs (name: string, pairs: Array<{ certFile: string, keyFile: string, cert: string | Buffer, keyReference: KeyReference | null }>, now: number): CertEntryInfo {
+  return {
+    name,
+    pairs: pairs.map((p): CertPairInfo => {
+      const x509 = new X509Certificate(p.cert)
+      const notAfter = new Date(x509.validTo)
+      return {
+        subject: x509.subject.replace(/\n/g, ', '),
+        names: sanNames(x509),
+        serialNumber: x509.serialNumber,
+        notBefore: new Date(x509.validFrom).toISOString(),
+        notAfter: notAfter.toISOString(),
+        daysLeft: Math.floor((notAfter.getTime() - now) / 1000 / DAY_S),
+        fingerprint256: x509.fingerprint256,
+        keyType: x509.publicKey.asymmetricKeyType ?? 'unknown',
+        keyReference: p.keyReference === null ? null : { name: p.keyReference.name, version: p.keyReference.version, type: p.keyReference.type },
+        certFile: p.certFile,
+        keyFile: p.keyFile
+      }
+    })
+  }
 }
 
 /**
@@ -75,10 +94,7 @@ export function registerExpiryGauge (registry: Registry, certs: CertStore): void
     collect () {
       gauge.reset()
       const now = Date.now()
-      for (const cert of certs.list()) {
-        const earliest = Math.min(...cert.pairs.map(p => p.notAfter.getTime()))
-        gauge.set({ name: cert.name }, Math.round((earliest - now) / 1000))
-      }
+      for (const entry of certs.entries()) gauge.set({ name: entry.name }, Math.round((entry.notAfter - now) / 1000))
     }
   })
 }

@@ -1,88 +1,327 @@
-// The live certificate store: name → loaded secure context, consulted on every new connection
-// (from its ClientHello's server name), so certificates can be swapped without restarting (replace()).
+// The live certificate store of a worker: every configured entry checked (cert-check.ts) and its
+// bytes spooled, its server names indexed for SNI, and a TLS context built only when a ClientHello
+// asks for it (context-cache.ts). Loads are incremental: an entry whose files did not change keeps
+// its checked state (and its built context); only new and changed entries are read and checked.
+// A load is prepared beside the served set and swapped in at once by commit(), or dropped.
 
 import type { Logger } from 'pino'
-import { Counter, type Registry } from 'prom-client'
+import { errorCode, errorMessage } from '../../lib/errors.js'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { SecureContextOptions } from 'node:tls'
 import type { CertificateConfig, TlsConfig } from '../config/types.js'
-import { loadCertificate, type LoadedCertificate } from './secure-context.js'
+import { CertLoadError } from '../errors.js'
+import { certRef, CheckPass, readStamped, type CheckedEntry, type CheckedPair } from './cert-check.js'
+import { CertSpool, type SpoolRef } from './cert-spool.js'
+import { collectGarbage } from './heap.js'
+import { contextOptions, parseCertificate, warnCustodyBypassed, type ContextTls } from './secure-context.js'
 import { buildSniIndex, selectCertificate, type SniIndex } from './sni.js'
 
-function counter (registry: Registry, name: string, help: string, labelNames: string[]): Counter<string> {
-  const existing = registry.getSingleMetric(name)
-  if (existing !== undefined) return existing as Counter<string>
-  return new Counter({ name, help, labelNames, registers: [registry] })
+function metric<T> (registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make()
 }
 
-/** Loaded certificate entries by name, with SNI selection over them. */
+/** The outcome of one entry in a load; `error` never holds key material. */
+export interface EntryResult { name: string, ok: boolean, code?: string, error?: string }
+
+/** What a commit changed, for the context cache. */
+export interface StoreChange {
+  /** Entries no longer served as they were (changed or removed): their contexts must go. */
+  dropped: readonly number[]
+  /** The context settings changed: every built context must go. */
+  tlsChanged: boolean
+}
+
+/** A load prepared beside the served set. */
+export interface PreparedLoad {
+  /** True when every entry is served by the load. */
+  readonly ok: boolean
+  /** Entries read and checked by this load (new or changed) and every refused one. */
+  readonly results: EntryResult[]
+  /** Entries kept as they were (files unchanged). */
+  readonly unchanged: number
+  /** The first refusal, as thrown. */
+  readonly error: Error | undefined
+  /** Names of the entries this load (re)checked and that loaded. */
+  readonly loaded: string[]
+  /** Serves the load to new connections. @throws Error unless `ok`. */
+  commit: () => void
+  /** Drops the load (its spooled bytes become garbage). */
+  abort: () => void
+}
+
+/** Options of `prepare`. */
+export interface PrepareOptions {
+  /** Files known to have changed (from a file watcher): only the entries naming them are looked at; the others are kept without a stat. Undefined: stat every file. */
+  changedFiles?: ReadonlySet<string>
+  now?: number
+}
+
+/** `entry`'s files are the same paths, in the same order, as `checked`'s. */
+function sameFiles (entry: CertificateConfig, checked: CheckedEntry): boolean {
+  return entry.files.length === checked.pairs.length &&
+    entry.files.every((f, i) => f.cert === checked.pairs[i]?.certFile && f.key === checked.pairs[i]?.keyFile)
+}
+
+const sameContextTls = (a: ContextTls, b: ContextTls): boolean =>
+  a.minVersion === b.minVersion && a.maxVersion === b.maxVersion && a.ciphers === b.ciphers && a.sessionTimeoutSeconds === b.sessionTimeoutSeconds
+
+/** Up to this many entries read by a load get a `certificate loaded` line each; beyond, the summary line only. */
+const LOGGED_ENTRIES = 100
+/** A load that checked at least this many entries ends with a full garbage collection (heap.ts). */
+const COLLECT_AFTER_ENTRIES = 5000
+/** Rewrite the spool once garbage outweighs live bytes by this much. */
+const SPOOL_SLACK_BYTES = 16 << 20
+
+/** Checked certificate entries by name, with SNI selection over them. */
 export class CertStore {
-  #contexts = new Map<string, LoadedCertificate>()
+  #entries = new Map<string, CheckedEntry>()
+  #list: readonly CertificateConfig[] = []
   #index: SniIndex = buildSniIndex([])
   #tls: TlsConfig
-  #log: Logger
-  #selections: Counter<string>
-  #refused: Counter<string>
+  #spool = new CertSpool()
+  readonly #log: Logger
+  readonly #selections: Counter<string>
+  readonly #refused: Counter<string>
+  readonly #listeners: Array<(change: StoreChange) => void> = []
 
   constructor (opts: { tls: TlsConfig, log: Logger, registry: Registry }) {
+    const { registry } = opts
     this.#tls = opts.tls
     this.#log = opts.log
-    this.#selections = counter(opts.registry, 'edge_tls_sni_selections_total',
-      'Certificate selections by SNI, by how the certificate was chosen', ['match'])
-    this.#refused = counter(opts.registry, 'edge_tls_sni_refused_total',
-      'Handshakes refused because strict SNI found no certificate for the name', [])
+    this.#selections = metric(registry, 'edge_tls_sni_selections_total', () => new Counter({
+      name: 'edge_tls_sni_selections_total', help: 'Certificate selections by SNI, by how the certificate was chosen', labelNames: ['match'], registers: [registry]
+    }))
+    this.#refused = metric(registry, 'edge_tls_sni_refused_total', () => new Counter({
+      name: 'edge_tls_sni_refused_total', help: 'Handshakes refused because strict SNI found no certificate for the name', registers: [registry]
+    }))
+    const gauge: Gauge<string> = metric(registry, 'edge_certificate_entries', () => new Gauge({
+      name: 'edge_certificate_entries',
+      help: 'Certificate entries served (checked and indexed; their TLS contexts are built on demand)',
+      aggregator: 'max',
+      registers: [registry],
+      collect: () => { gauge.set(this.#entries.size) }
+    }))
+  }
+
+  /** Hears every commit (the context cache drops what changed). */
+  onCommit (listener: (change: StoreChange) => void): void {
+    this.#listeners.push(listener)
+  }
+
+  /** The TLS settings served. */
+  get tls (): TlsConfig { return this.#tls }
+
+  /** Number of entries served. */
+  get size (): number { return this.#entries.size }
+
+  /**
+   * Loads `entries` and serves them at once.
+   * @throws the first refusal: CertLoadError (EDGE_ERR_CERT_LOAD), KeyLoadError (EDGE_ERR_KEY_LOAD),
+   *   CertKeyMismatchError (EDGE_ERR_CERT_KEY_MISMATCH), SecureContextError (EDGE_ERR_SECURE_CONTEXT).
+   */
+  load (entries: readonly CertificateConfig[], tls: TlsConfig = this.#tls): void {
+    const plan = this.prepare(entries, tls)
+    if (plan.error !== undefined) {
+      plan.abort()
+      throw plan.error
+    }
+    plan.commit()
   }
 
   /**
-   * Loads every certificate entry and swaps them in at once; on any error nothing changes.
-   * @throws the errors of loadCertificate (EDGE_ERR_CERT_LOAD, EDGE_ERR_KEY_LOAD,
-   *   EDGE_ERR_CERT_KEY_MISMATCH, EDGE_ERR_SECURE_CONTEXT).
+   * Prepares `entries` (undefined: the entries served now, with their files looked at again) and
+   * `tls` beside the served set. Entries whose files did not change keep their checked state.
    */
-  load (entries: readonly CertificateConfig[], tls: TlsConfig = this.#tls): LoadedCertificate[] {
-    const loaded = entries.map(entry => loadCertificate(entry, tls, this.#log))
-    this.replace(entries, loaded, tls)
-    return loaded
-  }
-
-  /** Swaps in already loaded contexts; handshakes from now on see the new set. */
-  replace (entries: readonly CertificateConfig[], loaded: readonly LoadedCertificate[], tls: TlsConfig = this.#tls): void {
-    const contexts = new Map<string, LoadedCertificate>()
-    for (const cert of loaded) contexts.set(cert.name, cert)
-    this.#index = buildSniIndex(entries)
-    this.#contexts = contexts
-    this.#tls = tls
-    for (const cert of loaded) {
-      for (const pair of cert.pairs) {
-        this.#log.info({ certificate: cert.name, certFile: pair.certFile, keyFile: pair.keyFile, custody: pair.custody,
-          subject: pair.subject, notAfter: pair.notAfter.toISOString() }, 'certificate loaded')
+  prepare (entries: readonly CertificateConfig[] | undefined, tls: TlsConfig = this.#tls, opts: PrepareOptions = {}): PreparedLoad {
+    const list = entries ?? this.#list
+    const pass = new CheckPass({ spool: this.#spool, log: this.#log, tls, ...(opts.now !== undefined ? { now: opts.now } : {}) })
+    const next = new Map<string, CheckedEntry>()
+    const results: EntryResult[] = []
+    const loaded: string[] = []
+    let unchanged = 0
+    let error: Error | undefined
+    const refuse = (name: string, err: unknown): void => {
+      error ??= err instanceof Error ? err : new Error(errorMessage(err))
+      results.push({ name, ok: false, code: errorCode(err) ?? 'EDGE_ERR_CERT_LOAD', error: errorMessage(err) })
+    }
+    for (const entry of list) {
+      const old = this.#entries.get(entry.name)
+      if (old !== undefined && sameFiles(entry, old) && this.#unchanged(old, pass, opts.changedFiles)) {
+        if (old.notAfter <= pass.now) { refuse(entry.name, this.#expired(old)); continue }
+        next.set(entry.name, old)
+        unchanged++
+        continue
       }
+      try {
+        const checked = pass.check(entry)
+        next.set(entry.name, checked)
+        loaded.push(entry.name)
+        results.push({ name: entry.name, ok: true })
+      } catch (err) {
+        refuse(entry.name, err)
+      }
+    }
+    const ok = error === undefined
+    let done = false
+    return {
+      ok,
+      results,
+      unchanged,
+      error,
+      loaded,
+      commit: () => {
+        if (error !== undefined) throw error
+        if (done) return
+        done = true
+        this.#commit(list, next, tls, loaded, pass)
+      },
+      abort: () => { done = true }
     }
   }
 
-  /** The loaded certificate entry named `name`. */
-  get (name: string): LoadedCertificate | undefined {
-    return this.#contexts.get(name)
+  /**
+   * Whether `old`'s files still hold what was checked: not named by `changedFiles` when given; else
+   * the same stamps, or (a stamp changed) the same bytes — the new stamps are then kept.
+   */
+  #unchanged (old: CheckedEntry, pass: CheckPass, changedFiles: ReadonlySet<string> | undefined): boolean {
+    if (changedFiles !== undefined) return !old.pairs.some(p => changedFiles.has(p.certFile) || changedFiles.has(p.keyFile))
+    for (const pair of old.pairs) {
+      if (pass.stamp(pair.certFile) !== pair.certStamp && !this.#sameBytes(pair, 'cert')) return false
+      if (pass.stamp(pair.keyFile) !== pair.keyStamp && !this.#sameBytes(pair, 'key')) return false
+    }
+    return true
+  }
+
+  #sameBytes (pair: CheckedPair, which: 'cert' | 'key'): boolean {
+    let now
+    try {
+      now = readStamped(which === 'cert' ? pair.certFile : pair.keyFile)
+    } catch {
+      return false
+    }
+    const held = which === 'cert' ? certRef(pair) : pair.key
+    const same = typeof held === 'string' ? now.bytes.equals(Buffer.from(held)) : now.bytes.equals(this.#spool.read(held))
+    if (same) {
+      if (which === 'cert') pair.certStamp = now.stamp
+      else pair.keyStamp = now.stamp
+    }
+    return same
+  }
+
+  #expired (entry: CheckedEntry): Error {
+    const pair = entry.pairs[0]
+    try {
+      parseCertificate(pair.certFile, this.#spool.read(certRef(pair)), Date.now(), this.#log)
+    } catch (err) {
+      if (err instanceof Error) return err
+    }
+    return new CertLoadError(pair.certFile, `expired on ${new Date(entry.notAfter).toISOString()}`)
+  }
+
+  #commit (list: readonly CertificateConfig[], next: Map<string, CheckedEntry>, tls: TlsConfig, loaded: string[], pass: CheckPass): void {
+    const dropped: number[] = []
+    for (const [name, old] of this.#entries) if (next.get(name) !== old) dropped.push(old.id)
+    const tlsChanged = !sameContextTls(tls, this.#tls)
+    this.#entries = next
+    // The same list (a reload of the served entries) keeps its index.
+    if (list !== this.#list) this.#index = buildSniIndex(list)
+    this.#list = list
+    this.#tls = tls
+    this.#spool.flush()
+    // Once per load, counting every served pair that bypasses custody (checked now or kept).
+    let bypassed = pass.bypassed
+    let example = pass.bypassedExample
+    const fresh = new Set(loaded)
+    for (const [name, entry] of next) {
+      if (fresh.has(name)) continue
+      for (const p of entry.pairs) if (p.custody === 'in-process') { bypassed++; example ||= p.keyFile }
+    }
+    warnCustodyBypassed(this.#log, bypassed, example)
+    // One line per entry a load read when they are few; a summary for all of them in any case.
+    for (const name of loaded.length <= LOGGED_ENTRIES ? loaded : []) {
+      const entry = next.get(name) as CheckedEntry
+      for (const pair of entry.pairs) {
+        this.#log.info({ certificate: name, certFile: pair.certFile, keyFile: pair.keyFile, custody: pair.custody, notAfter: new Date(entry.notAfter).toISOString() }, 'certificate loaded')
+      }
+    }
+    this.#log.info({ entries: next.size, loaded: loaded.length, unchanged: next.size - loaded.length, dropped: dropped.length }, 'certificates loaded')
+    this.#compactIfWasteful()
+    for (const listener of this.#listeners) listener({ dropped, tlsChanged })
+    if (loaded.length >= COLLECT_AFTER_ENTRIES) collectGarbage()
+  }
+
+  /** Rewrites the spool with only the served bytes when most of it is garbage (changed entries leave theirs behind). */
+  #compactIfWasteful (): void {
+    const keys = new Set<SpoolRef>()
+    let live = 0
+    for (const entry of this.#entries.values()) {
+      for (let i = 0; i < entry.pairs.length; i++) {
+        const p = entry.pairs[i]
+        live += p.certLength
+        if (typeof p.key !== 'string' && !keys.has(p.key)) { keys.add(p.key); live += p.key.length }
+      }
+    }
+    if (this.#spool.size - live < Math.max(live, SPOOL_SLACK_BYTES)) return
+    const pairs = [...this.#entries.values()].flatMap(e => e.pairs)
+    const shared = [...keys]
+    const { spool, refs } = this.#spool.compact([...pairs.map(certRef), ...shared])
+    pairs.forEach((p, i) => { const r = refs[i]; p.certOffset = r.offset; p.certLength = r.length })
+    shared.forEach((k, i) => { Object.assign(k, refs[pairs.length + i]) })
+    this.#spool = spool
+  }
+
+  /** The served entry named `name`. */
+  get (name: string): CheckedEntry | undefined {
+    return this.#entries.get(name)
+  }
+
+  /** The entry served to clients that send no server name. */
+  defaultEntry (): CheckedEntry | undefined {
+    return this.#entries.get(this.#tls.defaultCertificate)
   }
 
   /**
-   * The certificate entry for a ClientHello's server name (undefined: no SNI sent → the default
-   * entry), or undefined when the handshake must be refused (strict mode); counts the outcome.
+   * The entry for a ClientHello's server name (undefined: no SNI sent → the default entry), or
+   * undefined when the handshake must be refused (strict mode); counts the outcome.
    */
-  select (servername: string | undefined): LoadedCertificate | undefined {
+  select (servername: string | undefined): CheckedEntry | undefined {
     if (servername === undefined || servername === '') {
       this.#selections.inc({ match: 'no_sni' })
-      return this.#contexts.get(this.#tls.defaultCertificate)
+      return this.defaultEntry()
     }
     const selection = selectCertificate(this.#index, servername, {
       strict: this.#tls.strictSni,
       defaultCertificate: this.#tls.defaultCertificate
     })
     this.#selections.inc({ match: selection.match })
-    const loaded = selection.certificate === undefined ? undefined : this.#contexts.get(selection.certificate)
-    if (loaded === undefined) this.#refused.inc()
-    return loaded
+    const entry = selection.certificate === undefined ? undefined : this.#entries.get(selection.certificate)
+    if (entry === undefined) this.#refused.inc()
+    return entry
   }
 
-  /** Certificate entries currently served, for admin views. */
-  list (): LoadedCertificate[] {
-    return [...this.#contexts.values()]
+  /** The options of `entry`'s TLS context, from the checked bytes and the served TLS settings. */
+  contextOptions (entry: CheckedEntry): SecureContextOptions {
+    return contextOptions(
+      entry.pairs.map(p => this.#spool.read(certRef(p))),
+      entry.pairs.map(p => typeof p.key === 'string' ? p.key : this.#spool.read(p.key)),
+      this.#tls
+    )
+  }
+
+  /** The certificate chain PEM and (for a key reference) the key PEM of each pair of `entry`, for admin views; never a private key. */
+  pems (entry: CheckedEntry): Array<{ pair: CheckedPair, cert: Buffer, keyReference: Buffer | null }> {
+    return entry.pairs.map(pair => ({ pair, cert: this.#spool.read(certRef(pair)), keyReference: typeof pair.key === 'string' ? null : this.#spool.read(pair.key) }))
+  }
+
+  /** Every served entry, in config order. */
+  * entries (): IterableIterator<CheckedEntry> {
+    for (const e of this.#list) {
+      const entry = this.#entries.get(e.name)
+      if (entry !== undefined) yield entry
+    }
+  }
+
+  close (): void {
+    this.#spool.close()
   }
 }

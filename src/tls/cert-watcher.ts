@@ -1,10 +1,17 @@
 // Watches the directories of the certificate, key and config files and calls back once their
-// contents settle after a change. Watching directories (not files) sees atomic renames and the
-// Kubernetes `..data` symlink swap; the debounce lets a certificate and its key land together.
+// contents settle after a change, with the files that changed. Watching directories (not files)
+// sees atomic renames and the Kubernetes `..data` symlink swap; the debounce lets a certificate and
+// its key land together. An event naming a watched file (or a symlink's target) checks that file
+// only; an event naming something else checks every file when that name is (still) a directory or
+// a symlink (a `..data` swap), and nothing when it is a plain file or gone (the temp file of an
+// atomic write, a log file); an unnamed event checks every file. A file counts as
+// changed when its stat changed and, for sets of up to 2,000 files, its contents too (a SHA-256 of
+// each). Beyond that the contents are not hashed (it would cost the primary a read of every file):
+// a changed stat is a change, and the workers' reload finds an unchanged file unchanged anyway.
 
 import { createHash } from 'node:crypto'
-import { readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs'
-import { dirname } from 'node:path'
+import { lstatSync, readFileSync, realpathSync, statSync, watch, type FSWatcher, type Stats } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import type { Logger } from 'pino'
 import { errorCode } from '../../lib/errors.js'
 
@@ -35,17 +42,46 @@ export function watchedDirectories (files: readonly string[]): string[] {
   return [...dirs]
 }
 
+const stamp = (st: Stats): string => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`
+
+function stampOf (file: string): string | undefined {
+  try {
+    return stamp(statSync(file))
+  } catch {
+    return undefined
+  }
+}
+
+function digestOf (file: string): string {
+  try {
+    return createHash('sha256').update(readFileSync(file)).digest('base64')
+  } catch (err) {
+    return `error:${errorCode(err) ?? 'unknown'}`
+  }
+}
+
+/** Up to this many files, contents are compared (hashed when watching starts); beyond, stats only. */
+const HASHED_FILES = 2000
+
+interface Known { stamp: string | undefined, digest?: string }
+
 export class CertFileWatcher {
   #files: string[] = []
+  #known = new Map<string, Known>()
+  /** Watched files by directory and name in it (a symlink's target under its own directory too). */
+  #byName = new Map<string, Map<string, string[]>>()
   #watchers: FSWatcher[] = []
-  #digest = ''
+  /** Files to check when the debounce ends; 'all' after an unnamed event. */
+  #pending: Set<string> | 'all' = new Set()
+  /** Other paths events named: looked at when the debounce ends. */
+  #others = new Set<string>()
   #timer: NodeJS.Timeout | undefined
   #firstPokeAt = 0
   #log: Logger
   #debounceMs: number
-  #onChange: () => void
+  #onChange: (changed: string[]) => void
 
-  constructor (opts: { log: Logger, debounceMs: number, onChange: () => void }) {
+  constructor (opts: { log: Logger, debounceMs: number, onChange: (changed: string[]) => void }) {
     this.#log = opts.log
     this.#debounceMs = opts.debounceMs
     this.#onChange = opts.onChange
@@ -58,13 +94,40 @@ export class CertFileWatcher {
   watch (files: readonly string[]): void {
     const next = [...new Set(files)]
     if (next.length === this.#files.length && next.every((f, i) => f === this.#files[i])) return
-    for (const w of this.#watchers) w.close()
-    this.#watchers = []
+    this.#unwatch()
     this.#files = next
-    this.#digest = filesDigest(this.#files)
-    for (const dir of watchedDirectories(this.#files)) {
+    const hashed = next.length <= HASHED_FILES
+    const known = new Map<string, Known>()
+    this.#known = known
+    this.#byName = new Map()
+    const add = (path: string, file: string): void => {
+      const dir = dirname(path)
+      let names = this.#byName.get(dir)
+      if (names === undefined) this.#byName.set(dir, names = new Map<string, string[]>())
+      const list = names.get(basename(path))
+      if (list === undefined) names.set(basename(path), [file])
+      else if (!list.includes(file)) list.push(file)
+    }
+    for (const file of next) {
+      add(file, file)
+      // One lstat per file: a symlink's target is resolved (and its directory watched), a plain
+      // file's lstat is its stat. A symlinked directory needs nothing: it is watched by its path.
+      let st: Stats | undefined
       try {
-        const w = watch(dir, { persistent: false }, () => this.#poke())
+        st = lstatSync(file)
+        if (st.isSymbolicLink()) {
+          add(realpathSync(file), file)
+          st = statSync(file)
+        }
+      } catch { st = undefined }
+      const before = this.#known.get(file)
+      known.set(file, before !== undefined && (before.digest !== undefined || !hashed)
+        ? before
+        : { stamp: st === undefined ? undefined : stamp(st), ...(hashed ? { digest: digestOf(file) } : {}) })
+    }
+    for (const dir of this.#byName.keys()) {
+      try {
+        const w = watch(dir, { persistent: false }, (_event, name) => this.#poke(dir, name))
         w.on('error', (err: NodeJS.ErrnoException) => this.#log.warn({ dir, code: err.code }, 'certificate directory watch failed; SIGHUP or POST /reload still reload'))
         this.#watchers.push(w)
       } catch (err) {
@@ -77,7 +140,11 @@ export class CertFileWatcher {
     this.#unwatch()
   }
 
-  #poke (): void {
+  #poke (dir: string, name: string | Buffer | null): void {
+    const files = name === null ? undefined : this.#byName.get(dir)?.get(name.toString())
+    if (name === null) this.#pending = 'all'
+    else if (files === undefined) this.#others.add(join(dir, name.toString()))
+    else if (this.#pending !== 'all') for (const f of files) this.#pending.add(f)
     // Trailing debounce, but a directory that never goes quiet (a log file beside the config)
     // cannot postpone the check for more than a few debounce periods.
     if (this.#timer !== undefined) {
@@ -88,17 +155,37 @@ export class CertFileWatcher {
     }
     this.#timer = setTimeout(() => {
       this.#timer = undefined
-      const digest = filesDigest(this.#files)
-      if (digest === this.#digest) return
-      this.#digest = digest
-      this.#onChange()
+      // A directory or symlink among the other names may be a swap that moved watched files (Kubernetes' `..data`).
+      const swapped = [...this.#others].some(path => {
+        try { return !lstatSync(path).isFile() } catch { return false }
+      })
+      const candidates = this.#pending === 'all' || swapped ? this.#files : [...this.#pending]
+      this.#pending = new Set()
+      this.#others = new Set()
+      const changed = candidates.filter(f => this.#changed(f))
+      if (changed.length > 0) this.#onChange(changed)
     }, this.#debounceMs)
     this.#timer.unref()
+  }
+
+  /** Whether `file` changed since last seen (its stat, then its contents); records what it is now. */
+  #changed (file: string): boolean {
+    const known = this.#known.get(file)
+    if (known === undefined) return false
+    const now = stampOf(file)
+    if (now !== undefined && now === known.stamp) return false
+    known.stamp = now
+    if (known.digest === undefined) return true
+    const before = known.digest
+    known.digest = digestOf(file)
+    return before !== known.digest
   }
 
   #unwatch (): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
+    this.#pending = new Set()
+    this.#others = new Set()
     for (const w of this.#watchers) w.close()
     this.#watchers = []
   }

@@ -1,6 +1,12 @@
-// Public surface of the TLS subsystem: secure contexts, SNI selection, the live cert store and the TCP front.
+// Public surface of the TLS subsystem: certificate checks and secure contexts, SNI selection, the live
+// cert store and its on-demand context cache, and the TCP front.
 
 export { CertStore } from './cert-store.js'
+export type { EntryResult, PreparedLoad, PrepareOptions, StoreChange } from './cert-store.js'
+export { CheckPass } from './cert-check.js'
+export type { CheckedEntry, CheckedPair } from './cert-check.js'
+export { ContextCache } from './context-cache.js'
+export type { ContextCacheOptions } from './context-cache.js'
 export { loadCertificate, KEY_REFERENCE_LABEL } from './secure-context.js'
 export type { KeyCustody, LoadedCertificate, LoadedPair } from './secure-context.js'
 export { buildSniIndex, selectCertificate, normalizeServerName } from './sni.js'

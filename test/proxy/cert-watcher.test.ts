@@ -126,3 +126,18 @@ t.test('a directory that never goes quiet does not postpone the reload for ever'
   }
   t.equal(calls, 1, 'reloaded while the noise went on')
 })
+
+t.test('the callback names the files whose contents changed', async t => {
+  const dir = tempHome('keyedge-watch-')
+  const files = ['a.crt', 'b.crt', 'c.keyref'].map(f => join(dir, f))
+  for (const f of files) writeFileSync(f, f)
+  const seen: string[][] = []
+  const w = new CertFileWatcher({ log, debounceMs: 150, onChange: changed => { seen.push(changed) } })
+  t.teardown(() => w.close())
+  w.watch(files)
+  writeFileSync(files[1] as string, 'new contents')
+  writeFileSync(files[2] as string, files[2] as string)
+  t.ok(await until(() => seen.length >= 1, 10_000))
+  await sleep(300)
+  t.same(seen, [[files[1]]], 'only b.crt: c.keyref was rewritten with the same contents')
+})
