@@ -259,7 +259,9 @@ export class CheckPass {
     const pairs = new Array<CheckedPair>(entry.files.length)
     let notAfter = Infinity
     for (let i = 0; i < entry.files.length; i++) {
-      const { cert: certFile, key: keyFile } = entry.files[i]
+      const files = entry.files[i]
+      if (files === undefined) throw new Error(`certificate entry ${entry.name}: files[${i}] missing`)
+      const { cert: certFile, key: keyFile } = files
       let certRead: { bytes: Buffer, stamp: FileStamp }
       try {
         certRead = readInto(certFile, this.#scratch)

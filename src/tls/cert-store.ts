@@ -210,6 +210,7 @@ export class CertStore {
 
   #expired (entry: CheckedEntry): Error {
     const pair = entry.pairs[0]
+    if (pair === undefined) return new Error(`certificate entry ${entry.name} has no certificate`)
     try {
       parseCertificate(pair.certFile, this.#spool.read(certRef(pair)), Date.now(), this.#log)
     } catch (err) {
@@ -255,8 +256,7 @@ export class CertStore {
     const keys = new Set<SpoolRef>()
     let live = 0
     for (const entry of this.#entries.values()) {
-      for (let i = 0; i < entry.pairs.length; i++) {
-        const p = entry.pairs[i]
+      for (const p of entry.pairs) {
         live += p.certLength
         if (typeof p.key !== 'string' && !keys.has(p.key)) { keys.add(p.key); live += p.key.length }
       }
@@ -265,7 +265,12 @@ export class CertStore {
     const pairs = [...this.#entries.values()].flatMap(e => e.pairs)
     const shared = [...keys]
     const { spool, refs } = this.#spool.compact([...pairs.map(certRef), ...shared])
-    pairs.forEach((p, i) => { const r = refs[i]; p.certOffset = r.offset; p.certLength = r.length })
+    pairs.forEach((p, i) => {
+      const r = refs[i]
+      if (r === undefined) throw new Error('spool compaction lost a reference')
+      p.certOffset = r.offset
+      p.certLength = r.length
+    })
     shared.forEach((k, i) => { Object.assign(k, refs[pairs.length + i]) })
     this.#spool = spool
   }

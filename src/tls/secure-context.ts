@@ -7,6 +7,7 @@ import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls'
 import type { Logger } from 'pino'
+import { errorCode } from '../../lib/errors.js'
 import type { CertificateConfig, TlsConfig } from '../config/types.js'
 import { CertKeyMismatchError, CertLoadError, KeyLoadError, SecureContextError } from '../errors.js'
 
@@ -50,7 +51,7 @@ export function safeReason (err: unknown): string {
 
 /** The reason a read failed, as the errors say it. */
 export function readFailure (err: unknown): string {
-  return `cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`
+  return `cannot read (${errorCode(err) ?? 'error'})`
 }
 
 function readText (file: string, onError: (reason: string, cause: unknown) => Error): string {

@@ -47,16 +47,16 @@ const tagNow = (): number => tag
 /** Reads the TLV at `at` within [.., limit) into tag/start/end; returns where the next one starts. */
 function tlv (der: Buffer, at: number, limit: number): number {
   if (at + 2 > limit) fail('truncated')
-  tag = der[at]
+  tag = der.readUInt8(at)
   if ((tag & 0x1f) === 0x1f) fail('multi-byte tag')
-  let len = der[at + 1]
+  let len = der.readUInt8(at + 1)
   start = at + 2
   if ((len & 0x80) !== 0) {
     const n = len & 0x7f
     if (n === 0 || n > 4 || start + n > limit) fail('bad length')
     len = 0
-    for (let i = 0; i < n; i++) len = len * 256 + (der[start + i])
-    if (len < 0x80 || der[start] === 0) fail('length not in DER form')
+    for (let i = 0; i < n; i++) len = len * 256 + (der.readUInt8(start + i))
+    if (len < 0x80 || der.readUInt8(start) === 0) fail('length not in DER form')
     start += n
   }
   end = start + len
@@ -94,8 +94,8 @@ function universal (der: Buffer): void {
   if ((type === 0x01 && len !== 1) || (type === 0x05 && len !== 0) || (type === 0x02 && len === 0)) fail(`tag 0x${tag.toString(16)}: bad length`)
   // An INTEGER in its shortest form: no leading 0x00 before a byte < 0x80, nor 0xff before one ≥ 0x80.
   if (type === 0x02 && len > 1) {
-    const a = der[start]
-    const b = der[start + 1]
+    const a = der.readUInt8(start)
+    const b = der.readUInt8(start + 1)
     if ((a === 0 && b < 0x80) || (a === 0xff && b >= 0x80)) fail('INTEGER not in DER form')
   }
   if (type === 0x06) oid(der, 'object identifier')
@@ -105,9 +105,9 @@ function universal (der: Buffer): void {
 
 /** An OBJECT IDENTIFIER at [start, end): not empty, each sub-identifier minimal and ended. */
 function oid (der: Buffer, what: string): void {
-  if (end === start || ((der[end - 1]) & 0x80) !== 0) fail(`${what}: bad object identifier`)
+  if (end === start || ((der.readUInt8(end - 1)) & 0x80) !== 0) fail(`${what}: bad object identifier`)
   for (let i = start; i < end; i++) {
-    if (der[i] === 0x80 && (i === start || ((der[i - 1]) & 0x80) === 0)) fail(`${what}: bad object identifier`)
+    if (der.readUInt8(i) === 0x80 && (i === start || ((der.readUInt8(i - 1)) & 0x80) === 0)) fail(`${what}: bad object identifier`)
   }
 }
 
@@ -120,13 +120,13 @@ function printable (c: number): boolean {
 /** Whether [from, to) is well-formed UTF-8 (shortest forms, no surrogates, at most U+10FFFF). */
 function utf8 (der: Buffer, from: number, to: number): boolean {
   for (let i = from; i < to;) {
-    const c = der[i]
+    const c = der.readUInt8(i)
     if (c < 0x80) { i++; continue }
     const n = c >= 0xf0 && c <= 0xf4 ? 3 : c >= 0xe0 ? (c <= 0xef ? 2 : 0) : c >= 0xc2 ? 1 : 0
     if (n === 0 || i + n >= to) return false
     let cp = c & (0x3f >> n)
     for (let k = 1; k <= n; k++) {
-      const cc = der[i + k]
+      const cc = der.readUInt8(i + k)
       if ((cc & 0xc0) !== 0x80) return false
       cp = cp * 64 + (cc & 0x3f)
     }
@@ -146,8 +146,8 @@ const STRING_TAGS = new Set([0x0c, 0x12, 0x13, 0x14, 0x16, 0x1a, 0x1c, 0x1e])
 function directoryString (der: Buffer, what: string): void {
   if (!STRING_TAGS.has(tag)) fail(`${what}: not a string`)
   if (tag === 0x0c && !utf8(der, start, end)) fail(`${what}: bad UTF8String`)
-  if (tag === 0x13) for (let i = start; i < end; i++) if (!printable(der[i])) fail(`${what}: bad PrintableString`)
-  if (tag === 0x16) for (let i = start; i < end; i++) if ((der[i]) > 0x7f) fail(`${what}: bad IA5String`)
+  if (tag === 0x13) for (let i = start; i < end; i++) if (!printable(der.readUInt8(i))) fail(`${what}: bad PrintableString`)
+  if (tag === 0x16) for (let i = start; i < end; i++) if ((der.readUInt8(i)) > 0x7f) fail(`${what}: bad IA5String`)
   if (tag === 0x1c) for (let i = start; i < end; i += 4) if (der.readUInt32BE(i) > 0x10ffff) fail(`${what}: bad UniversalString`)
 }
 
@@ -180,13 +180,13 @@ function algorithm (der: Buffer, from: number, to: number, what: string): void {
 
 /** A BIT STRING at [start, end): its unused-bits count byte first, 0 to 7. */
 function bitString (der: Buffer, what: string): void {
-  if (end === start || (der[start]) > 7 || (end - start === 1 && der[start] !== 0)) fail(`${what}: bad BIT STRING`)
+  if (end === start || (der.readUInt8(start)) > 7 || (end - start === 1 && der.readUInt8(start) !== 0)) fail(`${what}: bad BIT STRING`)
 }
 
 function digitsAt (der: Buffer, at: number, n: number): number {
   let v = 0
   for (let i = 0; i < n; i++) {
-    const d = (der[at + i]) - 0x30
+    const d = (der.readUInt8(at + i)) - 0x30
     if (d < 0 || d > 9) fail('bad validity time')
     v = v * 10 + d
   }
@@ -207,7 +207,7 @@ function time (der: Buffer, t: number, from: number, to: number): number {
   } else {
     return fail('bad validity time')
   }
-  if (to - at < 9 || der[to - 1] !== 0x5a) fail('bad validity time') // 'Z'
+  if (to - at < 9 || der.readUInt8(to - 1) !== 0x5a) fail('bad validity time') // 'Z'
   const month = digitsAt(der, at, 2)
   const day = digitsAt(der, at + 2, 2)
   const hour = digitsAt(der, at + 4, 2)
@@ -216,7 +216,7 @@ function time (der: Buffer, t: number, from: number, to: number): number {
   let second = 0
   if (to - 1 - at >= 2) { second = digitsAt(der, at, 2); at += 2 }
   if (t === GENERALIZED_TIME && at < to - 1) {
-    if (der[at] !== 0x2e) fail('bad validity time') // '.'
+    if (der.readUInt8(at) !== 0x2e) fail('bad validity time') // '.'
     digitsAt(der, at + 1, to - 1 - at - 1)
     at = to - 1
   }
@@ -316,7 +316,7 @@ function decodeBase64 (pem: Buffer, from: number, to: number, out: Buffer, at: n
   let n = 0
   let pad = 0
   for (let i = from; i < to; i++) {
-    const v = BASE64[pem[i]]
+    const v = BASE64[pem.readUInt8(i)] ?? 255
     if (v === 64) continue
     if (v === 65) { pad++; continue }
     if (v === 255 || pad > 0) return -1

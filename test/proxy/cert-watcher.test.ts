@@ -1,6 +1,7 @@
 // The certificate file watcher: one callback per settled change, atomic renames and symlink swaps
 // seen, unrelated files and unchanged contents ignored. The admin section of the config.
 import t from 'tap'
+import { defined } from '../helpers/defined.js'
 import { mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pino } from 'pino'
@@ -135,8 +136,8 @@ t.test('the callback names the files whose contents changed', async t => {
   const w = new CertFileWatcher({ log, debounceMs: 150, onChange: changed => { seen.push(changed) } })
   t.teardown(() => w.close())
   w.watch(files)
-  writeFileSync(files[1] as string, 'new contents')
-  writeFileSync(files[2] as string, files[2] as string)
+  writeFileSync(defined(files[1], 'files[1]'), 'new contents')
+  writeFileSync(defined(files[2], 'files[2]'), defined(files[2], 'files[2]'))
   t.ok(await until(() => seen.length >= 1, 10_000))
   await sleep(300)
   t.same(seen, [[files[1]]], 'only b.crt: c.keyref was rewritten with the same contents')
