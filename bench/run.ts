@@ -31,7 +31,7 @@ async function run (argv: string[]): Promise<number> {
   return await mod.main(rest)
 }
 
-run(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+run(process.argv.slice(2)).then(code => { process.exitCode = code }, (err: unknown) => {
   process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
   process.exitCode = 1
 })
