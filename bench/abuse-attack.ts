@@ -81,7 +81,7 @@ export async function attack (o: AttackOptions): Promise<AttackResult> {
       const timers: NodeJS.Timeout[] = []
       const r = await holdConnections(o.connections, endAt, async () => await openTls(o.port), s => {
         let i = 0
-        const send = (): void => { if (!s.destroyed) s.write(head[i++ % head.length]) }
+        const send = (): void => { if (!s.destroyed) s.write(head.charAt(i++ % head.length)) }
         send()
         timers.push(setInterval(send, 2000))
       })

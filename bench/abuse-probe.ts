@@ -76,5 +76,7 @@ export async function probeOnce (opts: { port: number, ca: string[], timeoutMs: 
 export function percentile (values: number[], p: number): number {
   if (values.length === 0) return NaN
   const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))]
+  const v = sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p / 100 * sorted.length) - 1))]
+  if (v === undefined) throw new Error('percentile: index out of range')
+  return v
 }

@@ -84,7 +84,11 @@ export interface CertsRow {
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
-  return ((s[(s.length - 1) >> 1] ?? NaN) + (s[s.length >> 1] ?? NaN)) / 2
+  if (s.length === 0) return NaN
+  const lo = s[(s.length - 1) >> 1]
+  const hi = s[s.length >> 1]
+  if (lo === undefined || hi === undefined) throw new Error('median: index out of range')
+  return (lo + hi) / 2
 }
 const mib = (kib: number): number => Math.round(kib / 102.4) / 10
 
@@ -112,13 +116,16 @@ function renew (certs: ManyCerts, i: number): string {
 async function measure (server: CertsServer, n: number, o: Options, certs: ManyCerts, ca: Buffer, say: (l: string) => void): Promise<CertsRow> {
   const problems: string[] = []
   const workerRss = (): number => server.workerPids().reduce((sum, pid) => sum + rssKiB(pid), 0)
-  const primary = server.pids().at(0)
-  if (primary === undefined) throw new Error(`${server.label} has no process`)
-  const primaryMiB = mib(rssKiB(primary))
+  const primaryPid = (): number => {
+    const pid = server.pids()[0]
+    if (pid === undefined) throw new Error('the certs server has no primary process')
+    return pid
+  }
+  const primaryMiB = mib(rssKiB(primaryPid()))
   const workerMiB = mib(workerRss())
   await sleep(o.settleS * 1000)
   const workerSettledMiB = mib(workerRss())
-  const primarySettledMiB = mib(rssKiB(primary))
+  const primarySettledMiB = mib(rssKiB(primaryPid()))
   // Cold names spread over the entries, none asked for before; each timed, then again warm.
   const cold: number[] = []
   const warm: number[] = []

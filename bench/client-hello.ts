@@ -42,9 +42,9 @@ export function paddedHandshake (record: Buffer, bodyBytes: number): Buffer {
   const body = record.subarray(9, 9 + record.readUIntBE(6, 3))
   // Walk to the extensions: version, random, session id, cipher suites, compression methods.
   let at = 2 + 32
-  at += 1 + body[at]
+  at += 1 + body.readUInt8(at)
   at += 2 + body.readUInt16BE(at)
-  at += 1 + body[at]
+  at += 1 + body.readUInt8(at)
   const extensionsAt = at
   const extensions = body.subarray(extensionsAt + 2, extensionsAt + 2 + body.readUInt16BE(extensionsAt))
   const padLength = Math.max(0, bodyBytes - body.length - 4)

@@ -54,7 +54,12 @@ export const VARIANT_LABEL: Record<VariantId, string> = {
 export function median (xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
+  const hi = s[m]
+  if (hi === undefined) return NaN
+  if (s.length % 2 === 1) return hi
+  const lo = s[m - 1]
+  if (lo === undefined) throw new Error('median: index out of range')
+  return (lo + hi) / 2
 }
 
 const perHs = (r: Run, micros: number): number => micros / r.handshakes
@@ -62,7 +67,7 @@ const perHs = (r: Run, micros: number): number => micros / r.handshakes
 /** One summary per (group, variant), medians over the rounds, ratios against the group's in-process case. */
 export function summarize (runs: Run[]): CaseSummary[] {
   const keys = [...new Set(runs.map(r => `${r.group}\u0000${r.variant}`))]
-  const out = keys.map(k => {
+  const out = keys.map((k): CaseSummary => {
     const [group, variant] = k.split('\u0000') as [string, VariantId]
     const rs = runs.filter(r => r.group === group && r.variant === variant && r.handshakes > 0)
     const totals = rs.map(r => perHs(r, r.proxyMicros + (r.keydMicros ?? 0)))
@@ -87,7 +92,7 @@ export function summarize (runs: Run[]): CaseSummary[] {
       errors: runs.filter(r => r.group === group && r.variant === variant).reduce((a, r) => a + r.errors, 0),
       reused: runs.filter(r => r.group === group && r.variant === variant).reduce((a, r) => a + r.reused, 0),
       cipher: rs[0]?.cipher
-    } satisfies CaseSummary as CaseSummary
+    }
   })
   for (const s of out) {
     const base = out.find(b => b.group === s.group && b.variant === 'in-process')

@@ -1,7 +1,7 @@
 // `bench handshakes`: server CPU per full TLS handshake with keys in keyd (through the bridge)
 // against keys in the proxy process, ECDSA P-256 and RSA-2048, TLS 1.3 and 1.2, cases interleaved.
-import { startStack, type Stack } from '../test/helpers/edge.js'
-import { makeBenchKeys, type BenchKeys } from './bench-keys.js'
+import { startStack } from '../test/helpers/edge.js'
+import { makeBenchKeys } from './bench-keys.js'
 import { startBenchProxy, startCaseKeyd, runClientProcess, type BenchProxy, type CaseKeyd } from './bench-stack.js'
 import type { ClientOptions, KeyKind, TlsVersion } from './handshake-client.js'
 import { cpuDelta, snapshot } from './proc-cpu.js'
@@ -80,29 +80,27 @@ export async function main (argv: string[]): Promise<number> {
 
 async function run (o: Options, ctx: BenchContext): Promise<number> {
   const { say, startedAt } = ctx
-  let stack: Stack | undefined
-  let keys: BenchKeys | undefined
   let caseKeyd: CaseKeyd | undefined
   const proxies: BenchProxy[] = []
+
+  say('setting up: keyd, dev certificates (keys in keyd), fresh in-process keys, proxies …')
+  const stack = await startStack()
+  ctx.defer(async () => { await stack.stop().catch(() => {}) })
+  const keys = makeBenchKeys()
+  ctx.defer(() => { keys.remove() })
   ctx.defer(async () => {
     if (caseKeyd !== undefined) await caseKeyd.stop().catch(() => null)
     for (const p of proxies) await p.stop().catch(() => {})
-    await stack?.stop().catch(() => {})
-    keys?.remove()
   })
-
-  say('setting up: keyd, dev certificates (keys in keyd), fresh in-process keys, proxies …')
-  stack = await startStack()
-  keys = makeBenchKeys()
   const leaf = (kind: KeyKind): { cert: string, key: string } => {
-    const l = stack?.certs.leaves.find(x => x.keyType === (kind === 'ec' ? 'ec-p256' : 'rsa-2048'))
+    const l = stack.certs.leaves.find(x => x.keyType === (kind === 'ec' ? 'ec-p256' : 'rsa-2048'))
     if (l === undefined) throw new Error(`no dev ${kind} certificate`)
     return { cert: l.certFile, key: l.keyRefFile }
   }
   const refFiles = [leaf('ec'), leaf('rsa')]
   const variants: Variant[] = []
   const add = async (id: VariantId, files: Array<{ cert: string, key: string }>, usesKeyd: boolean, sched: 'none' | 'rr'): Promise<void> => {
-    const proxy = await startBenchProxy(stack as Stack, { name: id, workers: o.workers, files, keyd: usesKeyd, env: { KEYEDGE_CLUSTER_SCHED: sched } })
+    const proxy = await startBenchProxy(stack, { name: id, workers: o.workers, files, keyd: usesKeyd, env: { KEYEDGE_CLUSTER_SCHED: sched } })
     proxies.push(proxy)
     variants.push({ id, proxy, usesKeyd })
   }

@@ -110,10 +110,10 @@ export async function measureLoad (def: CaseDef, inst: Instance, round: number, 
   let signatures: number | null = null
   let r: LoadResult
   let warm: LoadResult | undefined
-  let cpu = 0
-  let keyCpu = 0
+  let cpu: number
+  let keyCpu: number
   let counted: { full: number, resumed: number } | null = null
-  let hasKeyProcess = false
+  let hasKeyProcess: boolean
   try {
     const warmN = Math.round(spec.requests * env.warmupShare)
     if (warmN > 0) warm = await runH2load({ ...spec, requests: Math.max(warmN, Math.min(spec.clients, spec.requests)) }, conf, env.clientCpus, limitFor(spec))
@@ -178,9 +178,9 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
   const problems: string[] = []
   const notes: string[] = []
   let held: IdleHeld
-  let warmHandshakes = 0
-  let alive = 0
-  let worker0 = 0; let worker1 = 0; let total0 = 0; let total1 = 0
+  let warmHandshakes: number
+  let alive: number
+  let worker0: number; let worker1: number; let total0: number; let total1: number
   try {
     // Warm the server up (first connections allocate pools and compile code), then take the baseline.
     const spec: LoadSpec = { path: '/', proto: 'h1', connectionClose: true, clients: counts.clients, streams: 1, requests: Math.max(counts.clients * 4, Math.round(counts.idle * env.warmupShare)), version: '1.3', keyKind: 'ec', port: inst.port('ec') }

@@ -18,7 +18,8 @@ const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 
 /** The chart for `summaries` (cases in table order; the worker-scaling case is left to the table). */
 export function peersChart (summaries: Summary[], peers: PeerId[], title: string, subtitle: string[]): string {
-  const base: PeerId = peers.includes('nginx') ? 'nginx' : peers[0]
+  const base: PeerId | undefined = peers.includes('nginx') ? 'nginx' : peers[0]
+  if (base === undefined) throw new Error('a chart needs at least one peer')
   const cases = CASES.filter(d => d.id !== 'workers-2' && summaries.some(s => s.caseId === d.id))
   const ratio = (caseId: string, p: PeerId): { r: number, abs: number, key: number } | undefined => {
     const s = summaries.find(x => x.caseId === caseId && x.peer === p)

@@ -112,6 +112,7 @@ export function parseH2load (text: string): LoadResult {
 export async function runH2load (spec: LoadSpec, opensslConf: string, clientCpus: string | null, limitMs: number): Promise<LoadResult> {
   const pre = pinnedCommand(clientCpus)
   const [file, ...args] = [...pre, 'h2load', ...h2loadArgs(spec)]
+  if (file === undefined) throw new Error('no h2load command line')
   const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OPENSSL_CONF: opensslConf } })
   let out = ''
   child.stdout.on('data', (b: Buffer) => { out += b.toString() })

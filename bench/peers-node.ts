@@ -63,7 +63,9 @@ async function handshakeCounters (adminPort: number): Promise<{ full: number, re
   const text = await res.text()
   const out = { full: 0, resumed: 0 }
   for (const m of text.matchAll(/^edge_tls_handshakes_total\{([^}]*)\} (\d+)/gm)) {
-    if (/resumed="true"/.test(m[1])) out.resumed += Number(m[2])
+    const labels = m[1]
+    if (labels === undefined) throw new Error('unexpected /metrics line')
+    if (/resumed="true"/.test(labels)) out.resumed += Number(m[2])
     else out.full += Number(m[2])
   }
   return out

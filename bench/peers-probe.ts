@@ -33,7 +33,7 @@ async function once (port: number, version: TlsVer, keyKind: KeyKind, session?: 
       s.write('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
     })
     s.on('data', (b: Buffer) => { text += b.toString('latin1') })
-    s.on('error', err => { clearTimeout(timer); reject(err) })
+    s.on('error', (err: Error) => { clearTimeout(timer); reject(err) })
     s.once('close', () => {
       clearTimeout(timer)
       resolve({ s, session: got, status: text.split('\r\n')[0] ?? '', ...info })

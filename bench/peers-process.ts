@@ -44,6 +44,7 @@ export interface ServerProcess {
 export function spawnServer (cmd: string, args: string[], cpus: string | null, env: Record<string, string> = {}): ServerProcess {
   const pre = pinnedCommand(cpus)
   const [file, ...rest] = pre.length > 0 ? [...pre, cmd, ...args] : [cmd, ...args]
+  if (file === undefined) throw new Error(`no command line for ${cmd}`)
   const proc = spawn(file, rest, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   let out = ''
   const keep = (b: Buffer): void => { out = (out + b.toString()).slice(-16_384) }

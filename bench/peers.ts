@@ -21,6 +21,7 @@ import type { Instance, InstanceShape, PeerId } from './peers-process.js'
 import { probe } from './peers-probe.js'
 import { PEER_LABEL, PEER_ORDER, summarize } from './peers-report.js'
 import { spawnServer, stopTree, waitOutput } from './peers-process.js'
+import { errorMessage } from '../lib/errors.js'
 
 export const USAGE = `usage: node dist/bench/run.js peers [options]   (or: npm run bench -- peers [options])
 
@@ -100,7 +101,7 @@ async function checkInstance (inst: Instance): Promise<{ checks: Array<Record<st
         if (!r.status.startsWith('HTTP/1.1 200')) problems.push(`${name}: probe answered "${r.status}"`)
         if (r.resumed !== inst.resumption) problems.push(`${name}: TLS ${version} session ${r.resumed ? 'was resumed: full-handshake cases would resume' : 'was not resumed: resumed cases would not resume'}`)
       } catch (err) {
-        problems.push(`${name}: TLS ${version} ${kind} probe failed: ${(err as Error).message}`)
+        problems.push(`${name}: TLS ${version} ${kind} probe failed: ${errorMessage(err)}`)
       }
     }
   }
@@ -116,7 +117,7 @@ async function startNative (start: () => Promise<Instance>): Promise<Instance> {
     try {
       return await start()
     } catch (err) {
-      if (attempt === 3 || !/in use|bind\(\)|cannot bind|Address already/i.test((err as Error).message)) throw err
+      if (attempt === 3 || !/in use|bind\(\)|cannot bind|Address already/i.test(errorMessage(err))) throw err
     }
   }
 }
@@ -203,7 +204,11 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
   for (let round = 0; round < o.rounds; round++) {
     for (const def of o.cases) {
       // Rotate the peer order every round so slow drift of the machine does not favour one peer.
-      const order = peers.map((_, i) => peers[(i + round) % peers.length])
+      const order = peers.map((_, i) => {
+        const peer = peers[(i + round) % peers.length]
+        if (peer === undefined) throw new Error('peer rotation out of range')
+        return peer
+      })
       for (const peer of order) {
         done++
         const inst = instances.get(`${peer}/${shapeKey(def.shape)}`) as Instance
@@ -213,7 +218,7 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
         try {
           r = def.load === undefined ? await measureIdle(def, inst, round, o.counts, env) : await measureLoad(def, inst, round, o.counts, env)
         } catch (err) {
-          r = { round, caseId: def.id, peer, ops: 0, value: NaN, keyValue: null, seconds: 0, rate: 0, protocol: '', cipher: '', alpn: '', signaturesPerHandshake: null, counted: null, totalValue: null, problems: [(err as Error).message.split('\n')[0] ?? 'failed'], notes: [] }
+          r = { round, caseId: def.id, peer, ops: 0, value: NaN, keyValue: null, seconds: 0, rate: 0, protocol: '', cipher: '', alpn: '', signaturesPerHandshake: null, counted: null, totalValue: null, problems: [errorMessage(err).split('\n')[0] ?? 'failed'], notes: [] }
         }
         runs.push(r)
         const unit = def.id === 'idle-memory' ? 'KiB/conn' : 'µs/op'

@@ -31,7 +31,7 @@ export function processCpuMicros (pid: number): number {
 export function childPids (pid: number): number[] {
   const out = new Set<number>()
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let text = ''
+    let text: string
     try { text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8') } catch { continue }
     for (const p of text.trim().split(/\s+/)) if (p !== '') out.add(Number(p))
   }

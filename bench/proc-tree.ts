@@ -10,7 +10,7 @@ export function processTree (root: number): number[] {
   const out: number[] = []
   const walk = (pid: number): void => {
     out.push(pid)
-    let kids: number[] = []
+    let kids: number[]
     try { kids = childPids(pid) } catch { return }
     for (const k of kids) walk(k)
   }

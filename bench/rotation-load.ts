@@ -8,6 +8,7 @@ import type { TLSSocket } from 'node:tls'
 import { renewCertificate } from '../certs/renew.js'
 import type { Stack, TestProxy } from '../test/helpers/edge.js'
 import { fileSerial, servedSerial } from '../test/helpers/rotation.js'
+import { errorMessage } from '../lib/errors.js'
 
 interface AutocannonResult {
   requests: { total: number }
@@ -49,7 +50,9 @@ export interface RotationResult {
 const quantile = (xs: number[], q: number): number => {
   if (xs.length === 0) return 0
   const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]
+  const v = s[Math.min(s.length - 1, Math.floor(q * s.length))]
+  if (v === undefined) throw new Error('quantile: index out of range')
+  return v
 }
 
 /** One GET on a new TLS connection, verified against the dev CA; resolves the served serial. */
@@ -93,7 +96,7 @@ export async function runRotationLoad (stack: Stack, proxy: TestProxy, o: Rotati
         nc.ok++
       } catch (err) {
         nc.failed++
-        if (nc.firstErrors.length < 5) nc.firstErrors.push((err as Error).message)
+        if (nc.firstErrors.length < 5) nc.firstErrors.push(errorMessage(err))
       }
     }
   })
@@ -134,7 +137,10 @@ export async function runRotationLoad (stack: Stack, proxy: TestProxy, o: Rotati
   let stale = 0
   for (const s of seen) {
     let k = -1
-    while (k + 1 < swaps.length && swaps[k + 1].committedAt <= s.at) k++
+    for (const [i, w] of swaps.entries()) {
+      if (w.committedAt > s.at) break
+      k = i
+    }
     if (k >= 0 && (order.get(s.serial) ?? -1) < k) stale++
   }
   return {

@@ -2,7 +2,7 @@
 // files swapped atomically) while autocannon drives keep-alive connections and a second load opens
 // new ones; prints failed requests and whether clients saw each new certificate.
 import { cpus, release } from 'node:os'
-import { startStack, startProxy, type Stack, type TestProxy } from '../test/helpers/edge.js'
+import { startStack, startProxy } from '../test/helpers/edge.js'
 import { runRotationLoad, type RotationOptions, type RotationResult } from './rotation-load.js'
 import { intOption, outOption, runBench, writeResultFiles, type BenchContext, type OptionValues } from './runner.js'
 
@@ -77,15 +77,11 @@ export async function main (argv: string[]): Promise<number> {
 
 async function run (o: Options, ctx: BenchContext): Promise<number> {
   const { say, startedAt: at } = ctx
-  let stack: Stack | undefined
-  let proxy: TestProxy | undefined
-  ctx.defer(async () => {
-    await proxy?.stop().catch(() => {})
-    await stack?.stop().catch(() => {})
-  })
   say('setting up: keyd, dev certificates, demo upstream, proxy with an admin listener …')
-  stack = await startStack()
-  proxy = await startProxy(stack, { workers: o.workers, admin: {}, name: 'bench-rotation' })
+  const stack = await startStack()
+  ctx.defer(async () => { await stack.stop().catch(() => {}) })
+  const proxy = await startProxy(stack, { workers: o.workers, admin: {}, name: 'bench-rotation' })
+  ctx.defer(async () => { await proxy.stop().catch(() => {}) })
   const r = await runRotationLoad(stack, proxy, o, say)
   const md = rotationReport(r, o, at)
   writeResultFiles(o.out, 'rotation', at, { at: at.toISOString(), node: process.versions.node, os: release(), options: o, result: r }, md)

@@ -7,8 +7,8 @@ const BENCHES: Record<string, { module: string, summary: string }> = {
   resumption: { module: './resumption.js', summary: 'full vs resumed TLS 1.3 and 1.2 handshakes: rate, server CPU, keyd signatures per 1,000' },
   keyd: { module: './keyd.js', summary: 'keyd signatures/s and CPU per signature with the audit log off, buffered and fsync' },
   peers: { module: './peers.js', summary: 'keyedge beside nginx, HAProxy, h2o and a minimal Node proxy: CPU per handshake/request, memory per connection' },
-  certs: { module: './certs.js', summary: 'many certificate entries (1k, 10k, 100k) beside nginx: time to listen, memory per worker, cold-name handshake, reload of one change' },
-  abuse: { module: './abuse.js', summary: 'slowloris, idle conns, HTTP/2 rapid reset, huge bodies, odd ClientHellos: a normal client\'s latency, keyedge beside nginx' }
+  abuse: { module: './abuse.js', summary: 'slowloris, idle conns, HTTP/2 rapid reset, huge bodies, odd ClientHellos: a normal client\'s latency, keyedge beside nginx' },
+  certs: { module: './certs.js', summary: 'many certificate entries (1k, 10k, 100k) beside nginx: time to listen, memory per worker, cold-name handshake, reload of one change' }
 }
 
 function usage (): string {
@@ -31,7 +31,7 @@ async function run (argv: string[]): Promise<number> {
   return await mod.main(rest)
 }
 
-run(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
+run(process.argv.slice(2)).then(code => { process.exitCode = code }, (err: unknown) => {
   process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
   process.exitCode = 1
 })

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ROOT } from '../test/helpers/paths.js'
 import { clockTicks } from './proc-cpu.js'
+import { errorMessage } from '../lib/errors.js'
 
 /** A benchmark option as `node:util` parseArgs declares it (every value option is a string). */
 export type OptionSpec = Record<string, { type: 'string' | 'boolean', short?: string }>
@@ -51,8 +52,9 @@ export function listOption<T> (name: string, v: string | boolean | undefined, al
   const items = (typeof v === 'string' ? v : Object.keys(allowed).join(',')).split(',').map(s => s.trim()).filter(s => s !== '')
   if (items.length === 0) throw new Error(`--${name} needs at least one of ${Object.keys(allowed).join(', ')}`)
   return items.map(s => {
-    if (!Object.hasOwn(allowed, s)) throw new Error(`--${name}: unknown "${s}" (use ${Object.keys(allowed).join(', ')})`)
-    return allowed[s]
+    const value = Object.hasOwn(allowed, s) ? allowed[s] : undefined
+    if (value === undefined) throw new Error(`--${name}: unknown "${s}" (use ${Object.keys(allowed).join(', ')})`)
+    return value
   })
 }
 
@@ -92,7 +94,7 @@ export async function runBench<O> (def: BenchDefinition<O>, argv: string[]): Pro
     if (values.help === true) { process.stdout.write(def.usage); return 0 }
     options = def.parse(values)
   } catch (err) {
-    process.stderr.write(`bench ${def.name}: ${(err as Error).message}\n\n${def.usage}`)
+    process.stderr.write(`bench ${def.name}: ${errorMessage(err)}\n\n${def.usage}`)
     return 2
   }
   const cleanups: Array<() => unknown> = []

@@ -3,6 +3,7 @@
 // unique; prints one JSON line with every phase's counts and latencies.
 import { pathToFileURL } from 'node:url'
 import { Pool } from 'undici'
+import { errorMessage } from '../lib/errors.js'
 
 export interface LoadPhase { name: string, rps: number, ms: number }
 export interface LoadOptions {
@@ -35,7 +36,9 @@ export interface PhaseResult {
 
 function pct (sorted: number[], p: number): number {
   if (sorted.length === 0) return 0
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
+  const v = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]
+  if (v === undefined) throw new Error('pct: index out of range')
+  return v
 }
 const stats = (xs: number[]): { p50: number, p99: number, max: number } => {
   const s = [...xs].sort((a, b) => a - b)
@@ -76,7 +79,7 @@ export async function runLoad (o: LoadOptions): Promise<PhaseResult[]> {
         }
       } catch (err) {
         r.otherErrors++
-        if (r.errorSamples.length < 5) r.errorSamples.push((err as Error).message.slice(0, 160))
+        if (r.errorSamples.length < 5) r.errorSamples.push(errorMessage(err).slice(0, 160))
       }
     }
     while (true) {

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createHash } from 'node:crypto'
-import { startStack, startProxy, type Stack, type TestProxy } from '../test/helpers/edge.js'
+import { startStack, startProxy, type TestProxy } from '../test/helpers/edge.js'
 import { startCaseKeyd, type CaseKeyd } from './bench-stack.js'
 import type { LoadOptions, PhaseResult } from './token-load.js'
 import type { ProbeOptions, ProbeResult } from './handshake-probe.js'
@@ -46,7 +46,10 @@ interface VariantResult { variant: string, phases: PhaseResult[], handshakes: Ar
 
 function pct (xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? 0 : s[Math.min(s.length - 1, Math.floor(s.length * p))]
+  if (s.length === 0) return 0
+  const v = s[Math.min(s.length - 1, Math.floor(s.length * p))]
+  if (v === undefined) throw new Error('pct: index out of range')
+  return v
 }
 
 interface Options { rate: number, factor: number, phaseMs: number, spikeMs: number, workers: number, out: string }
@@ -74,16 +77,15 @@ export async function main (argv: string[]): Promise<number> {
 
 async function run (o: Options, ctx: BenchContext): Promise<number> {
   const { say, startedAt } = ctx
-  let stack: Stack | undefined
   let caseKeyd: CaseKeyd | undefined
   const proxies: TestProxy[] = []
+  say('setting up: keyd, dev certificates, a token-sign key, two proxies (spike absorption on / off) …')
+  const stack = await startStack()
+  ctx.defer(async () => { await stack.stop().catch(() => {}) })
   ctx.defer(async () => {
     if (caseKeyd !== undefined) await caseKeyd.stop().catch(() => null)
     for (const p of proxies) await p.stop().catch(() => {})
-    await stack?.stop().catch(() => {})
   })
-  say('setting up: keyd, dev certificates, a token-sign key, two proxies (spike absorption on / off) …')
-  stack = await startStack()
   await stack.keyd.admin.createKey('bench-jwt', 'ec-p256', 'token-sign')
   const secrets = ['a', 'b', 'c', 'd'].map(n => `bench-secret-${n}-${'x'.repeat(24)}`)
   const callers = secrets.map((s, i) => ({ name: `svc-${i}`, secretSha256: createHash('sha256').update(s).digest('hex'), audiences: ['api'], claims: ['sub'] }))
@@ -144,6 +146,7 @@ function markdown (results: VariantResult[]): string {
     r.phases.forEach((p, i) => {
       const s = p.elapsedMs / 1000
       const h = r.handshakes[i]
+      if (h === undefined) throw new Error(`no handshake figures for phase ${p.name}`)
       rows.push(`| ${r.variant} | ${p.name} | ${(p.offered / s).toFixed(0)} | ${(p.ok / s).toFixed(0)} | ${p.latencyMs.p50.toFixed(1)} | ${p.latencyMs.p99.toFixed(1)} | ${p.limited}${p.limited > 0 ? ` (${p.limitedLatencyMs.p99.toFixed(0)})` : ''} | ${p.otherErrors} | ${(p.signed / Math.max(1, p.ok)).toFixed(3)} | ${p.cache} | ${p.coalesced} | ${h.p50.toFixed(2)} / ${h.p99.toFixed(2)} (${h.count}) |`)
     })
   }

@@ -14,7 +14,7 @@ export function clientAddress (headers: IncomingHttpHeaders, peer: string, isTru
   const hops = (Array.isArray(raw) ? raw.join(',') : raw).split(',').map(h => normalizeAddress(h.trim()))
   for (let i = hops.length - 1; i >= 0; i--) {
     const hop = hops[i]
-    if (isIP(hop) === 0) return peer
+    if (hop === undefined || isIP(hop) === 0) return peer
     if (!isTrusted(hop)) return hop
   }
   return hops[0] ?? peer

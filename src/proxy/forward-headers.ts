@@ -79,7 +79,7 @@ export type Authority = { ok: true, host: string } | { ok: false, reason: string
  */
 export function requestAuthority (headers: IncomingHttpHeaders, rawHeaders: readonly string[]): Authority {
   let hosts = 0
-  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === 'host') hosts++
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === 'host') hosts++
   if (hosts > 1) return { ok: false, reason: 'the request has more than one Host header' }
   const authority = headers[':authority'] as string | undefined
   const host = headers.host

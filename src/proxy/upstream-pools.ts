@@ -17,7 +17,7 @@ export const UPSTREAM_READ_CHUNK_BYTES = 64 * 1024
  */
 export function capReads (socket: Socket, max: number = UPSTREAM_READ_CHUNK_BYTES): void {
   const read = socket.read.bind(socket)
-  socket.read = (size?: number) => read(size === undefined && socket.readableLength > max ? max : size)
+  socket.read = (size?: number): unknown => read(size === undefined && socket.readableLength > max ? max : size)
 }
 
 /** Upstream connection pools of one worker. */

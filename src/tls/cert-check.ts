@@ -258,7 +258,10 @@ export class CheckPass {
     // Sized once: at 100,000 entries a pushed-to array's spare capacity alone is megabytes.
     const pairs = new Array<CheckedPair>(entry.files.length)
     let notAfter = Infinity
-    for (const [i, { cert: certFile, key: keyFile }] of entry.files.entries()) {
+    for (let i = 0; i < entry.files.length; i++) {
+      const files = entry.files[i]
+      if (files === undefined) throw new Error(`certificate entry ${entry.name}: files[${i}] missing`)
+      const { cert: certFile, key: keyFile } = files
       let certRead: { bytes: Buffer, stamp: FileStamp }
       try {
         certRead = readInto(certFile, this.#scratch)

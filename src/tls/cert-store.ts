@@ -260,8 +260,8 @@ export class CertStore {
   }
 
   #expired (entry: CheckedEntry): Error {
-    const pair = entry.pairs.at(0)
-    if (pair === undefined) return new Error(`certificate entry "${entry.name}" has no certificate`)
+    const pair = entry.pairs[0]
+    if (pair === undefined) return new Error(`certificate entry ${entry.name} has no certificate`)
     try {
       parseCertificate(pair.certFile, this.#spool.read(certRef(pair)), Date.now(), this.#log)
     } catch (err) {
@@ -319,13 +319,13 @@ export class CertStore {
     const pairs = [...this.#entries.values()].flatMap(e => e.pairs)
     const shared = [...keys]
     const { spool, refs } = this.#spool.compact([...pairs.map(certRef), ...shared])
-    for (const [i, p] of pairs.entries()) {
+    pairs.forEach((p, i) => {
       const r = refs[i]
-      if (r === undefined) throw new Error('certificate spool: a record was lost in compaction')
+      if (r === undefined) throw new Error('spool compaction lost a reference')
       p.certOffset = r.offset
       p.certLength = r.length
-    }
-    for (const [i, k] of shared.entries()) Object.assign(k, refs[pairs.length + i])
+    })
+    shared.forEach((k, i) => { Object.assign(k, refs[pairs.length + i]) })
     this.#spool = spool
   }
 

@@ -6,6 +6,7 @@
 import { Socket } from 'node:net'
 import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
+import { errorMessage } from '../../lib/errors.js'
 import { Counter, type Registry } from 'prom-client'
 import { clientKey, type ConnectionLimits } from '../proxy/conn-limits.js'
 import { ClientHelloReader, UNRECOGNIZED_NAME_ALERT, type HelloVerdict } from './client-hello.js'
@@ -142,7 +143,7 @@ export class TlsFront {
     try {
       server = this.#o.route(hello)
     } catch (err) {
-      this.#o.log.error({ err: (err as Error).message.slice(0, 200) }, 'cannot build the TLS server for this connection, connection closed')
+      this.#o.log.error({ err: errorMessage(err).slice(0, 200) }, 'cannot build the TLS server for this connection, connection closed')
       socket.destroy()
       return
     }

@@ -1,6 +1,7 @@
 // The certificate file watcher: one callback per settled change, atomic renames and symlink swaps
 // seen, unrelated files and unchanged contents ignored. The admin section of the config.
 import t from 'tap'
+import { defined } from '../helpers/defined.js'
 import { mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pino } from 'pino'
@@ -8,7 +9,6 @@ import { CertFileWatcher, filesDigest, watchedDirectories } from '../../src/tls/
 import { configDefaults, validateConfig } from '../../src/config/index.js'
 import { ConfigInvalidError } from '../../src/errors.js'
 import { reloadStatus } from '../../src/admin/admin-server.js'
-import { defined } from '../helpers/defined.js'
 import { tempHome } from '../helpers/paths.js'
 import { until } from '../helpers/wait.js'
 

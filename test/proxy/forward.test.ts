@@ -75,7 +75,7 @@ t.test('a large POST streams both ways (the echo starts before the upload ends)'
     headers: { host: 'localhost', 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' }
   })
   req.write(chunk)
-  const [res] = await once(req, 'response') as [import('node:http').IncomingMessage]
+  const [res] = await once(req, 'response') as [IncomingMessage]
   t.equal(res.statusCode, 200)
   const hash = createHash('sha256')
   let received = 0
@@ -137,7 +137,7 @@ t.test('SNI picks the certificate; one context serves ECDSA or RSA by client cap
     await once(socket, 'secureConnect')
     const cert = socket.getPeerCertificate()
     socket.destroy()
-    return `${cert.subject.CN} ${cert.bits === 2048 ? 'rsa' : 'ec'}`
+    return `${String(cert.subject.CN)} ${cert.bits === 2048 ? 'rsa' : 'ec'}`
   }
   t.equal(await peer('api.example.test'), 'example.test ec')
   t.equal(await peer('localhost'), 'localhost ec')
