@@ -246,9 +246,11 @@ export class ClusterControl {
     for (const reply of committed) if (!reply.ok) report.errors.push(reply.error ?? 'a worker did not commit')
     report.ok = report.errors.length === 0
     report.certificates = committed.find(r => r.certificates !== undefined)?.certificates
+    // The same entry list names the same files: nothing to watch anew (100,000 entries: 200,000 paths).
+    const sameFiles = config.certificates === this.#config.certificates
     this.#config = { ...this.#config, certificates: config.certificates, tls: config.tls }
     if (report.ok) this.#configText = next.same || report.restartRequired.length === 0 ? next.text : undefined
-    this.#watcher.watch(watchedFiles(config, this.#configFile))
+    if (!sameFiles) this.#watcher.watch(watchedFiles(config, this.#configFile))
     return finish()
   }
 }

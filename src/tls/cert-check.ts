@@ -254,7 +254,7 @@ export class CheckPass {
    * Checks every pair of `entry` and spools its bytes.
    * @throws CertLoadError, KeyLoadError, CertKeyMismatchError, SecureContextError (see secure-context.ts)
    */
-  check (entry: CertificateConfig): CheckedEntry {
+  check (entry: Pick<CertificateConfig, 'name' | 'files'>): CheckedEntry {
     // Sized once: at 100,000 entries a pushed-to array's spare capacity alone is megabytes.
     const pairs = new Array<CheckedPair>(entry.files.length)
     let notAfter = Infinity

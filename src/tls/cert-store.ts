@@ -72,13 +72,40 @@ const COLLECT_AFTER_ENTRIES = 5000
 /** Rewrite the spool once garbage outweighs live bytes by this much. */
 const SPOOL_SLACK_BYTES = 16 << 20
 
+/** What the store counts over its entries: pairs bypassing custody (and one of their key files), certificate bytes spooled. */
+interface Tally { bypassed: number, bypassedExample: string, certBytes: number }
+
+const emptyTally = (): Tally => ({ bypassed: 0, bypassedExample: '', certBytes: 0 })
+
+function add (t: Tally, entries: Iterable<CheckedEntry>): Tally {
+  for (const e of entries) {
+    for (const p of e.pairs) {
+      t.certBytes += p.certLength
+      if (p.custody === 'in-process') { t.bypassed++; t.bypassedExample ||= p.keyFile }
+    }
+  }
+  return t
+}
+
+function subtract (t: Tally, entries: Iterable<CheckedEntry>): Tally {
+  for (const e of entries) {
+    for (const p of e.pairs) {
+      t.certBytes -= p.certLength
+      if (p.custody === 'in-process') t.bypassed--
+    }
+  }
+  return t
+}
+
 /** Checked certificate entries by name, with SNI selection over them. */
 export class CertStore {
   #entries = new Map<string, CheckedEntry>()
   #list: readonly CertificateConfig[] = []
   #index: SniIndex = buildSniIndex([])
   #tls: TlsConfig
-  #spool = new CertSpool()
+  #spool: CertSpool
+  /** Counts over the served entries, kept up to date at each commit. */
+  #tally: Tally = emptyTally()
   readonly #log: Logger
   readonly #selections: Counter<string>
   readonly #refused: Counter<string>
@@ -88,6 +115,10 @@ export class CertStore {
     const { registry } = opts
     this.#tls = opts.tls
     this.#log = opts.log
+    this.#spool = new CertSpool({
+      onFallback: reason => opts.log.warn({ reason },
+        'checked certificates are kept in memory, not in a temporary file (~1 KB per certificate entry): give the proxy a writable TMPDIR for many certificates')
+    })
     this.#selections = metric(registry, 'edge_tls_sni_selections_total', () => new Counter({
       name: 'edge_tls_sni_selections_total', help: 'Certificate selections by SNI, by how the certificate was chosen', labelNames: ['match'], registers: [registry]
     }))
@@ -135,7 +166,6 @@ export class CertStore {
   prepare (entries: readonly CertificateConfig[] | undefined, tls: TlsConfig = this.#tls, opts: PrepareOptions = {}): PreparedLoad {
     const list = entries ?? this.#list
     const pass = new CheckPass({ spool: this.#spool, log: this.#log, tls, ...(opts.now !== undefined ? { now: opts.now } : {}) })
-    const next = new Map<string, CheckedEntry>()
     const results: EntryResult[] = []
     const loaded: string[] = []
     let unchanged = 0
@@ -144,21 +174,42 @@ export class CertStore {
       error ??= err instanceof Error ? err : new Error(errorMessage(err))
       results.push({ name, ok: false, code: errorCode(err) ?? 'EDGE_ERR_CERT_LOAD', error: errorMessage(err) })
     }
-    for (const entry of list) {
-      const old = this.#entries.get(entry.name)
-      if (old !== undefined && sameFiles(entry, old) && this.#unchanged(old, pass, opts.changedFiles)) {
-        if (old.notAfter <= pass.now) { refuse(entry.name, this.#expired(old)); continue }
-        next.set(entry.name, old)
-        unchanged++
-        continue
-      }
+    const check = (entry: Pick<CertificateConfig, 'name' | 'files'>): CheckedEntry | undefined => {
       try {
         const checked = pass.check(entry)
-        next.set(entry.name, checked)
         loaded.push(entry.name)
         results.push({ name: entry.name, ok: true })
+        return checked
       } catch (err) {
         refuse(entry.name, err)
+        return undefined
+      }
+    }
+    let next: Map<string, CheckedEntry>
+    let replaced: CheckedEntry[] | undefined
+    if (entries === undefined && opts.changedFiles !== undefined) {
+      // The served list, a watcher's changed files: only the entries naming them are read again.
+      const changed = opts.changedFiles
+      next = new Map(this.#entries)
+      replaced = []
+      for (const old of this.#entries.values()) {
+        if (old.notAfter <= pass.now) { refuse(old.name, this.#expired(old)); continue }
+        if (!old.pairs.some(p => changed.has(p.certFile) || changed.has(p.keyFile))) { unchanged++; continue }
+        const checked = check({ name: old.name, files: old.pairs.map(p => ({ cert: p.certFile, key: p.keyFile })) })
+        if (checked !== undefined) { next.set(old.name, checked); replaced.push(old) }
+      }
+    } else {
+      next = new Map()
+      for (const entry of list) {
+        const old = this.#entries.get(entry.name)
+        if (old !== undefined && sameFiles(entry, old) && this.#unchanged(old, pass, opts.changedFiles)) {
+          if (old.notAfter <= pass.now) { refuse(entry.name, this.#expired(old)); continue }
+          next.set(entry.name, old)
+          unchanged++
+          continue
+        }
+        const checked = check(entry)
+        if (checked !== undefined) next.set(entry.name, checked)
       }
     }
     const ok = error === undefined
@@ -173,7 +224,7 @@ export class CertStore {
         if (error !== undefined) throw error
         if (done) return
         done = true
-        this.#commit(list, next, tls, loaded, pass)
+        this.#commit({ list, next, tls, loaded, pass, ...(replaced !== undefined ? { replaced } : {}) })
       },
       abort: () => { done = true }
     }
@@ -219,9 +270,22 @@ export class CertStore {
     return new CertLoadError(pair.certFile, `expired on ${new Date(entry.notAfter).toISOString()}`)
   }
 
-  #commit (list: readonly CertificateConfig[], next: Map<string, CheckedEntry>, tls: TlsConfig, loaded: string[], pass: CheckPass): void {
-    const dropped: number[] = []
-    for (const [name, old] of this.#entries) if (next.get(name) !== old) dropped.push(old.id)
+  /**
+   * Serves `next`. `replaced`: the only entries that changed (a watcher's reload of the served
+   * list), so the tallies are adjusted for them instead of counted again over every entry.
+   */
+  #commit (o: { list: readonly CertificateConfig[], next: Map<string, CheckedEntry>, tls: TlsConfig, loaded: string[], pass: CheckPass, replaced?: CheckedEntry[] }): void {
+    const { list, next, tls, loaded, pass, replaced } = o
+    const fresh = loaded.flatMap(name => next.get(name) ?? [])
+    let dropped: number[]
+    if (replaced !== undefined) {
+      dropped = replaced.map(e => e.id)
+      this.#tally = subtract(add(this.#tally, fresh), replaced)
+    } else {
+      dropped = []
+      for (const [name, old] of this.#entries) if (next.get(name) !== old) dropped.push(old.id)
+      this.#tally = add(emptyTally(), next.values())
+    }
     const tlsChanged = !sameContextTls(tls, this.#tls)
     this.#entries = next
     // The same list (a reload of the served entries) keeps its index.
@@ -230,19 +294,11 @@ export class CertStore {
     this.#tls = tls
     this.#spool.flush()
     // Once per load, counting every served pair that bypasses custody (checked now or kept).
-    let bypassed = pass.bypassed
-    let example = pass.bypassedExample
-    const fresh = new Set(loaded)
-    for (const [name, entry] of next) {
-      if (fresh.has(name)) continue
-      for (const p of entry.pairs) if (p.custody === 'in-process') { bypassed++; example ||= p.keyFile }
-    }
-    warnCustodyBypassed(this.#log, bypassed, example)
+    warnCustodyBypassed(this.#log, this.#tally.bypassed, pass.bypassedExample || this.#tally.bypassedExample)
     // One line per entry a load read when they are few; a summary for all of them in any case.
-    for (const name of loaded.length <= LOGGED_ENTRIES ? loaded : []) {
-      const entry = next.get(name) as CheckedEntry
+    for (const entry of fresh.length <= LOGGED_ENTRIES ? fresh : []) {
       for (const pair of entry.pairs) {
-        this.#log.info({ certificate: name, certFile: pair.certFile, keyFile: pair.keyFile, custody: pair.custody, notAfter: new Date(entry.notAfter).toISOString() }, 'certificate loaded')
+        this.#log.info({ certificate: entry.name, certFile: pair.certFile, keyFile: pair.keyFile, custody: pair.custody, notAfter: new Date(entry.notAfter).toISOString() }, 'certificate loaded')
       }
     }
     this.#log.info({ entries: next.size, loaded: loaded.length, unchanged: next.size - loaded.length, dropped: dropped.length }, 'certificates loaded')
@@ -253,15 +309,13 @@ export class CertStore {
 
   /** Rewrites the spool with only the served bytes when most of it is garbage (changed entries leave theirs behind). */
   #compactIfWasteful (): void {
-    const keys = new Set<SpoolRef>()
-    let live = 0
-    for (const entry of this.#entries.values()) {
-      for (const p of entry.pairs) {
-        live += p.certLength
-        if (typeof p.key !== 'string' && !keys.has(p.key)) { keys.add(p.key); live += p.key.length }
-      }
-    }
+    // The tally counts certificate bytes only (key references are few and small).
+    const live = this.#tally.certBytes
     if (this.#spool.size - live < Math.max(live, SPOOL_SLACK_BYTES)) return
+    const keys = new Set<SpoolRef>()
+    for (const entry of this.#entries.values()) {
+      for (const p of entry.pairs) if (typeof p.key !== 'string') keys.add(p.key)
+    }
     const pairs = [...this.#entries.values()].flatMap(e => e.pairs)
     const shared = [...keys]
     const { spool, refs } = this.#spool.compact([...pairs.map(certRef), ...shared])

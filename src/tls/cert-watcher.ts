@@ -2,9 +2,11 @@
 // contents settle after a change, with the files that changed. Watching directories (not files)
 // sees atomic renames and the Kubernetes `..data` symlink swap; the debounce lets a certificate and
 // its key land together. An event naming a watched file (or a symlink's target) checks that file
-// only; an event naming something else checks every file when that name is (still) a directory or
-// a symlink (a `..data` swap), and nothing when it is a plain file or gone (the temp file of an
-// atomic write, a log file); an unnamed event checks every file. A file counts as
+// only. An event naming something else that is (still) a directory or a symlink checks the watched
+// files of that directory that are symlinks (a `..data` swap moves what they point to; a plain
+// file beside it cannot change); a plain file or a name gone (the temp file of an atomic write, a
+// log file, another program's temp directory) checks nothing; an unnamed event checks every file.
+// A file counts as
 // changed when its stat changed and, for sets of up to 2,000 files, its contents too (a SHA-256 of
 // each). Beyond that the contents are not hashed (it would cost the primary a read of every file):
 // a changed stat is a change, and the workers' reload finds an unchanged file unchanged anyway.
@@ -75,6 +77,8 @@ export class CertFileWatcher {
   #pending: Set<string> | 'all' = new Set()
   /** Other paths events named: looked at when the debounce ends. */
   #others = new Set<string>()
+  /** Watched files that are symlinks, by their directory: what a swap beside them can change. */
+  #symlinked = new Map<string, string[]>()
   #timer: NodeJS.Timeout | undefined
   #firstPokeAt = 0
   #log: Logger
@@ -100,6 +104,7 @@ export class CertFileWatcher {
     const known = new Map<string, Known>()
     this.#known = known
     this.#byName = new Map()
+    this.#symlinked = new Map()
     const add = (path: string, file: string): void => {
       const dir = dirname(path)
       let names = this.#byName.get(dir)
@@ -116,6 +121,9 @@ export class CertFileWatcher {
       try {
         st = lstatSync(file)
         if (st.isSymbolicLink()) {
+          const list = this.#symlinked.get(dirname(file))
+          if (list === undefined) this.#symlinked.set(dirname(file), [file])
+          else list.push(file)
           add(realpathSync(file), file)
           st = statSync(file)
         }
@@ -146,8 +154,10 @@ export class CertFileWatcher {
     else if (files === undefined) this.#others.add(join(dir, name.toString()))
     else if (this.#pending !== 'all') for (const f of files) this.#pending.add(f)
     // Trailing debounce, but a directory that never goes quiet (a log file beside the config)
-    // cannot postpone the check for more than a few debounce periods.
+    // cannot postpone the check for more than a few debounce periods, and names that are not
+    // watched files (other programs' files beside them) do not postpone it at all.
     if (this.#timer !== undefined) {
+      if (files === undefined && name !== null) return
       if (Date.now() - this.#firstPokeAt >= this.#debounceMs * 5) return
       clearTimeout(this.#timer)
     } else {
@@ -155,11 +165,17 @@ export class CertFileWatcher {
     }
     this.#timer = setTimeout(() => {
       this.#timer = undefined
-      // A directory or symlink among the other names may be a swap that moved watched files (Kubernetes' `..data`).
-      const swapped = [...this.#others].some(path => {
-        try { return !lstatSync(path).isFile() } catch { return false }
-      })
-      const candidates = this.#pending === 'all' || swapped ? this.#files : [...this.#pending]
+      // A directory or symlink among the other names may be a swap that moved what the watched
+      // symlinks beside it point to (Kubernetes' `..data`).
+      const pending = this.#pending
+      if (pending !== 'all') {
+        for (const path of this.#others) {
+          let swap: boolean
+          try { swap = !lstatSync(path).isFile() } catch { swap = false }
+          if (swap) for (const f of this.#symlinked.get(dirname(path)) ?? []) pending.add(f)
+        }
+      }
+      const candidates = pending === 'all' ? this.#files : [...pending]
       this.#pending = new Set()
       this.#others = new Set()
       const changed = candidates.filter(f => this.#changed(f))

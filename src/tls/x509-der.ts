@@ -37,6 +37,8 @@ function fail (what: string): never {
   throw new DerError(what)
 }
 
+// Bytes are read with readUInt8 (bounds checked: a read past the end throws, and the caller's
+// catch hands the certificate to OpenSSL), not by index.
 // The TLV last read by `tlv` (one reader at a time: no object per TLV).
 let tag = 0
 let start = 0
@@ -55,7 +57,7 @@ function tlv (der: Buffer, at: number, limit: number): number {
     const n = len & 0x7f
     if (n === 0 || n > 4 || start + n > limit) fail('bad length')
     len = 0
-    for (let i = 0; i < n; i++) len = len * 256 + (der.readUInt8(start + i))
+    for (let i = 0; i < n; i++) len = len * 256 + der.readUInt8(start + i)
     if (len < 0x80 || der.readUInt8(start) === 0) fail('length not in DER form')
     start += n
   }
@@ -105,9 +107,9 @@ function universal (der: Buffer): void {
 
 /** An OBJECT IDENTIFIER at [start, end): not empty, each sub-identifier minimal and ended. */
 function oid (der: Buffer, what: string): void {
-  if (end === start || ((der.readUInt8(end - 1)) & 0x80) !== 0) fail(`${what}: bad object identifier`)
+  if (end === start || (der.readUInt8(end - 1) & 0x80) !== 0) fail(`${what}: bad object identifier`)
   for (let i = start; i < end; i++) {
-    if (der.readUInt8(i) === 0x80 && (i === start || ((der.readUInt8(i - 1)) & 0x80) === 0)) fail(`${what}: bad object identifier`)
+    if (der.readUInt8(i) === 0x80 && (i === start || (der.readUInt8(i - 1) & 0x80) === 0)) fail(`${what}: bad object identifier`)
   }
 }
 
@@ -147,7 +149,7 @@ function directoryString (der: Buffer, what: string): void {
   if (!STRING_TAGS.has(tag)) fail(`${what}: not a string`)
   if (tag === 0x0c && !utf8(der, start, end)) fail(`${what}: bad UTF8String`)
   if (tag === 0x13) for (let i = start; i < end; i++) if (!printable(der.readUInt8(i))) fail(`${what}: bad PrintableString`)
-  if (tag === 0x16) for (let i = start; i < end; i++) if ((der.readUInt8(i)) > 0x7f) fail(`${what}: bad IA5String`)
+  if (tag === 0x16) for (let i = start; i < end; i++) if (der.readUInt8(i) > 0x7f) fail(`${what}: bad IA5String`)
   if (tag === 0x1c) for (let i = start; i < end; i += 4) if (der.readUInt32BE(i) > 0x10ffff) fail(`${what}: bad UniversalString`)
 }
 
@@ -180,13 +182,13 @@ function algorithm (der: Buffer, from: number, to: number, what: string): void {
 
 /** A BIT STRING at [start, end): its unused-bits count byte first, 0 to 7. */
 function bitString (der: Buffer, what: string): void {
-  if (end === start || (der.readUInt8(start)) > 7 || (end - start === 1 && der.readUInt8(start) !== 0)) fail(`${what}: bad BIT STRING`)
+  if (end === start || der.readUInt8(start) > 7 || (end - start === 1 && der.readUInt8(start) !== 0)) fail(`${what}: bad BIT STRING`)
 }
 
 function digitsAt (der: Buffer, at: number, n: number): number {
   let v = 0
   for (let i = 0; i < n; i++) {
-    const d = (der.readUInt8(at + i)) - 0x30
+    const d = der.readUInt8(at + i) - 0x30
     if (d < 0 || d > 9) fail('bad validity time')
     v = v * 10 + d
   }
