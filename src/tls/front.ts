@@ -7,8 +7,9 @@ import { Socket } from 'node:net'
 import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { errorMessage } from '../../lib/errors.js'
-import { Counter, type Registry } from 'prom-client'
+import type { Counter, Registry } from 'prom-client'
 import { clientKey, type ConnectionLimits } from '../proxy/conn-limits.js'
+import { timeoutCounter } from '../proxy/timeout-metric.js'
 import { ClientHelloReader, UNRECOGNIZED_NAME_ALERT, type HelloVerdict } from './client-hello.js'
 import { failureReason, HandshakeFailures } from './handshake-failures.js'
 
@@ -36,21 +37,10 @@ export interface FrontOptions {
   needsHello: () => boolean
 }
 
-/** The `edge_timeouts_total{kind}` counter, shared with the HTTP timeouts (one metric, one label). */
-export function timeoutsCounter (registry: Registry): Counter<string> {
-  return (registry.getSingleMetric('edge_timeouts_total') as Counter<string> | undefined) ?? new Counter({
-    name: 'edge_timeouts_total',
-    help: 'Connections or requests closed by a timeout, by kind (client_hello, handshake, …)',
-    labelNames: ['kind'],
-    registers: [registry]
-  })
-}
-
-
 /** Accepts connections for TLS servers; `watch` every TLS server it may hand sockets to. */
 export class TlsFront {
   readonly #o: FrontOptions
-  readonly #timeouts: Counter<string>
+  readonly #timeouts: Counter<'kind'>
   readonly #failures: HandshakeFailures
   /** Handshake timers of connections not yet secure, by `address port` (their TLS socket reports the same). */
   readonly #handshaking = new Map<string, NodeJS.Timeout>()
@@ -62,7 +52,7 @@ export class TlsFront {
 
   constructor (o: FrontOptions) {
     this.#o = o
-    this.#timeouts = timeoutsCounter(o.registry)
+    this.#timeouts = timeoutCounter(o.registry)
     this.#failures = new HandshakeFailures({ log: o.log, registry: o.registry })
   }
 
