@@ -46,6 +46,16 @@ function errorCodes (bytes: Buffer): number[] {
   return new FrameDecoder().push(bytes).flatMap(ev => ev.kind === 'frame' && ev.frame.opcode === Op.ERROR ? [readUint(parseItems(ev.frame.payload) ?? new Map(), Tag.ERROR_CODE, 2) ?? 0] : [])
 }
 
+/** keyd's RSS once it stops falling: the lowest of samples over 1.5 s (the allocator returns pages lazily). */
+async function settledRss (): Promise<number> {
+  let low = rssBytes(pid)
+  for (let i = 0; i < 15; i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    low = Math.min(low, rssBytes(pid))
+  }
+  return low
+}
+
 async function settled (conns: HeldConnection[], ms: number): Promise<void> {
   await Promise.race([Promise.all(conns.map(c => c.closed)), new Promise(resolve => setTimeout(resolve, ms))])
 }
@@ -122,8 +132,12 @@ t.test('authenticated connections past the shared budget get OVERLOADED and are 
   t.ok(held < 64 * 1024, `keyd holds nothing for them once they are gone (${held} bytes)`)
 })
 
+// A leak shows as settled RSS that keeps rising round after round; the peak while 600 connections are
+// held at once is the allocator at work, not a leak (116 MB above the baseline was seen, where the two
+// kinds of abuse above are bounded at 64 + 128 MB each alone). So: settled after the second round ≈
+// settled after the first, and the second round's peak within the sum of the two bounds above.
 t.test('after the abusive clients left, RSS is near its baseline and the abuse repeated does not grow it', async t => {
-  const after = rssBytes(pid)
+  const after = await settledRss()
   const peak = rssPeak()
   const again = await unfinishedFrames(keyd.paths.socket, 300, MiB, MiB - 64, helloFrame('proxy', secret))
   const pre = await unfinishedFrames(keyd.paths.socket, 300, MiB, MiB - 64)
@@ -131,9 +145,11 @@ t.test('after the abusive clients left, RSS is near its baseline and the abuse r
   for (const c of [...again, ...pre]) c.socket.destroy()
   await settled([...again, ...pre], 5000)
   const second = peak.stop()
-  t.comment(`RSS after: ${mb(after)}; peak of a second round ${mb(second)} (baseline ${mb(baseline)})`)
+  const afterSecond = await settledRss()
+  t.comment(`RSS settled after the first round ${mb(after)}, after the second ${mb(afterSecond)}; peak of the second round ${mb(second)} (baseline ${mb(baseline)})`)
   t.ok(after - baseline < 128 * MiB, `RSS after the abuse is ${mb(after - baseline)} above the baseline (< 128 MB)`)
-  t.ok(second - after < 48 * MiB, `a second round grows it by ${mb(second - after)} at most (< 48 MB): nothing leaks`)
+  t.ok(afterSecond - after < 32 * MiB, `a second round leaves it ${mb(afterSecond - after)} higher at most (< 32 MB): nothing leaks`)
+  t.ok(second - baseline < (64 + 128) * MiB, `the second round's peak is ${mb(second - baseline)} above the baseline (< 192 MB)`)
   const c = keyd.client('proxy')
   t.teardown(() => c.close())
   t.ok((await c.sign('mem-tls', 'ecdsa-sha256', tls13Input())).signature.length > 0, 'keyd still signs')
