@@ -1,6 +1,7 @@
 // Client certificates (mTLS) per certificate entry, against a real proxy (keyd, 1 worker) with real
 // clients (curl, openssl s_client, Node's TLS client) and a client CA made at test time:
 //   localhost   clientAuth "require"     a.wild.test   clientAuth "request"     other.test   none
+//   b.wild.test clientAuth "require" with another CA
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
@@ -52,7 +53,8 @@ const proxy = await startProxy(stack, {
     certificates: [
       { name: 'localhost', serverNames: ['localhost', '127.0.0.1'], files: stack.certs.leaves.map(l => ({ cert: l.certFile, key: l.keyRefFile })), clientAuth: { mode: 'require', caFile } },
       { name: 'optional', serverNames: ['a.wild.test'], files: other, clientAuth: { mode: 'request', caFile, subjectHeader: 'X-Peer-Subject' } },
-      { name: 'plain', serverNames: ['other.test'], files: other }
+      { name: 'plain', serverNames: ['other.test'], files: other },
+      { name: 'partner', serverNames: ['b.wild.test'], files: other, clientAuth: { mode: 'require', caFile: join(dir, 'rogue-ca.crt') } }
     ]
   }
 })
@@ -141,7 +143,11 @@ t.test('an entry without clientAuth sends no CertificateRequest and removes forg
 
 interface Visit { reused: boolean, session?: Buffer, body: string, error?: string }
 
-/** One request on a new TLS connection (Node's client: OpenSSL), offering `session`. */
+/**
+ * One request on a new TLS connection (Node's client: OpenSSL), offering `session`. The server's
+ * chain is verified, not its name: a session offered to another entry must be judged by the proxy,
+ * not refused by the client because the resumed session's certificate names another host.
+ */
 async function visit (servername: string, version: 'TLSv1.2' | 'TLSv1.3', opts: { cert?: { cert: string, key: string }, session?: Buffer }): Promise<Visit> {
   return await new Promise(resolve => {
     let session: Buffer | undefined
@@ -149,7 +155,7 @@ async function visit (servername: string, version: 'TLSv1.2' | 'TLSv1.3', opts: 
     let body = ''
     let error: string | undefined
     const s = tlsConnect({
-      host: '127.0.0.1', port, servername, ca: serverCa, minVersion: version, maxVersion: version, ALPNProtocols: ['http/1.1'],
+      host: '127.0.0.1', port, servername, ca: serverCa, minVersion: version, maxVersion: version, ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined,
       ...(opts.cert !== undefined ? { cert: readFileSync(opts.cert.cert), key: readFileSync(opts.cert.key) } : {}),
       ...(opts.session !== undefined ? { session: opts.session } : {})
     })
@@ -189,6 +195,13 @@ t.test('resumption keeps the client identity; a session of an entry that asked f
     t.equal(seen(crossed)['x-client-cert-verify'], undefined, `${version}: no request served without a certificate`)
     t.ok(crossed.error, `${version}: refused (${crossed.error ?? ''})`)
 
+    // Another entry that requires a certificate of another CA: alice's session is not accepted there
+    // (OpenSSL also refuses a session whose server name differs; the reload test below has the same name).
+    const partner = await visit('b.wild.test', version, again.session !== undefined ? { session: again.session } : {})
+    t.notOk(partner.reused, `${version}: a session verified against one entry's CA does not resume on an entry trusting another`)
+    t.equal(seen(partner)['x-client-cert-subject'], undefined, version)
+    t.ok(partner.error, `${version}: refused there (${partner.error ?? ''})`)
+
     // request mode: a session made without a certificate resumes as NONE (Node calls a resumed TLS 1.3 session "authorized").
     const anon = await visit('a.wild.test', version, {})
     const anonAgain = await visit('a.wild.test', version, anon.session !== undefined ? { session: anon.session } : {})
@@ -198,7 +211,13 @@ t.test('resumption keeps the client identity; a session of an entry that asked f
   }
 })
 
-t.test('the CA bundle reloads with the certificates (file watcher)', async t => {
+t.test('the CA bundle reloads with the certificates (file watcher); sessions verified under the old bundle no longer resume', async t => {
+  const sessions = new Map<string, Buffer | undefined>()
+  for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+    const v = await visit('localhost', version, { cert: alice })
+    t.equal(seen(v)['x-client-cert-verify'], 'SUCCESS', `${version}: before the reload`)
+    sessions.set(version, v.session)
+  }
   const tmp = `${caFile}.tmp`
   writeFileSync(tmp, readFileSync(join(dir, 'rogue-ca.crt')))
   renameSync(tmp, caFile)
@@ -206,6 +225,12 @@ t.test('the CA bundle reloads with the certificates (file watcher)', async t => 
     'a certificate of the new CA is accepted')
   const old = await upstreamHeaders('localhost', withCert(alice))
   t.not(old.code, 0, 'one of the CA no longer in the bundle is refused')
+  for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+    const session = sessions.get(version)
+    const v = await visit('localhost', version, session !== undefined ? { session } : {})
+    t.notOk(v.reused, `${version}: a session verified under the old bundle does not resume (the session id context changed with it)`)
+    t.equal(seen(v)['x-client-cert-subject'], undefined, `${version}: nothing served`)
+  }
   const metrics = (await admin(proxy.adminPort as number, '/metrics')).body
   t.match(metrics, /edge_tls_client_certificates_total\{result="success"\} [1-9]/)
   t.match(metrics, /edge_tls_client_certificates_total\{result="none"\} [1-9]/)
