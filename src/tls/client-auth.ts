@@ -132,12 +132,13 @@ const IDENTITY = Symbol('keyedge.clientIdentity')
  * RFC 4514 string of an X509Certificate subject, as `openssl x509 -nameopt RFC2253` prints it (and
  * nginx's `$ssl_client_s_dn`): least significant RDN first. Node gives one RDN per line, most
  * significant first, the RFC 2253 specials already escaped and a multi-valued RDN joined by " + ";
- * what is left to do is the order, the "+" and the bytes outside printable ASCII, which go as \XX
+ * what is left to do is the order (of the RDNs and within one), the "+" and the bytes outside printable ASCII, which go as \XX
  * of their UTF-8 bytes (a header value is bytes).
  */
 export function rfc4514Subject (subject: string): string {
   return subject.split('\n').filter(l => l !== '').reverse()
-    .map(rdn => rdn.replace(/ \+ /g, '+'))
+    // OpenSSL's RFC 2253 output reverses the attributes of a multi-valued RDN too.
+    .map(rdn => rdn.split(' + ').reverse().join('+'))
     .join(',')
     .replace(/[^\x20-\x7e]/gu, c => [...Buffer.from(c, 'utf8')].map(b => `\\${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''))
 }

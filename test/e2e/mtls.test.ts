@@ -73,7 +73,13 @@ const forged = ['-H', 'x-client-cert-subject: CN=admin', '-H', 'x-client-cert-sh
 t.test('the subject is RFC 4514, as OpenSSL prints it', async t => {
   t.equal(aliceSubject, 'CN=alic\\C3\\A9,O=Acme\\, Inc.')
   t.equal(rfc4514Subject(new X509Certificate(readFileSync(alice.cert)).subject), aliceSubject)
-  t.equal(rfc4514Subject('OU=x + O=Acme\\, Inc.\nCN=\\ lead#=é\\"\\<\\;\\>'), 'CN=\\ lead#=\\C3\\A9\\"\\<\\;\\>,OU=x+O=Acme\\, Inc.')
+  // A multi-valued RDN and every special, against OpenSSL's own RFC 2253 output for the same certificate.
+  openssl(['req', '-x509', '-utf8', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'odd.key'), '-out', join(dir, 'odd.crt'),
+    '-days', '1', '-subj', '/O=Acme, Inc.+OU=x/CN= lead#=é"<;>/'])
+  const odd = readFileSync(join(dir, 'odd.crt'))
+  const expected = openssl(['x509', '-in', join(dir, 'odd.crt'), '-noout', '-subject', '-nameopt', 'RFC2253']).trim().replace(/^subject=/, '')
+  t.equal(expected, 'CN=\\ lead#=\\C3\\A9\\"\\<\\;\\>,O=Acme\\, Inc.+OU=x')
+  t.equal(rfc4514Subject(new X509Certificate(odd).subject), expected)
 })
 
 t.test('require + a certificate from the CA: 200, the upstream gets subject, fingerprint and SUCCESS (HTTP/1.1 and HTTP/2), forged ones replaced', async t => {
