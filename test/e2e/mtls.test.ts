@@ -243,6 +243,20 @@ t.test('the CA bundle reloads with the certificates (file watcher); sessions ver
   t.match(metrics, /edge_tls_client_certificates_total\{result="failed"\} [1-9]/)
 })
 
+t.test('clientAuth added to an entry by a config reload: that entry asks from then on', async t => {
+  const config = JSON.parse(readFileSync(proxy.configFile, 'utf8')) as { certificates: Array<Record<string, unknown>> }
+  const plain = config.certificates.find(c => c.name === 'plain')
+  if (plain === undefined) throw new Error('no plain entry')
+  plain.clientAuth = { mode: 'require', caFile }
+  writeFileSync(`${proxy.configFile}.tmp`, JSON.stringify(config, null, 2))
+  renameSync(`${proxy.configFile}.tmp`, proxy.configFile)
+  t.ok(await until(async () => (await upstreamHeaders('other.test', [])).code !== 0, 20_000), 'other.test refuses a client without a certificate')
+  const ok = await upstreamHeaders('other.test', withCert(mallory))
+  t.equal(ok.headers?.['x-client-cert-verify'], 'SUCCESS', 'and takes one from the bundle (now the second CA)')
+  const out = await sClient(port, ['-servername', 'other.test', '-tls1_2', '-msg'], stack.caFile)
+  t.match(out, /CertificateRequest/)
+})
+
 t.test('config: the CA bundle is checked with its field path, renamed keys get hints', async t => {
   const base = (clientAuth: unknown): unknown => ({
     certificates: [{ name: 'a', serverNames: ['a.test'], files: [{ cert: 'a.crt', key: 'a.key' }], clientAuth }],
