@@ -78,7 +78,7 @@ export async function proxiedGet (port: number, o: { header: Buffer, localAddres
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString()
-        let body: Record<string, any> = {}
+        let body: Record<string, any>
         try { body = JSON.parse(text) as Record<string, any> } catch { body = { text } }
         resolve({ status: res.statusCode ?? 0, body })
         tls.destroy()
