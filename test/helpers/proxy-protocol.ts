@@ -4,6 +4,7 @@
 import { once } from 'node:events'
 import { request as httpsRequest } from 'node:https'
 import { connect as netConnect, type Socket } from 'node:net'
+import { Duplex } from 'node:stream'
 import { connect as tlsConnect } from 'node:tls'
 
 const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex')
@@ -61,19 +62,33 @@ export async function writeBytewise (socket: Socket, bytes: Buffer): Promise<voi
   }
 }
 
+/** A stream over `socket` whose writes go out one byte per TCP segment (a ClientHello cut into pieces). */
+export function bytewiseStream (socket: Socket): Duplex {
+  const stream = new Duplex({
+    read () { socket.resume() },
+    write (chunk: Buffer, _encoding, callback) { writeBytewise(socket, chunk).then(() => callback(), callback) },
+    final (callback) { socket.end(); callback() },
+    destroy (err, callback) { socket.destroy(); callback(err) }
+  })
+  socket.on('data', (c: Buffer) => { if (!stream.push(c)) socket.pause() })
+  socket.on('end', () => stream.push(null))
+  socket.on('error', err => stream.destroy(err))
+  return stream
+}
+
 export interface Echo { status: number, body: Record<string, any> }
 
 /**
- * Sends `header` (byte by byte when `bytewise`) from `localAddress`, then an HTTPS/1.1 GET for `path`
- * on the same connection; resolves with the status and the JSON body (a tagged upstream's echo).
+ * Sends `header` from `localAddress`, then an HTTPS/1.1 GET for `path` on the same connection (the
+ * header and the TLS handshake one byte per segment when `bytewise`); resolves with the status and the JSON body (a tagged upstream's echo).
  */
 export async function proxiedGet (port: number, o: { header: Buffer, localAddress: string, ca: string, path?: string, headers?: Record<string, string>, bytewise?: boolean }): Promise<Echo> {
   const socket = await rawConnect(port, o.localAddress)
   if (o.bytewise === true) await writeBytewise(socket, o.header)
   else socket.write(o.header)
-  const tls = tlsConnect({ socket, servername: 'localhost', ca: o.ca, ALPNProtocols: ['http/1.1'] })
+  const tls = tlsConnect({ socket: o.bytewise === true ? bytewiseStream(socket) : socket, servername: 'localhost', ca: o.ca, ALPNProtocols: ['http/1.1'] })
   return await new Promise((resolve, reject) => {
-    const req = httpsRequest({ createConnection: () => tls, host: 'localhost', path: o.path ?? '/', headers: { host: 'localhost', ...o.headers }, agent: false }, res => {
+    const req = httpsRequest({ createConnection: () => tls, host: 'localhost', path: o.path ?? '/', headers: { host: 'localhost', ...o.headers } }, res => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {
