@@ -192,7 +192,7 @@ export const AccessLogSchema = section({
 export const ProxyProtocolSchema = section({
   trustedCidrs: list(text({ check: 'address-or-cidr' }), { minItems: 1, description: 'balancers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/16"`) that must open every connection with a PROXY protocol v1 or v2 header; their connections without a valid one are closed. A PROXY header from any other peer is refused. See [proxy-protocol.md](proxy-protocol.md)' })
 }, {
-  description: 'PROXY protocol (HAProxy\'s, v1 and v2) on the TLS listener: the client address it carries is the one used for `X-Forwarded-For`, the access log, per-client limits and hashing (docs/proxy-protocol.md); absent: a PROXY header is refused from anyone',
+  description: 'PROXY protocol (HAProxy\'s, v1 and v2) on the TLS listener: the client address it carries is the one used for `X-Forwarded-For`, the access log, per-client limits and hashing ([proxy-protocol.md](proxy-protocol.md)); absent: a PROXY header is refused from anyone',
   renamed: {
     trusted: 'use "trustedCidrs" (a list of addresses or CIDRs)',
     trustedProxies: 'use "trustedCidrs" (a list of addresses or CIDRs)',
@@ -262,7 +262,7 @@ export const EdgeConfigSchema = section({
   tls: TlsSchema,
   certificates: list(CertificateSchema, { minItems: 1, description: 'certificate entries' }),
   routes: list(RouteSchema, { minItems: 1, description: 'routes' }),
-  trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed' }),
+  trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed. Behind a PROXY protocol balancer (`proxyProtocol`) the peer is the client address its header carries' }),
   http2: bool({ default: true, description: 'offer HTTP/2 by ALPN (`h2`, then `http/1.1`); `false` serves HTTP/1.1 only' }),
   log: section({ level: oneOf(LOG_LEVELS, { default: 'info', description: 'the lowest level logged' }) }, { default: {} }),
   accessLog: optional(AccessLogSchema),

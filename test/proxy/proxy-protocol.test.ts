@@ -2,6 +2,8 @@
 // every malformed case refused with its reason, the forbidden mode (untrusted peers), and the bytes
 // after the header handed on exactly, however the stream is cut into segments.
 import t from 'tap'
+import { validateConfig } from '../../src/config/index.js'
+import { ConfigInvalidError } from '../../src/errors.js'
 import { ProxyHeaderReader, V1_MAX, V2_MAX_LENGTH, type ProxyVerdict } from '../../src/tls/proxy-protocol.js'
 import { fixtures } from '../helpers/proxy-protocol.js'
 
@@ -143,6 +145,30 @@ t.test('bounded: the reader never holds more than the largest header, whatever i
   } while (verdict.status === 'partial' && pushes < 10_000)
   t.match(verdict, { status: 'refused', reason: 'too_long' })
   t.equal(pushes, V1_MAX, 'a v1 line without LF is refused at its 107th byte')
+})
+
+t.test('config: proxyProtocol.trustedCidrs checked with field paths, renamed keys hinted', async t => {
+  const base = { certificates: [{ name: 'x', serverNames: ['x.test'], files: [{ cert: 'x', key: 'x' }] }], routes: [{ upstream: 'http://127.0.0.1:1' }] }
+  const problems = (raw: unknown): string[] => {
+    try {
+      validateConfig(raw, { baseDir: '/' })
+    } catch (err) {
+      if (err instanceof ConfigInvalidError) return err.problems
+      throw err
+    }
+    return []
+  }
+  t.equal(validateConfig(base, { baseDir: '/' }).proxyProtocol, undefined, 'absent: off')
+  t.same(validateConfig({ ...base, proxyProtocol: { trustedCidrs: ['10.0.0.0/8', '::1', '192.0.2.7'] } }, { baseDir: '/' }).proxyProtocol,
+    { trustedCidrs: ['10.0.0.0/8', '::1', '192.0.2.7'] })
+  t.same(problems({ ...base, proxyProtocol: { trustedCidrs: ['10.0.0.0/8', 'lb.internal', '10.0.0.0/33'] } }), [
+    'proxyProtocol.trustedCidrs[1]: "lb.internal" is not an IP address or CIDR (e.g. "10.0.0.0/8", "::1")',
+    'proxyProtocol.trustedCidrs[2]: "10.0.0.0/33" is not an IP address or CIDR (e.g. "10.0.0.0/8", "::1")'
+  ])
+  t.match(problems({ ...base, proxyProtocol: { trustedCidrs: [] } }), [/^proxyProtocol\.trustedCidrs: /])
+  t.match(problems({ ...base, proxyProtocol: {} }), [/^proxyProtocol\.trustedCidrs: is required/])
+  t.same(problems({ ...base, proxyProtocol: { trustedCidrs: ['10.0.0.1'], trusted: ['10.0.0.1'] } }), ['proxyProtocol.trusted: unknown key, use "trustedCidrs" (a list of addresses or CIDRs)'])
+  t.same(problems({ ...base, acceptProxy: true }), ['acceptProxy: unknown key, use "proxyProtocol": { "trustedCidrs": [...] }'])
 })
 
 function u16 (n: number): Buffer {
