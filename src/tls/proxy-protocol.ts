@@ -45,6 +45,7 @@ export const V1_MAX = 107
 /** The longest v2 address block (addresses + TLVs) accepted. AWS NLB, GCP and HAProxy send well under 300 bytes. */
 export const V2_MAX_LENGTH = 2048
 
+const EMPTY = Buffer.alloc(0)
 const V1_SIG = Buffer.from('PROXY ', 'latin1')
 const V2_SIG = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a])
 const V2_HEAD = 16
@@ -60,10 +61,13 @@ type Stage = 'sig' | 'v1' | 'v2-head' | 'v2-body'
  */
 export class ProxyHeaderReader {
   readonly #mode: 'required' | 'forbidden'
-  readonly #buf = Buffer.allocUnsafe(V2_HEAD + V2_MAX_LENGTH)
+  /** The header's bytes so far when it spans chunks; allocated only then (most headers come whole). */
+  #buf: Buffer | undefined
+  /** Where the stages read the header: the first chunk itself, or #buf. */
+  #src: Buffer = EMPTY
   #len = 0
   #stage: Stage = 'sig'
-  /** Bytes the current stage needs in #buf before it can decide. */
+  /** Bytes the current stage needs in #src before it can decide. */
   #need = 1
   #v1 = true
   #v2 = true
@@ -79,52 +83,64 @@ export class ProxyHeaderReader {
 
   /** Feeds the next chunk; after a `refused` or `done` verdict the reader must not be fed again. */
   push (chunk: Buffer): ProxyVerdict {
-    const before = this.#len
+    // Nothing held yet: read the chunk in place (offsets in it are offsets in the header), and
+    // copy only what is left undecided at its end.
+    const direct = this.#len === 0
+    if (!direct) this.#src = this.#buffer()
+    else this.#src = chunk
     let off = 0
     while (off < chunk.length) {
       if (this.#stage === 'v1') {
-        // Copy up to the LF (or the v1 limit), no further: the rest belongs to TLS.
+        // Up to the LF (or the v1 limit), no further: the rest belongs to TLS.
         const limit = Math.min(chunk.length, off + V1_MAX - this.#len)
         const lf = chunk.indexOf(0x0a, off)
         const end = lf !== -1 && lf < limit ? lf + 1 : limit
-        chunk.copy(this.#buf, this.#len, off, end)
+        if (!direct) chunk.copy(this.#src, this.#len, off, end)
         this.#len += end - off
         off = end
-        if (this.#buf[this.#len - 1] === 0x0a) return this.#finish(this.#v1Line(), chunk, off)
+        if (this.#src[this.#len - 1] === 0x0a) return this.#finish(this.#v1Line(), chunk, off)
         if (this.#len >= V1_MAX) return refused('too_long', `no CRLF within ${V1_MAX} bytes`)
         continue
       }
       const n = Math.min(this.#need - this.#len, chunk.length - off)
-      chunk.copy(this.#buf, this.#len, off, off + n)
+      if (!direct) chunk.copy(this.#src, this.#len, off, off + n)
       this.#len += n
       off += n
       if (this.#len < this.#need) break
       const step = this.#step()
       if (step === undefined) continue
       if (step.status === 'done' && step.source === undefined) {
-        // Not a PROXY header (forbidden mode): every byte read so far goes on.
-        // Usually the first byte of the first chunk (0x16): then that chunk is handed on as it is.
-        return { status: 'done', rest: before === 0 ? chunk : Buffer.concat([this.#buf.subarray(0, this.#len), chunk.subarray(off)]) }
+        // Not a PROXY header (forbidden mode): every byte read so far goes on; usually the first
+        // byte of the first chunk (0x16), and then that chunk goes on as it is.
+        return { status: 'done', rest: direct ? chunk : Buffer.concat([this.#src.subarray(0, this.#len), chunk.subarray(off)]) }
       }
       return this.#finish(step, chunk, off)
     }
+    if (direct) chunk.copy(this.#buffer(), 0, 0, this.#len)
     return { status: 'partial' }
   }
 
-  #finish (v: ProxyVerdict, chunk: Buffer, off: number): ProxyVerdict {
-    return v.status === 'done' ? { ...v, rest: chunk.subarray(off) } : v
+  #buffer (): Buffer {
+    // Forbidden mode decides within the 12-byte signature.
+    this.#buf ??= Buffer.allocUnsafe(this.#mode === 'required' ? V2_HEAD + V2_MAX_LENGTH : V2_SIG.length)
+    return this.#buf
   }
 
-  /** Decides on #buf[0, #need): a verdict, or undefined with #need moved on. */
+  #finish (v: ProxyVerdict, chunk: Buffer, off: number): ProxyVerdict {
+    if (v.status === 'done') v.rest = chunk.subarray(off)
+    return v
+  }
+
+  /** Decides on #src[0, #need): a verdict, or undefined with #need moved on. */
   #step (): ProxyVerdict | undefined {
-    const b = this.#buf
+    const b = this.#src
     if (this.#stage === 'sig') {
       const i = this.#len - 1
       const byte = b[i]
       this.#v1 = this.#v1 && V1_SIG[i] === byte
       this.#v2 = this.#v2 && V2_SIG[i] === byte
       if (!this.#v1 && !this.#v2) {
-        if (this.#mode === 'forbidden') return { status: 'done', rest: Buffer.alloc(0) }
+        if (this.#mode === 'forbidden') return { status: 'done', rest: EMPTY }
         return refused('missing', `the first bytes are not a PROXY header (0x${b.subarray(0, this.#len).toString('hex')})`)
       }
       const complete = this.#v1 ? this.#len === V1_SIG.length : this.#len === V2_SIG.length
@@ -159,14 +175,14 @@ export class ProxyHeaderReader {
   }
 
   #v2Body (): ProxyVerdict {
-    const b = this.#buf
+    const b = this.#src
     const local = ((b[12] ?? 0) & 0x0f) === 0
     const family = (b[13] ?? 0) >> 4
     const transport = (b[13] ?? 0) & 0x0f
     const addrLen = V2_ADDR_LEN[family] ?? 0
     // LOCAL: the balancer's own connection (a health check): the real peer is the client, and the
     // block (whatever its family) is discarded, as the spec says.
-    if (local) return { status: 'done', source: { version: 2, command: 'local' }, rest: Buffer.alloc(0) }
+    if (local) return { status: 'done', source: { version: 2, command: 'local' }, rest: EMPTY }
     // TLVs are skipped, but their framing must fill the block exactly.
     for (let p = V2_HEAD + addrLen; family !== 0 && p < this.#need;) {
       if (p + 3 > this.#need) return refused('malformed', 'PROXY v2 TLV header truncated')
@@ -175,24 +191,24 @@ export class ProxyHeaderReader {
     }
     if (family === 0 || family === 3) {
       // UNSPEC or UNIX: no IP address to believe; the spec says to use the real connection's.
-      return { status: 'done', source: { version: 2, command: 'proxy' }, rest: Buffer.alloc(0) }
+      return { status: 'done', source: { version: 2, command: 'proxy' }, rest: EMPTY }
     }
     if (transport !== 1) return refused('unsupported', `PROXY v2 transport ${transport} (only STREAM)`)
     const address = family === 1
       ? `${b[16] ?? 0}.${b[17] ?? 0}.${b[18] ?? 0}.${b[19] ?? 0}`
       : canonical6(Array.from({ length: 8 }, (_, i) => b.readUInt16BE(16 + 2 * i).toString(16)).join(':'))
     const port = b.readUInt16BE(V2_HEAD + addrLen - 4)
-    return { status: 'done', source: { version: 2, command: 'proxy', address, port }, rest: Buffer.alloc(0) }
+    return { status: 'done', source: { version: 2, command: 'proxy', address, port }, rest: EMPTY }
   }
 
-  /** Parses the complete v1 line in #buf (it ends with LF). */
+  /** Parses the complete v1 line in #src (it ends with LF). */
   #v1Line (): ProxyVerdict {
-    const b = this.#buf
+    const b = this.#src
     if (this.#len < 2 || b[this.#len - 2] !== 0x0d) return refused('malformed', 'PROXY v1 line not ended by CRLF')
     const line = b.toString('latin1', V1_SIG.length, this.#len - 2)
     const parts = line.split(' ')
     // UNKNOWN: the balancer could not tell (spec: ignore the rest of the line, use the real peer).
-    if (parts[0] === 'UNKNOWN') return { status: 'done', source: { version: 1, command: 'proxy' }, rest: Buffer.alloc(0) }
+    if (parts[0] === 'UNKNOWN') return { status: 'done', source: { version: 1, command: 'proxy' }, rest: EMPTY }
     const [proto, src, dst, sport, dport] = parts
     if (parts.length !== 5 || src === undefined || dst === undefined || sport === undefined || dport === undefined) {
       return refused('malformed', 'PROXY v1 line: expected "PROXY TCP4|TCP6 src dst sport dport"')
@@ -204,7 +220,7 @@ export class ProxyHeaderReader {
       return refused('malformed', 'PROXY v1 port not a decimal number 0-65535')
     }
     const address = proto === 'TCP4' ? src : canonical6(src)
-    return { status: 'done', source: { version: 1, command: 'proxy', address, port: Number(sport) }, rest: Buffer.alloc(0) }
+    return { status: 'done', source: { version: 1, command: 'proxy', address, port: Number(sport) }, rest: EMPTY }
   }
 }
 
