@@ -85,15 +85,50 @@ export const CertificateFilesSchema = section({
   key: path({ description: 'normally a **key reference** (`-----BEGIN KEYEDGE KEY REFERENCE-----`), which needs the `keyd` section. A plain private key PEM also works but puts the key in the proxy process: the proxy logs `KEY CUSTODY BYPASSED` (meant for benchmark baselines)' })
 }, { renamed: { certificate: 'use "cert"', privateKey: 'use "key"', keyref: 'use "key"' } })
 
+export const CLIENT_AUTH_MODES = ['require', 'request'] as const
+
+export const ClientAuthSchema = section({
+  mode: oneOf(CLIENT_AUTH_MODES, { default: 'require', description: '`require`: a client without a certificate is refused by the handshake (TLS alert `certificate_required` in TLS 1.3, `handshake_failure` in TLS 1.2) and one whose certificate does not chain to `caFile` is closed before any request (nginx `ssl_verify_client on`); `request`: a certificate is asked for and verified when given, but the connection goes on without one or with one that failed (nginx `optional`): only a verified one is passed upstream' }),
+  caFile: path({ description: 'PEM bundle of the CA certificates client certificates must chain to (relative to the config). Also the CA names the CertificateRequest lists. Refused if unreadable, empty, or holding a certificate that is not a CA. Reloaded with the certificates' }),
+  subjectHeader: text({ default: 'x-client-cert-subject', check: 'header-name', transform: 'lower', description: 'request header carrying the verified client certificate\'s subject upstream (RFC 4514, e.g. `CN=client one,O=Acme`; bytes outside printable ASCII as `\\XX`)' }),
+  fingerprintHeader: text({ default: 'x-client-cert-sha256', check: 'header-name', transform: 'lower', description: 'request header carrying the SHA-256 of the verified client certificate (DER), 64 lower-case hex digits' }),
+  verifyHeader: text({ default: 'x-client-cert-verify', check: 'header-name', transform: 'lower', description: 'request header carrying the verification result, as nginx\'s `$ssl_client_verify`: `SUCCESS`, `NONE` (no certificate) or `FAILED:<reason>` (`request` mode only, e.g. `FAILED:UNABLE_TO_VERIFY_LEAF_SIGNATURE`)' })
+}, {
+  description: 'client certificates (mutual TLS) for this entry; absent: no certificate is asked for (no CertificateRequest, so browsers never prompt). See [client-certificates.md](client-certificates.md). The three header names, and their defaults, are removed from every incoming request on every route, so a client cannot forge them',
+  renamed: {
+    verify: 'use "mode" ("require" or "request")',
+    verifyClient: 'use "mode" ("require" or "request")',
+    required: 'use "mode": "require" (or "request")',
+    optional: 'use "mode": "request"',
+    ca: 'use "caFile" (a path to a PEM bundle)',
+    caBundle: 'use "caFile"',
+    clientCa: 'use "caFile"',
+    clientCertificate: 'use "caFile"',
+    trustedCa: 'use "caFile"',
+    subject: 'use "subjectHeader"',
+    fingerprint: 'use "fingerprintHeader"',
+    fingerprintSha256Header: 'use "fingerprintHeader"',
+    header: 'use "subjectHeader", "fingerprintHeader" and "verifyHeader"',
+    headers: 'use "subjectHeader", "fingerprintHeader" and "verifyHeader"'
+  }
+})
+
 export const CertificateSchema = section({
   name: text({ description: 'unique name of the entry (used by `tls.defaultCertificate`, logs, metrics)' }),
   serverNames: list(text({ check: 'server-name', transform: 'host' }), {
     minItems: 1,
     description: 'names this entry answers: exact names, single-label wildcards (`*.example.com` matches `a.example.com`, not `a.b.example.com` nor `example.com`) or IP addresses. Case-insensitive, a trailing dot is ignored; a name may belong to one entry only'
   }),
-  files: list(CertificateFilesSchema, { minItems: 1, description: 'one or more `{ "cert", "key" }` pairs for the same names, e.g. an ECDSA and an RSA certificate: all go into one TLS context and each client gets the one it supports' })
+  files: list(CertificateFilesSchema, { minItems: 1, description: 'one or more `{ "cert", "key" }` pairs for the same names, e.g. an ECDSA and an RSA certificate: all go into one TLS context and each client gets the one it supports' }),
+  clientAuth: optional(ClientAuthSchema)
 }, {
   renamed: {
+    mtls: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    mTLS: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    clientCertificates: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    clientCert: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    verifyClient: 'use "clientAuth": { "mode": "require" | "request", "caFile": ... }',
+    clientCa: 'use "clientAuth": { "caFile": ... }',
     cert: 'put certificate/key pairs in "files": [{ "cert": ..., "key": ... }]',
     key: 'put certificate/key pairs in "files": [{ "cert": ..., "key": ... }]',
     names: 'use "serverNames"',

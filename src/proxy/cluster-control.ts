@@ -49,7 +49,7 @@ export interface ReloadReport {
 
 /** Files whose changes trigger a reload: the config file and every certificate and key file. */
 function watchedFiles (config: EdgeConfig, configFile: string): string[] {
-  return [configFile, ...config.certificates.flatMap(c => c.files.flatMap(f => [f.cert, f.key]))]
+  return [configFile, ...config.certificates.flatMap(c => [...c.files.flatMap(f => [f.cert, f.key]), ...(c.clientAuth !== undefined ? [c.clientAuth.caFile] : [])])]
 }
 
 export class ClusterControl {

@@ -1,7 +1,9 @@
 // Header rewriting between client and upstream: hop-by-hop headers removed both ways,
 // X-Forwarded-For/Proto/Host set, and incoming forwarding headers believed only from trusted peers.
+// Client-certificate identity headers are never taken from the client, only set from its handshake.
 
 import type { IncomingHttpHeaders } from 'node:http'
+import { clientIdentityHeaders, isClientCertHeader } from '../tls/client-auth.js'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus legacy ones); any `proxy-*` header is also dropped. */
 export const HOP_BY_HOP = new Set([
@@ -36,13 +38,18 @@ function first (value: HeaderValue | undefined): string | undefined {
 
 /**
  * Headers to send upstream for a client request. `host` is the client's Host (or :authority),
- * `peer` the client's address, `trusted` whether that peer is a trusted proxy.
+ * `peer` the client's address, `trusted` whether that peer is a trusted proxy, `socket` the
+ * request's TLS socket (`req.socket`), whose client certificate identity is added when its
+ * certificate entry has `clientAuth`. Client-certificate headers sent by the client are always
+ * removed, even from trusted peers.
  */
 export function upstreamRequestHeaders (
   incoming: IncomingHttpHeaders,
-  ctx: { host: string, peer: string, trusted: boolean }
+  ctx: { host: string, peer: string, trusted: boolean, socket?: object }
 ): OutgoingHeaders {
   const out = withoutHopByHop(incoming)
+  for (const name of Object.keys(out)) if (isClientCertHeader(name)) delete out[name]
+  Object.assign(out, clientIdentityHeaders(ctx.socket))
   // undici refuses Expect; Node already answered 100-continue to the client.
   delete out.expect
   const prior = {

@@ -180,7 +180,7 @@ export function createForwarder (opts: {
       sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
       return
     }
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket })
     headers['x-request-id'] = rec.id
     let overLimit = false
     const abort = new AbortController()

@@ -60,7 +60,7 @@ export function createWebSocketProxy (opts: {
     }
     const peer = normalizeAddress(peerAddress(socket))
     const trusted = isTrusted(peer)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket })
     const given = req.headers['x-request-id']
     headers['x-request-id'] = trusted && typeof given === 'string' && given !== '' ? given : randomUUID()
     headers.connection = 'upgrade'

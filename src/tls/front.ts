@@ -230,6 +230,13 @@ export class TlsFront {
       // The TLS socket's peer address is gone once closed; Node keeps the accepted socket as `_parent`.
       const parent = (tls as unknown as { _parent?: unknown })._parent
       if (parent instanceof Socket && this.#timedOut.has(parent)) return
+      // A client certificate that did not verify (clientAuth "require"): Node closes the connection
+      // once the handshake is done, and the error is its "socket hang up"; the reason is on the socket.
+      const unverified = tls.authorizationError
+      if (unverified !== undefined && unverified !== null) {
+        this.#failures.record('client_certificate', { authorizationError: String(unverified), servername: typeof tls.servername === 'string' ? tls.servername.slice(0, 253) : undefined })
+        return
+      }
       this.#failures.record(failureReason(err), { code: err.code, err: err.message.slice(0, 200) })
     })
   }
