@@ -2,14 +2,15 @@
 // sends v2 (`send-proxy-v2`, HTTP/2 through it) and v1 (`send-proxy`) from 127.0.0.2, the only
 // trusted balancer; curl binds its own source address, which the upstream must see in
 // X-Forwarded-For and the access log must record. Raw sockets send byte-exact headers: the carried
-// address drives trustedProxies, route rate limits, connection limits and client hashing; every
+// address drives trustedProxies, route rate limits, connection limits, client hashing and the
+// WebSocket upgrade's X-Forwarded-For; every
 // malformed or misplaced header is refused without a byte in reply, counted by reason; a header
 // that never completes is closed at timeouts.clientHelloMs.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
-import { createServer, type AddressInfo, type Server } from 'node:net'
+import { request as httpRequest, type IncomingMessage } from 'node:http'
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import t from 'tap'
@@ -188,6 +189,27 @@ t.test('route rate limits and client hashing key on the carried address', async 
   let stable = true
   for (const [address, name] of targets) if ((await get(address, '/hash')).body.name !== name) stable = false
   t.ok(stable, 'each client keeps its target')
+})
+
+t.test('a WebSocket upgrade carries the PROXY client in X-Forwarded-For', async t => {
+  // The upstream answers 101 and echoes the X-Forwarded-For it got; the proxy pipes it back as is.
+  const onUpgrade = (req: IncomingMessage, socket: Socket): void => {
+    socket.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Seen-For: ${String(req.headers['x-forwarded-for'])}\r\n\r\n`)
+  }
+  up.server.on('upgrade', onUpgrade)
+  t.teardown(() => { up.server.off('upgrade', onUpgrade) })
+  const socket = await rawConnect(port, BALANCER)
+  socket.write(headerFor('192.0.2.44', 2))
+  const tls = tlsConnect({ socket, servername: 'localhost', ca, ALPNProtocols: ['http/1.1'] })
+  await once(tls, 'secureConnect')
+  tls.write('GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  let text = ''
+  tls.on('data', (c: Buffer) => { text += c.toString('latin1') })
+  tls.on('error', () => {})
+  t.ok(await until(() => text.includes('\r\n\r\n'), 10_000), 'the 101 comes back')
+  tls.destroy()
+  t.match(text, /^HTTP\/1\.1 101 /)
+  t.match(text, /x-seen-for: 192\.0\.2\.44\r\n/i)
 })
 
 t.test('connection limits count the carried address', async t => {
