@@ -224,6 +224,23 @@ export const AccessLogSchema = section({
   renamed: { file: 'use "path"', sample: 'use "sampleRate" (0 to 1)', sampling: 'use "sampleRate" (0 to 1)', query: 'use "includeQuery"' }
 })
 
+export const ProxyProtocolSchema = section({
+  trustedCidrs: list(text({ check: 'address-or-cidr' }), { minItems: 1, description: 'balancers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/16"`) that must open every connection with a PROXY protocol v1 or v2 header; their connections without a valid one are closed. A PROXY header from any other peer is refused. See [proxy-protocol.md](proxy-protocol.md)' })
+}, {
+  description: 'PROXY protocol (HAProxy\'s, v1 and v2) on the TLS listener: the client address it carries is the one used for `X-Forwarded-For`, the access log, per-client limits and hashing ([proxy-protocol.md](proxy-protocol.md)); absent: a PROXY header is refused from anyone',
+  renamed: {
+    trusted: 'use "trustedCidrs" (a list of addresses or CIDRs)',
+    trustedProxies: 'use "trustedCidrs" (a list of addresses or CIDRs)',
+    trustedPeers: 'use "trustedCidrs" (a list of addresses or CIDRs)',
+    cidrs: 'use "trustedCidrs"',
+    allow: 'use "trustedCidrs"',
+    from: 'use "trustedCidrs"',
+    sources: 'use "trustedCidrs"',
+    enabled: 'the section\'s presence turns it on: list the balancers in "trustedCidrs"',
+    version: 'versions 1 and 2 are both accepted: list the balancers in "trustedCidrs"'
+  }
+})
+
 export const AdminSchema = section({
   host: text({ default: '127.0.0.1', check: 'loopback', description: 'a loopback address (`127.0.0.0/8`, `::1` or `localhost`); anything else is refused' }),
   port: int(0, 65_535, { default: 9443, description: 'TCP port; `0` picks a free one (see the log line). Must differ from `listen.port`' }),
@@ -280,10 +297,11 @@ export const EdgeConfigSchema = section({
   tls: TlsSchema,
   certificates: list(CertificateSchema, { minItems: 1, description: 'certificate entries' }),
   routes: list(RouteSchema, { minItems: 1, description: 'routes' }),
-  trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed' }),
+  trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed. Behind a PROXY protocol balancer (`proxyProtocol`) the peer is the client address its header carries' }),
   http2: bool({ default: true, description: 'offer HTTP/2 by ALPN (`h2`, then `http/1.1`); `false` serves HTTP/1.1 only' }),
   log: section({ level: oneOf(LOG_LEVELS, { default: 'info', description: 'the lowest level logged' }) }, { default: {} }),
   accessLog: optional(AccessLogSchema),
+  proxyProtocol: optional(ProxyProtocolSchema),
   admin: optional(AdminSchema),
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),
@@ -304,6 +322,10 @@ export const EdgeConfigSchema = section({
     logLevel: 'use "log": { "level": ... }',
     h2: 'use "http2"',
     trustProxy: 'use "trustedProxies" (a list of addresses or CIDRs)',
+    proxy_protocol: 'use "proxyProtocol": { "trustedCidrs": [...] }',
+    acceptProxy: 'use "proxyProtocol": { "trustedCidrs": [...] }',
+    acceptProxyProtocol: 'use "proxyProtocol": { "trustedCidrs": [...] }',
+    proxyProtocolTrustedCidrs: 'use "proxyProtocol": { "trustedCidrs": [...] }',
     cluster: 'use "workers"',
     shutdownGrace: 'use "shutdownGraceMs" (milliseconds)',
     gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)',

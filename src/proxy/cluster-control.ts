@@ -24,7 +24,7 @@ const LOGGED_NAMES = 100
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
 /** Settings that a reload cannot change: they need a restart. */
-const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
+const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'proxyProtocol', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
 
 export interface ReloadReport {
   ok: boolean

@@ -19,6 +19,7 @@ import { createRouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
+import { peerAddress } from '../tls/proxy-protocol.js'
 import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 
@@ -143,7 +144,7 @@ export function createForwarder (opts: {
       settle('aborted')
       return
     }
-    const peer = normalizeAddress(req.socket?.remoteAddress)
+    const peer = normalizeAddress(peerAddress(req.socket))
     const trusted = isTrusted(peer)
     const rec = accessLog.begin(req, res, trusted)
     res.setHeader('x-request-id', rec.id)
