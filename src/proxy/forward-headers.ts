@@ -14,19 +14,30 @@ export type HeaderValue = string | string[]
 export type OutgoingHeaders = Record<string, HeaderValue>
 
 function headerList (value: HeaderValue | undefined): string[] {
-  if (value === undefined) return []
-  return (Array.isArray(value) ? value : [value]).flatMap(v => v.split(','))
-    .map(v => v.trim().toLowerCase()).filter(v => v !== '')
+  const out: string[] = []
+  if (value === undefined) return out
+  for (const v of Array.isArray(value) ? value : [value]) {
+    for (const part of v.split(',')) {
+      const name = part.trim().toLowerCase()
+      if (name !== '') out.push(name)
+    }
+  }
+  return out
 }
 
-/** Copies `headers` without hop-by-hop ones (and those named by Connection) nor HTTP/2 pseudo-headers. */
+/**
+ * Copies `headers` without hop-by-hop ones (and those named by Connection) nor HTTP/2 pseudo-headers.
+ * Runs twice per proxied request (both ways): a plain loop over the names, no entry arrays, and no
+ * Set unless a Connection header names some.
+ */
 export function withoutHopByHop (headers: Record<string, HeaderValue | undefined>): OutgoingHeaders {
-  const named = new Set(headerList(headers.connection))
+  const named = headers.connection === undefined ? null : new Set(headerList(headers.connection))
   const out: OutgoingHeaders = {}
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name of Object.keys(headers)) {
+    const value = headers[name]
     if (value === undefined) continue
     const lower = name.toLowerCase()
-    if (lower.startsWith(':') || HOP_BY_HOP.has(lower) || named.has(lower) || lower.startsWith('proxy-')) continue
+    if (lower.startsWith(':') || HOP_BY_HOP.has(lower) || named?.has(lower) === true || lower.startsWith('proxy-')) continue
     out[lower] = value
   }
   return out

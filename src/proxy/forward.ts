@@ -15,6 +15,7 @@ import { clientAddress } from './client-address.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { resetStream } from './h2-guard.js'
 import { watchRequestBody, whenResponseEnds } from './request-body.js'
+import { RequestAbort } from './request-abort.js'
 import { createRouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
@@ -183,7 +184,7 @@ export function createForwarder (opts: {
     const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket })
     headers['x-request-id'] = rec.id
     let overLimit = false
-    const abort = new AbortController()
+    const abort = new RequestAbort()
     let responded = false
     whenResponseEnds(req, res, complete => {
       responded = complete
