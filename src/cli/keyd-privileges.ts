@@ -11,6 +11,8 @@ import { errorCode } from '../../lib/errors.js'
 export interface Separation {
   runAs?: RunAs
   socketGroup?: number
+  /** `--passphrase-file`, read as root before the drop (the file may stay root's alone). */
+  passphrase?: string
 }
 
 /** True when `path` is `dir` or inside it. */

@@ -103,8 +103,13 @@ export async function main (argv: string[]): Promise<number> {
         if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new UsageError('--metrics-port must be 0-65535')
         const proxySecretDir = values['proxy-secret-dir'] === undefined ? paths.secretsDir : resolve(values['proxy-secret-dir'])
         const separation = privilegeOptions(paths, resolve(socketPath), proxySecretDir, values.user, values['socket-group'])
-        if (separation.runAs !== undefined) becomeKeydUser(paths, resolve(socketPath), proxySecretDir, separation.runAs, separation.socketGroup)
-        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11Options(values), proxySecretDir, separation)
+        // The passphrase and PIN files are read before the drop: they may stay root's alone.
+        const pkcs11 = pkcs11Options(values)
+        if (separation.runAs !== undefined) {
+          if (values['passphrase-file'] !== undefined) separation.passphrase = readPassphrase(values['passphrase-file'])
+          becomeKeydUser(paths, resolve(socketPath), proxySecretDir, separation.runAs, separation.socketGroup)
+        }
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11, proxySecretDir, separation)
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
       case 'audit export': {
@@ -181,10 +186,15 @@ async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: strin
   }
 }
 
+/** The passphrase in `file`, without its final newline. */
+function readPassphrase (file: string): string {
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+}
+
 /** The master-key source from the flags: --dev, --passphrase-file, or KEYEDGE_KEYD_PASSPHRASE. */
-function masterKeySource (dev: boolean, passphraseFile: string | undefined): MasterKeySource | undefined {
+function masterKeySource (dev: boolean, passphraseFile: string | undefined, alreadyRead?: string): MasterKeySource | undefined {
   if (dev) return { kind: 'dev' }
-  const passphrase = passphraseFile !== undefined ? readFileSync(passphraseFile, 'utf8').replace(/\r?\n$/, '') : process.env.KEYEDGE_KEYD_PASSPHRASE
+  const passphrase = alreadyRead ?? (passphraseFile !== undefined ? readPassphrase(passphraseFile) : process.env.KEYEDGE_KEYD_PASSPHRASE)
   return passphrase === undefined ? undefined : { kind: 'passphrase', passphrase }
 }
 
@@ -248,7 +258,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const recovered = recoverRestore(restorePaths)
   if (recovered !== 'none') logger.warn({ restore: recovered }, 'keyd found an interrupted restore: rolled forward if it had committed, else rolled back')
   const shamir = !dev && sealKind(paths.keydDir) === 'shamir'
-  const source = shamir ? undefined : masterKeySource(dev, passphraseFile)
+  const source = shamir ? undefined : masterKeySource(dev, passphraseFile, separation.passphrase)
   if (!shamir && source === undefined) {
     process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, set KEYEDGE_KEYD_PASSPHRASE, or "npx keyedge keyd init --shares N --threshold M" first\n')
     return 2

@@ -7,7 +7,7 @@ import { execFile, execFileSync } from 'node:child_process'
 import { chmodSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawnCli } from '../helpers/processes.js'
-import { tempHome } from '../helpers/paths.js'
+import { ROOT, tempHome } from '../helpers/paths.js'
 import { curl } from '../helpers/edge.js'
 import { privateNeedles, scanMemory } from '../helpers/memory.js'
 import { KeydClient } from '../../keyd/client/client.js'
@@ -158,5 +158,30 @@ async function run (): Promise<void> {
   t.test('no worker of the proxy holds a private key byte', async t => {
     const needles = [...privateNeedles(home, 'localhost-ec'), ...privateNeedles(home, 'localhost-rsa')]
     for (const pid of [proxy.proc.pid as number, ...workers]) t.same(scanMemory(pid, needles), needles.map(() => false), `pid ${pid}: no private key bytes`)
+  })
+
+  t.test('keyd refuses, with KEYEDGE_ERR_PRIVILEGES and exit 1, what would not separate', async t => {
+    const refused = async (args: string[], env: Record<string, string>, why: RegExp, what: string): Promise<void> => {
+      const p = spawnCli(['keyd', 'serve', '--dev', ...args], env)
+      const exit = await p.exited
+      t.equal(exit.code, 1, `${what}: exit 1`)
+      t.match(p.lines.join('\n'), why, what)
+    }
+    const other = join(root, 'other')
+    await refused(['--user', `nosuch${tag}`], { KEYEDGE_HOME: other }, /no user named nosuch.*KEYEDGE_ERR_PRIVILEGES/, 'an unknown user')
+    await refused(['--user', names.keyd, '--socket-group', names.group], { KEYEDGE_HOME: other }, /in keyd's home/, 'a socket group on a socket inside keyd\'s home')
+    await refused(['--user', 'root'], { KEYEDGE_HOME: other }, /must not be 0/, 'root as the user to become')
+    mkdirSync(other, { mode: 0o700 })
+    chmodSync(other, 0o700)
+    await refused(['--user', names.keyd], { KEYEDGE_HOME: other }, /belongs to uid 0.*chown -R/, 'a home that belongs to someone else')
+    t.equal(statSync(other).uid, 0, 'and it is left as it was')
+    // Not root: --user cannot be honoured, and keyd says so rather than running as whoever started it.
+    const notRoot = await new Promise<{ code: number | null, err: string }>(resolve => {
+      execFile(process.execPath, [join(ROOT, 'dist', 'src', 'cli', 'main.js'), 'keyd', 'serve', '--dev', '--user', names.keyd], { uid: outsider.uid, gid: outsider.gid, env: { ...process.env, KEYEDGE_HOME: join(root, 'outsider') }, cwd: '/' }, (err, _out, stderr) => {
+        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, err: stderr })
+      })
+    })
+    t.equal(notRoot.code, 1, 'not root: exit 1')
+    t.match(notRoot.err, /needs keyd to start as root/)
   })
 }
