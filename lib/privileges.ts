@@ -3,8 +3,7 @@
 // In lib/ because both sides use it: keyd (`keyd serve --user --socket-group`) and the proxy
 // (`proxy --user`, whose workers are forked with the same uid and gid).
 import { execFileSync } from 'node:child_process'
-import { chmodSync, chownSync, lstatSync, readdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { chmodSync, chownSync, lstatSync, statSync } from 'node:fs'
 import { CodedError, errorCode } from './errors.js'
 
 /** `--user` or `--socket-group` names no user or group of this machine, or the drop failed. Code: KEYEDGE_ERR_PRIVILEGES. */
@@ -121,16 +120,21 @@ export function rootWarning (service: string, runAs: RunAs | undefined): string 
 }
 
 /**
- * Hands directory `dir` and the files directly in it to `to` (what a root process wrote there for
- * the user it is about to become). Not recursive, and symbolic links are left as they are.
+ * Hands a root process's state directory to the user it is about to become: `dir` itself when this
+ * process just made it (`made`), else `dir` must already be that user's; then the `files` it wrote
+ * there. Never recursive, and never a directory someone else owns (a misconfigured /var/lib must not
+ * end up the proxy's).
  * @throws PrivilegeError naming the path
  */
-export function handOver (dir: string, to: RunAs): void {
-  for (const path of [dir, ...readdirSync(dir).map(f => join(dir, f))]) {
+export function handOver (dir: string, made: boolean, files: string[], to: RunAs): void {
+  const owner = statSync(dir).uid
+  if (!made && owner !== to.uid) throw new PrivilegeError(`${dir} belongs to uid ${owner}, not to ${to.spec} (uid ${to.uid}): give the proxy a state directory of its own ("chown ${to.uid}:${to.gid} ${dir}" if it is)`)
+  for (const path of made ? [dir, ...files] : files) {
     try {
-      if (lstatSync(path).isSymbolicLink()) continue
+      if (lstatSync(path).isSymbolicLink()) throw new PrivilegeError(`${path} is a symbolic link; not handing it to ${to.spec}`)
       chownSync(path, to.uid, to.gid)
     } catch (err) {
+      if (err instanceof PrivilegeError) throw err
       throw new PrivilegeError(`cannot hand ${path} to ${to.spec} (${errorCode(err) ?? 'error'})`, { cause: err })
     }
   }

@@ -6,7 +6,8 @@ import { errorMessage } from '../../lib/errors.js'
 import { loadConfig } from '../config/load.js'
 import { ConfigInvalidError } from '../errors.js'
 import { createLogger } from '../logger.js'
-import { bridgeExecArgv } from '../proxy/bridge-exec-argv.js'
+import { bridgeExecArgv, OPENSSL_CONFIG_NAME } from '../proxy/bridge-exec-argv.js'
+import { join } from 'node:path'
 import { runPrimary, workerCount } from '../proxy/cluster.js'
 import { existsSync } from 'node:fs'
 import { PrivilegeError, handOver, isRoot, resolveUser, rootWarning, type RunAs } from '../../lib/privileges.js'
@@ -86,12 +87,13 @@ export async function main (argv: string[]): Promise<number> {
   if (asRoot !== undefined) log.warn(asRoot)
   let execArgv: string[]
   try {
+    const made = !existsSync(config.stateDir)
     execArgv = await bridgeExecArgv(config, log)
     // Written as root: the workers, as runAs, read the OpenSSL config there.
-    if (runAs !== undefined && existsSync(config.stateDir)) handOver(config.stateDir, runAs)
+    if (runAs !== undefined && execArgv.length > 0) handOver(config.stateDir, made, [join(config.stateDir, OPENSSL_CONFIG_NAME)], runAs)
   } catch (err) {
     if (err instanceof ConfigInvalidError || err instanceof PrivilegeError) {
-      process.stderr.write(`${err.message}\n`)
+      process.stderr.write(`${err.message}${err instanceof PrivilegeError ? ` (${err.code})` : ''}\n`)
       return 1
     }
     throw err

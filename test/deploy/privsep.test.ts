@@ -184,4 +184,24 @@ async function run (): Promise<void> {
     t.equal(notRoot.code, 1, 'not root: exit 1')
     t.match(notRoot.err, /needs keyd to start as root/)
   })
+
+  t.test('the proxy refuses a state directory that is not its user\'s; keyd as root without --user warns', async t => {
+    const rootState = join(root, 'root-state')
+    mkdirSync(rootState, { mode: 0o755 })
+    const config = { ...JSON.parse(readFileSync(join(proxyDir, 'proxy.json'), 'utf8')), stateDir: rootState }
+    writeFileSync(join(proxyDir, 'root-state.json'), JSON.stringify(config), { mode: 0o644 })
+    const p = spawnCli(['proxy', '--config', join(proxyDir, 'root-state.json'), '--user', `${names.proxy}:${names.group}`])
+    t.equal((await p.exited).code, 1, 'exit 1')
+    t.match(p.lines.join('\n'), /root-state belongs to uid 0.*KEYEDGE_ERR_PRIVILEGES/, 'names the directory and its owner')
+    t.equal(statSync(rootState).uid, 0, 'and leaves it root\'s')
+
+    t.notOk(keyd.lines.some(l => l.includes('is running as root')), 'keyd with --user: no warning')
+    const asRoot = spawnCli(['keyd', 'serve', '--dev', '--socket', join(root, 'as-root', 'keyd.sock')], { KEYEDGE_HOME: join(root, 'as-root') })
+    try {
+      await asRoot.waitFor(o => o.msg === 'keyd ready', 30_000)
+      t.ok(asRoot.lines.some(l => { const o = JSON.parse(l) as { level?: number, msg?: string }; return o.level === 40 && /keyd is running as root: pass --user/.test(o.msg ?? '') }), 'keyd as root without --user warns')
+    } finally {
+      await asRoot.stop()
+    }
+  })
 }
