@@ -77,7 +77,7 @@ export async function runPrimary (opts: {
     exec: WORKER_MAIN,
     args: [opts.configFile],
     execArgv: [...process.execArgv.filter(a => !a.startsWith('--openssl-config')), ...opts.execArgv],
-    // Never root in a worker: libuv sets gid then uid in the child and clears its supplementary groups.
+    // Never root in a worker: libuv sets gid then uid in the child (and clears its supplementary groups while the primary is root).
     ...(opts.runAs === undefined ? {} : { uid: opts.runAs.uid, gid: opts.runAs.gid })
   })
   // The TLS 1.2 session-ID cache every worker shares (src/tls/session-cache.ts).

@@ -10,6 +10,7 @@ import { spawnCli } from '../helpers/processes.js'
 import { ROOT, tempHome } from '../helpers/paths.js'
 import { curl } from '../helpers/edge.js'
 import { privateNeedles, scanMemory } from '../helpers/memory.js'
+import { until } from '../helpers/wait.js'
 import { KeydClient } from '../../keyd/client/client.js'
 import { startDemoUpstream } from '../../src/proxy/demo-upstream.js'
 import { issueDevCertificates } from '../../src/cli/cert.js'
@@ -137,6 +138,24 @@ async function run (): Promise<void> {
     t.ok(proxy.lines.some(l => l.includes('primary dropped privileges')))
     t.same(readdirSync(join(proxyDir, 'state')), ['openssl-proxy.cnf'])
     t.equal(statSync(join(proxyDir, 'state', 'openssl-proxy.cnf')).uid, proxyUser.uid, 'its state is its own')
+  })
+
+  t.test('a worker restarted after the primary dropped privileges runs as the proxy user too, and serves', async t => {
+    const killed = workers[0] as number
+    process.kill(killed, 'SIGKILL')
+    const children = (): number[] => readFileSync(`/proc/${proxy.proc.pid as number}/task/${proxy.proc.pid as number}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+    t.ok(await until(() => children().length === 2 && !children().includes(killed), 30_000), 'a new worker replaced the killed one')
+    const fresh = children().find(pid => !workers.includes(pid)) as number
+    // Forked by the unprivileged primary: libuv's setgroups(0) is refused then, so it keeps the primary's one group (G itself).
+    t.same(credentials(fresh), { uid: proxyUser.uid, gid: group, groups: [group] }, `worker ${fresh}: proxy user, socket group, no other group`)
+    // Each curl lands on either worker: enough of them answer 200 to have reached the new one too.
+    let ok = 0
+    for (let i = 0; i < 10; i++) {
+      const r = await curl(['--cacert', certs.caFile, '-o', '/dev/null', '-w', '%{http_code}', `https://localhost:${listening.port as number}/`])
+      if (r.stdout === '200') ok++
+    }
+    t.equal(ok, 10, 'every request answered 200 after the restart')
+    workers = children()
   })
 
   t.test('the proxy\'s user reads not a single file of keyd\'s state', async t => {
