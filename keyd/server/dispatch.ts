@@ -131,7 +131,8 @@ export class Dispatcher {
       custody: s.custody,
       backup: s.backup,
       sealer: this.#sealer,
-      logger: s.logger
+      logger: s.logger,
+      metrics: s.metrics
     }
   }
 
@@ -167,8 +168,10 @@ export class Dispatcher {
     } catch {
       return unaudited() // the log became unwritable while this request ran
     }
-    if (waits.length === 0) return o.answer
-    return Promise.all(waits).then(() => o.answer, unaudited)
+    // Audit completeness (keyd_audited_operations_total ÷ keyd_operations_total): counted once accepted.
+    const op = opName(f.opcode)
+    if (waits.length === 0) { metrics?.audited(op); return o.answer }
+    return Promise.all(waits).then(() => { metrics?.audited(op); return o.answer }, unaudited)
   }
 
   #lastViolationLog = 0

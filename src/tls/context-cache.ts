@@ -13,6 +13,7 @@ import type { CheckedEntry } from './cert-check.js'
 import type { CertStore, StoreChange } from './cert-store.js'
 import type { Variant } from './resumption.js'
 import { safeReason } from './secure-context.js'
+import { serverCustody } from './handshake-metrics.js'
 
 function metric<T> (registry: Registry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make()
@@ -102,6 +103,7 @@ export class ContextCache {
     }
     this.#seconds.observe(Number(process.hrtime.bigint() - t0) / 1e9)
     this.#built.inc()
+    serverCustody.set(server, entry.pairs.every(p => p.custody === 'keyd') ? 'keyd' : 'in_process')
     if (servers === undefined) {
       servers = new Map()
       this.#lru.set(entry.id, servers)

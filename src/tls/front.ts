@@ -12,6 +12,7 @@ import { clientKey, type ConnectionLimits } from '../proxy/conn-limits.js'
 import { timeoutCounter } from '../proxy/timeout-metric.js'
 import { ClientHelloReader, UNRECOGNIZED_NAME_ALERT, type HelloVerdict } from './client-hello.js'
 import { failureReason, HandshakeFailures } from './handshake-failures.js'
+import { HandshakeTimer } from './handshake-metrics.js'
 
 export interface FrontTimeouts {
   /** From accept until the ClientHello is read (or, when the front does not read it, its first byte). */
@@ -42,6 +43,7 @@ export class TlsFront {
   readonly #o: FrontOptions
   readonly #timeouts: Counter<'kind'>
   readonly #failures: HandshakeFailures
+  readonly #handshakes: HandshakeTimer
   /** Handshake timers of connections not yet secure, by `address port` (their TLS socket reports the same). */
   readonly #handshaking = new Map<string, NodeJS.Timeout>()
   /** Connections the handshake timeout closed: their TLS server's error is not counted again. */
@@ -54,6 +56,7 @@ export class TlsFront {
     this.#o = o
     this.#timeouts = timeoutCounter(o.registry)
     this.#failures = new HandshakeFailures({ log: o.log, registry: o.registry })
+    this.#handshakes = new HandshakeTimer(o.registry)
   }
 
   /** Counts and logs failed handshakes (also used by the TLS servers' errors). */
@@ -108,6 +111,7 @@ export class TlsFront {
       socket.destroy()
     }, this.#o.timeouts.clientHelloMs)
     const onData = (chunk: Buffer): void => {
+      if (received === 0) this.#handshakes.firstByte(socket)
       received += chunk.length
       if (reader === undefined) { stop(); this.#handOff(socket, chunk, undefined); return }
       const verdict = reader.push(chunk)
@@ -154,6 +158,7 @@ export class TlsFront {
     if (this.#watched.has(server)) return
     this.#watched.add(server)
     server.on('secureConnection', (tls: TLSSocket) => {
+      this.#handshakes.secure(server, tls)
       const id = `${tls.remoteAddress ?? ''} ${tls.remotePort ?? ''}`
       clearTimeout(this.#handshaking.get(id))
       this.#handshaking.delete(id)
