@@ -168,10 +168,12 @@ export class Dispatcher {
     } catch {
       return unaudited() // the log became unwritable while this request ran
     }
-    // Audit completeness (keyd_audited_operations_total ÷ keyd_operations_total): counted once accepted.
-    const op = opName(f.opcode)
-    if (waits.length === 0) { metrics?.audited(op); return o.answer }
-    return Promise.all(waits).then(() => { metrics?.audited(op); return o.answer }, unaudited)
+    // Audit completeness (keyd_audited_operations_total next to keyd_operations_total): counted when the
+    // log accepted the entries, in the same turn as the operation, so a scrape never sees one without
+    // the other (the disk write is the log's: when it fails, keyd_audit_writable drops and fail-closed refuses).
+    metrics?.audited(opName(f.opcode))
+    if (waits.length === 0) return o.answer
+    return Promise.all(waits).then(() => o.answer, unaudited)
   }
 
   #lastViolationLog = 0

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http'
 import { once } from 'node:events'
 import { randomBytes, generateKeyPairSync, sign } from 'node:crypto'
 import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client'
+import { ErrorCode } from '../protocol/spec.js'
 
 export interface KeydHealth { sealed: () => boolean, auditWritable: () => boolean, auditBacklog: () => number }
 
@@ -16,6 +17,9 @@ export interface KeydStartInfo {
   /** Signatures per second this keyd is sized for (--capacity, or measured at start); null = unknown. */
   capacity: number | null
 }
+
+/** keyd_disconnects_total's reasons (connection.ts DisconnectReason), created at 0. */
+const DISCONNECT_REASONS = ['hello-timeout', 'frame-too-large', 'pre-hello-buffer', 'memory', 'stalled', 'unknown-client', 'revoked']
 
 export class KeydMetrics {
   readonly registry = new Registry()
@@ -40,6 +44,10 @@ export class KeydMetrics {
     this.#gauge('keyd_audit_backlog', 'audit entries recorded but not yet on disk', () => health.auditBacklog())
     this.#violations = new Counter({ name: 'keyd_access_violations_total', help: 'requests refused with USAGE_FORBIDDEN (a key or usage outside the client\'s rights), by authenticated client', labelNames: ['client'], registers: [this.registry] })
     this.#disconnects = new Counter({ name: 'keyd_disconnects_total', help: 'connections keyd closed, by reason (hello-timeout, frame-too-large, pre-hello-buffer, memory, stalled, unknown-client, revoked)', labelNames: ['reason'], registers: [this.registry] })
+    // Every reason starts at 0: Prometheus's rate() and increase() miss a series' first value, so a
+    // first refusal (an intruder's one attempt) would otherwise never show in a rate or an alert.
+    for (const reason of Object.keys(ErrorCode)) this.#refused.inc({ reason }, 0)
+    for (const reason of DISCONNECT_REASONS) this.#disconnects.inc({ reason }, 0)
     this.#gauge('keyd_connections', 'open client connections', () => this.#load().connections)
     this.#gauge('keyd_connection_held_bytes', 'bytes held for clients: partial frames, unanswered requests, unread answers', () => this.#load().heldBytes)
     this.#gauge('keyd_connection_shared_bytes', 'bytes drawn from the shared memory budget (beyond each connection\'s free allowance)', () => this.#load().sharedBytes)
@@ -96,6 +104,11 @@ export class KeydMetrics {
   /** `count` requests (SIGN_BATCH entries count one each) outside `client`'s rights. */
   accessViolation (client: string, count = 1): void {
     this.#violations.inc({ client }, count)
+  }
+
+  /** Creates each client's access-violation series at 0 (see the refusal reasons in the constructor). */
+  knownClients (names: readonly string[]): void {
+    for (const client of names) this.#violations.inc({ client }, 0)
   }
 
   disconnected (reason: string): void {

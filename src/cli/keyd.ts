@@ -289,6 +289,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   })
   await server.listen()
   metrics?.watchSignatures(() => server.stats.signatures)
+  metrics?.knownClients(clients.list().map(c => c.name))
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
   // `keyCount`, not `keys`: the logger redacts every field named `keys` (src/logger.ts REDACT_PATHS).
   logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')

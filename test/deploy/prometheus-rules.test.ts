@@ -67,7 +67,7 @@ t.test('every alert has a severity, a summary and a runbook that names it', asyn
 })
 
 t.test('audit completeness leaves out exactly the operations keyd never audits', async t => {
-  const rule = rules.find(r => r.record === 'keyedge:keyd_audit_completeness:ratio_rate5m')
+  const rule = rules.find(r => r.record === 'keyedge:keyd_unaudited_operations')
   const excluded = /op!~"([^"]+)"/.exec(rule?.expr ?? '')?.[1]?.split('|').sort()
   const unaudited = [...OP_TABLE.values()].filter(e => e.unaudited === true).map(e => opName(e.op)).sort()
   t.ok(unaudited.length > 0)
