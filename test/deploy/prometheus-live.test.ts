@@ -76,6 +76,8 @@ const prom: ChildProcess = spawn('prometheus', [
 ], { stdio: ['ignore', 'ignore', 'pipe'] })
 let promLog = ''
 prom.stderr?.on('data', (b: Buffer) => { promLog = (promLog + b.toString()).slice(-4000) })
+// No prometheus binary: say so (Debian: apt-get install prometheus; .ci/run installs it).
+prom.on('error', (err: NodeJS.ErrnoException) => { promLog += `cannot run prometheus (${err.code ?? err.message}): apt-get install prometheus` })
 t.teardown(async () => {
   if (prom.exitCode === null && prom.pid !== undefined) {
     process.kill(prom.pid, 'SIGTERM')
@@ -101,9 +103,10 @@ async function query (expr: string): Promise<unknown[]> {
 }
 
 t.test('Prometheus scrapes keyd, the proxy and the drill keyd', async t => {
-  const ready = await poll(20_000, async () => (await fetch(`${api}/-/ready`)).ok ? true : undefined)
+  // Deadlines: 15 s to start, 15 s for the first scrapes, 25 s for the queries (< 60 s in all).
+  const ready = await poll(15_000, async () => (await fetch(`${api}/-/ready`)).ok ? true : undefined)
   t.ok(ready, `prometheus ready on 127.0.0.1:${promPort} (${promLog})`)
-  const up = await poll(20_000, async () => {
+  const up = await poll(15_000, async () => {
     const r = await query('up == 1') as Array<{ metric: { job: string } }>
     return r.length === 3 ? r.map(s => s.metric.job).sort() : undefined
   })
@@ -151,8 +154,8 @@ t.test('traffic: handshakes, requests, keyd operations, a backup and a drill', a
 t.test('every recording rule and every panel query returns data; no rule fails', async t => {
   const queries = [...records.map(r => ({ panel: `recording rule ${r}`, expr: r })), ...panelQueries]
   t.ok(panelQueries.length >= 30, `${panelQueries.length} panel queries`)
-  // Rates need two samples of each new series: poll each query with one shared deadline of 30 s.
-  const end = Date.now() + 30_000
+  // Rates need two samples of each new series: poll each query with one shared deadline of 25 s.
+  const end = Date.now() + 25_000
   for (const q of queries) {
     const result = await poll(Math.max(0, end - Date.now()), async () => {
       const r = await query(q.expr)

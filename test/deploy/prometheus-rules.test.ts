@@ -21,7 +21,8 @@ const alerts = rules.filter(r => r.alert !== undefined)
 async function promtool (args: string[], cwd = ROOT): Promise<{ code: number, out: string }> {
   return await new Promise(resolve => {
     execFile('promtool', args, { cwd, encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, out: `${stdout}${stderr}` })
+      const missing = err !== null && err.code === 'ENOENT' ? 'promtool not found: apt-get install prometheus (Debian; .ci/run installs it)\n' : ''
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, out: `${missing}${stdout}${stderr}` })
     })
   })
 }
@@ -72,4 +73,31 @@ t.test('audit completeness leaves out exactly the operations keyd never audits',
   const unaudited = [...OP_TABLE.values()].filter(e => e.unaudited === true).map(e => opName(e.op)).sort()
   t.ok(unaudited.length > 0)
   t.same(excluded, unaudited)
+})
+
+t.test('the dashboard: a row per SLI, panels laid out without overlap, queries on the data source variable', async t => {
+  interface GPanel { id: number, type: string, title: string, gridPos: { x: number, y: number, w: number, h: number }, datasource?: { uid: string }, targets?: Array<{ expr: string, datasource?: { uid: string } }> }
+  const dash = JSON.parse(readFileSync(join(ROOT, 'deploy', 'grafana', 'keyedge.json'), 'utf8')) as { uid: string, panels: GPanel[], templating: { list: Array<{ name: string, type: string }> } }
+  t.ok(dash.templating.list.some(v => v.name === 'datasource' && v.type === 'datasource'), 'a Prometheus data source variable')
+  const rows = dash.panels.filter(p => p.type === 'row').map(p => p.title.toLowerCase())
+  for (const sli of ['availability', 'errors by code', 'latency', 'capacity', 'audit completeness', 'rotation', 'backup', 'access violations', 'rng', 'handshakes', 'proxied requests', 'certificates']) {
+    t.ok(rows.some(r => r.includes(sli)), `a row for ${sli}`)
+  }
+  t.equal(new Set(dash.panels.map(p => p.id)).size, dash.panels.length, 'unique panel ids')
+  const cells = new Map<string, string>()
+  const overlaps: string[] = []
+  for (const p of dash.panels) {
+    t.ok(p.gridPos.x + p.gridPos.w <= 24, `${p.title}: within the 24 columns`)
+    for (let x = p.gridPos.x; x < p.gridPos.x + p.gridPos.w; x++) {
+      for (let y = p.gridPos.y; y < p.gridPos.y + p.gridPos.h; y++) {
+        const other = cells.get(`${x},${y}`)
+        if (other !== undefined) overlaps.push(`${p.title} over ${other} at ${x},${y}`)
+        cells.set(`${x},${y}`, p.title)
+      }
+    }
+    if (p.type === 'row') continue
+    t.ok((p.targets ?? []).length > 0, `${p.title}: has a query`)
+    for (const q of p.targets ?? []) t.equal(q.datasource?.uid, '${datasource}', `${p.title}: query on the data source variable`)
+  }
+  t.same(overlaps, [], 'no panel overlaps another')
 })
