@@ -8,6 +8,7 @@ import type { CustodyKeys } from '../keystore/custody-keys.js'
 import type { BackupService } from '../backup/backup-service.js'
 import type { Client, Right } from './clients.js'
 import type { Sealer } from './sealer.js'
+import type { KeydMetrics } from './metrics.js'
 
 export interface SignStats { signatures: number, refused: number }
 
@@ -26,6 +27,8 @@ export interface OpContext {
   /** Seal state and unsealing (STATUS, UNSEAL); absent outside a running server. */
   readonly sealer?: Sealer
   readonly logger?: Logger
+  /** For events only a handler sees (a backup's last chunk, a committed restore); null = metrics off. */
+  readonly metrics?: KeydMetrics | null
 }
 
 /** Answer items, or a promise of them for the few operations that wait (UNSEAL). */

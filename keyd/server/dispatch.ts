@@ -144,7 +144,8 @@ export class Dispatcher {
       get custody (): CustodyKeys | null { return s.custody },
       get backup (): BackupService | null { return s.backup },
       sealer: this.#sealer,
-      get logger (): Logger { return s.logger }
+      get logger (): Logger { return s.logger },
+      get metrics (): KeydMetrics | null { return s.metrics }
     }
   }
 
@@ -190,6 +191,10 @@ export class Dispatcher {
     } catch {
       return unaudited() // the log became unwritable while this request ran
     }
+    // Audit completeness (keyd_audited_operations_total next to keyd_operations_total): counted when the
+    // log accepted the entries, in the same turn as the operation, so a scrape never sees one without
+    // the other (the disk write is the log's: when it fails, keyd_audit_writable drops and fail-closed refuses).
+    metrics?.audited(opName(f.opcode))
     if (waits.length === 0) return o.answer
     return Promise.all(waits).then(() => o.answer, unaudited)
   }

@@ -19,7 +19,7 @@ import { auditKey } from '../../keyd/audit/chain.js'
 import { verifyAuditLog } from '../../keyd/audit/verify.js'
 import { runSelfTests, SelfTestError } from '../../keyd/server/self-test.js'
 import { KeyPolicy } from '../../keyd/policy/key-policy.js'
-import { KeydMetrics, startMetricsServer, type KeydHealth } from '../../keyd/server/metrics.js'
+import { KeydMetrics, measureSignCapacity, startMetricsServer, type KeydHealth } from '../../keyd/server/metrics.js'
 import { CustodyKeys } from '../../keyd/keystore/custody-keys.js'
 import { KeyUsageError, isOfflineKeyCommand, runOfflineKeyCommand, runKeyCommand } from './keyd-key.js'
 import { BackupUsageError, backupExport, backupRestore } from './keyd-backup.js'
@@ -46,6 +46,7 @@ export const KEYD_OPTIONS = {
   threshold: { type: 'string' },
   share: { type: 'string', multiple: true },
   'metrics-port': { type: 'string' },
+  capacity: { type: 'string' },
   'pkcs11-module': { type: 'string' },
   'pkcs11-token': { type: 'string' },
   'pkcs11-pin-file': { type: 'string' },
@@ -102,6 +103,8 @@ export async function main (argv: string[]): Promise<number> {
         const metricsPort = values['metrics-port'] === undefined ? undefined : Number(values['metrics-port'])
         if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new UsageError('--metrics-port must be 0-65535')
         const proxySecretDir = values['proxy-secret-dir'] === undefined ? paths.secretsDir : resolve(values['proxy-secret-dir'])
+        const capacity = values.capacity === undefined ? undefined : Number(values.capacity)
+        if (capacity !== undefined && !(Number.isFinite(capacity) && capacity > 0)) throw new UsageError('--capacity must be a positive number of signatures per second')
         const separation = privilegeOptions(paths, resolve(socketPath), proxySecretDir, values.user, values['socket-group'])
         // The passphrase and PIN files are read before the drop: they may stay root's alone.
         const pkcs11 = pkcs11Options(values)
@@ -109,7 +112,7 @@ export async function main (argv: string[]): Promise<number> {
           if (values['passphrase-file'] !== undefined) separation.passphrase = readPassphrase(values['passphrase-file'])
           becomeKeydUser(paths, resolve(socketPath), proxySecretDir, separation.runAs, separation.socketGroup)
         }
-        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11, proxySecretDir, separation)
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11, proxySecretDir, separation, capacity)
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
       case 'audit export': {
@@ -239,7 +242,7 @@ function pkcs11Options (values: { 'pkcs11-module'?: string, 'pkcs11-token'?: str
   return { module, tokenLabel, pin }
 }
 
-async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions, proxySecretDir = paths.secretsDir, separation: Separation = {}): Promise<number> {
+async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions, proxySecretDir = paths.secretsDir, separation: Separation = {}, capacity?: number): Promise<number> {
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   const asRoot = rootWarning('keyd', separation.runAs)
   if (asRoot !== undefined) logger.warn(asRoot)
@@ -293,7 +296,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     auditWritable: () => server.audit?.writable ?? true,
     auditBacklog: () => server.audit?.backlog ?? 0
   }
-  const metrics = metricsPort === undefined ? null : new KeydMetrics(health)
+  const metrics = metricsPort === undefined ? null : new KeydMetrics(health, { selfTests: selfTests.tests, capacity: capacity ?? measureSignCapacity() })
   const server: KeydServer = new KeydServer({
     metrics,
     policy: new KeyPolicy(join(paths.keydDir, 'policy.json')),
@@ -309,6 +312,8 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     sealed: shamir ? { threshold: shamirParams(paths.keydDir).threshold, unseal: async shares => await openStore(unsealShamir(paths.keydDir, shares)) } : undefined
   })
   await server.listen()
+  metrics?.watchSignatures(() => server.stats.signatures)
+  metrics?.knownClients(clients.list().map(c => c.name))
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
   // `keyCount`, not `keys`: the logger redacts every field named `keys` (src/logger.ts REDACT_PATHS).
   logger.info({ metricsPort: http?.port ?? null, socket: socketPath, uid: process.getuid?.() ?? null, socketGroup: separation.socketGroup ?? null, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')

@@ -7,7 +7,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import type { Logger } from 'pino'
-import { Counter, type Registry } from 'prom-client'
+import { Counter, Histogram, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { RouteConfig, TimeoutsConfig } from '../config/types.js'
 import { NO_ACCESS_LOG, type AccessLog } from './access-log.js'
@@ -129,15 +129,21 @@ export function createForwarder (opts: {
   const early = counter(opts.registry, 'edge_early_responses_total',
     'Responses complete before their request body, by what became of the rest of the body (drained, closed, reset)', ['action'])
   const timeouts = timeoutCounter(opts.registry)
+  // Settled once per request: for `forwarded` when the response's last byte is written.
+  const duration = (opts.registry.getSingleMetric('edge_proxy_request_duration_seconds') as Histogram<'outcome'> | undefined) ?? new Histogram({
+    name: 'edge_proxy_request_duration_seconds', help: 'Client requests from their headers to their outcome (for forwarded: the response\'s end), by outcome', labelNames: ['outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [opts.registry]
+  })
   const accessLog = opts.accessLog ?? NO_ACCESS_LOG
   const limits = createRouteLimits({ registry: opts.registry })
 
   function handle (req: ClientRequest, res: ClientResponse): void {
     let outcome: Outcome | undefined
+    const t0 = performance.now()
     const settle = (o: Outcome): void => {
       if (outcome !== undefined) return
       outcome = o
       requests.inc({ outcome: o })
+      duration.observe({ outcome: o }, (performance.now() - t0) / 1000)
     }
     // Node emits an HTTP/2 request a tick after its HEADERS: a RST_STREAM in the same read (rapid
     // reset) has closed it already. Spend nothing more on it.

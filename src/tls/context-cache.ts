@@ -14,6 +14,7 @@ import type { CertStore, StoreChange } from './cert-store.js'
 import { tagConnection } from './client-auth.js'
 import type { Variant } from './resumption.js'
 import { safeReason } from './secure-context.js'
+import { serverCustody } from './handshake-metrics.js'
 
 function metric<T> (registry: Registry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make()
@@ -118,6 +119,7 @@ export class ContextCache {
       })
     }
     this.#built.inc()
+    serverCustody.set(server, entry.pairs.every(p => p.custody === 'keyd') ? 'keyd' : 'in_process')
     if (servers === undefined) {
       servers = new Map()
       this.#lru.set(entry.id, servers)

@@ -14,6 +14,7 @@ import { ClientHelloReader, UNRECOGNIZED_NAME_ALERT, type HelloVerdict } from '.
 import { failureReason, HandshakeFailures } from './handshake-failures.js'
 import { peerAddress, ProxyHeaderReader, proxiedSource, setProxiedSource, type ProxyRefusal } from './proxy-protocol.js'
 import { proxyProtocolMetrics, type ProxyProtocolMetrics } from './proxy-protocol-metrics.js'
+import { HandshakeTimer } from './handshake-metrics.js'
 
 export interface FrontTimeouts {
   /** From accept until the ClientHello is read (or, when the front does not read it, its first byte). */
@@ -49,6 +50,7 @@ export class TlsFront {
   readonly #o: FrontOptions
   readonly #timeouts: Counter<'kind'>
   readonly #failures: HandshakeFailures
+  readonly #handshakes: HandshakeTimer
   /** Handshake timers of connections not yet secure, by `address port` (their TLS socket reports the same). */
   readonly #handshaking = new Map<string, NodeJS.Timeout>()
   /** Connections the handshake timeout closed: their TLS server's error is not counted again. */
@@ -63,6 +65,7 @@ export class TlsFront {
     this.#timeouts = timeoutCounter(o.registry)
     this.#proxy = proxyProtocolMetrics(o.registry, o.log)
     this.#failures = new HandshakeFailures({ log: o.log, registry: o.registry })
+    this.#handshakes = new HandshakeTimer(o.registry)
   }
 
   /** Counts and logs failed handshakes (also used by the TLS servers' errors). */
@@ -136,6 +139,7 @@ export class TlsFront {
     }, this.#o.timeouts.clientHelloMs)
     const onData = (data: Buffer): void => {
       let chunk = data
+      if (received === 0) this.#handshakes.firstByte(socket)
       received += chunk.length
       if (proxy !== undefined) {
         const verdict = proxy.push(chunk)
@@ -222,6 +226,7 @@ export class TlsFront {
       if (source !== undefined) setProxiedSource(tls, source)
     })
     server.on('secureConnection', (tls: TLSSocket) => {
+      this.#handshakes.secure(server, tls)
       const id = `${tls.remoteAddress ?? ''} ${tls.remotePort ?? ''}`
       clearTimeout(this.#handshaking.get(id))
       this.#handshaking.delete(id)

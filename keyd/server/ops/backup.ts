@@ -23,6 +23,12 @@ function wireErrors<T> (f: () => T): T {
   }
 }
 
+/** Whether an export answer hands out the bundle's last byte (backup health: the export is complete). */
+function lastChunk (answer: { json: string, payload: Buffer }): boolean {
+  const a = JSON.parse(answer.json) as { size?: number, offset?: number }
+  return typeof a.size === 'number' && typeof a.offset === 'number' && a.offset + answer.payload.length >= a.size
+}
+
 export const backupOps: OpEntry[] = [
   {
     op: Op.BACKUP_EXPORT,
@@ -30,7 +36,9 @@ export const backupOps: OpEntry[] = [
     handle: (ctx, items) => {
       const backup = service(ctx)
       const req = decodeBackupExportRequest(items)
-      return encodeBackupExportResponse(wireErrors(() => backup.exportChunk(ctx.keystore, req)))
+      const answer = wireErrors(() => backup.exportChunk(ctx.keystore, req))
+      if (ctx.metrics != null && lastChunk(answer)) ctx.metrics.backupExported()
+      return encodeBackupExportResponse(answer)
     }
   },
   {
@@ -39,7 +47,10 @@ export const backupOps: OpEntry[] = [
     handle: (ctx, items) => {
       const backup = service(ctx)
       const req = decodeBackupRestoreRequest(items)
-      return encodeBackupRestoreResponse(wireErrors(() => backup.restoreChunk(ctx.keystore, req)))
+      const answer = wireErrors(() => backup.restoreChunk(ctx.keystore, req))
+      // Only a commit answers with "keys" (a chunk upload answers with "received").
+      if (ctx.metrics != null && 'keys' in (JSON.parse(answer.json) as object)) ctx.metrics.backupRestored()
+      return encodeBackupRestoreResponse(answer)
     }
   }
 ]
