@@ -31,12 +31,14 @@ export interface DevToken {
 /**
  * Makes sure the token key exists in keyd, that keyd's `proxy` client may sign with it (the
  * `token-sign` usage added to its entry of clients.json), and that the development caller has a
- * secret. Waits until keyd applies the grant (it rereads clients.json within a second), so the
- * proxy's start-up check of the token key cannot race it. @throws when keyd refuses past `deadlineMs`
+ * secret. When it had to grant, waits for `reloaded(since)` (keyd rereads clients.json within a
+ * second and logs it), then checks with one signature, so the proxy's start-up check of the token
+ * key cannot race the grant (nor count as an access violation). @throws when keyd refuses past `deadlineMs`
  */
-export async function ensureDevToken (admin: KeydClient, paths: HomePaths, deadlineMs = 10_000): Promise<DevToken> {
+export async function ensureDevToken (admin: KeydClient, paths: HomePaths, reloaded: (since: number) => Promise<unknown>, deadlineMs = 10_000): Promise<DevToken> {
   if (!(await admin.listKeys()).some(k => k.name === DEV_TOKEN_KEY)) await admin.createKey(DEV_TOKEN_KEY, 'ec-p256', 'token-sign')
-  grantTokenSign(paths.clientsFile, 'proxy', DEV_TOKEN_KEY)
+  const since = Date.now()
+  if (grantTokenSign(paths.clientsFile, 'proxy', DEV_TOKEN_KEY)) await reloaded(since)
   const proxy = new KeydClient({ socketPath: paths.socket, clientName: 'proxy', secretFile: join(paths.secretsDir, 'proxy.secret'), timeoutMs: 2000 })
   const deadline = Date.now() + deadlineMs
   try {
@@ -61,17 +63,18 @@ export async function ensureDevToken (admin: KeydClient, paths: HomePaths, deadl
   return { secretFile, newSecret: secret }
 }
 
-/** Adds usage `token-sign` (and `key`, unless it may use every key) to client `name` in keyd's clients file. */
-function grantTokenSign (clientsFile: string, name: string, key: string): void {
+/** Adds usage `token-sign` (and `key`, unless it may use every key) to client `name` in keyd's clients file; false if it had them. */
+function grantTokenSign (clientsFile: string, name: string, key: string): boolean {
   const doc = JSON.parse(readFileSync(clientsFile, 'utf8')) as { clients: Array<{ name: string, usages?: string[], keys?: string[] }> }
   const entry = doc.clients.find(c => c.name === name)
   if (entry === undefined) throw new Error(`${clientsFile}: no client "${name}"`)
   const usages = entry.usages ?? ['tls-server']
   const keys = entry.keys ?? ['*']
-  if (usages.includes('token-sign') && (keys.includes('*') || keys.includes(key))) return
+  if (usages.includes('token-sign') && (keys.includes('*') || keys.includes(key))) return false
   entry.usages = usages.includes('token-sign') ? usages : [...usages, 'token-sign']
   entry.keys = keys.includes('*') || keys.includes(key) ? keys : [...keys, key]
   writeFileAtomic(clientsFile, JSON.stringify(doc, null, 2) + '\n', 0o600)
+  return true
 }
 
 /** The `token` section of the development proxy config. */

@@ -241,7 +241,7 @@ export async function main (argv: string[]): Promise<number> {
     let token: DevToken
     try {
       certs = await issueDevCertificates(admin, paths.certsDir)
-      token = await ensureDevToken(admin, paths)
+      token = await ensureDevToken(admin, paths, async since => await keydLines.wait('keyd (rereading its clients file)', keyd as ChildProcess, o => o.msg === 'keyd clients file reloaded' && typeof o.time === 'number' && o.time >= since - 5, 10_000))
     } finally {
       admin.close()
     }
