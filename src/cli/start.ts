@@ -18,7 +18,7 @@ const USAGE = `Usage: keyedge start [options]
 
 Development quick start. Runs, supervised together:
   keyd        the key daemon (development mode: master key in a 0600 file), its metrics on
-              http://127.0.0.1:$KEYEDGE_KEYD_METRICS_PORT (default 9444: /metrics, /healthz)
+              http://127.0.0.1:$KEYEDGE_KEYD_METRICS_PORT (default 9464: /metrics, /healthz)
   certs       a dev CA and ECDSA + RSA certificates for localhost, keys generated inside keyd
   upstream    the built-in demo upstream on a free loopback port
   proxy       TLS 1.2/1.3, HTTP/1.1 and HTTP/2 on https://localhost:<port>/, its admin listener
@@ -204,7 +204,7 @@ export async function main (argv: string[]): Promise<number> {
     tlsPort = port(values.port ?? process.env.KEYEDGE_PORT, 8443, '--port')
     adminPort = port(process.env.KEYEDGE_ADMIN_PORT, 9443, 'KEYEDGE_ADMIN_PORT')
     tokenPort = port(process.env.KEYEDGE_TOKEN_PORT, 8444, 'KEYEDGE_TOKEN_PORT')
-    keydMetricsPort = port(process.env.KEYEDGE_KEYD_METRICS_PORT, 9444, 'KEYEDGE_KEYD_METRICS_PORT')
+    keydMetricsPort = port(process.env.KEYEDGE_KEYD_METRICS_PORT, 9464, 'KEYEDGE_KEYD_METRICS_PORT')
   } catch (err) {
     process.stderr.write(`keyedge start: ${errorMessage(err)}\n`)
     return 2

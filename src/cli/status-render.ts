@@ -14,7 +14,7 @@ const num = (v: number | null, unit = ''): string => v === null ? '-' : `${v}${u
 export function renderStatus (r: StatusReport): string {
   let out = ''
   const p = r.proxy
-  out += `proxy   ${p.admin ?? '(no admin listener)'}  ${p.up ? `${p.ready === true ? 'ready' : `NOT READY (${p.readiness ?? '?'})`}, ${num(p.workers)} workers` : `DOWN (${p.error ?? 'unreachable'})`}\n`
+  out += `proxy   ${p.admin ?? '(no admin listener)'}  ${p.up ? `${p.ready === true ? 'ready' : `NOT READY (${p.readiness ?? '?'})`}, ${num(p.workers)} worker${p.workers === 1 ? '' : 's'}` : `DOWN (${p.error ?? 'unreachable'})`}\n`
   const k = r.keyd
   out += `keyd    ${k.socket ?? '-'}  ${!k.up ? 'DOWN' : k.sealed === true ? 'SEALED' : 'up'}` +
     (k.signLatencyMs !== null ? `, sign p50 ${num(k.signLatencyMs.p50, ' ms')} p99 ${num(k.signLatencyMs.p99, ' ms')} (queue p99 ${num(k.signLatencyMs.queueP99, ' ms')})` : '') +

@@ -34,7 +34,7 @@ Options:
   --home DIR           state directory (default $KEYEDGE_HOME or ./.keyedge)
   --admin URL          the proxy's admin listener, e.g. http://127.0.0.1:9443 (for a config
                        whose admin port is 0: the "admin listening" log line has the port)
-  --keyd-metrics URL   keyd's metrics endpoint, e.g. http://127.0.0.1:9444
+  --keyd-metrics URL   keyd's metrics endpoint, e.g. http://127.0.0.1:9464
   --json               one JSON document for scripts instead of the table
   --interval MS        time between the two metrics samples (default 1000; 0 = one sample)
   --timeout MS         bound of each probe (default 2000)

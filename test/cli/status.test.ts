@@ -62,7 +62,7 @@ t.test('status of a running stack, then with keyd and the proxy down', async t =
 
   const human = await status(args)
   t.equal(human.code, 0, human.out)
-  t.match(human.out, /^proxy +http:\/\/127\.0\.0\.1:\d+ +ready, 1 workers$/m)
+  t.match(human.out, /^proxy +http:\/\/127\.0\.0\.1:\d+ +ready, 1 worker$/m)
   t.match(human.out, /^keyd .* up, sign p50 [\d.]+ ms p99 [\d.]+ ms/m)
   t.match(human.out, /^audit +chain verified up to entry \d+/m)
   t.match(human.out, /^ {2}localhost +ec +36[45] +\d{4}-\d\d-\d\d +localhost-ec v1 +localhost, \*\.localhost, 127\.0\.0\.1/m, 'the EC certificate, its days left and its key')
