@@ -74,15 +74,16 @@ function logObject (line: string): Record<string, unknown> | undefined {
   }
 }
 
-/** Copies a child's output line by line (rewritten for a person when `pretty`), showing each JSON line to `watch`. */
-function relay (from: Readable, to: Writable, pretty: boolean, color: boolean, watch: (o: Record<string, unknown>) => void): void {
+/** Copies a child's output line by line (rewritten for a person when `pretty`), showing each JSON line to `waiter` while it watches. */
+function relay (from: Readable, to: Writable, pretty: boolean, color: boolean, waiter: LineWaiter): void {
   let partial = ''
   const emit = (lines: string[]): void => {
     if (lines.length === 0) return
     to.write(lines.map(l => pretty ? prettyLogLine(l, color) : l).join('\n') + '\n')
+    if (!waiter.watching) return // after start-up the lines only pass through
     for (const l of lines) {
       const o = logObject(l)
-      if (o !== undefined) watch(o)
+      if (o !== undefined) waiter.watch(o)
     }
   }
   from.setEncoding('utf8')
@@ -94,14 +95,14 @@ function relay (from: Readable, to: Writable, pretty: boolean, color: boolean, w
   from.on('end', () => { if (partial !== '') emit([partial]) })
 }
 
-/** Runs `keyedge <args>`; its JSON log lines go to `watch` on their way to the terminal. */
-function child (args: string[], env: NodeJS.ProcessEnv, watch: (o: Record<string, unknown>) => void): ChildProcess {
+/** Runs `keyedge <args>`; its JSON log lines go to `lines` on their way to the terminal, until it stops watching. */
+function child (args: string[], env: NodeJS.ProcessEnv, lines: LineWaiter): ChildProcess {
   // The children always log JSON; on a terminal their lines are rewritten for a person here.
   const pretty = wantsPretty()
   const color = process.stdout.isTTY === true
   const c = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  if (c.stdout !== null) relay(c.stdout, process.stdout, pretty, color, watch)
-  if (c.stderr !== null) relay(c.stderr, process.stderr, pretty, color, watch)
+  if (c.stdout !== null) relay(c.stdout, process.stdout, pretty, color, lines)
+  if (c.stderr !== null) relay(c.stderr, process.stderr, pretty, color, lines)
   return c
 }
 
@@ -109,9 +110,20 @@ function child (args: string[], env: NodeJS.ProcessEnv, watch: (o: Record<string
 class LineWaiter {
   readonly #seen: Array<Record<string, unknown>> = []
   readonly #waiters = new Set<() => void>()
+  #stopped = false
+
+  get watching (): boolean { return !this.#stopped }
+
   readonly watch = (o: Record<string, unknown>): void => {
+    if (this.#stopped) return
     this.#seen.push(o)
     for (const w of this.#waiters) w()
+  }
+
+  /** Forgets the lines seen and keeps no more: the services log for as long as they run. */
+  stop (): void {
+    this.#stopped = true
+    this.#seen.length = 0
   }
 
   async wait (what: string, proc: ChildProcess, pred: (o: Record<string, unknown>) => boolean, ms = READY_TIMEOUT_MS): Promise<Record<string, unknown>> {
@@ -233,7 +245,7 @@ export async function main (argv: string[]): Promise<number> {
   const keydLines = new LineWaiter()
   const proxyLines = new LineWaiter()
   try {
-    keyd = child(['keyd', 'serve', '--dev', '--metrics-port', String(keydMetricsPort)], env, keydLines.watch)
+    keyd = child(['keyd', 'serve', '--dev', '--metrics-port', String(keydMetricsPort)], env, keydLines)
     const admin = new KeydClient({ socketPath: paths.socket, clientName: 'admin', secretFile: join(paths.secretsDir, 'admin.secret'), timeoutMs: 30_000 })
     await waitForKeyd(keyd, admin)
     const keydReady = await keydLines.wait('keyd', keyd, o => o.msg === 'keyd ready')
@@ -248,7 +260,7 @@ export async function main (argv: string[]): Promise<number> {
     upstream = await startDemoUpstream({ host: '127.0.0.1', port: 0 })
     const config = devProxyConfig(paths, certs, { host: values.host ?? '127.0.0.1', port: tlsPort, upstream: upstream.url, workers, adminPort, token: devTokenConfig(token.secretFile, tokenPort) })
     writeFileAtomic(paths.proxyConfig, JSON.stringify(config, null, 2) + '\n', 0o600)
-    proxy = child(['proxy', '--config', paths.proxyConfig], env, proxyLines.watch)
+    proxy = child(['proxy', '--config', paths.proxyConfig], env, proxyLines)
     // The real ports (any may be 0 = picked by the system) come from the services' own log lines.
     const [listening, adminListening, tokenListening] = await Promise.all([
       proxyLines.wait('proxy', proxy, o => o.msg === 'proxy listening'),
@@ -265,6 +277,8 @@ export async function main (argv: string[]): Promise<number> {
       proxyConfig: paths.proxyConfig
     }
     writeFileAtomic(endpointsFile(paths), JSON.stringify(endpoints, null, 2) + '\n', 0o600)
+    keydLines.stop()
+    proxyLines.stop()
     if (wantsPretty()) {
       process.stdout.write(summaryText(endpoints, token, paths.home))
     } else {
