@@ -13,6 +13,7 @@ import { tempHome } from '../helpers/paths.js'
 import { curl } from '../helpers/edge.js'
 import { until } from '../helpers/wait.js'
 import { prettyLogLine } from '../../src/cli/pretty-log.js'
+import { summaryText } from '../../src/cli/start.js'
 
 t.test('prettyLogLine: a JSON log line for a person; anything else untouched', async t => {
   const line = JSON.stringify({ level: 40, time: Date.UTC(2026, 0, 2, 3, 4, 5, 678), pid: 1, name: 'keyd', keyCount: 2, socket: '/x.sock', msg: 'keyd ready' })
@@ -31,12 +32,13 @@ async function sh (line: string): Promise<{ code: number, stdout: string, stderr
   })
 }
 
-/** Starts `keyedge start` in `home` (every port 0) and waits for its summary. */
-async function start (t: Test, home: string): Promise<{ s: Spawned, summary: string[] }> {
-  const s = spawnCli(['start', '--home', home, '--port', '0', '--workers', '1'], { KEYEDGE_ADMIN_PORT: '0', KEYEDGE_TOKEN_PORT: '0', KEYEDGE_KEYD_METRICS_PORT: '0', KEYEDGE_LOG_FORMAT: 'pretty' })
+/** Starts `keyedge start` in `home` (every port 0, logs for a person or JSON) and waits for its summary. */
+async function start (t: Test, home: string, format: 'pretty' | 'json' = 'pretty'): Promise<{ s: Spawned, summary: string[] }> {
+  const s = spawnCli(['start', '--home', home, '--port', '0', '--workers', '1'], { KEYEDGE_ADMIN_PORT: '0', KEYEDGE_TOKEN_PORT: '0', KEYEDGE_KEYD_METRICS_PORT: '0', KEYEDGE_LOG_FORMAT: format })
   t.teardown(async () => { await s.stop('SIGKILL') })
-  const at = (): number => s.lines.findIndex(l => l.startsWith('keyedge is running'))
-  t.ok(await until(() => (at() >= 0 && s.lines.slice(at()).some(l => l.includes('Ctrl-C stops'))) || s.proc.exitCode !== null, 90_000), `the summary is printed:\n${s.lines.join('\n')}`)
+  const at = (): number => s.lines.findIndex(l => format === 'pretty' ? l.startsWith('keyedge is running') : l.includes('"msg":"keyedge running"'))
+  const done = (): boolean => at() >= 0 && (format === 'json' || s.lines.slice(at()).some(l => l.includes('Ctrl-C stops')))
+  t.ok(await until(() => done() || s.proc.exitCode !== null, 90_000), `the summary is printed:\n${s.lines.join('\n')}`)
   return { s, summary: s.lines.slice(at(), at() + 12) }
 }
 
@@ -96,9 +98,14 @@ t.test('keyedge start serves, with readable logs and a summary of every endpoint
   await s.stop('SIGINT')
   t.equal(s.proc.exitCode, 0, 'Ctrl-C stops everything, exit 0')
 
-  // A later run keeps the secret and prints a command that reads it from its file.
-  const again = await start(t, home)
-  const command2 = again.summary.find(l => l.startsWith('    curl -s http://127.0.0.1:'))?.trim() ?? ''
+  // A later run keeps the secret and prints a command that reads it from its file: on a terminal …
+  const later = summaryText({ https: 'https://localhost:1/', admin: 'http://127.0.0.1:2', keydSocket: '/k.sock', keydMetrics: 'http://127.0.0.1:3', token: 'http://127.0.0.1:4', caFile: '/ca.crt', proxyConfig: '/p.json' }, { secretFile: '/h/token/dev.secret' }, '/h')
+  t.match(later, /^ {2}a token for caller "dev" \(secret in \/h\/token\/dev\.secret\):\n {4}curl -s http:\/\/127\.0\.0\.1:4\/token -H "authorization: Bearer \$\(cat '\/h\/token\/dev\.secret'\)" /m)
+  // … and in a log: one JSON line, with the URLs and that command, never the secret.
+  const again = await start(t, home, 'json')
+  const line = JSON.parse(again.summary[0] ?? '{}') as Record<string, string>
+  t.match(line, { level: 30, name: 'keyedge-start', msg: 'keyedge running', admin: /^http:\/\/127\.0\.0\.1:\d+$/, token: /^http:\/\/127\.0\.0\.1:\d+$/, keydMetrics: /^http:\/\/127\.0\.0\.1:\d+$/, tokenSecretFile: secretFile })
+  const command2 = line.tokenCurl ?? ''
   t.ok(command2.includes(`$(cat '${secretFile}')`), 'later runs read the secret from its file')
   t.notOk(again.s.lines.some(l => l.includes(secret)), 'and never print it')
   const got2 = await sh(command2)
