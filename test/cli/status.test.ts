@@ -1,9 +1,11 @@
 // `keyedge status` against a real stack (keyd with its metrics endpoint, a proxy with its admin
 // listener): the table names the certificates and their days left; --json has the documented fields
-// with plausible values after real full and resumed handshakes; with keyd stopped it says so, exits
-// 1 and answers within a bound; with the proxy stopped too it names the proxy.
+// with plausible values after real full and resumed handshakes; an edited audit entry breaks the
+// chain; with keyd stopped it says so, exits 1 and answers within a bound; with the proxy stopped
+// too it names the proxy.
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
 import { startStack, startProxy } from '../helpers/edge.js'
 import { startKeyd } from '../helpers/keyd.js'
 import { spawnCli } from '../helpers/processes.js'
@@ -101,6 +103,18 @@ t.test('status of a running stack, then with keyd and the proxy down', async t =
   t.same(ec && { state: ec.state, usage: ec.usage, currentVersion: ec.currentVersion, versions: ec.versions.map(v => v.version) }, { state: 'enabled', usage: 'tls-server', currentVersion: 1, versions: [1] })
   t.equal(r.audit.state, 'verified')
   t.ok((r.audit.lastSeq ?? 0) >= 1 && r.audit.writable === true, `audit ${JSON.stringify(r.audit)}`)
+
+  // An edited audit entry (same length, in place, while keyd appends): broken, named, exit 1.
+  const auditFile = join(stack.keyd.paths.keydDir, 'audit.log')
+  const at = readFileSync(auditFile, 'latin1').indexOf('"client":"admin"')
+  t.ok(at >= 0)
+  const fd = openSync(auditFile, 'r+')
+  writeSync(fd, 'N', at + '"client":"admi'.length)
+  closeSync(fd)
+  const broken = await status([...args, '--interval', '0'])
+  t.equal(broken.code, 1, broken.out)
+  t.match(broken.out, /^audit +BROKEN: line \d+ \(seq \d+\): chain value does not match: the entry was edited$/m)
+  t.match(broken.out, /^! the audit chain is broken: .* \(npx keyedge keyd audit verify --dev\)$/m)
 
   // keyd down: named, exit 1, bounded (each probe 1 s; the whole command includes starting node).
   await stack.keyd.stop()
