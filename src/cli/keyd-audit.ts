@@ -211,9 +211,13 @@ function fileIno (file: string): number {
 
 // `keyedge status` (src/cli/status.ts): the chain state of a development home, where the master key is readable.
 
-/** `verified`: every entry up to `lastSeq` chains and the checkpoint holds; `broken`: `problem` says where; `unchecked`: no master key here. */
+/**
+ * `verified`: every entry up to `lastSeq` chains and the checkpoint holds; `partial`: the entries up
+ * to `lastSeq` chain but the time bound ran out before the end; `broken`: `problem` says where;
+ * `unchecked`: no master key here.
+ */
 export interface AuditState {
-  state: 'verified' | 'broken' | 'unchecked'
+  state: 'verified' | 'partial' | 'broken' | 'unchecked'
   /** Entries read (null when unchecked). */
   entries: number | null
   lastSeq: number | null
@@ -224,8 +228,11 @@ export interface AuditState {
   writable: boolean | null
 }
 
-/** Verifies `<keydDir>/audit.log` with the development master key, if there is one. */
-export function auditChainState (keydDir: string): AuditState {
+/** Stops a verification at its time bound. */
+class OutOfTime extends Error {}
+
+/** Verifies `<keydDir>/audit.log` with the development master key, if there is one, for at most `budgetMs`. */
+export function auditChainState (keydDir: string, budgetMs = 2000): AuditState {
   const unchecked = (problem: string): AuditState => ({ state: 'unchecked', entries: null, lastSeq: null, checkpointSeq: null, problem, writable: null })
   const file = join(keydDir, 'audit.log')
   let kind: ReturnType<typeof sealKind>
@@ -241,10 +248,20 @@ export function auditChainState (keydDir: string): AuditState {
     const v = new AuditChainVerifier(key)
     if (cp != null) v.watch(cp.seq)
     let first: string | null = null
-    forEachLine(file, line => {
-      const r = v.push(line)
-      if (first === null && r.problems.length > 0) first = r.problems[0] ?? null
-    }, 0, statSync(file).size)
+    const deadline = Date.now() + budgetMs
+    try {
+      forEachLine(file, line => {
+        const r = v.push(line)
+        if (first === null && r.problems.length > 0) first = r.problems[0] ?? null
+        if (first !== null) throw new OutOfTime() // the first break is the answer; no need to read on
+        if (v.lines % 1024 === 0 && Date.now() > deadline) throw new OutOfTime()
+      }, 0, statSync(file).size)
+    } catch (err) {
+      if (!(err instanceof OutOfTime)) throw err
+      if (first === null) {
+        return { state: 'partial', entries: v.lines, lastSeq: v.lastSeq, checkpointSeq: cp?.seq ?? null, problem: `the log is longer than ${budgetMs} ms of checking: verified up to entry ${v.lastSeq} (npx keyedge keyd audit verify checks it all)`, writable: null }
+      }
+    }
     if (first === null && cp === null) first = 'the head checkpoint is not valid JSON'
     if (first === null && cp != null) {
       const c = v.checkpoint(cp)

@@ -24,7 +24,7 @@ export function renderStatus (r: StatusReport): string {
     out += `tls     handshakes/s full ${num(h.fullPerSecond)}  resumed ${num(h.resumedPerSecond)}  (over ${h.intervalSeconds} s; totals ${h.fullTotal} full, ${h.resumedTotal} resumed)\n`
   }
   const a = r.audit
-  out += `audit   ${a.state === 'verified' ? `chain verified up to entry ${num(a.lastSeq)} (checkpoint ${num(a.checkpointSeq)})` : a.state === 'broken' ? `BROKEN: ${a.problem ?? ''}` : `not checked: ${a.problem ?? ''}`}` +
+  out += `audit   ${a.state === 'verified' ? `chain verified up to entry ${num(a.lastSeq)} (checkpoint ${num(a.checkpointSeq)})` : a.state === 'broken' ? `BROKEN: ${a.problem ?? ''}` : a.state === 'partial' ? `verified up to entry ${num(a.lastSeq)}, the rest not checked in time` : `not checked: ${a.problem ?? ''}`}` +
     (a.writable === false ? ', NOT WRITABLE' : '') + '\n'
   if (r.certificates !== null) {
     out += `\ncertificates (${r.certificates.length})\n`

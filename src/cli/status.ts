@@ -230,7 +230,7 @@ export async function gatherStatus (values: StatusSources, intervalMs: number, t
     report.problems.push(`the proxy's admin listener answered something unexpected: ${why(err)}`)
   })
   await Promise.all([proxy, probeKeyd(t, timeoutMs, report)])
-  const audit = auditChainState(t.paths.keydDir)
+  const audit = auditChainState(t.paths.keydDir, timeoutMs)
   report.audit = { ...audit, writable: report.audit.writable }
   if (audit.state === 'broken') report.problems.push(`the audit chain is broken: ${audit.problem ?? ''} (npx keyedge keyd audit verify --dev)`)
   if (report.audit.writable === false) report.problems.push('keyd cannot write its audit log: it refuses operations (fail-closed); see docs/runbooks')
