@@ -1,11 +1,13 @@
 // `keyedge keyd audit export`: the audit log as JSON lines for a log shipper, each entry with its
 // chain position and whether the chain verifies up to it; optionally following the live log.
 // The log's format is keyd's (keyd/audit/chain.ts); this only reads it, with the chain key.
-import { statSync, watch, type FSWatcher } from 'node:fs'
+import { existsSync, statSync, watch, type FSWatcher } from 'node:fs'
 import { once } from 'node:events'
-import { basename, dirname } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { AuditChainVerifier, forEachLine, readCheckpoint, type CheckedLine } from '../../keyd/audit/verify.js'
-import type { AuditCheckpoint } from '../../keyd/audit/chain.js'
+import { auditKey, type AuditCheckpoint } from '../../keyd/audit/chain.js'
+import { loadMasterKey, sealKind } from '../../keyd/keystore/master-key.js'
+import { errorMessage } from '../../lib/errors.js'
 
 /** A command-line mistake: exit code 2. */
 export class AuditUsageError extends Error {}
@@ -205,4 +207,69 @@ async function follow (o: AuditExportOptions, out: NodeJS.WritableStream, start:
 
 function fileIno (file: string): number {
   try { return statSync(file).ino } catch { return -1 }
+}
+
+// `keyedge status` (src/cli/status.ts): the chain state of a development home, where the master key is readable.
+
+/**
+ * `verified`: every entry up to `lastSeq` chains and the checkpoint holds; `partial`: the entries up
+ * to `lastSeq` chain but the time bound ran out before the end; `broken`: `problem` says where;
+ * `unchecked`: no master key here.
+ */
+export interface AuditState {
+  state: 'verified' | 'partial' | 'broken' | 'unchecked'
+  /** Entries read (null when unchecked). */
+  entries: number | null
+  lastSeq: number | null
+  checkpointSeq: number | null
+  /** The first problem found, or why the chain was not checked. */
+  problem: string | null
+  /** From keyd's /healthz: false once keyd cannot write its log (null: not known). */
+  writable: boolean | null
+}
+
+/** Stops a verification at its time bound. */
+class OutOfTime extends Error {}
+
+/** Verifies `<keydDir>/audit.log` with the development master key, if there is one, for at most `budgetMs`. */
+export function auditChainState (keydDir: string, budgetMs = 2000): AuditState {
+  const unchecked = (problem: string): AuditState => ({ state: 'unchecked', entries: null, lastSeq: null, checkpointSeq: null, problem, writable: null })
+  const file = join(keydDir, 'audit.log')
+  let kind: ReturnType<typeof sealKind>
+  try { kind = sealKind(keydDir) } catch (err) { return unchecked(errorMessage(err)) }
+  if (kind !== 'dev') return unchecked('needs the master key: run "npx keyedge keyd audit verify" with the passphrase')
+  if (!existsSync(file)) return unchecked(`no audit log at ${file}`)
+  const master = loadMasterKey(keydDir, { kind: 'dev' })
+  const key = auditKey(master.key)
+  master.key.fill(0)
+  try {
+    // The checkpoint first: keyd writes it once the entries it names are on disk, so it is never ahead of what is read next.
+    const cp = readCheckpoint(join(keydDir, 'audit.head'))
+    const v = new AuditChainVerifier(key)
+    if (cp != null) v.watch(cp.seq)
+    let first: string | null = null
+    const deadline = Date.now() + budgetMs
+    try {
+      forEachLine(file, line => {
+        const r = v.push(line)
+        if (first === null && r.problems.length > 0) first = r.problems[0] ?? null
+        if (first !== null) throw new OutOfTime() // the first break is the answer; no need to read on
+        if (v.lines % 1024 === 0 && Date.now() > deadline) throw new OutOfTime()
+      }, 0, statSync(file).size)
+    } catch (err) {
+      if (!(err instanceof OutOfTime)) throw err
+      if (first === null) {
+        return { state: 'partial', entries: v.lines, lastSeq: v.lastSeq, checkpointSeq: cp?.seq ?? null, problem: `the log is longer than ${budgetMs} ms of checking: verified up to entry ${v.lastSeq} (npx keyedge keyd audit verify checks it all)`, writable: null }
+      }
+    }
+    if (first === null && cp === null) first = 'the head checkpoint is not valid JSON'
+    if (first === null && cp != null) {
+      const c = v.checkpoint(cp)
+      if (c.state === 'invalid') first = c.problem
+      else if (c.state === 'ahead') first = `log truncated: the checkpoint vouches for seq ${c.seq} but the log ends at seq ${v.lastSeq}`
+    }
+    return { state: first === null ? 'verified' : 'broken', entries: v.lines, lastSeq: v.lastSeq, checkpointSeq: cp?.seq ?? null, problem: first, writable: null }
+  } finally {
+    key.fill(0)
+  }
 }

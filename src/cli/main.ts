@@ -3,6 +3,7 @@
 
 const COMMANDS: Record<string, { module: string, summary: string }> = {
   start: { module: './start.js', summary: 'run keyd, a demo upstream and the proxy with development certificates' },
+  status: { module: './status.js', summary: 'show a running stack: certificates, keys, keyd latency and errors, handshakes, audit chain' },
   proxy: { module: './proxy.js', summary: 'run the TLS-terminating proxy (node:cluster)' },
   validate: { module: './validate.js', summary: 'check a proxy config file and list every error' },
   keyd: { module: './keyd.js', summary: 'run the key daemon or manage its keys' },
