@@ -180,6 +180,7 @@ export class Dispatcher {
       } catch {
         return unaudited()
       }
+      metrics?.audited(opName(f.opcode)) // completeness: as below for a batch
       return wait === null ? o.answer : wait.then(() => o.answer, unaudited)
     }
     let waits: Array<Promise<void>>
