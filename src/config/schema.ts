@@ -145,7 +145,7 @@ export const RouteSchema = section({
   host: text({ default: '*', check: 'route-host', transform: 'host', description: 'exact host, `*.example.com` or `*` (port and case ignored)' }),
   pathPrefix: text({ default: '/', check: 'path-prefix', description: 'starts with `/`; `/api` matches `/api` and `/api/x`, not `/apix`; `/api/` matches `/api/x` only' }),
   upstream: optional(text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged. A pool of one target; give either this or `upstreams`' })),
-  timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`' }),
+  timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`. A gRPC call that carries a `grpc-timeout` gets its deadline instead' }),
   connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' }),
   // ---- Upstream pools: targets, balancing, health checks, outlier ejection, retries (docs/upstreams.md) ----
   upstreams: optional(list(UpstreamTargetSchema, { minItems: 1, description: 'a pool of targets (instead of `upstream`); see [upstreams.md](upstreams.md)' })),

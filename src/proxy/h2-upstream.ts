@@ -41,11 +41,13 @@ const H2_FORBIDDEN = new Set(['connection', 'keep-alive', 'proxy-connection', 't
 function requestHeaders (options: Dispatcher.RequestOptions, scheme: string, origin: URL): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
   let authority: string | undefined
+  // Header values are strings, numbers or lists of them (undici's forms).
+  const one = (v: unknown): string => (typeof v === 'string' || typeof v === 'number' ? String(v) : '')
   const add = (name: string, value: unknown): void => {
     const lower = name.toLowerCase()
-    if (lower === 'host') authority = String(value)
+    if (lower === 'host') authority = one(value)
     if (H2_FORBIDDEN.has(lower) || lower.startsWith(':') || value === undefined || value === null) return
-    out[lower] = Array.isArray(value) ? value.map(String) : String(value)
+    out[lower] = Array.isArray(value) ? value.map(one) : one(value)
   }
   const given = options.headers
   if (Array.isArray(given)) {

@@ -7,7 +7,7 @@
 // The service is defined with grpc-js's generic client and server and string serializers: no .proto.
 import { once } from 'node:events'
 import { writeFileSync, rmSync, readFileSync } from 'node:fs'
-import { connect as h2connect, createServer as createH2Server, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
+import { connect as h2connect, constants as h2constants, createServer as createH2Server, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
@@ -107,6 +107,12 @@ const plain = createH2Server((req, res) => {
   if (req.url === '/healthz') {
     healthChecks++
     res.end('ok')
+    return
+  }
+  if (req.url === '/plain/reset') {
+    // Starts a response, then fails: RST_STREAM INTERNAL_ERROR mid-body.
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    res.write('partial', () => res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR))
     return
   }
   const chunks: Buffer[] = []
@@ -324,6 +330,12 @@ t.test('plain HTTP/2 upstream: GET and POST from HTTP/1.1 and HTTP/2 clients, he
   await once(stream, 'end')
   t.equal(status, 200)
   t.ok(Buffer.concat(chunks).equals(payload), '3 MB echoed intact')
+  const cut = raw.request({ ':method': 'GET', ':path': '/plain/reset' })
+  cut.end()
+  cut.on('data', () => {})
+  cut.on('error', () => {})
+  await once(cut, 'close')
+  t.equal(cut.rstCode, h2constants.NGHTTP2_CANCEL, 'a target that fails mid-body: the client\'s stream is reset, not ended as if complete')
   t.ok(await until(() => healthChecks >= 2, 5000), 'health checks reach the target over HTTP/2')
   const text = await new Promise<string>((resolve, reject) => {
     void import('node:http').then(({ get: httpGet }) => httpGet({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, res => {
