@@ -7,7 +7,7 @@
 // The service is defined with grpc-js's generic client and server and string serializers: no .proto.
 import { once } from 'node:events'
 import { writeFileSync, rmSync, readFileSync } from 'node:fs'
-import { connect as h2connect, constants as h2constants, createServer as createH2Server, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
+import { connect as h2connect, constants as h2constants, createServer as createH2Server, type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Session } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
@@ -103,7 +103,23 @@ const tls = await grpcServer(grpc.ServerCredentials.createSsl(null, [{ private_k
 
 // A plain HTTP/2 (h2c) server for ordinary requests and health checks.
 let healthChecks = 0
+/** `/plain/hold` requests wait here until `holdUntil` of them arrived, so they are in flight together. */
+const held: Array<() => void> = []
+let holdUntil = Infinity
+/** The proxy's sessions to this target: streams open on each now, and the most at once. */
+const targetSessions = new Map<ServerHttp2Session, { open: number, max: number }>()
 const plain = createH2Server((req, res) => {
+  const counts = targetSessions.get(req.stream.session as ServerHttp2Session)
+  if (counts !== undefined) {
+    counts.open++
+    counts.max = Math.max(counts.max, counts.open)
+    req.stream.once('close', () => { counts.open-- })
+  }
+  if (req.url === '/plain/hold') {
+    held.push(() => res.end('held'))
+    if (held.length >= holdUntil) for (const release of held.splice(0)) release()
+    return
+  }
   if (req.url === '/healthz') {
     healthChecks++
     res.end('ok')
@@ -123,6 +139,10 @@ const plain = createH2Server((req, res) => {
     res.end(req.method === 'POST' ? body : `hello over h2 ${req.url}`)
   })
 })
+plain.on('session', (session: ServerHttp2Session) => {
+  targetSessions.set(session, { open: 0, max: 0 })
+  session.once('close', () => targetSessions.delete(session))
+})
 plain.listen(0, '127.0.0.1')
 await once(plain, 'listening')
 const plainUrl = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`
@@ -138,6 +158,7 @@ writeFileSync(file, JSON.stringify({
     { pathPrefix: '/deadline.Echo/', upstream: `http://127.0.0.1:${h2c.port}`, upstreamProtocol: 'h2c' },
     { pathPrefix: '/tls.Echo/', upstream: `https://127.0.0.1:${tls.port}`, upstreamProtocol: 'h2' },
     { pathPrefix: '/dead.Echo/', upstream: dead, upstreamProtocol: 'h2c', retry: { attempts: 0 } },
+    { pathPrefix: '/pool/', upstreams: [{ url: dead }, { url: plainUrl }], upstreamProtocol: 'h2c', outlier: { consecutiveFailures: 0 }, retry: { budgetPercent: 100 } },
     { pathPrefix: '/plain/', upstreams: [{ url: plainUrl }], upstreamProtocol: 'h2c', healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 1000, unhealthyThreshold: 1, healthyThreshold: 1 } }
   ],
   admin: { port: 0, drainDelayMs: 0 },
@@ -348,6 +369,50 @@ t.test('plain HTTP/2 upstream: GET and POST from HTTP/1.1 and HTTP/2 clients, he
   t.equal(metric(text, 'edge_upstream_healthy', { route: '*/plain/', target: plainUrl }), 1)
   t.ok(metric(text, 'edge_upstream_requests_total', { route: '*/plain/', target: plainUrl }) >= 2, 'per-target metrics count h2 requests')
   t.ok(metric(text, 'edge_upstream_errors_total', { route: '*/dead.Echo/', target: dead, kind: 'connect' }) >= 1, 'the dead target\'s failure is counted')
+})
+
+/** A GET through the proxy over HTTP/2: status and body. */
+async function h2get (path: string): Promise<{ status: number, body: string }> {
+  raw ??= h2connect(`https://127.0.0.1:${port}`, { ca: front.certPem })
+  const stream = raw.request({ ':method': 'GET', ':path': path })
+  stream.end()
+  let status = 0
+  let body = ''
+  stream.setEncoding('utf8')
+  stream.on('response', h => { status = Number(h[':status']) })
+  stream.on('data', (c: string) => { body += c })
+  await once(stream, 'close')
+  return { status, body }
+}
+
+t.test('sessions: more streams than one session takes open a second one (at most 100 streams each)', async t => {
+  const n = 120
+  holdUntil = n
+  const replies = await Promise.all(Array.from({ length: n }, async () => await h2get('/plain/hold')))
+  holdUntil = Infinity
+  t.ok(replies.every(r => r.status === 200 && r.body === 'held'), `${n} requests in flight at once all answered`)
+  const sessions = [...targetSessions.values()]
+  t.ok(sessions.length >= 2 && sessions.length <= 4, `the target saw ${sessions.length} sessions (2 to 4)`)
+  t.ok(sessions.every(c => c.max <= 100), `no session carried more than 100 streams (${sessions.map(c => c.max).join(', ')})`)
+})
+
+t.test('a session ended by the target (GOAWAY) is replaced by a new one', async t => {
+  t.equal((await h2get('/plain/before')).status, 200)
+  const old = [...targetSessions.keys()]
+  for (const session of old) session.close()
+  t.ok(await until(() => old.every(s => !targetSessions.has(s)), 5000), 'the target closed its sessions')
+  const after = await h2get('/plain/after')
+  t.equal(after.status, 200)
+  t.equal(after.body, 'hello over h2 /plain/after')
+  t.ok(targetSessions.size >= 1, 'on a new session')
+})
+
+t.test('an h2c pool with a dead target: requests are retried on the live one', async t => {
+  for (let i = 0; i < 4; i++) {
+    const r = await h2get(`/pool/${i}`)
+    t.equal(r.status, 200)
+    t.equal(r.body, `hello over h2 /pool/${i}`)
+  }
 })
 
 t.test('config: h2c needs http:// targets, h2 needs https://, with field paths; old names get hints', async t => {
