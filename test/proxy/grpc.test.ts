@@ -6,22 +6,23 @@
 // echoed POST) to an h2c pool with health checks over HTTP/2.
 // The service is defined with grpc-js's generic client and server and string serializers: no .proto.
 import { once } from 'node:events'
-import { writeFileSync, rmSync, readFileSync } from 'node:fs'
+import { rmSync, readFileSync } from 'node:fs'
 import { connect as h2connect, constants as h2constants, createServer as createH2Server, type ClientHttp2Session, type IncomingHttpHeaders, type ServerHttp2Session } from 'node:http2'
 import type { AddressInfo } from 'node:net'
-import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import t from 'tap'
 import { validateConfig } from '../../src/config/index.js'
 import { ConfigInvalidError } from '../../src/errors.js'
 import { tempHome } from '../helpers/paths.js'
-import { spawnCli } from '../helpers/processes.js'
+import { startProxy, startStack } from '../helpers/edge.js'
 import { get, refusedUrl, selfSigned } from '../helpers/proxy-fixtures.js'
 import { metric } from '../helpers/http-front.js'
 import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-grpc-')
-const front = selfSigned(home, 'front', ['localhost', '127.0.0.1'])
+// keyd, dev certificates and a proxy whose handshakes are signed by keyd (test/helpers/edge.ts).
+const stack = await startStack()
+const frontCa = readFileSync(stack.caFile, 'utf8')
 // The TLS target's certificate: self-signed, so it is its own test CA, trusted by the proxy
 // through NODE_EXTRA_CA_CERTS (as any https:// upstream's CA is).
 const upstreamCa = selfSigned(home, 'upstream', ['127.0.0.1'])
@@ -148,31 +149,31 @@ await once(plain, 'listening')
 const plainUrl = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`
 const dead = await refusedUrl()
 
-const file = join(home, 'proxy.json')
-writeFileSync(file, JSON.stringify({
-  listen: { host: '127.0.0.1', port: 0 },
-  workers: 1,
-  certificates: [{ name: 'localhost', serverNames: ['localhost', '127.0.0.1'], files: [{ cert: front.cert, key: front.key }] }],
-  routes: [
-    { pathPrefix: '/h2c.Echo/', upstream: `http://127.0.0.1:${h2c.port}`, upstreamProtocol: 'h2c', timeoutMs: 1000 },
-    { pathPrefix: '/deadline.Echo/', upstream: `http://127.0.0.1:${h2c.port}`, upstreamProtocol: 'h2c' },
-    { pathPrefix: '/tls.Echo/', upstream: `https://127.0.0.1:${tls.port}`, upstreamProtocol: 'h2' },
-    { pathPrefix: '/dead.Echo/', upstream: dead, upstreamProtocol: 'h2c', retry: { attempts: 0 } },
-    { pathPrefix: '/pool/', upstreams: [{ url: dead }, { url: plainUrl }], upstreamProtocol: 'h2c', outlier: { consecutiveFailures: 0 }, retry: { budgetPercent: 100 } },
-    { pathPrefix: '/plain/', upstreams: [{ url: plainUrl }], upstreamProtocol: 'h2c', healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 1000, unhealthyThreshold: 1, healthyThreshold: 1 } }
-  ],
-  admin: { port: 0, drainDelayMs: 0 },
-  log: { level: 'info' }
-}))
-const proxy = spawnCli(['proxy', '--config', file], { NODE_EXTRA_CA_CERTS: upstreamCa.cert })
-const client = new grpc.Client(`127.0.0.1:${(await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number}`, grpc.credentials.createSsl(Buffer.from(front.certPem)))
-const port = Number(/:(\d+)$/.exec(client.getChannel().getTarget())?.[1])
-const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
+// Read by the proxy processes at their start (this process only passes its environment on).
+process.env.NODE_EXTRA_CA_CERTS = upstreamCa.cert
+const proxy = await startProxy(stack, {
+  admin: {},
+  extra: {
+    log: { level: 'info' },
+    routes: [
+      { pathPrefix: '/h2c.Echo/', upstream: `http://127.0.0.1:${h2c.port}`, upstreamProtocol: 'h2c', timeoutMs: 1000 },
+      { pathPrefix: '/deadline.Echo/', upstream: `http://127.0.0.1:${h2c.port}`, upstreamProtocol: 'h2c' },
+      { pathPrefix: '/tls.Echo/', upstream: `https://127.0.0.1:${tls.port}`, upstreamProtocol: 'h2' },
+      { pathPrefix: '/dead.Echo/', upstream: dead, upstreamProtocol: 'h2c', retry: { attempts: 0 } },
+      { pathPrefix: '/pool/', upstreams: [{ url: dead }, { url: plainUrl }], upstreamProtocol: 'h2c', outlier: { consecutiveFailures: 0 }, retry: { budgetPercent: 100 } },
+      { pathPrefix: '/plain/', upstreams: [{ url: plainUrl }], upstreamProtocol: 'h2c', healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 1000, unhealthyThreshold: 1, healthyThreshold: 1 } }
+    ]
+  }
+})
+const port = proxy.port
+const adminPort = proxy.adminPort as number
+const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(frontCa)))
 let raw: ClientHttp2Session | undefined
 t.teardown(async () => {
   client.close()
   raw?.destroy()
   await proxy.stop('SIGKILL')
+  await stack.stop()
   h2c.server.forceShutdown()
   tls.server.forceShutdown()
   plain.close()
@@ -307,7 +308,7 @@ function frame (message: string): Buffer {
 
 /** A call by a bare HTTP/2 client that never cancels on its own: only the proxy can end it at the deadline. */
 async function rawCall (path: string, timeout: string): Promise<{ headers: IncomingHttpHeaders, trailers: IncomingHttpHeaders, bytes: number, ms: number }> {
-  raw ??= h2connect(`https://127.0.0.1:${port}`, { ca: front.certPem })
+  raw ??= h2connect(`https://127.0.0.1:${port}`, { ca: frontCa })
   const started = Date.now()
   const stream = raw.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': timeout })
   stream.end(frame('x'))
@@ -336,11 +337,11 @@ t.test('the proxy enforces grpc-timeout itself: before the first message and mid
 })
 
 t.test('plain HTTP/2 upstream: GET and POST from HTTP/1.1 and HTTP/2 clients, health checks over h2', async t => {
-  const r = await get(port, { ca: front.certPem, path: '/plain/a?b=1', host: 'localhost' })
+  const r = await get(port, { ca: frontCa, path: '/plain/a?b=1', host: 'localhost' })
   t.equal(r.status, 200)
   t.equal(r.body.toString(), 'hello over h2 /plain/a?b=1')
   t.equal(r.headers['x-upstream-http'], '2.0', 'the target was spoken to in HTTP/2')
-  raw ??= h2connect(`https://127.0.0.1:${port}`, { ca: front.certPem })
+  raw ??= h2connect(`https://127.0.0.1:${port}`, { ca: frontCa })
   const payload = Buffer.alloc(3 * 1024 * 1024, 'k')
   const stream = raw.request({ ':method': 'POST', ':path': '/plain/echo', 'content-type': 'application/octet-stream' })
   stream.end(payload)
@@ -373,7 +374,7 @@ t.test('plain HTTP/2 upstream: GET and POST from HTTP/1.1 and HTTP/2 clients, he
 
 /** A GET through the proxy over HTTP/2: status and body. */
 async function h2get (path: string): Promise<{ status: number, body: string }> {
-  raw ??= h2connect(`https://127.0.0.1:${port}`, { ca: front.certPem })
+  raw ??= h2connect(`https://127.0.0.1:${port}`, { ca: frontCa })
   const stream = raw.request({ ':method': 'GET', ':path': path })
   stream.end()
   let status = 0
@@ -413,6 +414,11 @@ t.test('an h2c pool with a dead target: requests are retried on the live one', a
     t.equal(r.status, 200)
     t.equal(r.body, `hello over h2 /pool/${i}`)
   }
+})
+
+t.test('the worker lived through it all', async t => {
+  t.notOk(proxy.lines.some(l => l.includes('worker died')), 'no worker died')
+  t.notOk(proxy.lines.some(l => /uncaught|unhandled/i.test(l)), 'no uncaught error')
 })
 
 t.test('config: h2c needs http:// targets, h2 needs https://, with field paths; old names get hints', async t => {
