@@ -143,3 +143,18 @@ export function relayTrailers (req: ClientRequest, res: ClientResponse, upstream
     if (Object.keys(trailers).length > 0 && !res.writableEnded) res.addTrailers(trailers)
   })
 }
+
+/**
+ * The early reset (RST_STREAM NO_ERROR) of an HTTP/2 request whose response ended before its body
+ * (request-body.ts), for a gRPC call: the compat response sends its trailers, the call's status,
+ * on 'wantTrailers', which comes after the 'finish' that triggers the reset; a reset at once would
+ * beat them and the client would get no status (a bidi call the target ends while the client still
+ * streams). The reset then waits for them. A trailers-only response has its status out already and
+ * gets no reset: a gRPC client ends its side once it has the status. False for any other request:
+ * the caller resets at once.
+ */
+export function deferEarlyReset (req: ClientRequest, reset: () => void): boolean {
+  if (!grpcCall(req)) return false
+  req.stream.once('wantTrailers', () => setImmediate(reset))
+  return true
+}

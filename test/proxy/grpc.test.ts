@@ -37,6 +37,7 @@ function service (name: string): grpc.ServiceDefinition {
     Unary: method(`/${name}/Unary`, false, false),
     List: method(`/${name}/List`, false, true),
     Chat: method(`/${name}/Chat`, true, true),
+    Quit: method(`/${name}/Quit`, true, true),
     Slow: method(`/${name}/Slow`, false, false),
     Forever: method(`/${name}/Forever`, false, true),
     Fail: method(`/${name}/Fail`, false, false)
@@ -69,6 +70,15 @@ function handlers (tag: string): grpc.UntypedServiceImplementation {
         })
       })
       call.on('end', () => { void answered.then(() => call.end()) })
+    },
+    Quit: (call: grpc.ServerDuplexStream<string, string>) => {
+      // Ends the call at the first message, while the client still streams.
+      call.once('data', (m: string) => {
+        call.write(`bye:${m}`)
+        const trailer = new grpc.Metadata()
+        trailer.set('x-quit', 'early')
+        call.end(trailer)
+      })
     },
     Slow: (call: grpc.ServerUnaryCall<string, string>) => {
       // Never answers: only a cancellation ends it.
@@ -228,6 +238,18 @@ t.test('bidirectional streaming: 1000 messages each way, interleaved', async t =
   t.equal(status.code, grpc.status.OK)
   t.equal(got.length, 1000)
   t.ok(got.every((m, i) => m === `echo:m-${i}`), 'in order')
+})
+
+t.test('a target that ends a bidi call while the client still streams: the client gets the status and trailers', async t => {
+  const call = client.makeBidiStreamRequest('/h2c.Echo/Quit', ser, de, new grpc.Metadata(), {})
+  const got: string[] = []
+  call.on('data', (m: string) => got.push(m))
+  call.write('hi')
+  const status = await statusOf(call)
+  t.equal(status.code, grpc.status.OK, status.details)
+  t.same(got, ['bye:hi'])
+  t.same(status.metadata.get('x-quit'), ['early'])
+  call.end()
 })
 
 t.test('an error status and its message reach the client (trailers-only response)', async t => {
