@@ -236,6 +236,7 @@ export class H2Origin implements Requester {
       signal?.addEventListener('abort', onAbort, { once: true })
       const arm = (ms: number | null | undefined, make: () => Error): void => {
         clearTimeout(timer)
+        if (stream.closed || stream.destroyed) return
         if (ms !== undefined && ms !== null && ms > 0) timer = setTimeout(() => fail(make()), ms)
       }
       arm(options.headersTimeout ?? 300_000, () => new errors.HeadersTimeoutError())
@@ -269,6 +270,8 @@ export class H2Origin implements Requester {
         resolve(response)
       })
       stream.once('close', () => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
         if (response === undefined) fail(new errors.SocketError(`the upstream closed the HTTP/2 stream before its response (code ${stream.rstCode ?? 'unknown'})`))
       })
       if (body !== null && body !== undefined) {
