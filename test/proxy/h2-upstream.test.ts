@@ -41,7 +41,9 @@ t.test('grpc-timeout values and status mapping', async t => {
 
 t.test('a response with trailers, a streamed request body, :authority from Host', async t => {
   const server = createServer()
+  let rst: number | undefined
   server.on('stream', (stream: ServerHttp2Stream, headers) => {
+    stream.on('close', () => { rst = stream.rstCode })
     const chunks: Buffer[] = []
     stream.on('data', (c: Buffer) => chunks.push(c))
     stream.on('end', () => {
@@ -64,6 +66,8 @@ t.test('a response with trailers, a streamed request body, :authority from Host'
   for await (const c of res.body) chunks.push(c as Buffer)
   t.equal(Buffer.concat(chunks).length, 64 * 16 * 1024, '1 MB echoed')
   t.same(res.trailers, { 'grpc-status': '0', 'x-sum': String(64 * 16 * 1024) })
+  t.ok(await until(() => rst !== undefined, 5000))
+  t.equal(rst, constants.NGHTTP2_NO_ERROR, 'a complete exchange is not reset')
 })
 
 t.test('timeouts: headers and body idle, as undici names them; the target sees the stream cancelled', async t => {
