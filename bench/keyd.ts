@@ -1,6 +1,7 @@
 // `npm run bench -- keyd`: keyd signatures per second and keyd CPU per signature, with the audit log
 // off, buffered and fsync'd, side by side in one run (interleaved rounds, medians).
 import { parseArgs } from 'node:util'
+import { execFileSync } from 'node:child_process'
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -22,6 +23,9 @@ options:
   --connections N   (default 4)
   --depth N         requests in flight per connection (default 8)
   --key TYPE        ec-p256 (default) or rsa-2048
+  --modes LIST      audit modes to run, comma-separated (default off,buffered,fsync)
+  --cpus LIST       pin keyd (every thread) to these CPUs with taskset -a, e.g. 0 or 0,1
+  --cpu-prof DIR    run keyd with --cpu-prof, writing its profiles into DIR
   -h, --help
 `
 
@@ -30,10 +34,15 @@ const MODES: Mode[] = ['off', 'buffered', 'fsync']
 
 interface Round { mode: Mode, signatures: number, seconds: number, keydCpuMicros: number }
 
-async function runCase (mode: Mode, o: { durationMs: number, connections: number, depth: number, keyType: string }): Promise<Round> {
+interface CaseOptions { durationMs: number, connections: number, depth: number, keyType: string, cpus?: string, cpuProf?: string }
+
+async function runCase (mode: Mode, o: CaseOptions): Promise<Round> {
   const home = tempHome('keyedge-bench-keyd-')
-  const keyd = await startKeyd(home, ['--audit', mode])
+  const env: Record<string, string> = o.cpuProf === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${o.cpuProf}` }
+  const keyd = await startKeyd(home, ['--audit', mode], env)
   try {
+    // Pins every thread keyd has now; threads it starts later inherit the mask.
+    if (o.cpus !== undefined) execFileSync('taskset', ['-a', '-p', '-c', o.cpus, String(keyd.proc.pid)], { stdio: 'ignore' })
     await keyd.admin.createKey('bench', o.keyType, 'tls-server')
     const alg = o.keyType.startsWith('ec') ? 'ecdsa-sha256' : 'rsa-pss-sha256'
     const clients = Array.from({ length: o.connections }, () => keyd.client('proxy'))
@@ -65,20 +74,28 @@ export async function main (argv: string[]): Promise<number> {
       rounds: { type: 'string' },
       connections: { type: 'string' },
       depth: { type: 'string' },
-      key: { type: 'string' }
+      key: { type: 'string' },
+      modes: { type: 'string' },
+      cpus: { type: 'string' },
+      'cpu-prof': { type: 'string' }
     }
   })
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
-  const o = {
+  const o: CaseOptions = {
     durationMs: Number(values['duration-ms'] ?? 3000),
     connections: Number(values.connections ?? 4),
     depth: Number(values.depth ?? 8),
-    keyType: values.key ?? 'ec-p256'
+    keyType: values.key ?? 'ec-p256',
+    cpus: values.cpus,
+    cpuProf: values['cpu-prof']
   }
+  const modes = values.modes === undefined ? MODES : values.modes.split(',').map(m => m.trim())
+  const bad = modes.find(m => !(MODES as string[]).includes(m))
+  if (bad !== undefined) { process.stderr.write(`unknown audit mode ${bad} (off, buffered, fsync)\n`); return 2 }
   const rounds = Number(values.rounds ?? 3)
   const runs: Round[] = []
   for (let r = 0; r < rounds; r++) {
-    for (const mode of MODES) {
+    for (const mode of modes as Mode[]) {
       const run = await runCase(mode, o)
       runs.push(run)
       process.stderr.write(`round ${r + 1} ${mode}: ${Math.round(run.signatures / run.seconds)} signatures/s\n`)
@@ -86,11 +103,12 @@ export async function main (argv: string[]): Promise<number> {
   }
   const rate = (m: Mode): number => median(runs.filter(x => x.mode === m).map(x => x.signatures / x.seconds))
   const cpu = (m: Mode): number => median(runs.filter(x => x.mode === m).map(x => x.keydCpuMicros / x.signatures))
-  const rows = MODES.map(m => `| audit ${m} | ${Math.round(rate(m)).toLocaleString('en-US')} | ${cpu(m).toFixed(0)} | ${(rate(m) / rate('off')).toFixed(2)} | ${(cpu(m) / cpu('off')).toFixed(2)} |`)
+  const base: Mode = modes.includes('off') ? 'off' : modes[0] as Mode
+  const rows = (modes as Mode[]).map(m => `| audit ${m} | ${Math.round(rate(m)).toLocaleString('en-US')} | ${cpu(m).toFixed(0)} | ${(rate(m) / rate(base)).toFixed(2)} | ${(cpu(m) / cpu(base)).toFixed(2)} |`)
   const table = [
-    `keyd ${o.keyType} signatures, ${o.connections} connections × ${o.depth} in flight, ${rounds} rounds × ${o.durationMs} ms, medians (client in the same machine):`,
+    `keyd ${o.keyType} signatures, ${o.connections} connections × ${o.depth} in flight, ${rounds} rounds × ${o.durationMs} ms, medians (client in the same machine${o.cpus === undefined ? '' : `, keyd pinned to CPUs ${o.cpus}`}), Node ${process.versions.node}:`,
     '',
-    '| case | signatures/s | keyd CPU µs/signature | rate × off | CPU × off |',
+    `| case | signatures/s | keyd CPU µs/signature | rate × ${base} | CPU × ${base} |`,
     '| --- | ---: | ---: | ---: | ---: |',
     ...rows
   ].join('\n')

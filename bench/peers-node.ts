@@ -91,7 +91,9 @@ export async function startKeyedge (stack: Stack, setup: NodeSetup, shape: Insta
     keyd: keyd !== undefined,
     upstream: setup.upstreamUrl,
     tls: shape.resumption ? {} : { sessionTickets: false, sessionCacheSize: 0 },
-    extra: { admin: { port: 0, drainDelayMs: 0 } }
+    // Idle connections are kept 10 minutes, as every peer here is configured (the idle-memory case
+    // opens 4,000 of them, which takes longer than the default 60 s keep-alive on a loaded machine).
+    extra: { admin: { port: 0, drainDelayMs: 0 }, timeouts: { keepAliveIdleMs: 600_000, http2IdleMs: 600_000 } }
   })
   const primary = proxy.proc.proc.pid as number
   let adminPort: number

@@ -6,7 +6,7 @@ import { open as openAsync, type FileHandle } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import type { Logger } from 'pino'
 import { writeFileAtomic, writeFileAtomicAsync } from '../keystore/atomic-file.js'
-import { GENESIS_CHAIN, nextChain, entryLine, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint, type UnwrittenEntries } from './chain.js'
+import { GENESIS_CHAIN, nextChain, lineOf, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint, type UnwrittenEntries } from './chain.js'
 import { SpaceReserve, RESERVE_BYTES } from './reserve.js'
 import { KeydError } from '../errors.js'
 import { errorMessage } from '../../lib/errors.js'
@@ -179,11 +179,11 @@ export class AuditLog {
       if (!this.#o.failClosed) this.#unrecorded++
       throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)
     }
-    const rec: AuditRecord = { seq: this.#seq + 1, time: new Date().toISOString(), ...r }
+    const rec: AuditRecord = { seq: this.#seq + 1, time: this.#now(), ...r }
     const text = canonical(rec)
     this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
     this.#seq = rec.seq
-    const line = Buffer.from(entryLine({ ...rec, chain: this.#chain }, text))
+    const line = Buffer.from(lineOf(this.#chain, text))
     const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + line.length <= this.#o.reserveBytes - RESERVE_SLACK
     if (acked) this.#ackedBytes += line.length
     this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked })
@@ -201,6 +201,15 @@ export class AuditLog {
     this.#waiters.push(waiter)
     this.#open = { waiter, done }
     return done
+  }
+
+  #isoMs = -1
+  #iso = ''
+  /** The entry time: Date's ISO string costs ~1 µs, and every entry within one millisecond shares it. */
+  #now (): string {
+    const ms = Date.now()
+    if (ms !== this.#isoMs) { this.#isoMs = ms; this.#iso = new Date(ms).toISOString() }
+    return this.#iso
   }
 
   /** The waiter later entries join, until a write starts. */

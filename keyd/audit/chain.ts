@@ -55,5 +55,10 @@ export function checkpointMac (key: Uint8Array, cp: Omit<AuditCheckpoint, 'mac'>
 
 /** Serialises an entry as one log line (record fields in canonical order, then the chain). */
 export function entryLine (e: AuditEntry, text = canonical(e)): string {
-  return text.slice(0, -1) + `,"chain":"${e.chain}"}\n`
+  return lineOf(e.chain, text)
+}
+
+/** The log line of an entry whose canonical text is `text` and chain value `chain` (no entry object built). */
+export function lineOf (chain: string, text: string): string {
+  return text.slice(0, -1) + `,"chain":"${chain}"}\n`
 }

@@ -1,5 +1,5 @@
 // What keyd records about one request: who, what, which key, the outcome, and a hash of the message.
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { Op, Tag, HEADER_SIZE, ItemMap, parseItems, readStr, readUint, errorCodeName, opName } from '../protocol/codec.js'
 import type { AuditRecord } from './chain.js'
 
@@ -15,7 +15,8 @@ export function auditRecordFor (client: string, opcode: number, items: Map<numbe
     key: readStr(items, Tag.KEY_NAME)?.slice(0, 64) ?? null,
     version: typeof version === 'number' ? version : null,
     result,
-    msgSha256: msg === undefined ? null : createHash('sha256').update(msg).digest('hex')
+    // The one-shot digest: a third of createHash's cost for a message this small (no Hash object).
+    msgSha256: msg === undefined ? null : hash('sha256', msg, 'hex')
   }
 }
 

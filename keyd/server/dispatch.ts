@@ -118,7 +118,19 @@ export class Dispatcher {
     return done({ answer: encodeFrame(f.opcode | RESPONSE_BIT, f.requestId, out), result: 'ok' })
   }
 
+  /** One context per client object (clients.json reloads make new ones): not an object and a getter per request. */
+  readonly #contexts = new WeakMap<Client, OpContext>()
+
   #context (client: Client): OpContext {
+    let ctx = this.#contexts.get(client)
+    if (ctx === undefined) {
+      ctx = this.#newContext(client)
+      this.#contexts.set(client, ctx)
+    }
+    return ctx
+  }
+
+  #newContext (client: Client): OpContext {
     const s = this.#state
     return {
       client,
@@ -127,11 +139,12 @@ export class Dispatcher {
         return s.keystore
       },
       stats: this.#stats,
-      policy: s.policy,
-      custody: s.custody,
-      backup: s.backup,
+      // Read live (the context is kept): a restore replaces the policy, unseal sets custody and backup.
+      get policy (): KeyPolicy { return s.policy },
+      get custody (): CustodyKeys | null { return s.custody },
+      get backup (): BackupService | null { return s.backup },
       sealer: this.#sealer,
-      logger: s.logger
+      get logger (): Logger { return s.logger }
     }
   }
 
@@ -158,12 +171,22 @@ export class Dispatcher {
     if (audit === null) return o.answer
     // An answer whose audit entry cannot be written: refused when fail-closed, else sent (fail-open).
     const unaudited = (): Buffer => audit.failClosed ? this.refuse(f.requestId, ErrorCode.AUDIT_UNAVAILABLE, AUDIT_MESSAGE) : o.answer
+    if (batch === null) {
+      // One entry (every request but SIGN_BATCH): no arrays on the per-signature path.
+      let wait: Promise<void> | null
+      try {
+        wait = audit.append(auditRecordFor(client.name, f.opcode, items, o.result))
+      } catch {
+        return unaudited()
+      }
+      return wait === null ? o.answer : wait.then(() => o.answer, unaudited)
+    }
     let waits: Array<Promise<void>>
     try {
       // append answers null when the entry is queued and covered by the space reserve (buffered
       // durability: answer now), a promise when the answer must wait for the write (fsync, or
       // buffered entries beyond what the reserve covers); it throws when the log is unwritable.
-      waits = (batch ?? [auditRecordFor(client.name, f.opcode, items, o.result)]).map(r => audit.append(r)).filter((w): w is Promise<void> => w !== null)
+      waits = batch.map(r => audit.append(r)).filter((w): w is Promise<void> => w !== null)
     } catch {
       return unaudited() // the log became unwritable while this request ran
     }

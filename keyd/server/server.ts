@@ -23,6 +23,7 @@ import type { SignStats } from './context.js'
 import { Dispatcher } from './dispatch.js'
 import { Sealer, type SealOptions } from './sealer.js'
 import { hello, helloAnswer } from './hello.js'
+import { shareWithGroup } from '../../lib/privileges.js'
 
 export interface KeydServerOptions {
   socketPath: string
@@ -49,12 +50,17 @@ export interface KeydServerOptions {
   backup?: BackupService | null
   /** Memory bounds per connection and for all of them (limits.ts); absent fields keep CONNECTION_LIMITS. */
   limits?: Partial<ConnectionLimits>
+  /**
+   * The group that may connect (`keyd serve --socket-group`): the socket's directory becomes 0750 and
+   * the socket 0660, both of that group. undefined: 0700 and 0600, keyd's user alone.
+   */
+  socketGroup?: number
 }
 
 export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy(), custody: null, backup: null, limits: {} }
 
 export class KeydServer {
-  readonly #opts: Required<Omit<KeydServerOptions, 'sealed'>> & Pick<KeydServerOptions, 'sealed'>
+  readonly #opts: Required<Omit<KeydServerOptions, 'sealed' | 'socketGroup'>> & Pick<KeydServerOptions, 'sealed' | 'socketGroup'>
   readonly #server: Server
   readonly #sockets = new Set<Socket>()
   readonly #budget: MemoryBudget
@@ -93,10 +99,16 @@ export class KeydServer {
     o.metrics?.watchConnections(() => ({ connections: this.#sockets.size, heldBytes: this.#budget.held, sharedBytes: this.#budget.drawn }))
   }
 
-  /** Binds the socket (0600, parent directory 0700), replacing a stale one. @throws KeydConfigError if another keyd is live. */
+  /**
+   * Binds the socket (0600, parent directory 0700; with `socketGroup` 0660 and 0750, of that group),
+   * replacing a stale one. @throws KeydConfigError if another keyd is live; PrivilegeError if the group cannot be given
+   */
   async listen (): Promise<void> {
     const path = this.#opts.socketPath
+    const group = this.#opts.socketGroup
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+    // The directory first: the kernel checks search permission on it at connect(), so it is the gate.
+    if (group !== undefined) shareWithGroup(dirname(path), group, 0o750)
     if (existsSync(path)) {
       if (await isLive(path)) throw new KeydConfigError(`another keyd is already listening on ${path}`)
       unlinkSync(path)
@@ -108,7 +120,8 @@ export class KeydServer {
     } finally {
       process.umask(oldMask)
     }
-    chmodSync(path, 0o600)
+    if (group === undefined) chmodSync(path, 0o600)
+    else shareWithGroup(path, group, 0o660)
   }
 
   async close (): Promise<void> {

@@ -72,11 +72,12 @@ function sitesFrom (v: Values): { sites: ImportSite[], warnings: string[] } {
     if (v.cert !== undefined || v.key !== undefined || v.name !== undefined) throw new UsageError('--nginx goes alone: not with --cert, --key or --name')
     const prefix = resolve(v.prefix ?? dirname(resolve(v.nginx)))
     const { sites, warnings } = nginxTlsSites(loadNginx(v.nginx, prefix), prefix)
-    // Blocks serving the same files (IPv4 and IPv6 listeners, a second port) become one entry.
+    // Blocks serving the same files with the same client-certificate settings (IPv4 and IPv6
+    // listeners, a second port) become one entry.
     const byFiles = new Map<string, ImportSite>()
     const used = new Set<string>()
     for (const s of sites) {
-      const files = JSON.stringify(s.pairs)
+      const files = JSON.stringify([s.pairs, s.clientAuth ?? null])
       const same = byFiles.get(files)
       if (same !== undefined) {
         same.serverNames = [...new Set([...same.serverNames, ...s.serverNames])]
@@ -86,7 +87,7 @@ function sitesFrom (v: Values): { sites: ImportSite[], warnings: string[] } {
       let name = s.serverNames[0] ?? readLeaf(s.pairs[0]?.cert ?? '').names[0] ?? 'default'
       for (let i = 2; used.has(name); i++) name = `${s.serverNames[0] ?? 'default'}-${i}`
       used.add(name)
-      const site: ImportSite = { name, serverNames: s.serverNames, defaultServer: s.defaultServer, pairs: s.pairs, source: s.at }
+      const site: ImportSite = { name, serverNames: s.serverNames, defaultServer: s.defaultServer, pairs: s.pairs, source: s.at, ...(s.clientAuth === undefined ? {} : { clientAuth: s.clientAuth }) }
       byFiles.set(files, site)
     }
     return { sites: [...byFiles.values()], warnings }

@@ -37,6 +37,11 @@ Options:
   --proxy-secret-dir D  where keyd keeps the proxy client's secret (proxy.secret, 0600; default
                         <home>/clients): a directory the proxy can read, e.g. the volume it shares with
                         keyd for the socket, so the proxy never needs keyd's home
+  --user U[:G]          started as root: prepare the home and socket directories for U, then drop to
+                        user U, group G (default U's primary group) before reading any key
+  --socket-group G      the group that may connect (the proxy's): socket directory 0750 and socket
+                        0660 of group G, proxy.secret 0640 of group G; keyd must be in G (--user adds
+                        it). The socket and --proxy-secret-dir must then be outside keyd's home
   --pkcs11-module PATH  keep signing keys in a PKCS#11 token instead of the file store: the module keyd
                         loads, p11-kit-client.so (the real module runs in "p11-kit server"; keyd reaches it
                         through P11_KIT_SERVER_ADDRESS). A module linked to libcrypto is refused.

@@ -26,6 +26,8 @@ import { BackupUsageError, backupExport, backupRestore } from './keyd-backup.js'
 import { KEYD_COMMANDS, keydCommandUsage, keydUsage } from './keyd-help.js'
 import { AuditUsageError, auditExport } from './keyd-audit.js'
 import { BackupService, recoverRestore } from '../../keyd/backup/index.js'
+import { PrivilegeError, rootWarning, shareWithGroup } from '../../lib/privileges.js'
+import { becomeKeydUser, privilegeOptions, type Separation } from './keyd-privileges.js'
 
 /** Every option of every `keyedge keyd` command (test/cli/help.test.ts checks each one the help names is here). */
 export const KEYD_OPTIONS = {
@@ -58,7 +60,9 @@ export const KEYD_OPTIONS = {
   yes: { type: 'boolean' },
   since: { type: 'string' },
   follow: { type: 'boolean' },
-  'proxy-secret-dir': { type: 'string' }
+  'proxy-secret-dir': { type: 'string' },
+  user: { type: 'string' },
+  'socket-group': { type: 'string' }
 } as const
 
 export async function main (argv: string[]): Promise<number> {
@@ -98,7 +102,14 @@ export async function main (argv: string[]): Promise<number> {
         const metricsPort = values['metrics-port'] === undefined ? undefined : Number(values['metrics-port'])
         if (metricsPort !== undefined && (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535)) throw new UsageError('--metrics-port must be 0-65535')
         const proxySecretDir = values['proxy-secret-dir'] === undefined ? paths.secretsDir : resolve(values['proxy-secret-dir'])
-        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11Options(values), proxySecretDir)
+        const separation = privilegeOptions(paths, resolve(socketPath), proxySecretDir, values.user, values['socket-group'])
+        // The passphrase and PIN files are read before the drop: they may stay root's alone.
+        const pkcs11 = pkcs11Options(values)
+        if (separation.runAs !== undefined) {
+          if (values['passphrase-file'] !== undefined) separation.passphrase = readPassphrase(values['passphrase-file'])
+          becomeKeydUser(paths, resolve(socketPath), proxySecretDir, separation.runAs, separation.socketGroup)
+        }
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11, proxySecretDir, separation)
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
       case 'audit export': {
@@ -147,7 +158,7 @@ export async function main (argv: string[]): Promise<number> {
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof KeyUsageError || err instanceof BackupUsageError || err instanceof AuditUsageError) { process.stderr.write(`keyedge keyd ${cmd}: ${err.message}\n`); return 2 }
-    if (err instanceof KeydError) { process.stderr.write(`keyedge keyd: ${err.message} (${err.code})\n`); return 1 }
+    if (err instanceof KeydError || err instanceof PrivilegeError) { process.stderr.write(`keyedge keyd: ${err.message} (${err.code})\n`); return 1 }
     throw err
   }
 }
@@ -175,10 +186,15 @@ async function withAdmin (paths: ReturnType<typeof homePaths>, socketPath: strin
   }
 }
 
+/** The passphrase in `file`, without its final newline. */
+function readPassphrase (file: string): string {
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+}
+
 /** The master-key source from the flags: --dev, --passphrase-file, or KEYEDGE_KEYD_PASSPHRASE. */
-function masterKeySource (dev: boolean, passphraseFile: string | undefined): MasterKeySource | undefined {
+function masterKeySource (dev: boolean, passphraseFile: string | undefined, alreadyRead?: string): MasterKeySource | undefined {
   if (dev) return { kind: 'dev' }
-  const passphrase = passphraseFile !== undefined ? readFileSync(passphraseFile, 'utf8').replace(/\r?\n$/, '') : process.env.KEYEDGE_KEYD_PASSPHRASE
+  const passphrase = alreadyRead ?? (passphraseFile !== undefined ? readPassphrase(passphraseFile) : process.env.KEYEDGE_KEYD_PASSPHRASE)
   return passphrase === undefined ? undefined : { kind: 'passphrase', passphrase }
 }
 
@@ -223,8 +239,10 @@ function pkcs11Options (values: { 'pkcs11-module'?: string, 'pkcs11-token'?: str
   return { module, tokenLabel, pin }
 }
 
-async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions, proxySecretDir = paths.secretsDir): Promise<number> {
+async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions, proxySecretDir = paths.secretsDir, separation: Separation = {}): Promise<number> {
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
+  const asRoot = rootWarning('keyd', separation.runAs)
+  if (asRoot !== undefined) logger.warn(asRoot)
   ensurePrivateDir(paths.home)
   ensurePrivateDir(paths.keydDir)
   let selfTests: ReturnType<typeof runSelfTests>
@@ -240,7 +258,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const recovered = recoverRestore(restorePaths)
   if (recovered !== 'none') logger.warn({ restore: recovered }, 'keyd found an interrupted restore: rolled forward if it had committed, else rolled back')
   const shamir = !dev && sealKind(paths.keydDir) === 'shamir'
-  const source = shamir ? undefined : masterKeySource(dev, passphraseFile)
+  const source = shamir ? undefined : masterKeySource(dev, passphraseFile, separation.passphrase)
   if (!shamir && source === undefined) {
     process.stderr.write('keyedge keyd serve: no master key source: pass --dev (development), --passphrase-file F, set KEYEDGE_KEYD_PASSPHRASE, or "npx keyedge keyd init --shares N --threshold M" first\n')
     return 2
@@ -263,7 +281,12 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   }
   const opened = source === undefined ? null : await openStore(loadMasterKey(paths.keydDir, source).key)
   const clients = new ClientRegistry(paths.clientsFile)
-  clients.ensure('proxy', ['sign'], proxySecretDir)
+  const proxySecret = clients.ensure('proxy', ['sign'], proxySecretDir)
+  // The proxy's user reads its secret through the socket group; every other secret stays 0600.
+  if (separation.socketGroup !== undefined) {
+    shareWithGroup(proxySecretDir, separation.socketGroup, 0o750)
+    shareWithGroup(proxySecret, separation.socketGroup, 0o640)
+  }
   clients.ensure('admin', ['sign', 'admin'], paths.secretsDir)
   const health: KeydHealth = {
     sealed: () => server.sealed,
@@ -275,6 +298,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     metrics,
     policy: new KeyPolicy(join(paths.keydDir, 'policy.json')),
     socketPath,
+    socketGroup: separation.socketGroup,
     keystore: opened?.keystore ?? null,
     clients,
     logger,
@@ -287,7 +311,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   await server.listen()
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
   // `keyCount`, not `keys`: the logger redacts every field named `keys` (src/logger.ts REDACT_PATHS).
-  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
+  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, uid: process.getuid?.() ?? null, socketGroup: separation.socketGroup ?? null, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
   if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "npx keyedge keyd unseal" has been given the threshold of shares')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }

@@ -6,16 +6,22 @@ import { errorMessage } from '../../lib/errors.js'
 import { loadConfig } from '../config/load.js'
 import { ConfigInvalidError } from '../errors.js'
 import { createLogger } from '../logger.js'
-import { bridgeExecArgv } from '../proxy/bridge-exec-argv.js'
+import { bridgeExecArgv, OPENSSL_CONFIG_NAME } from '../proxy/bridge-exec-argv.js'
+import { join } from 'node:path'
 import { runPrimary, workerCount } from '../proxy/cluster.js'
+import { existsSync } from 'node:fs'
+import { PrivilegeError, handOver, isRoot, resolveUser, rootWarning, type RunAs } from '../../lib/privileges.js'
 
-export const PROXY_USAGE = `usage: keyedge proxy --config FILE [--workers N]
+export const PROXY_USAGE = `usage: keyedge proxy --config FILE [--workers N] [--user U[:G]]
 
 Terminates TLS and forwards requests to the upstreams of FILE (see docs/configuration.md).
 
 options:
   -c, --config FILE   the proxy config (JSON)
   -w, --workers N     number of worker processes (overrides "workers"; 0 = one per CPU)
+  --user U[:G]        started as root: workers run as user U, group G (default U's primary group;
+                      G must be keyd's socket group), and the primary drops to U:G once they listen
+                      (a port below 1024 is bound before that)
   -h, --help          show this help
 `
 
@@ -23,12 +29,13 @@ options:
 export const PROXY_OPTIONS = {
   config: { type: 'string', short: 'c' },
   workers: { type: 'string', short: 'w' },
+  user: { type: 'string' },
   help: { type: 'boolean', short: 'h' }
 } as const
 
 /** Runs the proxy; resolves the process exit code (0 after a graceful stop). */
 export async function main (argv: string[]): Promise<number> {
-  let values: { config?: string, workers?: string, help?: boolean }
+  let values: { config?: string, workers?: string, user?: string, help?: boolean }
   try {
     values = parseArgs({
       args: argv,
@@ -56,6 +63,15 @@ export async function main (argv: string[]): Promise<number> {
       return 2
     }
   }
+  let runAs: RunAs | undefined
+  try {
+    runAs = values.user === undefined ? undefined : resolveUser(values.user)
+    if (runAs !== undefined && !isRoot()) throw new PrivilegeError(`--user ${runAs.spec} needs the proxy to start as root; without root, start it as that user directly (and leave out --user)`)
+  } catch (err) {
+    if (!(err instanceof PrivilegeError)) throw err
+    process.stderr.write(`${err.message} (${err.code})\n`)
+    return 1
+  }
   let config
   try {
     config = loadConfig(values.config)
@@ -67,12 +83,17 @@ export async function main (argv: string[]): Promise<number> {
     throw err
   }
   const log = createLogger({ level: config.log.level, name: 'keyedge-proxy' }).child({ role: 'primary' })
+  const asRoot = rootWarning('the proxy', runAs)
+  if (asRoot !== undefined) log.warn(asRoot)
   let execArgv: string[]
   try {
+    const made = !existsSync(config.stateDir)
     execArgv = await bridgeExecArgv(config, log)
+    // Written as root: the workers, as runAs, read the OpenSSL config there.
+    if (runAs !== undefined && execArgv.length > 0) handOver(config.stateDir, made, [join(config.stateDir, OPENSSL_CONFIG_NAME)], runAs)
   } catch (err) {
-    if (err instanceof ConfigInvalidError) {
-      process.stderr.write(`${err.message}\n`)
+    if (err instanceof ConfigInvalidError || err instanceof PrivilegeError) {
+      process.stderr.write(`${err.message}${err instanceof PrivilegeError ? ` (${err.code})` : ''}\n`)
       return 1
     }
     throw err
@@ -82,6 +103,7 @@ export async function main (argv: string[]): Promise<number> {
     configFile: config.file ?? values.config,
     workers: workerCount(config, workersOverride),
     log,
-    execArgv
+    execArgv,
+    runAs
   })
 }

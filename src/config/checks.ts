@@ -74,7 +74,12 @@ export const CHECKS = {
   'claim-name': (s: string) => RESERVED_CLAIMS.includes(s)
     ? `"${s}" is set by the endpoint, never by a caller`
     : CLAIM_NAME.test(s) ? undefined : `"${s}" is not a claim name`,
-  'iso-date': (s: string) => Number.isNaN(Date.parse(s)) ? 'must be an ISO 8601 date, e.g. "2026-11-30T12:00:00Z"' : undefined
+  'iso-date': (s: string) => Number.isNaN(Date.parse(s)) ? 'must be an ISO 8601 date, e.g. "2026-11-30T12:00:00Z"' : undefined,
+  'header-name': (s: string) => !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(s)
+    ? `"${s}" is not an HTTP header name`
+    : /^(host|connection|content-length|transfer-encoding|upgrade|te|trailer|keep-alive|x-forwarded-.*|forwarded|proxy-.*)$/i.test(s)
+      ? `"${s}" is a header the proxy sets or removes itself`
+      : undefined
 } satisfies Record<string, (value: string) => string | undefined>
 
 export type CheckName = keyof typeof CHECKS
@@ -93,7 +98,8 @@ export const CHECK_DOCS: Record<CheckName, string> = {
   issuer: 'URL',
   'sha256-hex': 'SHA-256, 64 hex digits',
   'claim-name': 'claim name',
-  'iso-date': 'ISO 8601 date'
+  'iso-date': 'ISO 8601 date',
+  'header-name': 'HTTP header name'
 }
 
 /** How a validated value is rewritten (schema annotation `transform`). */
@@ -107,7 +113,9 @@ export const TRANSFORMS = {
   /** Hex without colons, lower-case. */
   hex: (s: string) => s.replace(/:/g, '').toLowerCase(),
   /** Without trailing slashes. */
-  'trim-slash': (s: string) => s.replace(/\/+$/, '')
+  'trim-slash': (s: string) => s.replace(/\/+$/, ''),
+  /** Lower-cased (header names). */
+  lower: (s: string) => s.toLowerCase()
 } satisfies Record<string, (value: string) => string>
 
 export type TransformName = keyof typeof TRANSFORMS

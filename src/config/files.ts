@@ -11,6 +11,7 @@ import { errorCode } from '../../lib/errors.js'
 import { decodeKeyReference, KEY_REF_LABEL, type KeyReference } from '../../keyd/protocol/codec.js'
 import type { Problem, Segment } from './problems.js'
 import type { EdgeConfig } from './types.js'
+import { caBundleProblem } from '../tls/client-auth.js'
 
 const CERTIFICATE_BEGIN = '-----BEGIN CERTIFICATE-----'
 const KEY_REFERENCE_BEGIN = `-----BEGIN ${KEY_REF_LABEL}-----`
@@ -59,8 +60,19 @@ export function certificateFileProblems (config: EdgeConfig, only?: ReadonlySet<
         if (reason !== undefined) problems.push({ path: ['certificates', i, 'files', j, which], message: reason })
       }
     })
+    const caFile = cert.clientAuth?.caFile
+    if (caFile !== undefined && (only === undefined || only.has(caFile))) {
+      const reason = unreadable(caFile) ?? clientCaProblem(caFile)
+      if (reason !== undefined) problems.push({ path: ['certificates', i, 'clientAuth', 'caFile'], message: reason })
+    }
   })
   return problems
+}
+
+/** Why the client CA bundle `file` (readable) is not usable, or undefined. */
+function clientCaProblem (file: string): string | undefined {
+  const problem = caBundleProblem(readFileSync(file, 'latin1'))
+  return problem === undefined ? undefined : `${file} ${problem}`
 }
 
 /** An OpenSSL reason without anything that could be key material. */

@@ -85,15 +85,50 @@ export const CertificateFilesSchema = section({
   key: path({ description: 'normally a **key reference** (`-----BEGIN KEYEDGE KEY REFERENCE-----`), which needs the `keyd` section. A plain private key PEM also works but puts the key in the proxy process: the proxy logs `KEY CUSTODY BYPASSED` (meant for benchmark baselines)' })
 }, { renamed: { certificate: 'use "cert"', privateKey: 'use "key"', keyref: 'use "key"' } })
 
+export const CLIENT_AUTH_MODES = ['require', 'request'] as const
+
+export const ClientAuthSchema = section({
+  mode: oneOf(CLIENT_AUTH_MODES, { default: 'require', description: '`require`: a client without a certificate is refused by the handshake (TLS alert `certificate_required` in TLS 1.3, `handshake_failure` in TLS 1.2) and one whose certificate does not chain to `caFile` is closed before any request (nginx `ssl_verify_client on`); `request`: a certificate is asked for and verified when given, but the connection goes on without one or with one that failed (nginx `optional`): only a verified one is passed upstream' }),
+  caFile: path({ description: 'PEM bundle of the CA certificates client certificates must chain to (relative to the config). Also the CA names the CertificateRequest lists. Refused if unreadable, empty, or holding a certificate that is not a CA. Reloaded with the certificates' }),
+  subjectHeader: text({ default: 'x-client-cert-subject', check: 'header-name', transform: 'lower', description: 'request header carrying the verified client certificate\'s subject upstream (RFC 4514, e.g. `CN=client one,O=Acme`; bytes outside printable ASCII as `\\XX`)' }),
+  fingerprintHeader: text({ default: 'x-client-cert-sha256', check: 'header-name', transform: 'lower', description: 'request header carrying the SHA-256 of the verified client certificate (DER), 64 lower-case hex digits' }),
+  verifyHeader: text({ default: 'x-client-cert-verify', check: 'header-name', transform: 'lower', description: 'request header carrying the verification result, as nginx\'s `$ssl_client_verify`: `SUCCESS`, `NONE` (no certificate) or `FAILED:<reason>` (`request` mode only, e.g. `FAILED:UNABLE_TO_VERIFY_LEAF_SIGNATURE`)' })
+}, {
+  description: 'client certificates (mutual TLS) for this entry; absent: no certificate is asked for (no CertificateRequest, so browsers never prompt). See [client-certificates.md](client-certificates.md). The three header names, and their defaults, are removed from every incoming request on every route, so a client cannot forge them',
+  renamed: {
+    verify: 'use "mode" ("require" or "request")',
+    verifyClient: 'use "mode" ("require" or "request")',
+    required: 'use "mode": "require" (or "request")',
+    optional: 'use "mode": "request"',
+    ca: 'use "caFile" (a path to a PEM bundle)',
+    caBundle: 'use "caFile"',
+    clientCa: 'use "caFile"',
+    clientCertificate: 'use "caFile"',
+    trustedCa: 'use "caFile"',
+    subject: 'use "subjectHeader"',
+    fingerprint: 'use "fingerprintHeader"',
+    fingerprintSha256Header: 'use "fingerprintHeader"',
+    header: 'use "subjectHeader", "fingerprintHeader" and "verifyHeader"',
+    headers: 'use "subjectHeader", "fingerprintHeader" and "verifyHeader"'
+  }
+})
+
 export const CertificateSchema = section({
   name: text({ description: 'unique name of the entry (used by `tls.defaultCertificate`, logs, metrics)' }),
   serverNames: list(text({ check: 'server-name', transform: 'host' }), {
     minItems: 1,
     description: 'names this entry answers: exact names, single-label wildcards (`*.example.com` matches `a.example.com`, not `a.b.example.com` nor `example.com`) or IP addresses. Case-insensitive, a trailing dot is ignored; a name may belong to one entry only'
   }),
-  files: list(CertificateFilesSchema, { minItems: 1, description: 'one or more `{ "cert", "key" }` pairs for the same names, e.g. an ECDSA and an RSA certificate: all go into one TLS context and each client gets the one it supports' })
+  files: list(CertificateFilesSchema, { minItems: 1, description: 'one or more `{ "cert", "key" }` pairs for the same names, e.g. an ECDSA and an RSA certificate: all go into one TLS context and each client gets the one it supports' }),
+  clientAuth: optional(ClientAuthSchema)
 }, {
   renamed: {
+    mtls: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    mTLS: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    clientCertificates: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    clientCert: 'use "clientAuth": { "mode": ..., "caFile": ... }',
+    verifyClient: 'use "clientAuth": { "mode": "require" | "request", "caFile": ... }',
+    clientCa: 'use "clientAuth": { "caFile": ... }',
     cert: 'put certificate/key pairs in "files": [{ "cert": ..., "key": ... }]',
     key: 'put certificate/key pairs in "files": [{ "cert": ..., "key": ... }]',
     names: 'use "serverNames"',
@@ -199,6 +234,23 @@ export const AccessLogSchema = section({
   renamed: { file: 'use "path"', sample: 'use "sampleRate" (0 to 1)', sampling: 'use "sampleRate" (0 to 1)', query: 'use "includeQuery"' }
 })
 
+export const ProxyProtocolSchema = section({
+  trustedCidrs: list(text({ check: 'address-or-cidr' }), { minItems: 1, description: 'balancers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/16"`) that must open every connection with a PROXY protocol v1 or v2 header; their connections without a valid one are closed. A PROXY header from any other peer is refused. See [proxy-protocol.md](proxy-protocol.md)' })
+}, {
+  description: 'PROXY protocol (HAProxy\'s, v1 and v2) on the TLS listener: the client address it carries is the one used for `X-Forwarded-For`, the access log, per-client limits and hashing ([proxy-protocol.md](proxy-protocol.md)); absent: a PROXY header is refused from anyone',
+  renamed: {
+    trusted: 'use "trustedCidrs" (a list of addresses or CIDRs)',
+    trustedProxies: 'use "trustedCidrs" (a list of addresses or CIDRs)',
+    trustedPeers: 'use "trustedCidrs" (a list of addresses or CIDRs)',
+    cidrs: 'use "trustedCidrs"',
+    allow: 'use "trustedCidrs"',
+    from: 'use "trustedCidrs"',
+    sources: 'use "trustedCidrs"',
+    enabled: 'the section\'s presence turns it on: list the balancers in "trustedCidrs"',
+    version: 'versions 1 and 2 are both accepted: list the balancers in "trustedCidrs"'
+  }
+})
+
 export const AdminSchema = section({
   host: text({ default: '127.0.0.1', check: 'loopback', description: 'a loopback address (`127.0.0.0/8`, `::1` or `localhost`); anything else is refused' }),
   port: int(0, 65_535, { default: 9443, description: 'TCP port; `0` picks a free one (see the log line). Must differ from `listen.port`' }),
@@ -255,10 +307,11 @@ export const EdgeConfigSchema = section({
   tls: TlsSchema,
   certificates: list(CertificateSchema, { minItems: 1, description: 'certificate entries' }),
   routes: list(RouteSchema, { minItems: 1, description: 'routes' }),
-  trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed' }),
+  trustedProxies: list(text({ check: 'address-or-cidr' }), { default: [], description: 'peers (addresses or CIDRs, IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"::1"`) whose `X-Forwarded-*` headers are believed. Behind a PROXY protocol balancer (`proxyProtocol`) the peer is the client address its header carries' }),
   http2: bool({ default: true, description: 'offer HTTP/2 by ALPN (`h2`, then `http/1.1`); `false` serves HTTP/1.1 only' }),
   log: section({ level: oneOf(LOG_LEVELS, { default: 'info', description: 'the lowest level logged' }) }, { default: {} }),
   accessLog: optional(AccessLogSchema),
+  proxyProtocol: optional(ProxyProtocolSchema),
   admin: optional(AdminSchema),
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),
@@ -279,6 +332,10 @@ export const EdgeConfigSchema = section({
     logLevel: 'use "log": { "level": ... }',
     h2: 'use "http2"',
     trustProxy: 'use "trustedProxies" (a list of addresses or CIDRs)',
+    proxy_protocol: 'use "proxyProtocol": { "trustedCidrs": [...] }',
+    acceptProxy: 'use "proxyProtocol": { "trustedCidrs": [...] }',
+    acceptProxyProtocol: 'use "proxyProtocol": { "trustedCidrs": [...] }',
+    proxyProtocolTrustedCidrs: 'use "proxyProtocol": { "trustedCidrs": [...] }',
     cluster: 'use "workers"',
     shutdownGrace: 'use "shutdownGraceMs" (milliseconds)',
     gracePeriodMs: 'use "shutdownGraceMs" (milliseconds)',

@@ -2,7 +2,7 @@
 // every path absolute, host names lower-case, upstreams reduced to their origin.
 import type { Static } from '@sinclair/typebox'
 import type {
-  AccessLogSchema, AdminSchema, BalanceSchema, HealthCheckSchema, OutlierSchema, RetrySchema, UpstreamTargetSchema, CertificateFilesSchema, CertificateSchema, KeydSchema, LimitsSchema, ListenSchema, LOG_LEVELS, RouteSchema, TimeoutsSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
+  AccessLogSchema, AdminSchema, ProxyProtocolSchema, BalanceSchema, HealthCheckSchema, OutlierSchema, RetrySchema, UpstreamTargetSchema, CertificateFilesSchema, CertificateSchema, ClientAuthSchema, KeydSchema, LimitsSchema, ListenSchema, LOG_LEVELS, RouteSchema, TimeoutsSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
 } from './schema.js'
 import type { TokenConfig } from './token.js'
 
@@ -23,6 +23,9 @@ export type CertificateFilesConfig = Static<typeof CertificateFilesSchema>
 /** `serverNames` lower-case, exact or `*.` single-label wildcards, without trailing dot. */
 export type CertificateConfig = Static<typeof CertificateSchema>
 
+/** An entry's client-certificate settings: `caFile` absolute, header names lower-case. */
+export type ClientAuthConfig = Static<typeof ClientAuthSchema>
+
 /** `host` lower-case (an exact host, `*.example.com`, or `*`); `upstream` an origin such as `http://127.0.0.1:8080`. */
 export type RouteConfig = Static<typeof RouteSchema>
 
@@ -35,6 +38,9 @@ export type RetryConfig = Static<typeof RetrySchema>
 
 /** The access log: `path` absolute, or absent for standard output. */
 export type AccessLogConfig = Static<typeof AccessLogSchema>
+
+/** PROXY protocol on the TLS listener: the balancers that must send a header (addresses or CIDRs). */
+export type ProxyProtocolConfig = Static<typeof ProxyProtocolSchema>
 
 /** The admin listener on a loopback address (health, readiness, metrics, certificates, reload). */
 export type AdminConfig = Static<typeof AdminSchema>

@@ -21,6 +21,8 @@ export interface ImportSite {
   serverNames: string[]
   defaultServer: boolean
   pairs: Array<{ cert: string, key: string }>
+  /** Client-certificate settings carried over (nginx `ssl_verify_client`), CA file absolute. */
+  clientAuth?: { mode: 'require' | 'request', caFile: string }
   /** Where it came from (`file:line`, or the files), for messages. */
   source: string
 }
@@ -39,11 +41,11 @@ export interface ImportedPair {
   notAfter: string
 }
 
-export interface ImportedSite { name: string, serverNames: string[], defaultServer: boolean, pairs: ImportedPair[] }
+export interface ImportedSite { name: string, serverNames: string[], defaultServer: boolean, pairs: ImportedPair[], clientAuth?: ImportSite['clientAuth'] }
 
 /** The keyedge config fragment for the imported sites. */
 export interface ConfigFragment {
-  certificates: Array<{ name: string, serverNames: string[], files: Array<{ cert: string, key: string }> }>
+  certificates: Array<{ name: string, serverNames: string[], files: Array<{ cert: string, key: string }>, clientAuth?: ImportSite['clientAuth'] }>
   tls?: { defaultCertificate: string }
 }
 
@@ -176,14 +178,14 @@ export async function importSites (client: KeydClient, sites: ImportSite[], outD
       usable.push(n)
     }
     if (usable.length === 0) warn(`${site.source}: no server name left for entry "${site.name}": add "serverNames" by hand`)
-    done.push({ name: site.name, serverNames: usable, defaultServer: site.defaultServer, pairs })
+    done.push({ name: site.name, serverNames: usable, defaultServer: site.defaultServer, pairs, ...(site.clientAuth === undefined ? {} : { clientAuth: site.clientAuth }) })
   }
   return done
 }
 
 /** The proxy config fragment naming the imported files; the first default server becomes `tls.defaultCertificate`. */
 export function configFragment (sites: ImportedSite[]): ConfigFragment {
-  const certificates = sites.map(s => ({ name: s.name, serverNames: s.serverNames, files: s.pairs.map(p => ({ cert: p.certFile, key: p.keyRefFile })) }))
+  const certificates = sites.map(s => ({ name: s.name, serverNames: s.serverNames, files: s.pairs.map(p => ({ cert: p.certFile, key: p.keyRefFile })), ...(s.clientAuth === undefined ? {} : { clientAuth: s.clientAuth }) }))
   const def = sites.find(s => s.defaultServer)
   return def === undefined ? { certificates } : { certificates, tls: { defaultCertificate: def.name } }
 }

@@ -155,6 +155,8 @@ export interface NginxTlsSite {
   /** `listen … default_server`: the certificate for clients that send no (known) name. */
   defaultServer: boolean
   pairs: NginxPair[]
+  /** `ssl_verify_client on | optional` with `ssl_client_certificate`: the entry's `clientAuth` (CA file absolute). */
+  clientAuth?: { mode: 'require' | 'request', caFile: string }
 }
 
 function directives (ds: NginxDirective[] | undefined, name: string): NginxDirective[] {
@@ -193,6 +195,24 @@ function pairsOf (ds: NginxDirective[] | undefined, prefix: string, at: string):
 }
 
 /**
+ * The client-certificate settings of a server block (its own, else the `http` context's), as a
+ * keyedge `clientAuth`; what keyedge cannot carry over is reported. nginx's `optional_no_ca` (ask,
+ * never verify) has no keyedge equivalent: keyedge always verifies against a bundle.
+ */
+function clientAuthOf (own: NginxDirective[] | undefined, inherited: NginxDirective[] | undefined, prefix: string, at: string, warnings: string[]): NginxTlsSite['clientAuth'] {
+  const pick = (name: string): NginxDirective | undefined => directives(own, name).at(-1) ?? directives(inherited, name).at(-1)
+  const verify = pick('ssl_verify_client')?.args[0]
+  if (verify === undefined || verify === 'off') return undefined
+  if (verify === 'optional_no_ca') { warnings.push(`${at}: ssl_verify_client optional_no_ca (ask for a certificate, never verify it) has no keyedge equivalent; left out: add "clientAuth" by hand with a CA bundle`); return undefined }
+  if (verify !== 'on' && verify !== 'optional') { warnings.push(`${at}: ssl_verify_client ${verify} is not an nginx value; left out`); return undefined }
+  const ca = pick('ssl_client_certificate')?.args[0] ?? pick('ssl_trusted_certificate')?.args[0]
+  if (ca === undefined) { warnings.push(`${at}: ssl_verify_client ${verify} without ssl_client_certificate; left out: add "clientAuth" with a CA bundle by hand`); return undefined }
+  if (ca.includes('$')) { warnings.push(`${at}: ssl_client_certificate ${ca} holds a variable; left out`); return undefined }
+  if (pick('ssl_crl') !== undefined) warnings.push(`${at}: ssl_crl is not checked by keyedge (no CRL or OCSP for client certificates)`)
+  return { mode: verify === 'on' ? 'require' : 'request', caFile: resolve(prefix, ca) }
+}
+
+/**
  * The TLS sites of a loaded configuration: every `server {}` (in `http`, or at the top of a
  * snippet) that has certificate pairs of its own, or inherits the `http` context's and listens
  * with `ssl`. Relative certificate paths resolve against `prefix`.
@@ -223,7 +243,8 @@ export function nginxTlsSites (config: NginxDirective[], prefix: string): { site
         continue
       }
       const { names, catchAll } = serverNames(directives(s.block, 'server_name').flatMap(d => d.args), at, warnings)
-      sites.push({ at, serverNames: names, catchAll, defaultServer: listens.some(l => l.args.includes('default_server') || l.args.includes('default')), pairs })
+      const clientAuth = clientAuthOf(s.block, inherited, prefix, at, warnings)
+      sites.push({ at, serverNames: names, catchAll, defaultServer: listens.some(l => l.args.includes('default_server') || l.args.includes('default')), pairs, ...(clientAuth === undefined ? {} : { clientAuth }) })
     }
   }
   return { sites, warnings }

@@ -100,17 +100,6 @@ export class HashRing {
   }
 }
 
-/** The client address hashing uses: the socket's peer, or the nearest untrusted X-Forwarded-For hop when the peer is trusted. */
-export function clientAddress (headers: IncomingHttpHeaders, peer: string, isTrusted: (a: string) => boolean): string {
-  if (!isTrusted(peer)) return peer
-  const xff = headers['x-forwarded-for']
-  const hops = (Array.isArray(xff) ? xff.join(',') : xff ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
-  for (const hop of hops.slice().reverse()) {
-    if (!isTrusted(hop)) return hop
-  }
-  return hops[0] ?? peer
-}
-
 function cookieValue (header: string | undefined, name: string): string | undefined {
   if (header === undefined) return undefined
   for (const part of header.split(';')) {

@@ -24,7 +24,7 @@ const LOGGED_NAMES = 100
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
 /** Settings that a reload cannot change: they need a restart. */
-const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
+const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'proxyProtocol', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
 
 export interface ReloadReport {
   ok: boolean
@@ -49,7 +49,7 @@ export interface ReloadReport {
 
 /** Files whose changes trigger a reload: the config file and every certificate and key file. */
 function watchedFiles (config: EdgeConfig, configFile: string): string[] {
-  return [configFile, ...config.certificates.flatMap(c => c.files.flatMap(f => [f.cert, f.key]))]
+  return [configFile, ...config.certificates.flatMap(c => [...c.files.flatMap(f => [f.cert, f.key]), ...(c.clientAuth !== undefined ? [c.clientAuth.caFile] : [])])]
 }
 
 export class ClusterControl {

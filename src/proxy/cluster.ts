@@ -16,6 +16,7 @@ import { ClusterControl } from './cluster-control.js'
 import { ratioFromExposition, ratioGauge } from '../tls/resumption-ratio.js'
 import { serveSessionCache } from '../tls/session-cache.js'
 import { errorCode, errorMessage } from '../../lib/errors.js'
+import { dropPrivileges, type RunAs } from '../../lib/privileges.js'
 
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url))
 
@@ -59,6 +60,8 @@ export async function runPrimary (opts: {
   log: Logger
   /** Extra node flags for workers, e.g. the bridge's `--openssl-config=…`. */
   execArgv: string[]
+  /** `proxy --user`: workers are forked as this uid/gid; the primary drops to it once they all listen. */
+  runAs?: RunAs
 }): Promise<number> {
   const { log, workers } = opts
   const { initialDelayMs, maxDelayMs, stableAfterMs } = configDefaults.workerRestart
@@ -73,7 +76,9 @@ export async function runPrimary (opts: {
   cluster.setupPrimary({
     exec: WORKER_MAIN,
     args: [opts.configFile],
-    execArgv: [...process.execArgv.filter(a => !a.startsWith('--openssl-config')), ...opts.execArgv]
+    execArgv: [...process.execArgv.filter(a => !a.startsWith('--openssl-config')), ...opts.execArgv],
+    // Never root in a worker: libuv sets gid then uid in the child (and clears its supplementary groups while the primary is root).
+    ...(opts.runAs === undefined ? {} : { uid: opts.runAs.uid, gid: opts.runAs.gid })
   })
   // The TLS 1.2 session-ID cache every worker shares (src/tls/session-cache.ts).
   const stopSessionCache = serveSessionCache(cluster, { maxEntries: Math.max(1, opts.config.tls.sessionCacheSize), ttlSeconds: opts.config.tls.sessionTimeoutSeconds })
@@ -169,6 +174,17 @@ export async function runPrimary (opts: {
     listening.add(slot)
     if (!announced && listening.size === slots.length) {
       announced = true
+      // The primary bound the workers' port (node:cluster binds in the primary): root is no longer needed.
+      if (opts.runAs !== undefined) {
+        try {
+          dropPrivileges(opts.runAs)
+        } catch (err) {
+          log.fatal({ code: errorCode(err) }, errorMessage(err))
+          stop(1)
+          return
+        }
+        log.info({ uid: opts.runAs.uid, gid: opts.runAs.gid }, 'primary dropped privileges')
+      }
       log.info({ port: address.port, workers: slots.length }, 'proxy listening')
     }
   }

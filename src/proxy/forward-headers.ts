@@ -1,7 +1,9 @@
 // Header rewriting between client and upstream: hop-by-hop headers removed both ways,
 // X-Forwarded-For/Proto/Host set, and incoming forwarding headers believed only from trusted peers.
+// Client-certificate identity headers are never taken from the client, only set from its handshake.
 
 import type { IncomingHttpHeaders } from 'node:http'
+import { clientIdentityHeaders, isClientCertHeader } from '../tls/client-auth.js'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus legacy ones); any `proxy-*` header is also dropped. */
 export const HOP_BY_HOP = new Set([
@@ -12,19 +14,30 @@ export type HeaderValue = string | string[]
 export type OutgoingHeaders = Record<string, HeaderValue>
 
 function headerList (value: HeaderValue | undefined): string[] {
-  if (value === undefined) return []
-  return (Array.isArray(value) ? value : [value]).flatMap(v => v.split(','))
-    .map(v => v.trim().toLowerCase()).filter(v => v !== '')
+  const out: string[] = []
+  if (value === undefined) return out
+  for (const v of Array.isArray(value) ? value : [value]) {
+    for (const part of v.split(',')) {
+      const name = part.trim().toLowerCase()
+      if (name !== '') out.push(name)
+    }
+  }
+  return out
 }
 
-/** Copies `headers` without hop-by-hop ones (and those named by Connection) nor HTTP/2 pseudo-headers. */
+/**
+ * Copies `headers` without hop-by-hop ones (and those named by Connection) nor HTTP/2 pseudo-headers.
+ * Runs twice per proxied request (both ways): a plain loop over the names, no entry arrays, and no
+ * Set unless a Connection header names some.
+ */
 export function withoutHopByHop (headers: Record<string, HeaderValue | undefined>): OutgoingHeaders {
-  const named = new Set(headerList(headers.connection))
+  const named = headers.connection === undefined ? null : new Set(headerList(headers.connection))
   const out: OutgoingHeaders = {}
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name of Object.keys(headers)) {
+    const value = headers[name]
     if (value === undefined) continue
     const lower = name.toLowerCase()
-    if (lower.startsWith(':') || HOP_BY_HOP.has(lower) || named.has(lower) || lower.startsWith('proxy-')) continue
+    if (lower.startsWith(':') || HOP_BY_HOP.has(lower) || named?.has(lower) === true || lower.startsWith('proxy-')) continue
     out[lower] = value
   }
   return out
@@ -36,13 +49,18 @@ function first (value: HeaderValue | undefined): string | undefined {
 
 /**
  * Headers to send upstream for a client request. `host` is the client's Host (or :authority),
- * `peer` the client's address, `trusted` whether that peer is a trusted proxy.
+ * `peer` the client's address, `trusted` whether that peer is a trusted proxy, `socket` the
+ * request's TLS socket (`req.socket`), whose client certificate identity is added when its
+ * certificate entry has `clientAuth`. Client-certificate headers sent by the client are always
+ * removed, even from trusted peers.
  */
 export function upstreamRequestHeaders (
   incoming: IncomingHttpHeaders,
-  ctx: { host: string, peer: string, trusted: boolean }
+  ctx: { host: string, peer: string, trusted: boolean, socket?: object }
 ): OutgoingHeaders {
   const out = withoutHopByHop(incoming)
+  for (const name of Object.keys(out)) if (isClientCertHeader(name)) delete out[name]
+  Object.assign(out, clientIdentityHeaders(ctx.socket))
   // undici refuses Expect; Node already answered 100-continue to the client.
   delete out.expect
   const prior = {

@@ -16,10 +16,12 @@ import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders } from 
 import { answerGrpcError, grpcDeadline, passTrailersOnly, relayTrailers } from './grpc.js'
 import { resetStream } from './h2-guard.js'
 import { watchRequestBody, whenResponseEnds } from './request-body.js'
+import { RequestAbort } from './request-abort.js'
 import { createRouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
+import { peerAddress } from '../tls/proxy-protocol.js'
 import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 
@@ -146,7 +148,7 @@ export function createForwarder (opts: {
       settle('aborted')
       return
     }
-    const peer = normalizeAddress(req.socket?.remoteAddress)
+    const peer = normalizeAddress(peerAddress(req.socket))
     const trusted = isTrusted(peer)
     const rec = accessLog.begin(req, res, trusted)
     res.setHeader('x-request-id', rec.id)
@@ -182,10 +184,10 @@ export function createForwarder (opts: {
       sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
       return
     }
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket })
     headers['x-request-id'] = rec.id
     let overLimit = false
-    const abort = new AbortController()
+    const abort = new RequestAbort()
     let responded = false
     whenResponseEnds(req, res, complete => {
       responded = complete

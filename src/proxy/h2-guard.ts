@@ -9,6 +9,7 @@ import { Counter, type Registry } from 'prom-client'
 import type { LimitsConfig, TimeoutsConfig } from '../config/types.js'
 import { CLOSE_LINGER_MS } from './http-limits.js'
 import { timeoutCounter } from './timeout-metric.js'
+import { peerAddress } from '../tls/proxy-protocol.js'
 
 /** Streams the proxy itself reset: not held against the client's reset budget. */
 const resetByUs = new WeakSet<Http2Stream>()
@@ -94,7 +95,7 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
         calm.inc()
         if (now - lastWarn > 10_000) {
           lastWarn = now
-          opts.log.warn({ peer: session.socket?.remoteAddress, limit: rate }, 'HTTP/2 client resets streams too fast: GOAWAY ENHANCE_YOUR_CALM, its requests cancelled')
+          opts.log.warn({ peer: peerAddress(session.socket), limit: rate }, 'HTTP/2 client resets streams too fast: GOAWAY ENHANCE_YOUR_CALM, its requests cancelled')
         }
         goaway(session, constants.NGHTTP2_ENHANCE_YOUR_CALM)
       }

@@ -10,6 +10,7 @@
 // undici's: timeouts → 504, refused connections → retried on another target, then 502.
 
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
+import { EventEmitter } from 'node:events'
 import { isIP } from 'node:net'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
@@ -82,6 +83,20 @@ async function drained (stream: ClientHttp2Stream): Promise<boolean> {
     stream.once('drain', onDrain)
     stream.once('close', onClose)
   })
+}
+
+/**
+ * Calls `onAbort` when `signal` fires: an AbortSignal, or an EventEmitter with `aborted` and an
+ * 'abort' event (the forwarder's RequestAbort; undici accepts both). Returns the unsubscribe.
+ */
+function watchAbort (signal: AbortSignal | EventEmitter | null | undefined, onAbort: () => void): () => void {
+  if (signal === null || signal === undefined) return () => {}
+  if (signal instanceof EventEmitter) {
+    signal.once('abort', onAbort)
+    return () => { signal.off('abort', onAbort) }
+  }
+  signal.addEventListener('abort', onAbort, { once: true })
+  return () => { signal.removeEventListener('abort', onAbort) }
 }
 
 /** Cancels `stream` with RST_STREAM CANCEL (the target sees the call cancelled), unless it is over. */
@@ -206,8 +221,8 @@ export class H2Origin implements Requester {
 
   /** Sends one request on a stream; resolves with the response head, its body streaming. */
   async request (options: Dispatcher.RequestOptions): Promise<Dispatcher.ResponseData> {
-    const signal = options.signal as AbortSignal | null | undefined
-    const aborted = (): boolean => signal?.aborted === true
+    const signal = options.signal as AbortSignal | EventEmitter | null | undefined
+    const aborted = (): boolean => (signal as { aborted?: boolean } | null | undefined)?.aborted === true
     if (aborted()) throw new errors.RequestAbortedError()
     const entry = await this.#acquire()
     // The client may have gone while the session was being set up.
@@ -223,7 +238,7 @@ export class H2Origin implements Requester {
       let timer: NodeJS.Timeout | undefined
       const fail = (err: Error): void => {
         clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
+        unwatch()
         cancel(stream)
         if (response === undefined) {
           reject(err)
@@ -233,7 +248,7 @@ export class H2Origin implements Requester {
         if (bodyStream !== undefined && !bodyStream.destroyed) bodyStream.destroy(bodyStream.listenerCount('error') > 0 ? err : undefined)
       }
       const onAbort = (): void => fail(new errors.RequestAbortedError())
-      signal?.addEventListener('abort', onAbort, { once: true })
+      const unwatch = watchAbort(signal, onAbort)
       const arm = (ms: number | null | undefined, make: () => Error): void => {
         clearTimeout(timer)
         if (stream.closed || stream.destroyed) return
@@ -258,7 +273,7 @@ export class H2Origin implements Requester {
         })
         stream.once('end', () => {
           clearTimeout(timer)
-          signal?.removeEventListener('abort', onAbort)
+          unwatch()
           out.push(null)
         })
         // Closed without its end: reset by the target, or its session went away.
@@ -271,7 +286,7 @@ export class H2Origin implements Requester {
       })
       stream.once('close', () => {
         clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
+        unwatch()
         if (response === undefined) fail(new errors.SocketError(`the upstream closed the HTTP/2 stream before its response (code ${stream.rstCode ?? 'unknown'})`))
       })
       if (body !== null && body !== undefined) {

@@ -76,16 +76,25 @@ export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: R
     conn.timer.unref()
   }
 
+  /** A request begins (its first byte arrived): the head's clock runs from now. */
+  const started = (socket: Socket, conn: Connection): void => {
+    if (conn.phase === 'idle') enter(socket, conn, 'headers')
+    if (conn.phase === 'headers') conn.started = true
+  }
+  // Called by the HTTP parser (`this`) at the first byte of each request on any connection it serves.
+  function onMessageBegin (this: { socket?: Socket | null }): void {
+    const socket = this.socket
+    const conn = socket == null ? undefined : connections.get(socket)
+    if (socket != null && conn !== undefined) started(socket, conn)
+  }
+
   return {
     connection (socket) {
       const conn: Connection = { phase: 'headers', inflight: 0, started: false, timer: undefined }
       connections.set(socket, conn)
       enter(socket, conn, 'headers')
-      // Node's HTTP server reads TLS sockets through 'data' events too; this listener only watches.
-      socket.on('data', () => {
-        if (conn.phase === 'idle') enter(socket, conn, 'headers')
-        if (conn.phase === 'headers') conn.started = true
-      })
+      // The parser says when a request begins; a 'data' listener (which costs the parser its C++ feed) only where it cannot.
+      if (!watchMessageBegin(socket, onMessageBegin)) socket.on('data', () => { started(socket, conn) })
       socket.once('close', () => clearTimeout(conn.timer))
     },
     request (req, res) {
@@ -107,4 +116,21 @@ export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: R
       enter(socket, conn, 'busy')
     }
   }
+}
+
+/**
+ * Has the HTTP parser of `socket` call `hook` at the first byte of every request; false where it
+ * cannot (no parser on the socket, or a Node whose parser has no such callback). A 'data' listener
+ * sees the same moment, but adding one makes Node's HTTP server stop feeding its parser straight
+ * from the TLS stream in C++ ("consume") and read every chunk through JavaScript stream events
+ * instead: in cpu-prof of a worker under keep-alive load that was ~10 µs per request (socketOnData,
+ * stream push, emit and their garbage). The parser calls this callback as `parser.socket`'s parser;
+ * parsers are pooled, so the hook looks the connection up by that socket each time.
+ */
+function watchMessageBegin (socket: Socket, hook: (this: { socket?: Socket | null }) => void): boolean {
+  const parser = (socket as unknown as { parser?: Record<number, unknown> & { constructor: { kOnMessageBegin?: unknown } } | null }).parser
+  const k = parser?.constructor.kOnMessageBegin
+  if (parser == null || typeof k !== 'number') return false
+  parser[k] = hook
+  return true
 }

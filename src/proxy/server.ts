@@ -25,6 +25,7 @@ import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
 import { createHttp2Guard } from './h2-guard.js'
 import { createHttp1Limits } from './http-limits.js'
+import { createTrustMatcher } from './trusted-proxies.js'
 import { createWebSocketProxy } from './websocket.js'
 
 export interface ProxyServer {
@@ -170,7 +171,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     timeouts: config.timeouts,
     limits: new ConnectionLimits({ ...config.limits, registry }),
     route,
-    needsHello: () => needsHello
+    needsHello: () => needsHello,
+    proxyTrusted: config.proxyProtocol === undefined ? undefined : createTrustMatcher(config.proxyProtocol.trustedCidrs)
   })
   // The default entry answers clients without SNI (and unknown names): built now, the others on demand.
   const defaultEntry = certs.defaultEntry()

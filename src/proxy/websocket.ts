@@ -15,6 +15,7 @@ import { requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
 import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
+import { peerAddress } from '../tls/proxy-protocol.js'
 
 export type WebSocketOutcome = 'opened' | 'refused' | 'upstream_failed' | 'idle_timeout' | 'closed'
 
@@ -57,9 +58,9 @@ export function createWebSocketProxy (opts: {
         proto !== 'websocket' ? 'only WebSocket upgrades are proxied' : authority.ok ? 'no route matches this host and path' : authority.reason)
       return
     }
-    const peer = normalizeAddress(socket.remoteAddress)
+    const peer = normalizeAddress(peerAddress(socket))
     const trusted = isTrusted(peer)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket })
     const given = req.headers['x-request-id']
     headers['x-request-id'] = trusted && typeof given === 'string' && given !== '' ? given : randomUUID()
     headers.connection = 'upgrade'

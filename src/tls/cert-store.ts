@@ -7,11 +7,12 @@
 import type { Logger } from 'pino'
 import { errorCode, errorMessage } from '../../lib/errors.js'
 import { Counter, Gauge, type Registry } from 'prom-client'
-import type { SecureContextOptions } from 'node:tls'
+import type { TlsOptions } from 'node:tls'
 import type { CertificateConfig, TlsConfig } from '../config/types.js'
 import { CertLoadError } from '../errors.js'
 import { certRef, CheckPass, readStamped, type CheckedEntry, type CheckedPair } from './cert-check.js'
 import { CertSpool, type SpoolRef } from './cert-spool.js'
+import { clientAuthServerOptions, loadClientAuth, sameClientAuth, type LoadedClientAuth } from './client-auth.js'
 import { collectGarbage } from './heap.js'
 import { contextOptions, parseCertificate, warnCustodyBypassed, type ContextTls } from './secure-context.js'
 import { buildSniIndex, selectCertificate, type SniIndex } from './sni.js'
@@ -110,6 +111,8 @@ export class CertStore {
   readonly #selections: Counter<string>
   readonly #refused: Counter<string>
   readonly #listeners: Array<(change: StoreChange) => void> = []
+  /** The client-certificate settings (CA bundle read and checked) of the entries that have them. */
+  readonly #clientAuth = new WeakMap<CheckedEntry, LoadedClientAuth>()
 
   constructor (opts: { tls: TlsConfig, log: Logger, registry: Registry }) {
     const { registry } = opts
@@ -174,9 +177,11 @@ export class CertStore {
       error ??= err instanceof Error ? err : new Error(errorMessage(err))
       results.push({ name, ok: false, code: errorCode(err) ?? 'EDGE_ERR_CERT_LOAD', error: errorMessage(err) })
     }
-    const check = (entry: Pick<CertificateConfig, 'name' | 'files'>): CheckedEntry | undefined => {
+    const check = (entry: Pick<CertificateConfig, 'name' | 'files' | 'clientAuth'>): CheckedEntry | undefined => {
       try {
+        const clientAuth = entry.clientAuth === undefined ? undefined : loadClientAuth(entry.clientAuth)
         const checked = pass.check(entry)
+        if (clientAuth !== undefined) this.#clientAuth.set(checked, clientAuth)
         loaded.push(entry.name)
         results.push({ name: entry.name, ok: true })
         return checked
@@ -194,15 +199,16 @@ export class CertStore {
       replaced = []
       for (const old of this.#entries.values()) {
         if (old.notAfter <= pass.now) { refuse(old.name, this.#expired(old)); continue }
-        if (!old.pairs.some(p => changed.has(p.certFile) || changed.has(p.keyFile))) { unchanged++; continue }
-        const checked = check({ name: old.name, files: old.pairs.map(p => ({ cert: p.certFile, key: p.keyFile })) })
+        const clientAuth = this.#clientAuth.get(old)?.config
+        if (!old.pairs.some(p => changed.has(p.certFile) || changed.has(p.keyFile)) && (clientAuth === undefined || !changed.has(clientAuth.caFile))) { unchanged++; continue }
+        const checked = check({ name: old.name, files: old.pairs.map(p => ({ cert: p.certFile, key: p.keyFile })), ...(clientAuth !== undefined ? { clientAuth } : {}) })
         if (checked !== undefined) { next.set(old.name, checked); replaced.push(old) }
       }
     } else {
       next = new Map()
       for (const entry of list) {
         const old = this.#entries.get(entry.name)
-        if (old !== undefined && sameFiles(entry, old) && this.#unchanged(old, pass, opts.changedFiles)) {
+        if (old !== undefined && sameFiles(entry, old) && this.#unchanged(old, pass, opts.changedFiles) && this.#sameClientAuth(entry, old, pass, opts.changedFiles)) {
           if (old.notAfter <= pass.now) { refuse(entry.name, this.#expired(old)); continue }
           next.set(entry.name, old)
           unchanged++
@@ -241,6 +247,13 @@ export class CertStore {
       if (pass.stamp(pair.keyFile) !== pair.keyStamp && !this.#sameBytes(pair, 'key')) return false
     }
     return true
+  }
+
+  /** Whether `old`'s client-certificate settings are `entry`'s, its CA bundle not changed (by stamp, or named by `changedFiles`). */
+  #sameClientAuth (entry: CertificateConfig, old: CheckedEntry, pass: CheckPass, changedFiles: ReadonlySet<string> | undefined): boolean {
+    const loaded = this.#clientAuth.get(old)
+    if (loaded !== undefined && changedFiles?.has(loaded.config.caFile) === true) return false
+    return sameClientAuth(entry.clientAuth, loaded, file => pass.stamp(file))
   }
 
   #sameBytes (pair: CheckedPair, which: 'cert' | 'key'): boolean {
@@ -358,13 +371,23 @@ export class CertStore {
     return entry
   }
 
-  /** The options of `entry`'s TLS context, from the checked bytes and the served TLS settings. */
-  contextOptions (entry: CheckedEntry): SecureContextOptions {
-    return contextOptions(
+  /**
+   * The options of `entry`'s TLS server: its context from the checked bytes and the served TLS
+   * settings, and, for an entry with client certificates, what asks for them (client-auth.ts).
+   */
+  contextOptions (entry: CheckedEntry): TlsOptions {
+    const options: TlsOptions = contextOptions(
       entry.pairs.map(p => this.#spool.read(certRef(p))),
       entry.pairs.map(p => typeof p.key === 'string' ? p.key : this.#spool.read(p.key)),
       this.#tls
     )
+    const clientAuth = this.#clientAuth.get(entry)
+    return clientAuth === undefined ? options : { ...options, ...clientAuthServerOptions(entry.name, clientAuth) }
+  }
+
+  /** `entry`'s client-certificate settings, if it has any. */
+  clientAuth (entry: CheckedEntry): LoadedClientAuth | undefined {
+    return this.#clientAuth.get(entry)
   }
 
   /** The certificate chain PEM and (for a key reference) the key PEM of each pair of `entry`, for admin views; never a private key. */

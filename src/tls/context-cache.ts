@@ -5,12 +5,13 @@
 // of the certificate store drops the servers of changed and removed entries (all of them when the
 // context settings changed); unchanged entries keep theirs across reloads.
 
-import type { SecureContextOptions, Server as TlsServer } from 'node:tls'
+import type { Server as TlsServer, TLSSocket, TlsOptions } from 'node:tls'
 import type { Logger } from 'pino'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { SecureContextError } from '../errors.js'
 import type { CheckedEntry } from './cert-check.js'
 import type { CertStore, StoreChange } from './cert-store.js'
+import { tagConnection } from './client-auth.js'
 import type { Variant } from './resumption.js'
 import { safeReason } from './secure-context.js'
 
@@ -24,8 +25,8 @@ export interface ContextCacheOptions {
   maxEntries: number
   registry: Registry
   log: Logger
-  /** Builds the TLS server of an entry for a resumption variant from its context options. */
-  makeServer: (options: SecureContextOptions, variant: Variant) => TlsServer
+  /** Builds the TLS server of an entry for a resumption variant from its options (context, and client certificates). */
+  makeServer: (options: TlsOptions, variant: Variant) => TlsServer
 }
 
 /** Built TLS servers by certificate entry (checked version) and resumption variant, LRU-bounded. */
@@ -39,6 +40,7 @@ export class ContextCache {
   readonly #evicted: Counter<string>
   readonly #failed: Counter<string>
   readonly #seconds: Histogram<string>
+  readonly #clientCerts: Counter<string>
 
   constructor (o: ContextCacheOptions) {
     this.#o = o
@@ -60,6 +62,12 @@ export class ContextCache {
       name: 'edge_tls_context_build_seconds',
       help: 'Time to build a TLS context on demand: what the first ClientHello of a name waits for',
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
+      registers: [r]
+    }))
+    this.#clientCerts = metric(r, 'edge_tls_client_certificates_total', () => new Counter({
+      name: 'edge_tls_client_certificates_total',
+      help: 'Handshakes completed on certificate entries with clientAuth, by client certificate result: success (verified), none (not sent), failed (sent, not verified: request mode). Refusals are in edge_tls_handshake_failures_total{reason="client_certificate"}',
+      labelNames: ['result'],
       registers: [r]
     }))
     this.#held.set(0)
@@ -101,6 +109,14 @@ export class ContextCache {
       throw err instanceof SecureContextError ? err : new SecureContextError(entry.name, `cannot build the TLS context (${safeReason(err)})`, { cause: err })
     }
     this.#seconds.observe(Number(process.hrtime.bigint() - t0) / 1e9)
+    const clientAuth = this.#o.store.clientAuth(entry)
+    if (clientAuth !== undefined) {
+      // Before any request is read: the forwarder finds the identity on the socket.
+      server.on('secureConnection', (socket: TLSSocket) => {
+        const { verify } = tagConnection(socket, clientAuth.config)
+        this.#clientCerts.inc({ result: verify === 'SUCCESS' ? 'success' : verify === 'NONE' ? 'none' : 'failed' })
+      })
+    }
     this.#built.inc()
     if (servers === undefined) {
       servers = new Map()

@@ -12,6 +12,8 @@ import { clientKey, type ConnectionLimits } from '../proxy/conn-limits.js'
 import { timeoutCounter } from '../proxy/timeout-metric.js'
 import { ClientHelloReader, UNRECOGNIZED_NAME_ALERT, type HelloVerdict } from './client-hello.js'
 import { failureReason, HandshakeFailures } from './handshake-failures.js'
+import { peerAddress, ProxyHeaderReader, proxiedSource, setProxiedSource, type ProxyRefusal } from './proxy-protocol.js'
+import { proxyProtocolMetrics, type ProxyProtocolMetrics } from './proxy-protocol-metrics.js'
 
 export interface FrontTimeouts {
   /** From accept until the ClientHello is read (or, when the front does not read it, its first byte). */
@@ -35,6 +37,11 @@ export interface FrontOptions {
   route: (hello: RoutedHello) => TlsServer | 'refuse'
   /** Whether a ClientHello can change the route; if not, the first bytes are handed over unread. */
   needsHello: () => boolean
+  /**
+   * Whether a peer must send a PROXY header (proxyProtocol.trustedCidrs); every other peer must
+   * not. Absent: nobody may (a PROXY header is refused from anyone).
+   */
+  proxyTrusted?: (address: string | undefined) => boolean
 }
 
 /** Accepts connections for TLS servers; `watch` every TLS server it may hand sockets to. */
@@ -49,10 +56,12 @@ export class TlsFront {
   /** Connections still in the front (not handed to a TLS server yet). */
   readonly #reading = new Set<Socket>()
   readonly #watched = new WeakSet<TlsServer>()
+  readonly #proxy: ProxyProtocolMetrics
 
   constructor (o: FrontOptions) {
     this.#o = o
     this.#timeouts = timeoutCounter(o.registry)
+    this.#proxy = proxyProtocolMetrics(o.registry, o.log)
     this.#failures = new HandshakeFailures({ log: o.log, registry: o.registry })
   }
 
@@ -63,18 +72,11 @@ export class TlsFront {
 
   /** Handles a new TCP connection (a `connection` listener of a net.Server with allowHalfOpen). */
   accept (socket: Socket): void {
-    const { limits, log } = this.#o
+    const { log } = this.#o
     socket.on('error', (err: NodeJS.ErrnoException) => log.debug({ code: err.code }, 'client connection error'))
-    if (limits.enabled) {
-      const key = clientKey(socket.remoteAddress ?? '')
-      const admission = limits.admit(key)
-      if (admission !== 'ok') {
-        log.debug({ client: key, limit: admission }, 'connection refused by a per-client limit')
-        socket.destroy()
-        return
-      }
-      socket.once('close', () => limits.release(key))
-    }
+    // From a trusted balancer the limits count the client its PROXY header names, once it is read.
+    const proxyRequired = this.#o.proxyTrusted?.(socket.remoteAddress) === true
+    if (!proxyRequired && !this.#admit(socket, socket.remoteAddress)) return
     const id = `${socket.remoteAddress ?? ''} ${socket.remotePort ?? ''}`
     const timer = setTimeout(() => {
       this.#timedOut.add(socket)
@@ -87,12 +89,33 @@ export class TlsFront {
       clearTimeout(timer)
       if (this.#handshaking.get(id) === timer) this.#handshaking.delete(id)
     })
-    this.#read(socket)
+    this.#read(socket, new ProxyHeaderReader(proxyRequired ? 'required' : 'forbidden'))
   }
 
-  /** Reads until the route is known, then hands the socket over (or closes it on timeout/EOF). */
-  #read (socket: Socket): void {
+  /** Applies the per-client connection limits to `address`; false when refused (the socket is destroyed). */
+  #admit (socket: Socket, address: string | undefined): boolean {
+    const { limits, log } = this.#o
+    if (!limits.enabled) return true
+    const key = clientKey(address ?? '')
+    const admission = limits.admit(key)
+    if (admission !== 'ok') {
+      log.debug({ client: key, limit: admission }, 'connection refused by a per-client limit')
+      socket.destroy()
+      return false
+    }
+    socket.once('close', () => limits.release(key))
+    return true
+  }
+
+  /**
+   * Reads the PROXY header (required from a trusted balancer, refused from anyone else), then until
+   * the route is known, then hands the socket over (or closes it on timeout/EOF). Both run under
+   * the ClientHello timeout.
+   */
+  #read (socket: Socket, proxyHeader: ProxyHeaderReader): void {
     const reader = this.#o.needsHello() ? new ClientHelloReader() : undefined
+    let proxy: ProxyHeaderReader | undefined = proxyHeader
+    const required = proxyHeader.required
     let received = 0
     this.#reading.add(socket)
     const stop = (): void => {
@@ -104,11 +127,38 @@ export class TlsFront {
     const timer = setTimeout(() => {
       stop()
       this.#timeouts.inc({ kind: 'client_hello' })
+      if (proxy !== undefined && required) {
+        this.#refuse(socket, 'timeout', `no complete PROXY header within ${this.#o.timeouts.clientHelloMs} ms (${received} bytes)`)
+        return
+      }
       this.#o.log.debug({ bytes: received }, 'no complete ClientHello in time, connection closed')
       socket.destroy()
     }, this.#o.timeouts.clientHelloMs)
-    const onData = (chunk: Buffer): void => {
+    const onData = (data: Buffer): void => {
+      let chunk = data
       received += chunk.length
+      if (proxy !== undefined) {
+        const verdict = proxy.push(chunk)
+        if (verdict.status === 'partial') return
+        proxy = undefined
+        if (verdict.status === 'refused') {
+          stop()
+          this.#refuse(socket, verdict.reason, verdict.detail)
+          return
+        }
+        if (verdict.source !== undefined) {
+          this.#proxy.accepted(verdict.source)
+          setProxiedSource(socket, verdict.source)
+        }
+        if (required && !this.#admit(socket, peerAddress(socket))) {
+          stop()
+          return
+        }
+        chunk = verdict.rest
+        // What follows is TLS: the counts below are about its bytes only.
+        received = chunk.length
+        if (chunk.length === 0) return
+      }
       if (reader === undefined) { stop(); this.#handOff(socket, chunk, undefined); return }
       const verdict = reader.push(chunk)
       if (verdict.status === 'partial') return
@@ -119,12 +169,24 @@ export class TlsFront {
     // EOF before the route is known: OpenSSL would answer nothing and close; so does the front.
     const onEnd = (): void => {
       stop()
+      if (proxy !== undefined && required) {
+        // A balancer's plain TCP health check opens and closes without a byte: not a refusal.
+        if (received > 0) this.#refuse(socket, 'closed', `closed after ${received} bytes of a PROXY header`)
+        else socket.destroy()
+        return
+      }
       if (received > 0) this.#failures.record('client_closed', { bytes: received })
       socket.destroy()
     }
     socket.on('data', onData)
     socket.on('end', onEnd)
     socket.once('close', stop)
+  }
+
+  /** Closes a connection refused at its PROXY header, without a byte: it is not TLS yet (counted, logged). */
+  #refuse (socket: Socket, reason: ProxyRefusal, detail: string): void {
+    this.#proxy.refused(reason, { peer: socket.remoteAddress, detail })
+    socket.destroy()
   }
 
   #handOff (socket: Socket, bytes: Buffer, hello: RoutedHello): void {
@@ -153,6 +215,12 @@ export class TlsFront {
   watch (server: TlsServer): void {
     if (this.#watched.has(server)) return
     this.#watched.add(server)
+    // Before the HTTP server's own listener: the client address a PROXY header carried goes on the
+    // TLS socket, where the HTTP layer reads it (peerAddress).
+    server.prependListener('secureConnection', (tls: TLSSocket) => {
+      const source = proxiedSource((tls as unknown as { _parent?: unknown })._parent as Socket | undefined)
+      if (source !== undefined) setProxiedSource(tls, source)
+    })
     server.on('secureConnection', (tls: TLSSocket) => {
       const id = `${tls.remoteAddress ?? ''} ${tls.remotePort ?? ''}`
       clearTimeout(this.#handshaking.get(id))
@@ -162,6 +230,13 @@ export class TlsFront {
       // The TLS socket's peer address is gone once closed; Node keeps the accepted socket as `_parent`.
       const parent = (tls as unknown as { _parent?: unknown })._parent
       if (parent instanceof Socket && this.#timedOut.has(parent)) return
+      // A client certificate that did not verify (clientAuth "require"): Node closes the connection
+      // once the handshake is done, and the error is its "socket hang up"; the reason is on the socket.
+      const unverified = tls.authorizationError
+      if (unverified !== undefined && unverified !== null) {
+        this.#failures.record('client_certificate', { authorizationError: String(unverified), servername: typeof tls.servername === 'string' ? tls.servername.slice(0, 253) : undefined })
+        return
+      }
       this.#failures.record(failureReason(err), { code: err.code, err: err.message.slice(0, 200) })
     })
   }

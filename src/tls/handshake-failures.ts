@@ -21,6 +21,8 @@ export const FAILURE_REASONS = [
   'negotiation',
   /** Strict SNI refused the server name (unrecognized_name). */
   'unknown_server_name',
+  /** An entry with `clientAuth` mode `require`: no client certificate sent, or one that did not verify. */
+  'client_certificate',
   /** The signature could not be made: keyd unreachable, stuck, sealed or refusing. */
   'keyd',
   'other'
@@ -33,6 +35,8 @@ const NEGOTIATION = /NO_SHARED|NO_SUITABLE|NO_CIPHERS|NO_PROTOCOLS_AVAILABLE|NO_
 const MALFORMED = /LENGTH|TOO_SMALL|TOO_LONG|EXCESSIVE|UNEXPECTED|BAD_|DECODE|PARSE|INVALID|MISSING|DUPLICATE|RECORD|EXTENSION|COMPRESSION|CCS_RECEIVED_EARLY|ILLEGAL|MALFORMED/
 /** The key bridge's errors (keyd/bridge): library "keyedge", reasons starting "keyd:". */
 const BRIDGE = /KEYD|KEYEDGE/
+/** OpenSSL refused a missing client certificate (SSL_VERIFY_FAIL_IF_NO_PEER_CERT). */
+const CLIENT_CERTIFICATE = /PEER_DID_NOT_RETURN_A_CERTIFICATE/
 
 /** The reason of a `tlsClientError` (Node maps OpenSSL's reason to `code`, e.g. ERR_SSL_NO_SHARED_CIPHER). */
 export function failureReason (err: NodeJS.ErrnoException): FailureReason {
@@ -42,6 +46,7 @@ export function failureReason (err: NodeJS.ErrnoException): FailureReason {
   if (/^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/.test(code)) return 'client_alert'
   if (BRIDGE.test(code) || /\bkeyd\b|:keyedge:/i.test(err.message)) return 'keyd'
   if (!code.startsWith('ERR_SSL_') && !code.startsWith('ERR_OSSL_')) return 'other'
+  if (CLIENT_CERTIFICATE.test(code)) return 'client_certificate'
   if (PROTOCOL.test(code)) return 'protocol'
   if (NEGOTIATION.test(code)) return 'negotiation'
   if (MALFORMED.test(code)) return 'malformed'

@@ -54,6 +54,30 @@ server { listen 443 ssl; server_name odd.test; ssl_certificate a.crt; ssl_certif
   t.notMatch(all, /plain\.test/, 'a plain-HTTP block is not a TLS site')
 })
 
+t.test('client certificates: ssl_verify_client on | optional with its CA become clientAuth; the rest is reported', async t => {
+  const file = join(dir, 'mtls.conf')
+  writeFileSync(file, `http {
+  ssl_client_certificate ca/http.pem;
+  server { listen 443 ssl; server_name req.test; ssl_certificate a.crt; ssl_certificate_key a.key; ssl_verify_client on; ssl_client_certificate /etc/ca/own.pem; ssl_crl r.crl; }
+  server { listen 443 ssl; server_name opt.test; ssl_certificate b.crt; ssl_certificate_key b.key; ssl_verify_client optional; }
+  server { listen 443 ssl; server_name off.test; ssl_certificate c.crt; ssl_certificate_key c.key; ssl_verify_client off; }
+  server { listen 443 ssl; server_name noca.test; ssl_certificate d.crt; ssl_certificate_key d.key; ssl_verify_client optional_no_ca; ssl_crl crl.pem; }
+}
+server { listen 443 ssl; server_name lone.test; ssl_certificate e.crt; ssl_certificate_key e.key; ssl_verify_client on; ssl_crl x.crl; }
+`)
+  const { sites, warnings } = nginxTlsSites(loadNginx(file), dir)
+  const auth = Object.fromEntries(sites.map(s => [s.serverNames[0], s.clientAuth ?? null]))
+  t.same(auth['req.test'], { mode: 'require', caFile: '/etc/ca/own.pem' }, 'on = require, the block\'s own CA')
+  t.same(auth['opt.test'], { mode: 'request', caFile: join(dir, 'ca', 'http.pem') }, 'optional = request, the CA inherited from http, relative to the prefix')
+  t.equal(auth['off.test'], null, 'off: no clientAuth')
+  t.equal(auth['noca.test'], null, 'optional_no_ca has no equivalent')
+  t.equal(auth['lone.test'], null, 'on without a CA bundle is not guessed')
+  const all = warnings.join('\n')
+  t.match(all, /optional_no_ca .* no keyedge equivalent/)
+  t.match(all, /ssl_verify_client on without ssl_client_certificate/)
+  t.equal(all.match(/ssl_crl is not checked/g)?.length, 1, 'ssl_crl reported where clientAuth is carried over (no CRL check), not where it was left out anyway')
+})
+
 t.test('an include loop and an unreadable include are errors', async t => {
   writeFileSync(join(dir, 'loop.conf'), 'include loop.conf;\n')
   t.throws(() => loadNginx(join(dir, 'loop.conf')), /include loop/)

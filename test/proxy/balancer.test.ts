@@ -1,7 +1,8 @@
 // Pure parts of upstream pools: target choice (weighted round-robin, power of two choices,
 // consistent hashing), outlier ejection and the retry budget.
 import t from 'tap'
-import { Balancer, clientAddress, HashRing, hashKey, Target } from '../../src/proxy/balancer.js'
+import { Balancer, HashRing, hashKey, Target } from '../../src/proxy/balancer.js'
+import { clientAddress } from '../../src/proxy/client-address.js'
 import { OutlierDetector } from '../../src/proxy/health.js'
 import { replayable, RetryBudget, retriableError } from '../../src/proxy/retry.js'
 
