@@ -6,6 +6,7 @@ import { constants, createServer, type Http2Server, type ServerHttp2Stream } fro
 import pino from 'pino'
 import t from 'tap'
 import { H2Origin } from '../../src/proxy/h2-upstream.js'
+import { RequestAbort } from '../../src/proxy/request-abort.js'
 import { GrpcStatus, grpcStatusOf, grpcTimeoutMs, isGrpc } from '../../src/proxy/grpc.js'
 import { refusedUrl } from '../helpers/proxy-fixtures.js'
 import { until } from '../helpers/wait.js'
@@ -93,11 +94,11 @@ t.test('timeouts: headers and body idle, as undici names them; the target sees t
   t.ok(await until(() => cancelled.length === 2, 5000), 'both streams were cancelled at the target (RST_STREAM CANCEL)')
 })
 
-t.test('an aborted request cancels its stream at the target', async t => {
-  let rst: number | undefined
+t.test('an aborted request cancels its stream at the target (AbortController and the forwarder\'s RequestAbort)', async t => {
+  const rsts: number[] = []
   const server = createServer()
   server.on('stream', (stream: ServerHttp2Stream) => {
-    stream.on('close', () => { rst = stream.rstCode })
+    stream.on('close', () => { rsts.push(stream.rstCode ?? -1) })
     stream.on('error', () => {})
     stream.respond({ ':status': 200 })
     stream.write('x')
@@ -105,12 +106,13 @@ t.test('an aborted request cancels its stream at the target', async t => {
   const url = await listen(server)
   const origin = new H2Origin({ url, connectTimeoutMs: 2000, log })
   t.teardown(() => { origin.close(); server.close() })
-  const abort = new AbortController()
-  const res = await origin.request({ method: 'GET', path: '/', signal: abort.signal })
-  res.body.on('error', () => {})
-  abort.abort()
-  t.ok(await until(() => rst !== undefined, 5000))
-  t.equal(rst, constants.NGHTTP2_CANCEL)
+  for (const abort of [new AbortController(), new RequestAbort()]) {
+    const res = await origin.request({ method: 'GET', path: '/', signal: abort.signal })
+    res.body.on('error', () => {})
+    abort.abort()
+  }
+  t.ok(await until(() => rsts.length === 2, 5000))
+  t.same(rsts, [constants.NGHTTP2_CANCEL, constants.NGHTTP2_CANCEL])
 })
 
 t.test('connect failures: refused, and a connect timeout', async t => {
