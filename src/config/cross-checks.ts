@@ -61,6 +61,19 @@ function checkRoutes (doc: Obj, add: Add): void {
   for (const [i, route] of objects(doc.routes)) checkPool(route, ['routes', i], add)
 }
 
+/** `upstreamProtocol` against the targets' schemes: `h2c` is cleartext (`http://`), `h2` is TLS (`https://`). */
+function checkUpstreamProtocol (route: Obj, at: Segment[], add: Add): void {
+  const want = route.upstreamProtocol === 'h2c' ? 'http:' : route.upstreamProtocol === 'h2' ? 'https:' : undefined
+  if (want === undefined) return
+  const check = (url: unknown, path: Segment[]): void => {
+    const s = str(url)
+    if (s === undefined || !URL.canParse(s) || new URL(s).protocol === want) return
+    add(path, `upstreamProtocol "${String(route.upstreamProtocol)}" needs a ${want}// URL (${route.upstreamProtocol === 'h2c' ? 'cleartext HTTP/2 with prior knowledge' : 'HTTP/2 over TLS, ALPN h2'})`)
+  }
+  check(route.upstream, [...at, 'upstream'])
+  for (const [j, target] of objects(route.upstreams)) check(target.url, [...at, 'upstreams', j, 'url'])
+}
+
 /** A route's pool: `upstream` or `upstreams` (one of them), distinct targets, a hash key when hashing needs one. */
 function checkPool (route: Obj, at: Segment[], add: Add): void {
   if (route.upstream === undefined && route.upstreams === undefined) add(at, 'needs "upstream" (one origin) or "upstreams" (a pool)')
@@ -75,6 +88,7 @@ function checkPool (route: Obj, at: Segment[], add: Add): void {
     if (first !== undefined) add([...at, 'upstreams', j, 'url'], `"${origin}" is already upstreams[${first}]`)
     else urls.set(origin, j)
   }
+  checkUpstreamProtocol(route, at, add)
   const balance = isObj(route.balance) ? route.balance : {}
   if (balance.policy === 'hash' && (balance.hashOn === 'header' || balance.hashOn === 'cookie') && str(balance.hashKey) === undefined) {
     add([...at, 'balance', 'hashKey'], `names the ${String(balance.hashOn)} to hash: required with hashOn "${String(balance.hashOn)}"`)

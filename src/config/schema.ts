@@ -174,11 +174,13 @@ export const RetrySchema = section({
   minRetries: int(0, 10_000, { default: 3, description: 'retries allowed per 10 s whatever the budget (for routes with little traffic)' })
 }, { default: {}, description: 'retries' })
 
+export const UPSTREAM_PROTOCOLS = ['http1', 'h2c', 'h2'] as const
+
 export const RouteSchema = section({
   host: text({ default: '*', check: 'route-host', transform: 'host', description: 'exact host, `*.example.com` or `*` (port and case ignored)' }),
   pathPrefix: text({ default: '/', check: 'path-prefix', description: 'starts with `/`; `/api` matches `/api` and `/api/x`, not `/apix`; `/api/` matches `/api/x` only' }),
   upstream: optional(text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged. A pool of one target; give either this or `upstreams`' })),
-  timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`' }),
+  timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`. A gRPC call that carries a `grpc-timeout` gets its deadline instead' }),
   connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' }),
   // ---- Upstream pools: targets, balancing, health checks, outlier ejection, retries (docs/upstreams.md) ----
   upstreams: optional(list(UpstreamTargetSchema, { minItems: 1, description: 'a pool of targets (instead of `upstream`); see [upstreams.md](upstreams.md)' })),
@@ -186,6 +188,8 @@ export const RouteSchema = section({
   healthCheck: optional(HealthCheckSchema),
   outlier: OutlierSchema,
   retry: RetrySchema,
+  // HTTP/2 and gRPC upstreams (src/proxy/h2-upstream.ts, grpc.ts; docs/upstreams.md).
+  upstreamProtocol: oneOf(UPSTREAM_PROTOCOLS, { default: 'http1', description: 'what the pool speaks to its targets: `http1` (HTTP/1.1, keep-alive); `h2c` (HTTP/2 in cleartext with prior knowledge, `http://` targets only); `h2` (HTTP/2 over TLS, ALPN `h2`, `https://` targets only). gRPC needs `h2c` or `h2`; see [upstreams.md](upstreams.md#http2-and-grpc-upstreams)' }),
   // Edge HTTP features of the route (access log switch, limits): docs/access-log.md, docs/configuration.md.
   accessLog: bool({ default: true, description: 'when `false`, requests of this route are left out of the access log (see the top-level `accessLog`)' }),
   maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
@@ -209,6 +213,12 @@ export const RouteSchema = section({
     healthcheck: 'use "healthCheck"',
     health: 'use "healthCheck"',
     retries: 'use "retry"',
+    protocol: 'use "upstreamProtocol": "http1", "h2c" or "h2"',
+    http2: 'use "upstreamProtocol": "h2c" (cleartext) or "h2" (TLS)',
+    h2: 'use "upstreamProtocol": "h2c" (cleartext) or "h2" (TLS)',
+    h2c: 'use "upstreamProtocol": "h2c"',
+    grpc: 'use "upstreamProtocol": "h2c" or "h2" (gRPC needs HTTP/2 to the targets)',
+    upstreamHttp2: 'use "upstreamProtocol": "h2c" (cleartext) or "h2" (TLS)',
     hosts: 'use "host" (one route per host pattern)',
     hostname: 'use "host"'
   }

@@ -13,6 +13,7 @@ import type { RouteConfig, TimeoutsConfig } from '../config/types.js'
 import { NO_ACCESS_LOG, type AccessLog } from './access-log.js'
 import { clientAddress } from './client-address.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
+import { answerGrpcError, grpcDeadline, passTrailersOnly, relayTrailers } from './grpc.js'
 import { resetStream } from './h2-guard.js'
 import { watchRequestBody, whenResponseEnds } from './request-body.js'
 import { RequestAbort } from './request-abort.js'
@@ -55,6 +56,8 @@ function sendJson (res: ClientResponse, status: number, body: Record<string, str
     res.destroy()
     return
   }
+  // A gRPC call gets its error as a gRPC status in trailers (grpc.ts).
+  if (answerGrpcError(res, status, body.message ?? body.error ?? '')) return
   const text = JSON.stringify(body)
   writeHead(res, status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
   res.end(text)
@@ -228,6 +231,8 @@ export function createForwarder (opts: {
         settle('aborted')
         return
       }
+      // A gRPC call's grpc-timeout replaces the route's timeouts; at its end: DEADLINE_EXCEEDED (grpc.ts).
+      const deadline = grpcDeadline(req, res, () => { settle('gateway_timeout'); abort.abort() })
       const options: Dispatcher.RequestOptions = {
         method: req.method as Dispatcher.HttpMethod,
         path: requestPath(url),
@@ -235,8 +240,8 @@ export function createForwarder (opts: {
         // undici sends any async iterable (its types only name streams).
         body: (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { overLimit = true })) as Dispatcher.RequestOptions['body'],
         signal: abort.signal,
-        headersTimeout: route.timeoutMs,
-        bodyTimeout: route.timeoutMs
+        headersTimeout: deadline === undefined ? route.timeoutMs : 0,
+        bodyTimeout: deadline === undefined ? route.timeoutMs : 0
       }
       let target = ''
       rec.upstreamStartMs = performance.now()
@@ -258,7 +263,9 @@ export function createForwarder (opts: {
           upstream.body.dump().catch(() => {})
           return
         }
-        writeHead(res, upstream.statusCode, clientResponseHeaders(upstream.headers))
+        const head = clientResponseHeaders(upstream.headers)
+        // A gRPC trailers-only response goes on as one (grpc.ts); anything else as usual.
+        if (!passTrailersOnly(req, res, upstream, head)) writeHead(res, upstream.statusCode, head)
         upstream.body.on('data', (chunk: Buffer) => { rec.bytesOut += chunk.length })
         upstream.body.once('end', () => { rec.upstreamEndMs = performance.now() })
         upstream.body.on('error', (err: NodeJS.ErrnoException) => {
@@ -268,6 +275,7 @@ export function createForwarder (opts: {
           settle(TIMEOUT_CODES.has(err.code ?? '') ? 'gateway_timeout' : 'bad_gateway')
           cutResponse(req, res)
         })
+        relayTrailers(req, res, upstream)
         upstream.body.pipe(res as NodeJS.WritableStream)
       }, onUpstreamError)
     }

@@ -3,7 +3,7 @@
 // backoff that doubles, never more than a configured share of the pool at once).
 
 import type { Logger } from 'pino'
-import type { Dispatcher } from 'undici'
+import type { Requester } from './h2-upstream.js'
 import type { HealthCheckConfig, OutlierConfig } from '../config/types.js'
 import type { Target } from './balancer.js'
 
@@ -51,7 +51,7 @@ export class HealthChecker {
     targets: readonly Target[]
     config: HealthCheckConfig
     /** The connection pool of a target's origin. */
-    dispatcher: (t: Target) => Dispatcher
+    dispatcher: (t: Target) => Requester
     log: Logger
     onChange: (t: Target, healthy: boolean) => void
   }) {

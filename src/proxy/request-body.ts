@@ -7,6 +7,7 @@
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import { constants } from 'node:http2'
 import type { Counter } from 'prom-client'
+import { deferEarlyReset } from './grpc.js'
 import { endConnection } from './http-limits.js'
 import { resetStream } from './h2-guard.js'
 import type { ClientRequest, ClientResponse } from './forward.js'
@@ -130,8 +131,12 @@ export function watchRequestBody (req: ClientRequest, res: ClientResponse, opts:
     if (state === 'done') return
     state = 'done'
     opts.early.inc({ action: h2 ? 'reset' : 'closed' })
-    if (h2) resetStream((req as Http2ServerRequest).stream, constants.NGHTTP2_NO_ERROR)
-    else endConnection(req.socket)
+    if (h2) {
+      const stream = (req as Http2ServerRequest).stream
+      const reset = (): void => resetStream(stream, constants.NGHTTP2_NO_ERROR)
+      // A gRPC call's status is in trailers, which Node sends after this point (grpc.ts).
+      if (!deferEarlyReset(req, reset)) reset()
+    } else endConnection(req.socket)
   }
 
   function onDrainData (chunk: Buffer): void {

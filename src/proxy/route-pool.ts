@@ -11,6 +11,7 @@ import type { RouteConfig } from '../config/types.js'
 import { EdgeError } from '../errors.js'
 import { Balancer, hashKey, Target } from './balancer.js'
 import { clientAddress } from './client-address.js'
+import { H2Upstreams, type Requester } from './h2-upstream.js'
 import { HealthChecker, OutlierDetector } from './health.js'
 import { replayable, RetryBudget, retriableError } from './retry.js'
 import type { UpstreamPools } from './upstream-pools.js'
@@ -82,8 +83,9 @@ export class RoutePool {
   readonly #connections: UpstreamPools
   readonly #metrics: PoolMetrics
   readonly #isTrusted: (a: string) => boolean
+  readonly #h2: H2Upstreams
 
-  constructor (route: RouteConfig, opts: { connections: UpstreamPools, log: Logger, metrics: PoolMetrics, isTrusted: (a: string) => boolean }) {
+  constructor (route: RouteConfig, opts: { connections: UpstreamPools, h2: H2Upstreams, log: Logger, metrics: PoolMetrics, isTrusted: (a: string) => boolean }) {
     this.#route = route
     this.label = routeLabel(route)
     this.targets = routeTargets(route).map(t => new Target(t))
@@ -91,6 +93,7 @@ export class RoutePool {
     this.#connections = opts.connections
     this.#metrics = opts.metrics
     this.#isTrusted = opts.isTrusted
+    this.#h2 = opts.h2
     this.#budget = new RetryBudget(route.retry)
     this.#outliers = new OutlierDetector(this.targets, route.outlier, (t, ms) => {
       opts.metrics.ejections.inc({ route: this.label, target: t.url })
@@ -101,7 +104,9 @@ export class RoutePool {
       : new HealthChecker({ targets: this.targets, config: route.healthCheck, dispatcher: t => this.#dispatcher(t), log: opts.log.child({ route: this.label }), onChange: () => {} })
   }
 
-  #dispatcher (t: Target): Dispatcher {
+  #dispatcher (t: Target): Requester {
+    // `upstreamProtocol` h2c / h2: HTTP/2 sessions to the target (h2-upstream.ts) instead of undici's HTTP/1.1 pool.
+    if (this.#route.upstreamProtocol !== 'http1') return this.#h2.get(t.url, this.#route.connectTimeoutMs)
     return this.#connections.get({ upstream: t.url, connectTimeoutMs: this.#route.connectTimeoutMs })
   }
 
@@ -192,6 +197,7 @@ export class RoutePool {
 /** The pools of every route of a worker, created up front so health checks run before traffic. */
 export class RoutePools {
   readonly #pools = new Map<RouteConfig, RoutePool>()
+  readonly #h2: H2Upstreams
   constructor (routes: readonly RouteConfig[], opts: { connections: UpstreamPools, log: Logger, registry: Registry, isTrusted: (a: string) => boolean }) {
     const { registry } = opts
     const labelNames = ['route', 'target']
@@ -202,7 +208,8 @@ export class RoutePools {
       ejections: metric(registry, 'edge_upstream_ejections_total', () => new Counter({ name: 'edge_upstream_ejections_total', help: 'Passive outlier ejections per target', labelNames, registers: [registry] })),
       retries: metric(registry, 'edge_upstream_retries_total', () => new Counter({ name: 'edge_upstream_retries_total', help: 'Retry decisions per route (sent, budget_exhausted, no_target)', labelNames: ['route', 'result'], registers: [registry] }))
     }
-    for (const route of routes) this.#pools.set(route, new RoutePool(route, { ...opts, metrics }))
+    this.#h2 = new H2Upstreams(opts.log)
+    for (const route of routes) this.#pools.set(route, new RoutePool(route, { ...opts, h2: this.#h2, metrics }))
     const pools = this.#pools
     if (registry.getSingleMetric('edge_upstream_healthy') === undefined) {
        
@@ -227,8 +234,9 @@ export class RoutePools {
     return pool
   }
 
-  /** Stops every health check. */
+  /** Stops every health check and closes the HTTP/2 sessions (their streams in flight finish). */
   stop (): void {
     for (const pool of this.#pools.values()) pool.stop()
+    this.#h2.close()
   }
 }
