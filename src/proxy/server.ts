@@ -39,11 +39,22 @@ export interface ProxyServer {
    * connections only if every entry loaded.
    */
   reload: (entries?: readonly CertificateConfig[], tls?: TlsConfig, changedFiles?: readonly string[]) => ReloadPlan
+  /**
+   * Serves new requests with `live`'s routes, pools, trusted proxies and access log (a config
+   * reload); requests and WebSockets in flight finish on what they started with.
+   */
+  applyLive: (live: LiveConfig) => void
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts the rest. */
   close: (graceMs?: number) => Promise<void>
 }
 
 export type { EntryResult }
+
+/** The settings a reload changes without a restart (the rest of a changed config waits for one). */
+export type LiveConfig = Pick<EdgeConfig, 'routes' | 'trustedProxies' | 'accessLog'>
+
+/** Top-level settings that a reload applies live (LiveConfig). */
+export const LIVE_SETTINGS = ['routes', 'trustedProxies', 'accessLog'] as const
 
 export interface ReloadPlan {
   /** True when every entry loaded. */
@@ -69,7 +80,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  const accessLog = createAccessLog({ config: config.accessLog, log, registry })
+  let live: LiveConfig = { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog }
+  let accessLog = createAccessLog({ config: config.accessLog, log, registry })
   const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
   const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, targetOf: forwarder.targetOf })
   const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
@@ -157,6 +169,15 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     }
   }
 
+  const applyLive = (next: LiveConfig): void => {
+    // An unchanged access log keeps its file open; a changed one is opened beside the old, which
+    // the forwarder closes after the last request that writes to it.
+    if (JSON.stringify(next.accessLog) !== JSON.stringify(live.accessLog)) accessLog = createAccessLog({ config: next.accessLog, log, registry })
+    live = next
+    forwarder.update({ routes: next.routes, trustedProxies: next.trustedProxies, accessLog })
+    webSockets.update({ routes: next.routes, trustedProxies: next.trustedProxies })
+  }
+
   const route = (hello: RoutedHello): TlsServer | 'refuse' => {
     const entry = hello === undefined ? certs.defaultEntry() : certs.select(hello.serverName)
     if (entry === undefined) return 'refuse'
@@ -198,10 +219,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     await closed
     clearTimeout(timer)
     await forwarder.close()
-    await accessLog.close()
     resumption.close()
     certs.close()
   }
 
-  return { port, certs, reload, close }
+  return { port, certs, reload, applyLive, close }
 }

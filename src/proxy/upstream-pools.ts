@@ -25,9 +25,14 @@ export class UpstreamPools {
   #pools = new Map<string, Pool>()
   #closed = false
 
+  /** The key of the pool serving `route`'s upstream: its origin and connect timeout. */
+  static keyOf (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): string {
+    return `${route.upstream} ${route.connectTimeoutMs}`
+  }
+
   /** The pool serving `route`'s upstream. */
   get (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): Pool {
-    const key = `${route.upstream} ${route.connectTimeoutMs}`
+    const key = UpstreamPools.keyOf(route)
     let pool = this.#pools.get(key)
     if (pool === undefined) {
       if (this.#closed) throw new Error('upstream pools are closed')
@@ -49,6 +54,18 @@ export class UpstreamPools {
       this.#pools.set(key, pool)
     }
     return pool
+  }
+
+  /**
+   * Closes the pools whose key is not in `keep` (after a config reload: origins no route uses any
+   * more); each finishes the requests it has in flight first. Kept ones keep their connections.
+   */
+  closeUnused (keep: ReadonlySet<string>): void {
+    for (const [key, pool] of this.#pools) {
+      if (keep.has(key)) continue
+      this.#pools.delete(key)
+      pool.close().catch(() => {})
+    }
   }
 
   /** Closes every pool, letting queued requests finish. */

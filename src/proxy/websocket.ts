@@ -21,6 +21,8 @@ export type WebSocketOutcome = 'opened' | 'refused' | 'upstream_failed' | 'idle_
 export interface WebSocketProxy {
   /** Handles an HTTP/1.1 upgrade request (the server's 'upgrade' event). */
   upgrade: (req: IncomingMessage, socket: Socket, head: Buffer) => void
+  /** New upgrades use these routes (a config reload); open pairs go on as they are. */
+  update: (next: { routes: readonly RouteConfig[], trustedProxies: readonly string[] }) => void
   /** Ends every open pair (FIN both ways, destroyed a second later). */
   endAll: () => void
 }
@@ -39,8 +41,8 @@ export function createWebSocketProxy (opts: {
   /** The upstream origin of a route (its pool's balancing and health); undefined = none eligible. */
   targetOf: (route: RouteConfig, headers: IncomingMessage['headers'], peer: string) => string | undefined
 }): WebSocketProxy {
-  const router = createRouter(opts.routes)
-  const isTrusted = createTrustMatcher(opts.trustedProxies)
+  let router = createRouter(opts.routes)
+  let isTrusted = createTrustMatcher(opts.trustedProxies)
   const total = (opts.registry.getSingleMetric('edge_websocket_total') as Counter<string> | undefined) ??
     new Counter({ name: 'edge_websocket_total', help: 'WebSocket upgrades and how they ended (opened, refused, upstream_failed, idle_timeout, closed)', labelNames: ['event'], registers: [opts.registry] })
   const open = (opts.registry.getSingleMetric('edge_websocket_open') as Gauge | undefined) ??
@@ -128,6 +130,10 @@ export function createWebSocketProxy (opts: {
 
   return {
     upgrade,
+    update: next => {
+      router = createRouter(next.routes)
+      isTrusted = createTrustMatcher(next.trustedProxies)
+    },
     endAll: () => {
       // FIN both ways, then destroyed after a short linger if a peer does not close its side.
       for (const [client, upstream] of pairs) {
