@@ -7,7 +7,7 @@
 import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
-import { createSecureServer, type Http2Session, type ServerHttp2Session } from 'node:http2'
+import { constants as http2Constants, createSecureServer, type Http2ServerRequest, type Http2Session, type ServerHttp2Session } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { SecureContextOptions, TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
@@ -117,7 +117,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const buildTlsServer = (certOptions: SecureContextOptions, variant: Variant): TlsServer => {
     const options = { ...certOptions, ...variant.options, handshakeTimeout: handshakeMs }
     const server: TlsServer = config.http2
-      ? createSecureServer({ ...options, ...http2Guard.serverOptions, allowHTTP1: true }, onRequest)
+      // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL, so clients may open WebSockets over HTTP/2 (RFC 8441).
+      ? createSecureServer({ ...options, ...http2Guard.serverOptions, settings: { ...http2Guard.serverOptions.settings, enableConnectProtocol: true }, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
     // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
     if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
@@ -131,6 +132,19 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       sockets.delete(socket as TLSSocket)
       webSockets.upgrade(req, socket, head)
     })
+    // HTTP/2 CONNECT streams: extended CONNECT (RFC 8441) opens a WebSocket. Without a listener
+    // Node answers 405; an HTTP/1.1 CONNECT (allowHTTP1) gets its socket closed, as before.
+    if (config.http2) {
+      server.on('connect', (req: ClientRequest, resOrSocket: unknown) => {
+        if (req.httpVersionMajor < 2) {
+          (resOrSocket as Socket).destroy()
+          return
+        }
+        const stream = (req as Http2ServerRequest).stream
+        if (closing) stream.close(http2Constants.NGHTTP2_REFUSED_STREAM)
+        else webSockets.connect(stream, req.headers)
+      })
+    }
     resumption.attach(server, variant)
     front.watch(server)
     server.on('secureConnection', (socket: TLSSocket) => {

@@ -2,10 +2,12 @@
 // route's upstream over a new TCP (or TLS) connection with the usual forwarding headers, and from
 // then on bytes are copied both ways unchanged — the upstream's 101 (or refusal) included. A pair
 // idle in both directions for the route's `webSocketIdleMs` is closed; on shutdown every pair is
-// ended (FIN both ways) once the grace period is over.
+// ended (FIN both ways) once the grace period is over. WebSockets over HTTP/2 (RFC 8441 extended
+// CONNECT) are bridged to the same HTTP/1.1 upgrade by websocket-h2.ts.
 
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
+import type { ServerHttp2Stream } from 'node:http2'
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import type { Logger } from 'pino'
@@ -15,12 +17,15 @@ import { requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
 import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
+import { createH2WebSockets } from './websocket-h2.js'
 
 export type WebSocketOutcome = 'opened' | 'refused' | 'upstream_failed' | 'idle_timeout' | 'closed'
 
 export interface WebSocketProxy {
   /** Handles an HTTP/1.1 upgrade request (the server's 'upgrade' event). */
   upgrade: (req: IncomingMessage, socket: Socket, head: Buffer) => void
+  /** Handles an HTTP/2 extended CONNECT stream (RFC 8441, `:protocol websocket`). */
+  connect: (stream: ServerHttp2Stream, headers: IncomingMessage['headers']) => void
   /** New upgrades use these routes (a config reload); open pairs go on as they are. */
   update: (next: { routes: readonly RouteConfig[], trustedProxies: readonly string[] }) => void
   /** Ends every open pair (FIN both ways, destroyed a second later). */
@@ -48,6 +53,7 @@ export function createWebSocketProxy (opts: {
   const open = (opts.registry.getSingleMetric('edge_websocket_open') as Gauge | undefined) ??
     new Gauge({ name: 'edge_websocket_open', help: 'WebSocket connections open now', registers: [opts.registry] })
   const pairs = new Set<[Socket, Socket]>()
+  const h2 = createH2WebSockets({ routing: () => ({ router, isTrusted }), targetOf: opts.targetOf, total, open, log: opts.log })
 
   function upgrade (req: IncomingMessage, socket: Socket, head: Buffer): void {
     const proto = String(req.headers.upgrade ?? '').toLowerCase()
@@ -130,6 +136,7 @@ export function createWebSocketProxy (opts: {
 
   return {
     upgrade,
+    connect: h2.connect,
     update: next => {
       router = createRouter(next.routes)
       isTrusted = createTrustMatcher(next.trustedProxies)
@@ -140,6 +147,7 @@ export function createWebSocketProxy (opts: {
         endConnection(client)
         endConnection(upstream)
       }
+      h2.endAll()
     }
   }
 }
