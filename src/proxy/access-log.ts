@@ -29,6 +29,8 @@ export interface AccessRecord {
   upstreamStartMs?: number
   upstreamHeadersMs?: number
   upstreamEndMs?: number
+  /** ms the upstream connection took to open (TCP + TLS) when this request opened it; 0 on a reused connection. */
+  upstreamConnectMs?: number
 }
 
 export interface AccessLog {
@@ -150,6 +152,7 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
       bytesIn: rec.bytesIn,
       bytesOut: rec.upstreamHeadersMs === undefined && Number.isFinite(declared) ? declared : rec.bytesOut,
       upstream: rec.upstream,
+      upstreamConnectMs: ms(rec.upstreamConnectMs),
       upstreamFirstByteMs: ms(upstreamFirstByteMs),
       upstreamTotalMs: ms(upstreamTotalMs),
       totalMs: ms(performance.now() - start)

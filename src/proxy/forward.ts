@@ -21,6 +21,7 @@ import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
 import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
+import { watchConnectTime } from './upstream-connect-time.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
 export type ClientResponse = ServerResponse | Http2ServerResponse
@@ -273,6 +274,8 @@ export function createForwarder (opts: {
       }
       let target = ''
       rec.upstreamStartMs = performance.now()
+      // Only for a written access log: the connect time goes nowhere else.
+      if (accessLog !== NO_ACCESS_LOG) res.once('close', watchConnectTime(rec.id, rec))
       let pending: ReturnType<ReturnType<typeof routePools.get>['request']>
       try {
         pending = routePools.get(route).request(options, { method: req.method, headers: req.headers, peer, hasBody: watch !== undefined })

@@ -4,6 +4,7 @@ import type { Socket } from 'node:net'
 import { buildConnector, Pool } from 'undici'
 import { configDefaults } from '../config/defaults.js'
 import type { RouteConfig } from '../config/types.js'
+import { tagConnectTime } from './upstream-connect-time.js'
 
 /** Largest chunk undici's HTTP/1 parser gets from one upstream socket read. */
 export const UPSTREAM_READ_CHUNK_BYTES = 64 * 1024
@@ -44,9 +45,14 @@ export class UpstreamPools {
         keepAliveTimeout: keepAliveTimeoutMs,
         keepAliveMaxTimeout: keepAliveMaxTimeoutMs,
         connect: (options, callback) => {
+          const started = performance.now()
           connect(options, (...args) => {
             // On failure undici passes the error alone: no socket, not even null.
-            if (args[0] === null) capReads(args[1])
+            if (args[0] === null) {
+              capReads(args[1])
+              // TCP connect and, for https targets, the TLS handshake (the access log's upstreamConnectMs).
+              tagConnectTime(args[1], performance.now() - started)
+            }
             callback(...args)
           })
         }
