@@ -15,7 +15,7 @@ import { selfSigned } from '../test/helpers/proxy-fixtures.js'
 import { cpuDelta, snapshot } from './proc-cpu.js'
 import { processTree } from './proc-tree.js'
 import { freePort, spawnServer, stopTree, waitReady, type ServerProcess } from './peers-process.js'
-import { intOption, outOption, runBench, runtimeEnv, writeResultFiles, type BenchContext } from './runner.js'
+import { intOption, listOption, outOption, runBench, runtimeEnv, writeResultFiles, type BenchContext } from './runner.js'
 
 const UPSTREAM_MAIN = fileURLToPath(new URL('./peers-upstream.js', import.meta.url))
 
@@ -27,12 +27,22 @@ checks and the access log on, against the plain single-upstream route (no checks
   --requests N   requests per case per round (default 20000)
   --clients N    h2load connections (default 8)
   --rounds N     interleaved rounds (default 5)
+  --cases LIST   comma-separated, default plain,pool; also pool-nolog (the pool and its checks
+                 without the access log) and plain-log (one upstream with the access log), which
+                 split the pool's extra cost between balancing and logging
   --out DIR      results directory (default bench/results)
 `
 
-interface Options { requests: number, clients: number, rounds: number, out: string }
+type CaseId = 'plain' | 'pool' | 'pool-nolog' | 'plain-log'
+const CASE_IDS: Record<CaseId, CaseId> = { plain: 'plain', pool: 'pool', 'pool-nolog': 'pool-nolog', 'plain-log': 'plain-log' }
+const LABELS: Record<CaseId, string> = {
+  plain: 'plain: one upstream, no health check, no access log',
+  pool: 'pool: 3 targets, active health checks (1 s), access log to a file',
+  'pool-nolog': 'pool without the access log',
+  'plain-log': 'one upstream with the access log'
+}
 
-type CaseId = 'plain' | 'pool'
+interface Options { requests: number, clients: number, rounds: number, cases: CaseId[], out: string }
 
 interface Round { round: number, case: CaseId, requests: number, cpuMicros: number, usPerRequest: number, seconds: number }
 
@@ -74,19 +84,18 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
   const cert = selfSigned(dir, 'localhost', ['localhost', '127.0.0.1'])
   const upstreams = await Promise.all([startUpstream(ctx), startUpstream(ctx), startUpstream(ctx)])
   const accessLog = join(dir, 'access.log')
+  const poolRoute = { pathPrefix: '/', upstreams: upstreams.map(url => ({ url })), healthCheck: { path: '/healthz', intervalMs: 1000, timeoutMs: 500 } }
+  const plainRoute = { pathPrefix: '/', upstream: upstreams[0] }
   const configs: Record<CaseId, Record<string, unknown>> = {
-    plain: { routes: [{ pathPrefix: '/', upstream: upstreams[0] }] },
-    pool: {
-      routes: [{
-        pathPrefix: '/',
-        upstreams: upstreams.map(url => ({ url })),
-        healthCheck: { path: '/healthz', intervalMs: 1000, timeoutMs: 500 }
-      }],
-      accessLog: { path: accessLog }
-    }
+    plain: { routes: [plainRoute] },
+    pool: { routes: [poolRoute], accessLog: { path: accessLog } },
+    'pool-nolog': { routes: [poolRoute] },
+    'plain-log': { routes: [plainRoute], accessLog: { path: join(dir, 'access-plain.log') } }
   }
+  const cases = [...new Set<CaseId>(['plain', 'pool', ...o.cases])].filter(id => o.cases.includes(id))
+  if (!cases.includes('plain') || !cases.includes('pool')) throw new Error('--cases must include plain and pool')
   const servers = new Map<CaseId, { sp: ServerProcess, port: number }>()
-  for (const id of ['plain', 'pool'] as const) {
+  for (const id of cases) {
     const port = await freePort()
     const file = join(dir, `${id}.json`)
     writeFileSync(file, JSON.stringify({
@@ -106,7 +115,7 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
 
   const rounds: Round[] = []
   for (let r = 1; r <= o.rounds; r++) {
-    const order: CaseId[] = r % 2 === 1 ? ['plain', 'pool'] : ['pool', 'plain']
+    const order: CaseId[] = r % 2 === 1 ? cases : [...cases].reverse()
     for (const id of order) {
       const server = servers.get(id)
       if (server === undefined) continue
@@ -116,7 +125,7 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
       const cpuMicros = cpuDelta(before, snapshot(pids), pids)
       const row: Round = { round: r, case: id, requests: succeeded, cpuMicros, usPerRequest: cpuMicros / succeeded, seconds }
       rounds.push(row)
-      ctx.say(`round ${r} ${id.padEnd(5)}: ${row.usPerRequest.toFixed(1)} µs/request, ${(succeeded / seconds).toFixed(0)} req/s`)
+      ctx.say(`round ${r} ${id.padEnd(10)}: ${row.usPerRequest.toFixed(1)} µs/request, ${(succeeded / seconds).toFixed(0)} req/s`)
     }
   }
   const of = (id: CaseId): number[] => rounds.filter(x => x.case === id).map(x => x.usPerRequest)
@@ -136,10 +145,10 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
     '',
     '| case | µs CPU per request (median) | per round |',
     '|---|---|---|',
-    `| plain: one upstream, no health check, no access log | ${plain.toFixed(1)} | ${of('plain').map(x => x.toFixed(1)).join(', ')} |`,
-    `| pool: 3 targets, active health checks (1 s), access log to a file | ${pool.toFixed(1)} | ${of('pool').map(x => x.toFixed(1)).join(', ')} |`,
+    ...cases.map(id => `| ${LABELS[id]} | ${median(of(id)).toFixed(1)} | ${of(id).map(x => x.toFixed(1)).join(', ')} |`),
     '',
-    `pool / plain: **${ratio.toFixed(3)}×** (ratio of medians; per-round ratios ${perRound.map(x => x.toFixed(3)).join(', ')}; min ${Math.min(...perRound).toFixed(3)}, max ${Math.max(...perRound).toFixed(3)}). Target ≤ 1.15×. Access log written: ${(logBytes / 1e6).toFixed(1)} MB.`
+    `pool / plain: **${ratio.toFixed(3)}×** (ratio of medians; per-round ratios ${perRound.map(x => x.toFixed(3)).join(', ')}; min ${Math.min(...perRound).toFixed(3)}, max ${Math.max(...perRound).toFixed(3)}). Target ≤ 1.15×. Access log written: ${(logBytes / 1e6).toFixed(1)} MB.`,
+    ...cases.filter(id => id !== 'plain' && id !== 'pool').map(id => `${id} / plain: ${(median(of(id)) / plain).toFixed(3)}×`)
   ]
   const md = lines.join('\n') + '\n'
   const files = writeResultFiles(o.out, 'pool', ctx.startedAt, { env: runtimeEnv(), options: o, rounds, medians: { plain, pool }, ratio, perRoundRatios: perRound, accessLogBytes: logBytes }, md)
@@ -153,11 +162,12 @@ export async function main (argv: string[]): Promise<number> {
   return await runBench<Options>({
     name: 'pool',
     usage: USAGE,
-    options: { requests: { type: 'string' }, clients: { type: 'string' }, rounds: { type: 'string' }, out: { type: 'string' } },
+    options: { requests: { type: 'string' }, clients: { type: 'string' }, rounds: { type: 'string' }, cases: { type: 'string' }, out: { type: 'string' } },
     parse: v => ({
       requests: intOption('requests', v.requests, 20_000, 100, 1_000_000),
       clients: intOption('clients', v.clients, 8, 1, 256),
       rounds: intOption('rounds', v.rounds, 5, 1, 50),
+      cases: listOption('cases', typeof v.cases === 'string' ? v.cases : 'plain,pool', CASE_IDS),
       out: outOption(v.out)
     }),
     run
