@@ -195,7 +195,7 @@ export const RouteSchema = section({
   maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
   requestsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'requests per second per client address on this route, per worker: the refill rate of a token bucket. A request without a token gets `429` with `Retry-After`, counted in `edge_route_limit_hits_total{limit="rate"}`. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`)' }),
   requestBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many requests a client may send at once after a quiet period' }),
-  webSocketIdleMs: int(1, 86_400_000, { default: 300_000, description: 'a proxied WebSocket (HTTP/1.1 `Upgrade: websocket`) with no byte in either direction this long is closed, counted in `edge_websocket_total{event="idle_timeout"}`' })
+  webSocketIdleMs: int(1, 86_400_000, { default: 300_000, description: 'a proxied WebSocket (HTTP/1.1 `Upgrade: websocket`, or an HTTP/2 extended CONNECT) with no byte in either direction this long is closed, counted in `edge_websocket_total{event="idle_timeout"}`' })
 }, {
   renamed: {
     timeout: 'use "timeoutMs" (milliseconds)',

@@ -1,5 +1,6 @@
-// The primary's control plane: certificate reloads run on every worker in two phases (all prepare,
-// then all commit, or all abort), triggered by file changes, SIGHUP or the admin API; readiness
+// The primary's control plane: reloads run on every worker in two phases (all prepare, then all
+// commit, or all abort), triggered by file changes, SIGHUP or the admin API. A reload swaps in the
+// certificates and, when they changed, the routes, pools, trusted proxies and access log; readiness
 // and draining; and the certificate view the admin API serves.
 
 import cluster, { type Worker } from 'node:cluster'
@@ -15,7 +16,7 @@ import { ConfigInvalidError } from '../errors.js'
 import type { CertEntryInfo } from '../tls/cert-info.js'
 import { CertFileWatcher } from '../tls/cert-watcher.js'
 import { collectGarbage } from '../tls/heap.js'
-import type { EntryResult } from './server.js'
+import { LIVE_SETTINGS, type EntryResult } from './server.js'
 import type { ControlReply, ControlRequest } from './worker-control.js'
 import { errorCode, errorMessage } from '../../lib/errors.js'
 
@@ -23,8 +24,8 @@ import { errorCode, errorMessage } from '../../lib/errors.js'
 const LOGGED_NAMES = 100
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
-/** Settings that a reload cannot change: they need a restart. */
-const RESTART_ONLY = ['listen', 'workers', 'keyd', 'routes', 'trustedProxies', 'proxyProtocol', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
+/** Settings that a reload cannot change: they need a restart (until then the old values stay). */
+const RESTART_ONLY = ['listen', 'workers', 'keyd', 'proxyProtocol', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
 
 export interface ReloadReport {
   ok: boolean
@@ -41,8 +42,10 @@ export interface ReloadReport {
   unchanged: number
   /** Problems beyond single entries (invalid config, a worker that did not answer). */
   errors: string[]
-  /** Config settings that changed but take effect only at restart. */
+  /** Config settings that changed but take effect only at restart: their old values stay until then. */
   restartRequired: string[]
+  /** Config settings that changed and were applied live (`routes`, `trustedProxies`, `accessLog`), when ok. */
+  applied: string[]
   /** The entries this reload loaded, as served after it (when ok); GET /certs lists them all. */
   certificates?: CertEntryInfo[]
 }
@@ -187,12 +190,13 @@ export class ClusterControl {
 
   async #reloadOnce (trigger: string, changedFiles?: readonly string[]): Promise<ReloadReport> {
     const t0 = Date.now()
-    const report: ReloadReport = { ok: false, trigger, at: new Date(t0).toISOString(), durationMs: 0, results: [], unchanged: 0, errors: [], restartRequired: [] }
+    const report: ReloadReport = { ok: false, trigger, at: new Date(t0).toISOString(), durationMs: 0, results: [], unchanged: 0, errors: [], restartRequired: [], applied: [] }
     const finish = (): ReloadReport => {
       report.durationMs = Date.now() - t0
       this.#reloads.inc({ trigger, result: report.ok ? 'ok' : 'refused' })
       if (report.ok) {
-        this.#log.info({ trigger, certificates: report.results.slice(0, LOGGED_NAMES).map(r => r.name), loaded: report.results.length, unchanged: report.unchanged, durationMs: report.durationMs }, 'certificates reloaded')
+        this.#log.info({ trigger, certificates: report.results.slice(0, LOGGED_NAMES).map(r => r.name), loaded: report.results.length, unchanged: report.unchanged, applied: report.applied, durationMs: report.durationMs }, 'certificates reloaded')
+        if (report.applied.length > 0) this.#log.info({ trigger, settings: report.applied }, 'config reloaded: new requests use the new settings')
       } else {
         const failed = report.results.filter(r => !r.ok).map(r => ({ certificate: r.name, code: r.code, err: r.error }))
         this.#log.error({ trigger, code: 'EDGE_ERR_RELOAD_REFUSED', failed, errors: report.errors }, 'certificate reload refused, the previous certificates keep serving')
@@ -211,7 +215,8 @@ export class ClusterControl {
     // look only at the entries naming a changed file when the watcher said which.
     const sameList = next.same || JSON.stringify(config.certificates) === JSON.stringify(this.#config.certificates)
     report.restartRequired = RESTART_ONLY.filter(k => JSON.stringify(config[k]) !== JSON.stringify(this.#config[k]))
-    if (report.restartRequired.length > 0) this.#log.warn({ settings: report.restartRequired }, 'config changes that take effect only at restart')
+    if (report.restartRequired.length > 0) this.#log.warn({ settings: report.restartRequired }, 'config changes that take effect only at restart: these settings keep their old values until then')
+    const applied = LIVE_SETTINGS.filter(k => JSON.stringify(config[k]) !== JSON.stringify(this.#config[k]))
     const workers = this.#workers()
     if (workers.length === 0) {
       report.errors.push('no worker is running')
@@ -223,7 +228,8 @@ export class ClusterControl {
       id,
       tls: config.tls,
       ...(sameList ? {} : { certificates: config.certificates }),
-      ...(sameList && changedFiles !== undefined ? { changedFiles: [...changedFiles] } : {})
+      ...(sameList && changedFiles !== undefined ? { changedFiles: [...changedFiles] } : {}),
+      ...(applied.length > 0 ? { live: { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog } } : {})
     }
     const prepared = await Promise.all(workers.map(async w => await this.#ask(w, prepare)
       .catch((err: unknown): ControlReply => ({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }))))
@@ -248,7 +254,9 @@ export class ClusterControl {
     report.certificates = committed.find(r => r.certificates !== undefined)?.certificates
     // The same entry list names the same files: nothing to watch anew (100,000 entries: 200,000 paths).
     const sameFiles = config.certificates === this.#config.certificates
-    this.#config = { ...this.#config, certificates: config.certificates, tls: config.tls }
+    // A worker that committed serves the new routes; one that failed to answer may not (reported in errors).
+    this.#config = { ...this.#config, certificates: config.certificates, tls: config.tls, routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog }
+    if (report.ok) report.applied = applied
     if (report.ok) this.#configText = next.same || report.restartRequired.length === 0 ? next.text : undefined
     if (!sameFiles) this.#watcher.watch(watchedFiles(config, this.#configFile))
     return finish()

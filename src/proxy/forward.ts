@@ -24,6 +24,7 @@ import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
 import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
+import { watchConnectTime } from './upstream-connect-time.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
 export type ClientResponse = ServerResponse | Http2ServerResponse
@@ -32,7 +33,33 @@ export interface Forwarder {
   handle: (req: ClientRequest, res: ClientResponse) => void
   /** The upstream origin of `route` for a connection-level request (WebSocket), by its pool's balancing and health; undefined when none is eligible. */
   targetOf: (route: RouteConfig, headers: IncomingHttpHeaders, peer: string) => string | undefined
+  /**
+   * Serves new requests with `next` (a config reload); requests in flight finish on what they
+   * started with. The replaced pools' health checks stop now; connection pools no route uses any
+   * more, and a replaced access log, are closed once the last request that started before is done.
+   */
+  update: (next: ForwardingConfig) => void
+  /** Closes the upstream pools and the access log. */
   close: () => Promise<void>
+}
+
+/** What a reload can change in the forwarder (see createForwarder). */
+export interface ForwardingConfig {
+  routes: readonly RouteConfig[]
+  trustedProxies: readonly string[]
+  accessLog?: AccessLog
+}
+
+/** The routes, pools and access log that requests started under one config see to their end. */
+interface Generation {
+  router: ReturnType<typeof createRouter>
+  isTrusted: (address: string) => boolean
+  routePools: RoutePools
+  accessLog: AccessLog
+  /** Requests that started on this generation and are not done yet. */
+  inflight: number
+  /** Set when a reload replaced it: runs once `inflight` is 0. */
+  retired?: () => void
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
@@ -122,11 +149,19 @@ export function createForwarder (opts: {
   /** Where each request's line goes (default: nowhere; request ids are still passed upstream). */
   accessLog?: AccessLog
 }): Forwarder {
-  const router = createRouter(opts.routes)
-  const isTrusted = createTrustMatcher(opts.trustedProxies)
   const pools = new UpstreamPools()
   const log = opts.log
-  const routePools = new RoutePools(opts.routes, { connections: pools, log, registry: opts.registry, isTrusted })
+  const generation = (next: ForwardingConfig, previous?: Generation): Generation => {
+    const isTrusted = createTrustMatcher(next.trustedProxies)
+    return {
+      router: createRouter(next.routes),
+      isTrusted,
+      routePools: new RoutePools(next.routes, { connections: pools, log, registry: opts.registry, isTrusted, ...(previous === undefined ? {} : { previous: previous.routePools }) }),
+      accessLog: next.accessLog ?? NO_ACCESS_LOG,
+      inflight: 0
+    }
+  }
+  let current = generation(opts)
   const requests = counter(opts.registry, 'edge_proxy_requests_total',
     'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream, too_large, rate_limited)', ['outcome'])
   const early = counter(opts.registry, 'edge_early_responses_total',
@@ -136,7 +171,6 @@ export function createForwarder (opts: {
   const duration = (opts.registry.getSingleMetric('edge_proxy_request_duration_seconds') as Histogram<'outcome'> | undefined) ?? new Histogram({
     name: 'edge_proxy_request_duration_seconds', help: 'Client requests from their headers to their outcome (for forwarded: the response\'s end), by outcome', labelNames: ['outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [opts.registry]
   })
-  const accessLog = opts.accessLog ?? NO_ACCESS_LOG
   const limits = createRouteLimits({ registry: opts.registry })
 
   function handle (req: ClientRequest, res: ClientResponse): void {
@@ -154,6 +188,14 @@ export function createForwarder (opts: {
       settle('aborted')
       return
     }
+    // This request sees the routes, pools and access log of now to its end, whatever a reload does meanwhile.
+    const gen = current
+    const { router, isTrusted, routePools, accessLog } = gen
+    gen.inflight++
+    res.once('close', () => {
+      // After this response's access-log line, written on the same event by a listener added later.
+      if (--gen.inflight === 0 && gen.retired !== undefined) setImmediate(() => { if (gen.inflight === 0) gen.retired?.() })
+    })
     const peer = normalizeAddress(peerAddress(req.socket))
     const trusted = isTrusted(peer)
     const rec = accessLog.begin(req, res, trusted)
@@ -245,6 +287,8 @@ export function createForwarder (opts: {
       }
       let target = ''
       rec.upstreamStartMs = performance.now()
+      // Only for a written access log: the connect time goes nowhere else.
+      if (accessLog !== NO_ACCESS_LOG) res.once('close', watchConnectTime(rec.id, rec))
       let pending: ReturnType<ReturnType<typeof routePools.get>['request']>
       try {
         pending = routePools.get(route).request(options, { method: req.method, headers: req.headers, peer, hasBody: watch !== undefined })
@@ -310,10 +354,31 @@ export function createForwarder (opts: {
 
   return {
     handle,
-    targetOf: (route, headers, peer) => routePools.get(route).pickUrl({ headers, peer }),
+    targetOf: (route, headers, peer) => {
+      try {
+        return current.routePools.get(route).pickUrl({ headers, peer })
+      } catch {
+        // A route of a config a reload replaced: none of its targets is known any more.
+        return undefined
+      }
+    },
+    update: next => {
+      const old = current
+      current = generation(next, old)
+      old.routePools.stop()
+      old.retired = () => {
+        old.retired = undefined
+        // Pools of the newest config stay, with their connections; a later reload sweeps again.
+        pools.closeUnused(current.routePools.connectionKeys())
+        old.routePools.close() // its HTTP/2 sessions: no request of this generation is left on them
+        if (old.accessLog !== current.accessLog) void old.accessLog.close()
+      }
+      if (old.inflight === 0) old.retired()
+    },
     close: async () => {
-      routePools.stop()
+      current.routePools.close()
       await pools.close()
+      await current.accessLog.close()
     }
   }
 }

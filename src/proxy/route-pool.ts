@@ -14,7 +14,7 @@ import { clientAddress } from './client-address.js'
 import { H2Upstreams, type Requester } from './h2-upstream.js'
 import { HealthChecker, OutlierDetector } from './health.js'
 import { replayable, RetryBudget, retriableError } from './retry.js'
-import type { UpstreamPools } from './upstream-pools.js'
+import { UpstreamPools } from './upstream-pools.js'
 
 /** Every target of the pool is down or ejected: answered `503` at once. */
 export class NoHealthyUpstreamError extends EdgeError {
@@ -75,6 +75,8 @@ export function routeTargets (route: RouteConfig): Array<{ url: string, weight: 
 export class RoutePool {
   readonly label: string
   readonly targets: readonly Target[]
+  /** True when active health checks run on the targets. */
+  readonly checked: boolean
   readonly #route: RouteConfig
   readonly #balancer: Balancer
   readonly #outliers: OutlierDetector
@@ -99,6 +101,7 @@ export class RoutePool {
       opts.metrics.ejections.inc({ route: this.label, target: t.url })
       opts.log.warn({ route: this.label, target: t.url, ejectedMs: ms }, 'upstream target ejected')
     })
+    this.checked = route.healthCheck !== undefined
     this.#checker = route.healthCheck === undefined
       ? undefined
       : new HealthChecker({ targets: this.targets, config: route.healthCheck, dispatcher: t => this.#dispatcher(t), log: opts.log.child({ route: this.label }), onChange: () => {} })
@@ -189,8 +192,43 @@ export class RoutePool {
     return next
   }
 
+  /** The keys (UpstreamPools.keyOf) of the connection pools this pool's targets use. */
+  connectionKeys (): string[] {
+    return this.targets.map(t => UpstreamPools.keyOf({ upstream: t.url, connectTimeoutMs: this.#route.connectTimeoutMs }))
+  }
+
   stop (): void {
     this.#checker?.stop()
+  }
+}
+
+/** The RoutePools whose targets the `edge_upstream_healthy` gauge of a registry shows: the newest (a reload replaces them). */
+const shown = new WeakMap<Registry, { pools: RoutePools }>()
+
+/**
+ * Copies what is known of a target's health (active checks, ejection) from the pools before a
+ * reload: the same URL on the same route first, else on any route. A target kept across a reload
+ * must not get traffic again just because its pool was rebuilt, nor start over as unknown.
+ */
+function carryHealth (pools: Iterable<RoutePool>, previous: RoutePools): void {
+  const byUrl = new Map<string, Target>()
+  const byRoute = new Map<string, Target>()
+  for (const pool of previous.pools()) {
+    for (const t of pool.targets) {
+      byRoute.set(`${pool.label} ${t.url}`, t)
+      if (!byUrl.has(t.url)) byUrl.set(t.url, t)
+    }
+  }
+  for (const pool of pools) {
+    for (const t of pool.targets) {
+      const old = byRoute.get(`${pool.label} ${t.url}`) ?? byUrl.get(t.url)
+      if (old === undefined) continue
+      // Without active checks nothing would ever mark it healthy again.
+      if (pool.checked) t.healthy = old.healthy
+      t.ejectedUntil = old.ejectedUntil
+      t.ejections = old.ejections
+      t.consecutiveFailures = old.consecutiveFailures
+    }
   }
 }
 
@@ -198,7 +236,8 @@ export class RoutePool {
 export class RoutePools {
   readonly #pools = new Map<RouteConfig, RoutePool>()
   readonly #h2: H2Upstreams
-  constructor (routes: readonly RouteConfig[], opts: { connections: UpstreamPools, log: Logger, registry: Registry, isTrusted: (a: string) => boolean }) {
+  /** `previous`: the pools a reload replaces; targets kept (same URL) keep their health state. */
+  constructor (routes: readonly RouteConfig[], opts: { connections: UpstreamPools, log: Logger, registry: Registry, isTrusted: (a: string) => boolean, previous?: RoutePools }) {
     const { registry } = opts
     const labelNames = ['route', 'target']
     const metrics: PoolMetrics = {
@@ -209,10 +248,15 @@ export class RoutePools {
       retries: metric(registry, 'edge_upstream_retries_total', () => new Counter({ name: 'edge_upstream_retries_total', help: 'Retry decisions per route (sent, budget_exhausted, no_target)', labelNames: ['route', 'result'], registers: [registry] }))
     }
     this.#h2 = new H2Upstreams(opts.log)
-    for (const route of routes) this.#pools.set(route, new RoutePool(route, { ...opts, h2: this.#h2, metrics }))
-    const pools = this.#pools
+    const made = routes.map(route => new RoutePool(route, { ...opts, h2: this.#h2, metrics }))
+    // Before any health check's first answer can land (they start in the constructor, answers come later).
+    if (opts.previous !== undefined) carryHealth(made, opts.previous)
+    routes.forEach((route, i) => { const pool = made[i]; if (pool !== undefined) this.#pools.set(route, pool) })
+    let view = shown.get(registry)
+    if (view === undefined) shown.set(registry, view = { pools: this })
+    view.pools = this
     if (registry.getSingleMetric('edge_upstream_healthy') === undefined) {
-       
+      const current = view
       new Gauge({
         name: 'edge_upstream_healthy',
         help: '1 when a target may get traffic (passes its health checks and is not ejected), else 0; the cluster shows the lowest of the workers',
@@ -221,7 +265,9 @@ export class RoutePools {
         registers: [registry],
         collect () {
           const now = Date.now()
-          for (const pool of pools.values()) for (const t of pool.targets) this.set({ route: pool.label, target: t.url }, t.eligible(now) ? 1 : 0)
+          // Targets a reload removed disappear from the gauge.
+          this.reset()
+          for (const pool of current.pools.pools()) for (const t of pool.targets) this.set({ route: pool.label, target: t.url }, t.eligible(now) ? 1 : 0)
         }
       })
     }
@@ -234,9 +280,26 @@ export class RoutePools {
     return pool
   }
 
-  /** Stops every health check and closes the HTTP/2 sessions (their streams in flight finish). */
+  /** Every route's pool. */
+  pools (): IterableIterator<RoutePool> {
+    return this.#pools.values()
+  }
+
+  /** The keys of every connection pool these routes use (UpstreamPools.closeUnused keeps them). */
+  connectionKeys (): Set<string> {
+    const keys = new Set<string>()
+    for (const pool of this.#pools.values()) for (const k of pool.connectionKeys()) keys.add(k)
+    return keys
+  }
+
+  /** Stops every health check (a reload: the requests in flight still use these pools). */
   stop (): void {
     for (const pool of this.#pools.values()) pool.stop()
+  }
+
+  /** Stops every health check and closes the HTTP/2 sessions (their streams in flight finish). */
+  close (): void {
+    this.stop()
     this.#h2.close()
   }
 }

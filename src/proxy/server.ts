@@ -7,7 +7,7 @@
 import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
-import { createSecureServer, type Http2Session, type ServerHttp2Session } from 'node:http2'
+import { constants as http2Constants, createSecureServer, type Http2ServerRequest, type Http2Session, type ServerHttp2Session } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import type { SecureContextOptions, TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
@@ -40,11 +40,22 @@ export interface ProxyServer {
    * connections only if every entry loaded.
    */
   reload: (entries?: readonly CertificateConfig[], tls?: TlsConfig, changedFiles?: readonly string[]) => ReloadPlan
+  /**
+   * Serves new requests with `live`'s routes, pools, trusted proxies and access log (a config
+   * reload); requests and WebSockets in flight finish on what they started with.
+   */
+  applyLive: (live: LiveConfig) => void
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts the rest. */
   close: (graceMs?: number) => Promise<void>
 }
 
 export type { EntryResult }
+
+/** The settings a reload changes without a restart (the rest of a changed config waits for one). */
+export type LiveConfig = Pick<EdgeConfig, 'routes' | 'trustedProxies' | 'accessLog'>
+
+/** Top-level settings that a reload applies live (LiveConfig). */
+export const LIVE_SETTINGS = ['routes', 'trustedProxies', 'accessLog'] as const
 
 export interface ReloadPlan {
   /** True when every entry loaded. */
@@ -70,7 +81,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  const accessLog = createAccessLog({ config: config.accessLog, log, registry })
+  let live: LiveConfig = { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog }
+  let accessLog = createAccessLog({ config: config.accessLog, log, registry })
   const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
   const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, targetOf: forwarder.targetOf })
   const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
@@ -106,7 +118,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const buildTlsServer = (certOptions: SecureContextOptions, variant: Variant): TlsServer => {
     const options = { ...certOptions, ...variant.options, handshakeTimeout: handshakeMs }
     const server: TlsServer = config.http2
-      ? createSecureServer({ ...options, ...http2Guard.serverOptions, allowHTTP1: true }, onRequest)
+      // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL, so clients may open WebSockets over HTTP/2 (RFC 8441).
+      ? createSecureServer({ ...options, ...http2Guard.serverOptions, settings: { ...http2Guard.serverOptions.settings, enableConnectProtocol: true }, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
     // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
     if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
@@ -120,6 +133,19 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       sockets.delete(socket as TLSSocket)
       webSockets.upgrade(req, socket, head)
     })
+    // HTTP/2 CONNECT streams: extended CONNECT (RFC 8441) opens a WebSocket. Without a listener
+    // Node answers 405; an HTTP/1.1 CONNECT (allowHTTP1) gets its socket closed, as before.
+    if (config.http2) {
+      server.on('connect', (req: ClientRequest, resOrSocket: unknown) => {
+        if (req.httpVersionMajor < 2) {
+          (resOrSocket as Socket).destroy()
+          return
+        }
+        const stream = (req as Http2ServerRequest).stream
+        if (closing) stream.close(http2Constants.NGHTTP2_REFUSED_STREAM)
+        else webSockets.connect(stream, req.headers)
+      })
+    }
     resumption.attach(server, variant)
     front.watch(server)
     server.on('secureConnection', (socket: TLSSocket) => {
@@ -156,6 +182,15 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       },
       abort: plan.abort
     }
+  }
+
+  const applyLive = (next: LiveConfig): void => {
+    // An unchanged access log keeps its file open; a changed one is opened beside the old, which
+    // the forwarder closes after the last request that writes to it.
+    if (JSON.stringify(next.accessLog) !== JSON.stringify(live.accessLog)) accessLog = createAccessLog({ config: next.accessLog, log, registry })
+    live = next
+    forwarder.update({ routes: next.routes, trustedProxies: next.trustedProxies, accessLog })
+    webSockets.update({ routes: next.routes, trustedProxies: next.trustedProxies })
   }
 
   const route = (hello: RoutedHello): TlsServer | 'refuse' => {
@@ -200,10 +235,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     await closed
     clearTimeout(timer)
     await forwarder.close()
-    await accessLog.close()
     resumption.close()
     certs.close()
   }
 
-  return { port, certs, reload, close }
+  return { port, certs, reload, applyLive, close }
 }

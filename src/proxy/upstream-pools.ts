@@ -4,6 +4,7 @@ import type { Socket } from 'node:net'
 import { buildConnector, Pool } from 'undici'
 import { configDefaults } from '../config/defaults.js'
 import type { RouteConfig } from '../config/types.js'
+import { tagConnectTime } from './upstream-connect-time.js'
 
 /** Largest chunk undici's HTTP/1 parser gets from one upstream socket read. */
 export const UPSTREAM_READ_CHUNK_BYTES = 64 * 1024
@@ -25,9 +26,14 @@ export class UpstreamPools {
   #pools = new Map<string, Pool>()
   #closed = false
 
+  /** The key of the pool serving `route`'s upstream: its origin and connect timeout. */
+  static keyOf (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): string {
+    return `${route.upstream} ${route.connectTimeoutMs}`
+  }
+
   /** The pool serving `route`'s upstream. */
   get (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): Pool {
-    const key = `${route.upstream} ${route.connectTimeoutMs}`
+    const key = UpstreamPools.keyOf(route)
     let pool = this.#pools.get(key)
     if (pool === undefined) {
       if (this.#closed) throw new Error('upstream pools are closed')
@@ -39,9 +45,14 @@ export class UpstreamPools {
         keepAliveTimeout: keepAliveTimeoutMs,
         keepAliveMaxTimeout: keepAliveMaxTimeoutMs,
         connect: (options, callback) => {
+          const started = performance.now()
           connect(options, (...args) => {
             // On failure undici passes the error alone: no socket, not even null.
-            if (args[0] === null) capReads(args[1])
+            if (args[0] === null) {
+              capReads(args[1])
+              // TCP connect and, for https targets, the TLS handshake (the access log's upstreamConnectMs).
+              tagConnectTime(args[1], performance.now() - started)
+            }
             callback(...args)
           })
         }
@@ -49,6 +60,18 @@ export class UpstreamPools {
       this.#pools.set(key, pool)
     }
     return pool
+  }
+
+  /**
+   * Closes the pools whose key is not in `keep` (after a config reload: origins no route uses any
+   * more); each finishes the requests it has in flight first. Kept ones keep their connections.
+   */
+  closeUnused (keep: ReadonlySet<string>): void {
+    for (const [key, pool] of this.#pools) {
+      if (keep.has(key)) continue
+      this.#pools.delete(key)
+      pool.close().catch(() => {})
+    }
   }
 
   /** Closes every pool, letting queued requests finish. */

@@ -2,10 +2,12 @@
 // route's upstream over a new TCP (or TLS) connection with the usual forwarding headers, and from
 // then on bytes are copied both ways unchanged — the upstream's 101 (or refusal) included. A pair
 // idle in both directions for the route's `webSocketIdleMs` is closed; on shutdown every pair is
-// ended (FIN both ways) once the grace period is over.
+// ended (FIN both ways) once the grace period is over. WebSockets over HTTP/2 (RFC 8441 extended
+// CONNECT) are bridged to the same HTTP/1.1 upgrade by websocket-h2.ts.
 
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
+import type { ServerHttp2Stream } from 'node:http2'
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import type { Logger } from 'pino'
@@ -16,12 +18,17 @@ import { endConnection } from './http-limits.js'
 import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
+import { createH2WebSockets } from './websocket-h2.js'
 
 export type WebSocketOutcome = 'opened' | 'refused' | 'upstream_failed' | 'idle_timeout' | 'closed'
 
 export interface WebSocketProxy {
   /** Handles an HTTP/1.1 upgrade request (the server's 'upgrade' event). */
   upgrade: (req: IncomingMessage, socket: Socket, head: Buffer) => void
+  /** Handles an HTTP/2 extended CONNECT stream (RFC 8441, `:protocol websocket`). */
+  connect: (stream: ServerHttp2Stream, headers: IncomingMessage['headers']) => void
+  /** New upgrades use these routes (a config reload); open pairs go on as they are. */
+  update: (next: { routes: readonly RouteConfig[], trustedProxies: readonly string[] }) => void
   /** Ends every open pair (FIN both ways, destroyed a second later). */
   endAll: () => void
 }
@@ -40,13 +47,14 @@ export function createWebSocketProxy (opts: {
   /** The upstream origin of a route (its pool's balancing and health); undefined = none eligible. */
   targetOf: (route: RouteConfig, headers: IncomingMessage['headers'], peer: string) => string | undefined
 }): WebSocketProxy {
-  const router = createRouter(opts.routes)
-  const isTrusted = createTrustMatcher(opts.trustedProxies)
+  let router = createRouter(opts.routes)
+  let isTrusted = createTrustMatcher(opts.trustedProxies)
   const total = (opts.registry.getSingleMetric('edge_websocket_total') as Counter<string> | undefined) ??
     new Counter({ name: 'edge_websocket_total', help: 'WebSocket upgrades and how they ended (opened, refused, upstream_failed, idle_timeout, closed)', labelNames: ['event'], registers: [opts.registry] })
   const open = (opts.registry.getSingleMetric('edge_websocket_open') as Gauge | undefined) ??
     new Gauge({ name: 'edge_websocket_open', help: 'WebSocket connections open now', registers: [opts.registry] })
   const pairs = new Set<[Socket, Socket]>()
+  const h2 = createH2WebSockets({ routing: () => ({ router, isTrusted }), targetOf: opts.targetOf, total, open, log: opts.log })
 
   function upgrade (req: IncomingMessage, socket: Socket, head: Buffer): void {
     const proto = String(req.headers.upgrade ?? '').toLowerCase()
@@ -129,12 +137,18 @@ export function createWebSocketProxy (opts: {
 
   return {
     upgrade,
+    connect: h2.connect,
+    update: next => {
+      router = createRouter(next.routes)
+      isTrusted = createTrustMatcher(next.trustedProxies)
+    },
     endAll: () => {
       // FIN both ways, then destroyed after a short linger if a peer does not close its side.
       for (const [client, upstream] of pairs) {
         endConnection(client)
         endConnection(upstream)
       }
+      h2.endAll()
     }
   }
 }

@@ -1,12 +1,13 @@
-// The worker's half of the primary's control messages: two-phase certificate reloads (prepare
-// beside the served set, then commit or abort) and the certificate view for the admin API.
+// The worker's half of the primary's control messages: two-phase reloads (certificates prepared
+// beside the served set, then committed or aborted; routes, pools, trusted proxies and the access
+// log swapped in on commit) and the certificate view for the admin API.
 
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { errorMessage } from '../../lib/errors.js'
 import type { CertificateConfig, TlsConfig } from '../config/types.js'
 import { describeEntry, type CertEntryInfo } from '../tls/cert-info.js'
-import type { EntryResult, ProxyServer, ReloadPlan } from './server.js'
+import type { EntryResult, LiveConfig, ProxyServer, ReloadPlan } from './server.js'
 
 /** Messages the primary sends to workers (and their answers), all tagged `edge:`. */
 export type ControlRequest =
@@ -14,7 +15,15 @@ export type ControlRequest =
    * `certificates` absent: the entries served, their files looked at again; `changedFiles` present:
    * only the entries naming one of these files (what the primary's file watcher saw change).
    */
-  | { type: 'edge:reload-prepare', id: number, certificates?: CertificateConfig[], tls: TlsConfig, changedFiles?: string[] }
+  | {
+    type: 'edge:reload-prepare'
+    id: number
+    certificates?: CertificateConfig[]
+    tls: TlsConfig
+    changedFiles?: string[]
+    /** Present when routes, trusted proxies or the access log changed (validated by the primary): applied on commit. */
+    live?: LiveConfig
+  }
   | { type: 'edge:reload-commit', id: number }
   | { type: 'edge:reload-abort', id: number }
   | { type: 'edge:certs', id: number }
@@ -35,7 +44,7 @@ export function isControlRequest (msg: unknown): msg is ControlRequest {
 /** Answers control requests from the primary on `send` for `server`. */
 export function createWorkerControl (opts: { server: ProxyServer, log: Logger, send: (reply: ControlReply) => void }): (msg: ControlRequest) => void {
   const { server, log, send } = opts
-  const pending = new Map<number, ReloadPlan>()
+  const pending = new Map<number, { plan: ReloadPlan, live: LiveConfig | undefined }>()
   const describe = async (names?: readonly string[]): Promise<CertEntryInfo[]> => {
     const out: CertEntryInfo[] = []
     const entries = names === undefined ? [...server.certs.entries()] : names.flatMap(n => server.certs.get(n) ?? [])
@@ -50,10 +59,10 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
   return (msg) => {
     switch (msg.type) {
       case 'edge:reload-prepare': {
-        for (const plan of pending.values()) plan.abort()
+        for (const p of pending.values()) p.plan.abort()
         pending.clear()
         const plan = server.reload(msg.certificates, msg.tls, msg.changedFiles)
-        if (plan.ok) pending.set(msg.id, plan)
+        if (plan.ok) pending.set(msg.id, { plan, live: msg.live })
         for (const r of plan.results) {
           if (!r.ok) log.error({ certificate: r.name, code: r.code, err: r.error }, 'certificate refused')
         }
@@ -61,14 +70,19 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
         return
       }
       case 'edge:reload-commit': {
-        const plan = pending.get(msg.id)
+        const prepared = pending.get(msg.id)
         pending.delete(msg.id)
-        if (plan === undefined) {
+        if (prepared === undefined) {
           send({ type: 'edge:reply', id: msg.id, ok: false, error: 'no prepared reload with this id' })
           return
         }
+        const { plan, live } = prepared
         try {
           plan.commit()
+          if (live !== undefined) {
+            server.applyLive(live)
+            log.info({ routes: live.routes.length }, 'routes reloaded: new requests use them, requests in flight finish on the old ones')
+          }
         } catch (err) {
           fail(msg.id, err)
           return
@@ -78,7 +92,7 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
         return
       }
       case 'edge:reload-abort':
-        pending.get(msg.id)?.abort()
+        pending.get(msg.id)?.plan.abort()
         pending.delete(msg.id)
         return
       case 'edge:certs':

@@ -116,11 +116,13 @@ t.test('the config file\'s certificate list is reloaded; settings that need a re
   const config = JSON.parse(original)
   config.certificates[1].serverNames.push('extra.test')
   config.routes[0].timeoutMs = 1234
+  config.shutdownGraceMs = 4321
   writeFileAtomic(proxy.configFile, JSON.stringify(config, null, 2), 0o644)
   t.ok(await until(async () => /CN\s*=\s*other\.test/.test(await subject('extra.test'))), 'the new server name is served by its entry')
   const r = await admin(adminPort, '/reload', 'POST')
   t.equal(r.status, 200)
-  t.same(r.json().restartRequired, ['routes'], 'a route change needs a restart, and says so')
+  t.same(r.json().restartRequired, ['shutdownGraceMs'], 'a change that needs a restart is reported')
+  t.same(r.json().applied, [], 'the route change was applied by the file-change reload before')
   writeFileAtomic(proxy.configFile, original, 0o644)
   t.ok(await until(async () => /CN\s*=\s*localhost/.test(await subject('extra.test'))), 'and back')
 })

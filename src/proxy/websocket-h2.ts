@@ -1,0 +1,178 @@
+// WebSockets over HTTP/2 (RFC 8441): the server announces SETTINGS_ENABLE_CONNECT_PROTOCOL, a client
+// opens a stream with `:method CONNECT` and `:protocol websocket`, and that stream carries the
+// WebSocket's frames. Upstreams speak HTTP/1.1, so the stream is bridged to an HTTP/1.1
+// `Upgrade: websocket` on a new connection to the route's target: its `101` becomes the stream's
+// `200` (subprotocol and extensions passed back), any other answer is passed back as it is, and from
+// then on bytes are copied both ways unchanged. Idle timeout, metrics and draining are those of
+// HTTP/1.1 WebSockets (websocket.ts).
+
+import { randomBytes, randomUUID } from 'node:crypto'
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import { constants, type ServerHttp2Stream } from 'node:http2'
+import { request as httpsRequest } from 'node:https'
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { Counter, Gauge } from 'prom-client'
+import type { RouteConfig } from '../config/types.js'
+import { requestAuthority, upstreamRequestHeaders, withoutHopByHop } from './forward-headers.js'
+import { endConnection } from './http-limits.js'
+import type { Router } from './router.js'
+import { normalizeAddress } from './trusted-proxies.js'
+
+export interface H2WebSockets {
+  /** Handles an HTTP/2 CONNECT stream (only `:protocol websocket` is proxied; any other gets 400). */
+  connect: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void
+  /** Ends every open stream and its upstream connection (shutdown). */
+  endAll: () => void
+}
+
+/** The stream's answer when the proxy refuses or fails it: a status and a JSON reason. */
+function answer (stream: ServerHttp2Stream, status: number, error: string, message: string): void {
+  if (stream.destroyed || stream.closed) return
+  if (stream.headersSent) {
+    stream.close(constants.NGHTTP2_CANCEL)
+    return
+  }
+  const body = JSON.stringify({ error, message })
+  stream.respond({ ':status': status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+  stream.end(body)
+}
+
+export function createH2WebSockets (opts: {
+  /** The current routes (a reload replaces them) and trusted proxies. */
+  routing: () => { router: Router, isTrusted: (address: string) => boolean }
+  targetOf: (route: RouteConfig, headers: IncomingHttpHeaders, peer: string) => string | undefined
+  total: Counter<string>
+  open: Gauge
+  log: Logger
+}): H2WebSockets {
+  const { total, open } = opts
+  const pairs = new Set<[ServerHttp2Stream, Socket]>()
+
+  function connect (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    // A stream 'error' nobody listens to would end the worker.
+    stream.on('error', () => {})
+    const { router, isTrusted } = opts.routing()
+    const protocol = String(headers[':protocol'] ?? '').toLowerCase()
+    const path = String(headers[':path'] ?? '/')
+    const authority = requestAuthority(headers, [])
+    const route = authority.ok ? router.match(authority.host, path) : undefined
+    if (protocol !== 'websocket' || !authority.ok || route === undefined) {
+      total.inc({ event: 'refused' })
+      if (protocol !== 'websocket') answer(stream, 400, 'websocket_refused', 'only WebSocket CONNECT (RFC 8441) is proxied')
+      else if (!authority.ok) answer(stream, 400, 'websocket_refused', authority.reason)
+      else answer(stream, 404, 'websocket_refused', 'no route matches this host and path')
+      return
+    }
+    const peer = normalizeAddress(stream.session?.socket?.remoteAddress)
+    const trusted = isTrusted(peer)
+    const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted })
+    const given = headers['x-request-id']
+    out['x-request-id'] = trusted && typeof given === 'string' && given !== '' ? given : randomUUID()
+    out.connection = 'upgrade'
+    out.upgrade = 'websocket'
+    // RFC 8441 drops the key/accept handshake on the HTTP/2 side; the HTTP/1.1 upstream needs one.
+    out['sec-websocket-key'] = randomBytes(16).toString('base64')
+    out['sec-websocket-version'] = typeof headers['sec-websocket-version'] === 'string' ? headers['sec-websocket-version'] : '13'
+    const origin = opts.targetOf(route, headers, peer)
+    if (origin === undefined) {
+      total.inc({ event: 'refused' })
+      answer(stream, 503, 'websocket_refused', 'no upstream target of this route is healthy')
+      return
+    }
+    const target = new URL(origin)
+    const tls = target.protocol === 'https:'
+    const req = (tls ? httpsRequest : httpRequest)({
+      host: target.hostname,
+      port: Number(target.port !== '' ? target.port : tls ? 443 : 80),
+      method: 'GET',
+      path,
+      headers: out,
+      agent: false,
+      ...(tls ? { servername: target.hostname, ALPNProtocols: ['http/1.1'] } : {})
+    })
+    // Until the upstream's answer: the connect timeout, then the route's request timeout.
+    let timer = setTimeout(() => req.destroy(new Error('connect timeout')), route.connectTimeoutMs)
+    req.once('socket', (s: Socket) => s.once('connect', () => {
+      clearTimeout(timer)
+      timer = setTimeout(() => req.destroy(new Error('upstream timeout')), route.timeoutMs)
+    }))
+    const settle = (): void => clearTimeout(timer)
+    // The client gave up before the upstream answered.
+    const onEarlyClose = (): void => { req.destroy() }
+    stream.once('close', onEarlyClose)
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      settle()
+      total.inc({ event: 'upstream_failed' })
+      opts.log.warn({ upstream: origin, code: err.code ?? err.message }, 'websocket upstream failed')
+      answer(stream, 502, 'bad_gateway', 'the upstream could not be reached or failed')
+    })
+    req.once('response', (res: IncomingMessage) => {
+      // Not a 101: the upstream refused the WebSocket; its answer goes back as it is.
+      settle()
+      total.inc({ event: 'refused' })
+      if (stream.destroyed || stream.closed) {
+        res.destroy()
+        return
+      }
+      stream.respond({ ...withoutHopByHop(res.headers), ':status': res.statusCode ?? 502 })
+      res.pipe(stream)
+    })
+    req.once('upgrade', (res: IncomingMessage, upstream: Socket, head: Buffer) => {
+      settle()
+      stream.off('close', onEarlyClose)
+      if (stream.destroyed || stream.closed) {
+        upstream.destroy()
+        return
+      }
+      const back = withoutHopByHop(res.headers)
+      delete back['sec-websocket-accept']
+      stream.respond({ ...back, ':status': 200 })
+      total.inc({ event: 'opened' })
+      open.inc()
+      const pair: [ServerHttp2Stream, Socket] = [stream, upstream]
+      pairs.add(pair)
+      const idleMs = route.webSocketIdleMs
+      const idle = (): void => {
+        total.inc({ event: 'idle_timeout' })
+        stream.close(constants.NGHTTP2_NO_ERROR)
+        upstream.destroy()
+      }
+      // Idle means idle both ways: activity on either side restarts both clocks.
+      stream.setTimeout(idleMs, idle)
+      upstream.setTimeout(idleMs, idle)
+      const touch = (): void => { stream.setTimeout(idleMs); upstream.setTimeout(idleMs) }
+      stream.on('data', touch)
+      upstream.on('data', touch)
+      if (head.length > 0) stream.write(head)
+      stream.pipe(upstream)
+      upstream.pipe(stream)
+      let counted = false
+      const done = (): void => {
+        if (counted) return
+        counted = true
+        pairs.delete(pair)
+        open.dec()
+        total.inc({ event: 'closed' })
+      }
+      upstream.on('error', () => {})
+      stream.once('close', () => { done(); upstream.destroy() })
+      upstream.once('close', () => {
+        done()
+        // After the upstream's FIN the pipe has ended the stream (END_STREAM); a reset is for the rest.
+        if (!stream.destroyed) stream.close(constants.NGHTTP2_NO_ERROR)
+      })
+    })
+    req.end()
+  }
+
+  return {
+    connect,
+    endAll: () => {
+      for (const [stream, upstream] of pairs) {
+        if (!stream.destroyed) stream.end()
+        endConnection(upstream)
+      }
+    }
+  }
+}
