@@ -1,10 +1,11 @@
 // deploy/compose.yaml and deploy/kubernetes/ checked without a container engine: parsed, and held
-// to what matters — keyd and the proxy share only the socket volume, keyd's passphrase comes from a
-// secret file, probes hit the right ports and paths, and every command line is one the image's
-// entrypoint and the CLI really accept.
+// to what matters — keyd and the proxy run as different unprivileged users joined only by keyd's
+// socket group, share only the socket volume, keyd's passphrase comes from a secret file, probes hit
+// the right ports and paths, and every command line is one the image's entrypoint and the CLI really
+// accept.
 import t from 'tap'
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
-import { join, posix } from 'node:path'
+import { dirname, join, posix } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Script } from 'node:vm'
 import { parse, parseAllDocuments } from 'yaml'
@@ -59,6 +60,28 @@ function quantity (q: string | number): number {
   return Number(num) * (unit === undefined ? 1 : defined(units[unit], `the unit ${unit}`))
 }
 
+/** The users and groups the Dockerfile makes: name → uid, gid and supplementary group names; group name → gid. */
+function imageAccounts (): { users: Map<string, { uid: number, gid: number, groups: string[] }>, groups: Map<string, number> } {
+  const users = new Map<string, { uid: number, gid: number, groups: string[] }>()
+  for (const m of dockerfile.matchAll(/useradd --system --uid (\d+) --gid (\d+)(?: --groups (\S+))? .*?(\S+) \\?$/gm)) {
+    users.set(defined(m[4], 'user name'), { uid: Number(m[1]), gid: Number(m[2]), groups: m[3]?.split(',') ?? [] })
+  }
+  const groups = new Map([...dockerfile.matchAll(/groupadd --system --gid (\d+) (\S+)/g)].map(m => [defined(m[2], 'group name'), Number(m[1])]))
+  return { users, groups }
+}
+
+/** The directories the Dockerfile makes with `install -d`: path → owner, group, mode. */
+function imageDirs (): Map<string, { uid: number, gid: number, mode: string }> {
+  return new Map([...dockerfile.matchAll(/install -d -o (\d+) -g (\d+) -m (\d+) (\S+)/g)].map(m => [defined(m[4], 'path'), { uid: Number(m[1]), gid: Number(m[2]), mode: defined(m[3], 'mode') }]))
+}
+
+/** `"U:G"` of a compose `user:` as numbers; a name would depend on the image's /etc/passwd. */
+function uidGid (user: unknown): { uid: number, gid: number } {
+  const m = /^(\d+):(\d+)$/.exec(String(user))
+  if (m === null) throw new Error(`user ${String(user)} is not numeric uid:gid`)
+  return { uid: Number(m[1]), gid: Number(m[2]) }
+}
+
 /** The mount (path) of `volume` in a container's list, or undefined. */
 function under (path: string, mountPath: string | undefined): string | undefined {
   if (mountPath === undefined || !path.startsWith(mountPath + '/')) return undefined
@@ -70,7 +93,72 @@ t.test('the image: entrypoint runs the CLI as the unprivileged user the manifest
   t.same(JSON.parse(entry ?? '[]'), ['/usr/bin/tini', '--', 'node', 'dist/src/cli/main.js'])
   t.ok(existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js')), 'the entrypoint script is what the build makes')
   t.match(dockerfile, /^USER 10001:10001$/m)
-  t.match(dockerfile, /useradd --system --uid 10001 --gid 10001/)
+  const { users, groups } = imageAccounts()
+  const keyd = defined(users.get('keyd'), 'the keyd user')
+  const proxy = defined(users.get('keyedge-proxy'), 'the proxy user')
+  t.same(keyd, { uid: 10001, gid: 10001, groups: ['keyedge'] })
+  t.same(proxy, { uid: 10002, gid: 10002, groups: ['keyedge'] })
+  t.equal(groups.get('keyd'), 10001)
+  t.equal(groups.get('keyedge-proxy'), 10002)
+  t.equal(groups.get('keyedge'), 10003, 'the socket group, the only one they share')
+  // What a fresh named volume copies: keyd's home only keyd's, the socket directory keyd's and the
+  // socket group's (0750), the proxy's state only the proxy's.
+  const dirs = imageDirs()
+  t.same(dirs.get('/var/lib/keyedge'), { uid: 10001, gid: 10001, mode: '0700' })
+  t.same(dirs.get('/run/keyedge'), { uid: 10001, gid: 10003, mode: '0750' })
+  t.same(dirs.get('/var/lib/keyedge-proxy'), { uid: 10002, gid: 10002, mode: '0700' })
+})
+
+t.test('compose.yaml: keyd and the proxy as two users, joined only by the socket group', async t => {
+  const c = parse(readFileSync(join(deploy, 'compose.yaml'), 'utf8')) as Doc
+  const keyd = c.services.keyd as Doc
+  const proxy = c.services.proxy as Doc
+  const k = command(keyd.command)
+  const ku = uidGid(keyd.user)
+  const pu = uidGid(proxy.user)
+  const { users, groups } = imageAccounts()
+  t.same(ku, { uid: users.get('keyd')?.uid, gid: users.get('keyd')?.gid }, 'keyd runs as the image\'s keyd user')
+  t.same(pu, { uid: users.get('keyedge-proxy')?.uid, gid: users.get('keyedge-proxy')?.gid }, 'the proxy as the image\'s proxy user')
+  t.not(ku.uid, pu.uid, 'different uids')
+  t.not(ku.gid, pu.gid, 'different primary groups')
+  for (const [name, u] of [['keyd', ku], ['proxy', pu]] as const) {
+    t.ok(u.uid !== 0 && u.gid !== 0, `${name} is not root`)
+  }
+  const socketGroup = Number(k.values['socket-group'])
+  t.equal(socketGroup, groups.get('keyedge'), 'keyd hands its socket to the image\'s keyedge group (--socket-group)')
+  t.not(socketGroup, ku.gid, 'the socket group is not keyd\'s own group')
+  t.same(keyd.group_add, [String(socketGroup)], 'keyd is in the socket group (to chgrp its socket), nothing else')
+  t.same(proxy.group_add, [String(socketGroup)], 'the proxy\'s only extra group is the socket group')
+  for (const [name, s] of [['keyd', keyd], ['proxy', proxy]] as const) {
+    t.notOk(s.privileged, `${name} is not privileged`)
+    t.same(s.cap_drop, ['ALL'], `${name} drops every capability`)
+    t.equal(s.cap_add, undefined, `${name} adds none`)
+    t.ok((s.security_opt as string[]).includes('no-new-privileges:true'), `${name}: no-new-privileges`)
+    t.equal(s.read_only, true, `${name}: read-only root file system`)
+    t.equal(s.pid, undefined, `${name} shares no process namespace`)
+  }
+  // The passphrase file readable by keyd's uid (where the engine applies it) and by no one else.
+  const secret = (keyd.secrets as Doc[])[0] as Doc
+  t.equal(secret.uid, String(ku.uid))
+  t.equal(secret.mode, 0o400)
+
+  // Volumes: the socket volume is the only one both mount, keyd's state only keyd mounts, and the
+  // image made each mount point for the user who uses it.
+  const mounts = (s: Doc): Map<string, string> => new Map((s.volumes as string[]).map(v => v.split(':') as [string, string]))
+  const km = mounts(keyd)
+  const pm = mounts(proxy)
+  const stateUsers = Object.entries(c.services as Record<string, Doc>).filter(([, s]) => mounts(s).has('keyd-state')).map(([name]) => name)
+  t.same(stateUsers, ['keyd'], 'keyd\'s state volume is mounted in keyd only')
+  const dirs = imageDirs()
+  t.same(dirs.get(defined(km.get('keyd-state'), 'keyd-state')), { uid: ku.uid, gid: ku.gid, mode: '0700' }, 'keyd\'s state: 0700 keyd\'s')
+  t.same(dirs.get(defined(km.get('keyd-socket'), 'keyd-socket')), { uid: ku.uid, gid: socketGroup, mode: '0750' }, 'the socket directory: keyd\'s, the socket group may enter')
+  t.equal(pm.get('keyd-socket'), km.get('keyd-socket'))
+  t.same(dirs.get(defined(pm.get('proxy-state'), 'proxy-state')), { uid: pu.uid, gid: pu.gid, mode: '0700' }, 'the proxy\'s state: 0700 the proxy\'s')
+  t.equal(dirname(k.values.socket as string), km.get('keyd-socket'), 'keyd\'s socket directory is the volume keyd owns (it sets its group and mode)')
+
+  // A writable /tmp for the proxy's certificate spool.
+  t.ok((proxy.tmpfs as string[]).some(x => /^\/tmp(:|$)/.test(x)), 'the proxy has a tmpfs /tmp')
+  t.notOk(pm.has('/tmp') || [...pm.values()].includes('/tmp'))
 })
 
 t.test('compose.yaml: two services sharing only the socket volume', async t => {
@@ -99,7 +187,8 @@ t.test('compose.yaml: two services sharing only the socket volume', async t => {
   t.equal(p.cmd, 'proxy')
 
   // The passphrase: a secret file, never a value in the file.
-  const secretName = defined((keyd.secrets as string[])[0], 'a keyd secret')
+  const secretName = defined((keyd.secrets as Doc[])[0]?.source as string | undefined, 'a keyd secret')
+  t.equal((keyd.secrets as Doc[])[0]?.target, secretName)
   t.equal(k.values['passphrase-file'], `/run/secrets/${secretName}`)
   t.ok(c.secrets[secretName].file !== undefined && c.secrets[secretName].environment === undefined, 'a secret read from a file')
   t.match(readFileSync(join(deploy, '.gitignore'), 'utf8'), /^secrets\/$/m, 'the passphrase file is never committed')
@@ -212,6 +301,72 @@ t.test('kubernetes/: keyd sidecar, shared emptyDir only, probes, drain, budget, 
     t.equal(c.securityContext.readOnlyRootFilesystem, true)
     t.equal(c.securityContext.allowPrivilegeEscalation, false)
   }
-  t.equal(pod.securityContext.runAsUser, Number(/useradd --system --uid (\d+)/.exec(dockerfile)?.[1]), 'the image\'s user')
   t.equal(pod.securityContext.runAsNonRoot, true)
+})
+
+t.test('kubernetes/: keyd and the proxy as two users; fsGroup is the socket group, not keyd\'s', async t => {
+  const docs = readdirSync(join(deploy, 'kubernetes')).filter(f => f.endsWith('.yaml')).flatMap(f => parseAllDocuments(readFileSync(join(deploy, 'kubernetes', f), 'utf8')).map(d => d.toJS() as Doc))
+  const pod = (docs.find(d => d.kind === 'StatefulSet') as Doc).spec.template.spec as Doc
+  const all = [...(pod.initContainers ?? []) as Doc[], ...pod.containers as Doc[]]
+  const keyd = all.find(c => c.name === 'keyd') as Doc
+  const proxy = all.find(c => c.name === 'proxy') as Doc
+  const { users, groups } = imageAccounts()
+  const ps = pod.securityContext as Doc
+  t.equal(ps.runAsNonRoot, true)
+  t.equal(ps.runAsUser, undefined, 'no pod-wide uid: each container names its own')
+  t.equal(ps.seccompProfile?.type, 'RuntimeDefault')
+  t.equal(pod.shareProcessNamespace ?? false, false, 'keyd\'s processes are not visible to the proxy')
+  t.equal(pod.hostPID ?? false, false)
+  for (const c of all) {
+    const sc = c.securityContext as Doc
+    t.ok(Number.isInteger(sc.runAsUser) && sc.runAsUser !== 0, `${c.name as string}: its own non-root uid`)
+    t.ok(Number.isInteger(sc.runAsGroup) && sc.runAsGroup !== 0, `${c.name as string}: its own non-root gid`)
+    t.equal(sc.runAsNonRoot, true, `${c.name as string}: runAsNonRoot`)
+    t.notOk(sc.privileged, `${c.name as string} is not privileged`)
+    t.equal(sc.allowPrivilegeEscalation, false, `${c.name as string}: allowPrivilegeEscalation false`)
+    t.equal(sc.readOnlyRootFilesystem, true, `${c.name as string}: readOnlyRootFilesystem`)
+    t.same(sc.capabilities, { drop: ['ALL'] }, `${c.name as string}: every capability dropped, none added`)
+    t.equal((sc.seccompProfile ?? ps.seccompProfile)?.type, 'RuntimeDefault', `${c.name as string}: seccomp RuntimeDefault`)
+  }
+  const ku = keyd.securityContext as Doc
+  const pu = proxy.securityContext as Doc
+  t.same([ku.runAsUser, ku.runAsGroup], [users.get('keyd')?.uid, users.get('keyd')?.gid], 'keyd as the image\'s keyd user')
+  t.same([pu.runAsUser, pu.runAsGroup], [users.get('keyedge-proxy')?.uid, users.get('keyedge-proxy')?.gid], 'the proxy as the image\'s proxy user')
+  t.not(ku.runAsUser, pu.runAsUser, 'different uids')
+  t.not(ku.runAsGroup, pu.runAsGroup, 'different primary groups')
+
+  // fsGroup is a supplementary group of every container, the proxy's too: it must be the socket
+  // group, never keyd's own; and it must not be re-applied over keyd's files on every mount.
+  const k = command(keyd.args)
+  const socketGroup = Number(k.values['socket-group'])
+  t.equal(socketGroup, groups.get('keyedge'), 'keyd --socket-group is the image\'s keyedge group')
+  t.equal(ps.fsGroup, socketGroup, 'fsGroup is the socket group')
+  t.not(ps.fsGroup, ku.runAsGroup, 'fsGroup is not keyd\'s group')
+  t.equal(ps.fsGroupChangePolicy, 'OnRootMismatch', 'ownership changed once, not on every mount over keyd\'s key files')
+  t.notOk(((ps.supplementalGroups ?? []) as number[]).includes(ku.runAsGroup), 'the proxy is never in keyd\'s group')
+
+  // Volumes: only the socket emptyDir is shared; keyd's state is keyd's alone; the volume roots
+  // (group-writable through fsGroup) hold keyd's own subdirectories, which keyd keeps private.
+  const volumes = new Map((pod.volumes as Doc[]).map(v => [v.name as string, v]))
+  const mountsOf = (c: Doc): Map<string, Doc> => new Map((c.volumeMounts as Doc[]).map(m => [m.name as string, m]))
+  const km = mountsOf(keyd)
+  const pm = mountsOf(proxy)
+  const shared = [...km.keys()].filter(v => pm.has(v))
+  t.same(shared, ['keyd-socket'], 'the socket volume is the only one keyd and the proxy share')
+  t.ok(volumes.get('keyd-socket')?.emptyDir !== undefined)
+  t.same(all.filter(c => mountsOf(c).has('keyd-state')).map(c => c.name), ['keyd'], 'keyd\'s state is mounted in keyd only')
+  t.same(all.filter(c => mountsOf(c).has('keyd-passphrase')).map(c => c.name), ['keyd'], 'the passphrase is mounted in keyd only')
+  const home = (keyd.env as Doc[]).find(e => e.name === 'KEYEDGE_HOME')?.value as string
+  const stateRoot = km.get('keyd-state')?.mountPath as string
+  t.ok(under(home, stateRoot) !== undefined && under(home, stateRoot) !== '', 'keyd\'s home is a directory keyd makes (0700) inside the claim, not its group-writable root')
+  const socketRoot = km.get('keyd-socket')?.mountPath as string
+  const socketDir = posix.dirname(k.values.socket as string)
+  t.ok(under(socketDir, socketRoot) !== undefined, 'keyd\'s socket directory is one keyd makes (0750, the socket group) inside the emptyDir')
+  t.equal(k.values['proxy-secret-dir'], socketDir, 'the proxy secret beside the socket, in the group\'s directory')
+
+  // A writable /tmp for the proxy's certificate spool (the root file system is read-only).
+  const tmp = [...pm.values()].find(m => m.mountPath === '/tmp')
+  t.ok(tmp !== undefined && tmp.readOnly !== true, 'the proxy has a writable /tmp')
+  t.ok(volumes.get(tmp?.name)?.emptyDir !== undefined, '/tmp is an emptyDir')
+  t.notOk(km.has(tmp?.name), 'not shared with keyd')
 })
