@@ -2,14 +2,18 @@
 // to what matters — keyd and the proxy run as different unprivileged users joined only by keyd's
 // socket group, share only the socket volume, keyd's passphrase comes from a secret file, probes hit
 // the right ports and paths, and every command line is one the image's entrypoint and the CLI really
-// accept.
-import t from 'tap'
-import { existsSync, readFileSync, readdirSync } from 'node:fs'
+// accept. As root (CI), both layouts are also built on this machine with the manifests' uids, gids
+// and modes, keyd started with the manifests' flags: the proxy's uid, with the group it is given,
+// connects and reads its secret but gets EACCES on keyd's home; without the group it cannot connect.
+import t, { type Test } from 'tap'
+import { execFile, execFileSync } from 'node:child_process'
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, posix } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Script } from 'node:vm'
 import { parse, parseAllDocuments } from 'yaml'
-import { ROOT } from '../helpers/paths.js'
+import { CLI, ROOT, tempHome } from '../helpers/paths.js'
+import { spawnLogged } from '../helpers/processes.js'
 import { KEYD_OPTIONS } from '../../src/cli/keyd.js'
 import { keydCommandUsage } from '../../src/cli/keyd-help.js'
 import { PROXY_OPTIONS } from '../../src/cli/proxy.js'
@@ -369,4 +373,166 @@ t.test('kubernetes/: keyd and the proxy as two users; fsGroup is the socket grou
   t.ok(tmp !== undefined && tmp.readOnly !== true, 'the proxy has a writable /tmp')
   t.ok(volumes.get(tmp?.name)?.emptyDir !== undefined, '/tmp is an emptyDir')
   t.notOk(km.has(tmp?.name), 'not shared with keyd')
+})
+
+// ---- The layouts for real (root only): the manifests' uids and modes, without a container engine ----
+
+interface Who { uid: number, gid: number, groups: number[] }
+
+/** `node -e script -- args` as `who` (setpriv: uid, gid and exactly `groups`); its one JSON line. */
+async function runAs (who: Who, script: string, args: string[]): Promise<unknown> {
+  const ids = ['--reuid', String(who.uid), '--regid', String(who.gid), who.groups.length === 0 ? '--clear-groups' : `--groups=${who.groups.join(',')}`]
+  return await new Promise((resolve, reject) => {
+    execFile('setpriv', [...ids, '--', process.execPath, '-e', script, '--', ...args], { timeout: 20_000, cwd: '/' }, (err, stdout, stderr) => {
+      if (err !== null) { reject(new Error(`${err.message}\n${stderr}`)); return }
+      resolve(JSON.parse(stdout))
+    })
+  })
+}
+
+/** What `who` gets: the proxy secret read, the socket connected, keyd's home listed ('ok' or the errno code). */
+const ACCESS = `const fs = require('node:fs'); const [secret, socket, home] = process.argv.slice(1); const out = {}
+try { fs.readFileSync(secret); out.secret = 'ok' } catch (e) { out.secret = e.code }
+try { fs.readdirSync(home); out.home = 'ok' } catch (e) { out.home = e.code }
+const s = require('node:net').connect(socket)
+s.on('connect', () => { out.connect = 'ok'; s.destroy(); console.log(JSON.stringify(out)) })
+s.on('error', e => { out.connect = e.code; console.log(JSON.stringify(out)) })`
+
+/** uid, gid and supplementary groups of a live process, from /proc. */
+function credentials (pid: number): Who {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const field = (name: string): number[] => (new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(status)?.[1] ?? '').trim().split(/\s+/).filter(Boolean).map(Number)
+  return { uid: field('Uid')[0] as number, gid: field('Gid')[0] as number, groups: field('Groups') }
+}
+
+function mode (p: string): { uid: number, gid: number, mode: number } {
+  const st = statSync(p)
+  return { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777 }
+}
+
+/** Makes `dir` as the image or the kubelet would: owner, group, mode. */
+function makeDir (dir: string, uid: number, gid: number, m: number): void {
+  mkdirSync(dir, { recursive: true })
+  chownSync(dir, uid, gid)
+  chmodSync(dir, m)
+}
+
+/** A layout: where keyd and the proxy are, who they are, and keyd's command line under `root`. */
+interface Layout { keyd: Who, proxy: Who, socketGroup: number, args: string[], home: string }
+
+/** Starts keyd as `layout.keyd` with the manifest's flags (paths under `root`, metrics on port 0). */
+function startKeyd (t: Test, root: string, layout: Layout): ReturnType<typeof spawnLogged> {
+  const args = layout.args.map((a, i) => layout.args[i - 1] === '--metrics-port' ? '0' : a.startsWith('/') ? join(root, a) : a)
+  const k = layout.keyd
+  const keyd = spawnLogged('setpriv', ['--reuid', String(k.uid), '--regid', String(k.gid), `--groups=${k.groups.join(',')}`, '--', process.execPath, CLI, ...args], { KEYEDGE_HOME: join(root, layout.home) })
+  t.teardown(async () => await keyd.stop())
+  return keyd
+}
+
+/** The checks both layouts must pass once keyd is up. */
+async function checkSeparation (t: Test, root: string, layout: Layout, keyd: ReturnType<typeof spawnLogged>): Promise<void> {
+  const { values } = command(layout.args)
+  const socket = join(root, values.socket as string)
+  const secret = join(root, values['proxy-secret-dir'] as string, 'proxy.secret')
+  const home = join(root, layout.home)
+  const creds = credentials(keyd.proc.pid as number)
+  t.same([creds.uid, creds.gid], [layout.keyd.uid, layout.keyd.gid], 'keyd runs as its uid and gid')
+  t.ok(creds.groups.includes(layout.socketGroup), 'keyd is in the socket group')
+  t.same(mode(dirname(socket)), { uid: layout.keyd.uid, gid: layout.socketGroup, mode: 0o750 }, 'socket directory 0750, socket group')
+  t.same(mode(socket), { uid: layout.keyd.uid, gid: layout.socketGroup, mode: 0o660 }, 'socket 0660, socket group')
+  t.same(mode(secret), { uid: layout.keyd.uid, gid: layout.socketGroup, mode: 0o640 }, 'proxy.secret 0640, socket group')
+  t.equal(mode(home).mode, 0o700, 'keyd\'s home 0700')
+  t.equal(mode(home).uid, layout.keyd.uid)
+  t.same(await runAs(layout.proxy, ACCESS, [secret, socket, home]), { secret: 'ok', home: 'EACCES', connect: 'ok' }, 'the proxy\'s uid reaches keyd and its secret, not keyd\'s home')
+  t.same(await runAs({ ...layout.proxy, groups: [] }, ACCESS, [secret, socket, home]), { secret: 'EACCES', home: 'EACCES', connect: 'EACCES' }, 'without the socket group: nothing')
+}
+
+const canRunAs = process.getuid?.() === 0 && (() => { try { execFileSync('setpriv', ['--version'], { stdio: 'ignore' }); return true } catch { return false } })()
+
+t.test('compose layout, built and run as its uids (root only)', { skip: canRunAs ? false : 'needs root and setpriv (CI runs as root)' }, async t => {
+  const c = parse(readFileSync(join(deploy, 'compose.yaml'), 'utf8')) as Doc
+  const keyd = c.services.keyd as Doc
+  const proxy = c.services.proxy as Doc
+  const ku = uidGid(keyd.user)
+  const pu = uidGid(proxy.user)
+  const socketGroup = Number(command(keyd.command).values['socket-group'])
+  const layout: Layout = {
+    keyd: { ...ku, groups: [ku.gid, ...(keyd.group_add as string[]).map(Number)] },
+    proxy: { ...pu, groups: [pu.gid, ...(proxy.group_add as string[]).map(Number)] },
+    socketGroup,
+    args: keyd.command as string[],
+    home: keyd.environment.KEYEDGE_HOME as string
+  }
+  const root = tempHome('keyedge-compose-')
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  chmodSync(root, 0o755)
+  // Fresh named volumes start as the image made their mount points.
+  const mounts = new Map((keyd.volumes as string[]).map(v => v.split(':') as [string, string]))
+  for (const [volume, path] of mounts) {
+    const d = defined(imageDirs().get(path), `the image makes ${path} for ${volume}`)
+    makeDir(join(root, path), d.uid, d.gid, parseInt(d.mode, 8))
+  }
+  // The passphrase file as the docs tell to make it: 0600, chowned to keyd's uid.
+  const pass = join(root, `/run/secrets/${(keyd.secrets as Doc[])[0]?.target as string}`)
+  makeDir(dirname(pass), 0, 0, 0o755)
+  writeFileSync(pass, 'compose layout test passphrase\n', { mode: 0o600 })
+  chownSync(pass, ku.uid, ku.gid)
+  const k = startKeyd(t, root, layout)
+  await k.waitFor(o => o.msg === 'keyd ready', 30_000)
+  await checkSeparation(t, root, layout, k)
+})
+
+t.test('kubernetes layout, fsGroup and all, built and run as its uids (root only)', { skip: canRunAs ? false : 'needs root and setpriv (CI runs as root)' }, async t => {
+  const docs = readdirSync(join(deploy, 'kubernetes')).filter(f => f.endsWith('.yaml')).flatMap(f => parseAllDocuments(readFileSync(join(deploy, 'kubernetes', f), 'utf8')).map(d => d.toJS() as Doc))
+  const pod = (docs.find(d => d.kind === 'StatefulSet') as Doc).spec.template.spec as Doc
+  const keyd = (pod.initContainers as Doc[]).find(c => c.name === 'keyd') as Doc
+  const proxy = (pod.containers as Doc[]).find(c => c.name === 'proxy') as Doc
+  const fsGroup = pod.securityContext.fsGroup as number
+  const extra = [fsGroup, ...((pod.securityContext.supplementalGroups ?? []) as number[])]
+  const who = (c: Doc): Who => ({ uid: c.securityContext.runAsUser, gid: c.securityContext.runAsGroup, groups: [...new Set([c.securityContext.runAsGroup as number, ...extra])] })
+  const layout: Layout = {
+    keyd: who(keyd),
+    proxy: who(proxy),
+    socketGroup: Number(command(keyd.args).values['socket-group']),
+    args: keyd.args as string[],
+    home: (keyd.env as Doc[]).find(e => e.name === 'KEYEDGE_HOME')?.value as string
+  }
+  const root = tempHome('keyedge-k8s-')
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  chmodSync(root, 0o755)
+  // What the kubelet makes with fsGroup: volume roots root:fsGroup, setgid, group-writable (an
+  // emptyDir world-writable too); a Secret's files root:fsGroup with group read added.
+  const volumes = new Map((pod.volumes as Doc[]).map(v => [v.name as string, v]))
+  for (const m of keyd.volumeMounts as Doc[]) {
+    const dir = join(root, m.mountPath as string)
+    const secret = volumes.get(m.name)?.secret as Doc | undefined
+    if (secret !== undefined) {
+      makeDir(dir, 0, fsGroup, 0o2755)
+      const file = join(dir, 'passphrase')
+      writeFileSync(file, 'kubernetes layout test passphrase\n')
+      chownSync(file, 0, fsGroup)
+      chmodSync(file, (secret.defaultMode as number) | 0o440)
+    } else {
+      makeDir(dir, 0, fsGroup, volumes.get(m.name)?.emptyDir !== undefined ? 0o2777 : 0o2775)
+    }
+  }
+  const k = startKeyd(t, root, layout)
+  await k.waitFor(o => o.msg === 'keyd ready', 30_000)
+  await checkSeparation(t, root, layout, k)
+  await k.stop()
+
+  // Were the kubelet ever to re-apply fsGroup over the claim (every file g+rw, every directory
+  // g+rwx and setgid), keyd's next start closes its home again before anything is read.
+  const walk = (p: string): void => {
+    const st = statSync(p)
+    chownSync(p, st.uid, fsGroup)
+    chmodSync(p, (st.mode & 0o7777) | (st.isDirectory() ? 0o2070 : 0o060))
+    if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e))
+  }
+  const claim = join(root, (keyd.volumeMounts as Doc[]).find(m => m.name === 'keyd-state')?.mountPath as string)
+  walk(claim)
+  t.equal(mode(join(root, layout.home)).mode & 0o070, 0o070, 'the walk opened keyd\'s home to the group')
+  const again = startKeyd(t, root, layout)
+  await again.waitFor(o => o.msg === 'keyd ready', 30_000)
+  await checkSeparation(t, root, layout, again)
 })
