@@ -19,11 +19,21 @@ RUN apt-get update && apt-get install -y --no-install-recommends tini && rm -rf 
 WORKDIR /app
 COPY --from=build /app /app
 ENV KEYEDGE_HOME=/var/lib/keyedge NODE_ENV=production
-# Not root: keyd and the proxy run as uid 10001. State (/var/lib/keyedge) and the socket directory
-# (/run/keyedge) are that user's, 0700, so a named volume mounted there starts with that owner.
-RUN groupadd --system --gid 10001 keyedge \
-  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/keyedge --no-create-home --shell /usr/sbin/nologin keyedge \
-  && mkdir -p /var/lib/keyedge /run/keyedge && chown keyedge:keyedge /var/lib/keyedge /run/keyedge && chmod 700 /var/lib/keyedge /run/keyedge
+# Not root, and not one user: keyd runs as uid 10001 (group 10001), the proxy as uid 10002 (group
+# 10002); gid 10003 ("keyedge") is the one group they share, the group of keyd's socket directory
+# (docs/deploy.md, "Containers"). A named volume mounted on one of these directories starts with its
+# owner and mode: keyd's home 0700 keyd's, the socket directory 0750 keyd:keyedge, the proxy's state
+# 0700 the proxy's. The manifests name the numbers (`user:`, runAsUser), never the names.
+RUN groupadd --system --gid 10001 keyd \
+  && groupadd --system --gid 10002 keyedge-proxy \
+  && groupadd --system --gid 10003 keyedge \
+  && useradd --system --uid 10001 --gid 10001 --groups keyedge --home-dir /var/lib/keyedge --no-create-home --shell /usr/sbin/nologin keyd \
+  && useradd --system --uid 10002 --gid 10002 --groups keyedge --home-dir /var/lib/keyedge-proxy --no-create-home --shell /usr/sbin/nologin keyedge-proxy \
+  && install -d -o 10001 -g 10001 -m 0700 /var/lib/keyedge \
+  && install -d -o 10001 -g 10003 -m 0750 /run/keyedge \
+  && install -d -o 10002 -g 10002 -m 0700 /var/lib/keyedge-proxy
+# The default (`start`, the all-in-one development stack) runs as keyd's user; compose.yaml and the
+# Kubernetes pod choose the user per container.
 USER 10001:10001
 VOLUME /var/lib/keyedge
 EXPOSE 8443
