@@ -1,7 +1,7 @@
 // One undici keep-alive Pool per upstream origin (and connect timeout), created on first use.
 
 import type { Socket } from 'node:net'
-import { buildConnector, Pool } from 'undici'
+import { buildConnector, Pool, type Dispatcher } from 'undici'
 import { configDefaults } from '../config/defaults.js'
 import type { RouteConfig } from '../config/types.js'
 import { tagConnectTime } from './upstream-connect-time.js'
@@ -21,9 +21,24 @@ export function capReads (socket: Socket, max: number = UPSTREAM_READ_CHUNK_BYTE
   socket.read = (size?: number): unknown => read(size === undefined && socket.readableLength > max ? max : size)
 }
 
+/**
+ * An https target is verified against its own name, as nginx's `proxy_ssl_name` ($proxy_host)
+ * does. undici would otherwise take the TLS server name, and so the name the target's certificate
+ * is checked against, from each request's `Host`, which the client chooses: a certificate for any
+ * name the client sent would then pass, and requests with different hosts would reconnect. So
+ * every request carries the target's host name (constant per pool: no reconnection), and the
+ * connect derives SNI and the identity check from the target URL alone (no SNI for an address,
+ * checked against its IP SANs).
+ */
+function withTargetName (pool: Pool, origin: string): Dispatcher {
+  const servername = new URL(origin).hostname
+  // `servername` is a request option undici reads (core/request.js) but leaves out of its types.
+  return pool.compose(dispatch => (options, handler) => dispatch({ ...options, servername } as Dispatcher.DispatchOptions, handler))
+}
+
 /** Upstream connection pools of one worker. */
 export class UpstreamPools {
-  #pools = new Map<string, Pool>()
+  #pools = new Map<string, Dispatcher>()
   #closed = false
 
   /** The key of the pool serving `route`'s upstream: its origin and connect timeout. */
@@ -32,21 +47,22 @@ export class UpstreamPools {
   }
 
   /** The pool serving `route`'s upstream. */
-  get (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): Pool {
+  get (route: { upstream: string, connectTimeoutMs: RouteConfig['connectTimeoutMs'] }): Dispatcher {
     const key = UpstreamPools.keyOf(route)
     let pool = this.#pools.get(key)
     if (pool === undefined) {
       if (this.#closed) throw new Error('upstream pools are closed')
       const { connections, keepAliveTimeoutMs, keepAliveMaxTimeoutMs } = configDefaults.upstreamPool
       const connect = buildConnector({ timeout: route.connectTimeoutMs })
-      pool = new Pool(route.upstream, {
+      const https = route.upstream.startsWith('https:')
+      const undiciPool = new Pool(route.upstream, {
         connections,
         pipelining: 1,
         keepAliveTimeout: keepAliveTimeoutMs,
         keepAliveMaxTimeout: keepAliveMaxTimeoutMs,
         connect: (options, callback) => {
           const started = performance.now()
-          connect(options, (...args) => {
+          connect(https ? { ...options, servername: undefined } : options, (...args) => {
             // On failure undici passes the error alone: no socket, not even null.
             if (args[0] === null) {
               capReads(args[1])
@@ -57,6 +73,7 @@ export class UpstreamPools {
           })
         }
       })
+      pool = https ? withTargetName(undiciPool, route.upstream) : undiciPool
       this.#pools.set(key, pool)
     }
     return pool

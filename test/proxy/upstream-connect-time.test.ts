@@ -15,7 +15,7 @@ import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-connect-time-')
 const cert = selfSigned(home, 'localhost', ['localhost'])
-// undici verifies the target's certificate against the request's Host (here `localhost`).
+// The target's certificate is verified against the target's own name (here its address).
 const upCert = selfSigned(home, 'upstream', ['127.0.0.1', 'localhost'])
 const plain = await taggedUpstream('plain')
 const secure = createHttpsServer({ cert: readFileSync(upCert.cert), key: readFileSync(upCert.key) }, (req, res) => { req.resume(); res.end('secure') })
