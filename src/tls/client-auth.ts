@@ -166,6 +166,11 @@ export function tagConnection (socket: TLSSocket, config: ClientAuthConfig): Cli
   return identity
 }
 
+/** The client-certificate identity of `socket` (or the proxy HTTP/2 gives for it); undefined when its entry has no `clientAuth`. */
+export function clientIdentity (socket: object | undefined): ClientIdentity | undefined {
+  return (socket as { [IDENTITY]?: Tagged } | undefined)?.[IDENTITY]?.identity
+}
+
 /**
  * The identity headers for a request on `socket` (an HTTP/1.1 TLS socket, or the proxy HTTP/2 gives
  * for one): empty when its entry has no client certificates. Only a verified certificate's subject

@@ -47,9 +47,11 @@ const aliceFingerprint = openssl(['x509', '-in', alice.cert, '-noout', '-fingerp
 const aliceSubject = openssl(['x509', '-in', alice.cert, '-noout', '-subject', '-nameopt', 'RFC2253']).trim().replace(/^subject=/, '')
 
 const other = [{ cert: stack.other.certFile, key: stack.other.keyRefFile }]
+const accessLog = join(dir, 'access.log')
 const proxy = await startProxy(stack, {
   admin: {},
   extra: {
+    accessLog: { path: accessLog },
     certificates: [
       { name: 'localhost', serverNames: ['localhost', '127.0.0.1'], files: stack.certs.leaves.map(l => ({ cert: l.certFile, key: l.keyRefFile })), clientAuth: { mode: 'require', caFile } },
       { name: 'optional', serverNames: ['a.wild.test'], files: other, clientAuth: { mode: 'request', caFile, subjectHeader: 'X-Peer-Subject' } },
@@ -111,6 +113,23 @@ t.test('require + a certificate from another CA: closed before any request, coun
   }
   t.ok(await until(async () => /edge_tls_handshake_failures_total\{reason="client_certificate"\} ([4-9]|\d\d)/.test((await admin(proxy.adminPort as number, '/metrics')).body), 10_000),
     '2 missing + 2 unverified certificates (and curl\'s) counted')
+})
+
+t.test('the access log records the client certificate of entries with clientAuth, and only of those', async t => {
+  t.equal((await upstreamHeaders('localhost', ['-H', 'x-request-id: ignored', ...withCert(alice)])).code, 0)
+  t.equal((await upstreamHeaders('a.wild.test', [])).code, 0)
+  t.equal((await upstreamHeaders('other.test', [])).code, 0)
+  type Line = { sni?: string, clientCert?: { verify: string, subject?: string, fingerprint?: string } }
+  let lines: Line[] = []
+  const bySni = (sni: string): Line[] => lines.filter(l => l.sni === sni)
+  // Lines reach the file in batches (at most a second later).
+  await until(() => {
+    try { lines = readFileSync(accessLog, 'utf8').split('\n').filter(l => l !== '').map(l => JSON.parse(l) as Line) } catch { return false }
+    return bySni('localhost').length > 0 && bySni('a.wild.test').length > 0 && bySni('other.test').length > 0
+  }, 10_000)
+  t.same(bySni('localhost').at(-1)?.clientCert, { verify: 'SUCCESS', subject: aliceSubject, fingerprint: aliceFingerprint }, 'verified: subject and fingerprint')
+  t.same(bySni('a.wild.test').at(-1)?.clientCert, { verify: 'NONE' }, 'asked for, none given')
+  t.equal(bySni('other.test').at(-1)?.clientCert, undefined, 'an entry without clientAuth: no field')
 })
 
 t.test('request: no certificate → 200 and NONE; another CA → 200 and FAILED, no identity; the CA\'s → SUCCESS', async t => {
