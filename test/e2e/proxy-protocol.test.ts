@@ -31,7 +31,8 @@ const upB = await taggedUpstream('B')
 const procs: Spawned[] = []
 let haproxy: ChildProcess | undefined
 t.teardown(async () => {
-  if (haproxy?.exitCode === null) {
+  // Still running (a process ended by a signal has exitCode null too, and signalCode set).
+  if (haproxy !== undefined && haproxy.exitCode === null && haproxy.signalCode === null) {
     const gone = once(haproxy, 'exit')
     haproxy.kill('SIGKILL')
     await gone
@@ -148,6 +149,10 @@ t.test('HAProxy in front (send-proxy-v2 and send-proxy): the upstream and the ac
   t.ok(metric(text, 'edge_proxy_protocol_accepted_total', { version: '1', command: 'proxy' }) >= 1)
   t.ok(await until(async () => metric(await metrics(), 'edge_proxy_protocol_accepted_total', { version: '2', command: 'local' }) >= 1, 15_000),
     'HAProxy\'s health checks arrive as LOCAL and are accepted')
+  // Its health checks (every 200 ms) would otherwise go on connecting while later subtests count refusals.
+  const gone = once(haproxy, 'exit')
+  haproxy.kill('SIGKILL')
+  await gone
 })
 
 t.test('byte-exact headers from the balancer: v1, v2 with TLVs, v2 sent one byte per segment', async t => {

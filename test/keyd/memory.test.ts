@@ -132,24 +132,34 @@ t.test('authenticated connections past the shared budget get OVERLOADED and are 
   t.ok(held < 64 * 1024, `keyd holds nothing for them once they are gone (${held} bytes)`)
 })
 
-// A leak shows as settled RSS that keeps rising round after round; the peak while 600 connections are
-// held at once is the allocator at work, not a leak (116 MB above the baseline was seen, where the two
-// kinds of abuse above are bounded at 64 + 128 MB each alone). So: settled after the second round ≈
-// settled after the first, and the second round's peak within the sum of the two bounds above.
+// A leak shows as settled RSS that keeps rising round after round. The allocator keeps a high-water
+// mark and returns pages lazily, so settled RSS moves by ±25 MB from round to round (seen over seven
+// rounds: 193, 208, 183, 182, 207, 206 MB, no trend). So: once the largest round (600 connections at
+// once, the two kinds of abuse above together) has set the mark, two more rounds stay within 32 MB of
+// it — a leak of 16 MB or more per round would not — and every peak stays within the sum of the two
+// bounds above.
 t.test('after the abusive clients left, RSS is near its baseline and the abuse repeated does not grow it', async t => {
   const after = await settledRss()
-  const peak = rssPeak()
-  const again = await unfinishedFrames(keyd.paths.socket, 300, MiB, MiB - 64, helloFrame('proxy', secret))
-  const pre = await unfinishedFrames(keyd.paths.socket, 300, MiB, MiB - 64)
-  await new Promise(resolve => setTimeout(resolve, 2000))
-  for (const c of [...again, ...pre]) c.socket.destroy()
-  await settled([...again, ...pre], 5000)
-  const second = peak.stop()
-  const afterSecond = await settledRss()
-  t.comment(`RSS settled after the first round ${mb(after)}, after the second ${mb(afterSecond)}; peak of the second round ${mb(second)} (baseline ${mb(baseline)})`)
   t.ok(after - baseline < 128 * MiB, `RSS after the abuse is ${mb(after - baseline)} above the baseline (< 128 MB)`)
-  t.ok(afterSecond - after < 32 * MiB, `a second round leaves it ${mb(afterSecond - after)} higher at most (< 32 MB): nothing leaks`)
-  t.ok(second - baseline < (64 + 128) * MiB, `the second round's peak is ${mb(second - baseline)} above the baseline (< 192 MB)`)
+  const round = async (): Promise<number> => {
+    const peak = rssPeak()
+    const again = await unfinishedFrames(keyd.paths.socket, 300, MiB, MiB - 64, helloFrame('proxy', secret))
+    const pre = await unfinishedFrames(keyd.paths.socket, 300, MiB, MiB - 64)
+    await new Promise(resolve => setTimeout(resolve, 2000))
+    for (const c of [...again, ...pre]) c.socket.destroy()
+    await settled([...again, ...pre], 5000)
+    return peak.stop()
+  }
+  const peaks = [await round()]
+  const mark = await settledRss()
+  const later: number[] = []
+  for (let i = 0; i < 2; i++) {
+    peaks.push(await round())
+    later.push(await settledRss())
+  }
+  t.comment(`RSS settled after the first round ${mb(after)}, the second ${mb(mark)}, then ${later.map(mb).join(', ')}; peaks ${peaks.map(mb).join(', ')} (baseline ${mb(baseline)})`)
+  t.ok(Math.max(...peaks) - baseline < (64 + 128) * MiB, `the peaks stay ${mb(Math.max(...peaks) - baseline)} above the baseline at most (< 192 MB)`)
+  t.ok(Math.max(...later) - mark < 32 * MiB, `two more rounds leave it ${mb(Math.max(...later) - mark)} above the second round's level at most (< 32 MB): nothing leaks`)
   const c = keyd.client('proxy')
   t.teardown(() => c.close())
   t.ok((await c.sign('mem-tls', 'ecdsa-sha256', tls13Input())).signature.length > 0, 'keyd still signs')

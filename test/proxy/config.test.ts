@@ -44,7 +44,9 @@ t.test('defaults fill what the file leaves out', async t => {
     outlier: { consecutiveFailures: 5, baseEjectionMs: 10_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 },
     retry: { attempts: 1, retryOn: [502, 503], budgetPercent: 20, minRetries: 3 },
     // Edge HTTP defaults: in the access log, no body or rate limit, WebSockets idle 5 min.
-    accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketIdleMs: 300_000
+    accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketIdleMs: 300_000,
+    // HTTP/1.1 to the targets unless told h2c or h2.
+    upstreamProtocol: 'http1'
   })
   t.equal(config.http2, true)
   t.equal(config.log.level, 'info')
