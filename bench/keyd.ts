@@ -1,6 +1,7 @@
 // `npm run bench -- keyd`: keyd signatures per second and keyd CPU per signature, with the audit log
 // off, buffered and fsync'd, side by side in one run (interleaved rounds, medians).
 import { parseArgs } from 'node:util'
+import { setTimeout as delay } from 'node:timers/promises'
 import { execFileSync } from 'node:child_process'
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -25,6 +26,9 @@ options:
   --key TYPE        ec-p256 (default) or rsa-2048
   --modes LIST      audit modes to run, comma-separated (default off,buffered,fsync)
   --cpus LIST       pin keyd (every thread) to these CPUs with taskset -a, e.g. 0 or 0,1
+  --pace-ms N       each in-flight request waits N ms after its answer before the next
+                    (default 0: back to back). --connections 1 --depth 1 --pace-ms 6 is a
+                    proxy's handshake pace: keyd wakes from idle for every signature
   --cpu-prof DIR    run keyd with --cpu-prof, writing its profiles into DIR
   -h, --help
 `
@@ -34,7 +38,7 @@ const MODES: Mode[] = ['off', 'buffered', 'fsync']
 
 interface Round { mode: Mode, signatures: number, seconds: number, keydCpuMicros: number }
 
-interface CaseOptions { durationMs: number, connections: number, depth: number, keyType: string, cpus?: string, cpuProf?: string }
+interface CaseOptions { durationMs: number, connections: number, depth: number, keyType: string, cpus?: string, cpuProf?: string, paceMs: number }
 
 async function runCase (mode: Mode, o: CaseOptions): Promise<Round> {
   const home = tempHome('keyedge-bench-keyd-')
@@ -54,7 +58,11 @@ async function runCase (mode: Mode, o: CaseOptions): Promise<Round> {
     let signatures = 0
     const msg = tls13Input()
     await Promise.all(clients.flatMap(c => Array.from({ length: o.depth }, async () => {
-      while (Date.now() < deadline) { await c.sign('bench', alg, msg); signatures++ }
+      while (Date.now() < deadline) {
+        await c.sign('bench', alg, msg)
+        signatures++
+        if (o.paceMs > 0) await delay(o.paceMs)
+      }
     })))
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
     const keydCpuMicros = processCpuMicros(pid) - cpu0
@@ -77,7 +85,8 @@ export async function main (argv: string[]): Promise<number> {
       key: { type: 'string' },
       modes: { type: 'string' },
       cpus: { type: 'string' },
-      'cpu-prof': { type: 'string' }
+      'cpu-prof': { type: 'string' },
+      'pace-ms': { type: 'string' }
     }
   })
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
@@ -87,8 +96,10 @@ export async function main (argv: string[]): Promise<number> {
     depth: Number(values.depth ?? 8),
     keyType: values.key ?? 'ec-p256',
     cpus: values.cpus,
-    cpuProf: values['cpu-prof']
+    cpuProf: values['cpu-prof'],
+    paceMs: Number(values['pace-ms'] ?? 0)
   }
+  if (!Number.isFinite(o.paceMs) || o.paceMs < 0) { process.stderr.write('--pace-ms must be a number ≥ 0\n'); return 2 }
   const modes = values.modes === undefined ? MODES : values.modes.split(',').map(m => m.trim())
   const bad = modes.find(m => !(MODES as string[]).includes(m))
   if (bad !== undefined) { process.stderr.write(`unknown audit mode ${bad} (off, buffered, fsync)\n`); return 2 }
@@ -106,7 +117,7 @@ export async function main (argv: string[]): Promise<number> {
   const base: Mode = modes.includes('off') ? 'off' : modes[0] as Mode
   const rows = (modes as Mode[]).map(m => `| audit ${m} | ${Math.round(rate(m)).toLocaleString('en-US')} | ${cpu(m).toFixed(0)} | ${(rate(m) / rate(base)).toFixed(2)} | ${(cpu(m) / cpu(base)).toFixed(2)} |`)
   const table = [
-    `keyd ${o.keyType} signatures, ${o.connections} connections × ${o.depth} in flight, ${rounds} rounds × ${o.durationMs} ms, medians (client in the same machine${o.cpus === undefined ? '' : `, keyd pinned to CPUs ${o.cpus}`}), Node ${process.versions.node}:`,
+    `keyd ${o.keyType} signatures, ${o.connections} connections × ${o.depth} in flight${o.paceMs > 0 ? `, ${o.paceMs} ms pause after each answer` : ''}, ${rounds} rounds × ${o.durationMs} ms, medians (client in the same machine${o.cpus === undefined ? '' : `, keyd pinned to CPUs ${o.cpus}`}), Node ${process.versions.node}:`,
     '',
     `| case | signatures/s | keyd CPU µs/signature | rate × ${base} | CPU × ${base} |`,
     '| --- | ---: | ---: | ---: | ---: |',

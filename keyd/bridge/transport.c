@@ -89,6 +89,38 @@ static int io_write(int fd, const unsigned char *p, size_t n, long long deadline
   return IO_OK;
 }
 
+/*
+ * Reads at least min and at most n bytes into p (*done says how many). *got counts the answer's
+ * bytes read so far: a peer that closes before the first is IO_DEAD.
+ */
+static int io_read_some(int fd, unsigned char *p, size_t min, size_t n, long long deadline,
+                        size_t *got, size_t *done_out) {
+  size_t done = 0;
+  int r = IO_OK;
+  while (done < min) {
+    ssize_t k = recv(fd, p + done, n - done, MSG_DONTWAIT);
+    int w;
+    if (k > 0) {
+      done += (size_t)k;
+      *got += (size_t)k;
+    } else if (k == 0) {
+      errno = 0; /* fail_io: closed mid-frame, not an errno */
+      r = *got == 0 ? IO_DEAD : IO_FAIL;
+      break;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if ((w = wait_fd(fd, POLLIN, deadline)) != IO_OK) {
+        r = w;
+        break;
+      }
+    } else if (errno != EINTR) {
+      r = errno == ECONNRESET && *got == 0 ? IO_DEAD : IO_FAIL;
+      break;
+    }
+  }
+  *done_out = done;
+  return r;
+}
+
 /* *got counts the answer's bytes read so far: a peer that closes before the first is IO_DEAD. */
 static int io_read(int fd, unsigned char *p, size_t n, long long deadline, size_t *got) {
   size_t done = 0;
@@ -129,8 +161,10 @@ static int roundtrip(KE_PROV *p, int op, const KE_BUF *payload, int *rop, KE_BUF
                      long long deadline, FAIL *f) {
   KE_CONN *c = &p->conn;
   unsigned char h[KEYD_HEADER_SIZE];
+  /* the answer's header and, for the usual small answer (a signature), its payload: one recv */
+  unsigned char in[KEYD_HEADER_SIZE + 512];
   uint32_t id = c->next_id++;
-  size_t got = 0;
+  size_t got = 0, first = 0, extra;
   KE_BUF req = {0};
   KE_HEAD head;
   enum ke_head_status hs;
@@ -153,13 +187,19 @@ static int roundtrip(KE_PROV *p, int op, const KE_BUF *payload, int *rop, KE_BUF
     fail_io(p, f, r, "sending the request");
     return r;
   }
-  if ((r = io_read(c->fd, h, sizeof(h), deadline, &got)) != IO_OK) {
+  /*
+   * keyd cannot have answered yet: wait before the first recv instead of after an EAGAIN one.
+   * EOF and errors poll readable too, and the recv below tells them apart.
+   */
+  if ((r = wait_fd(c->fd, POLLIN, deadline)) != IO_OK ||
+      (r = io_read_some(c->fd, in, KEYD_HEADER_SIZE, sizeof(in), deadline, &got, &first)) !=
+          IO_OK) {
     fail_io(p, f, r, got == 0 ? "waiting for the answer" : "reading the answer");
     return r;
   }
-  if ((hs = ke_frame_parse(h, &head)) != KE_HEAD_OK) {
+  if ((hs = ke_frame_parse(in, &head)) != KE_HEAD_OK) {
     fail(f, KE_R_PROTOCOL, 1, "keyd: bad answer frame: %s (length %u)", ke_head_status_text(hs),
-         (unsigned)ke_get32(h));
+         (unsigned)ke_get32(in));
     return IO_FAIL;
   }
   /* one request at a time and the connection closed after any failure: any other id is a bug */
@@ -168,12 +208,20 @@ static int roundtrip(KE_PROV *p, int op, const KE_BUF *payload, int *rop, KE_BUF
          (unsigned)id);
     return IO_FAIL;
   }
+  /* one request at a time: bytes beyond this answer's frame cannot be keyd's */
+  if ((extra = first - KEYD_HEADER_SIZE) > head.payload_len) {
+    fail(f, KE_R_PROTOCOL, 1, "keyd: %zu bytes after the answer frame", extra - head.payload_len);
+    return IO_FAIL;
+  }
   resp->len = 0;
   if (!ke_buf_add(resp, NULL, head.payload_len)) {
     fail(f, KE_R_NO_MEMORY, 0, "keyedge: cannot hold a %u-byte answer", (unsigned)head.payload_len);
     return IO_FAIL;
   }
-  if ((r = io_read(c->fd, resp->p, head.payload_len, deadline, &got)) != IO_OK) {
+  if (extra > 0)
+    memcpy(resp->p, in + KEYD_HEADER_SIZE, extra);
+  if (head.payload_len > extra &&
+      (r = io_read(c->fd, resp->p + extra, head.payload_len - extra, deadline, &got)) != IO_OK) {
     fail_io(p, f, r, "reading the answer");
     return r == IO_DEAD ? IO_FAIL : r; /* part of the answer came: not a vanished peer */
   }
