@@ -108,8 +108,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
     const server: TlsServer = config.http2
       ? createSecureServer({ ...options, ...http2Guard.serverOptions, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
-    // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
-    if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
+    // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first. The
+    // HTTP/2 server carrying HTTP/1.1 (allowHTTP1) has that 5 s default too (Node 24).
+    ;(server as unknown as HttpServer).keepAliveTimeout = 0
     // HTTP/1.1 upgrades (WebSocket); the HTTP/2 server with allowHTTP1 emits them too.
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (closing) {
