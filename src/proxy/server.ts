@@ -81,6 +81,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const sessions = new Set<Http2Session>()
   // HTTP/1 connections and how many requests each has in flight, to close idle ones on shutdown.
   const sockets = new Map<TLSSocket, number>()
+  // One close listener for all of them (a closure each would be kept for the connection's life).
+  function dropSocket (this: TLSSocket): void { sockets.delete(this) }
 
   const onRequest = (req: ClientRequest, res: ClientResponse): void => {
     if (req.httpVersionMajor < 2) {
@@ -127,7 +129,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       if (socket.alpnProtocol === 'h2') return
       http1Limits.connection(socket)
       sockets.set(socket, 0)
-      socket.once('close', () => sockets.delete(socket))
+      socket.once('close', dropSocket)
     })
     server.on('session', (session: ServerHttp2Session) => {
       http2Guard.session(session)
