@@ -88,6 +88,11 @@ export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: R
     if (socket != null && conn !== undefined) started(socket, conn)
   }
 
+  // One listener for every connection: a closure per connection would be kept as long as it is open.
+  function onClose (this: Socket): void {
+    clearTimeout(connections.get(this)?.timer)
+  }
+
   return {
     connection (socket) {
       const conn: Connection = { phase: 'headers', inflight: 0, started: false, timer: undefined }
@@ -95,7 +100,7 @@ export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: R
       enter(socket, conn, 'headers')
       // The parser says when a request begins; a 'data' listener (which costs the parser its C++ feed) only where it cannot.
       if (!watchMessageBegin(socket, onMessageBegin)) socket.on('data', () => { started(socket, conn) })
-      socket.once('close', () => clearTimeout(conn.timer))
+      socket.once('close', onClose)
     },
     request (req, res) {
       const socket = req.socket

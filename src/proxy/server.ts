@@ -93,6 +93,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   const sessions = new Set<Http2Session>()
   // HTTP/1 connections and how many requests each has in flight, to close idle ones on shutdown.
   const sockets = new Map<TLSSocket, number>()
+  // One close listener for all of them (a closure each would be kept for the connection's life).
+  function dropSocket (this: TLSSocket): void { sockets.delete(this) }
 
   const onRequest = (req: ClientRequest, res: ClientResponse): void => {
     if (req.httpVersionMajor < 2) {
@@ -121,8 +123,9 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL, so clients may open WebSockets over HTTP/2 (RFC 8441).
       ? createSecureServer({ ...options, ...http2Guard.serverOptions, settings: { ...http2Guard.serverOptions.settings, enableConnectProtocol: true }, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
-    // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first.
-    if (!config.http2) (server as unknown as HttpServer).keepAliveTimeout = 0
+    // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first. The
+    // HTTP/2 server carrying HTTP/1.1 (allowHTTP1) has that 5 s default too (Node 24).
+    ;(server as unknown as HttpServer).keepAliveTimeout = 0
     // HTTP/1.1 upgrades (WebSocket); the HTTP/2 server with allowHTTP1 emits them too.
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       if (closing) {
@@ -152,7 +155,7 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
       if (socket.alpnProtocol === 'h2') return
       http1Limits.connection(socket)
       sockets.set(socket, 0)
-      socket.once('close', () => sockets.delete(socket))
+      socket.once('close', dropSocket)
     })
     server.on('session', (session: ServerHttp2Session) => {
       http2Guard.session(session)

@@ -45,23 +45,32 @@ export interface FrontOptions {
   proxyTrusted?: (address: string | undefined) => boolean
 }
 
+interface Handshaking { timer: NodeJS.Timeout, socket: Socket, onClose: () => void }
+
 /** Accepts connections for TLS servers; `watch` every TLS server it may hand sockets to. */
 export class TlsFront {
   readonly #o: FrontOptions
   readonly #timeouts: Counter<'kind'>
   readonly #failures: HandshakeFailures
   readonly #handshakes: HandshakeTimer
-  /** Handshake timers of connections not yet secure, by `address port` (their TLS socket reports the same). */
-  readonly #handshaking = new Map<string, NodeJS.Timeout>()
+  /**
+   * Connections not yet secure, by `address port` (their TLS socket reports the same): the handshake
+   * timer and the close listener that ends it, both dropped once secure so that an idle connection
+   * keeps neither (nor what their closures hold).
+   */
+  readonly #handshaking = new Map<string, Handshaking>()
   /** Connections the handshake timeout closed: their TLS server's error is not counted again. */
   readonly #timedOut = new WeakSet<Socket>()
   /** Connections still in the front (not handed to a TLS server yet). */
   readonly #reading = new Set<Socket>()
   readonly #watched = new WeakSet<TlsServer>()
   readonly #proxy: ProxyProtocolMetrics
+  /** One 'error' listener for every client socket (a closure per connection would live as long as it). */
+  readonly #onSocketError: (err: NodeJS.ErrnoException) => void
 
   constructor (o: FrontOptions) {
     this.#o = o
+    this.#onSocketError = err => o.log.debug({ code: err.code }, 'client connection error')
     this.#timeouts = timeoutCounter(o.registry)
     this.#proxy = proxyProtocolMetrics(o.registry, o.log)
     this.#failures = new HandshakeFailures({ log: o.log, registry: o.registry })
@@ -75,8 +84,7 @@ export class TlsFront {
 
   /** Handles a new TCP connection (a `connection` listener of a net.Server with allowHalfOpen). */
   accept (socket: Socket): void {
-    const { log } = this.#o
-    socket.on('error', (err: NodeJS.ErrnoException) => log.debug({ code: err.code }, 'client connection error'))
+    socket.on('error', this.#onSocketError)
     // From a trusted balancer the limits count the client its PROXY header names, once it is read.
     const proxyRequired = this.#o.proxyTrusted?.(socket.remoteAddress) === true
     if (!proxyRequired && !this.#admit(socket, socket.remoteAddress)) return
@@ -87,11 +95,12 @@ export class TlsFront {
       this.#failures.record('timeout', { timeoutMs: this.#o.timeouts.handshakeMs })
       socket.destroy()
     }, this.#o.timeouts.handshakeMs)
-    this.#handshaking.set(id, timer)
-    socket.once('close', () => {
+    const onClose = (): void => {
       clearTimeout(timer)
-      if (this.#handshaking.get(id) === timer) this.#handshaking.delete(id)
-    })
+      if (this.#handshaking.get(id)?.timer === timer) this.#handshaking.delete(id)
+    }
+    this.#handshaking.set(id, { timer, socket, onClose })
+    socket.once('close', onClose)
     this.#read(socket, new ProxyHeaderReader(proxyRequired ? 'required' : 'forbidden'))
   }
 
@@ -126,6 +135,8 @@ export class TlsFront {
       this.#reading.delete(socket)
       socket.off('data', onData)
       socket.off('end', onEnd)
+      // Also this listener: the reader, its bytes and this closure are not kept for the connection's life.
+      socket.off('close', stop)
     }
     const timer = setTimeout(() => {
       stop()
@@ -228,7 +239,10 @@ export class TlsFront {
     server.on('secureConnection', (tls: TLSSocket) => {
       this.#handshakes.secure(server, tls)
       const id = `${tls.remoteAddress ?? ''} ${tls.remotePort ?? ''}`
-      clearTimeout(this.#handshaking.get(id))
+      const handshaking = this.#handshaking.get(id)
+      if (handshaking === undefined) return
+      clearTimeout(handshaking.timer)
+      handshaking.socket.off('close', handshaking.onClose)
       this.#handshaking.delete(id)
     })
     server.on('tlsClientError', (err: NodeJS.ErrnoException, tls: TLSSocket) => {

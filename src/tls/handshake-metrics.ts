@@ -46,6 +46,7 @@ export class HandshakeTimer {
     const parent = (tls as unknown as { _parent?: Socket })._parent
     const t0 = parent === undefined ? undefined : this.#firstByte.get(parent)
     if (t0 === undefined) return
+    this.#firstByte.delete(parent as Socket) // an idle connection keeps nothing of the handshake
     this.#histogram.observe({ resumed: tls.isSessionReused() ? 'resumed' : 'full', custody: serverCustody.get(server) ?? 'keyd' }, (performance.now() - t0) / 1000)
   }
 }

@@ -141,14 +141,16 @@ t.test('every cut is counted in edge_timeouts_total{kind}', async t => {
   t.ok(metric(text, 'edge_proxy_requests_total', { outcome: 'request_timeout' }) >= 2, 'requests counted request_timeout')
 })
 
-t.test('with http2 off, keepAliveIdleMs governs (not Node\'s own 5 s keep-alive timeout)', async t => {
-  const h1only = await startFront({ upstream: upstream.url, http2: false, timeouts: { ...timeouts, keepAliveIdleMs: 6500 } })
-  t.teardown(async () => await h1only.stop())
-  const socket = await tlsOpen(h1only.port, h1only.ca)
-  socket.write(GET)
-  await once(socket, 'data')
-  const result = await untilClosed(socket, 6500 + SLACK_MS + 2000)
-  t.ok(result.closed, `closed after ${result.afterMs} ms`)
-  t.ok(result.afterMs > 6000, 'still open past Node\'s 5 s default')
-  t.ok(result.afterMs < 6500 + SLACK_MS, 'closed at keepAliveIdleMs')
-})
+for (const http2 of [false, true]) {
+  t.test(`with http2 ${http2 ? 'on (HTTP/1.1 through allowHTTP1)' : 'off'}, keepAliveIdleMs governs (not Node's own 5 s keep-alive timeout)`, async t => {
+    const h1 = await startFront({ upstream: upstream.url, http2, timeouts: { ...timeouts, keepAliveIdleMs: 6500 } })
+    t.teardown(async () => await h1.stop())
+    const socket = await tlsOpen(h1.port, h1.ca)
+    socket.write(GET)
+    await once(socket, 'data')
+    const result = await untilClosed(socket, 6500 + SLACK_MS + 2000)
+    t.ok(result.closed, `closed after ${result.afterMs} ms`)
+    t.ok(result.afterMs > 6000, 'still open past Node\'s 5 s default')
+    t.ok(result.afterMs < 6500 + SLACK_MS, 'closed at keepAliveIdleMs')
+  })
+}
