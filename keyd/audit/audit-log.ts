@@ -1,7 +1,7 @@
 // keyd's append-only audit log: batched appends (group commit), a keyed hash chain, a MACed head
 // checkpoint, and honesty under disk faults: an entry keyd answered before writing (buffered
 // durability) is always covered by a space reserve, and keyd leaves fail-closed by itself.
-import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync, writeSync } from 'node:fs'
+import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync } from 'node:fs'
 import { open as openAsync, type FileHandle } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import type { Logger } from 'pino'
@@ -36,6 +36,8 @@ export interface AuditLogOptions {
   reserveBytes?: number
 }
 
+/** How long buffered mode gathers entries before one append. */
+export const BUFFERED_DELAY_MS = 2
 /** Room the filesystem may need beyond the entries themselves (a partly filled last block, metadata). */
 const RESERVE_SLACK = 64 * 1024
 
@@ -223,10 +225,9 @@ export class AuditLog {
   }
 
   async #flushLoop (): Promise<void> {
-    // Group commit: everything recorded in this event-loop turn (every frame this poll read) goes
-    // out in one write, in the same loop iteration (setImmediate, no timer wake-up of its own); in
-    // fsync mode everything recorded while one write is under way goes out in the next one.
-    await new Promise<void>(resolve => setImmediate(resolve))
+    // Group commit: everything recorded while one write is under way goes out in the next one.
+    // Buffered mode also waits a couple of milliseconds so one write carries many entries.
+    await new Promise<void>(resolve => this.#o.durability === 'buffered' ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
     while (this.#queue.length > 0 && this.#broken === null && this.#fh !== null) {
       if (await this.#writeQueue()) continue
       // The write failed (and the file is cut back to its last whole entry). Entries already
@@ -262,12 +263,7 @@ export class AuditLog {
     const buf = batch.length === 1 ? last.line : Buffer.concat(batch.map(q => q.line))
     try {
       for (let off = 0; off < buf.length;) {
-        // Buffered mode writes synchronously: a few hundred bytes into the page cache cost a few µs,
-        // while a thread-pool write costs a thread wake-up and a second loop wake-up per batch —
-        // at a handshake's pace (one signature per loop turn) that was ~200 µs of keyd CPU per
-        // signature (docs/benchmarks.md, "Custody per handshake"). fsync mode keeps the disk wait
-        // (fdatasync) off the event loop.
-        const bytesWritten = this.#o.durability === 'buffered' ? writeSync(fh.fd, buf, off, buf.length - off) : (await fh.write(buf, off, buf.length - off)).bytesWritten
+        const { bytesWritten } = await fh.write(buf, off, buf.length - off)
         if (bytesWritten === 0) throw new Error('no bytes written')
         off += bytesWritten
       }
