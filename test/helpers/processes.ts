@@ -27,9 +27,26 @@ export interface Spawned {
   stop: (signal?: NodeJS.Signals) => Promise<void>
 }
 
+/**
+ * Children still running. A test file that dies before its teardown (a top-level await that throws,
+ * tap's timeout) would otherwise leave them running; they are killed when this process exits, by
+ * pid (a keyedge primary's workers leave with it: their IPC channel closes).
+ */
+const running = new Set<ChildProcess>()
+const killRunning = (): void => {
+  for (const child of running) {
+    try { child.kill('SIGKILL') } catch { /* already gone */ }
+  }
+}
+process.once('exit', killRunning)
+// tap ends a test file that runs past its timeout with SIGTERM, which skips 'exit' handlers.
+process.once('SIGTERM', () => { killRunning(); process.exit(143) })
+
 /** Runs `command args` with `env` added to the environment, collecting its output lines. */
 export function spawnLogged (command: string, args: string[], env: Record<string, string> = {}): Spawned {
   const proc = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  running.add(proc)
+  proc.once('exit', () => running.delete(proc))
   const lines: string[] = []
   const waiters = new Set<() => void>()
   let finished = false
