@@ -39,8 +39,12 @@ const killRunning = (): void => {
   }
 }
 process.once('exit', killRunning)
-// tap ends a test file that runs past its timeout with SIGTERM, which skips 'exit' handlers.
-process.once('SIGTERM', () => { killRunning(); process.exit(143) })
+// tap ends a test file that runs past its timeout with SIGTERM, which skips 'exit' handlers. A
+// process with SIGTERM handlers of its own (the bench runner's cleanup) is left to end itself.
+process.once('SIGTERM', () => {
+  killRunning()
+  if (process.listenerCount('SIGTERM') === 0) process.exit(143)
+})
 
 /** Runs `command args` with `env` added to the environment, collecting its output lines. */
 export function spawnLogged (command: string, args: string[], env: Record<string, string> = {}): Spawned {
