@@ -18,6 +18,7 @@ import { requestAuthority, upstreamRequestHeaders, withoutHopByHop } from './for
 import { endConnection } from './http-limits.js'
 import type { Router } from './router.js'
 import { normalizeAddress } from './trusted-proxies.js'
+import { splice } from './websocket-splice.js'
 
 export interface H2WebSockets {
   /** Handles an HTTP/2 CONNECT stream (only `:protocol websocket` is proxied; any other gets 400). */
@@ -138,29 +139,16 @@ export function createH2WebSockets (opts: {
         stream.close(constants.NGHTTP2_NO_ERROR)
         upstream.destroy()
       }
-      // Idle means idle both ways: activity on either side restarts both clocks.
-      stream.setTimeout(idleMs, idle)
-      upstream.setTimeout(idleMs, idle)
-      const touch = (): void => { stream.setTimeout(idleMs); upstream.setTimeout(idleMs) }
-      stream.on('data', touch)
-      upstream.on('data', touch)
       if (head.length > 0) stream.write(head)
-      stream.pipe(upstream)
-      upstream.pipe(stream)
-      let counted = false
-      const done = (): void => {
-        if (counted) return
-        counted = true
-        pairs.delete(pair)
-        open.dec()
-        total.inc({ event: 'closed' })
-      }
       upstream.on('error', () => {})
-      stream.once('close', () => { done(); upstream.destroy() })
-      upstream.once('close', () => {
-        done()
+      splice(stream, upstream, {
+        idleMs,
+        onIdle: idle,
+        open,
+        total,
+        onClosed: () => pairs.delete(pair),
         // After the upstream's FIN the pipe has ended the stream (END_STREAM); a reset is for the rest.
-        if (!stream.destroyed) stream.close(constants.NGHTTP2_NO_ERROR)
+        closeClient: () => { if (!stream.destroyed) stream.close(constants.NGHTTP2_NO_ERROR) }
       })
     })
     req.end()

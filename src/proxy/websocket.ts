@@ -19,6 +19,7 @@ import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
 import { createH2WebSockets } from './websocket-h2.js'
+import { splice } from './websocket-splice.js'
 
 export type WebSocketOutcome = 'opened' | 'refused' | 'upstream_failed' | 'idle_timeout' | 'closed'
 
@@ -105,24 +106,7 @@ export function createWebSocketProxy (opts: {
         socket.destroy()
         upstream.destroy()
       }
-      // Idle means idle both ways: activity on either side restarts both clocks.
-      socket.setTimeout(route.webSocketIdleMs, idle)
-      upstream.setTimeout(route.webSocketIdleMs, idle)
-      const touch = (): void => { socket.setTimeout(route.webSocketIdleMs); upstream.setTimeout(route.webSocketIdleMs) }
-      socket.on('data', touch)
-      upstream.on('data', touch)
-      socket.pipe(upstream)
-      upstream.pipe(socket)
-      let counted = false
-      const done = (): void => {
-        if (counted) return
-        counted = true
-        pairs.delete(pair)
-        open.dec()
-        total.inc({ event: 'closed' })
-      }
-      socket.once('close', () => { done(); upstream.destroy() })
-      upstream.once('close', () => { done(); socket.destroy() })
+      splice(socket, upstream, { idleMs: route.webSocketIdleMs, onIdle: idle, open, total, onClosed: () => pairs.delete(pair), closeClient: () => socket.destroy() })
     })
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(connectTimer)
