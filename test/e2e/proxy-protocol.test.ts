@@ -9,13 +9,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { request as httpRequest, type IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import t from 'tap'
 import { curl } from '../helpers/edge.js'
-import { metric } from '../helpers/http-front.js'
+import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli, type Spawned } from '../helpers/processes.js'
 import { fixtures, headerFor, proxiedGet, rawConnect, sendAndWait, writeBytewise } from '../helpers/proxy-protocol.js'
@@ -73,18 +73,7 @@ procs.push(proc)
 const port = (await proc.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
 const adminPort = (await proc.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
 
-async function metrics (): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => resolve(text))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const metrics = async (): Promise<string> => await adminMetrics(adminPort)
 const refusedCount = async (reason: string): Promise<number> => metric(await metrics(), 'edge_proxy_protocol_refused_total', { reason })
 const lines = (): Array<Record<string, any>> => existsSync(logFile)
   ? readFileSync(logFile, 'utf8').split('\n').filter(l => l !== '').map(l => JSON.parse(l) as Record<string, any>)

@@ -192,6 +192,20 @@ async function httpText (port: number, path: string): Promise<string> {
   })
 }
 
+/** The admin listener's /metrics text (port `adminPort` on 127.0.0.1), through Node's http client (no keep-alive pool). */
+export async function adminMetrics (adminPort: number): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics', agent: false }, res => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { text += c })
+      res.on('end', () => resolve(text))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
 /** The value of `name{labels}` in a Prometheus text exposition (0 when absent). */
 export function metric (text: string, name: string, labels: Record<string, string> = {}): number {
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`)

@@ -5,12 +5,11 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { once } from 'node:events'
-import { request as httpRequest } from 'node:http'
 import { connect as http2Connect } from 'node:http2'
 import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { metric } from '../helpers/http-front.js'
+import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli, type Spawned } from '../helpers/processes.js'
 import { get, selfSigned, taggedUpstream, type CertFiles } from '../helpers/proxy-fixtures.js'
@@ -49,18 +48,7 @@ async function startProxy (name: string, accessLog: Record<string, unknown>, rou
   return { port: ready.port as number, adminPort: admin.port as number, proc }
 }
 
-async function metrics (adminPort: number): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => resolve(text))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const metrics = async (adminPort: number): Promise<string> => await adminMetrics(adminPort)
 
 const lines = (file: string): Array<Record<string, any>> => existsSync(file)
   ? readFileSync(file, 'utf8').split('\n').filter(l => l !== '').map(l => JSON.parse(l) as Record<string, any>)

@@ -3,13 +3,12 @@
 // by its health checks within the interval, no idempotent request lost), ejection, retries within
 // the budget, 503 at once when no target is healthy, per-target metrics.
 import { writeFileSync, rmSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import t from 'tap'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli, spawnLogged, type Spawned } from '../helpers/processes.js'
 import { get, refusedUrl, selfSigned } from '../helpers/proxy-fixtures.js'
-import { metric } from '../helpers/http-front.js'
+import { adminMetrics, metric } from '../helpers/http-front.js'
 import { until } from '../helpers/wait.js'
 import { defined } from '../helpers/defined.js'
 
@@ -63,18 +62,7 @@ const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).por
 const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
 const ca = cert.certPem
 
-async function metrics (): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (s: string) => { text += s })
-      res.on('end', () => resolve(text))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const metrics = async (): Promise<string> => await adminMetrics(adminPort)
 
 async function name (path: string, headers: Record<string, string> = {}): Promise<string> {
   const res = await get(port, { ca, path, headers })

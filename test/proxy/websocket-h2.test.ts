@@ -6,13 +6,13 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { rmSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest, type IncomingMessage } from 'node:http'
+import { createServer, type IncomingMessage } from 'node:http'
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
 import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import t from 'tap'
-import { metric } from '../helpers/http-front.js'
+import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
@@ -112,18 +112,7 @@ t.teardown(async () => {
 const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
 const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
 
-async function metrics (): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => resolve(text))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const metrics = async (): Promise<string> => await adminMetrics(adminPort)
 
 /** An HTTP/2 session that has seen the proxy's SETTINGS (with ENABLE_CONNECT_PROTOCOL). */
 async function session (): Promise<ClientHttp2Session> {

@@ -4,12 +4,12 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { rmSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest, type IncomingMessage } from 'node:http'
+import { createServer, type IncomingMessage } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import t from 'tap'
-import { metric } from '../helpers/http-front.js'
+import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
@@ -54,18 +54,7 @@ t.teardown(async () => {
 const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
 const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
 
-async function metrics (): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => resolve(text))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const metrics = async (): Promise<string> => await adminMetrics(adminPort)
 
 /** Opens a TLS connection (ALPN http/1.1) and sends a WebSocket upgrade request; returns the response head and what followed it. */
 async function upgrade (path: string, extra = ''): Promise<{ socket: TLSSocket, head: string, rest: Buffer }> {
