@@ -9,6 +9,7 @@ import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { get, selfSigned } from '../helpers/proxy-fixtures.js'
 import { defined } from '../helpers/defined.js'
+import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-cluster-')
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
@@ -30,9 +31,12 @@ t.test('a worker that dies is restarted and the proxy keeps serving', async t =>
   const proxy = spawnCli(['proxy', '--config', writeConfig('ok.json', [{ cert: a.cert, key: a.key }], demo.url), '--workers', '2'])
   t.teardown(async () => { await proxy.stop('SIGKILL'); await demo.close() })
   const { port } = await proxy.waitFor(o => o.msg === 'proxy listening') as { port: number }
-  const workerPids = new Set(proxy.lines.flatMap(l => {
+  // Each worker writes its own lines (asynchronously): the primary's 'proxy listening' may come first.
+  const loadedBy = (): Set<number> => new Set(proxy.lines.flatMap(l => {
     try { const o = JSON.parse(l); return o.msg === 'certificate loaded' ? [o.pid as number] : [] } catch { return [] }
   }))
+  await until(() => loadedBy().size >= 2, 10_000)
+  const workerPids = loadedBy()
   t.equal(workerPids.size, 2)
   const victim = defined([...workerPids][0], 'a worker pid')
   process.kill(victim, 'SIGKILL')
