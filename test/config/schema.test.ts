@@ -9,8 +9,8 @@ import { configDefaults, EdgeConfigSchema, validateConfig } from '../../src/conf
 import { defaultsOf } from '../../src/config/defaults.js'
 import { GENERATE_COMMAND, renderConfigDocs } from '../../src/config/docs.js'
 import { compileSchema } from '../../src/config/schema-validator.js'
-import { ConfigInvalidError } from '../../src/errors.js'
 import { ROOT } from '../helpers/paths.js'
+import { problemsOf } from '../helpers/config.js'
 
 const DOC = join(ROOT, 'docs', 'configuration.md')
 
@@ -18,16 +18,6 @@ const minimal = (): Record<string, unknown> => ({
   certificates: [{ name: 'a', serverNames: ['a.test'], files: [{ cert: 'a.crt', key: 'a.keyref' }] }],
   routes: [{ upstream: 'http://127.0.0.1:8080' }]
 })
-
-function problemsOf (raw: unknown): string[] {
-  try {
-    validateConfig(raw, { baseDir: '/etc/keyedge' })
-  } catch (err) {
-    if (err instanceof ConfigInvalidError) return err.problems
-    throw err
-  }
-  return []
-}
 
 t.test('the schema is valid JSON Schema and compiles in strict mode', async t => {
   const ajv = new Ajv({ strict: true, allowUnionTypes: true })

@@ -5,11 +5,11 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { configDefaults, loadConfig, validateConfig } from '../../src/config/index.js'
-import { ConfigInvalidError } from '../../src/errors.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
 import { defined } from '../helpers/defined.js'
+import { problemsOf } from '../helpers/config.js'
 
 const minimal = (): Record<string, unknown> => ({
   certificates: [{ name: 'localhost', serverNames: ['localhost'], files: [{ cert: 'certs/a.crt', key: 'certs/a.keyref' }] }],
@@ -19,16 +19,6 @@ const minimal = (): Record<string, unknown> => ({
 /** The first file pair of the first certificate entry of a raw config, to edit. */
 const firstFile = (m: Record<string, unknown>): { key: string } =>
   defined(defined((m.certificates as Array<{ files: Array<{ key: string }> }>)[0], 'a certificate entry').files[0], 'a file pair')
-
-function problemsOf (raw: unknown): string[] {
-  try {
-    validateConfig(raw, { baseDir: '/etc/keyedge' })
-  } catch (err) {
-    if (err instanceof ConfigInvalidError) return err.problems
-    throw err
-  }
-  return []
-}
 
 t.test('defaults fill what the file leaves out', async t => {
   const config = validateConfig(minimal(), { baseDir: '/etc/keyedge' })

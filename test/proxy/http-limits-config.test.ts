@@ -1,23 +1,13 @@
 // The HTTP front's `timeouts` and `limits` options: defaults, bounds, and hints for likely names.
 import t from 'tap'
 import { configDefaults, validateConfig } from '../../src/config/index.js'
-import { ConfigInvalidError } from '../../src/errors.js'
+import { problemsOf } from '../helpers/config.js'
 
 const minimal = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   certificates: [{ name: 'localhost', serverNames: ['localhost'], files: [{ cert: 'a.crt', key: 'a.keyref' }] }],
   routes: [{ upstream: 'http://127.0.0.1:8080' }],
   ...extra
 })
-
-function problemsOf (raw: unknown): string[] {
-  try {
-    validateConfig(raw, { baseDir: '/etc/keyedge' })
-  } catch (err) {
-    if (err instanceof ConfigInvalidError) return err.problems
-    throw err
-  }
-  return []
-}
 
 t.test('defaults', async t => {
   const config = validateConfig(minimal(), { baseDir: '/etc/keyedge' })
