@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { ServerHttp2Stream } from 'node:http2'
-import { connect as netConnect, type Socket } from 'node:net'
+import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import type { Logger } from 'pino'
 import { Counter, Gauge, type Registry } from 'prom-client'
@@ -82,9 +82,11 @@ export function createWebSocketProxy (opts: {
     }
     const target = new URL(origin)
     const port = Number(target.port !== '' ? target.port : target.protocol === 'https:' ? 443 : 80)
+    const host = target.hostname.replace(/^\[(.*)\]$/, '$1') // an IPv6 literal without its URL brackets
+    // Verified against the target's own name or IP (as the undici pools); an IP is never sent as SNI (RFC 6066).
     const upstream: Socket = target.protocol === 'https:'
-      ? tlsConnect({ host: target.hostname, port, servername: target.hostname, ALPNProtocols: ['http/1.1'] })
-      : netConnect({ host: target.hostname, port })
+      ? tlsConnect({ host, port, servername: isIP(host) === 0 ? host : undefined, ALPNProtocols: ['http/1.1'] })
+      : netConnect({ host, port })
     const connectTimer = setTimeout(() => upstream.destroy(new Error('connect timeout')), route.connectTimeoutMs)
     connectTimer.unref()
     let lines = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n`

@@ -4,10 +4,13 @@
 // passed — a machine in the path to the target holding a valid certificate for a name of its own
 // was trusted when a client asked for that name — and a target addressed by IP with an IP
 // certificate failed for every client. Real `keyedge proxy`, real https targets.
+import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import type { IncomingMessage } from 'node:http'
 import { createServer as createHttpsServer, type Server } from 'node:https'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { join } from 'node:path'
 import t from 'tap'
 import { tempHome } from '../helpers/paths.js'
@@ -23,6 +26,11 @@ async function target (cert: CertFiles, name: string, host = '127.0.0.1'): Promi
   const server = createHttpsServer({ cert: readFileSync(cert.cert), key: readFileSync(cert.key) }, (req, res) => { req.resume(); res.end(name) })
   let connections = 0
   server.on('secureConnection', () => { connections++ })
+  // A WebSocket upgrade is answered 101 and then the target's name, so a test sees which target took it.
+  server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+    const accept = createHash('sha1').update(`${String(req.headers['sec-websocket-key'])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
+    socket.end(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n${name}`)
+  })
   server.listen(0, host)
   await once(server, 'listening')
   return { server, port: (server.address() as AddressInfo).port, connections: () => connections }
@@ -76,4 +84,18 @@ t.test('a certificate for the name the client asked for does not stand in for th
   const r = await ask('evil.site.test')
   t.equal(r.status, 502, 'the impostor\'s certificate (valid for evil.site.test, not for 127.0.0.1) is refused')
   t.not(r.body, 'impostor', 'nothing it answered reached the client')
+})
+
+t.test('a WebSocket to a target addressed by IP is verified against its IP, with no IP as TLS server name', async t => {
+  const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: front.certPem, ALPNProtocols: ['http/1.1'] })
+  await once(socket, 'secureConnect')
+  socket.write('GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  let got = ''
+  socket.on('data', (c: Buffer) => { got += c.toString() })
+  await once(socket, 'end')
+  socket.destroy()
+  t.match(got, /^HTTP\/1\.1 101 /, 'upgraded through the IP-addressed https target')
+  t.match(got, /\r\n\r\naddressed$/, 'the target verified against 127.0.0.1 answered')
+  // Node warns (DEP0123) when an IP is set as the TLS server name, which RFC 6066 forbids.
+  t.notOk(proxy.lines.some(l => l.includes('DEP0123') || l.includes('TLS ServerName to an IP')), 'no IP was sent as server name')
 })
