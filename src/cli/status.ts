@@ -134,7 +134,7 @@ async function probeProxy (t: Targets, intervalMs: number, timeoutMs: number, re
     entry: e.name, names: p.names, keyType: p.keyType, notAfter: p.notAfter, daysLeft: p.daysLeft,
     key: p.keyReference === null ? null : `${p.keyReference.name} v${p.keyReference.version}`
   })))
-  for (const c of report.certificates) if (c.daysLeft < 14) report.problems.push(`certificate ${c.entry} (${c.keyType}) expires in ${c.daysLeft} days: renew it (npx keyedge cert renew, or docs/runbooks)`)
+  for (const c of report.certificates) if (c.daysLeft < 14) report.problems.push(`certificate ${c.entry} (${c.keyType}) expires in ${c.daysLeft} day${c.daysLeft === 1 ? '' : 's'}: renew it (npx keyedge cert renew, or docs/runbooks)`)
   const a = handshakeTotals(parseMetrics(first.text))
   const t0 = Date.now()
   let rates: { full: number | null, resumed: number | null } = { full: null, resumed: null }
