@@ -9,6 +9,7 @@ import { hostOf, type ManyCerts } from '../test/helpers/many-certs.js'
 import { spawnLogged, type Spawned } from '../test/helpers/processes.js'
 import { pinnedCommand, processTree } from './proc-tree.js'
 import { freePort, spawnServer, stopTree, waitReady, type ServerProcess } from './peers-process.js'
+import { nginxConfHead } from './nginx.js'
 
 export interface CertsServer {
   label: string
@@ -106,24 +107,10 @@ export async function startKeyedgeCerts (s: ServerSetup, label: string, cli: str
 export async function startNginxCerts (s: ServerSetup): Promise<CertsServer> {
   const dir = join(s.dir, `nginx-${s.n}`)
   mkdirSync(dir, { recursive: true, mode: 0o700 })
-  for (const t of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, t), { recursive: true })
   const port = await freePort()
   const servers = Array.from({ length: s.n }, (_, i) => `  server { listen 127.0.0.1:${port} ssl${i === 0 ? ' default_server' : ''}; server_name ${hostOf(i)}; ssl_certificate ${s.certs.certFile('ec', i)}; ssl_certificate_key ${s.keyFile}; return 200 "ok\\n"; }`)
   const conf = join(dir, 'nginx.conf')
-  writeFileSync(conf, `${process.getuid?.() === 0 ? 'user root root;\n' : ''}worker_processes 1;
-daemon off;
-master_process on;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  ssl_protocols TLSv1.2 TLSv1.3;
+  writeFileSync(conf, `${nginxConfHead(dir, { workers: 1, workerConnections: 1024 })}  ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_tickets off;
   ssl_session_cache off;
   server_names_hash_max_size ${Math.max(512, 2 * s.n)};

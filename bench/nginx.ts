@@ -36,6 +36,30 @@ async function accepts (port: number): Promise<boolean> {
   })
 }
 
+/**
+ * The head every bench's nginx.conf shares: user (as root), workers, pid and error log, events, and
+ * the opening of `http` with the access log off and every temp path inside `dir` (created here), so
+ * that nginx run by a bench touches nothing outside its own directory. The caller writes the rest of
+ * the `http` block and closes it.
+ */
+export function nginxConfHead (dir: string, o: { workers: number, workerConnections: number, rlimitNofile?: number }): string {
+  for (const t of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, t), { recursive: true })
+  return `${process.getuid?.() === 0 ? 'user root root;\n' : ''}worker_processes ${o.workers};
+${o.rlimitNofile === undefined ? '' : `worker_rlimit_nofile ${o.rlimitNofile};\n`}daemon off;
+master_process on;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections ${o.workerConnections}; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+`
+}
+
 /** The `nginx -v` version, or undefined when nginx is not installed. */
 export function nginxVersion (): string | undefined {
   const r = spawnSync('nginx', ['-v'], { encoding: 'utf8' })
@@ -52,26 +76,9 @@ export async function startNginx (opts: { upstream: string, cert: string, key: s
   const version = nginxVersion()
   if (version === undefined) return undefined
   const dir = mkdtempSync(join(tmpdir(), 'keyedge-bench-nginx-'))
-  for (const d of ['logs', 'tmp']) mkdirSync(join(dir, d))
   const port = await freePort()
   const upstream = new URL(opts.upstream)
-  const conf = `
-worker_processes ${opts.workers};
-daemon off;
-master_process on;
-pid ${join(dir, 'nginx.pid')};
-error_log ${join(dir, 'logs', 'error.log')} warn;
-${process.getuid?.() === 0 ? 'user root;' : ''}
-worker_rlimit_nofile 16384;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path ${join(dir, 'tmp', 'body')};
-  proxy_temp_path ${join(dir, 'tmp', 'proxy')};
-  fastcgi_temp_path ${join(dir, 'tmp', 'fastcgi')};
-  uwsgi_temp_path ${join(dir, 'tmp', 'uwsgi')};
-  scgi_temp_path ${join(dir, 'tmp', 'scgi')};
-  upstream backend { server ${upstream.host}; keepalive 64; }
+  const conf = `${nginxConfHead(dir, { workers: opts.workers, workerConnections: 8192, rlimitNofile: 16384 })}  upstream backend { server ${upstream.host}; keepalive 64; }
   server {
     listen 127.0.0.1:${port} ssl http2;
     ssl_certificate ${opts.cert};
@@ -90,7 +97,7 @@ http {
 }
 `
   writeFileSync(join(dir, 'nginx.conf'), conf)
-  const proc: ChildProcess = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc: ChildProcess = spawn('nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   proc.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
   const deadline = Date.now() + 10_000

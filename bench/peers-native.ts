@@ -7,6 +7,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import type { KeyKind } from './handshake-client.js'
+import { nginxConfHead } from './nginx.js'
 import { commName, processTree } from './proc-tree.js'
 import { freePort, openFilesHardLimit, pinTree, spawnServer, stopTree, waitReady, type Instance, type InstanceShape, type PeerId } from './peers-process.js'
 
@@ -62,22 +63,7 @@ export const NGINX: NativePeer = {
     const dir = instanceDir(setup, `nginx-${tag(shape)}`)
     const port = await freePort()
     const conf = join(dir, 'nginx.conf')
-    for (const t of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, t), { recursive: true })
-    writeFileSync(conf, `${asRoot ? 'user root root;\n' : ''}worker_processes ${shape.workers};
-worker_rlimit_nofile ${maxConnections() * 2 + 100};
-daemon off;
-master_process on;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections ${maxConnections()}; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_timeout 600s;
+    writeFileSync(conf, `${nginxConfHead(dir, { workers: shape.workers, workerConnections: maxConnections(), rlimitNofile: maxConnections() * 2 + 100 })}  keepalive_timeout 600s;
   keepalive_requests 10000000;
   ssl_protocols TLSv1.2 TLSv1.3;
   ${shape.resumption ? 'ssl_session_tickets on;\n  ssl_session_cache shared:SSL:10m;' : 'ssl_session_tickets off;\n  ssl_session_cache off;'}
