@@ -9,6 +9,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
 import { request as httpsRequest, type RequestOptions } from 'node:https'
 import { isIP, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import { spawnCli, type Spawned } from './processes.js'
 
 export interface CertFiles { cert: string, key: string, certPem: string }
 
@@ -107,4 +108,37 @@ export async function get (port: number, opts: {
     req.on('error', reject)
     req.end(opts.body)
   })
+}
+
+/** A running `keyedge proxy` of the WebSocket tests, with its ports. */
+export interface WebSocketProxy { proxy: Spawned, port: number, adminPort: number }
+
+/**
+ * Starts `keyedge proxy` (one worker, admin on a free port, 300 ms shutdown grace) in front of
+ * `upstreamUrl` for the WebSocket tests: `cert` served for `names`, a route for `routeHost` at `/`
+ * and one at `/idle` with a 1 s WebSocket idle timeout. The caller stops `proxy`.
+ */
+export async function startWebSocketProxy (home: string, cert: CertFiles, names: string[], routeHost: string, upstreamUrl: string): Promise<WebSocketProxy> {
+  const file = join(home, 'proxy.json')
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0 },
+    workers: 1,
+    certificates: [{ name: 'localhost', serverNames: names, files: [{ cert: cert.cert, key: cert.key }] }],
+    routes: [
+      { host: routeHost, pathPrefix: '/', upstream: upstreamUrl },
+      { host: routeHost, pathPrefix: '/idle', upstream: upstreamUrl, webSocketIdleMs: 1000 }
+    ],
+    admin: { port: 0, drainDelayMs: 0 },
+    shutdownGraceMs: 300,
+    log: { level: 'info' }
+  }))
+  const proxy = spawnCli(['proxy', '--config', file])
+  try {
+    const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
+    const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
+    return { proxy, port, adminPort }
+  } catch (err) {
+    await proxy.stop('SIGKILL')
+    throw err
+  }
 }

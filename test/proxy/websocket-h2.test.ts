@@ -5,17 +5,15 @@
 // HTTP/1.1 upgrade on the same listener still works.
 import { createHash, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { rmSync, writeFileSync } from 'node:fs'
+import { rmSync } from 'node:fs'
 import { createServer, type IncomingMessage } from 'node:http'
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
 import type { AddressInfo, Socket } from 'node:net'
-import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import t from 'tap'
 import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
-import { spawnCli } from '../helpers/processes.js'
-import { selfSigned } from '../helpers/proxy-fixtures.js'
+import { selfSigned, startWebSocketProxy } from '../helpers/proxy-fixtures.js'
 
 interface Frame { opcode: number, payload: Buffer }
 
@@ -87,20 +85,7 @@ upstream.listen(0, '127.0.0.1')
 await once(upstream, 'listening')
 const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
 
-const file = join(home, 'proxy.json')
-writeFileSync(file, JSON.stringify({
-  listen: { host: '127.0.0.1', port: 0 },
-  workers: 1,
-  certificates: [{ name: 'localhost', serverNames: ['localhost'], files: [{ cert: cert.cert, key: cert.key }] }],
-  routes: [
-    { host: 'localhost', pathPrefix: '/', upstream: upstreamUrl },
-    { host: 'localhost', pathPrefix: '/idle', upstream: upstreamUrl, webSocketIdleMs: 1000 }
-  ],
-  admin: { port: 0, drainDelayMs: 0 },
-  shutdownGraceMs: 300,
-  log: { level: 'info' }
-}))
-const proxy = spawnCli(['proxy', '--config', file])
+const { proxy, port, adminPort } = await startWebSocketProxy(home, cert, ['localhost'], 'localhost', upstreamUrl)
 const sessions: ClientHttp2Session[] = []
 t.teardown(async () => {
   for (const s of sessions) s.destroy()
@@ -109,8 +94,6 @@ t.teardown(async () => {
   upstream.close()
   rmSync(home, { recursive: true, force: true })
 })
-const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
-const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
 
 const metrics = async (): Promise<string> => await adminMetrics(adminPort)
 
