@@ -74,6 +74,14 @@ function checkUpstreamProtocol (route: Obj, at: Segment[], add: Add): void {
   for (const [j, target] of objects(route.upstreams)) check(target.url, [...at, 'upstreams', j, 'url'])
 }
 
+/** A gRPC health check speaks HTTP/2: only to a pool that does. */
+function checkHealthProtocol (route: Obj, at: Segment[], add: Add): void {
+  if (!isObj(route.healthCheck) || route.healthCheck.protocol !== 'grpc') return
+  if (route.upstreamProtocol !== 'h2c' && route.upstreamProtocol !== 'h2') {
+    add([...at, 'healthCheck', 'protocol'], 'a "grpc" health check needs "upstreamProtocol": "h2c" or "h2" (gRPC runs over HTTP/2)')
+  }
+}
+
 /** A route's pool: `upstream` or `upstreams` (one of them), distinct targets, a hash key when hashing needs one. */
 function checkPool (route: Obj, at: Segment[], add: Add): void {
   if (route.upstream === undefined && route.upstreams === undefined) add(at, 'needs "upstream" (one origin) or "upstreams" (a pool)')
@@ -89,6 +97,7 @@ function checkPool (route: Obj, at: Segment[], add: Add): void {
     else urls.set(origin, j)
   }
   checkUpstreamProtocol(route, at, add)
+  checkHealthProtocol(route, at, add)
   const balance = isObj(route.balance) ? route.balance : {}
   if (balance.policy === 'hash' && (balance.hashOn === 'header' || balance.hashOn === 'cookie') && str(balance.hashKey) === undefined) {
     add([...at, 'balance', 'hashKey'], `names the ${String(balance.hashOn)} to hash: required with hashOn "${String(balance.hashOn)}"`)

@@ -152,12 +152,14 @@ export const BalanceSchema = section({
 }, { default: {}, description: 'how a target of the pool is chosen', renamed: { algorithm: 'use "policy"', lb: 'use "policy"', key: 'use "hashKey"' } })
 
 export const HealthCheckSchema = section({
-  path: text({ default: '/healthz', check: 'path-prefix', description: 'path requested with `GET` from every target' }),
+  protocol: oneOf(['http', 'grpc'] as const, { default: 'http', description: '`http`: a `GET` of `path` that passes on one of `expectedStatuses`; `grpc`: the gRPC health checking protocol (`grpc.health.v1.Health/Check` for `grpcService`), which passes when the target answers `SERVING` — for pools with `upstreamProtocol` `h2c` or `h2` only (see [upstreams.md](upstreams.md#http2-and-grpc-upstreams))' }),
+  path: text({ default: '/healthz', check: 'path-prefix', description: 'path requested with `GET` from every target (`protocol` `http`)' }),
+  grpcService: optional(text({ description: 'the service whose health a `grpc` check asks for; absent: the server as a whole (the empty service name)' })),
   intervalMs: int(100, 3_600_000, { default: 5_000, description: 'time between two checks of one target' }),
   timeoutMs: int(1, 600_000, { default: 2_000, description: 'a check without a response this soon fails' }),
   healthyThreshold: int(1, 100, { default: 2, description: 'consecutive passed checks that bring a down target back' }),
   unhealthyThreshold: int(1, 100, { default: 2, description: 'consecutive failed checks that mark a target down' }),
-  expectedStatuses: list(int(100, 599), { default: [200], minItems: 1, description: 'statuses that pass' })
+  expectedStatuses: list(int(100, 599), { default: [200], minItems: 1, description: 'statuses that pass (`protocol` `http`)' })
 }, { description: 'active health checks, run by every worker; absent = none (targets are then only ejected passively)', renamed: { interval: 'use "intervalMs"', timeout: 'use "timeoutMs"' } })
 
 export const OutlierSchema = section({

@@ -41,6 +41,96 @@ export class OutlierDetector {
   }
 }
 
+interface Verdict { ok: boolean, reason: string }
+
+/** A `GET` of the check path: passes on one of the expected statuses. */
+async function httpCheck (requester: Requester, config: HealthCheckConfig, signal: AbortSignal): Promise<Verdict> {
+  const res = await requester.request({
+    method: 'GET', path: config.path, signal, headersTimeout: config.timeoutMs, bodyTimeout: config.timeoutMs, headers: { 'user-agent': 'keyedge-health-check' }
+  })
+  await res.body.dump().catch(() => {})
+  return { ok: config.expectedStatuses.includes(res.statusCode), reason: `status ${res.statusCode}` }
+}
+
+/** The gRPC health checking protocol's method (grpc/grpc doc/health-checking.md). */
+export const GRPC_HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check'
+/** HealthCheckResponse.ServingStatus values by number. */
+const SERVING_STATUS = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN']
+
+/** One length-prefixed gRPC message holding HealthCheckRequest { service } (protobuf field 1, a string). */
+export function grpcHealthRequest (service: string): Buffer {
+  const name = Buffer.from(service, 'utf8')
+  const field = name.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.of(0x0a), varint(name.length), name])
+  const frame = Buffer.alloc(5)
+  frame.writeUInt32BE(field.length, 1)
+  return Buffer.concat([frame, field])
+}
+
+function varint (n: number): Buffer {
+  const out: number[] = []
+  while (n > 0x7f) { out.push((n & 0x7f) | 0x80); n >>>= 7 }
+  out.push(n)
+  return Buffer.from(out)
+}
+
+/**
+ * The `status` (field 1, a varint) of the HealthCheckResponse in a gRPC response body (one
+ * uncompressed length-prefixed message); 0 (UNKNOWN) when absent, -1 when the body is not one.
+ */
+export function grpcServingStatus (body: Buffer): number {
+  if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) return -1
+  let status = 0
+  for (let i = 5; i < body.length;) {
+    const key = body[i++] ?? 0
+    if (key === 0x08) { // field 1, varint
+      let v = 0
+      for (let shift = 0; i < body.length && shift < 35; shift += 7) {
+        const b = body[i++] ?? 0
+        v |= (b & 0x7f) << shift
+        if ((b & 0x80) === 0) break
+      }
+      status = v
+    } else if ((key & 7) === 2) { // a length-delimited field of a newer version: skipped
+      const len = body[i++] ?? 0
+      if (len > 0x7f) return status
+      i += len
+    } else {
+      return status // a field this check does not know how to skip: what was read stands
+    }
+  }
+  return status
+}
+
+/**
+ * A `grpc.health.v1.Health/Check` call for the configured service: passes when the target answers
+ * grpc-status 0 with status SERVING, as Envoy's gRPC health checker does.
+ */
+async function grpcCheck (requester: Requester, config: HealthCheckConfig, signal: AbortSignal): Promise<Verdict> {
+  const res = await requester.request({
+    method: 'POST',
+    path: GRPC_HEALTH_CHECK_PATH,
+    signal,
+    headersTimeout: config.timeoutMs,
+    bodyTimeout: config.timeoutMs,
+    headers: { 'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'keyedge-health-check' },
+    body: grpcHealthRequest(config.grpcService ?? '')
+  })
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    size += chunk.length
+    // A HealthCheckResponse is a few bytes; a target sending more is not answering this call.
+    if (size > 4096) { res.body.destroy(); return { ok: false, reason: 'response too large' } }
+    chunks.push(chunk)
+  }
+  if (res.statusCode !== 200) return { ok: false, reason: `status ${res.statusCode}` }
+  // A trailers-only answer (an immediate error) carries grpc-status in the headers.
+  const grpcStatus = res.trailers['grpc-status'] ?? res.headers['grpc-status']
+  if (grpcStatus !== '0') return { ok: false, reason: `grpc-status ${String(grpcStatus ?? 'missing')}` }
+  const status = grpcServingStatus(Buffer.concat(chunks))
+  return { ok: status === 1, reason: status === -1 ? 'not a HealthCheckResponse' : SERVING_STATUS[status] ?? `serving status ${status}` }
+}
+
 /** Active checks of one pool's targets; `stop()` ends them. Each worker checks on its own. */
 export class HealthChecker {
   readonly #timers: NodeJS.Timeout[] = []
@@ -69,12 +159,9 @@ export class HealthChecker {
         let ok = false
         let reason: string
         try {
-          const res = await opts.dispatcher(target).request({
-            method: 'GET', path: config.path, signal: abort.signal, headersTimeout: config.timeoutMs, bodyTimeout: config.timeoutMs, headers: { 'user-agent': 'keyedge-health-check' }
-          })
-          await res.body.dump().catch(() => {})
-          ok = config.expectedStatuses.includes(res.statusCode)
-          reason = `status ${res.statusCode}`
+          ({ ok, reason } = config.protocol === 'grpc'
+            ? await grpcCheck(opts.dispatcher(target), config, abort.signal)
+            : await httpCheck(opts.dispatcher(target), config, abort.signal))
         } catch (err) {
           reason = abort.signal.aborted ? 'timeout' : err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : 'error'
         } finally {
