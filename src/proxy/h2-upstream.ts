@@ -27,6 +27,14 @@ export const H2_MAX_SESSIONS_PER_TARGET = 4
 export const H2_MAX_STREAMS_PER_SESSION = 100
 /** A session without streams for this long is closed (as undici's keep-alive timeout does for HTTP/1.1). */
 export const H2_IDLE_SESSION_MS = 60_000
+/**
+ * Liveness of a session with streams in flight: a PING this often, and a session whose target does
+ * not answer one within the timeout is destroyed (its streams fail; new requests get a new session).
+ * A target that vanished without a FIN or RST (power loss, a firewall dropping packets) would
+ * otherwise keep every request sent to its session waiting until its own timeout, for as long as
+ * TCP keeps retransmitting (minutes). Idle sessions are not pinged: they close after H2_IDLE_SESSION_MS.
+ */
+export const H2_PING = { intervalMs: 10_000, timeoutMs: 5_000 }
 
 interface Session {
   session: ClientHttp2Session
@@ -34,6 +42,8 @@ interface Session {
   active: number
   /** GOAWAY received or closing: no new streams. */
   draining: boolean
+  /** A liveness PING is out, unanswered. */
+  pinging: boolean
 }
 
 /** Connection-specific headers that HTTP/2 forbids (RFC 9113 §8.2.2); `host` becomes `:authority`. */
@@ -145,7 +155,10 @@ export class H2Origin implements Requester {
   #connecting: Promise<Session> | undefined
   #closed = false
 
-  constructor (opts: { url: string, connectTimeoutMs: number, log: Logger }) {
+  readonly #ping: { intervalMs: number, timeoutMs: number }
+
+  constructor (opts: { url: string, connectTimeoutMs: number, log: Logger, ping?: { intervalMs: number, timeoutMs: number } }) {
+    this.#ping = opts.ping ?? H2_PING
     this.#origin = new URL(opts.url)
     this.#scheme = this.#origin.protocol === 'https:' ? 'https' : 'http'
     this.#connectTimeoutMs = opts.connectTimeoutMs
@@ -175,7 +188,7 @@ export class H2Origin implements Requester {
       settings: { enablePush: false },
       ...(tls ? { ALPNProtocols: ['h2'], ...(isIP(host) === 0 ? { servername: host } : {}) } : {})
     })
-    const entry: Session = { session, active: 0, draining: false }
+    const entry: Session = { session, active: 0, draining: false, pinging: false }
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         session.destroy()
@@ -199,7 +212,10 @@ export class H2Origin implements Requester {
       this.#log.warn({ upstream: this.#origin.origin, code: err.code }, 'upstream HTTP/2 session failed')
     })
     session.on('goaway', () => { entry.draining = true })
+    const liveness = setInterval(() => { this.#pingIfBusy(entry) }, this.#ping.intervalMs)
+    liveness.unref()
     session.once('close', () => {
+      clearInterval(liveness)
       entry.draining = true
       const i = this.#sessions.indexOf(entry)
       if (i !== -1) this.#sessions.splice(i, 1)
@@ -217,6 +233,24 @@ export class H2Origin implements Requester {
     }
     this.#sessions.push(entry)
     return entry
+  }
+
+  /** PINGs a session that has streams in flight; one that does not answer in time is destroyed. */
+  #pingIfBusy (entry: Session): void {
+    const { session } = entry
+    if (entry.active === 0 || entry.pinging || session.closed || session.destroyed) return
+    entry.pinging = true
+    const timer = setTimeout(() => {
+      this.#log.warn({ upstream: this.#origin.origin, timeoutMs: this.#ping.timeoutMs, streams: entry.active }, 'upstream HTTP/2 session did not answer a PING: closed, its streams fail')
+      entry.draining = true
+      session.destroy(new errors.SocketError(`the upstream did not answer an HTTP/2 PING within ${this.#ping.timeoutMs} ms`))
+    }, this.#ping.timeoutMs)
+    timer.unref()
+    // false: the session cannot send one now (closing, or too many unanswered): the timer decides.
+    session.ping(() => {
+      clearTimeout(timer)
+      entry.pinging = false
+    })
   }
 
   /** Sends one request on a stream; resolves with the response head, its body streaming. */

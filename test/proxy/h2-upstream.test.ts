@@ -130,3 +130,48 @@ t.test('connect failures: refused, and a connect timeout', async t => {
   await t.rejects(origin.request({ method: 'GET', path: '/' }), { code: 'UND_ERR_CONNECT_TIMEOUT' })
   t.ok(Date.now() - started < 5000)
 })
+
+t.test('a target that stops answering: its busy session is PINGed, then destroyed, and the next request gets a new one', async t => {
+  // A hand-made HTTP/2 target: it does the connection preface and the SETTINGS exchange, then reads
+  // and answers nothing — no PING ACK, no response (a host gone without a FIN).
+  const sockets: Socket[] = []
+  const silent = createNetServer(s => {
+    sockets.push(s)
+    let greeted = false
+    s.on('data', () => {
+      if (greeted) return
+      greeted = true
+      s.write(Buffer.from('000000040000000000' + '000000040100000000', 'hex')) // SETTINGS, SETTINGS ACK
+    })
+    s.on('error', () => {})
+  })
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  const origin = new H2Origin({ url: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, connectTimeoutMs: 2000, log, ping: { intervalMs: 100, timeoutMs: 200 } })
+  t.teardown(() => { origin.close(); for (const s of sockets) s.destroy(); silent.close() })
+  const started = Date.now()
+  await t.rejects(origin.request({ method: 'GET', path: '/' }), /PING|closed/, 'the request fails with its session')
+  const took = Date.now() - started
+  t.ok(took >= 200 && took < 3000, `after one interval and the PING timeout, not the request's own timeout (${took} ms)`)
+  t.equal(sockets.length, 1)
+  await t.rejects(origin.request({ method: 'GET', path: '/' }), /PING|closed/)
+  t.equal(sockets.length, 2, 'the next request opened a new connection: the dead session was dropped')
+})
+
+t.test('a busy session whose target answers PINGs is kept', async t => {
+  const server = createServer()
+  server.on('stream', (stream: ServerHttp2Stream) => {
+    setTimeout(() => { if (!stream.closed) { stream.respond({ ':status': 200 }); stream.end('late') } }, 800)
+  })
+  let sessions = 0
+  server.on('session', () => { sessions++ })
+  const url = await listen(server)
+  const origin = new H2Origin({ url, connectTimeoutMs: 2000, log, ping: { intervalMs: 100, timeoutMs: 200 } })
+  t.teardown(() => { origin.close(); server.close() })
+  const res = await origin.request({ method: 'GET', path: '/' })
+  t.equal(res.statusCode, 200, 'a slow answer (800 ms, past several PINGs) still arrives')
+  const chunks: Buffer[] = []
+  for await (const c of res.body) chunks.push(c as Buffer)
+  t.equal(Buffer.concat(chunks).toString(), 'late')
+  t.equal(sessions, 1)
+})
