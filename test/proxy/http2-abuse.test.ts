@@ -53,7 +53,7 @@ t.test('rapid reset: GOAWAY ENHANCE_YOUR_CALM, the upstream sees (almost) none, 
   attacking = false
   await normalLoop
 
-  t.equal(attack.goaway, constants.NGHTTP2_ENHANCE_YOUR_CALM, `GOAWAY ENHANCE_YOUR_CALM after ${attack.sent} streams sent`)
+  t.equal(attack.goaway, constants.NGHTTP2_ENHANCE_YOUR_CALM, `GOAWAY ENHANCE_YOUR_CALM after ${attack.sent} streams sent (goaway ${String(attack.goaway)}, closed ${String(attack.closed)})`)
   const after = await front.metrics()
   const delta = (name: string, labels: Record<string, string> = {}): number => metric(after, name, labels) - metric(before, name, labels)
   const aborted = delta('edge_proxy_requests_total', { outcome: 'aborted' })
