@@ -203,6 +203,42 @@ export class AuditLog {
     return done
   }
 
+  /**
+   * Bytes of answered-but-unwritten entries the log can still take under the space reserve, by
+   * append's `acked` rule (buffered durability, reserve held, log writable): what keyd's native SIGN
+   * path may answer ahead of its records (keyd/server/native-sign.ts). 0 otherwise.
+   */
+  get answerCredit (): number {
+    if (this.#o.durability !== 'buffered' || !this.#reserve.held || this.#broken !== null || this.#fh === null) return 0
+    return Math.max(0, this.#o.reserveBytes - RESERVE_SLACK - this.#ackedBytes)
+  }
+
+  #creditWatcher: (() => void) | null = null
+  /** Called whenever answerCredit may have changed (entries written, the log broke or recovered). */
+  watchCredit (f: (() => void) | null): void { this.#creditWatcher = f }
+
+  /**
+   * Appends the entry of an operation keyd already answered (the native SIGN path answered it within
+   * the credit of answerCredit), with the time it was made (unix ms). Like append's acknowledged
+   * entries it is written even if the log broke meanwhile: into the space the reserve frees, or by the
+   * recovery probe, or it is counted as acknowledged but not written when keyd stops. Never throws.
+   */
+  appendAnswered (r: NewRecord, timeMs: number): void {
+    const rec: AuditRecord = { seq: this.#seq + 1, time: this.#timeOf(timeMs), ...r }
+    const text = canonical(rec)
+    this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
+    this.#seq = rec.seq
+    const line = Buffer.from(lineOf(this.#chain, text))
+    this.#ackedBytes += line.length
+    this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked: true })
+    if (this.#flushing === null && this.#broken === null) this.#flushing = this.#flushLoop()
+  }
+
+  #timeOf (ms: number): string {
+    if (ms !== this.#isoMs) { this.#isoMs = ms; this.#iso = new Date(ms).toISOString() }
+    return this.#iso
+  }
+
   #isoMs = -1
   #iso = ''
   /** The entry time: Date's ISO string costs ~1 µs, and every entry within one millisecond shares it. */
@@ -280,6 +316,7 @@ export class AuditLog {
     this.written += batch.length
     for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
     this.#release(last.seq)
+    this.#creditWatcher?.()
     return true
   }
 
@@ -322,6 +359,8 @@ export class AuditLog {
   #fail (err: Error): void {
     if (this.#broken === null) {
       this.#broken = err
+      // The native SIGN path loses its credit before anything else happens (it then passes SIGN to JavaScript, which refuses).
+      this.#creditWatcher?.()
       this.#o.logger.error({ err: err.message, file: this.#o.file, failClosed: this.#o.failClosed }, this.#o.failClosed
         ? 'audit log cannot be written: keyd refuses operations until it can (it retries by itself)'
         : 'audit log cannot be written: keyd keeps signing without recording (--audit-fail-open)')
@@ -341,6 +380,7 @@ export class AuditLog {
       if (this.#queue.length > 0 && !await this.#writeQueue()) return
       await this.#reserve.take()
       this.#broken = null
+      this.#creditWatcher?.()
       if (this.#probe !== null) clearInterval(this.#probe)
       this.#probe = null
       this.#o.logger.info({ file: this.#o.file, seq: this.#durableSeq }, 'audit log writable again; keyd serves again')
