@@ -160,7 +160,14 @@ export class AuditLog {
   }
 
   /** False while the log cannot be written (or its space reserve is gone): with failClosed, keyd then refuses operations. */
-  get writable (): boolean { return this.#broken === null }
+  get writable (): boolean { return this.#broken === null && !this.#failing }
+
+  /**
+   * A write failed and the flush loop is still writing the answered entries into the reserve's space:
+   * fail-closed, nothing new is accepted meanwhile (it would be answered from space that the entries
+   * already answered need, or wait for a log about to be declared unwritable).
+   */
+  #failing = false
   get seq (): number { return this.#seq }
   /** Entries recorded but not yet on disk. */
   get backlog (): number { return this.#seq - this.#durableSeq }
@@ -179,12 +186,13 @@ export class AuditLog {
       if (!this.#o.failClosed) this.#unrecorded++
       throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)
     }
+    if (this.#failing && this.#o.failClosed) throw new AuditLogError('audit log not writable: a write just failed')
     const rec: AuditRecord = { seq: this.#seq + 1, time: this.#now(), ...r }
     const text = canonical(rec)
     this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
     this.#seq = rec.seq
     const line = Buffer.from(lineOf(this.#chain, text))
-    const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + line.length <= this.#o.reserveBytes - RESERVE_SLACK
+    const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + this.#promised + line.length <= this.#o.reserveBytes - RESERVE_SLACK
     if (acked) this.#ackedBytes += line.length
     this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked })
     if (this.#flushing === null) this.#flushing = this.#flushLoop()
@@ -209,13 +217,22 @@ export class AuditLog {
    * path may answer ahead of its records (keyd/server/native-sign.ts). 0 otherwise.
    */
   get answerCredit (): number {
-    if (this.#o.durability !== 'buffered' || !this.#reserve.held || this.#broken !== null || this.#fh === null) return 0
+    if (this.#o.durability !== 'buffered' || !this.#reserve.held || this.#broken !== null || this.#failing || this.#fh === null) return 0
     return Math.max(0, this.#o.reserveBytes - RESERVE_SLACK - this.#ackedBytes)
   }
 
-  #creditWatcher: (() => void) | null = null
-  /** Called whenever answerCredit may have changed (entries written, the log broke or recovered). */
-  watchCredit (f: (() => void) | null): void { this.#creditWatcher = f }
+  /** Bytes of the reserve promised to answers made outside append (the native SIGN path's credit): append acknowledges only within the rest. */
+  #promised = 0
+  /** Promises `bytes` of answerCredit to answers made outside append, replacing the previous promise. */
+  promise (bytes: number): void { this.#promised = Math.max(0, bytes) }
+
+  #creditWatcher: ((failing: boolean) => void) | null = null
+  /**
+   * Called whenever answerCredit may have changed (entries written, the log broke or recovered), and
+   * with `failing` = true when a write failed, before the reserve is given up: the watcher appends
+   * (appendAnswered) every entry it answered so far, so they are written into the space the reserve frees.
+   */
+  watchCredit (f: ((failing: boolean) => void) | null): void { this.#creditWatcher = f }
 
   /**
    * Appends the entry of an operation keyd already answered (the native SIGN path answered it within
@@ -266,10 +283,13 @@ export class AuditLog {
     await new Promise<void>(resolve => this.#o.durability === 'buffered' ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
     while (this.#queue.length > 0 && this.#broken === null && this.#fh !== null) {
       if (await this.#writeQueue()) continue
+      this.#failing = true
       // The write failed (and the file is cut back to its last whole entry). Entries already
       // answered are written into the space the reserve frees; then keyd refuses until it can take
       // the reserve back.
       if (this.#reserve.held) {
+        // Answers made outside append (the native SIGN path) stop now, and their entries join the queue first.
+        this.#creditWatcher?.(true)
         await this.#reserve.release().catch(() => {})
         this.#o.logger.warn({ file: this.#o.file, entries: this.#queue.length, reserveBytes: this.#o.reserveBytes }, 'audit log write failed; released the space reserve to write the entries keyd has recorded')
         // First the entries already answered (the reserve surely holds them), then the others if they fit.
@@ -283,6 +303,7 @@ export class AuditLog {
       this.#dropWithheld()
       break
     }
+    this.#failing = false
     this.#flushing = null
   }
 
@@ -316,7 +337,7 @@ export class AuditLog {
     this.written += batch.length
     for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
     this.#release(last.seq)
-    this.#creditWatcher?.()
+    this.#creditWatcher?.(false)
     return true
   }
 
@@ -360,7 +381,7 @@ export class AuditLog {
     if (this.#broken === null) {
       this.#broken = err
       // The native SIGN path loses its credit before anything else happens (it then passes SIGN to JavaScript, which refuses).
-      this.#creditWatcher?.()
+      this.#creditWatcher?.(false)
       this.#o.logger.error({ err: err.message, file: this.#o.file, failClosed: this.#o.failClosed }, this.#o.failClosed
         ? 'audit log cannot be written: keyd refuses operations until it can (it retries by itself)'
         : 'audit log cannot be written: keyd keeps signing without recording (--audit-fail-open)')
@@ -380,7 +401,7 @@ export class AuditLog {
       if (this.#queue.length > 0 && !await this.#writeQueue()) return
       await this.#reserve.take()
       this.#broken = null
-      this.#creditWatcher?.()
+      this.#creditWatcher?.(false)
       if (this.#probe !== null) clearInterval(this.#probe)
       this.#probe = null
       this.#o.logger.info({ file: this.#o.file, seq: this.#durableSeq }, 'audit log writable again; keyd serves again')

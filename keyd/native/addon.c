@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,7 @@ struct conn {
   uint32_t events;
   int64_t blocked_since;
   int stall_reported;
+  int gone; /* closed; freed at the end of the epoll batch that may still name it */
 };
 
 struct cmd {
@@ -83,6 +85,7 @@ struct worker {
   pthread_mutex_t lock;
   struct cmd *head, *tail;
   struct conn *conns;
+  struct conn *graveyard;
   EVP_MD_CTX *md;
 };
 
@@ -241,13 +244,27 @@ static void conn_free(struct worker *w, struct conn *c) {
     }
   epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
+  c->fd = -1;
+  c->gone = 1;
   for (struct out *o = c->out_head; o != NULL;) {
     struct out *n = o->next;
     free(o);
     o = n;
   }
+  c->out_head = c->out_tail = NULL;
+  c->out_bytes = 0;
   free(c->in);
-  free(c);
+  c->in = NULL;
+  c->next = w->graveyard;
+  w->graveyard = c;
+}
+
+static void bury(struct worker *w) {
+  while (w->graveyard != NULL) {
+    struct conn *c = w->graveyard;
+    w->graveyard = c->next;
+    free(c);
+  }
 }
 
 /* Writes what is queued; 0 on success or EAGAIN, -1 if the peer is gone. */
@@ -644,6 +661,8 @@ static void *worker_main(void *arg) {
         continue;
       }
       struct conn *c = evs[i].data.ptr;
+      if (c->gone)
+        continue;
       if (evs[i].events & (EPOLLERR | EPOLLHUP)) {
         if (c->out_head != NULL && flush_out(c) != 0) {
           conn_lost(w, c);
@@ -666,8 +685,10 @@ static void *worker_main(void *arg) {
         on_readable(w, c);
       if ((evs[i].events & (EPOLLERR | EPOLLHUP)) && !(c->events & EPOLLIN) && !c->eof)
         conn_lost(w, c); /* hung up while this side does not read: JavaScript still closes it */
-      set_events(w, c);
+      if (!c->gone)
+        set_events(w, c);
     }
+    bury(w);
     if (G.stall_ms > 0) {
       int64_t now = now_ms();
       for (struct conn *c = w->conns; c != NULL; c = c->next)
@@ -1078,17 +1099,25 @@ static void free_buffer(napi_env env, void *data, void *hint) {
  * it handles any frame in events.
  */
 static napi_value js_drain(napi_env env, napi_callback_info info) {
-  (void)info;
+  napi_value argv[1];
+  bool records_only = false;
+  if (args_of(env, info, 1, argv) == NULL ||
+      napi_get_value_bool(env, argv[0], &records_only) != napi_ok)
+    return NULL;
   pthread_mutex_lock(&G.qlock);
-  struct event *events = G.events;
-  size_t nevents = G.nevents;
+  struct event *events = NULL;
+  size_t nevents = 0;
+  if (!records_only) {
+    events = G.events;
+    nevents = G.nevents;
+    G.events = NULL;
+    G.nevents = G.capevents = 0;
+    G.signalled = 0;
+  }
   struct record *records = G.records;
   size_t nrecords = G.nrecords;
-  G.events = NULL;
-  G.nevents = G.capevents = 0;
   G.records = NULL;
   G.nrecords = G.caprecords = 0;
-  G.signalled = 0;
   pthread_mutex_unlock(&G.qlock);
   napi_value out, recs, evs, nul;
   napi_create_object(env, &out);
@@ -1132,6 +1161,17 @@ static napi_value js_drain(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* fence(): waits until no thread is inside a signature (between its credit check and its record).
+ */
+static napi_value js_fence(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_rwlock_wrlock(&G.lock);
+  pthread_rwlock_unlock(&G.lock);
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
 /* stats(): { signatures, used, granted } for tests and metrics. */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1151,7 +1191,7 @@ static napi_value init(napi_env env, napi_value exports) {
              {"pause", js_pause},      {"resume", js_resume},      {"shutdown", js_shutdown},
              {"end", js_end},          {"drop", js_drop},          {"setKey", js_set_key},
              {"dropKey", js_drop_key}, {"setTable", js_set_table}, {"grant", js_grant},
-             {"drain", js_drain},      {"stats", js_stats}};
+             {"drain", js_drain},      {"fence", js_fence},        {"stats", js_stats}};
   for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
     napi_value f;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||

@@ -38,7 +38,10 @@ export interface NativeAddon {
   dropKey: (name: string, version: number) => boolean
   setTable: (flat: Array<string | number>) => boolean
   grant: (total: number) => boolean
-  drain: () => { records: Array<string | number | null>, events: Array<number | Buffer> }
+  /** Records and events queued since the last call (`recordsOnly`: the events stay queued). */
+  drain: (recordsOnly: boolean) => { records: Array<string | number | null>, events: Array<number | Buffer> }
+  /** Returns once no thread is between its credit check and its queued record. */
+  fence: () => boolean
   stats: () => { signatures: number, used: number, granted: number }
 }
 
@@ -59,6 +62,9 @@ export function loadNativeAddon (logger: Logger): NativeAddon | null {
   }
   return loaded
 }
+
+/** Audit reserve bytes the native side may answer ahead of JavaScript's next drain (~200 entries). */
+const CREDIT_WINDOW = 64 * 1024
 
 const EV_DATA = 1
 const EV_EOF = 2
@@ -242,20 +248,37 @@ export class NativeSign {
   #watch (audit: AuditLog | null): void {
     if (audit === this.#watched) return
     this.#watched?.watchCredit(null)
-    audit?.watchCredit(() => this.#grant())
+    audit?.watchCredit(failing => {
+      if (!failing) { this.#grant(); return }
+      // A write failed: no native answer from now on, and every one already made is appended before the reserve is used.
+      this.#addon.grant(this.#drainedUsed)
+      this.#addon.fence()
+      this.#appendRecords(this.#addon.drain(true).records)
+      audit.promise(0)
+    })
     this.#watched = audit
   }
 
-  /** Credit = every record drained so far + what the log can still take as answered-but-unwritten. */
+  /**
+   * Credit = every record drained so far + a window of what the log can still take as
+   * answered-but-unwritten; the log promises that window away from its own acknowledged appends, so
+   * the entries answered here and there together never pass what the reserve holds.
+   */
   #grant (): void {
     const audit = this.#state.audit
-    const available = audit === null || this.#state.keystore === null ? 0 : audit.answerCredit
-    this.#addon.grant(this.#drainedUsed + available)
+    const window = audit === null || this.#state.keystore === null ? 0 : Math.min(CREDIT_WINDOW, audit.answerCredit)
+    audit?.promise(window)
+    this.#addon.grant(this.#drainedUsed + window)
   }
 
   /** Takes what the threads queued: audit records first (appended in order), then the connections' events. */
   drain (): void {
-    const { records, events } = this.#addon.drain()
+    const { records, events } = this.#addon.drain(false)
+    this.#appendRecords(records)
+    this.#handle(events)
+  }
+
+  #appendRecords (records: Array<string | number | null>): void {
     const { audit, metrics } = this.#state
     for (let i = 0; i + 7 < records.length; i += 8) {
       const client = records[i] as string
@@ -268,6 +291,9 @@ export class NativeSign {
       this.#drainedUsed += records[i + 7] as number
     }
     if (records.length > 0) this.#grant()
+  }
+
+  #handle (events: Array<number | Buffer>): void {
     for (let i = 0; i + 2 < events.length; i += 3) {
       const type = events[i] as number
       const conn = this.#conns.get(events[i + 1] as number)

@@ -330,7 +330,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
-  logger.info({ signatures: server.stats.signatures }, 'keyd stopping')
+  logger.info({ signatures: server.stats.signatures, nativeSignatures: server.nativeSignatures }, 'keyd stopping')
   http?.server.close()
   await server.close()
   await server.audit?.close()
