@@ -248,7 +248,8 @@ export class AuditLog {
     const line = Buffer.from(lineOf(this.#chain, text))
     this.#ackedBytes += line.length
     this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked: true })
-    if (this.#flushing === null && this.#broken === null) this.#flushing = this.#flushLoop()
+    // The caller gathered these entries for BUFFERED_DELAY_MS already: written without a second wait.
+    if (this.#flushing === null && this.#broken === null) this.#flushing = this.#flushLoop(false)
   }
 
   #timeOf (ms: number): string {
@@ -277,10 +278,10 @@ export class AuditLog {
     await new Promise<void>((resolve, reject) => this.#waiters.push({ upTo: seq, resolve, reject }))
   }
 
-  async #flushLoop (): Promise<void> {
+  async #flushLoop (gather = true): Promise<void> {
     // Group commit: everything recorded while one write is under way goes out in the next one.
     // Buffered mode also waits a couple of milliseconds so one write carries many entries.
-    await new Promise<void>(resolve => this.#o.durability === 'buffered' ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
+    await new Promise<void>(resolve => this.#o.durability === 'buffered' && gather ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
     while (this.#queue.length > 0 && this.#broken === null && this.#fh !== null) {
       if (await this.#writeQueue()) continue
       this.#failing = true

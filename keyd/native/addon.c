@@ -122,6 +122,8 @@ static struct {
   struct fs_table table;
   atomic_llong granted, used;
   pthread_mutex_t qlock;
+  pthread_cond_t qcond;
+  long record_delay_ns;
   struct event *events;
   size_t nevents, capevents;
   struct record *records;
@@ -198,9 +200,30 @@ static int push_record(const struct record *r) {
     G.caprecords = cap;
   }
   G.records[G.nrecords++] = *r;
-  signal_js_locked();
+  /* Records wake JavaScript a few milliseconds after the first (the notifier), so one wake appends
+   * many. */
+  if (G.nrecords == 1)
+    pthread_cond_signal(&G.qcond);
   pthread_mutex_unlock(&G.qlock);
   return 0;
+}
+
+/* Wakes JavaScript `record_delay_ns` after the first queued record (buffered mode's group-commit
+ * delay). */
+static void *notifier_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&G.qlock);
+  for (;;) {
+    while (G.nrecords == 0 || G.signalled)
+      pthread_cond_wait(&G.qcond, &G.qlock);
+    pthread_mutex_unlock(&G.qlock);
+    struct timespec d = {.tv_sec = 0, .tv_nsec = G.record_delay_ns};
+    nanosleep(&d, NULL);
+    pthread_mutex_lock(&G.qlock);
+    if (G.nrecords > 0)
+      signal_js_locked();
+  }
+  return NULL;
 }
 
 static int take_credit(uint32_t bound) {
@@ -758,25 +781,25 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   napi_call_function(env, undefined, js_cb, 0, NULL, NULL);
 }
 
-/* start(threads, maxFrame, outCap, stallMs, onWake) */
+/* start(threads, maxFrame, outCap, stallMs, recordDelayMs, onWake) */
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (args_of(env, info, 5, argv) == NULL)
+  napi_value argv[6];
+  if (args_of(env, info, 6, argv) == NULL)
     return NULL;
   if (G.started) {
     napi_throw_error(env, NULL, "keyd native: already started");
     return NULL;
   }
-  uint32_t threads, max_frame, out_cap, stall;
+  uint32_t threads, max_frame, out_cap, stall, delay;
   if (!get_u32(env, argv[0], &threads) || !get_u32(env, argv[1], &max_frame) ||
-      !get_u32(env, argv[2], &out_cap) || !get_u32(env, argv[3], &stall) || threads == 0 ||
-      threads > 256) {
+      !get_u32(env, argv[2], &out_cap) || !get_u32(env, argv[3], &stall) ||
+      !get_u32(env, argv[4], &delay) || threads == 0 || threads > 256 || delay > 100) {
     napi_throw_type_error(env, NULL, "keyd native: bad start arguments");
     return NULL;
   }
   napi_value name;
   CHECK(env, napi_create_string_utf8(env, "keyd-native-sign", NAPI_AUTO_LENGTH, &name));
-  CHECK(env, napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, NULL, NULL, NULL,
+  CHECK(env, napi_create_threadsafe_function(env, argv[5], NULL, name, 0, 1, NULL, NULL, NULL,
                                              call_js, &G.tsfn));
   CHECK(env, napi_unref_threadsafe_function(env, G.tsfn));
   G.max_frame = max_frame;
@@ -788,6 +811,14 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   pthread_rwlock_init(&G.lock, &attr);
   pthread_rwlockattr_destroy(&attr);
   pthread_mutex_init(&G.qlock, NULL);
+  pthread_cond_init(&G.qcond, NULL);
+  G.record_delay_ns = (long)delay * 1000000L;
+  pthread_t notifier;
+  if (pthread_create(&notifier, NULL, notifier_main, NULL) != 0) {
+    napi_throw_error(env, NULL, "keyd native: cannot start the notifier thread");
+    return NULL;
+  }
+  pthread_detach(notifier);
   G.workers = calloc(threads, sizeof(struct worker));
   if (G.workers == NULL) {
     napi_throw_error(env, NULL, "keyd native: out of memory");

@@ -14,7 +14,7 @@ import type { Logger } from 'pino'
 import { ALGORITHMS, keyFamily } from '../algorithms.js'
 import { signDenied } from '../policy/access.js'
 import { canonical, lineOf } from '../audit/chain.js'
-import type { AuditLog } from '../audit/audit-log.js'
+import { BUFFERED_DELAY_MS, type AuditLog } from '../audit/audit-log.js'
 import type { Keystore } from '../keystore/keystore.js'
 import type { KeyPolicy } from '../policy/key-policy.js'
 import type { ClientRegistry, Client } from './clients.js'
@@ -26,7 +26,7 @@ import { errorMessage } from '../../lib/errors.js'
 
 /** The addon's functions (keyd/native/addon.c). */
 export interface NativeAddon {
-  start: (threads: number, maxFrame: number, outCap: number, stallMs: number, onWake: () => void) => boolean
+  start: (threads: number, maxFrame: number, outCap: number, stallMs: number, recordDelayMs: number, onWake: () => void) => boolean
   adopt: (id: number, fd: number, clientKey: string, clientName: string) => boolean
   write: (id: number, buf: Buffer) => boolean
   pause: (id: number) => boolean
@@ -134,7 +134,9 @@ export class NativeSign {
     }
     taken = true
     let self: NativeSign | null = null
-    addon.start(o.threads, o.maxFrameBytes, o.outCap, o.stallTimeoutMs, () => self?.drain())
+    // Records wake JavaScript BUFFERED_DELAY_MS after the first (group commit, as buffered appends); the
+    // entries are then written at once. Frames for JavaScript wake it at once.
+    addon.start(o.threads, o.maxFrameBytes, o.outCap, o.stallTimeoutMs, BUFFERED_DELAY_MS, () => self?.drain())
     self = new NativeSign(addon, state, clients, stats, o.threads)
     self.refresh()
     state.logger.info({ threads: o.threads }, 'keyd native SIGN path on')
