@@ -39,7 +39,7 @@ Options:
                         0.1 s at start, with --metrics-port; docs/metrics.md, headroom)
   --no-native-sign      sign in JavaScript only (default: a SIGN that succeeds is answered by keyd's
                         native signing threads, with the file keystore and buffered fail-closed
-                        audit; docs/keyd.md, "Native SIGN path")
+                        audit; docs/keyd.md, "Native SIGN path"); KEYEDGE_KEYD_NATIVE_SIGN=0 too
   --sign-threads N      native signing threads (default: one per available CPU)
   --proxy-secret-dir D  where keyd keeps the proxy client's secret (proxy.secret, 0600; default
                         <home>/clients): a directory the proxy can read, e.g. the volume it shares with

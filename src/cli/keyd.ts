@@ -110,7 +110,7 @@ export async function main (argv: string[]): Promise<number> {
         if (capacity !== undefined && !(Number.isFinite(capacity) && capacity > 0)) throw new UsageError('--capacity must be a positive number of signatures per second')
         const signThreads = values['sign-threads'] === undefined ? availableParallelism() : Number(values['sign-threads'])
         if (!Number.isInteger(signThreads) || signThreads < 1 || signThreads > 256) throw new UsageError('--sign-threads must be 1-256')
-        const nativeSign = values['no-native-sign'] === true ? null : { threads: signThreads }
+        const nativeSign = values['no-native-sign'] === true || process.env.KEYEDGE_KEYD_NATIVE_SIGN === '0' ? null : { threads: signThreads }
         const separation = privilegeOptions(paths, resolve(socketPath), proxySecretDir, values.user, values['socket-group'])
         // The passphrase and PIN files are read before the drop: they may stay root's alone.
         const pkcs11 = pkcs11Options(values)
