@@ -1,7 +1,7 @@
 // keyd's append-only audit log: batched appends (group commit), a keyed hash chain, a MACed head
 // checkpoint, and honesty under disk faults: an entry keyd answered before writing (buffered
 // durability) is always covered by a space reserve, and keyd leaves fail-closed by itself.
-import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync } from 'node:fs'
+import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync, writeSync, ftruncateSync } from 'node:fs'
 import { open as openAsync, type FileHandle } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import type { Logger } from 'pino'
@@ -248,8 +248,46 @@ export class AuditLog {
     const line = Buffer.from(lineOf(this.#chain, text))
     this.#ackedBytes += line.length
     this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked: true })
-    // The caller gathered these entries for BUFFERED_DELAY_MS already: written without a second wait.
-    if (this.#flushing === null && this.#broken === null) this.#flushing = this.#flushLoop(false)
+  }
+
+  /**
+   * Writes what is queued now, in this turn, after a caller's appendAnswered batch (gathered for
+   * BUFFERED_DELAY_MS already): one write into the page cache instead of a timer and a thread-pool hop,
+   * which at a handshake's pace cost a second wake-up per signature. Only in buffered durability while
+   * no other write is under way; anything else, or a failed write (cut back to the last whole entry),
+   * goes to the flush loop, which handles it as always (reserve, fail-closed, recovery).
+   */
+  writeAnswered (): void {
+    if (this.#queue.length === 0) return
+    const fh = this.#fh
+    if (this.#flushing !== null || this.#broken !== null || fh === null || this.#o.durability !== 'buffered') {
+      if (this.#flushing === null && this.#broken === null) this.#flushing = this.#flushLoop(false)
+      return
+    }
+    this.#open = null
+    const batch = this.#queue.slice()
+    const last = batch.at(-1) as Queued
+    const buf = batch.length === 1 ? last.line : Buffer.concat(batch.map(q => q.line))
+    try {
+      for (let off = 0; off < buf.length;) {
+        const n = writeSync(fh.fd, buf, off, buf.length - off)
+        if (n === 0) throw new Error('no bytes written')
+        off += n
+      }
+    } catch (err) {
+      this.#lastError = err instanceof Error ? err : new Error(errorMessage(err))
+      try { ftruncateSync(fh.fd, this.#size) } catch { /* the flush loop cuts it back again */ }
+      this.#flushing = this.#flushLoop(false)
+      return
+    }
+    this.#size += buf.length
+    this.#queue.splice(0, batch.length)
+    this.#durableSeq = last.seq
+    this.#durableChain = last.chain
+    this.written += batch.length
+    for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
+    this.#release(last.seq)
+    this.#creditWatcher?.(false)
   }
 
   #timeOf (ms: number): string {

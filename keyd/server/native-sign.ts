@@ -292,7 +292,10 @@ export class NativeSign {
       metrics?.audited('SIGN')
       this.#drainedUsed += records[i + 7] as number
     }
-    if (records.length > 0) this.#grant()
+    if (records.length > 0) {
+      audit?.writeAnswered()
+      this.#grant()
+    }
   }
 
   #handle (events: Array<number | Buffer>): void {
