@@ -8,6 +8,7 @@
  * come back here to be written, so one writer owns the socket. It uses the OpenSSL that Node
  * carries.
  */
+#define _GNU_SOURCE /* pthread_setname_np, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -818,6 +819,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "keyd native: cannot start the notifier thread");
     return NULL;
   }
+  pthread_setname_np(notifier, "keyd-sign-wake");
   pthread_detach(notifier);
   G.workers = calloc(threads, sizeof(struct worker));
   if (G.workers == NULL) {
@@ -837,6 +839,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
       napi_throw_error(env, NULL, "keyd native: cannot start a signing thread");
       return NULL;
     }
+    pthread_setname_np(w->th, "keyd-sign");
     pthread_detach(w->th);
     G.nthreads = (int)i + 1;
   }
