@@ -249,3 +249,20 @@ t.test('kill -9 under native signing load: the audit log verifies after the rest
   await proxy.sign('k9-ec', 'ecdsa-sha256', tls13Input())
   t.pass('signs after the restarts')
 })
+
+t.test('--no-native-sign, --audit fsync: every signature is made in JavaScript', async t => {
+  for (const args of [['--no-native-sign'], ['--audit', 'fsync']]) {
+    const home = tempHome()
+    t.teardown(() => rmSync(home, { recursive: true, force: true }))
+    const keyd = await startKeyd(home, args)
+    await keyd.admin.createKey('js-ec', 'ec-p256', 'tls-server')
+    const proxy = keyd.client('proxy')
+    const m = tls13Input()
+    const { signature } = await proxy.sign('js-ec', 'ecdsa-sha256', m)
+    t.ok(verify('sha256', m, await spki(keyd, 'js-ec'), signature), `${args.join(' ')}: signs`)
+    proxy.close()
+    const native = await stopCounting(keyd)
+    t.equal(native, 0, `${args.join(' ')}: no native signature`)
+    t.equal(entries(home).filter(e => e.op === 'SIGN' && e.result === 'ok').length, 1, `${args.join(' ')}: audited`)
+  }
+})
