@@ -240,6 +240,8 @@ static int take_credit(uint32_t bound) {
 /* ---- the socket side, on a worker thread ---- */
 
 static void set_events(struct worker *w, struct conn *c) {
+  if (c->gone)
+    return;
   uint32_t want = 0;
   int reading = !c->js_paused && !c->dead && !c->eof && c->out_bytes <= G.out_cap;
   if (reading)
@@ -279,6 +281,7 @@ static void conn_free(struct worker *w, struct conn *c) {
   c->out_bytes = 0;
   free(c->in);
   c->in = NULL;
+  c->in_len = 0;
   c->next = w->graveyard;
   w->graveyard = c;
 }
@@ -333,6 +336,15 @@ static void queue_out(struct conn *c, struct out *o) {
 
 /* The peer is gone or broke the socket: JavaScript closes the connection (and then drops it). */
 static void conn_lost(struct worker *w, struct conn *c) {
+  if (c->gone)
+    return;
+  if (c->ending) {
+    /* JavaScript already asked for the close once the answers are out: they never will be. */
+    uint32_t id = c->id;
+    conn_free(w, c);
+    push_event(EV_CLOSED, id, NULL, 0);
+    return;
+  }
   if (c->dead && c->eof)
     return;
   c->dead = 1;
@@ -563,6 +575,10 @@ static void process_input(struct worker *w, struct conn *c, double arrived) {
       break;
     if (!try_fast(w, c, c->in + off, (size_t)total, arrived))
       oom = fwd_add(&f, c->in + off, (size_t)total) != 0;
+    if (c->gone) {
+      free(f.buf);
+      return;
+    }
     off += (size_t)total;
   }
   if (oom) {
