@@ -38,6 +38,13 @@
 #define EV_STALLED 4
 #define EV_CLOSED 5
 
+/*
+ * Bytes for JavaScript that may wait in the event queue: past it the threads stop reading until
+ * JavaScript drains, so a client sending faster than JavaScript answers cannot grow keyd's memory
+ * (JavaScript's own connection limits then apply to what it takes).
+ */
+#define FWD_CAP (1024 * 1024)
+
 #define CMD_ADOPT 1
 #define CMD_WRITE 2
 #define CMD_PAUSE 3
@@ -87,6 +94,7 @@ struct worker {
   struct cmd *head, *tail;
   struct conn *conns;
   struct conn *graveyard;
+  atomic_int throttled; /* stopped reading because JavaScript has FWD_CAP bytes to take */
   EVP_MD_CTX *md;
 };
 
@@ -136,6 +144,7 @@ static struct {
   int64_t stall_ms;
   struct key *keys; /* the JavaScript thread's alone */
   atomic_llong signed_count;
+  atomic_llong fwd_bytes; /* bytes handed to JavaScript (EV_DATA) and not yet drained */
 } G;
 
 static int64_t now_ms(void) {
@@ -184,6 +193,8 @@ static void push_event(int type, uint32_t id, uint8_t *data, size_t len) {
     G.capevents = cap;
   }
   G.events[G.nevents++] = (struct event){type, id, data, len};
+  if (type == EV_DATA)
+    atomic_fetch_add(&G.fwd_bytes, (long long)len);
   signal_js_locked();
   pthread_mutex_unlock(&G.qlock);
 }
@@ -244,6 +255,12 @@ static void set_events(struct worker *w, struct conn *c) {
     return;
   uint32_t want = 0;
   int reading = !c->js_paused && !c->dead && !c->eof && c->out_bytes <= G.out_cap;
+  if (reading && atomic_load(&G.fwd_bytes) > FWD_CAP) {
+    /* Flag first, then look again: a drain either sees the flag (and wakes this thread) or ran
+     * before. */
+    atomic_store(&w->throttled, 1);
+    reading = atomic_load(&G.fwd_bytes) <= FWD_CAP;
+  }
   if (reading)
     want |= EPOLLIN;
   if (c->out_head != NULL)
@@ -598,7 +615,8 @@ static void process_input(struct worker *w, struct conn *c, double arrived) {
 
 static void on_readable(struct worker *w, struct conn *c) {
   for (int rounds = 0; rounds < 16; rounds++) {
-    if (c->js_paused || c->dead || c->eof || c->out_bytes > G.out_cap)
+    if (c->js_paused || c->dead || c->eof || c->out_bytes > G.out_cap ||
+        atomic_load(&G.fwd_bytes) > FWD_CAP)
       break;
     size_t room = FS_FAST_FRAME_MAX - c->in_len;
     ssize_t n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
@@ -726,6 +744,12 @@ static void *worker_main(void *arg) {
       if ((evs[i].events & (EPOLLERR | EPOLLHUP)) && !(c->events & EPOLLIN) && !c->eof)
         conn_lost(w, c); /* hung up while this side does not read: JavaScript still closes it */
       if (!c->gone)
+        set_events(w, c);
+    }
+    /* JavaScript drained (it wakes this thread then): connections stopped for it read again. */
+    if (atomic_load(&w->throttled) && atomic_load(&G.fwd_bytes) <= FWD_CAP) {
+      atomic_store(&w->throttled, 0);
+      for (struct conn *c = w->conns; c != NULL; c = c->next)
         set_events(w, c);
     }
     bury(w);
@@ -1203,6 +1227,17 @@ static napi_value js_drain(napi_env env, napi_callback_info info) {
       data = num(env, (double)e->len);
     }
     napi_set_element(env, evs, b + 2, data);
+  }
+  long long drained = 0;
+  for (size_t i = 0; i < nevents; i++)
+    if (events[i].type == EV_DATA)
+      drained += (long long)events[i].len;
+  if (drained > 0 && atomic_fetch_sub(&G.fwd_bytes, drained) - drained <= FWD_CAP) {
+    uint64_t one = 1;
+    for (int i = 0; i < G.nthreads; i++)
+      if (atomic_load(&G.workers[i].throttled) && write(G.workers[i].evfd, &one, sizeof(one)) < 0) {
+        /* the counter is saturated: the thread is awake anyway */
+      }
   }
   free(events);
   free(records);

@@ -266,3 +266,29 @@ t.test('--no-native-sign, --audit fsync: every signature is made in JavaScript',
     t.equal(entries(home).filter(e => e.op === 'SIGN' && e.result === 'ok').length, 1, `${args.join(' ')}: audited`)
   }
 })
+
+t.test('a flood of SIGNs the native side passes to JavaScript is read no faster than JavaScript takes it, and every one is answered', async t => {
+  const home = tempHome()
+  t.teardown(() => rmSync(home, { recursive: true, force: true }))
+  const keyd = await startKeyd(home)
+  t.teardown(() => keyd.stop())
+  await keyd.admin.createKey('fl-ec', 'ec-p256', 'tls-server')
+  const s = await openSocket(keyd.paths.socket)
+  t.teardown(() => s.destroy())
+  const r = reader(s)
+  s.write(helloFrame('proxy', join(keyd.paths.secretsDir, 'proxy.secret')))
+  await until(() => r.frames.length >= 1)
+  s.write(signFrame(2, 'fl-ec'))
+  await until(() => r.frames.length >= 2)
+  // ~3.5 MB of requests keyd refuses (no such key): past the 1 MiB the threads may queue for JavaScript.
+  const N = 20_000
+  const flood = Buffer.concat(Array.from({ length: N }, (_, i) => signFrame(1000 + i, 'no-such-key')))
+  s.write(flood)
+  t.ok(await until(() => r.frames.length >= N + 2, 60_000), `every request answered (${r.frames.length - 2} of ${N})`)
+  const codes = new Set(r.frames.slice(2).map(f => { const items = parseItems(f.payload); return items === null ? -1 : readUint(items, Tag.ERROR_CODE, 2) }))
+  // As on the JavaScript path: refusals are audited too, and past what the audit reserve covers they wait
+  // for the log's write, so a flood also meets the 256-in-flight bound (OVERLOADED).
+  t.ok(codes.has(ErrorCode.KEY_NOT_FOUND) && [...codes].every(c => c === ErrorCode.KEY_NOT_FOUND || c === ErrorCode.OVERLOADED), `each KEY_NOT_FOUND or OVERLOADED, from JavaScript (${[...codes].join(', ')})`)
+  s.write(signFrame(3, 'fl-ec'))
+  t.ok(await until(() => r.frames.some(f => f.requestId === 3 && f.opcode === (Op.SIGN | 0x80))), 'and the connection signs again natively')
+})
