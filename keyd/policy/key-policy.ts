@@ -65,6 +65,11 @@ export class KeyPolicy {
     return this.#keys.get(key) ?? this.#keys.get('*')
   }
 
+  /** The client's own rate limit, if policy.json sets one (keyd's native SIGN path leaves such clients to JavaScript). */
+  clientRateLimit (client: string): RateLimit | undefined {
+    return this.#clientLimits.get(client)
+  }
+
   /** Whether `client` may sign with `key` using `algorithm` now (takes a token from each bucket it passes). */
   check (client: string, key: string, algorithm: string): PolicyVerdict {
     const rule = this.#keys.get(key) ?? this.#keys.get('*')

@@ -21,6 +21,22 @@ export interface ConnectionOptions {
   onClose: (conn: Connection) => void
 }
 
+/**
+ * The native SIGN path's side of a connection handed to it (keyd/server/native-sign.ts): from then on
+ * its threads read the socket and write every answer, and this connection gets the bytes they did not
+ * answer themselves (`feed`), in order.
+ */
+export interface NativeWire {
+  write: (buf: Buffer) => void
+  pause: () => void
+  resume: () => void
+  /** Half-close after what is queued (the error frame of a refusal). */
+  shutdown: () => void
+  /** The peer closed: write what is queued, then close (the socket is destroyed once that is done). */
+  end: () => void
+  drop: () => void
+}
+
 /** Why keyd closed a connection (a metric label). */
 export type DisconnectReason = 'hello-timeout' | 'frame-too-large' | 'pre-hello-buffer' | 'memory' | 'stalled' | 'unknown-client' | 'revoked'
 
@@ -42,6 +58,13 @@ export class Connection {
   #paused = false
   #stallTimer: NodeJS.Timeout | null = null
   #closed = false
+  /** Set once the native SIGN path holds the socket. */
+  #wire: NativeWire | null = null
+  /** Waiting to hand the socket over at the next frame boundary (see handOff). */
+  #handOff: ((fd: number) => NativeWire | null) | null = null
+  /** Bytes of answers given to the native side and not yet written by it, in order. */
+  #wireWrites: number[] = []
+  #wireQueued = 0
 
   constructor (socket: Socket, opts: ConnectionOptions) {
     this.#socket = socket
@@ -50,7 +73,7 @@ export class Connection {
     this.#helloTimer = setTimeout(() => this.close('hello-timeout'), opts.helloTimeoutMs)
     this.#helloTimer.unref()
     socket.on('data', chunk => this.#onData(chunk))
-    socket.on('drain', () => this.#resume())
+    socket.on('drain', () => { this.#resume(); this.#tryHandOff() })
     socket.on('error', err => opts.logger.debug({ err: err.message }, 'keyd connection error'))
     socket.on('close', () => this.#onClose())
   }
@@ -62,6 +85,54 @@ export class Connection {
   }
 
   get destroyed (): boolean { return this.#socket.destroyed }
+
+  /**
+   * Hands the socket to the native SIGN path as soon as nothing is half-read or half-written (a frame
+   * boundary, every answer flushed): `take(fd)` starts it, or answers null to keep this path.
+   */
+  handOff (take: (fd: number) => NativeWire | null): void {
+    if (this.#wire !== null || this.#closed) return
+    this.#handOff = take
+  }
+
+  #tryHandOff (): void {
+    const take = this.#handOff
+    if (take === null || this.#closed || this.#paused || this.#socket.destroyed) return
+    if (this.#decoder === null || this.#decoder.pending !== 0) return
+    // The HELLO answer still in Node's queue: try once more after this turn (two writers would interleave).
+    if (this.#socket.writableLength !== 0) { setImmediate(() => this.#tryHandOff()); return }
+    const fd = (this.#socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd
+    this.#handOff = null
+    if (typeof fd !== 'number' || fd < 0) return
+    const wire = take(fd)
+    if (wire === null) return
+    stopReading(this.#socket)
+    this.#wire = wire
+  }
+
+  /** Bytes the native side read and did not answer itself, in stream order. */
+  feed (chunk: Buffer): void { this.#onData(chunk) }
+
+  /** The native side wrote `bytes` of an answer this connection gave it (the first not yet written). */
+  flushed (bytes: number): void {
+    const n = this.#wireWrites.shift()
+    if (n === undefined) return
+    this.#wireQueued -= n
+    if (!this.#closed) {
+      this.#queuedBytes -= bytes
+      this.#account()
+    }
+    if (this.#wireQueued === 0) this.#resume()
+  }
+
+  /** The peer closed its side (seen by the native side): answers already queued are written, then the socket closes. */
+  remoteEnded (): void {
+    if (this.#wire === null) { this.#socket.destroy(); return }
+    this.#wire.end()
+  }
+
+  /** The native side closed its copy of the socket: Node's closes too (and 'close' follows). */
+  destroySocket (): void { this.#socket.destroy() }
 
   /**
    * Accepts a request of `bytes` for processing, or returns false if holding it would pass this
@@ -89,12 +160,18 @@ export class Connection {
     const n = buf.length
     this.#queuedBytes += n
     this.#account()
-    this.#socket.write(buf, () => {
-      if (this.#closed) return // #onClose released everything
-      this.#queuedBytes -= n
-      this.#account()
-    })
-    if (this.#socket.writableLength > this.#o.budget.limits.writeHighWater) this.#pause()
+    if (this.#wire !== null) {
+      this.#wireWrites.push(n)
+      this.#wireQueued += n
+      this.#wire.write(buf)
+    } else {
+      this.#socket.write(buf, () => {
+        if (this.#closed) return // #onClose released everything
+        this.#queuedBytes -= n
+        this.#account()
+      })
+    }
+    if ((this.#wire !== null ? this.#wireQueued : this.#socket.writableLength) > this.#o.budget.limits.writeHighWater) this.#pause()
     // Answers to a client that never reads can pass the cap only through requests already read; close it.
     if (this.#held > this.#o.budget.limits.maxConnectionBytes) this.close('memory', ErrorCode.OVERLOADED, `more than ${this.#o.budget.limits.maxConnectionBytes} bytes of unread answers on this connection`)
   }
@@ -114,7 +191,14 @@ export class Connection {
       // keyd closes only once the client had `closeLingerMs` to read it. Not reading, keyd cannot see
       // the client leave sooner; meanwhile the connection costs a descriptor, and nothing more is read.
       stopReading(this.#socket)
-      this.#socket.end(encodeError(requestId, code, message ?? ''))
+      const wire = this.#wire
+      if (wire !== null) {
+        wire.pause()
+        wire.write(encodeError(requestId, code, message ?? ''))
+        wire.shutdown()
+      } else {
+        this.#socket.end(encodeError(requestId, code, message ?? ''))
+      }
       setTimeout(() => this.#socket.destroy(), this.#o.budget.limits.closeLingerMs).unref()
     } else {
       this.#socket.destroy()
@@ -142,6 +226,7 @@ export class Connection {
       this.#o.onFrame(this, ev.frame)
     }
     if (this.#closed) return
+    if (this.#handOff !== null) this.#tryHandOff()
     const pending = decoder.pending
     if (this.client === undefined && pending > limits.preHelloBytes) {
       this.close('pre-hello-buffer', ErrorCode.FRAME_TOO_LARGE, `before HELLO a connection may send at most ${limits.preHelloBytes} bytes`)
@@ -168,7 +253,8 @@ export class Connection {
   #pause (): void {
     if (this.#paused) return
     this.#paused = true
-    this.#socket.pause()
+    if (this.#wire !== null) this.#wire.pause()
+    else this.#socket.pause()
     this.#o.metrics?.paused(1)
     this.#stallTimer = setTimeout(() => this.close('stalled'), this.#o.budget.limits.stallTimeoutMs)
     this.#stallTimer.unref()
@@ -180,7 +266,8 @@ export class Connection {
     this.#o.metrics?.paused(-1)
     if (this.#stallTimer !== null) clearTimeout(this.#stallTimer)
     this.#stallTimer = null
-    this.#socket.resume()
+    if (this.#wire !== null) this.#wire.resume()
+    else this.#socket.resume()
   }
 
   #release (): void {
@@ -201,6 +288,8 @@ export class Connection {
 
   #onClose (): void {
     this.#release()
+    this.#wire?.drop()
+    this.#wire = null
     this.#o.onClose(this)
   }
 }

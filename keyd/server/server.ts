@@ -24,6 +24,7 @@ import { Dispatcher } from './dispatch.js'
 import { Sealer, type SealOptions } from './sealer.js'
 import { hello, helloAnswer } from './hello.js'
 import { shareWithGroup } from '../../lib/privileges.js'
+import { NativeSign } from './native-sign.js'
 
 export interface KeydServerOptions {
   socketPath: string
@@ -55,9 +56,18 @@ export interface KeydServerOptions {
    * the socket 0660, both of that group. undefined: 0700 and 0600, keyd's user alone.
    */
   socketGroup?: number
+  /**
+   * keyd's native SIGN path (native-sign.ts): signing threads, or null = every signature in JavaScript
+   * (the default of an embedded server; `keyd serve` turns it on unless --no-native-sign). Used only
+   * with the file keystore and buffered, fail-closed audit; without the addon keyd falls back to JavaScript.
+   */
+  nativeSign?: { threads: number } | null
 }
 
-export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy(), custody: null, backup: null, limits: {} }
+/** Operations after whose answer the native SIGN path's table is recomputed (before the answer is sent). */
+const TABLE_CHANGING_OPS: ReadonlySet<number> = new Set([Op.KEY_CREATE, Op.KEY_ROTATE, Op.KEY_DISABLE, Op.KEY_ENABLE, Op.KEY_DESTROY, Op.KEY_IMPORT, Op.UNSEAL, Op.BACKUP_RESTORE])
+
+export const KEYD_DEFAULTS = { maxFrameBytes: DEFAULT_MAX_FRAME, maxInFlight: 256, maxConnections: 1024, helloTimeoutMs: 5000, audit: null, metrics: null, sealed: undefined, policy: new KeyPolicy(), custody: null, backup: null, limits: {}, nativeSign: null }
 
 export class KeydServer {
   readonly #opts: Required<Omit<KeydServerOptions, 'sealed' | 'socketGroup'>> & Pick<KeydServerOptions, 'sealed' | 'socketGroup'>
@@ -68,12 +78,22 @@ export class KeydServer {
   readonly stats: SignStats = { signatures: 0, refused: 0 }
   readonly #sealer: Sealer
   readonly #dispatch: Dispatcher
+  readonly #native: NativeSign | null
 
   /** The audit log in use (set at unseal for a sealed keyd). */
   get audit (): AuditLog | null { return this.#opts.audit }
 
   /** Replaces the per-key policy at once (a restore brought keyd/policy.json). */
-  setPolicy (policy: KeyPolicy): void { this.#opts.policy = policy }
+  setPolicy (policy: KeyPolicy): void {
+    this.#opts.policy = policy
+    this.#native?.refresh()
+  }
+
+  /** Signatures the native SIGN path made (0 without it). */
+  get nativeSignatures (): number { return this.#native?.signatures ?? 0 }
+
+  /** Whether the native SIGN path is on. */
+  get nativeSign (): boolean { return this.#native !== null }
 
   /** True until the keystore is open. */
   get sealed (): boolean { return this.#opts.keystore === null }
@@ -85,16 +105,24 @@ export class KeydServer {
       o.keystore = opened.keystore
       o.audit = opened.audit
       o.custody = opened.custody ?? null
+      this.#native?.refresh()
     }, o.logger)
     // #opts is the live state: the dispatcher sees what unseal and setPolicy change.
     this.#dispatch = new Dispatcher(o, this.stats, this.#sealer)
     this.#budget = new MemoryBudget({ ...CONNECTION_LIMITS, ...o.limits })
+    const limits = this.#budget.limits
+    this.#native = o.nativeSign === null
+      ? null
+      : NativeSign.start(o, o.clients, this.stats, { threads: o.nativeSign.threads, maxFrameBytes: o.maxFrameBytes, outCap: limits.freeBytesPerConnection, stallTimeoutMs: limits.stallTimeoutMs })
     this.#server = createServer(s => this.#onConnection(s))
     this.#server.maxConnections = this.#opts.maxConnections
     this.#server.on('error', err => this.#opts.logger.error({ err }, 'keyd socket error'))
     // Grants and revocations in clients.json apply without a restart, to open connections too.
     o.clients.useLogger(o.logger)
-    this.#refreshTimer = setInterval(() => o.clients.refresh(), 1000)
+    this.#refreshTimer = setInterval(() => {
+      o.clients.refresh()
+      if (this.#native?.clientsChanged() === true) this.#native.refresh()
+    }, 1000)
     this.#refreshTimer.unref()
     o.metrics?.watchConnections(() => ({ connections: this.#sockets.size, heldBytes: this.#budget.held, sharedBytes: this.#budget.drawn }))
   }
@@ -128,6 +156,8 @@ export class KeydServer {
     clearInterval(this.#refreshTimer)
     const closed = new Promise<void>(resolve => this.#server.close(() => resolve()))
     for (const s of this.#sockets) s.destroy()
+    // No native signature after this, and every record of one made before is appended.
+    this.#native?.stop()
     await closed
   }
 
@@ -167,6 +197,8 @@ export class KeydServer {
       }
       conn.authenticated(h.client)
       conn.reply(encodeFrame(Op.HELLO | 0x80, f.requestId, helloAnswer(this.#opts.devMode)))
+      const native = this.#native
+      if (native?.wants(h.client) === true) conn.handOff(fd => native.adopt(conn, fd))
       return
     }
     if (conn.client === undefined) return this.#refuse(conn, f.requestId, ErrorCode.NOT_AUTHENTICATED, 'send HELLO first')
@@ -182,7 +214,12 @@ export class KeydServer {
     const { maxInFlight } = this.#opts
     if (conn.inFlight >= maxInFlight) return this.#refuse(conn, f.requestId, ErrorCode.OVERLOADED, `more than ${maxInFlight} requests in flight on this connection`)
     if (!conn.admit(size)) return this.#refuse(conn, f.requestId, ErrorCode.OVERLOADED, 'too many unanswered bytes on this connection, or in keyd as a whole; read the answers, then retry')
-    const send = (answer: Buffer): void => { conn.done(size); conn.reply(answer) }
+    const send = (answer: Buffer): void => {
+      // A key, seal or restore change reaches the native SIGN path before this answer leaves.
+      if (TABLE_CHANGING_OPS.has(f.opcode)) this.#native?.refresh()
+      conn.done(size)
+      conn.reply(answer)
+    }
     const answer = this.#dispatch.run(client, f, items, conn.arrived)
     if (answer instanceof Promise) {
       answer.then(send, (err: unknown) => { send(this.#dispatch.refuse(f.requestId, ErrorCode.INTERNAL, errorMessage(err))) })

@@ -37,6 +37,10 @@ Options:
   --capacity N          signatures per second this keyd is sized for, reported as
                         keyd_capacity_signatures_per_second (default: ECDSA P-256 signing measured for
                         0.1 s at start, with --metrics-port; docs/metrics.md, headroom)
+  --no-native-sign      sign in JavaScript only (default: a SIGN that succeeds is answered by keyd's
+                        native signing threads, with the file keystore and buffered fail-closed
+                        audit; docs/keyd.md, "Native SIGN path"); KEYEDGE_KEYD_NATIVE_SIGN=0 too
+  --sign-threads N      native signing threads (default: one per available CPU)
   --proxy-secret-dir D  where keyd keeps the proxy client's secret (proxy.secret, 0600; default
                         <home>/clients): a directory the proxy can read, e.g. the volume it shares with
                         keyd for the socket, so the proxy never needs keyd's home

@@ -1,5 +1,6 @@
 // `keyedge keyd …`: run the key daemon, and manage its keys through its socket (never by reading the store).
 import { parseArgs } from 'node:util'
+import { availableParallelism } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { homePaths, ensurePrivateDir } from '../../lib/home.js'
@@ -47,6 +48,8 @@ export const KEYD_OPTIONS = {
   share: { type: 'string', multiple: true },
   'metrics-port': { type: 'string' },
   capacity: { type: 'string' },
+  'no-native-sign': { type: 'boolean' },
+  'sign-threads': { type: 'string' },
   'pkcs11-module': { type: 'string' },
   'pkcs11-token': { type: 'string' },
   'pkcs11-pin-file': { type: 'string' },
@@ -105,6 +108,9 @@ export async function main (argv: string[]): Promise<number> {
         const proxySecretDir = values['proxy-secret-dir'] === undefined ? paths.secretsDir : resolve(values['proxy-secret-dir'])
         const capacity = values.capacity === undefined ? undefined : Number(values.capacity)
         if (capacity !== undefined && !(Number.isFinite(capacity) && capacity > 0)) throw new UsageError('--capacity must be a positive number of signatures per second')
+        const signThreads = values['sign-threads'] === undefined ? availableParallelism() : Number(values['sign-threads'])
+        if (!Number.isInteger(signThreads) || signThreads < 1 || signThreads > 256) throw new UsageError('--sign-threads must be 1-256')
+        const nativeSign = values['no-native-sign'] === true || process.env.KEYEDGE_KEYD_NATIVE_SIGN === '0' ? null : { threads: signThreads }
         const separation = privilegeOptions(paths, resolve(socketPath), proxySecretDir, values.user, values['socket-group'])
         // The passphrase and PIN files are read before the drop: they may stay root's alone.
         const pkcs11 = pkcs11Options(values)
@@ -112,7 +118,7 @@ export async function main (argv: string[]): Promise<number> {
           if (values['passphrase-file'] !== undefined) separation.passphrase = readPassphrase(values['passphrase-file'])
           becomeKeydUser(paths, resolve(socketPath), proxySecretDir, separation.runAs, separation.socketGroup)
         }
-        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11, proxySecretDir, separation, capacity)
+        return await serve(paths, socketPath, values.dev === true, values['passphrase-file'], { mode: audit, failClosed: values['audit-fail-open'] !== true }, metricsPort, pkcs11, proxySecretDir, separation, capacity, nativeSign)
       }
       case 'audit verify': return auditVerify(paths, values.dev === true, values['passphrase-file'])
       case 'audit export': {
@@ -242,7 +248,7 @@ function pkcs11Options (values: { 'pkcs11-module'?: string, 'pkcs11-token'?: str
   return { module, tokenLabel, pin }
 }
 
-async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions, proxySecretDir = paths.secretsDir, separation: Separation = {}, capacity?: number): Promise<number> {
+async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, dev: boolean, passphraseFile: string | undefined, audit: { mode: 'buffered' | 'fsync' | 'off', failClosed: boolean }, metricsPort?: number, pkcs11?: TokenOptions, proxySecretDir = paths.secretsDir, separation: Separation = {}, capacity?: number, nativeSign: { threads: number } | null = null): Promise<number> {
   const logger = createLogger({ name: 'keyd', level: process.env.KEYEDGE_LOG_LEVEL ?? 'info' })
   const asRoot = rootWarning('keyd', separation.runAs)
   if (asRoot !== undefined) logger.warn(asRoot)
@@ -299,6 +305,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   const metrics = metricsPort === undefined ? null : new KeydMetrics(health, { selfTests: selfTests.tests, capacity: capacity ?? measureSignCapacity() })
   const server: KeydServer = new KeydServer({
     metrics,
+    nativeSign,
     policy: new KeyPolicy(join(paths.keydDir, 'policy.json')),
     socketPath,
     socketGroup: separation.socketGroup,
@@ -316,14 +323,14 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
   metrics?.knownClients(clients.list().map(c => c.name))
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
   // `keyCount`, not `keys`: the logger redacts every field named `keys` (src/logger.ts REDACT_PATHS).
-  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, uid: process.getuid?.() ?? null, socketGroup: separation.socketGroup ?? null, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms }, 'keyd ready')
+  logger.info({ metricsPort: http?.port ?? null, socket: socketPath, uid: process.getuid?.() ?? null, socketGroup: separation.socketGroup ?? null, sealed: server.sealed, keyCount: opened?.keystore.list().length ?? null, keystore: opened?.keystore.kind ?? (pkcs11 === undefined ? 'file' : 'pkcs11'), devMode: dev, audit: audit.mode, auditSeq: opened?.audit?.seq ?? null, selfTests: selfTests.tests, selfTestMs: selfTests.ms, nativeSign: server.nativeSign }, 'keyd ready')
   if (server.sealed) logger.warn({ threshold: shamirParams(paths.keydDir).threshold }, 'keyd is SEALED: every key operation is refused until "npx keyedge keyd unseal" has been given the threshold of shares')
   await new Promise<void>(resolve => {
     const stop = (): void => { resolve() }
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
-  logger.info({ signatures: server.stats.signatures }, 'keyd stopping')
+  logger.info({ signatures: server.stats.signatures, nativeSignatures: server.nativeSignatures }, 'keyd stopping')
   http?.server.close()
   await server.close()
   await server.audit?.close()

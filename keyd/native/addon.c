@@ -1,0 +1,1289 @@
+/*
+ * keyd's native SIGN path (docs/keyd.md, "Native SIGN path"): a Node addon inside keyd. After a
+ * client's HELLO, keyd's JavaScript hands the connection's descriptor to a pool of threads, each an
+ * epoll loop over its connections. A thread answers only the success path of SIGN, for a (client,
+ * key, version) that JavaScript put in the eligibility table, while it holds audit credit; it
+ * queues the audit record before it writes the answer. Every other byte goes to JavaScript in order
+ * (the connection's own framing, limits and dispatch run there unchanged), and JavaScript's answers
+ * come back here to be written, so one writer owns the socket. It uses the OpenSSL that Node
+ * carries.
+ */
+#define _GNU_SOURCE /* pthread_setname_np, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include <node_api.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "fastsign.h"
+
+#define EV_DATA 1
+#define EV_EOF 2
+#define EV_FLUSHED 3
+#define EV_STALLED 4
+#define EV_CLOSED 5
+
+/*
+ * Bytes for JavaScript that may wait in the event queue: past it the threads stop reading until
+ * JavaScript drains, so a client sending faster than JavaScript answers cannot grow keyd's memory
+ * (JavaScript's own connection limits then apply to what it takes).
+ */
+#define FWD_CAP (1024 * 1024)
+
+#define CMD_ADOPT 1
+#define CMD_WRITE 2
+#define CMD_PAUSE 3
+#define CMD_RESUME 4
+#define CMD_SHUTDOWN 5
+#define CMD_END 6
+#define CMD_DROP 7
+
+struct out {
+  struct out *next;
+  size_t len, off;
+  int js;
+  uint8_t data[];
+};
+
+struct conn {
+  struct conn *next;
+  uint32_t id;
+  int fd;
+  char client[160];
+  char client_name[FS_MAX_NAME + 1];
+  uint8_t *in;
+  size_t in_len;
+  int pass;
+  uint64_t pass_left;
+  struct out *out_head, *out_tail;
+  size_t out_bytes;
+  int js_paused, dead, eof, ending, shut_pending;
+  uint32_t events;
+  int64_t blocked_since;
+  int stall_reported;
+  int gone; /* closed; freed at the end of the epoll batch that may still name it */
+};
+
+struct cmd {
+  struct cmd *next;
+  int type;
+  uint32_t id;
+  struct conn *conn;
+  struct out *out;
+};
+
+struct worker {
+  pthread_t th;
+  int ep, evfd;
+  pthread_mutex_t lock;
+  struct cmd *head, *tail;
+  struct conn *conns;
+  struct conn *graveyard;
+  atomic_int throttled; /* stopped reading because JavaScript has FWD_CAP bytes to take */
+  EVP_MD_CTX *md;
+};
+
+struct event {
+  int type;
+  uint32_t id;
+  uint8_t *data;
+  size_t len;
+};
+
+struct record {
+  char client[FS_MAX_NAME + 1];
+  char key[FS_MAX_NAME + 1];
+  int has_version;
+  uint32_t version;
+  char sha[65];
+  int64_t time_ms;
+  double queue_s, exec_s;
+  uint32_t bound;
+};
+
+struct key {
+  struct key *next;
+  char name[FS_MAX_NAME + 1];
+  uint32_t version;
+  EVP_PKEY *pkey;
+};
+
+static struct {
+  int started;
+  int nthreads;
+  struct worker *workers;
+  pthread_rwlock_t lock;
+  struct fs_table table;
+  atomic_llong granted, used;
+  pthread_mutex_t qlock;
+  pthread_cond_t qcond;
+  long record_delay_ns;
+  struct event *events;
+  size_t nevents, capevents;
+  struct record *records;
+  size_t nrecords, caprecords;
+  int signalled;
+  napi_threadsafe_function tsfn;
+  uint64_t max_frame;
+  size_t out_cap;
+  int64_t stall_ms;
+  struct key *keys; /* the JavaScript thread's alone */
+  atomic_llong signed_count;
+  atomic_llong fwd_bytes; /* bytes handed to JavaScript (EV_DATA) and not yet drained */
+} G;
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint32_t be32(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+/* Wakes JavaScript once for everything queued until it drains (the caller holds qlock). */
+static void signal_js_locked(void) {
+  if (G.signalled)
+    return;
+  G.signalled = 1;
+  napi_call_threadsafe_function(G.tsfn, NULL, napi_tsfn_nonblocking);
+}
+
+static void push_event(int type, uint32_t id, uint8_t *data, size_t len) {
+  pthread_mutex_lock(&G.qlock);
+  if (G.nevents == G.capevents) {
+    size_t cap = G.capevents == 0 ? 64 : G.capevents * 2;
+    struct event *n = realloc(G.events, cap * sizeof(*n));
+    if (n == NULL) {
+      /* Out of memory: the connection's bytes cannot reach JavaScript; it will see the close. */
+      pthread_mutex_unlock(&G.qlock);
+      free(data);
+      return;
+    }
+    G.events = n;
+    G.capevents = cap;
+  }
+  G.events[G.nevents++] = (struct event){type, id, data, len};
+  if (type == EV_DATA)
+    atomic_fetch_add(&G.fwd_bytes, (long long)len);
+  signal_js_locked();
+  pthread_mutex_unlock(&G.qlock);
+}
+
+static int push_record(const struct record *r) {
+  pthread_mutex_lock(&G.qlock);
+  if (G.nrecords == G.caprecords) {
+    size_t cap = G.caprecords == 0 ? 256 : G.caprecords * 2;
+    struct record *n = realloc(G.records, cap * sizeof(*n));
+    if (n == NULL) {
+      pthread_mutex_unlock(&G.qlock);
+      return -1;
+    }
+    G.records = n;
+    G.caprecords = cap;
+  }
+  G.records[G.nrecords++] = *r;
+  /* Records wake JavaScript a few milliseconds after the first (the notifier), so one wake appends
+   * many. */
+  if (G.nrecords == 1)
+    pthread_cond_signal(&G.qcond);
+  pthread_mutex_unlock(&G.qlock);
+  return 0;
+}
+
+/* Wakes JavaScript `record_delay_ns` after the first queued record (buffered mode's group-commit
+ * delay). */
+static void *notifier_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&G.qlock);
+  for (;;) {
+    while (G.nrecords == 0 || G.signalled)
+      pthread_cond_wait(&G.qcond, &G.qlock);
+    pthread_mutex_unlock(&G.qlock);
+    struct timespec d = {.tv_sec = 0, .tv_nsec = G.record_delay_ns};
+    nanosleep(&d, NULL);
+    pthread_mutex_lock(&G.qlock);
+    if (G.nrecords > 0)
+      signal_js_locked();
+  }
+  return NULL;
+}
+
+static int take_credit(uint32_t bound) {
+  long long used = atomic_load(&G.used);
+  for (;;) {
+    if (used + (long long)bound > atomic_load(&G.granted))
+      return 0;
+    if (atomic_compare_exchange_weak(&G.used, &used, used + (long long)bound))
+      return 1;
+  }
+}
+
+/* ---- the socket side, on a worker thread ---- */
+
+static void set_events(struct worker *w, struct conn *c) {
+  if (c->gone)
+    return;
+  uint32_t want = 0;
+  int reading = !c->js_paused && !c->dead && !c->eof && c->out_bytes <= G.out_cap;
+  if (reading && atomic_load(&G.fwd_bytes) > FWD_CAP) {
+    /* Flag first, then look again: a drain either sees the flag (and wakes this thread) or ran
+     * before. */
+    atomic_store(&w->throttled, 1);
+    reading = atomic_load(&G.fwd_bytes) <= FWD_CAP;
+  }
+  if (reading)
+    want |= EPOLLIN;
+  if (c->out_head != NULL)
+    want |= EPOLLOUT;
+  if (!reading && c->out_bytes > G.out_cap && !c->dead && !c->eof) {
+    if (c->blocked_since == 0)
+      c->blocked_since = now_ms();
+  } else {
+    c->blocked_since = 0;
+    c->stall_reported = 0;
+  }
+  if (want == c->events)
+    return;
+  struct epoll_event ev = {.events = want, .data.ptr = c};
+  epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+  c->events = want;
+}
+
+static void conn_free(struct worker *w, struct conn *c) {
+  for (struct conn **p = &w->conns; *p != NULL; p = &(*p)->next)
+    if (*p == c) {
+      *p = c->next;
+      break;
+    }
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->fd = -1;
+  c->gone = 1;
+  for (struct out *o = c->out_head; o != NULL;) {
+    struct out *n = o->next;
+    free(o);
+    o = n;
+  }
+  c->out_head = c->out_tail = NULL;
+  c->out_bytes = 0;
+  free(c->in);
+  c->in = NULL;
+  c->in_len = 0;
+  c->next = w->graveyard;
+  w->graveyard = c;
+}
+
+static void bury(struct worker *w) {
+  while (w->graveyard != NULL) {
+    struct conn *c = w->graveyard;
+    w->graveyard = c->next;
+    free(c);
+  }
+}
+
+/* Writes what is queued; 0 on success or EAGAIN, -1 if the peer is gone. */
+static int flush_out(struct conn *c) {
+  while (c->out_head != NULL) {
+    struct out *o = c->out_head;
+    ssize_t n = send(c->fd, o->data + o->off, o->len - o->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return 0;
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    o->off += (size_t)n;
+    if (o->off < o->len)
+      continue;
+    c->out_head = o->next;
+    if (c->out_head == NULL)
+      c->out_tail = NULL;
+    c->out_bytes -= o->len;
+    if (o->js)
+      push_event(EV_FLUSHED, c->id, NULL, o->len);
+    free(o);
+  }
+  if (c->shut_pending) {
+    c->shut_pending = 0;
+    shutdown(c->fd, SHUT_WR);
+  }
+  return 0;
+}
+
+static void queue_out(struct conn *c, struct out *o) {
+  o->next = NULL;
+  if (c->out_tail != NULL)
+    c->out_tail->next = o;
+  else
+    c->out_head = o;
+  c->out_tail = o;
+  c->out_bytes += o->len;
+}
+
+/* The peer is gone or broke the socket: JavaScript closes the connection (and then drops it). */
+static void conn_lost(struct worker *w, struct conn *c) {
+  if (c->gone)
+    return;
+  if (c->ending) {
+    /* JavaScript already asked for the close once the answers are out: they never will be. */
+    uint32_t id = c->id;
+    conn_free(w, c);
+    push_event(EV_CLOSED, id, NULL, 0);
+    return;
+  }
+  if (c->dead && c->eof)
+    return;
+  c->dead = 1;
+  c->eof = 1;
+  set_events(w, c);
+  push_event(EV_EOF, c->id, NULL, 0);
+}
+
+static const char *md_name(uint16_t alg) {
+  switch (alg) {
+  case 0x0001:
+  case 0x0011:
+  case 0x0021:
+    return "SHA256";
+  case 0x0002:
+  case 0x0012:
+  case 0x0022:
+    return "SHA384";
+  case 0x0003:
+  case 0x0013:
+  case 0x0023:
+    return "SHA512";
+  case 0x0004:
+  case 0x0014:
+    return "SHA224";
+  default:
+    return NULL;
+  }
+}
+
+static int md_size(const char *name) {
+  return strcmp(name, "SHA256") == 0   ? 32
+         : strcmp(name, "SHA384") == 0 ? 48
+         : strcmp(name, "SHA512") == 0 ? 64
+                                       : 28;
+}
+
+/* Signs as keyd/keystore/file-keystore.ts does through node:crypto; returns the length, or -1. */
+static int sign_with(struct worker *w, EVP_PKEY *pkey, const struct fs_sign_req *req, uint8_t *out,
+                     size_t cap) {
+  const char *md = md_name(req->algorithm);
+  int id = EVP_PKEY_get_base_id(pkey);
+  EVP_PKEY_CTX *pctx = NULL;
+  EVP_MD_CTX_reset(w->md);
+  if (id == EVP_PKEY_ED25519) {
+    if (req->algorithm != 0x0030)
+      return -1;
+    md = NULL;
+  } else if (md == NULL) {
+    return -1;
+  }
+  if (EVP_DigestSignInit_ex(w->md, &pctx, md, NULL, NULL, pkey, NULL) != 1)
+    return -1;
+  if (id == EVP_PKEY_RSA) {
+    int pss = req->algorithm >= 0x0021 && req->algorithm <= 0x0023;
+    if (EVP_PKEY_CTX_set_rsa_padding(pctx, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) != 1)
+      return -1;
+    if (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, md_size(md)) != 1)
+      return -1;
+  }
+  size_t len = cap;
+  if (EVP_DigestSign(w->md, out, &len, req->msg, req->msg_len) != 1)
+    return -1;
+  if (id == EVP_PKEY_EC && req->p1363) {
+    int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
+    const uint8_t *p = out;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
+    if (sig == NULL || (size_t)field * 2 > cap) {
+      ECDSA_SIG_free(sig);
+      return -1;
+    }
+    const BIGNUM *r = NULL, *s = NULL;
+    ECDSA_SIG_get0(sig, &r, &s);
+    int ok = BN_bn2binpad(r, out, field) == field && BN_bn2binpad(s, out + field, field) == field;
+    ECDSA_SIG_free(sig);
+    if (!ok)
+      return -1;
+    len = (size_t)field * 2;
+  }
+  return (int)len;
+}
+
+/* Answers `frame` natively if it is an eligible SIGN and audit credit is at hand; 1 if it did. */
+static int try_fast(struct worker *w, struct conn *c, const uint8_t *frame, size_t len,
+                    double arrived) {
+  struct fs_sign_req req;
+  if (!fs_parse_sign(frame, len, &req))
+    return 0;
+  double started = mono_s();
+  uint8_t sig[1024];
+  struct record rec;
+  int siglen = -1;
+  uint32_t key_version = 0;
+  /*
+   * Everything up to the queued record happens under the table's read lock: a table change (a key
+   * disabled, a client revoked, keyd sealed) waits for it, so once setTable returns no signature of
+   * the old table is still to be recorded.
+   */
+  pthread_rwlock_rdlock(&G.lock);
+  int64_t now = now_ms();
+  const struct fs_entry *e = fs_eligible(&G.table, c->client, &req, now);
+  if (e != NULL && take_credit(e->line_bound)) {
+    siglen = sign_with(w, (EVP_PKEY *)e->key_ref, &req, sig, sizeof(sig));
+    if (siglen >= 0) {
+      memset(&rec, 0, sizeof(rec));
+      memcpy(rec.client, e->client_name, sizeof(rec.client));
+      memcpy(rec.key, e->key, sizeof(rec.key));
+      rec.bound = e->line_bound;
+      key_version = e->key_version;
+      rec.has_version = req.has_version;
+      rec.version = req.version;
+      rec.time_ms = now;
+      uint8_t digest[32];
+      unsigned dlen = 0;
+      static const char hex[] = "0123456789abcdef";
+      if (EVP_Digest(req.msg, req.msg_len, digest, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32) {
+        siglen = -1;
+      } else {
+        for (unsigned i = 0; i < 32; i++) {
+          rec.sha[2 * i] = hex[digest[i] >> 4];
+          rec.sha[2 * i + 1] = hex[digest[i] & 15];
+        }
+        rec.sha[64] = '\0';
+        double done = mono_s();
+        rec.queue_s = started > arrived ? started - arrived : 0;
+        rec.exec_s = done - started;
+        /* The record first: no answer leaves before its audit record is queued. */
+        if (push_record(&rec) != 0)
+          siglen = -1;
+      }
+    }
+    if (siglen < 0)
+      atomic_fetch_sub(&G.used, (long long)e->line_bound);
+  }
+  pthread_rwlock_unlock(&G.lock);
+  if (siglen < 0)
+    return 0; /* JavaScript answers: a refusal, no credit, or a failure it reports its own way */
+  atomic_fetch_add(&G.signed_count, 1);
+  size_t total = FS_HEADER_SIZE + 5 + (size_t)siglen + 5 + 4;
+  struct out *o = malloc(sizeof(*o) + total);
+  if (o == NULL) {
+    conn_lost(w, c);
+    return 1;
+  }
+  o->len = total;
+  o->off = 0;
+  o->js = 0;
+  uint8_t *p = o->data;
+  put32(p, (uint32_t)(total - 4));
+  p[4] = 1;
+  p[5] = FS_OP_SIGN | 0x80;
+  p[6] = p[7] = 0;
+  put32(p + 8, req.request_id);
+  p += FS_HEADER_SIZE;
+  *p++ = FS_TAG_SIGNATURE;
+  put32(p, (uint32_t)siglen);
+  memcpy(p + 4, sig, (size_t)siglen);
+  p += 4 + siglen;
+  *p++ = FS_TAG_KEY_VERSION;
+  put32(p, 4);
+  put32(p + 4, key_version);
+  queue_out(c, o);
+  return 1;
+}
+
+struct fwd {
+  uint8_t *buf;
+  size_t len, cap;
+};
+
+static int fwd_add(struct fwd *f, const uint8_t *p, size_t n) {
+  if (f->len + n > f->cap) {
+    size_t cap = f->cap == 0 ? 4096 : f->cap;
+    while (cap < f->len + n)
+      cap *= 2;
+    uint8_t *b = realloc(f->buf, cap);
+    if (b == NULL)
+      return -1;
+    f->buf = b;
+    f->cap = cap;
+  }
+  memcpy(f->buf + f->len, p, n);
+  f->len += n;
+  return 0;
+}
+
+/*
+ * Splits what was read into frames: whole eligible SIGNs are answered here, everything else goes to
+ * JavaScript byte for byte, so its decoder sees exactly the stream it would have read (less the
+ * frames answered here, which are whole frames). A length outside the limits goes to JavaScript too
+ * (it answers FRAME_TOO_LARGE and closes) and this side stops reading.
+ */
+static void process_input(struct worker *w, struct conn *c, double arrived) {
+  struct fwd f = {0};
+  size_t off = 0;
+  int oom = 0;
+  while (off < c->in_len && !oom) {
+    size_t avail = c->in_len - off;
+    if (c->pass) {
+      size_t n = avail < c->pass_left ? avail : (size_t)c->pass_left;
+      oom = fwd_add(&f, c->in + off, n) != 0;
+      off += n;
+      c->pass_left -= n;
+      if (c->pass_left == 0)
+        c->pass = 0;
+      continue;
+    }
+    if (avail < 4)
+      break;
+    uint64_t total = (uint64_t)be32(c->in + off) + 4;
+    if (total > G.max_frame || total < FS_HEADER_SIZE) {
+      oom = fwd_add(&f, c->in + off, avail) != 0;
+      off = c->in_len;
+      c->dead = 1;
+      break;
+    }
+    if (total > FS_FAST_FRAME_MAX) {
+      size_t n = avail < total ? avail : (size_t)total;
+      oom = fwd_add(&f, c->in + off, n) != 0;
+      off += n;
+      if (n < total) {
+        c->pass = 1;
+        c->pass_left = total - n;
+      }
+      continue;
+    }
+    if (avail < total)
+      break;
+    if (!try_fast(w, c, c->in + off, (size_t)total, arrived))
+      oom = fwd_add(&f, c->in + off, (size_t)total) != 0;
+    if (c->gone) {
+      free(f.buf);
+      return;
+    }
+    off += (size_t)total;
+  }
+  if (oom) {
+    free(f.buf);
+    conn_lost(w, c);
+    return;
+  }
+  if (off > 0) {
+    memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= off;
+  }
+  if (f.len > 0)
+    push_event(EV_DATA, c->id, f.buf, f.len);
+  else
+    free(f.buf);
+}
+
+static void on_readable(struct worker *w, struct conn *c) {
+  for (int rounds = 0; rounds < 16; rounds++) {
+    if (c->js_paused || c->dead || c->eof || c->out_bytes > G.out_cap ||
+        atomic_load(&G.fwd_bytes) > FWD_CAP)
+      break;
+    size_t room = FS_FAST_FRAME_MAX - c->in_len;
+    ssize_t n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        conn_lost(w, c);
+      break;
+    }
+    if (n == 0) {
+      c->eof = 1;
+      push_event(EV_EOF, c->id, NULL, 0);
+      break;
+    }
+    c->in_len += (size_t)n;
+    process_input(w, c, mono_s());
+    if ((size_t)n < room)
+      break;
+  }
+  if (flush_out(c) != 0)
+    conn_lost(w, c);
+}
+
+static struct conn *find_conn(struct worker *w, uint32_t id) {
+  for (struct conn *c = w->conns; c != NULL; c = c->next)
+    if (c->id == id)
+      return c;
+  return NULL;
+}
+
+static void run_commands(struct worker *w) {
+  pthread_mutex_lock(&w->lock);
+  struct cmd *list = w->head;
+  w->head = w->tail = NULL;
+  pthread_mutex_unlock(&w->lock);
+  while (list != NULL) {
+    struct cmd *cmd = list;
+    list = cmd->next;
+    struct conn *c = cmd->type == CMD_ADOPT ? cmd->conn : find_conn(w, cmd->id);
+    if (cmd->type == CMD_ADOPT) {
+      c->next = w->conns;
+      w->conns = c;
+      struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+      c->events = EPOLLIN;
+      if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+        conn_lost(w, c);
+    } else if (c == NULL) {
+      free(cmd->out); /* the connection is gone: its answer goes nowhere, as on a closed socket */
+    } else if (cmd->type == CMD_WRITE) {
+      if (c->dead && c->eof) {
+        free(cmd->out);
+      } else {
+        queue_out(c, cmd->out);
+      }
+    } else if (cmd->type == CMD_PAUSE) {
+      c->js_paused = 1;
+    } else if (cmd->type == CMD_RESUME) {
+      c->js_paused = 0;
+    } else if (cmd->type == CMD_SHUTDOWN) {
+      c->shut_pending = 1;
+      c->dead = 1;
+    } else if (cmd->type == CMD_END) {
+      c->ending = 1;
+    } else if (cmd->type == CMD_DROP) {
+      conn_free(w, c);
+      c = NULL;
+    }
+    if (c != NULL) {
+      if (flush_out(c) != 0) {
+        conn_lost(w, c);
+      } else if (c->ending && c->out_head == NULL) {
+        uint32_t id = c->id;
+        conn_free(w, c);
+        push_event(EV_CLOSED, id, NULL, 0);
+        c = NULL;
+      }
+      if (c != NULL) {
+        set_events(w, c);
+        if (c->in_len > 0 && !c->js_paused && !c->dead && !c->eof)
+          process_input(w, c, mono_s());
+      }
+    }
+    free(cmd);
+  }
+}
+
+static void *worker_main(void *arg) {
+  struct worker *w = arg;
+  struct epoll_event evs[64];
+  for (;;) {
+    int n = epoll_wait(w->ep, evs, 64, 1000);
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.ptr == NULL) {
+        uint64_t v;
+        if (read(w->evfd, &v, sizeof(v)) < 0) {
+          /* nothing to read: the commands are taken below anyway */
+        }
+        run_commands(w);
+        continue;
+      }
+      struct conn *c = evs[i].data.ptr;
+      if (c->gone)
+        continue;
+      if (evs[i].events & (EPOLLERR | EPOLLHUP)) {
+        if (c->out_head != NULL && flush_out(c) != 0) {
+          conn_lost(w, c);
+          continue;
+        }
+      }
+      if (evs[i].events & EPOLLOUT) {
+        if (flush_out(c) != 0) {
+          conn_lost(w, c);
+          continue;
+        }
+        if (c->ending && c->out_head == NULL) {
+          uint32_t id = c->id;
+          conn_free(w, c);
+          push_event(EV_CLOSED, id, NULL, 0);
+          continue;
+        }
+      }
+      if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        on_readable(w, c);
+      if ((evs[i].events & (EPOLLERR | EPOLLHUP)) && !(c->events & EPOLLIN) && !c->eof)
+        conn_lost(w, c); /* hung up while this side does not read: JavaScript still closes it */
+      if (!c->gone)
+        set_events(w, c);
+    }
+    /* JavaScript drained (it wakes this thread then): connections stopped for it read again. */
+    if (atomic_load(&w->throttled) && atomic_load(&G.fwd_bytes) <= FWD_CAP) {
+      atomic_store(&w->throttled, 0);
+      for (struct conn *c = w->conns; c != NULL; c = c->next)
+        set_events(w, c);
+    }
+    bury(w);
+    if (G.stall_ms > 0) {
+      int64_t now = now_ms();
+      for (struct conn *c = w->conns; c != NULL; c = c->next)
+        if (c->blocked_since != 0 && !c->stall_reported && now - c->blocked_since > G.stall_ms) {
+          c->stall_reported = 1;
+          push_event(EV_STALLED, c->id, NULL, 0);
+        }
+    }
+  }
+  return NULL;
+}
+
+static void post(struct worker *w, struct cmd *cmd) {
+  cmd->next = NULL;
+  pthread_mutex_lock(&w->lock);
+  if (w->tail != NULL)
+    w->tail->next = cmd;
+  else
+    w->head = cmd;
+  w->tail = cmd;
+  pthread_mutex_unlock(&w->lock);
+  uint64_t one = 1;
+  if (write(w->evfd, &one, sizeof(one)) < 0) {
+    /* the counter is saturated: the thread is awake anyway */
+  }
+}
+
+/* ---- the JavaScript side ---- */
+
+#define CHECK(env, call)                                                                           \
+  do {                                                                                             \
+    if ((call) != napi_ok) {                                                                       \
+      napi_throw_error(env, NULL, "keyd native: " #call " failed");                                \
+      return NULL;                                                                                 \
+    }                                                                                              \
+  } while (0)
+
+static napi_value args_of(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "keyd native: missing arguments");
+    return NULL;
+  }
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+static int get_u32(napi_env env, napi_value v, uint32_t *out) {
+  return napi_get_value_uint32(env, v, out) == napi_ok;
+}
+
+static int get_str(napi_env env, napi_value v, char *buf, size_t cap) {
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, v, buf, cap, &n) != napi_ok)
+    return 0;
+  return n < cap - 1 || cap == 1 ? 1 : (buf[cap - 1] = '\0', n == cap - 1);
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)context;
+  (void)data;
+  if (env == NULL || js_cb == NULL)
+    return;
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  napi_call_function(env, undefined, js_cb, 0, NULL, NULL);
+}
+
+/* start(threads, maxFrame, outCap, stallMs, recordDelayMs, onWake) */
+static napi_value js_start(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (args_of(env, info, 6, argv) == NULL)
+    return NULL;
+  if (G.started) {
+    napi_throw_error(env, NULL, "keyd native: already started");
+    return NULL;
+  }
+  uint32_t threads, max_frame, out_cap, stall, delay;
+  if (!get_u32(env, argv[0], &threads) || !get_u32(env, argv[1], &max_frame) ||
+      !get_u32(env, argv[2], &out_cap) || !get_u32(env, argv[3], &stall) ||
+      !get_u32(env, argv[4], &delay) || threads == 0 || threads > 256 || delay > 100) {
+    napi_throw_type_error(env, NULL, "keyd native: bad start arguments");
+    return NULL;
+  }
+  napi_value name;
+  CHECK(env, napi_create_string_utf8(env, "keyd-native-sign", NAPI_AUTO_LENGTH, &name));
+  CHECK(env, napi_create_threadsafe_function(env, argv[5], NULL, name, 0, 1, NULL, NULL, NULL,
+                                             call_js, &G.tsfn));
+  CHECK(env, napi_unref_threadsafe_function(env, G.tsfn));
+  G.max_frame = max_frame;
+  G.out_cap = out_cap;
+  G.stall_ms = stall;
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&G.lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  pthread_mutex_init(&G.qlock, NULL);
+  pthread_cond_init(&G.qcond, NULL);
+  G.record_delay_ns = (long)delay * 1000000L;
+  pthread_t notifier;
+  if (pthread_create(&notifier, NULL, notifier_main, NULL) != 0) {
+    napi_throw_error(env, NULL, "keyd native: cannot start the notifier thread");
+    return NULL;
+  }
+  pthread_setname_np(notifier, "keyd-sign-wake");
+  pthread_detach(notifier);
+  G.workers = calloc(threads, sizeof(struct worker));
+  if (G.workers == NULL) {
+    napi_throw_error(env, NULL, "keyd native: out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < threads; i++) {
+    struct worker *w = &G.workers[i];
+    pthread_mutex_init(&w->lock, NULL);
+    w->ep = epoll_create1(EPOLL_CLOEXEC);
+    w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->md = EVP_MD_CTX_new();
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (w->ep < 0 || w->evfd < 0 || w->md == NULL ||
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, w->evfd, &ev) != 0 ||
+        pthread_create(&w->th, NULL, worker_main, w) != 0) {
+      napi_throw_error(env, NULL, "keyd native: cannot start a signing thread");
+      return NULL;
+    }
+    pthread_setname_np(w->th, "keyd-sign");
+    pthread_detach(w->th);
+    G.nthreads = (int)i + 1;
+  }
+  G.started = 1;
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+static struct worker *worker_of(uint32_t id) { return &G.workers[id % (uint32_t)G.nthreads]; }
+
+/* adopt(id, fd, clientKey, clientName): takes a duplicate of `fd` (JavaScript keeps its own). */
+static napi_value js_adopt(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (args_of(env, info, 4, argv) == NULL)
+    return NULL;
+  uint32_t id, fd;
+  struct conn *c = calloc(1, sizeof(*c));
+  if (c == NULL || !G.started || !get_u32(env, argv[0], &id) || !get_u32(env, argv[1], &fd) ||
+      !get_str(env, argv[2], c->client, sizeof(c->client)) ||
+      !get_str(env, argv[3], c->client_name, sizeof(c->client_name))) {
+    free(c);
+    napi_throw_type_error(env, NULL, "keyd native: bad adopt arguments");
+    return NULL;
+  }
+  c->in = malloc(FS_FAST_FRAME_MAX);
+  c->fd = fcntl((int)fd, F_DUPFD_CLOEXEC, 3);
+  if (c->in == NULL || c->fd < 0) {
+    if (c->fd >= 0)
+      close(c->fd);
+    free(c->in);
+    free(c);
+    napi_throw_error(env, NULL, "keyd native: cannot take the connection");
+    return NULL;
+  }
+  c->id = id;
+  struct cmd *cmd = calloc(1, sizeof(*cmd));
+  if (cmd == NULL) {
+    close(c->fd);
+    free(c->in);
+    free(c);
+    napi_throw_error(env, NULL, "keyd native: out of memory");
+    return NULL;
+  }
+  cmd->type = CMD_ADOPT;
+  cmd->id = id;
+  cmd->conn = c;
+  post(worker_of(id), cmd);
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+static napi_value simple_cmd(napi_env env, napi_callback_info info, int type) {
+  napi_value argv[2];
+  size_t want = type == CMD_WRITE ? 2 : 1;
+  if (args_of(env, info, want, argv) == NULL)
+    return NULL;
+  uint32_t id;
+  if (!G.started || !get_u32(env, argv[0], &id)) {
+    napi_throw_type_error(env, NULL, "keyd native: bad connection id");
+    return NULL;
+  }
+  struct cmd *cmd = calloc(1, sizeof(*cmd));
+  if (cmd == NULL) {
+    napi_throw_error(env, NULL, "keyd native: out of memory");
+    return NULL;
+  }
+  cmd->type = type;
+  cmd->id = id;
+  if (type == CMD_WRITE) {
+    void *data;
+    size_t len;
+    if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+      free(cmd);
+      napi_throw_type_error(env, NULL, "keyd native: write needs a Buffer");
+      return NULL;
+    }
+    cmd->out = malloc(sizeof(struct out) + len);
+    if (cmd->out == NULL) {
+      free(cmd);
+      napi_throw_error(env, NULL, "keyd native: out of memory");
+      return NULL;
+    }
+    memcpy(cmd->out->data, data, len);
+    cmd->out->len = len;
+    cmd->out->off = 0;
+    cmd->out->js = 1;
+  }
+  post(worker_of(id), cmd);
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+static napi_value js_write(napi_env env, napi_callback_info info) {
+  return simple_cmd(env, info, CMD_WRITE);
+}
+static napi_value js_pause(napi_env env, napi_callback_info info) {
+  return simple_cmd(env, info, CMD_PAUSE);
+}
+static napi_value js_resume(napi_env env, napi_callback_info info) {
+  return simple_cmd(env, info, CMD_RESUME);
+}
+static napi_value js_shutdown(napi_env env, napi_callback_info info) {
+  return simple_cmd(env, info, CMD_SHUTDOWN);
+}
+static napi_value js_end(napi_env env, napi_callback_info info) {
+  return simple_cmd(env, info, CMD_END);
+}
+static napi_value js_drop(napi_env env, napi_callback_info info) {
+  return simple_cmd(env, info, CMD_DROP);
+}
+
+/* setKey(name, version, pkcs8Der): the caller zeroes its buffer after. */
+static napi_value js_set_key(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (args_of(env, info, 3, argv) == NULL)
+    return NULL;
+  char name[FS_MAX_NAME + 1];
+  uint32_t version;
+  void *data;
+  size_t len;
+  if (!get_str(env, argv[0], name, sizeof(name)) || !get_u32(env, argv[1], &version) ||
+      napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "keyd native: bad setKey arguments");
+    return NULL;
+  }
+  const unsigned char *p = data;
+  PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)len);
+  EVP_PKEY *pkey = p8 == NULL ? NULL : EVP_PKCS82PKEY(p8);
+  PKCS8_PRIV_KEY_INFO_free(p8);
+  struct key *k = pkey == NULL ? NULL : calloc(1, sizeof(*k));
+  if (k == NULL) {
+    EVP_PKEY_free(pkey);
+    napi_throw_error(env, NULL, "keyd native: the key does not decode");
+    return NULL;
+  }
+  memcpy(k->name, name, sizeof(k->name));
+  k->version = version;
+  k->pkey = pkey;
+  k->next = G.keys;
+  G.keys = k;
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+static EVP_PKEY *key_lookup(const char *name, uint32_t version) {
+  for (struct key *k = G.keys; k != NULL; k = k->next)
+    if (k->version == version && strcmp(k->name, name) == 0)
+      return k->pkey;
+  return NULL;
+}
+
+/* dropKey(name, version): frees keyd's copy (a table still using it keeps a reference until
+ * replaced). */
+static napi_value js_drop_key(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (args_of(env, info, 2, argv) == NULL)
+    return NULL;
+  char name[FS_MAX_NAME + 1];
+  uint32_t version;
+  if (!get_str(env, argv[0], name, sizeof(name)) || !get_u32(env, argv[1], &version)) {
+    napi_throw_type_error(env, NULL, "keyd native: bad dropKey arguments");
+    return NULL;
+  }
+  for (struct key **p = &G.keys; *p != NULL; p = &(*p)->next)
+    if ((*p)->version == version && strcmp((*p)->name, name) == 0) {
+      struct key *k = *p;
+      *p = k->next;
+      EVP_PKEY_free(k->pkey);
+      free(k);
+      break;
+    }
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+static void table_free(struct fs_table *t) {
+  for (size_t i = 0; i < t->count; i++)
+    EVP_PKEY_free(t->entries[i].key_ref);
+  free(t->entries);
+  fs_table_free_index(t);
+  memset(t, 0, sizeof(*t));
+}
+
+static int prop(napi_env env, napi_value arr, uint32_t i, napi_value *out) {
+  return napi_get_element(env, arr, i, out) == napi_ok;
+}
+
+/*
+ * setTable(entries): entries = [clientKey, clientName, keyName, version (0 = current alias),
+ * keyVersion, algMask, tlsServer (0/1), deadlineMs (0 = none), lineBound], flat, 9 per entry.
+ * Replaces the table at once: a signature in progress finishes first, none starts on the old one.
+ */
+static napi_value js_set_table(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (args_of(env, info, 1, argv) == NULL)
+    return NULL;
+  uint32_t n = 0;
+  if (napi_get_array_length(env, argv[0], &n) != napi_ok || n % 9 != 0) {
+    napi_throw_type_error(env, NULL, "keyd native: setTable needs 9 values per entry");
+    return NULL;
+  }
+  struct fs_table t = {0};
+  t.count = n / 9;
+  t.entries = calloc(t.count == 0 ? 1 : t.count, sizeof(struct fs_entry));
+  if (t.entries == NULL) {
+    napi_throw_error(env, NULL, "keyd native: out of memory");
+    return NULL;
+  }
+  for (size_t i = 0; i < t.count; i++) {
+    struct fs_entry *e = &t.entries[i];
+    napi_value v[9];
+    uint32_t tls = 0;
+    double deadline = 0;
+    int ok = 1;
+    for (uint32_t j = 0; j < 9 && ok; j++)
+      ok = prop(env, argv[0], (uint32_t)(i * 9 + j), &v[j]);
+    ok = ok && get_str(env, v[0], e->client, sizeof(e->client)) &&
+         get_str(env, v[1], e->client_name, sizeof(e->client_name)) &&
+         get_str(env, v[2], e->key, sizeof(e->key)) && get_u32(env, v[3], &e->version) &&
+         get_u32(env, v[4], &e->key_version) && get_u32(env, v[5], &e->alg_mask) &&
+         get_u32(env, v[6], &tls) && napi_get_value_double(env, v[7], &deadline) == napi_ok &&
+         get_u32(env, v[8], &e->line_bound);
+    EVP_PKEY *pkey = ok ? key_lookup(e->key, e->key_version) : NULL;
+    if (pkey == NULL || EVP_PKEY_up_ref(pkey) != 1) {
+      t.count = i;
+      table_free(&t);
+      napi_throw_type_error(env, NULL, "keyd native: bad table entry (or its key was not set)");
+      return NULL;
+    }
+    e->key_ref = pkey;
+    e->tls_server = tls != 0;
+    e->deadline_ms = (int64_t)deadline;
+  }
+  if (fs_table_index(&t) != 0) {
+    table_free(&t);
+    napi_throw_error(env, NULL, "keyd native: out of memory");
+    return NULL;
+  }
+  pthread_rwlock_wrlock(&G.lock);
+  struct fs_table old = G.table;
+  G.table = t;
+  pthread_rwlock_unlock(&G.lock);
+  table_free(&old);
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+/* grant(totalBytes): the audit credit, cumulative (see keyd/server/native-sign.ts). */
+static napi_value js_grant(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (args_of(env, info, 1, argv) == NULL)
+    return NULL;
+  double v;
+  if (napi_get_value_double(env, argv[0], &v) != napi_ok) {
+    napi_throw_type_error(env, NULL, "keyd native: grant needs a number");
+    return NULL;
+  }
+  atomic_store(&G.granted, (long long)v);
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+static napi_value str(napi_env env, const char *s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+static napi_value num(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+static void free_buffer(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/*
+ * drain(): { records: [client, key, version|null, msgSha256, timeMs, queueSec, execSec, bound] x n
+ * flat, events: [type, id, Buffer|number] x n flat }. Records first: JavaScript appends them before
+ * it handles any frame in events.
+ */
+static napi_value js_drain(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  bool records_only = false;
+  if (args_of(env, info, 1, argv) == NULL ||
+      napi_get_value_bool(env, argv[0], &records_only) != napi_ok)
+    return NULL;
+  pthread_mutex_lock(&G.qlock);
+  struct event *events = NULL;
+  size_t nevents = 0;
+  if (!records_only) {
+    events = G.events;
+    nevents = G.nevents;
+    G.events = NULL;
+    G.nevents = G.capevents = 0;
+    G.signalled = 0;
+  }
+  struct record *records = G.records;
+  size_t nrecords = G.nrecords;
+  G.records = NULL;
+  G.nrecords = G.caprecords = 0;
+  pthread_mutex_unlock(&G.qlock);
+  napi_value out, recs, evs, nul;
+  napi_create_object(env, &out);
+  napi_create_array_with_length(env, nrecords * 8, &recs);
+  napi_create_array_with_length(env, nevents * 3, &evs);
+  napi_get_null(env, &nul);
+  for (size_t i = 0; i < nrecords; i++) {
+    struct record *r = &records[i];
+    uint32_t b = (uint32_t)(i * 8);
+    napi_set_element(env, recs, b, str(env, r->client));
+    napi_set_element(env, recs, b + 1, str(env, r->key));
+    napi_set_element(env, recs, b + 2, r->has_version ? num(env, r->version) : nul);
+    napi_set_element(env, recs, b + 3, str(env, r->sha));
+    napi_set_element(env, recs, b + 4, num(env, (double)r->time_ms));
+    napi_set_element(env, recs, b + 5, num(env, r->queue_s));
+    napi_set_element(env, recs, b + 6, num(env, r->exec_s));
+    napi_set_element(env, recs, b + 7, num(env, r->bound));
+  }
+  for (size_t i = 0; i < nevents; i++) {
+    struct event *e = &events[i];
+    uint32_t b = (uint32_t)(i * 3);
+    napi_value data;
+    napi_set_element(env, evs, b, num(env, e->type));
+    napi_set_element(env, evs, b + 1, num(env, e->id));
+    if (e->data != NULL) {
+      if (napi_create_external_buffer(env, e->len, e->data, free_buffer, NULL, &data) != napi_ok) {
+        /* External buffers may be refused: copy instead. */
+        void *copy;
+        napi_create_buffer_copy(env, e->len, e->data, &copy, &data);
+        free(e->data);
+      }
+    } else {
+      data = num(env, (double)e->len);
+    }
+    napi_set_element(env, evs, b + 2, data);
+  }
+  long long drained = 0;
+  for (size_t i = 0; i < nevents; i++)
+    if (events[i].type == EV_DATA)
+      drained += (long long)events[i].len;
+  if (drained > 0 && atomic_fetch_sub(&G.fwd_bytes, drained) - drained <= FWD_CAP) {
+    uint64_t one = 1;
+    for (int i = 0; i < G.nthreads; i++)
+      if (atomic_load(&G.workers[i].throttled) && write(G.workers[i].evfd, &one, sizeof(one)) < 0) {
+        /* the counter is saturated: the thread is awake anyway */
+      }
+  }
+  free(events);
+  free(records);
+  napi_set_named_property(env, out, "records", recs);
+  napi_set_named_property(env, out, "events", evs);
+  return out;
+}
+
+/* fence(): waits until no thread is inside a signature (between its credit check and its record).
+ */
+static napi_value js_fence(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_rwlock_wrlock(&G.lock);
+  pthread_rwlock_unlock(&G.lock);
+  napi_value ok;
+  napi_get_boolean(env, true, &ok);
+  return ok;
+}
+
+/* stats(): { signatures, used, granted } for tests and metrics. */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "signatures", num(env, (double)atomic_load(&G.signed_count)));
+  napi_set_named_property(env, out, "used", num(env, (double)atomic_load(&G.used)));
+  napi_set_named_property(env, out, "granted", num(env, (double)atomic_load(&G.granted)));
+  return out;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {{"start", js_start},      {"adopt", js_adopt},        {"write", js_write},
+             {"pause", js_pause},      {"resume", js_resume},      {"shutdown", js_shutdown},
+             {"end", js_end},          {"drop", js_drop},          {"setKey", js_set_key},
+             {"dropKey", js_drop_key}, {"setTable", js_set_table}, {"grant", js_grant},
+             {"drain", js_drain},      {"fence", js_fence},        {"stats", js_stats}};
+  for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+    napi_value f;
+    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||
+        napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
+      return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

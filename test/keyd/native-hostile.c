@@ -1,0 +1,288 @@
+/*
+ * Drives the pure C of keyd's native SIGN path (keyd/native/frame.c: the SIGN frame parser, the
+ * tls-server message check, the eligibility table) with hostile input under AddressSanitizer and
+ * UndefinedBehaviorSanitizer (test/keyd/native-hostile.test.ts builds and runs it). Prints TAP
+ * lines.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fastsign.h"
+
+static int checks = 0;
+static int failures = 0;
+
+static void ok(int cond, const char *what) {
+  checks++;
+  if (!cond)
+    failures++;
+  printf("%s %d - %s\n", cond ? "ok" : "not ok", checks, what);
+}
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 17;
+  rng_state ^= rng_state << 5;
+  return rng_state;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+static size_t item(uint8_t *p, uint8_t tag, const void *v, uint32_t len) {
+  p[0] = tag;
+  put32(p + 1, len);
+  memcpy(p + 5, v, len);
+  return 5 + (size_t)len;
+}
+
+static size_t tls13(uint8_t *m, size_t hash) {
+  memset(m, 0x20, 64);
+  memcpy(m + 64, "TLS 1.3, server CertificateVerify", 34);
+  for (size_t i = 0; i < hash; i++)
+    m[98 + i] = (uint8_t)rnd();
+  return 98 + hash;
+}
+
+/* A valid SIGN frame into `f`; returns its length. */
+static size_t sign_frame(uint8_t *f, const char *key, int with_version, uint32_t version,
+                         uint16_t alg, const uint8_t *msg, size_t msg_len, int enc) {
+  size_t off = FS_HEADER_SIZE;
+  off += item(f + off, FS_TAG_KEY_NAME, key, (uint32_t)strlen(key));
+  if (with_version) {
+    uint8_t v[4];
+    put32(v, version);
+    off += item(f + off, FS_TAG_KEY_VERSION, v, 4);
+  }
+  uint8_t a[2] = {(uint8_t)(alg >> 8), (uint8_t)alg};
+  off += item(f + off, FS_TAG_ALGORITHM, a, 2);
+  off += item(f + off, FS_TAG_MESSAGE, msg, (uint32_t)msg_len);
+  if (enc >= 0) {
+    uint8_t e = (uint8_t)enc;
+    off += item(f + off, FS_TAG_SIG_ENCODING, &e, 1);
+  }
+  put32(f, (uint32_t)(off - 4));
+  f[4] = 1;
+  f[5] = FS_OP_SIGN;
+  f[6] = f[7] = 0;
+  put32(f + 8, 42);
+  return off;
+}
+
+int main(void) {
+  time_t started = time(NULL);
+  struct fs_sign_req req;
+  uint8_t msg[200];
+  size_t mlen = tls13(msg, 32);
+  static uint8_t frame[FS_FAST_FRAME_MAX + 64];
+  size_t flen = sign_frame(frame, "web", 0, 0, 0x0001, msg, mlen, -1);
+
+  /* The parser on valid frames. */
+  ok(fs_parse_sign(frame, flen, &req) == 1, "a valid SIGN parses");
+  ok(req.request_id == 42 && req.name_len == 3 && memcmp(req.name, "web", 3) == 0, "name and id");
+  ok(req.algorithm == 1 && req.msg_len == mlen && !req.has_version && !req.p1363, "fields");
+  flen = sign_frame(frame, "web", 1, 7, 0x0021, msg, mlen, 1);
+  ok(fs_parse_sign(frame, flen, &req) == 1 && req.has_version && req.version == 7 && req.p1363,
+     "version and P1363");
+  flen = sign_frame(frame, "web", 0, 0, 0x0001, msg, mlen, 2);
+  ok(fs_parse_sign(frame, flen, &req) == 0, "SIG_ENCODING 2 goes to JavaScript");
+  flen = sign_frame(frame, "", 0, 0, 0x0001, msg, mlen, -1);
+  ok(fs_parse_sign(frame, flen, &req) == 0, "an empty name goes to JavaScript");
+  char long_name[80];
+  memset(long_name, 'a', 65);
+  long_name[65] = '\0';
+  flen = sign_frame(frame, long_name, 0, 0, 0x0001, msg, mlen, -1);
+  ok(fs_parse_sign(frame, flen, &req) == 0, "a 65-byte name goes to JavaScript");
+
+  /* Header fields, duplicates, unknown tags, wrong sizes. */
+  flen = sign_frame(frame, "web", 0, 0, 0x0001, msg, mlen, -1);
+  uint8_t copy[512];
+  memcpy(copy, frame, flen);
+  copy[4] = 2;
+  ok(fs_parse_sign(copy, flen, &req) == 0, "version 2 goes to JavaScript");
+  memcpy(copy, frame, flen);
+  copy[7] = 1;
+  ok(fs_parse_sign(copy, flen, &req) == 0, "flags go to JavaScript");
+  memcpy(copy, frame, flen);
+  copy[5] = 0x05;
+  ok(fs_parse_sign(copy, flen, &req) == 0, "SIGN_BATCH goes to JavaScript");
+  memcpy(copy, frame, flen);
+  put32(copy, (uint32_t)flen);
+  ok(fs_parse_sign(copy, flen, &req) == 0, "a length field that disagrees goes to JavaScript");
+  memcpy(copy, frame, flen);
+  size_t extra = item(copy + flen, FS_TAG_KEY_NAME, "x", 1);
+  put32(copy, (uint32_t)(flen + extra - 4));
+  ok(fs_parse_sign(copy, flen + extra, &req) == 0, "a repeated tag goes to JavaScript");
+  memcpy(copy, frame, flen);
+  extra = item(copy + flen, 0x40, "x", 1);
+  put32(copy, (uint32_t)(flen + extra - 4));
+  ok(fs_parse_sign(copy, flen + extra, &req) == 0, "an unknown tag goes to JavaScript");
+  memcpy(copy, frame, flen);
+  put32(copy + FS_HEADER_SIZE + 1, 0xffffffffu);
+  ok(fs_parse_sign(copy, flen, &req) == 0, "an item length of 4 GiB goes to JavaScript");
+  memcpy(copy, frame, flen);
+  put32(copy + FS_HEADER_SIZE + 1, 0xfffffffbu);
+  ok(fs_parse_sign(copy, flen, &req) == 0, "an item length that wraps goes to JavaScript");
+  ok(fs_parse_sign(NULL, 0, &req) == 0 && fs_parse_sign(frame, 0, &req) == 0, "NULL and empty");
+
+  /* Every truncation of a valid frame, with its length field fixed up or not. */
+  int truncations_ok = 1;
+  for (size_t n = 0; n < flen; n++) {
+    uint8_t *t = malloc(n == 0 ? 1 : n);
+    memcpy(t, frame, n);
+    if (fs_parse_sign(t, n, &req) != 0)
+      truncations_ok = 0;
+    if (n >= 4) {
+      put32(t, (uint32_t)(n - 4));
+      if (n < flen && fs_parse_sign(t, n, &req) != 0 && n < FS_HEADER_SIZE)
+        truncations_ok = 0;
+    }
+    free(t);
+  }
+  ok(truncations_ok, "every truncation is refused or parses within its bytes");
+
+  /* Random mutations of valid frames, each in a buffer of exactly its size (ASan sees any
+   * overread). */
+  for (int round = 0; round < 20; round++) {
+    int survived = 1;
+    for (int i = 0; i < 20000; i++) {
+      size_t n = sign_frame(frame, "web", (int)(rnd() & 1), rnd(), (uint16_t)rnd(), msg,
+                            rnd() % mlen, (int)(rnd() % 3) - 1);
+      int muts = 1 + (int)(rnd() % 4);
+      for (int m = 0; m < muts; m++) {
+        uint32_t r = rnd() % 3;
+        if (r == 0 && n > 0)
+          frame[rnd() % n] = (uint8_t)rnd();
+        else if (r == 1)
+          n = rnd() % (n + 1);
+        else if (n >= 4)
+          put32(frame + (rnd() % (n - 3)), rnd());
+      }
+      uint8_t *exact = malloc(n == 0 ? 1 : n);
+      memcpy(exact, frame, n);
+      int r = fs_parse_sign(exact, n, &req);
+      if (r == 1 && (req.msg + req.msg_len > exact + n || req.name + req.name_len > exact + n))
+        survived = 0;
+      free(exact);
+    }
+    ok(survived, "20,000 mutated frames: pointers stay inside the frame");
+  }
+  /* Random bytes. */
+  for (int round = 0; round < 10; round++) {
+    for (int i = 0; i < 20000; i++) {
+      size_t n = rnd() % 300;
+      uint8_t *b = malloc(n == 0 ? 1 : n);
+      for (size_t j = 0; j < n; j++)
+        b[j] = (uint8_t)rnd();
+      if (n >= 4 && (rnd() & 1))
+        put32(b, (uint32_t)(n - 4));
+      fs_parse_sign(b, n, &req);
+      free(b);
+    }
+    ok(1, "20,000 random inputs");
+  }
+
+  /* The tls-server message shape, as keyd/policy/tls-message.ts. */
+  uint8_t m[200];
+  ok(fs_tls_message_ok(m, tls13(m, 32)) && fs_tls_message_ok(m, tls13(m, 48)) &&
+         fs_tls_message_ok(m, tls13(m, 64)),
+     "TLS 1.3 CertificateVerify with 32, 48, 64-byte hashes");
+  ok(!fs_tls_message_ok(m, tls13(m, 31)) && !fs_tls_message_ok(m, tls13(m, 33)),
+     "other hash sizes are refused");
+  tls13(m, 32);
+  m[10] = 0x21;
+  ok(!fs_tls_message_ok(m, 130), "a changed space is refused");
+  tls13(m, 32);
+  m[97] = 1;
+  ok(!fs_tls_message_ok(m, 130), "a missing 0 byte is refused");
+  memset(m, 7, 64);
+  m[64] = 3;
+  m[65] = 0;
+  m[66] = 29;
+  m[67] = 32;
+  ok(fs_tls_message_ok(m, 100), "TLS 1.2 ServerKeyExchange");
+  ok(!fs_tls_message_ok(m, 99) && !fs_tls_message_ok(m, 101), "with its exact point length only");
+  m[67] = 0;
+  ok(!fs_tls_message_ok(m, 68), "an empty point is refused");
+  m[64] = 4;
+  m[67] = 32;
+  ok(!fs_tls_message_ok(m, 100), "another curve type is refused");
+  int shapes_ok = 1;
+  for (int i = 0; i < 200000; i++) {
+    size_t n = rnd() % 200;
+    uint8_t *b = malloc(n == 0 ? 1 : n);
+    for (size_t j = 0; j < n; j++)
+      b[j] = (rnd() & 1) ? 0x20 : (uint8_t)rnd();
+    int r = fs_tls_message_ok(b, n);
+    if (r && !(n > 98 || (n >= 69 && b[64] == 3)))
+      shapes_ok = 0;
+    free(b);
+  }
+  ok(shapes_ok, "200,000 random messages: accepted only with a possible shape");
+  ok(!fs_tls_message_ok(NULL, 0), "NULL");
+
+  /* The eligibility table. */
+  struct fs_table t = {0};
+  t.count = 300;
+  t.entries = calloc(t.count, sizeof(struct fs_entry));
+  for (size_t i = 0; i < t.count; i++) {
+    struct fs_entry *e = &t.entries[i];
+    snprintf(e->client, sizeof(e->client), "proxy:%064zu", i % 3);
+    snprintf(e->client_name, sizeof(e->client_name), "proxy");
+    snprintf(e->key, sizeof(e->key), "key-%zu", i / 3);
+    e->version = (uint32_t)(i % 2);
+    e->key_version = 1;
+    e->alg_mask = 1u << 0;
+    e->tls_server = (int)(i % 5 == 0);
+    e->deadline_ms = (i % 7 == 0) ? 1000 : 0;
+  }
+  ok(fs_table_index(&t) == 0, "index built");
+  char client[160];
+  snprintf(client, sizeof(client), "proxy:%064d", 1);
+  const struct fs_entry *found = fs_table_find(&t, client, (const uint8_t *)"key-0", 5, 1);
+  ok(found == &t.entries[1], "finds (client, key, version)");
+  ok(fs_table_find(&t, client, (const uint8_t *)"key-0", 5, 2) == NULL, "not another version");
+  ok(fs_table_find(&t, "proxy:x", (const uint8_t *)"key-0", 5, 1) == NULL, "not another client");
+  ok(fs_table_find(&t, client, (const uint8_t *)"key-0\0", 6, 1) == NULL,
+     "not a name with a 0 byte");
+  struct fs_table empty = {0};
+  ok(fs_table_find(&empty, client, (const uint8_t *)"key-0", 5, 0) == NULL, "an empty table");
+  /* fs_eligible: algorithm, tls shape, deadline. */
+  snprintf(client, sizeof(client), "proxy:%064d", 0);
+  flen = sign_frame(frame, "key-0", 0, 0, 0x0001, msg, mlen, -1);
+  fs_parse_sign(frame, flen, &req);
+  ok(fs_eligible(&t, client, &req, 500) == &t.entries[0], "entry 0 (tls-server, deadline 1000)");
+  ok(fs_eligible(&t, client, &req, 1000) == &t.entries[0], "at its deadline");
+  ok(fs_eligible(&t, client, &req, 1001) == NULL, "after its deadline: JavaScript");
+  flen = sign_frame(frame, "key-0", 0, 0, 0x0002, msg, mlen, -1);
+  fs_parse_sign(frame, flen, &req);
+  ok(fs_eligible(&t, client, &req, 0) == NULL, "an algorithm outside the mask: JavaScript");
+  flen = sign_frame(frame, "key-0", 0, 0, 0x0001, (const uint8_t *)"hello", 5, -1);
+  fs_parse_sign(frame, flen, &req);
+  ok(fs_eligible(&t, client, &req, 0) == NULL,
+     "a non-TLS message for a tls-server key: JavaScript");
+  int lookups_ok = 1;
+  for (int i = 0; i < 200000; i++) {
+    char name[70];
+    size_t n = rnd() % 66;
+    for (size_t j = 0; j < n; j++)
+      name[j] = (rnd() & 1) ? (char)('a' + rnd() % 26) : (char)rnd();
+    const struct fs_entry *e = fs_table_find(&t, client, (const uint8_t *)name, n, rnd() % 3);
+    if (e != NULL && (strlen(e->key) != n || memcmp(e->key, name, n) != 0))
+      lookups_ok = 0;
+  }
+  ok(lookups_ok, "200,000 random lookups: a hit is always the exact name");
+  fs_table_free_index(&t);
+  free(t.entries);
+  ok(time(NULL) - started < 60, "within 60 s");
+  printf("1..%d\n", checks);
+  return failures == 0 ? 0 : 1;
+}
