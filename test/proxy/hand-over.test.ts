@@ -23,8 +23,13 @@ async function heldBytes (t: Test, bytes: Buffer): Promise<Socket> {
   t.teardown(() => socket.destroy())
   socket.pause()
   client.write(bytes)
-  // Paused: what arrives is buffered; wait (event-driven) until all of it is.
-  while (socket.readableLength < bytes.length) await once(socket, 'readable')
+  // Paused: what arrives is buffered; wait (event-driven, bounded) until all of it is. read(0) reads
+  // nothing but asks for the next 'readable' (it is not emitted again for a buffer nobody read).
+  while (socket.readableLength < bytes.length) {
+    const more = once(socket, 'readable', { signal: AbortSignal.timeout(10_000) })
+    socket.read(0)
+    await more
+  }
   return socket
 }
 
