@@ -15,6 +15,7 @@ import { failureReason, HandshakeFailures } from './handshake-failures.js'
 import { peerAddress, ProxyHeaderReader, proxiedSource, setProxiedSource, type ProxyRefusal } from './proxy-protocol.js'
 import { proxyProtocolMetrics, type ProxyProtocolMetrics } from './proxy-protocol-metrics.js'
 import { HandshakeTimer } from './handshake-metrics.js'
+import { readInPieces, splitsInPieces } from './hand-over.js'
 
 export interface FrontTimeouts {
   /** From accept until the ClientHello is read (or, when the front does not read it, its first byte). */
@@ -223,6 +224,9 @@ export class TlsFront {
     // The TLS socket inherits allowHalfOpen: without this, a client's EOF would leave it waiting.
     socket.allowHalfOpen = false
     socket.unshift(bytes)
+    // Node's TLS socket takes these bytes with socket.read() on its first tick: in pieces, so that
+    // a ClientHello over 1 KiB does not leave a 16 KiB input buffer on the connection for its life.
+    if (splitsInPieces(bytes)) readInPieces(socket)
     server.emit('connection', socket)
   }
 
