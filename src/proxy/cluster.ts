@@ -13,6 +13,7 @@ import { configDefaults } from '../config/defaults.js'
 import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
 import { ClusterControl } from './cluster-control.js'
+import { workerHeapArgv } from './worker-heap.js'
 import { ratioFromExposition, ratioGauge } from '../tls/resumption-ratio.js'
 import { serveSessionCache } from '../tls/session-cache.js'
 import { errorCode, errorMessage } from '../../lib/errors.js'
@@ -76,7 +77,8 @@ export async function runPrimary (opts: {
   cluster.setupPrimary({
     exec: WORKER_MAIN,
     args: [opts.configFile],
-    execArgv: [...process.execArgv.filter(a => !a.startsWith('--openssl-config')), ...opts.execArgv],
+    // The young-generation size first (worker-heap.ts): an operator's own flag, later, wins.
+    execArgv: [...workerHeapArgv(process.execArgv), ...process.execArgv.filter(a => !a.startsWith('--openssl-config')), ...opts.execArgv],
     // Never root in a worker: libuv sets gid then uid in the child (and clears its supplementary groups while the primary is root).
     ...(opts.runAs === undefined ? {} : { uid: opts.runAs.uid, gid: opts.runAs.gid })
   })

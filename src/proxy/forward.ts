@@ -16,6 +16,7 @@ import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders } from 
 import { answerGrpcError, grpcDeadline, passTrailersOnly, relayTrailers } from './grpc.js'
 import { resetStream } from './h2-guard.js'
 import { watchRequestBody, whenResponseEnds } from './request-body.js'
+import { relayResponseBody } from './response-body.js'
 import { RequestAbort } from './request-abort.js'
 import { createRouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
@@ -310,17 +311,15 @@ export function createForwarder (opts: {
         const head = clientResponseHeaders(upstream.headers)
         // A gRPC trailers-only response goes on as one (grpc.ts); anything else as usual.
         if (!passTrailersOnly(req, res, upstream, head)) writeHead(res, upstream.statusCode, head)
-        upstream.body.on('data', (chunk: Buffer) => { rec.bytesOut += chunk.length })
-        upstream.body.once('end', () => { rec.upstreamEndMs = performance.now() })
-        upstream.body.on('error', (err: NodeJS.ErrnoException) => {
+        // Before the relay's own 'end' listener: HTTP/2 trailers go out before the response ends.
+        relayTrailers(req, res, upstream)
+        relayResponseBody(upstream.body, res, rec, err => {
           if (abort.signal.aborted) return
           // Headers are gone already: all that can be done is to cut the client off.
           log.warn({ upstream: target, code: err.code }, 'upstream response body failed')
           settle(TIMEOUT_CODES.has(err.code ?? '') ? 'gateway_timeout' : 'bad_gateway')
           cutResponse(req, res)
         })
-        relayTrailers(req, res, upstream)
-        upstream.body.pipe(res as NodeJS.WritableStream)
       }, onUpstreamError)
     }
     const onUpstreamError = (err: unknown): void => {
