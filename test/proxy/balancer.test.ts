@@ -162,5 +162,5 @@ t.test('config: a pool is validated with field paths, in the order of the fields
   ])
   const ok = validateConfig({ ...base, routes: [{ upstreams: [{ url: 'http://127.0.0.1:2/' }], healthCheck: {} }] }, { baseDir: '/etc/keyedge' })
   t.same(ok.routes[0]?.upstreams, [{ url: 'http://127.0.0.1:2', weight: 1 }], 'reduced to the origin, weight 1')
-  t.same(ok.routes[0]?.healthCheck, { path: '/healthz', intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 2, expectedStatuses: [200] })
+  t.same(ok.routes[0]?.healthCheck, { protocol: 'http', path: '/healthz', intervalMs: 5000, timeoutMs: 2000, healthyThreshold: 2, unhealthyThreshold: 2, expectedStatuses: [200] })
 })
