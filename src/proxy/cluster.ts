@@ -235,7 +235,11 @@ export async function runPrimary (opts: {
     const slot = bySlot.get(worker)
     if (slot === undefined) return
     if (type === SOCKET_REQUEST) {
-      if (sockets === undefined || stopping || !sockets.give(slot.index, worker)) worker.process.kill('SIGTERM')
+      if (stopping) worker.process.kill('SIGTERM')
+      else if (sockets === undefined || !sockets.give(slot.index, worker)) {
+        log.error({ workerPid: worker.process.pid, slot: slot.index }, 'no listening socket for this worker; stopping it (it is restarted with backoff)')
+        worker.process.kill('SIGTERM')
+      }
     } else if (type === WORKER_LISTENING) {
       if (handle !== undefined && handle !== null) sockets?.keep(slot.index, handle)
       onListening(worker, { port: Number((msg as { port?: unknown }).port) })

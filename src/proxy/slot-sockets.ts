@@ -32,7 +32,8 @@ export interface SlotSockets {
   /**
    * Sends slot `index`'s socket to `worker`: the bound socket itself the first time (the worker
    * sends its listening handle back, `keep` is true), the primary's duplicate after that.
-   * @returns false when the slot has no socket (it was handed out and never came back) or the send failed.
+   * A slot whose socket was handed out and never came back is bound again.
+   * @returns false when that bind or the send failed.
    */
   give: (index: number, worker: Worker) => boolean
   /** Keeps the listening handle a worker sent back for slot `index`. */
@@ -68,8 +69,17 @@ export async function bindSlotSockets (host: string, port: number, count: number
   return {
     port: boundPort,
     give: (index, worker) => {
-      const slot = slots[index]
-      if (slot === undefined || 'gone' in slot) return false
+      let slot = slots[index]
+      if (slot === undefined || closed) return false
+      if ('gone' in slot) {
+        // Its first worker died before sending its socket back: bind the slot again (this fails for
+        // a port below 1024 once the primary dropped root).
+        try {
+          slot = slots[index] = { bound: new BoundSocket({ host: address, port: boundPort, reusePort: true }) }
+        } catch {
+          return false
+        }
+      }
       const keep = 'bound' in slot
       try {
         // A BoundSocket is transferred (node:child_process closes the primary's copy once the worker
