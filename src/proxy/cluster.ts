@@ -14,7 +14,7 @@ import { configDefaults } from '../config/defaults.js'
 import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
 import { ClusterControl } from './cluster-control.js'
-import { bindSlotSockets, SOCKET_REQUEST, WORKER_LISTENING, type SlotSockets } from './slot-sockets.js'
+import { bindSlotSockets, canBindSlotSockets, SOCKET_REQUEST, WORKER_LISTENING, type SlotSockets } from './slot-sockets.js'
 import { ratioFromExposition, ratioGauge } from '../tls/resumption-ratio.js'
 import { serveSessionCache } from '../tls/session-cache.js'
 import { errorCode, errorMessage } from '../../lib/errors.js'
@@ -33,15 +33,16 @@ interface Slot {
 export type SchedulingPolicy = 'reuseport' | 'none' | 'rr'
 
 /**
- * The cluster scheduling from `KEYEDGE_CLUSTER_SCHED`: `reuseport` (the default on Linux: one
+ * The cluster scheduling from `KEYEDGE_CLUSTER_SCHED`: `reuseport` (the default on Linux with Node ≥ 24.19: one
  * SO_REUSEPORT socket per worker, the kernel picks the worker), `none` (the default elsewhere: every
  * worker accepts from one shared socket, and every worker wakes for each connection) or `rr` (the
  * primary accepts and hands connections round-robin, for benchmarks).
  * @throws ConfigInvalidError (EDGE_ERR_CONFIG_INVALID) for any other value.
  */
-export function schedulingPolicy (env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform): SchedulingPolicy {
+export function schedulingPolicy (env: NodeJS.ProcessEnv = process.env, platform: NodeJS.Platform = process.platform, boundSockets = canBindSlotSockets): SchedulingPolicy {
   const v = env.KEYEDGE_CLUSTER_SCHED ?? ''
-  if (v === '') return platform === 'linux' ? 'reuseport' : 'none'
+  if (v === '') return platform === 'linux' && boundSockets ? 'reuseport' : 'none'
+  if (v === 'reuseport' && !boundSockets) throw new ConfigInvalidError(['KEYEDGE_CLUSTER_SCHED: "reuseport" needs Node.js 24.19 or later (net.BoundSocket); use "none" on this runtime'])
   if (v === 'reuseport' || v === 'none' || v === 'rr') return v
   throw new ConfigInvalidError([`KEYEDGE_CLUSTER_SCHED: must be "reuseport", "none" or "rr", got ${JSON.stringify(v.slice(0, 16))}`])
 }

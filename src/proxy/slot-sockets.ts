@@ -12,7 +12,14 @@
 
 import type { Worker } from 'node:cluster'
 import { lookup } from 'node:dns/promises'
-import { BoundSocket, isIP, type Server, type Socket } from 'node:net'
+import * as net from 'node:net'
+import type { Server, Socket } from 'node:net'
+
+/** `net.BoundSocket` (Node ≥ 24.19); absent on older runtimes, which then share one socket (`none`). */
+const BoundSocket = (net as { BoundSocket?: typeof net.BoundSocket }).BoundSocket
+
+/** Whether this runtime can bind a socket without listening on it (what `reuseport` scheduling needs). */
+export const canBindSlotSockets = typeof BoundSocket === 'function'
 
 /** Worker → primary: the worker is ready for its slot's socket. */
 export const SOCKET_REQUEST = 'edge:socket-request'
@@ -42,7 +49,7 @@ export interface SlotSockets {
   close: () => void
 }
 
-type Slot = { bound: BoundSocket } | { held: RawHandle } | { gone: true }
+type Slot = { bound: net.BoundSocket } | { held: RawHandle } | { gone: true }
 
 /**
  * Binds `count` sockets to `host`:`port` with SO_REUSEPORT (port 0: the first one picks the port and
@@ -50,7 +57,8 @@ type Slot = { bound: BoundSocket } | { held: RawHandle } | { gone: true }
  * @throws the bind error (EADDRINUSE, EACCES, ENOTSUP where the platform has no SO_REUSEPORT balancing).
  */
 export async function bindSlotSockets (host: string, port: number, count: number): Promise<SlotSockets> {
-  const address = isIP(host) !== 0 ? host : (await lookup(host)).address
+  if (BoundSocket === undefined) throw new Error('this Node.js has no net.BoundSocket (Node 24.19 or later has it)')
+  const address = net.isIP(host) !== 0 ? host : (await lookup(host)).address
   const slots: Slot[] = []
   try {
     let bindPort = port

@@ -6,6 +6,7 @@ import { readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from '
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { schedulingPolicy } from '../../src/proxy/cluster.js'
+import { canBindSlotSockets } from '../../src/proxy/slot-sockets.js'
 import { startDemoUpstream } from '../../src/proxy/demo-upstream.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli, type Spawned } from '../helpers/processes.js'
@@ -52,6 +53,8 @@ function socketInodes (pid: number): Set<number> {
   return out
 }
 
+const NO_REUSEPORT = process.platform !== 'linux' ? 'SO_REUSEPORT balancing is Linux-only' : !canBindSlotSockets ? 'this Node.js has no net.BoundSocket' : false
+
 const intersect = (a: Set<number>, b: Set<number>): number[] => [...a].filter(x => b.has(x))
 
 /** The pids of the workers that logged 'certificate loaded' (each worker logs it once at start). */
@@ -70,13 +73,15 @@ async function startProxy (t: Test, env: Record<string, string> = {}): Promise<{
 }
 
 t.test('the scheduling policy: reuseport by default on Linux, shared socket elsewhere, and only known values', async t => {
-  t.equal(schedulingPolicy({}, 'linux'), 'reuseport')
-  t.equal(schedulingPolicy({}, 'darwin'), 'none')
-  for (const v of ['reuseport', 'none', 'rr'] as const) t.equal(schedulingPolicy({ KEYEDGE_CLUSTER_SCHED: v }, 'linux'), v)
+  t.equal(schedulingPolicy({}, 'linux', true), 'reuseport')
+  t.equal(schedulingPolicy({}, 'darwin', true), 'none')
+  t.equal(schedulingPolicy({}, 'linux', false), 'none', 'a runtime without net.BoundSocket shares one socket')
+  t.throws(() => schedulingPolicy({ KEYEDGE_CLUSTER_SCHED: 'reuseport' }, 'linux', false), { code: 'EDGE_ERR_CONFIG_INVALID', message: /needs Node.js 24.19/ })
+  for (const v of ['reuseport', 'none', 'rr'] as const) t.equal(schedulingPolicy({ KEYEDGE_CLUSTER_SCHED: v }, 'linux', true), v)
   t.throws(() => schedulingPolicy({ KEYEDGE_CLUSTER_SCHED: 'herd' }), { code: 'EDGE_ERR_CONFIG_INVALID', message: /must be "reuseport", "none" or "rr"/ })
 })
 
-t.test('each worker accepts on its own socket; the primary holds both and never a third', { skip: process.platform !== 'linux' && 'SO_REUSEPORT balancing is Linux-only' }, async t => {
+t.test('each worker accepts on its own socket; the primary holds both and never a third', { skip: NO_REUSEPORT }, async t => {
   const { proxy, port } = await startProxy(t)
   t.match(proxy.lines.join('\n'), /"schedulingPolicy":"reuseport"/)
   const listening = listeningInodes(port)
@@ -90,7 +95,7 @@ t.test('each worker accepts on its own socket; the primary holds both and never 
   t.same(answers, Array(8).fill(200))
 })
 
-t.test('connections queued on a worker that dies are served by its replacement, on the same socket', { skip: process.platform !== 'linux' && 'SO_REUSEPORT balancing is Linux-only' }, async t => {
+t.test('connections queued on a worker that dies are served by its replacement, on the same socket', { skip: NO_REUSEPORT }, async t => {
   const { proxy, port } = await startProxy(t)
   const listening = listeningInodes(port)
   const [victim, survivor] = workerPids(proxy)
@@ -122,7 +127,7 @@ t.test('shared-socket (none) and round-robin (rr) scheduling still serve', async
   }
 })
 
-t.test('the proxy stops listening when it stops: no socket left behind', { skip: process.platform !== 'linux' && 'Linux-only' }, async t => {
+t.test('the proxy stops listening when it stops: no socket left behind', { skip: NO_REUSEPORT }, async t => {
   const { proxy, port } = await startProxy(t)
   t.equal(listeningInodes(port).size, 2)
   proxy.proc.kill('SIGTERM')
