@@ -115,7 +115,9 @@ export async function measureLoad (def: CaseDef, inst: Instance, round: number, 
   let counted: { full: number, resumed: number } | null = null
   let hasKeyProcess: boolean
   try {
-    const warmN = Math.round(spec.requests * env.warmupShare)
+    // Each worker warms up as much as a lone worker does (code is compiled, pools filled per process):
+    // else the 2-workers ÷ 1 ratio measures the second worker's warm-up too.
+    const warmN = Math.round(spec.requests * env.warmupShare) * def.shape.workers
     if (warmN > 0) warm = await runH2load({ ...spec, requests: Math.max(warmN, Math.min(spec.clients, spec.requests)) }, conf, env.clientCpus, limitFor(spec))
     const c0 = await inst.handshakes?.()
     const pids = inst.pids()

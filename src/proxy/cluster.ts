@@ -1,6 +1,7 @@
-// The proxy's primary process: forks workers with node:cluster (SCHED_NONE by default: workers accept
-// from the shared socket), restarts dead ones with backoff, reloads certificates (file changes, SIGHUP,
-// admin API), runs the admin listener, and drains then stops the workers on SIGTERM (SIGINT: at once).
+// The proxy's primary process: forks workers with node:cluster (on Linux each worker accepts on its own
+// SO_REUSEPORT socket that the primary binds and keeps, src/proxy/slot-sockets.ts), restarts dead ones
+// with backoff, reloads certificates (file changes, SIGHUP, admin API), runs the admin listener, and
+// drains then stops the workers on SIGTERM (SIGINT: at once).
 
 import cluster, { type Worker } from 'node:cluster'
 import { availableParallelism } from 'node:os'
@@ -13,6 +14,7 @@ import { configDefaults } from '../config/defaults.js'
 import type { EdgeConfig } from '../config/types.js'
 import { ConfigInvalidError } from '../errors.js'
 import { ClusterControl } from './cluster-control.js'
+import { bindSlotSockets, canBindSlotSockets, SOCKET_REQUEST, WORKER_LISTENING, type SlotSockets } from './slot-sockets.js'
 import { workerHeapArgv } from './worker-heap.js'
 import { ratioFromExposition, ratioGauge } from '../tls/resumption-ratio.js'
 import { serveSessionCache } from '../tls/session-cache.js'
@@ -29,18 +31,23 @@ interface Slot {
   restartTimer?: NodeJS.Timeout
 }
 
-export type SchedulingPolicy = 'none' | 'rr'
+export type SchedulingPolicy = 'reuseport' | 'none' | 'rr'
 
 /**
- * The cluster scheduling from `KEYEDGE_CLUSTER_SCHED`: `none` (default; workers accept from the
- * shared socket) or `rr` (the primary accepts and hands connections round-robin, for benchmarks).
+ * The cluster scheduling from `KEYEDGE_CLUSTER_SCHED`: `none` (the default: every worker accepts from
+ * one shared socket, so a busy worker simply accepts less), `reuseport` (Linux with Node ≥ 24.19: one
+ * SO_REUSEPORT socket per worker, the kernel picks the worker by a hash — no accept herd, and
+ * connections queued on a crashed worker's socket survive, but a stuck worker keeps getting its
+ * share; side by side it saved no CPU per handshake on 2 workers) or `rr` (the primary accepts and
+ * hands connections round-robin, for benchmarks).
  * @throws ConfigInvalidError (EDGE_ERR_CONFIG_INVALID) for any other value.
  */
-export function schedulingPolicy (env: NodeJS.ProcessEnv = process.env): SchedulingPolicy {
+export function schedulingPolicy (env: NodeJS.ProcessEnv = process.env, boundSockets = canBindSlotSockets): SchedulingPolicy {
   const v = env.KEYEDGE_CLUSTER_SCHED ?? ''
-  if (v === '' || v === 'none') return 'none'
-  if (v === 'rr') return 'rr'
-  throw new ConfigInvalidError([`KEYEDGE_CLUSTER_SCHED: must be "none" or "rr", got ${JSON.stringify(v.slice(0, 16))}`])
+  if (v === '') return 'none'
+  if (v === 'reuseport' && !boundSockets) throw new ConfigInvalidError(['KEYEDGE_CLUSTER_SCHED: "reuseport" needs Node.js 24.19 or later (net.BoundSocket); use "none" on this runtime'])
+  if (v === 'reuseport' || v === 'none' || v === 'rr') return v
+  throw new ConfigInvalidError([`KEYEDGE_CLUSTER_SCHED: must be "reuseport", "none" or "rr", got ${JSON.stringify(v.slice(0, 16))}`])
 }
 
 /** Number of workers to run: `override` (from --workers) or config.workers; 0 means one per CPU. */
@@ -73,6 +80,17 @@ export async function runPrimary (opts: {
     log.fatal({ code: errorCode(err) }, errorMessage(err))
     return 1
   }
+  // `reuseport`: bound here, before any worker exists, as root under --user (a port below 1024).
+  let sockets: SlotSockets | undefined
+  if (policy === 'reuseport') {
+    try {
+      sockets = await bindSlotSockets(opts.config.listen.host, opts.config.listen.port, workers)
+    } catch (err) {
+      log.fatal({ code: errorCode(err), host: opts.config.listen.host, port: opts.config.listen.port }, `cannot listen: ${errorMessage(err)}`)
+      return 1
+    }
+  }
+  // The token listener (and, unless `reuseport`, the proxy's) is node:cluster's shared socket.
   cluster.schedulingPolicy = policy === 'rr' ? cluster.SCHED_RR : cluster.SCHED_NONE
   cluster.setupPrimary({
     exec: WORKER_MAIN,
@@ -97,7 +115,7 @@ export async function runPrimary (opts: {
   const fork = (slot: Slot): void => {
     slot.restartTimer = undefined
     slot.startedAt = Date.now()
-    const worker = cluster.fork({ KEYEDGE_WORKER_SLOT: String(slot.index) })
+    const worker = cluster.fork({ KEYEDGE_WORKER_SLOT: String(slot.index), ...(sockets === undefined ? {} : { KEYEDGE_WORKER_LISTEN: 'primary' }) })
     slot.worker = worker
     bySlot.set(worker, slot)
   }
@@ -161,6 +179,8 @@ export async function runPrimary (opts: {
         worker.process.kill('SIGTERM')
       }
     }
+    // The workers close their listeners; the primary's duplicates would keep queueing connections.
+    sockets?.close()
     const killer = setTimeout(() => {
       for (const worker of alive()) {
         log.warn({ workerPid: worker.process.pid }, 'worker did not stop in time, killing it')
@@ -172,11 +192,11 @@ export async function runPrimary (opts: {
 
   const onListening = (worker: Worker, address: { port: number }): void => {
     const slot = bySlot.get(worker)
-    if (slot === undefined) return
+    if (slot === undefined || stopping) return
     listening.add(slot)
     if (!announced && listening.size === slots.length) {
       announced = true
-      // The primary bound the workers' port (node:cluster binds in the primary): root is no longer needed.
+      // The primary bound the workers' port (its slot sockets, or node:cluster's shared one): root is no longer needed.
       if (opts.runAs !== undefined) {
         try {
           dropPrivileges(opts.runAs)
@@ -214,6 +234,23 @@ export async function runPrimary (opts: {
     slot.restartTimer = setTimeout(() => fork(slot), slot.delayMs)
   }
 
+  // Workers ask for their slot's socket (reuseport), and say when they serve (every listener open).
+  const onMessage = (worker: Worker, msg: unknown, handle: unknown): void => {
+    const type = (msg as { type?: unknown } | null)?.type
+    const slot = bySlot.get(worker)
+    if (slot === undefined) return
+    if (type === SOCKET_REQUEST) {
+      if (stopping) worker.process.kill('SIGTERM')
+      else if (sockets === undefined || !sockets.give(slot.index, worker)) {
+        log.error({ workerPid: worker.process.pid, slot: slot.index }, 'no listening socket for this worker; stopping it (it is restarted with backoff)')
+        worker.process.kill('SIGTERM')
+      }
+    } else if (type === WORKER_LISTENING) {
+      if (handle !== undefined && handle !== null) sockets?.keep(slot.index, handle)
+      onListening(worker, { port: Number((msg as { port?: unknown }).port) })
+    }
+  }
+
   let drainTimer: NodeJS.Timeout | undefined
   const onSignal = (signal: NodeJS.Signals): void => {
     log.info({ signal }, 'signal received')
@@ -233,7 +270,7 @@ export async function runPrimary (opts: {
     void control.reload('SIGHUP')
   }
 
-  cluster.on('listening', onListening)
+  cluster.on('message', onMessage)
   cluster.on('exit', onExit)
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
@@ -245,8 +282,9 @@ export async function runPrimary (opts: {
   try {
     return await finished
   } finally {
-    cluster.off('listening', onListening)
+    cluster.off('message', onMessage)
     cluster.off('exit', onExit)
+    sockets?.close()
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     process.off('SIGHUP', onHangup)

@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
 import { constants as http2Constants, createSecureServer, type Http2ServerRequest, type Http2Session, type ServerHttp2Session } from 'node:http2'
-import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import type { SecureContextOptions, TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
@@ -77,7 +77,13 @@ export interface ReloadPlan {
  * @throws the certificate errors of CertStore.load (EDGE_ERR_CERT_LOAD, EDGE_ERR_KEY_LOAD,
  *   EDGE_ERR_CERT_KEY_MISMATCH, EDGE_ERR_SECURE_CONTEXT) and listen errors (EADDRINUSE …).
  */
-export async function startProxyServer (opts: { config: EdgeConfig, log: Logger, registry: Registry }): Promise<ProxyServer> {
+export async function startProxyServer (opts: {
+  config: EdgeConfig
+  log: Logger
+  registry: Registry
+  /** Starts `listener` listening instead of `config.listen` (a cluster worker listens on its slot's socket). */
+  listen?: (listener: NetServer) => void
+}): Promise<ProxyServer> {
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
@@ -220,7 +226,8 @@ export async function startProxyServer (opts: { config: EdgeConfig, log: Logger,
   // Nagle held the last partial segment of each response until the client's (delayed) ACK: 1 MiB
   // responses streamed at less than half the minimal Node proxy's rate (docs/benchmarks.md).
   const listener = createNetServer({ allowHalfOpen: true, noDelay: true }, socket => front.accept(socket))
-  listener.listen(config.listen.port, config.listen.host)
+  if (opts.listen !== undefined) opts.listen(listener)
+  else listener.listen(config.listen.port, config.listen.host)
   await once(listener, 'listening')
   const port = (listener.address() as AddressInfo).port
 
