@@ -5,7 +5,7 @@
 
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
 import type { RouteConfig } from '../config/types.js'
 import { EdgeError } from '../errors.js'
@@ -15,6 +15,7 @@ import { H2Upstreams, type Requester } from './h2-upstream.js'
 import { HealthChecker, OutlierDetector } from './health.js'
 import { replayable, RetryBudget, retriableError } from './retry.js'
 import { UpstreamPools } from './upstream-pools.js'
+import { fastCounter, fastHistogram, observe, type CounterCell, type FastCounter, type FastHistogram, type HistogramCell } from './request-metrics.js'
 
 /** Every target of the pool is down or ejected: answered `503` at once. */
 export class NoHealthyUpstreamError extends EdgeError {
@@ -44,9 +45,10 @@ export interface UpstreamResult {
 }
 
 interface PoolMetrics {
-  requests: Counter<string>
+  /** Per request: counted in plain numbers, handed to prom-client at scrape time (request-metrics.ts). */
+  requests: FastCounter
   errors: Counter<string>
-  duration: Histogram<string>
+  duration: FastHistogram
   ejections: Counter<string>
   retries: Counter<string>
 }
@@ -86,6 +88,8 @@ export class RoutePool {
   readonly #metrics: PoolMetrics
   readonly #isTrusted: (a: string) => boolean
   readonly #h2: H2Upstreams
+  /** The per-request metric cells of each target, resolved once. */
+  readonly #cells = new Map<Target, { requests: CounterCell, duration: HistogramCell }>()
 
   constructor (route: RouteConfig, opts: { connections: UpstreamPools, h2: H2Upstreams, log: Logger, metrics: PoolMetrics, isTrusted: (a: string) => boolean }) {
     this.#route = route
@@ -120,6 +124,15 @@ export class RoutePool {
     return this.#balancer.pick(t => t.eligible(now), key)?.url
   }
 
+  #cellsOf (t: Target): { requests: CounterCell, duration: HistogramCell } {
+    let cells = this.#cells.get(t)
+    if (cells === undefined) {
+      const labels = { route: this.label, target: t.url }
+      this.#cells.set(t, cells = { requests: this.#metrics.requests.cell(labels), duration: this.#metrics.duration.cell(labels) })
+    }
+    return cells
+  }
+
   /** Sends `options` to a target, retrying on another one when allowed; rejects with NoHealthyUpstreamError when none is eligible. */
   async request (options: Dispatcher.RequestOptions, ctx: RequestContext): Promise<UpstreamResult> {
     this.#budget.request()
@@ -133,9 +146,9 @@ export class RoutePool {
     let retriesLeft = canRetry ? this.#route.retry.attempts : 0
     for (;;) {
       tried.add(target)
-      const labels = { route: this.label, target: target.url }
-      this.#metrics.requests.inc(labels)
-      const started = process.hrtime.bigint()
+      const cells = this.#cellsOf(target)
+      cells.requests.n++
+      const started = performance.now()
       target.outstanding++
       let response: Dispatcher.ResponseData
       try {
@@ -145,7 +158,7 @@ export class RoutePool {
         const code = errorCode(err)
         const aborted = options.signal !== undefined && options.signal !== null && (options.signal as AbortSignal).aborted
         if (aborted) throw err
-        this.#metrics.errors.inc({ ...labels, kind: TIMEOUTS.has(code ?? '') ? 'timeout' : 'connect' })
+        this.#metrics.errors.inc({ route: this.label, target: target.url, kind: TIMEOUTS.has(code ?? '') ? 'timeout' : 'connect' })
         this.#outliers.failure(target)
         const next = retriesLeft > 0 && retriableError(code) ? this.#nextTarget(pick) : undefined
         if (next === undefined) {
@@ -159,10 +172,10 @@ export class RoutePool {
       const current = target
       response.body.once('close', () => {
         current.outstanding--
-        this.#metrics.duration.observe(labels, Number(process.hrtime.bigint() - started) / 1e9)
+        observe(cells.duration, (performance.now() - started) / 1000)
       })
       if (response.statusCode >= 500) {
-        this.#metrics.errors.inc({ ...labels, kind: 'status_5xx' })
+        this.#metrics.errors.inc({ route: this.label, target: target.url, kind: 'status_5xx' })
         this.#outliers.failure(current)
       } else {
         this.#outliers.success(current)
@@ -241,9 +254,9 @@ export class RoutePools {
     const { registry } = opts
     const labelNames = ['route', 'target']
     const metrics: PoolMetrics = {
-      requests: metric(registry, 'edge_upstream_requests_total', () => new Counter({ name: 'edge_upstream_requests_total', help: 'Requests sent to each upstream target (retries included)', labelNames, registers: [registry] })),
+      requests: fastCounter(registry, { name: 'edge_upstream_requests_total', help: 'Requests sent to each upstream target (retries included)', labelNames }),
       errors: metric(registry, 'edge_upstream_errors_total', () => new Counter({ name: 'edge_upstream_errors_total', help: 'Failed upstream requests by target and kind (connect, timeout, status_5xx)', labelNames: [...labelNames, 'kind'], registers: [registry] })),
-      duration: metric(registry, 'edge_upstream_duration_seconds', () => new Histogram({ name: 'edge_upstream_duration_seconds', help: 'Upstream request time per target, from sending to the end of the response body', labelNames, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] })),
+      duration: fastHistogram(registry, { name: 'edge_upstream_duration_seconds', help: 'Upstream request time per target, from sending to the end of the response body', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] }),
       ejections: metric(registry, 'edge_upstream_ejections_total', () => new Counter({ name: 'edge_upstream_ejections_total', help: 'Passive outlier ejections per target', labelNames, registers: [registry] })),
       retries: metric(registry, 'edge_upstream_retries_total', () => new Counter({ name: 'edge_upstream_retries_total', help: 'Retry decisions per route (sent, budget_exhausted, no_target)', labelNames: ['route', 'result'], registers: [registry] }))
     }

@@ -102,6 +102,15 @@ export async function startProxyServer (opts: {
   // One close listener for all of them (a closure each would be kept for the connection's life).
   function dropSocket (this: TLSSocket): void { sockets.delete(this) }
 
+  // One listener for every HTTP/1.1 response (not a closure per request): its socket, from its request.
+  function responseClosed (this: ServerResponse): void {
+    const socket = this.req.socket as TLSSocket
+    const before = sockets.get(socket)
+    if (before === undefined) return
+    sockets.set(socket, before - 1)
+    if (closing && before === 1) socket.end()
+  }
+
   const onRequest = (req: ClientRequest, res: ClientResponse): void => {
     if (req.httpVersionMajor < 2) {
       http1Limits.request(req as IncomingMessage, res as ServerResponse)
@@ -109,12 +118,7 @@ export async function startProxyServer (opts: {
       const count = sockets.get(socket)
       if (count !== undefined) sockets.set(socket, count + 1)
       if (closing) res.setHeader('connection', 'close')
-      res.once('close', () => {
-        const before = sockets.get(socket)
-        if (before === undefined) return
-        sockets.set(socket, before - 1)
-        if (closing && before === 1) socket.end()
-      })
+      res.once('close', responseClosed)
     }
     forwarder.handle(req, res)
   }
