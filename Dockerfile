@@ -13,7 +13,7 @@ COPY keyd/native ./keyd/native
 ENV npm_config_nodedir=/usr/local
 COPY .npmrc ./
 RUN npm ci --ignore-scripts --omit=optional && npx node-gyp rebuild -C keyd/bridge && node keyd/bridge/check-no-libcrypto.mjs \
-  && npx node-gyp rebuild -C keyd/native && node keyd/native/check-no-libcrypto.mjs
+  && npx node-gyp rebuild -C keyd/native && node keyd/bridge/check-no-libcrypto.mjs keyd/native/build/Release/keyd_native.node "keyd native"
 COPY . .
 RUN npm run build && npm prune --omit=dev --omit=optional
 

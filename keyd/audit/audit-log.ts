@@ -280,14 +280,7 @@ export class AuditLog {
       this.#flushing = this.#flushLoop(false)
       return
     }
-    this.#size += buf.length
-    this.#queue.splice(0, batch.length)
-    this.#durableSeq = last.seq
-    this.#durableChain = last.chain
-    this.written += batch.length
-    for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
-    this.#release(last.seq)
-    this.#creditWatcher?.(false)
+    this.#committed(batch, buf.length)
   }
 
   #timeOf (ms: number): string {
@@ -369,7 +362,15 @@ export class AuditLog {
       await fh.truncate(this.#size).catch(() => {})
       return false
     }
-    this.#size += buf.length
+    this.#committed(batch, buf.length)
+    return true
+  }
+
+  /** The first `batch.length` queued entries (`bytes` of lines) are on disk: the queue, the durable head, the acknowledged bytes and the waiters move on. */
+  #committed (batch: Queued[], bytes: number): void {
+    const last = batch.at(-1)
+    if (last === undefined) return
+    this.#size += bytes
     this.#queue.splice(0, batch.length)
     this.#durableSeq = last.seq
     this.#durableChain = last.chain
@@ -377,7 +378,6 @@ export class AuditLog {
     for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
     this.#release(last.seq)
     this.#creditWatcher?.(false)
-    return true
   }
 
   /** Resolves every waiter whose entries are all on disk now. */

@@ -1,14 +1,17 @@
-// Run by npm's install script right after node-gyp: the bridge must not depend on any
-// libcrypto/libssl, because it runs inside Node, which exports its own OpenSSL.
+// Run by npm's install script right after node-gyp: the bridge, and keyd's native SIGN addon
+// (`node check-no-libcrypto.mjs keyd/native/build/Release/keyd_native.node "keyd native"`), must not
+// depend on any libcrypto/libssl: they run inside Node and use the OpenSSL it exports (keys never meet
+// another one).
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-const so = path.join(path.dirname(fileURLToPath(import.meta.url)), 'build', 'Release', 'keyedge_provider.so')
+const so = process.argv[2] ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'build', 'Release', 'keyedge_provider.so')
+const label = process.argv[3] ?? 'keyedge bridge'
 
 function fail (message) {
-  console.error(`keyedge bridge: ${message}`)
+  console.error(`${label}: ${message}`)
   process.exit(1)
 }
 
@@ -28,8 +31,8 @@ function neededLibraries (file) {
   }
 }
 
-if (!fs.existsSync(so)) fail(`${so} is missing: node-gyp rebuild -C keyd/bridge did not produce it`)
+if (!fs.existsSync(so)) fail(`${so} is missing: node-gyp rebuild -C ${path.relative(process.cwd(), path.resolve(path.dirname(so), '..', '..'))} did not produce it`)
 const needed = neededLibraries(so)
 const bad = needed.filter((lib) => /^lib(crypto|ssl)\b/.test(path.basename(lib)))
 if (bad.length > 0) fail(`${so} depends on ${bad.join(', ')}; it must use the host process's OpenSSL only`)
-console.log(`keyedge bridge: ${path.basename(so)} ok (needs ${needed.join(', ') || 'nothing'})`)
+console.log(`${label}: ${path.basename(so)} ok (needs ${needed.join(', ') || 'nothing'})`)
