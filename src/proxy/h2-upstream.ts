@@ -11,10 +11,10 @@
 
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
 import { EventEmitter } from 'node:events'
-import { isIP } from 'node:net'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import { errors, type Dispatcher } from 'undici'
+import { targetHost } from './target-host.js'
 
 /** What a route's pool asks of a target's connections: undici's promise `request()` (its Pool, or an H2Origin). */
 export interface Requester {
@@ -183,10 +183,10 @@ export class H2Origin implements Requester {
 
   async #connect (): Promise<Session> {
     const tls = this.#scheme === 'https'
-    const host = this.#origin.hostname.replace(/^\[|\]$/g, '')
+    const { servername } = targetHost(this.#origin)
     const session = connect(this.#origin.origin, {
       settings: { enablePush: false },
-      ...(tls ? { ALPNProtocols: ['h2'], ...(isIP(host) === 0 ? { servername: host } : {}) } : {})
+      ...(tls ? { ALPNProtocols: ['h2'], ...(servername !== undefined ? { servername } : {}) } : {})
     })
     const entry: Session = { session, active: 0, draining: false, pinging: false }
     await new Promise<void>((resolve, reject) => {

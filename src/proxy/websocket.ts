@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { ServerHttp2Stream } from 'node:http2'
-import { connect as netConnect, isIP, type Socket } from 'node:net'
+import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import type { Logger } from 'pino'
 import { Counter, Gauge, type Registry } from 'prom-client'
@@ -20,6 +20,7 @@ import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
 import { createH2WebSockets } from './websocket-h2.js'
 import { splice } from './websocket-splice.js'
+import { targetHost } from './target-host.js'
 
 export type WebSocketOutcome = 'opened' | 'refused' | 'upstream_failed' | 'idle_timeout' | 'closed'
 
@@ -82,10 +83,10 @@ export function createWebSocketProxy (opts: {
     }
     const target = new URL(origin)
     const port = Number(target.port !== '' ? target.port : target.protocol === 'https:' ? 443 : 80)
-    const host = target.hostname.replace(/^\[(.*)\]$/, '$1') // an IPv6 literal without its URL brackets
-    // Verified against the target's own name or IP (as the undici pools); an IP is never sent as SNI (RFC 6066).
+    // Verified against the target's own name or IP, as the undici pools are.
+    const { host, servername } = targetHost(target)
     const upstream: Socket = target.protocol === 'https:'
-      ? tlsConnect({ host, port, servername: isIP(host) === 0 ? host : undefined, ALPNProtocols: ['http/1.1'] })
+      ? tlsConnect({ host, port, servername, ALPNProtocols: ['http/1.1'] })
       : netConnect({ host, port })
     const connectTimer = setTimeout(() => upstream.destroy(new Error('connect timeout')), route.connectTimeoutMs)
     connectTimer.unref()
