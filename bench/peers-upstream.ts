@@ -4,6 +4,7 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { pathToFileURL } from 'node:url'
+import { writeRepeated } from '../test/helpers/body.js'
 
 /** The body of every request but /1mib (about the size of a small API answer). */
 export const SMALL_BODY = Buffer.from('peers bench upstream: ok. This is a small response body of about a hundred bytes.\n')
@@ -16,15 +17,7 @@ export function startUpstream (): ReturnType<typeof createServer> {
     req.resume()
     if (req.url === LARGE_PATH) {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': LARGE_BYTES })
-      let left = LARGE_BYTES / CHUNK.length
-      const more = (): void => {
-        while (left > 0) {
-          left--
-          if (!res.write(CHUNK)) { res.once('drain', more); return }
-        }
-        res.end()
-      }
-      more()
+      writeRepeated(res, CHUNK, LARGE_BYTES / CHUNK.length)
       return
     }
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': SMALL_BODY.length })

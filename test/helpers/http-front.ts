@@ -179,9 +179,10 @@ export async function startFront (opts: {
   }
 }
 
+/** GET `path` on 127.0.0.1:`port` as text, through Node's http client without a keep-alive pool. */
 async function httpText (port: number, path: string): Promise<string> {
   return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path }, res => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, agent: false }, res => {
       let text = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => { text += c })
@@ -194,16 +195,7 @@ async function httpText (port: number, path: string): Promise<string> {
 
 /** The admin listener's /metrics text (port `adminPort` on 127.0.0.1), through Node's http client (no keep-alive pool). */
 export async function adminMetrics (adminPort: number): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics', agent: false }, res => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => resolve(text))
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  return await httpText(adminPort, '/metrics')
 }
 
 /** The value of `name{labels}` in a Prometheus text exposition (0 when absent). */

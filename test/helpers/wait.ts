@@ -9,3 +9,12 @@ export async function until (probe: () => Promise<boolean> | boolean, ms = 10_00
     await new Promise(resolve => setTimeout(resolve, 50))
   }
 }
+
+/** `p`, or a rejection naming `what` after `ms`: a wait that is never unbounded. */
+export async function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms) })
+  try {
+    return await Promise.race([p, late])
+  } finally { clearTimeout(timer) }
+}

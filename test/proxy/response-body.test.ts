@@ -6,7 +6,9 @@ import { once } from 'node:events'
 import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
+import { writeRepeated } from '../helpers/body.js'
 import { h2Open, startFront, tlsOpen, untilClosed } from '../helpers/http-front.js'
+import { within } from '../helpers/wait.js'
 
 const CHUNK = Buffer.alloc(64 * 1024, 'x')
 const DECLARED = 4 * 1024 * 1024
@@ -19,15 +21,7 @@ const upstream = createServer((req, res) => {
   open.set(req.url ?? '', { res, closed })
   res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': DECLARED })
   if (req.url === '/whole') {
-    let left = DECLARED / CHUNK.length
-    const more = (): void => {
-      while (left > 0) {
-        left--
-        if (!res.write(CHUNK)) { res.once('drain', more); return }
-      }
-      res.end()
-    }
-    more()
+    writeRepeated(res, CHUNK, DECLARED / CHUNK.length)
     return
   }
   // Half the body, then the upstream dies (/die) or keeps the rest back until the client goes (/hold).
@@ -43,15 +37,6 @@ t.teardown(async () => {
   upstream.closeAllConnections()
   upstream.close()
 })
-
-/** `p`, or a rejection after `ms`: no wait here is unbounded. */
-async function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms) })
-  try {
-    return await Promise.race([p, late])
-  } finally { clearTimeout(timer) }
-}
 
 /** Bytes of body after the head in a raw HTTP/1.1 response. */
 function bodyBytes (raw: string): number {

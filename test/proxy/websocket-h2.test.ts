@@ -13,6 +13,7 @@ import { connect as tlsConnect } from 'node:tls'
 import t from 'tap'
 import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
+import { within } from '../helpers/wait.js'
 import { selfSigned, startWebSocketProxy } from '../helpers/proxy-fixtures.js'
 
 interface Frame { opcode: number, payload: Buffer }
@@ -162,7 +163,7 @@ t.test('a WebSocket over HTTP/2 idle both ways is closed after webSocketIdleMs, 
   t.equal(status, 200)
   stream.resume()
   const started = Date.now()
-  await Promise.race([once(stream, 'close'), new Promise((_resolve, reject) => setTimeout(() => reject(new Error('not closed within 15 s')), 15_000).unref())])
+  await within(once(stream, 'close'), 15_000, 'the close')
   const after = Date.now() - started
   t.ok(after >= 900, `closed after ${after} ms`)
   t.ok(metric(await metrics(), 'edge_websocket_total', { event: 'idle_timeout' }) >= 1)
@@ -215,7 +216,7 @@ t.test('on shutdown an open WebSocket over HTTP/2 is ended and the proxy exits',
   stream.resume()
   const closed = once(stream, 'close')
   proxy.proc.kill('SIGTERM')
-  await Promise.race([closed, new Promise((_resolve, reject) => setTimeout(() => reject(new Error('not closed within 15 s')), 15_000).unref())])
+  await within(closed, 15_000, 'the close')
   t.pass('the client saw its stream end')
   const exit = await proxy.exited
   t.equal(exit.code, 0, 'the proxy exits 0')

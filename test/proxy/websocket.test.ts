@@ -10,6 +10,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import t from 'tap'
 import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
+import { within } from '../helpers/wait.js'
 import { selfSigned, startWebSocketProxy } from '../helpers/proxy-fixtures.js'
 
 const home = tempHome('keyedge-ws-')
@@ -100,7 +101,7 @@ t.test('a WebSocket idle both ways is closed after webSocketIdleMs', async t => 
   t.match(head, /^HTTP\/1\.1 101 /)
   const started = Date.now()
   socket.resume()
-  await Promise.race([once(socket, 'close'), new Promise((_resolve, reject) => setTimeout(() => reject(new Error('not closed within 15 s')), 15_000).unref())])
+  await within(once(socket, 'close'), 15_000, 'the close')
   const after = Date.now() - started
   t.ok(after >= 900, `closed after ${after} ms`)
   t.ok(metric(await metrics(), 'edge_websocket_total', { event: 'idle_timeout' }) >= 1)
@@ -112,7 +113,7 @@ t.test('on shutdown an open WebSocket is ended and the proxy exits', async t => 
   socket.resume()
   const closed = once(socket, 'close')
   proxy.proc.kill('SIGTERM')
-  await Promise.race([closed, new Promise((_resolve, reject) => setTimeout(() => reject(new Error('not closed within 15 s')), 15_000).unref())])
+  await within(closed, 15_000, 'the close')
   t.pass('the client saw its connection end')
   const exit = await proxy.exited
   t.equal(exit.code, 0, 'the proxy exits 0')
