@@ -1,6 +1,6 @@
 // Per-client-address limits on the listener, checked before a byte is read: how many connections
 // one client address may hold open, and how fast it may open new ones (a token bucket). Counted per
-// worker: each worker accepts on its own (SCHED_NONE), so across N workers a client may hold up to
+// worker: each worker accepts on its own (the shared socket, or its own with reuseport), so across N workers a client may hold up to
 // N times the limit. A client address is an IPv4 address, or an IPv6 /64 (one subscriber's prefix).
 
 import { isIPv6 } from 'node:net'
