@@ -6,7 +6,7 @@
 // reopened, REOPEN_AFTER_MS later, so the log resumes by itself when space comes back.
 
 import { randomUUID } from 'node:crypto'
-import type { Http2ServerRequest } from 'node:http2'
+import type { IncomingHttpHeaders, Http2ServerRequest } from 'node:http2'
 import type { TLSSocket } from 'node:tls'
 import { pino, type Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
@@ -34,9 +34,21 @@ export interface AccessRecord {
   upstreamConnectMs?: number
 }
 
+/** The record of a request served on an HTTP/2 stream without the compatibility layer (h2-direct.ts). */
+export interface StreamRecord extends AccessRecord {
+  /**
+   * Writes the line (set only when the log writes this request's line): call once, when the stream
+   * closes, with the status sent (200 when none was), the `content-length` of a response the proxy
+   * answered itself, and whether the response was sent whole.
+   */
+  end?: (status: number, declaredLength: number, complete: boolean) => void
+}
+
 export interface AccessLog {
   /** Starts the record of a request; the line is written when the exchange ends (if sampled in). */
   begin: (req: ClientRequest, res: ClientResponse, trusted: boolean) => AccessRecord
+  /** Starts the record of a request on an HTTP/2 stream (`tls`: its session's socket); the caller ends it. */
+  beginStream: (headers: IncomingHttpHeaders, tls: TLSSocket | undefined, trusted: boolean) => StreamRecord
   /** Flushes what is buffered (best effort) and closes the file. */
   close: () => Promise<void>
 }
@@ -172,14 +184,18 @@ export function accessLine (
 }
 
 /** A record that writes nothing (no access log). Request ids still flow. */
-function idOnly (req: ClientRequest, trusted: boolean): AccessRecord {
+function idOnly (req: { headers: IncomingHttpHeaders }, trusted: boolean): AccessRecord {
   const given = req.headers['x-request-id']
   const id = trusted && typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
   return { id, bytesIn: 0, bytesOut: 0 }
 }
 
 /** An access log writing nothing, for configs without an `accessLog` section. */
-export const NO_ACCESS_LOG: AccessLog = { begin: (req, _res, trusted) => idOnly(req, trusted), close: async () => {} }
+export const NO_ACCESS_LOG: AccessLog = {
+  begin: (req, _res, trusted) => idOnly(req, trusted),
+  beginStream: (headers, _tls, trusted) => idOnly({ headers }, trusted),
+  close: async () => {}
+}
 
 /** Opens the access log of `config` (asynchronously: an unopenable file only drops lines). */
 export function createAccessLog (opts: { config: AccessLogConfig | undefined, log: Logger, registry: Registry, random?: () => number }): AccessLog {
@@ -232,16 +248,19 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
     }
   }
 
-  function write (req: ClientRequest, res: ClientResponse, rec: AccessRecord, tls: TLSSocket | undefined, start: number, complete: boolean): void {
-    const url = req.url ?? '/'
+  const failed = (err: unknown): void => {
+    dropped.inc()
+    warnOnce({ code: err instanceof Error && 'code' in err ? err.code : err instanceof Error ? err.message : 'unknown' })
+  }
+
+  function write (headers: IncomingHttpHeaders, method: string | undefined, url: string, status: number, declared: number, rec: AccessRecord, tls: TLSSocket | undefined, start: number, complete: boolean): void {
     const q = config?.includeQuery === true ? -1 : url.indexOf('?')
     const upstreamFirstByteMs = rec.upstreamHeadersMs !== undefined && rec.upstreamStartMs !== undefined ? rec.upstreamHeadersMs - rec.upstreamStartMs : undefined
     const upstreamTotalMs = rec.upstreamEndMs !== undefined && rec.upstreamStartMs !== undefined ? rec.upstreamEndMs - rec.upstreamStartMs : undefined
-    const declared = Number(res.getHeader('content-length'))
     const facts = factsOf(tls)
     sink.write(accessLine(
-      isoNow(), rec.id, rec.client, facts, req.method, req.headers[':authority'] as string | undefined ?? req.headers.host,
-      q === -1 ? url : url.slice(0, q), res.statusCode, complete, rec.bytesIn,
+      isoNow(), rec.id, rec.client, facts, method, headers[':authority'] as string | undefined ?? headers.host,
+      q === -1 ? url : url.slice(0, q), status, complete, rec.bytesIn,
       rec.upstreamHeadersMs === undefined && Number.isFinite(declared) ? declared : rec.bytesOut,
       rec.upstream, ms(rec.upstreamConnectMs), ms(upstreamFirstByteMs), ms(upstreamTotalMs), ms(performance.now() - start)
     ))
@@ -261,14 +280,28 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
           done = true
           if (rec.route?.accessLog === false) return
           try {
-            write(req, res, rec, tls, start, complete)
+            write(req.headers, req.method, req.url ?? '/', res.statusCode, Number(res.getHeader('content-length')), rec, tls, start, complete)
           } catch (err) {
-            dropped.inc()
-            warnOnce({ code: err instanceof Error && 'code' in err ? err.code : err instanceof Error ? err.message : 'unknown' })
+            failed(err)
           }
         }
         res.once('finish', () => end(true))
         res.once('close', () => end(res.writableFinished))
+      }
+      return rec
+    },
+    beginStream (headers, tls, trusted) {
+      const rec: StreamRecord = idOnly({ headers }, trusted)
+      if (config.sampleRate < 1 && random() >= config.sampleRate) return rec
+      const start = performance.now()
+      rec.end = (status, declared, complete) => {
+        rec.end = undefined
+        if (rec.route?.accessLog === false) return
+        try {
+          write(headers, headers[':method'] as string | undefined, headers[':path'] as string | undefined ?? '/', status, declared, rec, tls, start, complete)
+        } catch (err) {
+          failed(err)
+        }
       }
       return rec
     },

@@ -27,12 +27,16 @@ import { peerAddress } from '../tls/proxy-protocol.js'
 import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
+import { createDirectH2, type StreamHandler } from './h2-direct.js'
+import { ANSWERS, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
 export type ClientResponse = ServerResponse | Http2ServerResponse
 
 export interface Forwarder {
   handle: (req: ClientRequest, res: ClientResponse) => void
+  /** Serves a new HTTP/2 stream on the direct path (h2-direct.ts) when it can: false leaves it to `handle` through the compatibility layer. */
+  handleStream: StreamHandler
   /** The upstream origin of `route` for a connection-level request (WebSocket), by its pool's balancing and health; undefined when none is eligible. */
   targetOf: (route: RouteConfig, headers: IncomingHttpHeaders, peer: string) => string | undefined
   /**
@@ -52,22 +56,7 @@ export interface ForwardingConfig {
   accessLog?: AccessLog
 }
 
-/** The routes, pools and access log that requests started under one config see to their end. */
-interface Generation {
-  router: ReturnType<typeof createRouter>
-  isTrusted: (address: string) => boolean
-  routePools: RoutePools
-  accessLog: AccessLog
-  /** Requests that started on this generation and are not done yet. */
-  inflight: number
-  /** Set when a reload replaced it: runs once `inflight` is 0. */
-  retired?: () => void
-}
-
-const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT'])
-
-/** How each client request ended, counted once in `edge_proxy_requests_total{outcome}`. */
-export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream' | 'too_large' | 'rate_limited'
+export type { Outcome }
 
 function counter (registry: Registry, name: string, help: string, labelNames: string[]): Counter<string> {
   return (registry.getSingleMetric(name) as Counter<string> | undefined) ??
@@ -80,7 +69,7 @@ function writeHead (res: ClientResponse, status: number, headers: Record<string,
   else res.writeHead(status, headers)
 }
 
-function sendJson (res: ClientResponse, status: number, body: Record<string, string>): void {
+function sendJson (res: ClientResponse, status: number, body: Readonly<Record<string, string>>): void {
   if (res.headersSent) {
     res.destroy()
     return
@@ -98,11 +87,6 @@ function hasBody (req: ClientRequest): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
-/** The `code` of an error (undici's `UND_ERR_*`, Node's `E*`), if it has one. */
-function errorCode (err: unknown): string | undefined {
-  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined
-}
-
 /** True once an HTTP/2 request's stream is gone (the client reset it). */
 function streamGone (req: ClientRequest): boolean {
   if (req.httpVersionMajor < 2) return false
@@ -114,16 +98,6 @@ function streamGone (req: ClientRequest): boolean {
 function cutResponse (req: ClientRequest, res: ClientResponse): void {
   if (req.httpVersionMajor >= 2) resetStream((req as Http2ServerRequest).stream)
   else res.destroy()
-}
-
-function requestPath (url: string): string {
-  if (url.startsWith('/')) return url
-  try {
-    const parsed = new URL(url)
-    return `${parsed.pathname}${parsed.search}`
-  } catch {
-    return url
-  }
 }
 
 /**
@@ -174,8 +148,8 @@ export function createForwarder (opts: {
   const duration = fastHistogram(opts.registry, {
     name: 'edge_proxy_request_duration_seconds', help: 'Client requests from their headers to their outcome (for forwarded: the response\'s end), by outcome', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
   })
-  const outcomeCells = new Map<Outcome, { count: CounterCell, time: HistogramCell }>()
-  const cellsOf = (o: Outcome): { count: CounterCell, time: HistogramCell } => {
+  const outcomeCells = new Map<Outcome, OutcomeCells>()
+  const cellsOf = (o: Outcome): OutcomeCells => {
     let cells = outcomeCells.get(o)
     if (cells === undefined) outcomeCells.set(o, cells = { count: requests.cell({ outcome: o }), time: duration.cell({ outcome: o }) })
     return cells
@@ -202,10 +176,8 @@ export function createForwarder (opts: {
     const gen = current
     const { router, isTrusted, routePools, accessLog } = gen
     gen.inflight++
-    res.once('close', () => {
-      // After this response's access-log line, written on the same event by a listener added later.
-      if (--gen.inflight === 0 && gen.retired !== undefined) setImmediate(() => { if (gen.inflight === 0) gen.retired?.() })
-    })
+    // After this response's access-log line, written on the same event by a listener added later.
+    res.once('close', () => leaveGeneration(gen))
     const peer = normalizeAddress(peerAddress(req.socket))
     const trusted = isTrusted(peer)
     const rec = accessLog.begin(req, res, trusted)
@@ -221,7 +193,7 @@ export function createForwarder (opts: {
     const route = router.match(authority.host, url)
     if (route === undefined) {
       settle('no_route')
-      sendJson(res, 404, { error: 'no_route', message: 'no route matches this host and path' })
+      sendJson(res, 404, ANSWERS.noRoute)
       return
     }
     rec.route = route
@@ -230,7 +202,7 @@ export function createForwarder (opts: {
     if (!admission.ok) {
       settle('rate_limited')
       res.setHeader('retry-after', String(admission.retryAfterSeconds))
-      sendJson(res, 429, { error: 'rate_limited', message: 'too many requests from this client address' })
+      sendJson(res, 429, ANSWERS.rateLimited)
       return
     }
     const declared = Number(req.headers['content-length'])
@@ -239,7 +211,7 @@ export function createForwarder (opts: {
       settle('too_large')
       // The body is not read: the connection cannot carry another request.
       if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
-      sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+      sendJson(res, 413, ANSWERS.tooLarge)
       return
     }
     const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket })
@@ -338,21 +310,21 @@ export function createForwarder (opts: {
         limits.hit('body_size')
         settle('too_large')
         if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
-        sendJson(res, 413, { error: 'too_large', message: 'the request body is larger than this route accepts' })
+        sendJson(res, 413, ANSWERS.tooLarge)
         return
       }
       const code = errorCode(err)
       if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') {
         settle('no_healthy_upstream')
-        sendJson(res, 503, { error: 'no_healthy_upstream', message: 'no upstream target of this route is healthy' })
+        sendJson(res, 503, ANSWERS.noHealthy)
         return
       }
       const timeout = TIMEOUT_CODES.has(code ?? '')
       settle(timeout ? 'gateway_timeout' : 'bad_gateway')
       log.warn({ upstream: failedTarget(err) ?? `${route.host}${route.pathPrefix}`, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
       sendJson(res, timeout ? 504 : 502, timeout
-        ? { error: 'gateway_timeout', message: 'the upstream did not answer in time' }
-        : { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
+        ? ANSWERS.gatewayTimeout
+        : ANSWERS.badGateway)
     }
     // HTTP/2: wait until the rest of this read is processed, so a RST_STREAM right behind the
     // HEADERS is seen before anything goes upstream.
@@ -362,6 +334,7 @@ export function createForwarder (opts: {
 
   return {
     handle,
+    handleStream: createDirectH2({ generation: () => current, cellsOf, limits, log }),
     targetOf: (route, headers, peer) => {
       try {
         return current.routePools.get(route).pickUrl({ headers, peer })

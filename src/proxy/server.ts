@@ -23,6 +23,7 @@ import { startResumption, type Variant } from '../tls/resumption.js'
 import { ConnectionLimits } from './conn-limits.js'
 import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
+import { serveStreamsDirectly } from './h2-direct.js'
 import { createHttp2Guard } from './h2-guard.js'
 import { createHttp1Limits } from './http-limits.js'
 import { createTrustMatcher } from './trusted-proxies.js'
@@ -133,6 +134,8 @@ export async function startProxyServer (opts: {
       // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL, so clients may open WebSockets over HTTP/2 (RFC 8441).
       ? createSecureServer({ ...options, ...http2Guard.serverOptions, settings: { ...http2Guard.serverOptions.settings, enableConnectProtocol: true }, allowHTTP1: true }, onRequest)
       : createHttpsServer({ ...options, ALPNProtocols: ['http/1.1'] }, onRequest)
+    // The common HTTP/2 request skips the compatibility layer (h2-direct.ts); the rest go to onRequest.
+    if (config.http2) serveStreamsDirectly(server, forwarder.handleStream)
     // The HTTP timeouts are ours (./http-limits.ts): Node's 5 s keep-alive must not cut in first. The
     // HTTP/2 server carrying HTTP/1.1 (allowHTTP1) has that 5 s default too (Node 24).
     ;(server as unknown as HttpServer).keepAliveTimeout = 0
