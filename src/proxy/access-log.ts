@@ -259,7 +259,7 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
     const upstreamTotalMs = rec.upstreamEndMs !== undefined && rec.upstreamStartMs !== undefined ? rec.upstreamEndMs - rec.upstreamStartMs : undefined
     const facts = factsOf(tls)
     sink.write(accessLine(
-      isoNow(), rec.id, rec.client, facts, method, headers[':authority'] as string | undefined ?? headers.host,
+      isoNow(), rec.id, rec.client, facts, method, headers[':authority'] ?? headers.host,
       q === -1 ? url : url.slice(0, q), status, complete, rec.bytesIn,
       rec.upstreamHeadersMs === undefined && Number.isFinite(declared) ? declared : rec.bytesOut,
       rec.upstream, ms(rec.upstreamConnectMs), ms(upstreamFirstByteMs), ms(upstreamTotalMs), ms(performance.now() - start)
@@ -298,7 +298,7 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
         rec.end = undefined
         if (rec.route?.accessLog === false) return
         try {
-          write(headers, headers[':method'] as string | undefined, headers[':path'] as string | undefined ?? '/', status, declared, rec, tls, start, complete)
+          write(headers, headers[':method'], headers[':path'] ?? '/', status, declared, rec, tls, start, complete)
         } catch (err) {
           failed(err)
         }

@@ -25,7 +25,7 @@ import { clientAddress } from './client-address.js'
 import { ANSWERS, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders, withoutHopByHop, type OutgoingHeaders } from './forward-headers.js'
 import { isGrpc } from './grpc.js'
-import { resetStream } from './h2-guard.js'
+import { cancelStream } from './h2-guard.js'
 import { observe } from './request-metrics.js'
 import type { RouteLimits } from './route-limits.js'
 import { failedTarget, type Cancel, type UpstreamSink } from './route-pool.js'
@@ -90,7 +90,7 @@ export function createDirectH2 (ctx: DirectContext): StreamHandler {
     const route = authority.ok ? gen.router.match(authority.host, url) : undefined
     if (route !== undefined && !gen.routePools.get(route).dispatchable) return false
 
-    const x = new Exchange(ctx, stream as Stream, headers, gen, url)
+    const x = new Exchange(ctx, stream, headers, gen, url)
     if (!authority.ok) {
       x.settle('bad_request')
       x.answer(400, { error: 'bad_request', message: authority.reason })
@@ -212,7 +212,7 @@ class Exchange implements UpstreamSink {
     if (this.#gen.accessLog !== NO_ACCESS_LOG) this.#stopConnectTime = watchConnectTime(rec.id, rec)
     const method = this.#headers[':method'] as string
     const options: Dispatcher.DispatchOptions = {
-      method: method as Dispatcher.HttpMethod,
+      method: method,
       path: requestPath(this.#url),
       headers: this.#upstreamHeaders,
       body: null,
@@ -227,7 +227,7 @@ class Exchange implements UpstreamSink {
     const stream = this.#stream
     if (stream.destroyed || stream.closed) return
     if (this.#responded) {
-      resetStream(stream)
+      cancelStream(stream)
       return
     }
     const text = JSON.stringify(body)
@@ -302,7 +302,7 @@ class Exchange implements UpstreamSink {
     this.#rec.upstreamEndMs = performance.now()
     const stream = this.#stream
     if (this.#gone || stream.destroyed || stream.closed) return
-    if (rawTrailers !== null && rawTrailers.length > 0) this.#trailers = withoutHopByHop(undiciUtil.parseHeaders(rawTrailers as Buffer[]) as Record<string, string | string[]>)
+    if (rawTrailers !== null && rawTrailers.length > 0) this.#trailers = withoutHopByHop(undiciUtil.parseHeaders(rawTrailers))
     this.#ended = true
     if (!stream.writableEnded) stream.end()
   }
@@ -321,7 +321,7 @@ class Exchange implements UpstreamSink {
       // Headers are gone already: all that can be done is to cut the client off.
       this.#ctx.log.warn({ upstream: this.#rec.upstream, code }, 'upstream response body failed')
       this.settle(timeout ? 'gateway_timeout' : 'bad_gateway')
-      resetStream(stream)
+      cancelStream(stream)
       return
     }
     if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') {

@@ -4,6 +4,7 @@
 // open stream for `http2IdleMs`: GOAWAY, then close).
 
 import { constants, type Http2Stream, type SecureServerOptions, type ServerHttp2Session } from 'node:http2'
+import { setTimeout as delay } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import type { LimitsConfig, TimeoutsConfig } from '../config/types.js'
@@ -19,6 +20,24 @@ export function resetStream (stream: Http2Stream, code: number = constants.NGHTT
   if (stream.destroyed || stream.closed) return
   resetByUs.add(stream)
   stream.close(code)
+}
+
+/**
+ * Node's own AbortError class (not exported): a stream destroyed with one is reset with CANCEL,
+ * the only way to reset a stream without first ending its writable side.
+ */
+const AbortErrorClass = await delay(0, undefined, { signal: AbortSignal.abort() }).then(() => Error, (err: unknown) => err instanceof Error ? err.constructor as new () => Error : Error)
+
+/**
+ * Resets `stream` with CANCEL on the proxy's own initiative, dropping what it has not sent yet. For a
+ * stream whose response does not wait for trailers: resetStream() ends the writable side first, so
+ * the client would see END_STREAM (a response cut short of its content-length: a PROTOCOL_ERROR on
+ * its side) before the reset. The compatibility layer always waits for trailers, so it never does.
+ */
+export function cancelStream (stream: Http2Stream): void {
+  if (stream.destroyed || stream.closed) return
+  resetByUs.add(stream)
+  stream.destroy(new AbortErrorClass())
 }
 
 export interface Http2Guard {

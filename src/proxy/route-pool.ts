@@ -332,7 +332,7 @@ class DispatchRun implements Cancel {
       attempt.cells = this.#pool._start(target, this.#options, attempt)
     } catch (err) {
       // The pools are closed: the worker is stopping.
-      this.#sink.onUpstreamError(err as Error)
+      this.#sink.onUpstreamError(err instanceof Error ? err : new Error(String(err)))
     }
   }
 
