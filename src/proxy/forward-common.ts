@@ -6,7 +6,7 @@
 import type { AccessLog } from './access-log.js'
 import type { CounterCell, HistogramCell } from './request-metrics.js'
 import type { createRouter } from './router.js'
-import type { RoutePools } from './route-pool.js'
+import { failedTarget, type RoutePools } from './route-pool.js'
 
 /** How a client request ended, counted once in `edge_proxy_requests_total{outcome}`. */
 export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream' | 'too_large' | 'rate_limited'
@@ -59,3 +59,25 @@ export const ANSWERS = {
   gatewayTimeout: { error: 'gateway_timeout', message: 'the upstream did not answer in time' },
   badGateway: { error: 'bad_gateway', message: 'the upstream could not be reached or failed' }
 } as const
+
+/** How the proxy answers an upstream failure that came before any answer. */
+export interface FailureAnswer {
+  outcome: Outcome
+  status: number
+  body: Readonly<Record<string, string>>
+  code: string | undefined
+  /** The target it failed on, when one was tried. */
+  target: string | undefined
+  /** The warning to log (none for "no healthy target", which the pool's gauges show). */
+  logMessage: string | undefined
+}
+
+/** 503 when no target is eligible, 504 for undici's timeouts, 502 for the rest. */
+export function failureAnswer (err: unknown): FailureAnswer {
+  const code = errorCode(err)
+  if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') return { outcome: 'no_healthy_upstream', status: 503, body: ANSWERS.noHealthy, code, target: undefined, logMessage: undefined }
+  const target = failedTarget(err)
+  return TIMEOUT_CODES.has(code ?? '')
+    ? { outcome: 'gateway_timeout', status: 504, body: ANSWERS.gatewayTimeout, code, target, logMessage: 'upstream timed out' }
+    : { outcome: 'bad_gateway', status: 502, body: ANSWERS.badGateway, code, target, logMessage: 'upstream request failed' }
+}

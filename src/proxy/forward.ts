@@ -28,6 +28,7 @@ import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 import { createDirectH2, type StreamHandler } from './h2-direct.js'
+import { dispatchH1 } from './h1-direct.js'
 import { ANSWERS, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
@@ -216,6 +217,16 @@ export function createForwarder (opts: {
     }
     const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket })
     headers['x-request-id'] = rec.id
+    // HTTP/1.1 without a body to an HTTP/1.1 pool: undici's dispatch API, the answer written straight to `res` (h1-direct.ts).
+    const pool = routePools.get(route)
+    if (req.httpVersionMajor < 2 && pool.dispatchable && !hasBody(req)) {
+      rec.upstreamStartMs = performance.now()
+      if (accessLog !== NO_ACCESS_LOG) res.once('close', watchConnectTime(rec.id, rec))
+      const method = req.method ?? 'GET'
+      const options: Dispatcher.DispatchOptions = { method: method, path: requestPath(url), headers, body: null, headersTimeout: route.timeoutMs, bodyTimeout: route.timeoutMs }
+      dispatchH1(pool, options, { res: res as ServerResponse, rec, route, method, headers: req.headers, peer, settle, answer: (status, body) => { sendJson(res, status, body) }, log })
+      return
+    }
     let overLimit = false
     const abort = new RequestAbort()
     let responded = false

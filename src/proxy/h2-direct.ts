@@ -22,13 +22,13 @@ import { peerAddress } from '../tls/proxy-protocol.js'
 import { NO_ACCESS_LOG, type StreamRecord } from './access-log.js'
 import type { Target } from './balancer.js'
 import { clientAddress } from './client-address.js'
-import { ANSWERS, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
+import { ANSWERS, errorCode, failureAnswer, leaveGeneration, requestPath, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders, withoutHopByHop, type OutgoingHeaders } from './forward-headers.js'
 import { isGrpc } from './grpc.js'
 import { cancelStream } from './h2-guard.js'
 import { observe } from './request-metrics.js'
 import type { RouteLimits } from './route-limits.js'
-import { failedTarget, type Cancel, type UpstreamSink } from './route-pool.js'
+import type { Cancel, UpstreamSink } from './route-pool.js'
 import { normalizeAddress } from './trusted-proxies.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 
@@ -315,24 +315,20 @@ class Exchange implements UpstreamSink {
   onUpstreamError (err: Error): void {
     const stream = this.#stream
     if (this.#gone || this.#ended || stream.destroyed || stream.closed) return
-    const code = errorCode(err)
-    const timeout = TIMEOUT_CODES.has(code ?? '')
+    const failure = failureAnswer(err)
     if (this.#responded) {
       // Headers are gone already: all that can be done is to cut the client off.
-      this.#ctx.log.warn({ upstream: this.#rec.upstream, code }, 'upstream response body failed')
-      this.settle(timeout ? 'gateway_timeout' : 'bad_gateway')
+      this.#ctx.log.warn({ upstream: this.#rec.upstream, code: failure.code }, 'upstream response body failed')
+      this.settle(failure.outcome === 'gateway_timeout' ? 'gateway_timeout' : 'bad_gateway')
       cancelStream(stream)
       return
     }
-    if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') {
-      this.settle('no_healthy_upstream')
-      this.answer(503, ANSWERS.noHealthy)
-      return
+    this.settle(failure.outcome)
+    if (failure.logMessage !== undefined) {
+      const route = this.#route as RouteConfig // set before anything is dispatched
+      this.#ctx.log.warn({ upstream: failure.target ?? `${route.host}${route.pathPrefix}`, method: this.#headers[':method'], code: failure.code ?? err.name }, failure.logMessage)
     }
-    const route = this.#route as RouteConfig
-    this.settle(timeout ? 'gateway_timeout' : 'bad_gateway')
-    this.#ctx.log.warn({ upstream: failedTarget(err) ?? `${route.host}${route.pathPrefix}`, method: this.#headers[':method'], code: code ?? err.name }, timeout ? 'upstream timed out' : 'upstream request failed')
-    this.answer(timeout ? 504 : 502, timeout ? ANSWERS.gatewayTimeout : ANSWERS.badGateway)
+    this.answer(failure.status, failure.body)
   }
 
   /** The stream's writable side finished: the response is whole, or the stream was reset. */

@@ -1,0 +1,142 @@
+// The HTTP/1.1 twin of the direct HTTP/2 path (h2-direct.ts): a request without a body to a route
+// whose targets speak HTTP/1.1 is sent with undici's `dispatch` handler API (RoutePool.dispatch)
+// and its answer written straight to Node's ServerResponse — no undici body Readable, promise or
+// relay listeners in between. The forwarder (forward.ts) makes every check before handing it over
+// (authority, route, rate limit, declared size) and keeps the request's outcome, access-log record
+// and config generation; requests with a body keep the streamed path there.
+
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { Logger } from 'pino'
+import { util as undiciUtil, type Dispatcher } from 'undici'
+import type { RouteConfig } from '../config/types.js'
+import type { AccessRecord } from './access-log.js'
+import type { Target } from './balancer.js'
+import { failureAnswer, type Outcome } from './forward-common.js'
+import { clientResponseHeaders, type OutgoingHeaders } from './forward-headers.js'
+import type { Cancel, RoutePool, UpstreamSink } from './route-pool.js'
+
+const EXCHANGE = Symbol('keyedge.h1Exchange')
+type Response = ServerResponse & { [EXCHANGE]?: H1Exchange }
+
+// Shared listeners (no closures per request): the exchange hangs on the response.
+function onFinish (this: Response): void { this[EXCHANGE]?.finished() }
+function onClose (this: Response): void { this[EXCHANGE]?.closed() }
+function onDrain (this: Response): void { this[EXCHANGE]?.drained() }
+
+/** What the forwarder gives the exchange of one request. */
+export interface H1Request {
+  res: ServerResponse
+  rec: AccessRecord
+  route: RouteConfig
+  method: string
+  headers: IncomingHttpHeaders
+  peer: string
+  /** Counts the request's outcome (once). */
+  settle: (o: Outcome) => void
+  /** Answers with the proxy's own JSON (or cuts a response already started). */
+  answer: (status: number, body: Readonly<Record<string, string>>) => void
+  log: Logger
+}
+
+/** Sends a bodiless HTTP/1.1 request upstream on `pool` and relays the answer to its response. */
+export function dispatchH1 (pool: RoutePool, options: Dispatcher.DispatchOptions, r: H1Request): void {
+  const x = new H1Exchange(r)
+  x.start(pool, options)
+}
+
+class H1Exchange implements UpstreamSink {
+  readonly #r: H1Request
+  readonly #res: Response
+  #cancel: Cancel | undefined
+  #resumeUpstream: (() => void) | undefined
+  #waitingDrain = false
+  /** The exchange is over for the client (its response finished, or it went away). */
+  #over = false
+
+  constructor (r: H1Request) {
+    this.#r = r
+    const res = r.res as Response
+    this.#res = res
+    res[EXCHANGE] = this
+    res.once('finish', onFinish)
+    res.once('close', onClose)
+  }
+
+  start (pool: RoutePool, options: Dispatcher.DispatchOptions): void {
+    const r = this.#r
+    this.#cancel = pool.dispatch(options, { method: r.method, headers: r.headers, peer: r.peer, hasBody: false }, this)
+  }
+
+  onUpstreamHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, target: Target): boolean {
+    const { rec } = this.#r
+    rec.upstream = target.url
+    rec.upstreamHeadersMs = performance.now()
+    const res = this.#res
+    if (this.#over || res.writableEnded) return true
+    this.#resumeUpstream = resume
+    const head: OutgoingHeaders = clientResponseHeaders(undiciUtil.parseHeaders(rawHeaders))
+    try {
+      res.writeHead(statusCode, head)
+    } catch (err) {
+      // Headers Node refuses to send: the upstream's answer is unusable.
+      this.#r.log.warn({ upstream: target.url, code: err instanceof Error && 'code' in err ? err.code : undefined }, 'upstream response headers refused')
+      this.#cancel?.cancel()
+      this.#r.settle('bad_gateway')
+      this.#r.answer(502, { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
+    }
+    return true
+  }
+
+  onUpstreamData (chunk: Buffer): boolean {
+    const res = this.#res
+    if (this.#over || res.writableEnded) return true
+    this.#r.rec.bytesOut += chunk.length
+    if (res.write(chunk) || this.#waitingDrain) return true
+    // The client's side is full: undici pauses the upstream until the response drains.
+    this.#waitingDrain = true
+    res.once('drain', onDrain)
+    return false
+  }
+
+  drained (): void {
+    this.#waitingDrain = false
+    if (!this.#over) this.#resumeUpstream?.()
+  }
+
+  onUpstreamEnd (): void {
+    this.#r.rec.upstreamEndMs = performance.now()
+    if (this.#over || this.#res.writableEnded) return
+    this.#res.end()
+  }
+
+  onUpstreamError (err: Error): void {
+    const res = this.#res
+    if (this.#over || res.writableEnded) return
+    const r = this.#r
+    const failure = failureAnswer(err)
+    if (res.headersSent) {
+      // Headers are gone already: all that can be done is to cut the client off.
+      r.log.warn({ upstream: r.rec.upstream, code: failure.code }, 'upstream response body failed')
+      r.settle(failure.outcome === 'gateway_timeout' ? 'gateway_timeout' : 'bad_gateway')
+      res.destroy()
+      return
+    }
+    r.settle(failure.outcome)
+    if (failure.logMessage !== undefined) r.log.warn({ upstream: failure.target ?? `${r.route.host}${r.route.pathPrefix}`, method: r.method, code: failure.code ?? err.name }, failure.logMessage)
+    r.answer(failure.status, failure.body)
+  }
+
+  finished (): void {
+    this.#over = true
+    this.#r.settle('forwarded')
+  }
+
+  closed (): void {
+    this.#res[EXCHANGE] = undefined
+    if (this.#over) return
+    // The client went away before its response was complete: cancel the upstream request now.
+    this.#over = true
+    this.#r.settle('aborted')
+    this.#cancel?.cancel()
+  }
+}
