@@ -51,6 +51,10 @@ const echo = (name: string) => (req: IncomingMessage, res: ServerResponse): void
     res.end('part two')
     return
   }
+  if (req.url === '/later') {
+    setTimeout(() => { if (!res.destroyed) res.end('late answer') }, 300).unref()
+    return
+  }
   if (req.url?.endsWith('/slow') === true) {
     setTimeout(() => { if (!res.destroyed) res.end('late') }, 5000).unref()
     return
@@ -220,4 +224,15 @@ t.test('curl --http2 and h2load: every request answered', async t => {
   t.match(report, /2000 succeeded, 0 failed/)
   t.match(report, /status codes: 2000 2xx/)
   t.ok(await until(async () => metric(await metrics(), 'edge_proxy_requests_total', { outcome: 'forwarded' }) === before + 2000, 10_000), 'each counted forwarded once')
+})
+
+t.test('SIGTERM: a request in flight on the direct path is answered whole, then the proxy exits 0', async t => {
+  const answer = request('/later')
+  t.ok(await until(() => seen.has('good/later'), 10_000), 'the upstream has the request')
+  proxy.proc.kill('SIGTERM')
+  const a = await answer
+  t.equal(a.headers[':status'], 200)
+  t.equal(a.body.toString(), 'late answer')
+  const { code } = await within(proxy.exited, 20_000, 'the proxy to exit')
+  t.equal(code, 0)
 })
