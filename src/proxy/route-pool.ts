@@ -6,7 +6,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { errors as undiciErrors, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { RouteConfig } from '../config/types.js'
 import { EdgeError } from '../errors.js'
 import { Balancer, hashKey, Target } from './balancer.js'
@@ -15,6 +15,7 @@ import { H2Upstreams, type Requester } from './h2-upstream.js'
 import { HealthChecker, OutlierDetector } from './health.js'
 import { replayable, RetryBudget, retriableError } from './retry.js'
 import { UpstreamPools } from './upstream-pools.js'
+import { DispatchRun, type Cancel, type UpstreamSink } from './route-dispatch.js'
 import { fastCounter, fastHistogram, observe, type CounterCell, type FastCounter, type FastHistogram, type HistogramCell } from './request-metrics.js'
 
 /** Every target of the pool is down or ejected: answered `503` at once. */
@@ -39,20 +40,7 @@ export interface RequestContext {
   hasBody: boolean
 }
 
-/**
- * Where a streamed upstream exchange (RoutePool.dispatch) reports: the answer that is passed on
- * (after any retries), its body chunk by chunk with undici's backpressure (return false to pause,
- * then call `resume`), its end, or the error that ended it (before or after the headers).
- */
-export interface UpstreamSink {
-  onUpstreamHeaders: (statusCode: number, rawHeaders: Buffer[], resume: () => void, target: Target) => boolean
-  onUpstreamData: (chunk: Buffer) => boolean
-  onUpstreamEnd: (rawTrailers: Array<Buffer | string> | null) => void
-  onUpstreamError: (err: Error) => void
-}
-
-/** Cancels a dispatched exchange (the client went away): the attempt in flight fails with RequestAbortedError. */
-export interface Cancel { cancel: () => void }
+export type { Cancel, UpstreamSink }
 
 export interface UpstreamResult {
   response: Dispatcher.ResponseData
@@ -221,11 +209,13 @@ export class RoutePool {
     this.#budget.request()
     const key = hashKey(this.#route.balance, ctx.headers, () => clientAddress(ctx.headers, ctx.peer, this.#isTrusted))
     const run = new DispatchRun(this, options, sink, key, replayable(ctx.method, ctx.hasBody) ? this.#route.retry.attempts : 0)
-    run.next()
+    const first = run.pick()
+    if (first === undefined) sink.onUpstreamError(new NoHealthyUpstreamError(this.label))
+    else run.send(first)
     return run
   }
 
-  /** @internal One attempt's bookkeeping, shared with DispatchRun. */
+  /** @internal The next target of a DispatchRun (route-dispatch.ts), and the steps below. */
   _pick (tried: ReadonlySet<Target>, key: ReturnType<typeof hashKey>, now: number): Target | undefined {
     return this.#balancer.pick(t => !tried.has(t) && t.eligible(now), key)
   }
@@ -243,6 +233,11 @@ export class RoutePool {
   _failed (target: Target, code: string | undefined): void {
     this.#metrics.errors.inc({ route: this.label, target: target.url, kind: TIMEOUTS.has(code ?? '') ? 'timeout' : 'connect' })
     this.#outliers.failure(target)
+  }
+
+  /** @internal The request failed on `target` for good: `failedTarget(err)` names it. */
+  _gaveUp (target: Target, err: Error): void {
+    failedTargets.set(err, target.url)
   }
 
   /** @internal An attempt's answer came: a 5xx counts against its target. True when it is to be retried (a `retryOn` status). */
@@ -283,163 +278,6 @@ export class RoutePool {
 
   stop (): void {
     this.#checker?.stop()
-  }
-}
-
-/**
- * One client request dispatched on a RoutePool: its attempts, one after another (a retry starts
- * when the previous attempt failed before its answer, or answered a `retryOn` status, whose body
- * is then read and dropped so its connection stays reusable).
- */
-class DispatchRun implements Cancel {
-  readonly #pool: RoutePool
-  readonly #options: Dispatcher.DispatchOptions
-  readonly #sink: UpstreamSink
-  readonly #key: ReturnType<typeof hashKey>
-  readonly #tried = new Set<Target>()
-  readonly #now = Date.now()
-  #retriesLeft: number
-  #target: Target | undefined
-  #attempt: Attempt | undefined
-  cancelled = false
-
-  constructor (pool: RoutePool, options: Dispatcher.DispatchOptions, sink: UpstreamSink, key: ReturnType<typeof hashKey>, retries: number) {
-    this.#pool = pool
-    this.#options = options
-    this.#sink = sink
-    this.#key = key
-    this.#retriesLeft = retries
-  }
-
-  #pick = (): Target | undefined => this.#pool._pick(this.#tried, this.#key, this.#now)
-
-  /** Starts the first attempt (no eligible target: NoHealthyUpstreamError to the sink). */
-  next (): void {
-    const target = this.#pick()
-    if (target === undefined) {
-      this.#sink.onUpstreamError(new NoHealthyUpstreamError(this.#pool.label))
-      return
-    }
-    this.#send(target)
-  }
-
-  #send (target: Target): void {
-    this.#tried.add(target)
-    this.#target = target
-    const attempt = new Attempt(this, target)
-    this.#attempt = attempt
-    try {
-      attempt.cells = this.#pool._start(target, this.#options, attempt)
-    } catch (err) {
-      // The pools are closed: the worker is stopping.
-      this.#sink.onUpstreamError(err instanceof Error ? err : new Error(String(err)))
-    }
-  }
-
-  cancel (): void {
-    if (this.cancelled) return
-    this.cancelled = true
-    this.#attempt?.abort()
-  }
-
-  /** The attempt on `target` failed before its answer: retry elsewhere, or report the error. */
-  failed (target: Target, err: Error): void {
-    if (this.cancelled) {
-      this.#sink.onUpstreamError(err)
-      return
-    }
-    const code = errorCode(err)
-    this.#pool._failed(target, code)
-    const next = this.#retriesLeft > 0 && retriableError(code) ? this.#pool._nextTarget(this.#pick) : undefined
-    if (next === undefined) {
-      failedTargets.set(err, target.url)
-      this.#sink.onUpstreamError(err)
-      return
-    }
-    this.#retriesLeft--
-    this.#send(next)
-  }
-
-  /** An attempt's answer: false when it is dropped for a retry (already started), true when it goes to the sink. */
-  answered (target: Target, status: number, rawHeaders: Buffer[], resume: () => void): boolean | 'retried' {
-    if (this.#pool._answered(target, status, this.#retriesLeft)) {
-      const next = this.#pool._nextTarget(this.#pick)
-      if (next !== undefined && !this.cancelled) {
-        this.#retriesLeft--
-        this.#send(next)
-        return 'retried'
-      }
-    }
-    return this.#sink.onUpstreamHeaders(status, rawHeaders, resume, target)
-  }
-
-  get sink (): UpstreamSink { return this.#sink }
-  get current (): Target | undefined { return this.#target }
-}
-
-/** One attempt of a DispatchRun: undici's (legacy, allocation-free) dispatch handler. */
-class Attempt implements Dispatcher.DispatchHandler {
-  readonly #run: DispatchRun
-  readonly #target: Target
-  readonly #started = performance.now()
-  cells: { requests: CounterCell, duration: HistogramCell } | undefined
-  #abort: ((err: Error) => void) | undefined
-  /** 'waiting' for the answer; 'passed' to the sink; 'dropped' (a retried answer, its body read away); 'done'. */
-  #state: 'waiting' | 'passed' | 'dropped' | 'done' = 'waiting'
-
-  constructor (run: DispatchRun, target: Target) {
-    this.#run = run
-    this.#target = target
-  }
-
-  abort (): void {
-    if (this.#state === 'done' || this.#state === 'dropped') return
-    this.#abort?.(new undiciErrors.RequestAbortedError())
-  }
-
-  onConnect (abort: (err?: Error) => void): void {
-    this.#abort = abort
-    if (this.#run.cancelled) abort(new undiciErrors.RequestAbortedError())
-  }
-
-  onError (err: Error): void {
-    const state = this.#state
-    this.#state = 'done'
-    this.#target.outstanding--
-    if (state === 'waiting') {
-      this.#run.failed(this.#target, err)
-      return
-    }
-    this.#observe()
-    if (state === 'passed') this.#run.sink.onUpstreamError(err)
-  }
-
-  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    // 1xx interim answers are not passed on (as undici's request() does).
-    if (statusCode < 200 || this.#state !== 'waiting') return true
-    const answer = this.#run.answered(this.#target, statusCode, rawHeaders, resume)
-    if (answer === 'retried') {
-      this.#state = 'dropped'
-      return true
-    }
-    this.#state = 'passed'
-    return answer
-  }
-
-  onData (chunk: Buffer): boolean {
-    return this.#state !== 'passed' || this.#run.sink.onUpstreamData(chunk)
-  }
-
-  onComplete (rawTrailers: Array<Buffer | string> | null): void {
-    const state = this.#state
-    this.#state = 'done'
-    this.#target.outstanding--
-    this.#observe()
-    if (state === 'passed') this.#run.sink.onUpstreamEnd(rawTrailers)
-  }
-
-  #observe (): void {
-    if (this.cells !== undefined) observe(this.cells.duration, (performance.now() - this.#started) / 1000)
   }
 }
 
