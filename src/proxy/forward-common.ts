@@ -50,10 +50,26 @@ export function requestPath (url: string): string {
   }
 }
 
+/**
+ * Passes a request body on, counting its bytes into `rec`; past `max` bytes (0: no limit) it calls
+ * `onOver` and fails, which makes undici abort the upstream request before the body is complete.
+ */
+export async function * countedBody (body: AsyncIterable<Buffer>, rec: { bytesIn: number }, max: number, onOver: () => void): AsyncGenerator<Buffer> {
+  for await (const chunk of body) {
+    rec.bytesIn += chunk.length
+    if (max > 0 && rec.bytesIn > max) {
+      onOver()
+      throw new Error('the request body is larger than the route accepts')
+    }
+    yield chunk
+  }
+}
+
 /** The JSON bodies of the proxy's own answers. */
 export const ANSWERS = {
   tooLarge: { error: 'too_large', message: 'the request body is larger than this route accepts' },
   noRoute: { error: 'no_route', message: 'no route matches this host and path' },
+  requestTimeout: { error: 'request_timeout', message: 'the request body stalled' },
   rateLimited: { error: 'rate_limited', message: 'too many requests from this client address' },
   noHealthy: { error: 'no_healthy_upstream', message: 'no upstream target of this route is healthy' },
   gatewayTimeout: { error: 'gateway_timeout', message: 'the upstream did not answer in time' },

@@ -29,7 +29,7 @@ import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 import { createDirectH2, type StreamHandler } from './h2-direct.js'
 import { dispatchH1 } from './h1-direct.js'
-import { ANSWERS, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
+import { ANSWERS, countedBody, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
 export type ClientResponse = ServerResponse | Http2ServerResponse
@@ -99,21 +99,6 @@ function streamGone (req: ClientRequest): boolean {
 function cutResponse (req: ClientRequest, res: ClientResponse): void {
   if (req.httpVersionMajor >= 2) resetStream((req as Http2ServerRequest).stream)
   else res.destroy()
-}
-
-/**
- * Passes a request body on, counting its bytes into `rec`; past `max` bytes (0: no limit) it calls
- * `onOver` and fails, which makes undici abort the upstream request before the body is complete.
- */
-async function * countedBody (body: AsyncIterable<Buffer>, rec: { bytesIn: number }, max: number, onOver: () => void): AsyncGenerator<Buffer> {
-  for await (const chunk of body) {
-    rec.bytesIn += chunk.length
-    if (max > 0 && rec.bytesIn > max) {
-      onOver()
-      throw new Error('the request body is larger than the route accepts')
-    }
-    yield chunk
-  }
 }
 
 /** Builds the request handler of a worker; `close()` releases its upstream pools. */
@@ -345,7 +330,7 @@ export function createForwarder (opts: {
 
   return {
     handle,
-    handleStream: createDirectH2({ generation: () => current, cellsOf, limits, log }),
+    handleStream: createDirectH2({ generation: () => current, cellsOf, limits, log, early, timeouts, requestBodyIdleMs: opts.timeouts.requestBodyIdleMs }),
     targetOf: (route, headers, peer) => {
       try {
         return current.routePools.get(route).pickUrl({ headers, peer })

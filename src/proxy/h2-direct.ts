@@ -1,5 +1,5 @@
-// The direct HTTP/2 path: the common request — no body, not gRPC, not CONNECT, no `Expect`, to a
-// route whose targets speak HTTP/1.1 — served on its ServerHttp2Stream itself instead of through
+// The direct HTTP/2 path: the common request — not gRPC, not CONNECT, no `Expect`, to a route whose
+// targets speak HTTP/1.1, with or without a body — served on its ServerHttp2Stream itself instead of through
 // Node's compatibility layer (Http2ServerRequest/Http2ServerResponse), and sent upstream with
 // undici's `dispatch` handler API (RoutePool.dispatch) instead of its promise `request()`: the
 // answer's head goes out with one `stream.respond()`, its body chunks with `stream.write()` as they
@@ -10,22 +10,25 @@
 //
 // Everything else takes the compatibility path (forward.ts), chosen here from the request's headers
 // and its route before anything is allocated for it. Behaviour is the forwarder's: the same
-// routing, header rules, limits, retries, outlier ejection, timeouts (502/504/503), access-log
-// line, request id, metrics and rapid-reset deferral.
+// routing, header rules, limits, retries, outlier ejection, timeouts (502/504/503), the request
+// body's streaming, idle timeout (408), size limit (413) and early-response rules (request-body.ts,
+// read from the stream itself), access-log line, request id, metrics and rapid-reset deferral.
 
 import { constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
+import type { Counter } from 'prom-client'
 import { util as undiciUtil, type Dispatcher } from 'undici'
 import type { RouteConfig } from '../config/types.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
 import { NO_ACCESS_LOG, type StreamRecord } from './access-log.js'
 import type { Target } from './balancer.js'
 import { clientAddress } from './client-address.js'
-import { ANSWERS, errorCode, failureAnswer, leaveGeneration, requestPath, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
+import { ANSWERS, countedBody, errorCode, failureAnswer, leaveGeneration, requestPath, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders, withoutHopByHop, type OutgoingHeaders } from './forward-headers.js'
 import { isGrpc } from './grpc.js'
 import { cancelStream } from './h2-guard.js'
+import { watchStreamBody, type StreamBodyWatch } from './request-body.js'
 import { observe } from './request-metrics.js'
 import type { RouteLimits } from './route-limits.js'
 import type { Cancel, UpstreamSink } from './route-pool.js'
@@ -40,6 +43,12 @@ export interface DirectContext {
   cellsOf: (o: Outcome) => OutcomeCells
   limits: RouteLimits
   log: Logger
+  /** `edge_early_responses_total` (request-body.ts). */
+  early: Counter<'action'>
+  /** `edge_timeouts_total`. */
+  timeouts: Counter<'kind'>
+  /** How long a request body may stall (timeouts.requestBodyIdleMs). */
+  requestBodyIdleMs: number
 }
 
 /**
@@ -61,8 +70,8 @@ function onWantTrailers (this: Stream): void { this[EXCHANGE]?.sendTrailers() }
 function ignoreError (): void {}
 
 /** True for a request the direct path can serve whatever its route: the cheap checks, made first. */
-function plainRequest (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
-  return stream.endAfterHeaders && headers[':method'] !== 'CONNECT' && headers.expect === undefined && !isGrpc(headers)
+function plainRequest (headers: IncomingHttpHeaders): boolean {
+  return headers[':method'] !== 'CONNECT' && headers.expect === undefined && !isGrpc(headers)
 }
 
 /** Builds the stream handler of one forwarder. */
@@ -77,7 +86,7 @@ export function createDirectH2 (ctx: DirectContext): StreamHandler {
   }
 
   return (stream, headers, rawHeaders) => {
-    if (!plainRequest(stream, headers)) return false
+    if (!plainRequest(headers)) return false
     const gen = ctx.generation()
     // Reset in the same read as its HEADERS (rapid reset): counted, nothing more spent on it.
     if (stream.destroyed || stream.closed) {
@@ -143,6 +152,12 @@ class Exchange implements UpstreamSink {
   #waitingDrain = false
   #trailers: OutgoingHttpHeaders | undefined
   #stopConnectTime: (() => void) | undefined
+  /** The request body on its way upstream (undefined without one). */
+  #watch: StreamBodyWatch | undefined
+  /** The body outgrew the route's maxBodyBytes: the upstream request failed for that. */
+  #overLimit = false
+  /** The proxy cancelled the upstream request itself: its error is no news. */
+  #abandoned = false
 
   constructor (ctx: DirectContext, stream: Stream, headers: IncomingHttpHeaders, gen: Generation, url: string) {
     this.#ctx = ctx
@@ -195,7 +210,26 @@ class Exchange implements UpstreamSink {
     const up = upstreamRequestHeaders(headers, { host, peer: this.#peer, trusted: isTrusted(this.#peer), socket: this.#socket })
     up['x-request-id'] = rec.id
     this.#upstreamHeaders = up
+    if (!this.#stream.endAfterHeaders) {
+      this.#watch = watchStreamBody(this.#stream, declared, { idleMs: this.#ctx.requestBodyIdleMs, early: this.#ctx.early, onIdle: () => { this.#bodyStalled() } })
+    }
     return true
+  }
+
+  /** The client stopped sending its body while the proxy waited for it: 408, or a cut if the answer started. */
+  #bodyStalled (): void {
+    this.#ctx.timeouts.inc({ kind: 'request_body' })
+    if (this.#ended) return
+    this.settle('request_timeout')
+    this.#abandon()
+    this.#watch?.stop()
+    this.answer(408, ANSWERS.requestTimeout)
+  }
+
+  /** Cancels the upstream request on the proxy's own account. */
+  #abandon (): void {
+    this.#abandoned = true
+    this.#cancel?.cancel()
   }
 
   /** Sends the upstream request (after the rest of the read that brought the HEADERS). */
@@ -215,11 +249,12 @@ class Exchange implements UpstreamSink {
       method: method,
       path: requestPath(this.#url),
       headers: this.#upstreamHeaders,
-      body: null,
+      // undici sends any async iterable (its types only name streams).
+      body: (this.#watch === undefined ? null : countedBody(this.#watch.body, rec, route.maxBodyBytes, () => { this.#overLimit = true })) as Dispatcher.DispatchOptions['body'],
       headersTimeout: route.timeoutMs,
       bodyTimeout: route.timeoutMs
     }
-    this.#cancel = this.#gen.routePools.get(route).dispatch(options, { method, headers: this.#headers, peer: this.#peer, hasBody: false }, this)
+    this.#cancel = this.#gen.routePools.get(route).dispatch(options, { method, headers: this.#headers, peer: this.#peer, hasBody: this.#watch !== undefined }, this)
   }
 
   /** Answers with the proxy's own JSON (`retryAfter`: a 429's Retry-After); a response already started is cut. */
@@ -251,8 +286,8 @@ class Exchange implements UpstreamSink {
     const stream = this.#stream
     rec.upstream = target.url
     rec.upstreamHeadersMs = performance.now()
-    // The client is gone: the cancel is on its way; read nothing more.
-    if (this.#gone || stream.destroyed || stream.closed) return true
+    // The client is gone, or the proxy answered already: the cancel is on its way; read nothing more.
+    if (this.#gone || this.#abandoned || stream.destroyed || stream.closed) return true
     const parsed = undiciUtil.parseHeaders(rawHeaders) as Record<string, string | string[] | undefined>
     // An HTTP/1.1 answer carries trailers only in a chunked body: only then does the stream wait for them.
     const mayTrail = parsed['transfer-encoding'] !== undefined || parsed.trailer !== undefined
@@ -270,7 +305,7 @@ class Exchange implements UpstreamSink {
     } catch (err) {
       // Headers HTTP/2 cannot carry (Node refuses them): the upstream's answer is unusable.
       this.#ctx.log.warn({ upstream: target.url, code: errorCode(err) }, 'upstream response headers refused')
-      this.#cancel?.cancel()
+      this.#abandon()
       this.settle('bad_gateway')
       this.answer(502, ANSWERS.badGateway)
       return true
@@ -314,7 +349,14 @@ class Exchange implements UpstreamSink {
 
   onUpstreamError (err: Error): void {
     const stream = this.#stream
-    if (this.#gone || this.#ended || stream.destroyed || stream.closed) return
+    if (this.#gone || this.#abandoned || this.#ended || stream.destroyed || stream.closed) return
+    if (this.#overLimit && !this.#responded) {
+      // The body outgrew route.maxBodyBytes: the upstream request was aborted mid-body.
+      this.#ctx.limits.hit('body_size')
+      this.settle('too_large')
+      this.answer(413, ANSWERS.tooLarge)
+      return
+    }
     const failure = failureAnswer(err)
     if (this.#responded) {
       // Headers are gone already: all that can be done is to cut the client off.
@@ -333,6 +375,7 @@ class Exchange implements UpstreamSink {
 
   /** The stream's writable side finished: the response is whole, or the stream was reset. */
   finished (): void {
+    this.#watch?.responseEnded(this.#ended)
     if (this.#ended) this.settle('forwarded')
     else this.#left()
   }
@@ -347,6 +390,7 @@ class Exchange implements UpstreamSink {
 
   closed (): void {
     const stream = this.#stream
+    this.#watch?.responseEnded(false)
     if (!this.#ended) this.#left()
     else this.settle('forwarded')
     stream[EXCHANGE] = undefined

@@ -4,7 +4,8 @@
 // before the body: HTTP/1.1 drains the rest (bounded) to keep the connection, or closes it; HTTP/2
 // resets the stream with NO_ERROR (RFC 9113 §8.1), so no client is left half-sent and hanging.
 
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
+import type { Http2ServerRequest, Http2ServerResponse, ServerHttp2Stream } from 'node:http2'
+import type { Readable } from 'node:stream'
 import { constants } from 'node:http2'
 import type { Counter } from 'prom-client'
 import { deferEarlyReset } from './grpc.js'
@@ -49,17 +50,53 @@ export interface BodyWatch {
   stop: () => void
 }
 
+/** Settings of a body watch. */
+export interface BodyWatchOptions {
+  idleMs: number
+  onIdle: () => void
+  early: Counter<'action'>
+}
+
+/** A body watch whose caller reports the response's end itself (the direct HTTP/2 path). */
+export interface StreamBodyWatch extends BodyWatch {
+  /** The response is over: `complete` when sent whole, false when the exchange ended first. */
+  responseEnded: (complete: boolean) => void
+}
+
 /**
  * Watches the body of `req`. `onIdle` runs once if the client stalls while the proxy waits for
  * it (it answers the client; the watch then settles the body as for an early response).
  * `early` counts how early responses were settled.
  */
-export function watchRequestBody (req: ClientRequest, res: ClientResponse, opts: {
-  idleMs: number
-  onIdle: () => void
-  early: Counter<'action'>
-}): BodyWatch {
+export function watchRequestBody (req: ClientRequest, res: ClientResponse, opts: BodyWatchOptions): BodyWatch {
   const h2 = req.httpVersionMajor >= 2
+  const cut = h2
+    ? () => {
+        const stream = (req as Http2ServerRequest).stream
+        const reset = (): void => resetStream(stream, constants.NGHTTP2_NO_ERROR)
+        // A gRPC call's status is in trailers, which Node sends after this point (grpc.ts).
+        if (!deferEarlyReset(req, reset)) reset()
+      }
+    : () => endConnection(req.socket)
+  const w = watchBody(req, { h2, declared: Number(req.headers['content-length']), cut }, opts)
+  whenResponseEnds(req, res, w.responseEnded)
+  return { body: w.body, stop: w.stop }
+}
+
+/**
+ * Watches the body of a request read straight from its HTTP/2 stream (h2-direct.ts); the caller
+ * reports the response's end with `responseEnded`. An early response resets the stream with
+ * NO_ERROR once the response is out.
+ */
+export function watchStreamBody (stream: ServerHttp2Stream, declared: number, opts: BodyWatchOptions): StreamBodyWatch {
+  return watchBody(stream, { h2: true, declared, cut: () => resetStream(stream, constants.NGHTTP2_NO_ERROR) }, opts)
+}
+
+/** The body as read: a request (HTTP/1.1: `complete` once its last byte was parsed) or an HTTP/2 stream. */
+type Body = Readable & { complete?: boolean }
+
+function watchBody (req: Body, src: { h2: boolean, declared: number, cut: () => void }, opts: BodyWatchOptions): StreamBodyWatch {
+  const h2 = src.h2
   /** `open` until the response is complete; then `draining` (HTTP/1.1) or `done`. */
   let state: 'open' | 'draining' | 'done' = 'open'
   let iterating = false
@@ -85,7 +122,7 @@ export function watchRequestBody (req: ClientRequest, res: ClientResponse, opts:
   timer.unref()
 
   function bodyDone (): boolean {
-    return req.readableEnded || req.destroyed || (!h2 && (req as { complete?: boolean }).complete === true && req.readableLength === 0)
+    return req.readableEnded || req.destroyed || (!h2 && req.complete === true && req.readableLength === 0)
   }
 
   // Chunks are read on demand (paused mode), so backpressure from undici reaches the client. The
@@ -131,12 +168,7 @@ export function watchRequestBody (req: ClientRequest, res: ClientResponse, opts:
     if (state === 'done') return
     state = 'done'
     opts.early.inc({ action: h2 ? 'reset' : 'closed' })
-    if (h2) {
-      const stream = (req as Http2ServerRequest).stream
-      const reset = (): void => resetStream(stream, constants.NGHTTP2_NO_ERROR)
-      // A gRPC call's status is in trailers, which Node sends after this point (grpc.ts).
-      if (!deferEarlyReset(req, reset)) reset()
-    } else endConnection(req.socket)
+    src.cut()
   }
 
   function onDrainData (chunk: Buffer): void {
@@ -148,7 +180,7 @@ export function watchRequestBody (req: ClientRequest, res: ClientResponse, opts:
   // The response is complete but the body is not: never leave the client half-sent.
   function settle (): void {
     if (state !== 'open' || bodyDone()) return
-    const declared = Number(req.headers['content-length'])
+    const declared = src.declared
     if (h2 || timedOut || (Number.isFinite(declared) && declared - received > EARLY_RESPONSE_DRAIN_BYTES)) {
       cut()
       return
@@ -175,23 +207,25 @@ export function watchRequestBody (req: ClientRequest, res: ClientResponse, opts:
     req.resume()
   }
 
-  whenResponseEnds(req, res, complete => {
-    responded = complete
-    if (!complete) {
-      clearTimeout(timer)
-      stop()
-    } else if (bodyDone()) {
-      clearTimeout(timer)
-    } else {
-      settle()
-    }
-  })
-
+  let ended = false
   return {
     body: chunks(),
     stop: () => {
       clearTimeout(timer)
       stop()
+    },
+    responseEnded: complete => {
+      if (ended) return
+      ended = true
+      responded = complete
+      if (!complete) {
+        clearTimeout(timer)
+        stop()
+      } else if (bodyDone()) {
+        clearTimeout(timer)
+      } else {
+        settle()
+      }
     }
   }
 }

@@ -3,7 +3,8 @@
 // the compatibility path did, it does: the answer and its headers, HEAD, duplicate headers, request
 // ids, retries on a refused target and on a `retryOn` status, 502/503/504, trailers of a chunked
 // answer, a client reset cancelling the upstream request, the access-log line and the outcome
-// metrics. Requests it does not take (a body, gRPC…) still go through the compatibility layer.
+// metrics, request bodies (413 past the route's limit). Requests it does not take (gRPC, CONNECT,
+// Expect, HTTP/2 upstreams) still go through the compatibility layer.
 import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -82,6 +83,7 @@ writeFileSync(file, JSON.stringify({
     { pathPrefix: '/sick-then-good', upstreams: [{ url: sick.url }, { url: good.url }], outlier: { consecutiveFailures: 0 }, retry: { retryOn: [503], budgetPercent: 100 } },
     { pathPrefix: '/refused', upstreams: [{ url: refused }, { url: refused2 }], retry: { attempts: 0 } },
     { pathPrefix: '/timeout', upstream: good.url, timeoutMs: 300 },
+    { pathPrefix: '/small', upstream: good.url, maxBodyBytes: 1024 },
     { pathPrefix: '/', upstream: good.url }
   ],
   accessLog: { path: logFile },
@@ -207,11 +209,27 @@ t.test('a client that resets mid-body: the upstream response is cancelled, count
   t.ok(await until(async () => metric(await metrics(), 'edge_proxy_requests_total', { outcome: 'aborted' }) === before + 1, 5000), 'counted aborted')
 })
 
-t.test('a request with a body takes the compatibility path, as before', async t => {
+t.test('a request body is streamed upstream; past the route\'s maxBodyBytes: 413', async t => {
   const a = await request('/post', 'POST', 'payload')
   t.equal(a.headers[':status'], 200)
   t.match(json(a), { name: 'good', method: 'POST', url: '/post' })
   t.equal(json(a).headers['content-length'], undefined, 'streamed (HTTP/2 gives no length)')
+  t.match(await logLine(a.headers['x-request-id'] as string), { method: 'POST', status: 200, bytesIn: 7 })
+  const big = await request('/small/upload', 'POST', 'x'.repeat(64 * 1024))
+  t.equal(big.headers[':status'], 413)
+  t.equal(json(big).error, 'too_large')
+  t.ok(metric(await metrics(), 'edge_proxy_requests_total', { outcome: 'too_large' }) >= 1)
+})
+
+t.test('a gRPC call is not taken: its failure still comes as a gRPC status (UNAVAILABLE), not a JSON 502', async t => {
+  const stream = session.request({ ':path': '/refused/pkg.Svc/Call', ':method': 'POST', ':authority': 'localhost', 'content-type': 'application/grpc', te: 'trailers' })
+  stream.end()
+  stream.resume()
+  const [headers] = await within(once(stream, 'response'), 15_000, 'the answer') as [IncomingHttpHeaders]
+  await within(once(stream, 'close'), 15_000, 'the end')
+  t.equal(headers[':status'], 200)
+  t.equal(headers['grpc-status'], '14')
+  t.equal(headers['content-type'], 'application/grpc')
 })
 
 t.test('curl --http2 and h2load: every request answered', async t => {
@@ -230,9 +248,12 @@ t.test('SIGTERM: a request in flight on the direct path is answered whole, then 
   const answer = request('/later')
   t.ok(await until(() => seen.has('good/later'), 10_000), 'the upstream has the request')
   proxy.proc.kill('SIGTERM')
+  const t0 = Date.now()
   const a = await answer
+  t.comment(`answered after ${Date.now() - t0} ms`)
   t.equal(a.headers[':status'], 200)
   t.equal(a.body.toString(), 'late answer')
   const { code } = await within(proxy.exited, 20_000, 'the proxy to exit')
+  t.comment(`exited after ${Date.now() - t0} ms`)
   t.equal(code, 0)
 })
