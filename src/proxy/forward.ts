@@ -28,7 +28,7 @@ import { failedTarget, RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 import { createDirectH2, type StreamHandler } from './h2-direct.js'
-import { dispatchH1 } from './h1-direct.js'
+import { H1Exchange } from './h1-direct.js'
 import { ANSWERS, countedBody, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
@@ -202,14 +202,55 @@ export function createForwarder (opts: {
     }
     const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket })
     headers['x-request-id'] = rec.id
-    // HTTP/1.1 without a body to an HTTP/1.1 pool: undici's dispatch API, the answer written straight to `res` (h1-direct.ts).
+    // HTTP/1.1 to an HTTP/1.1 pool: undici's dispatch API, the answer written straight to `res` (h1-direct.ts).
     const pool = routePools.get(route)
-    if (req.httpVersionMajor < 2 && pool.dispatchable && !hasBody(req)) {
+    if (req.httpVersionMajor < 2 && pool.dispatchable) {
       rec.upstreamStartMs = performance.now()
       if (accessLog !== NO_ACCESS_LOG) res.once('close', watchConnectTime(rec.id, rec))
       const method = req.method ?? 'GET'
-      const options: Dispatcher.DispatchOptions = { method: method, path: requestPath(url), headers, body: null, headersTimeout: route.timeoutMs, bodyTimeout: route.timeoutMs }
-      dispatchH1(pool, options, { res: res as ServerResponse, rec, route, method, headers: req.headers, peer, settle, answer: (status, body) => { sendJson(res, status, body) }, log })
+      let tooLarge = false
+      const exchange = new H1Exchange({
+        res: res as ServerResponse,
+        rec,
+        route,
+        method,
+        headers: req.headers,
+        peer,
+        settle,
+        answer: (status, body) => { sendJson(res, status, body) },
+        log,
+        tooLarge: () => {
+          if (!tooLarge) return false
+          // The body outgrew route.maxBodyBytes: the upstream request was aborted mid-body.
+          limits.hit('body_size')
+          settle('too_large')
+          res.setHeader('connection', 'close')
+          sendJson(res, 413, ANSWERS.tooLarge)
+          return true
+        }
+      })
+      const watch = hasBody(req)
+        ? watchRequestBody(req, res, {
+          idleMs: opts.timeouts.requestBodyIdleMs,
+          early,
+          onIdle: () => {
+            timeouts.inc({ kind: 'request_body' })
+            if (exchange.over) return
+            settle('request_timeout')
+            exchange.abandon()
+            watch?.stop()
+            if (res.headersSent) {
+              res.destroy()
+              return
+            }
+            res.setHeader('connection', 'close')
+            sendJson(res, 408, ANSWERS.requestTimeout)
+          }
+        })
+        : undefined
+      // undici sends any async iterable (its types only name streams).
+      const body = (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { tooLarge = true })) as Dispatcher.DispatchOptions['body']
+      exchange.start(pool, { method, path: requestPath(url), headers, body, headersTimeout: route.timeoutMs, bodyTimeout: route.timeoutMs }, watch !== undefined)
       return
     }
     let overLimit = false
@@ -240,7 +281,7 @@ export function createForwarder (opts: {
             return
           }
           if (req.httpVersionMajor < 2) res.setHeader('connection', 'close')
-          sendJson(res, 408, { error: 'request_timeout', message: 'the request body stalled' })
+          sendJson(res, 408, ANSWERS.requestTimeout)
         }
       })
       : undefined

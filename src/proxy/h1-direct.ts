@@ -1,9 +1,9 @@
-// The HTTP/1.1 twin of the direct HTTP/2 path (h2-direct.ts): a request without a body to a route
-// whose targets speak HTTP/1.1 is sent with undici's `dispatch` handler API (RoutePool.dispatch)
+// The HTTP/1.1 twin of the direct HTTP/2 path (h2-direct.ts): a request to a route whose targets
+// speak HTTP/1.1 is sent with undici's `dispatch` handler API (RoutePool.dispatch)
 // and its answer written straight to Node's ServerResponse — no undici body Readable, promise or
 // relay listeners in between. The forwarder (forward.ts) makes every check before handing it over
-// (authority, route, rate limit, declared size) and keeps the request's outcome, access-log record
-// and config generation; requests with a body keep the streamed path there.
+// (authority, route, rate limit, declared size) and keeps the request's outcome, access-log record,
+// config generation and request-body watch (a body goes upstream as the watch's async iterable).
 
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
@@ -36,15 +36,12 @@ export interface H1Request {
   /** Answers with the proxy's own JSON (or cuts a response already started). */
   answer: (status: number, body: Readonly<Record<string, string>>) => void
   log: Logger
+  /** When the request body outgrew the route's limit: answers 413 and returns true. */
+  tooLarge: () => boolean
 }
 
-/** Sends a bodiless HTTP/1.1 request upstream on `pool` and relays the answer to its response. */
-export function dispatchH1 (pool: RoutePool, options: Dispatcher.DispatchOptions, r: H1Request): void {
-  const x = new H1Exchange(r)
-  x.start(pool, options)
-}
-
-class H1Exchange implements UpstreamSink {
+/** One HTTP/1.1 request sent upstream with `dispatch`, its answer relayed to its response. */
+export class H1Exchange implements UpstreamSink {
   readonly #r: H1Request
   readonly #res: Response
   #cancel: Cancel | undefined
@@ -52,6 +49,8 @@ class H1Exchange implements UpstreamSink {
   #waitingDrain = false
   /** The exchange is over for the client (its response finished, or it went away). */
   #over = false
+  /** The proxy cancelled the upstream request itself (it answered the client): its error is no news. */
+  #abandoned = false
 
   constructor (r: H1Request) {
     this.#r = r
@@ -62,9 +61,21 @@ class H1Exchange implements UpstreamSink {
     res.once('close', onClose)
   }
 
-  start (pool: RoutePool, options: Dispatcher.DispatchOptions): void {
+  /** Sends the request upstream on `pool` (`hasBody`: `options.body` streams the client's body). */
+  start (pool: RoutePool, options: Dispatcher.DispatchOptions, hasBody: boolean): void {
     const r = this.#r
-    this.#cancel = pool.dispatch(options, { method: r.method, headers: r.headers, peer: r.peer, hasBody: false }, this)
+    this.#cancel = pool.dispatch(options, { method: r.method, headers: r.headers, peer: r.peer, hasBody }, this)
+  }
+
+  /** True once the response finished or the client went away. */
+  get over (): boolean {
+    return this.#over
+  }
+
+  /** Cancels the upstream request on the proxy's own account (it answers the client itself). */
+  abandon (): void {
+    this.#abandoned = true
+    this.#cancel?.cancel()
   }
 
   onUpstreamHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, target: Target): boolean {
@@ -72,7 +83,7 @@ class H1Exchange implements UpstreamSink {
     rec.upstream = target.url
     rec.upstreamHeadersMs = performance.now()
     const res = this.#res
-    if (this.#over || res.writableEnded) return true
+    if (this.#over || this.#abandoned || res.writableEnded) return true
     this.#resumeUpstream = resume
     const head: OutgoingHeaders = clientResponseHeaders(undiciUtil.parseHeaders(rawHeaders))
     try {
@@ -80,7 +91,7 @@ class H1Exchange implements UpstreamSink {
     } catch (err) {
       // Headers Node refuses to send: the upstream's answer is unusable.
       this.#r.log.warn({ upstream: target.url, code: err instanceof Error && 'code' in err ? err.code : undefined }, 'upstream response headers refused')
-      this.#cancel?.cancel()
+      this.abandon()
       this.#r.settle('bad_gateway')
       this.#r.answer(502, { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
     }
@@ -111,8 +122,9 @@ class H1Exchange implements UpstreamSink {
 
   onUpstreamError (err: Error): void {
     const res = this.#res
-    if (this.#over || res.writableEnded) return
+    if (this.#over || this.#abandoned || res.writableEnded) return
     const r = this.#r
+    if (!res.headersSent && r.tooLarge()) return
     const failure = failureAnswer(err)
     if (res.headersSent) {
       // Headers are gone already: all that can be done is to cut the client off.

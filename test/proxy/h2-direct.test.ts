@@ -14,10 +14,10 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { adminMetrics, h2Open, metric } from '../helpers/http-front.js'
+import { adminMetrics, h2Open, metric, tlsOpen, untilClosed } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
-import { refusedUrl, selfSigned } from '../helpers/proxy-fixtures.js'
+import { get, refusedUrl, selfSigned } from '../helpers/proxy-fixtures.js'
 import { until, within } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-h2-direct-')
@@ -219,6 +219,22 @@ t.test('a request body is streamed upstream; past the route\'s maxBodyBytes: 413
   t.equal(big.headers[':status'], 413)
   t.equal(json(big).error, 'too_large')
   t.ok(metric(await metrics(), 'edge_proxy_requests_total', { outcome: 'too_large' }) >= 1)
+})
+
+t.test('HTTP/1.1 on its direct path: a body streamed upstream; a chunked one past maxBodyBytes: 413 and the connection closed', async t => {
+  const post = await get(port, { ca: cert.certPem, path: '/post-h1', method: 'POST', body: 'h1 payload' })
+  t.equal(post.status, 200)
+  t.match(JSON.parse(post.body.toString()), { name: 'good', method: 'POST', url: '/post-h1' })
+  t.match(await logLine(post.headers['x-request-id'] as string), { method: 'POST', status: 200, bytesIn: 10 })
+  const socket = await tlsOpen(port, cert.certPem)
+  const chunk = 'y'.repeat(16 * 1024)
+  socket.write('POST /small/h1 HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n')
+  for (let i = 0; i < 4; i++) socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`)
+  socket.write('0\r\n\r\n')
+  const got = await untilClosed(socket, 15_000)
+  t.match(got.data, /^HTTP\/1\.1 413 /)
+  t.match(got.data, /"error":"too_large"/)
+  t.ok(got.closed, 'the connection is closed')
 })
 
 t.test('a gRPC call is not taken: its failure still comes as a gRPC status (UNAVAILABLE), not a JSON 502', async t => {
