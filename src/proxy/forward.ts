@@ -3,6 +3,11 @@
 // when the upstream fails, 504 when it times out, 408 when the client's body stalls. A request whose
 // client goes away (an HTTP/2 reset included) is cancelled upstream at once and counted `aborted`.
 // The target is chosen by the route's pool (route-pool.ts): 503 at once when none is healthy.
+//
+// Three ways through: an HTTP/1.1 request to an HTTP/1.1 pool is sent with undici's dispatch API
+// and answered straight into its response (h1-direct.ts); most HTTP/2 requests never reach this
+// file (h2-direct.ts serves them on their stream); the rest — gRPC, `Expect`, routes to HTTP/2
+// upstreams — go through Node's request/response objects and undici's `request()`.
 
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
