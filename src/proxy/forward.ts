@@ -376,7 +376,7 @@ export function createForwarder (opts: {
 
   return {
     handle,
-    handleStream: createDirectH2({ generation: () => current, cellsOf, limits, log, early, timeouts, requestBodyIdleMs: opts.timeouts.requestBodyIdleMs }),
+    handleStream: createDirectH2({ generation: () => current, cellsOf, limits, log, early, timeouts, config: opts.timeouts }),
     targetOf: (route, headers, peer) => {
       try {
         return current.routePools.get(route).pickUrl({ headers, peer })

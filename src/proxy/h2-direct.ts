@@ -19,7 +19,7 @@ import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Counter } from 'prom-client'
 import { util as undiciUtil, type Dispatcher } from 'undici'
-import type { RouteConfig } from '../config/types.js'
+import type { RouteConfig, TimeoutsConfig } from '../config/types.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
 import { NO_ACCESS_LOG, type StreamRecord } from './access-log.js'
 import type { Target } from './balancer.js'
@@ -47,8 +47,8 @@ export interface DirectContext {
   early: Counter<'action'>
   /** `edge_timeouts_total`. */
   timeouts: Counter<'kind'>
-  /** How long a request body may stall (timeouts.requestBodyIdleMs). */
-  requestBodyIdleMs: number
+  /** The timeouts in force, read per request (a reload may change them). */
+  config: Pick<TimeoutsConfig, 'requestBodyIdleMs'>
 }
 
 /**
@@ -211,7 +211,7 @@ class Exchange implements UpstreamSink {
     up['x-request-id'] = rec.id
     this.#upstreamHeaders = up
     if (!this.#stream.endAfterHeaders) {
-      this.#watch = watchStreamBody(this.#stream, declared, { idleMs: this.#ctx.requestBodyIdleMs, early: this.#ctx.early, onIdle: () => { this.#bodyStalled() } })
+      this.#watch = watchStreamBody(this.#stream, declared, { idleMs: this.#ctx.config.requestBodyIdleMs, early: this.#ctx.early, onIdle: () => { this.#bodyStalled() } })
     }
     return true
   }
