@@ -56,6 +56,12 @@ export const TlsSchema = section({
     docDefault: 'Mozilla *intermediate*, ECDHE only, plus the TLS 1.3 suites (`DEFAULT_CIPHERS`)',
     description: 'OpenSSL cipher list; TLS 1.3 (`TLS_…`) and TLS 1.2 names in one string'
   }),
+  groups: text({
+    default: 'auto',
+    check: 'groups',
+    docDefault: '`auto` = OpenSSL 3.5\'s defaults: X25519MLKEM768 (post-quantum hybrid), X25519, P-256, X448, P-384, P-521, ffdhe2048, ffdhe3072',
+    description: 'key-exchange groups the server accepts, in its order of preference, as an OpenSSL group list (nginx `ssl_ecdh_curve`, Envoy `ecdh_curves`), e.g. `X25519MLKEM768:X25519:P-256`. A client sharing none of them is refused (TLS alert `handshake_failure`). Leaving out `X25519MLKEM768` gives up post-quantum protection; it saves the ML-KEM encapsulation on each full handshake and the memory OpenSSL keeps for that exchange (7 KiB per idle connection in one measurement, see [benchmarks.md](benchmarks.md))'
+  }),
   strictSni: bool({ default: false, description: 'when `true`, a server name that matches no certificate is refused (fatal `unrecognized_name` alert, counted in `edge_tls_sni_refused_total`); when `false` it gets the default certificate' }),
   defaultCertificate: nullableText({ default: null, docDefault: '`null` = the first entry of `certificates`', description: 'name of the entry served to unknown names (non-strict) and to clients that send no SNI (always)' }),
   sessionTimeoutSeconds: int(1, 86_400, { default: 300, description: 'TLS session lifetime; a resumed session keeps its original start, so a client does a full handshake at least this often' }),
@@ -76,6 +82,8 @@ export const TlsSchema = section({
     sessionCache: 'use "sessionCacheSize" (sessions; 0 turns the cache off)',
     default: 'use "defaultCertificate"',
     cipherSuites: 'use "ciphers" (TLS 1.2 and 1.3 names in one list)',
+    ecdhCurve: 'use "groups" (an OpenSSL group list)',
+    curves: 'use "groups" (an OpenSSL group list)',
     contextCache: 'use "contextCacheSize" (certificate entries)'
   }
 })

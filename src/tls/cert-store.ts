@@ -64,7 +64,7 @@ function sameFiles (entry: CertificateConfig, checked: CheckedEntry): boolean {
 }
 
 const sameContextTls = (a: ContextTls, b: ContextTls): boolean =>
-  a.minVersion === b.minVersion && a.maxVersion === b.maxVersion && a.ciphers === b.ciphers && a.sessionTimeoutSeconds === b.sessionTimeoutSeconds
+  a.minVersion === b.minVersion && a.maxVersion === b.maxVersion && a.ciphers === b.ciphers && a.groups === b.groups && a.sessionTimeoutSeconds === b.sessionTimeoutSeconds
 
 /** Up to this many entries read by a load get a `certificate loaded` line each; beyond, the summary line only. */
 const LOGGED_ENTRIES = 100
