@@ -25,6 +25,7 @@ import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
 import { createHttp2Guard } from './h2-guard.js'
 import { createHttp1Limits } from './http-limits.js'
+import { createRouteLimits } from './route-limits.js'
 import { createTrustMatcher } from './trusted-proxies.js'
 import { createWebSocketProxy } from './websocket.js'
 
@@ -89,8 +90,10 @@ export async function startProxyServer (opts: {
   certs.load(config.certificates)
   let live: LiveConfig = { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog }
   let accessLog = createAccessLog({ config: config.accessLog, log, registry })
-  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
-  const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, targetOf: forwarder.targetOf })
+  // One set of route limits: a WebSocket upgrade takes a token of its route's rate like any request.
+  const limits = createRouteLimits({ registry })
+  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog, limits })
+  const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, accessLog, limits, targetOf: forwarder.targetOf })
   const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
   const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
@@ -203,7 +206,7 @@ export async function startProxyServer (opts: {
     if (JSON.stringify(next.accessLog) !== JSON.stringify(live.accessLog)) accessLog = createAccessLog({ config: next.accessLog, log, registry })
     live = next
     forwarder.update({ routes: next.routes, trustedProxies: next.trustedProxies, accessLog })
-    webSockets.update({ routes: next.routes, trustedProxies: next.trustedProxies })
+    webSockets.update({ routes: next.routes, trustedProxies: next.trustedProxies, accessLog })
   }
 
   const route = (hello: RoutedHello): TlsServer | 'refuse' => {
