@@ -251,6 +251,7 @@ export async function startProxyServer (opts: {
   async function close (graceMs: number = config.shutdownGraceMs ?? configDefaults.shutdownGraceMs): Promise<void> {
     if (closing) return
     closing = true
+    const stopAt = performance.now()
     const closed = once(listener, 'close')
     listener.close()
     front.destroyReading()
@@ -263,6 +264,8 @@ export async function startProxyServer (opts: {
     }, graceMs)
     timer.unref()
     await closed
+    // WebSockets may outlive the listener: their lines go to the access log the forwarder closes.
+    await webSockets.drain(Math.max(0, graceMs - (performance.now() - stopAt)))
     clearTimeout(timer)
     await forwarder.close()
     resumption.close()

@@ -29,6 +29,8 @@ export interface H2WebSockets {
   connect: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void
   /** Ends every open stream and its upstream connection (shutdown). */
   endAll: () => void
+  /** WebSockets open now. */
+  size: () => number
 }
 
 /** The stream's answer when the proxy refuses or fails it: a status and a JSON reason. */
@@ -53,6 +55,8 @@ export function createH2WebSockets (opts: {
   total: Counter<string>
   open: Gauge
   log: Logger
+  /** Called after a WebSocket closed (its line written). */
+  onClosed?: () => void
 }): H2WebSockets {
   const { total, open, limits } = opts
   const pairs = new Map<[ServerHttp2Stream, Socket], WebSocketRecord>()
@@ -212,6 +216,7 @@ export function createH2WebSockets (opts: {
         onClosed: () => {
           pairs.delete(pair)
           finish()
+          opts.onClosed?.()
         },
         // After the upstream's FIN the pipe has ended the stream (END_STREAM); a reset is for the rest.
         closeClient: () => { if (!stream.destroyed) stream.close(constants.NGHTTP2_NO_ERROR) }
@@ -222,6 +227,7 @@ export function createH2WebSockets (opts: {
 
   return {
     connect,
+    size: () => pairs.size,
     endAll: () => {
       for (const [[stream, upstream], rec] of pairs) {
         rec.complete = false

@@ -38,6 +38,12 @@ export interface WebSocketProxy {
   update: (next: { routes: readonly RouteConfig[], trustedProxies: readonly string[], accessLog?: AccessLog }) => void
   /** Ends every open pair (FIN both ways, destroyed a second later). */
   endAll: () => void
+  /**
+   * Resolves once no WebSocket is open (each one's line written); those still open after `ms` are
+   * ended (endAll), so it resolves at most about CLOSE_LINGER_MS later. Shutdown awaits it before
+   * the access log is closed.
+   */
+  drain: (ms: number) => Promise<void>
 }
 
 const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable' }
@@ -73,7 +79,15 @@ export function createWebSocketProxy (opts: {
   const open = (opts.registry.getSingleMetric('edge_websocket_open') as Gauge | undefined) ??
     new Gauge({ name: 'edge_websocket_open', help: 'WebSocket connections open now', registers: [opts.registry] })
   const pairs = new Map<[Socket, Socket], WebSocketRecord>()
-  const h2 = createH2WebSockets({ routing: () => ({ router, isTrusted }), accessLog: () => accessLog, limits, targetOf: opts.targetOf, total, open, log: opts.log })
+  // Shutdown's waiters for the last WebSocket to close (drain).
+  let drained: Array<() => void> = []
+  const closedOne = (): void => {
+    if (pairs.size > 0 || h2.size() > 0) return
+    const waiters = drained
+    drained = []
+    for (const resolve of waiters) resolve()
+  }
+  const h2 = createH2WebSockets({ routing: () => ({ router, isTrusted }), accessLog: () => accessLog, limits, targetOf: opts.targetOf, total, open, log: opts.log, onClosed: closedOne })
 
   function upgrade (req: IncomingMessage, socket: Socket, head: Buffer): void {
     const peer = normalizeAddress(peerAddress(socket))
@@ -175,6 +189,7 @@ export function createWebSocketProxy (opts: {
         onClosed: () => {
           pairs.delete(pair)
           finish()
+          closedOne()
         },
         closeClient: () => socket.destroy()
       })
@@ -207,6 +222,16 @@ export function createWebSocketProxy (opts: {
     })
   }
 
+  function endAll (): void {
+    // FIN both ways, then destroyed after a short linger if a peer does not close its side.
+    for (const [[client, upstream], rec] of pairs) {
+      rec.complete = false
+      endConnection(client)
+      endConnection(upstream)
+    }
+    h2.endAll()
+  }
+
   return {
     upgrade,
     connect: h2.connect,
@@ -215,14 +240,12 @@ export function createWebSocketProxy (opts: {
       isTrusted = createTrustMatcher(next.trustedProxies)
       if (next.accessLog !== undefined) accessLog = next.accessLog
     },
-    endAll: () => {
-      // FIN both ways, then destroyed after a short linger if a peer does not close its side.
-      for (const [[client, upstream], rec] of pairs) {
-        rec.complete = false
-        endConnection(client)
-        endConnection(upstream)
-      }
-      h2.endAll()
+    endAll,
+    drain: async ms => {
+      if (pairs.size === 0 && h2.size() === 0) return
+      const timer = setTimeout(endAll, ms)
+      await new Promise<void>(resolve => drained.push(resolve))
+      clearTimeout(timer)
     }
   }
 }

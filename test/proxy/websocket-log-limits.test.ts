@@ -2,8 +2,8 @@
 // (one worker) to a real WebSocket upstream (handshake checked, frames echoed). Over HTTP/1.1 the
 // client is undici's WebSocket (the WHATWG client Node ships); over HTTP/2 an extended CONNECT
 // (RFC 8441) on a node:http2 session. One line per WebSocket when it ends (status 101 / 200, bytes
-// each way, route, upstream, times), one per refusal (its status); webSocketsPerClient and the
-// route's request rate refuse with 429.
+// each way, route, upstream, times), one per refusal (its status), complete false when the proxy
+// cut it (idle timeout, shutdown); webSocketsPerClient and the route's request rate refuse with 429.
 import { once } from 'node:events'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
@@ -32,10 +32,12 @@ writeFileSync(configFile, JSON.stringify({
     { host: '*', pathPrefix: '/refuse', upstream: up.url },
     { host: '*', pathPrefix: '/one', upstream: up.url, webSocketsPerClient: 1 },
     { host: '*', pathPrefix: '/rate', upstream: up.url, requestsPerSecondPerClient: 1, requestBurstPerClient: 1 },
-    { host: '*', pathPrefix: '/quiet', upstream: up.url, accessLog: false }
+    { host: '*', pathPrefix: '/quiet', upstream: up.url, accessLog: false },
+    { host: '*', pathPrefix: '/idle', upstream: up.url, webSocketIdleMs: 300 }
   ],
   accessLog: { path: logFile },
   admin: { port: 0, drainDelayMs: 0 },
+  shutdownGraceMs: 300,
   log: { level: 'info' }
 }))
 const proxy = spawnCli(['proxy', '--config', configFile])
@@ -218,4 +220,25 @@ t.test('requestsPerSecondPerClient: upgrades take tokens like requests; out of t
   if (h2.status === 429) t.match(String(h2.headers['retry-after']), /^\d+$/, 'HTTP/2: Retry-After too')
   h2.stream.close()
   t.ok(metric(await adminMetrics(adminPort), 'edge_route_limit_hits_total', { limit: 'rate' }) >= 2, 'counted as rate hits')
+})
+
+t.test('a WebSocket the idle timeout closed is logged as not complete', async t => {
+  const ws = await openWs('/idle')
+  await within(once(ws, 'close'), 10_000, 'the idle close')
+  const line = await lineWhere(l => l.path === '/idle')
+  t.equal(line?.status, 101)
+  t.equal(line?.complete, false, 'cut by the proxy')
+  t.ok(Number(line?.totalMs) >= 250, `open ${String(line?.totalMs)} ms`)
+})
+
+t.test('on shutdown an open WebSocket is ended and its line is in the file before the proxy exits', async t => {
+  const ws = await openWs('/chat/last')
+  const closed = once(ws, 'close')
+  proxy.proc.kill('SIGTERM')
+  await within(closed, 15_000, 'the close')
+  const exit = await proxy.exited
+  t.equal(exit.code, 0, 'the proxy exits 0')
+  const line = lines().find(l => l.path === '/chat/last')
+  t.equal(line?.status, 101, 'the line was written and flushed')
+  t.equal(line?.complete, false, 'the proxy ended it')
 })
