@@ -33,16 +33,18 @@ export interface H2WebSockets {
   size: () => number
 }
 
-/** The stream's answer when the proxy refuses or fails it: a status and a JSON reason. */
-function answer (stream: ServerHttp2Stream, status: number, error: string, message: string, extra: OutgoingHttpHeaders = {}): void {
-  if (stream.destroyed || stream.closed) return
+/** The stream's answer when the proxy refuses or fails it: a status and a JSON reason; returns the body's size (0 if none was sent). */
+function answer (stream: ServerHttp2Stream, status: number, error: string, message: string, extra: OutgoingHttpHeaders = {}): number {
+  if (stream.destroyed || stream.closed) return 0
   if (stream.headersSent) {
     stream.close(constants.NGHTTP2_CANCEL)
-    return
+    return 0
   }
   const body = JSON.stringify({ error, message })
-  stream.respond({ ...extra, ':status': status, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+  const size = Buffer.byteLength(body)
+  stream.respond({ ...extra, ':status': status, 'content-type': 'application/json', 'content-length': size })
   stream.end(body)
+  return size
 }
 
 export function createH2WebSockets (opts: {
@@ -91,7 +93,8 @@ export function createH2WebSockets (opts: {
     }
     const refused = (status: number, error: string, message: string, extra?: OutgoingHttpHeaders): void => {
       total.inc({ event: 'refused' })
-      answer(stream, status, error, message, extra)
+      // As for requests, bytesOut is the size of the proxy's own error body.
+      rec.bytesOut = answer(stream, status, error, message, extra)
       finish(status)
     }
     const authority = requestAuthority(headers, [])
@@ -161,7 +164,7 @@ export function createH2WebSockets (opts: {
       total.inc({ event: 'upstream_failed' })
       opts.log.warn({ upstream: origin, code: err.code ?? err.message }, 'websocket upstream failed')
       stream.off('close', onEarlyClose)
-      answer(stream, 502, 'bad_gateway', 'the upstream could not be reached or failed')
+      rec.bytesOut = answer(stream, 502, 'bad_gateway', 'the upstream could not be reached or failed')
       finish(502)
     })
     req.once('response', (res: IncomingMessage) => {

@@ -48,10 +48,12 @@ export interface WebSocketProxy {
 
 const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable' }
 
-/** Answers an upgrade the proxy will not pass on, and closes the connection. */
-function refuse (socket: Socket, status: number, error: string, reason: string, extra = ''): void {
+/** Answers an upgrade the proxy will not pass on, and closes the connection; returns the body's size. */
+function refuse (socket: Socket, status: number, error: string, reason: string, extra = ''): number {
   const body = JSON.stringify({ error, message: reason })
-  socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nConnection: close\r\n${extra}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  const size = Buffer.byteLength(body)
+  socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nConnection: close\r\n${extra}Content-Type: application/json\r\nContent-Length: ${size}\r\n\r\n${body}`)
+  return size
 }
 
 /** The upstream's answer head is read (for the access log's status) up to this size; a longer one is passed on uncounted. */
@@ -114,7 +116,8 @@ export function createWebSocketProxy (opts: {
     }
     const refused = (status: number, error: string, reason: string, extra = ''): void => {
       total.inc({ event: 'refused' })
-      refuse(socket, status, error, reason, extra)
+      // As for requests, bytesOut is the size of the proxy's own error body.
+      rec.bytesOut = refuse(socket, status, error, reason, extra)
       finish(status)
     }
     const proto = String(req.headers.upgrade ?? '').toLowerCase()

@@ -160,6 +160,7 @@ t.test('refused upgrades log their status: no route 404, the upstream\'s own 403
   const line = await lineWhere(l => l.path === '/nowhere')
   t.equal(line?.status, 404)
   t.equal(line?.method, 'GET')
+  t.ok(Number(line?.bytesOut) > 20, 'bytesOut: the size of the proxy\'s error body, as for requests')
   const s = await session()
   const refused = await h2Ws(s, '/refuse')
   t.equal(refused.status, 403)
