@@ -21,7 +21,7 @@ export type ControlRequest =
     certificates?: CertificateConfig[]
     tls: TlsConfig
     changedFiles?: string[]
-    /** Present when routes, trusted proxies or the access log changed (validated by the primary): applied on commit. */
+    /** Present when routes, trusted proxies, the access log, timeouts or limits changed (validated by the primary): applied on commit. */
     live?: LiveConfig
   }
   | { type: 'edge:reload-commit', id: number }
@@ -81,7 +81,7 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
           plan.commit()
           if (live !== undefined) {
             server.applyLive(live)
-            log.info({ routes: live.routes.length }, 'routes reloaded: new requests use them, requests in flight finish on the old ones')
+            log.info({ routes: live.routes.length }, 'routes reloaded: new requests use them (and new connections the timeouts and limits), requests in flight finish on the old ones')
           }
         } catch (err) {
           fail(msg.id, err)
