@@ -144,11 +144,13 @@ export function createH2WebSockets (opts: {
       ...(tls ? { servername: target.hostname, ALPNProtocols: ['http/1.1'] } : {})
     })
     // Until the upstream's answer: the connect timeout, then the route's request timeout.
-    let timer = setTimeout(() => req.destroy(new Error('connect timeout')), route.connectTimeoutMs)
+    // Either running out is a gateway timeout (504), as for HTTP requests; any other failure 502.
+    let timedOut = false
+    let timer = setTimeout(() => { timedOut = true; req.destroy(new Error('connect timeout')) }, route.connectTimeoutMs)
     req.once('socket', (s: Socket) => s.once('connect', () => {
       rec.upstreamConnectMs = performance.now() - (rec.upstreamStartMs ?? 0)
       clearTimeout(timer)
-      timer = setTimeout(() => req.destroy(new Error('upstream timeout')), route.timeoutMs)
+      timer = setTimeout(() => { timedOut = true; req.destroy(new Error('upstream timeout')) }, route.timeoutMs)
     }))
     const settle = (): void => clearTimeout(timer)
     // The client gave up before the upstream answered (nginx's 499).
@@ -164,8 +166,10 @@ export function createH2WebSockets (opts: {
       total.inc({ event: 'upstream_failed' })
       opts.log.warn({ upstream: origin, code: err.code ?? err.message }, 'websocket upstream failed')
       stream.off('close', onEarlyClose)
-      rec.bytesOut = answer(stream, 502, 'bad_gateway', 'the upstream could not be reached or failed')
-      finish(502)
+      rec.bytesOut = timedOut
+        ? answer(stream, 504, 'gateway_timeout', 'the upstream did not answer in time')
+        : answer(stream, 502, 'bad_gateway', 'the upstream could not be reached or failed')
+      finish(timedOut ? 504 : 502)
     })
     req.once('response', (res: IncomingMessage) => {
       // Not a 101: the upstream refused the WebSocket; its answer goes back as it is.

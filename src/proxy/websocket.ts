@@ -46,7 +46,7 @@ export interface WebSocketProxy {
   drain: (ms: number) => Promise<void>
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable' }
+const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
 
 /** Answers an upgrade the proxy will not pass on, and closes the connection; returns the body's size. */
 function refuse (socket: Socket, status: number, error: string, reason: string, extra = ''): number {
@@ -159,7 +159,9 @@ export function createWebSocketProxy (opts: {
     const upstream: Socket = target.protocol === 'https:'
       ? tlsConnect({ host, port, servername, ALPNProtocols: ['http/1.1'] })
       : netConnect({ host, port })
-    const connectTimer = setTimeout(() => upstream.destroy(new Error('connect timeout')), route.connectTimeoutMs)
+    // A target that does not connect in time is a gateway timeout (504), as for HTTP requests; any other failure 502.
+    let timedOut = false
+    const connectTimer = setTimeout(() => { timedOut = true; upstream.destroy(new Error('connect timeout')) }, route.connectTimeoutMs)
     connectTimer.unref()
     let lines = `${rec.method} ${rec.url} HTTP/1.1\r\n`
     for (const [name, value] of Object.entries(headers)) {
@@ -207,9 +209,10 @@ export function createWebSocketProxy (opts: {
       if (logged) return
       total.inc({ event: 'upstream_failed' })
       opts.log.warn({ upstream: origin, code: err.code ?? err.message }, 'websocket upstream failed')
-      if (socket.writable) socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+      const status = timedOut ? 504 : 502
+      if (socket.writable) socket.end(`HTTP/1.1 ${status} ${REASONS[status] ?? ''}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`)
       else socket.destroy()
-      finish(502)
+      finish(status)
     })
     socket.on('error', () => {
       rec.complete = false

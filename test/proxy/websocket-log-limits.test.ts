@@ -7,6 +7,7 @@
 import { once } from 'node:events'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import t from 'tap'
@@ -21,6 +22,11 @@ import { decoder, echoUpstream, encode, type Frame } from '../helpers/websocket.
 const home = tempHome('keyedge-ws-log-')
 const cert = selfSigned(home, 'localhost', ['localhost', '127.0.0.1'])
 const up = await echoUpstream()
+// A target that accepts TCP and never says a word: no TLS handshake, no HTTP answer.
+const silentSockets = new Set<Socket>()
+const silent = createNetServer(s => { silentSockets.add(s); s.on('error', () => {}); s.once('close', () => silentSockets.delete(s)) })
+await new Promise<void>(resolve => silent.listen(0, '127.0.0.1', resolve))
+const silentPort = (silent.address() as AddressInfo).port
 const logFile = join(home, 'access.log')
 const configFile = join(home, 'proxy.json')
 writeFileSync(configFile, JSON.stringify({
@@ -33,7 +39,9 @@ writeFileSync(configFile, JSON.stringify({
     { host: '*', pathPrefix: '/one', upstream: up.url, webSocketsPerClient: 1 },
     { host: '*', pathPrefix: '/rate', upstream: up.url, requestsPerSecondPerClient: 1, requestBurstPerClient: 1 },
     { host: '*', pathPrefix: '/quiet', upstream: up.url, accessLog: false },
-    { host: '*', pathPrefix: '/idle', upstream: up.url, webSocketIdleMs: 300 }
+    { host: '*', pathPrefix: '/idle', upstream: up.url, webSocketIdleMs: 300 },
+    { host: '*', pathPrefix: '/silent-tls', upstream: `https://127.0.0.1:${silentPort}`, connectTimeoutMs: 300 },
+    { host: '*', pathPrefix: '/silent', upstream: `http://127.0.0.1:${silentPort}`, timeoutMs: 300 }
   ],
   accessLog: { path: logFile },
   admin: { port: 0, drainDelayMs: 0 },
@@ -48,6 +56,8 @@ t.teardown(async () => {
   await agent.close()
   await proxy.stop('SIGKILL')
   up.close()
+  for (const s of silentSockets) s.destroy()
+  silent.close()
   rmSync(home, { recursive: true, force: true })
 })
 const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
@@ -169,6 +179,21 @@ t.test('refused upgrades log their status: no route 404, the upstream\'s own 403
   const h2Line = await lineWhere(l => l.path === '/refuse' && l.method === 'CONNECT')
   t.equal(h2Line?.status, 403, 'the upstream\'s refusal, as the client got it')
   t.equal(h2Line?.bytesOut, 2, 'its body')
+})
+
+t.test('an upstream that does not answer in time: 504, as for requests, over HTTP/1.1 and HTTP/2', async t => {
+  // HTTP/1.1: the target's TLS handshake never completes within connectTimeoutMs.
+  const h1 = await upgradeStatus('/silent-tls')
+  t.equal(h1.status, 504, 'HTTP/1.1: 504 Gateway Timeout')
+  t.match(h1.head, /^HTTP\/1\.1 504 Gateway Timeout\r\n/)
+  t.equal((await lineWhere(l => l.path === '/silent-tls'))?.status, 504, 'logged as 504')
+  // HTTP/2: connected, but no answer to the upgrade within timeoutMs.
+  const s = await session()
+  const h2 = await h2Ws(s, '/silent')
+  t.equal(h2.status, 504, 'HTTP/2: 504')
+  h2.stream.resume()
+  await within(once(h2.stream, 'close'), 10_000, 'the answer\'s end')
+  t.equal((await lineWhere(l => l.path === '/silent' && l.method === 'CONNECT'))?.status, 504, 'logged as 504')
 })
 
 t.test('a route with accessLog false writes no WebSocket line', async t => {
