@@ -108,3 +108,20 @@ export function createRouteLimits (opts: { registry: Registry, now?: () => numbe
     hit: kind => hits.inc({ limit: kind })
   }
 }
+
+/** A WebSocket upgrade's admission: the release of its place, or why it is refused (always a 429). */
+export type WebSocketAdmission =
+  | { ok: true, release: () => void }
+  | { ok: false, error: 'rate_limited' | 'too_many_websockets', message: string, retryAfterSeconds?: number }
+
+/**
+ * The route limits of a WebSocket upgrade, in order, for both ways one arrives (HTTP/1.1 Upgrade,
+ * HTTP/2 extended CONNECT): a token of the route's request bucket, then one of its WebSocket places.
+ */
+export function admitWebSocket (limits: RouteLimits, route: RouteConfig, client: string): WebSocketAdmission {
+  const admission = limits.admit(route, client)
+  if (!admission.ok) return { ok: false, error: 'rate_limited', message: 'too many requests from this client address', retryAfterSeconds: admission.retryAfterSeconds }
+  const release = limits.openWebSocket(route, client)
+  if (release === undefined) return { ok: false, error: 'too_many_websockets', message: 'too many WebSockets open from this client address on this route' }
+  return { ok: true, release }
+}

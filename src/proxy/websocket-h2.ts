@@ -19,7 +19,7 @@ import { requestIdOf, type AccessLog, type WebSocketRecord } from './access-log.
 import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders, withoutHopByHop } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
-import type { RouteLimits } from './route-limits.js'
+import { admitWebSocket, type RouteLimits } from './route-limits.js'
 import type { Router } from './router.js'
 import { normalizeAddress } from './trusted-proxies.js'
 import { splice } from './websocket-splice.js'
@@ -107,17 +107,12 @@ export function createH2WebSockets (opts: {
     }
     rec.route = route
     rec.client = clientAddress(headers, peer, isTrusted)
-    const admission = limits.admit(route, rec.client)
-    if (!admission.ok) {
-      refused(429, 'rate_limited', 'too many requests from this client address', { 'retry-after': String(admission.retryAfterSeconds) })
+    const admitted = admitWebSocket(limits, route, rec.client)
+    if (!admitted.ok) {
+      refused(429, admitted.error, admitted.message, admitted.retryAfterSeconds === undefined ? undefined : { 'retry-after': String(admitted.retryAfterSeconds) })
       return
     }
-    const release = limits.openWebSocket(route, rec.client)
-    if (release === undefined) {
-      refused(429, 'too_many_websockets', 'too many WebSockets open from this client address on this route')
-      return
-    }
-    stream.once('close', release)
+    stream.once('close', admitted.release)
     const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted })
     out['x-request-id'] = rec.id
     out.connection = 'upgrade'

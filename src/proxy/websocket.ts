@@ -16,7 +16,7 @@ import { NO_ACCESS_LOG, requestIdOf, type AccessLog, type WebSocketRecord } from
 import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
-import { createRouteLimits, type RouteLimits } from './route-limits.js'
+import { admitWebSocket, createRouteLimits, type RouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
@@ -130,17 +130,12 @@ export function createWebSocketProxy (opts: {
     }
     rec.route = route
     rec.client = clientAddress(req.headers, peer, isTrusted)
-    const admission = limits.admit(route, rec.client)
-    if (!admission.ok) {
-      refused(429, 'rate_limited', 'too many requests from this client address', `Retry-After: ${admission.retryAfterSeconds}\r\n`)
+    const admitted = admitWebSocket(limits, route, rec.client)
+    if (!admitted.ok) {
+      refused(429, admitted.error, admitted.message, admitted.retryAfterSeconds === undefined ? '' : `Retry-After: ${admitted.retryAfterSeconds}\r\n`)
       return
     }
-    const release = limits.openWebSocket(route, rec.client)
-    if (release === undefined) {
-      refused(429, 'too_many_websockets', 'too many WebSockets open from this client address on this route')
-      return
-    }
-    socket.once('close', release)
+    socket.once('close', admitted.release)
     const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket })
     headers['x-request-id'] = rec.id
     headers.connection = 'upgrade'
