@@ -5,7 +5,6 @@
 // stream limit a new session is told. Restart-only settings are still reported as such.
 import { once } from 'node:events'
 import { rmSync, writeFileSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
 import { connect as h2connect } from 'node:http2'
 import { connect as netConnect } from 'node:net'
 import { join } from 'node:path'
@@ -16,6 +15,7 @@ import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { selfSigned, taggedUpstream } from '../helpers/proxy-fixtures.js'
 import { until, within } from '../helpers/wait.js'
+import { admin as adminCall, type AdminReply } from '../helpers/rotation.js'
 
 const home = tempHome('keyedge-live-timeouts-')
 const cert = selfSigned(home, 'localhost', ['localhost'])
@@ -40,18 +40,7 @@ t.teardown(async () => {
 const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
 const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
 
-async function admin (path: string, method = 'GET'): Promise<{ status: number, body: string }> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path, method }, res => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (s: string) => { body += s })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const admin = async (path: string, method = 'GET'): Promise<AdminReply> => await adminCall(adminPort, path, method)
 
 async function tls (): Promise<TLSSocket> {
   const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: cert.certPem, ALPNProtocols: ['http/1.1'] })
