@@ -262,6 +262,16 @@ export const ProxyProtocolSchema = section({
   }
 })
 
+export const HttpRedirectSchema = section({
+  host: text({ default: '0.0.0.0', check: 'listen-host', description: 'address of the plain-HTTP listener' }),
+  port: int(0, 65_535, { default: 80, description: 'its TCP port; `0` picks a free one (logged: `{"msg":"http redirect listening","port":N}`). Must differ from the other listeners\' ports' }),
+  httpsPort: int(0, 65_535, { default: 0, docDefault: '`0` = `listen.port`', description: 'the port the `Location` names: the one clients reach the TLS listener on (`443` behind a port mapping); `443` is left out of the URL' }),
+  permanent: bool({ default: true, description: '`true`: `308 Permanent Redirect` (browsers remember it); `false`: `307 Temporary Redirect`. Both keep the method and body, unlike 301/302' })
+}, {
+  description: 'a plain-HTTP listener (port 80) that sends every request for a routed host to the same URL over HTTPS (nginx `return 301 https://$host$request_uri`, Caddy\'s automatic redirects); a host no route serves gets `404`. It reads only the request head, answers and closes. Absent: no plain-HTTP listener',
+  renamed: { status: 'use "permanent" (true: 308, false: 307)', redirectPort: 'use "httpsPort"', tlsPort: 'use "httpsPort"', listen: 'use "host" and "port"' }
+})
+
 export const AdminSchema = section({
   host: text({ default: '127.0.0.1', check: 'loopback', description: 'a loopback address (`127.0.0.0/8`, `::1` or `localhost`); anything else is refused' }),
   port: int(0, 65_535, { default: 9443, description: 'TCP port; `0` picks a free one (see the log line). Must differ from `listen.port`' }),
@@ -324,6 +334,7 @@ export const EdgeConfigSchema = section({
   accessLog: optional(AccessLogSchema),
   proxyProtocol: optional(ProxyProtocolSchema),
   admin: optional(AdminSchema),
+  httpRedirect: optional(HttpRedirectSchema),
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),
   timeouts: TimeoutsSchema,

@@ -25,7 +25,7 @@ const LOGGED_NAMES = 100
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
 /** Settings that a reload cannot change: they need a restart (until then the old values stay). */
-const RESTART_ONLY = ['listen', 'workers', 'keyd', 'proxyProtocol', 'http2', 'log', 'admin', 'shutdownGraceMs', 'stateDir'] as const
+const RESTART_ONLY = ['listen', 'workers', 'keyd', 'proxyProtocol', 'http2', 'log', 'admin', 'httpRedirect', 'shutdownGraceMs', 'stateDir'] as const
 
 export interface ReloadReport {
   ok: boolean

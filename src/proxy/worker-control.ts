@@ -41,8 +41,8 @@ export function isControlRequest (msg: unknown): msg is ControlRequest {
   return typeof type === 'string' && REQUEST_TYPES.has(type) && typeof (msg as { id?: unknown }).id === 'number'
 }
 
-/** Answers control requests from the primary on `send` for `server`. */
-export function createWorkerControl (opts: { server: ProxyServer, log: Logger, send: (reply: ControlReply) => void }): (msg: ControlRequest) => void {
+/** Answers control requests from the primary on `send` for `server`; `onLive` hears the live settings a committed reload applied. */
+export function createWorkerControl (opts: { server: ProxyServer, log: Logger, send: (reply: ControlReply) => void, onLive?: (live: LiveConfig) => void }): (msg: ControlRequest) => void {
   const { server, log, send } = opts
   const pending = new Map<number, { plan: ReloadPlan, live: LiveConfig | undefined }>()
   const describe = async (names?: readonly string[]): Promise<CertEntryInfo[]> => {
@@ -81,6 +81,7 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
           plan.commit()
           if (live !== undefined) {
             server.applyLive(live)
+            opts.onLive?.(live)
             log.info({ routes: live.routes.length }, 'routes reloaded: new requests use them (and new connections the timeouts and limits), requests in flight finish on the old ones')
           }
         } catch (err) {
