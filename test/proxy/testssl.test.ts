@@ -1,8 +1,12 @@
 // What a scanner sees of keyedge's TLS front: testssl.sh (Debian's `testssl`) scans keyedge as
 // `npm start` runs it (every TLS setting at its default, an ECDSA and an RSA certificate, keys in
 // keyd) with a bounded subset of its checks: protocols, renegotiation, TLS and HTTP compression,
-// and the vulnerability checks that answer in seconds. The full scan beside nginx is `npm run bench
+// and the vulnerability checks that answer in seconds; and, with a plain client, the server's cipher
+// order with ChaCha20 for a client that prefers it. The full scan beside nginx is `npm run bench
 // -- testssl` (docs/tls-conformance.md).
+import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
+import { connect } from 'node:tls'
 import t, { type Test } from 'tap'
 import { prepareScan, startKeyedgeScan } from '../../bench/testssl-servers.js'
 import { byId, runTestssl, TESTSSL_MISSING, testsslCommand, type Finding } from '../../bench/testssl-scan.js'
@@ -19,19 +23,38 @@ const CHECKS = ['-p', '-R', '-C', '-B', '-H', '-I', '-BB', '-4', '-W', '-F', '-O
 const SCAN_DEADLINE_MS = 80_000
 
 const cmd = testsslCommand()
-if (cmd === undefined && process.env.CI !== 'true') {
-  t.plan(0, `testssl scan skipped: ${TESTSSL_MISSING}`)
-} else {
-  await run()
+const m = await prepareScan()
+t.teardown(m.stop)
+const keyedge = await startKeyedgeScan(m)
+t.teardown(keyedge.stop)
+const ca = readFileSync(m.caFile)
+
+/** The suite keyedge picks for a client offering `ciphers` in this order. */
+async function negotiated (ciphers: string, version: 'TLSv1.2' | 'TLSv1.3'): Promise<string | undefined> {
+  const socket = connect({ host: '127.0.0.1', port: keyedge.port, servername: 'localhost', ca, ciphers, minVersion: version, maxVersion: version })
+  try {
+    await Promise.race([once(socket, 'secureConnect'), once(socket, 'error').then(([err]) => { throw err })])
+    return socket.getCipher().standardName
+  } finally { socket.destroy() }
 }
 
-async function run (): Promise<void> {
-  t.ok(cmd, `${TESTSSL_MISSING} (.ci/run installs it; under CI=true it must be there)`)
+// Not a testssl check: the server's cipher order, and a client that prefers ChaCha20 getting it.
+t.test('the server\'s order (AES-128-GCM first), but ChaCha20 for a client that lists it first', async t => {
+  t.equal(await negotiated('TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256', 'TLSv1.3'), 'TLS_AES_128_GCM_SHA256', 'TLS 1.3: the server\'s first suite')
+  t.equal(await negotiated('TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256', 'TLSv1.3'), 'TLS_CHACHA20_POLY1305_SHA256', 'TLS 1.3: ChaCha20 first, ChaCha20 chosen')
+  t.equal(await negotiated('ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256', 'TLSv1.2'), 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256', 'TLS 1.2: the server\'s first suite')
+  t.equal(await negotiated('ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256', 'TLSv1.2'), 'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256', 'TLS 1.2: ChaCha20 first, ChaCha20 chosen')
+})
+
+if (cmd === undefined && process.env.CI !== 'true') {
+  t.comment(`testssl scan skipped: ${TESTSSL_MISSING}`)
+} else {
+  t.test(`testssl.sh ${CHECKS.join(' ')}`, scanChecks)
+}
+
+async function scanChecks (t: Test): Promise<void> {
+  t.ok(cmd, `testssl is on PATH (under CI=true it must be: .ci/run installs it). If not: ${TESTSSL_MISSING}`)
   if (cmd === undefined) return
-  const m = await prepareScan()
-  t.teardown(m.stop)
-  const keyedge = await startKeyedgeScan(m)
-  t.teardown(keyedge.stop)
   const scan = await runTestssl({ cmd, port: keyedge.port, checks: CHECKS, caFile: m.caFile, timeoutMs: SCAN_DEADLINE_MS, dir: m.dir, name: 'keyedge' })
   t.notOk(scan.timedOut, `the scan ends within ${SCAN_DEADLINE_MS / 1000} s (took ${Math.round(scan.ms / 1000)} s)`)
   t.ok(scan.findings.length > 0, `testssl reports findings (exit ${String(scan.exitCode)}; stderr: ${scan.stderr.slice(-300)})`)
