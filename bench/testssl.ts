@@ -27,7 +27,7 @@ testssl.sh (Debian: apt-get install -y testssl.sh) scans keyedge and nginx side 
 127.0.0.1: keyedge as \`npm start\` runs it (every TLS setting at its default, an ECDSA and an RSA
 certificate, keys in keyd) and nginx with the same certificates and Mozilla's intermediate
 settings, both proxying to the same upstream. Prints every finding whose severity differs; writes
-bench/results/testssl-<date>.json and .md. Both scans run at once: about 2.5 minutes with every group.
+bench/results/testssl-<date>.json and .md. Both scans run at once: about 3 minutes with every group.
 
 options:
   --checks LIST   check groups (default all): ${Object.entries(CHECKS).map(([n, f]) => `${n} (${f})`).join(', ')}
