@@ -98,7 +98,8 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
     ? `keyedge alone (no nginx to compare with): findings at LOW or above\n\n${k === undefined ? '(no scan)' : notableTable(k.scan)}\n`
     : `Findings whose severity differs (${severity.length}):\n\n${differenceTable(severity, 60)}\n`)
   say(`\nresults: ${files.json}, ${dated}, ${files.md}`)
-  return scans.some(s => s.scan.findings.length === 0) ? 1 : 0
+  // A scan cut short or with nothing to read is not a result to compare: say so in the exit code.
+  return scans.some(s => s.scan.findings.length === 0 || s.scan.timedOut) ? 1 : 0
 }
 
 /** Entry point for `node dist/bench/run.js testssl`. */
