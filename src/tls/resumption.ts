@@ -45,8 +45,11 @@ function counter (registry: Registry, name: string, help: string, labelNames: st
  * Client-initiated renegotiation (TLS 1.2) is refused with a no_renegotiation warning alert, as
  * OpenSSL 3's own server and nginx do: each renegotiation costs the server a full handshake (a
  * keyd signature) for a few bytes from the client. Node otherwise allows it.
+ * The server's cipher order (`honorCipherOrder`) puts AES-GCM first; a client that lists
+ * ChaCha20-Poly1305 first (a phone without AES instructions) still gets it (PrioritizeChaCha),
+ * as it would from a server following the client's order (docs/tls-conformance.md).
  */
-const BASE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION
+const BASE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION | constants.SSL_OP_PRIORITIZE_CHACHA
 
 /**
  * Sets up resumption from `config.tls` (and ticket keys from `config.keyd`, when present). Waits at
