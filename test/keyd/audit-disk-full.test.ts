@@ -2,6 +2,8 @@
 // up while signatures are pipelined in buffered durability, every signature keyd answered has its entry
 // in the log (the space reserve holds them), the rest is refused with AUDIT_UNAVAILABLE and /healthz
 // says 503; once space is freed keyd serves again by itself, without a restart, and the log verifies.
+// The proxy signs on keyd's native path, whose audit writes (in C, before each answer) are the ones
+// that fail here.
 // Then: a partial last entry is reported truthfully by durability at restart and by `audit verify`.
 import t from 'tap'
 import { execFileSync, execFile } from 'node:child_process'
@@ -87,6 +89,9 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   const logged = okEntries(home)
   const missing = answered.filter(m => !logged.has(sha256(m)))
   t.equal(missing.length, 0, `every answered signature is in the log (${answered.length} answered)`)
+  // The proxy's connection signs on keyd's native path, which writes each entry itself before it answers:
+  // the failed write was its own, and it handed the chain back to JavaScript, which failed closed.
+  t.ok(keyd.lines.some(l => l.includes('released the space reserve (keyd serves again once it can take it back)')), 'the native path\'s write failed, and the log took its chain back')
 
   rmSync(join(keydDir, 'filler'))
   let back: Buffer | undefined
@@ -98,6 +103,8 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   t.ok(keyd.lines.some(l => l.includes('audit log writable again')), 'and says so')
   t.equal(await health(), 200, '/healthz 200 again')
   await keyd.stop()
+  const stopping = keyd.lines.map(l => { try { return JSON.parse(l) as Record<string, unknown> } catch { return {} } }).find(o => o.msg === 'keyd stopping')
+  t.ok(typeof stopping?.nativeSignatures === 'number' && stopping.nativeSignatures >= 5, `signatures made on the native path (${String(stopping?.nativeSignatures)})`)
   const r = await verify(home)
   t.equal(r.code, 0, r.out)
   t.match(r.out, /written: \d+ entries/)
