@@ -103,6 +103,13 @@ struct worker {
   struct conn *graveyard;
   atomic_int throttled; /* stopped reading because JavaScript has FWD_CAP bytes to take */
   EVP_MD_CTX *md;
+  int index; /* its slot in each table entry's sign_cache */
+};
+
+/* A signing context kept per table entry and thread: set up once, not per signature. */
+struct sign_cache {
+  EVP_PKEY_CTX *ctx;
+  uint16_t alg; /* what ctx is initialised for (0: nothing) */
 };
 
 struct event {
@@ -388,77 +395,109 @@ static void conn_lost(struct worker *w, struct conn *c) {
   push_event(EV_EOF, c->id, NULL, 0);
 }
 
-static const char *md_name(uint16_t alg) {
+/* The digests, fetched once at start: a fetch by name per signature costs more than the hash. */
+static EVP_MD *MDS[4]; /* SHA-256, SHA-384, SHA-512, SHA-224 */
+static const char *const MD_NAMES[4] = {"SHA256", "SHA384", "SHA512", "SHA224"};
+static const int MD_SIZES[4] = {32, 48, 64, 28};
+
+/* The digest of a PROTOCOL.md algorithm code (index into MDS), -1 for none (Ed25519, unknown). */
+static int md_index(uint16_t alg) {
   switch (alg) {
   case 0x0001:
   case 0x0011:
   case 0x0021:
-    return "SHA256";
+    return 0;
   case 0x0002:
   case 0x0012:
   case 0x0022:
-    return "SHA384";
+    return 1;
   case 0x0003:
   case 0x0013:
   case 0x0023:
-    return "SHA512";
+    return 2;
   case 0x0004:
   case 0x0014:
-    return "SHA224";
+    return 3;
   default:
-    return NULL;
+    return -1;
   }
 }
 
-static int md_size(const char *name) {
-  return strcmp(name, "SHA256") == 0   ? 32
-         : strcmp(name, "SHA384") == 0 ? 48
-         : strcmp(name, "SHA512") == 0 ? 64
-                                       : 28;
+/* A DER ECDSA signature in `out` (len bytes) rewritten as IEEE P1363 r||s; the new length, or -1. */
+static int to_p1363(EVP_PKEY *pkey, uint8_t *out, size_t len, size_t cap) {
+  int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
+  const uint8_t *p = out;
+  ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
+  if (sig == NULL || (size_t)field * 2 > cap) {
+    ECDSA_SIG_free(sig);
+    return -1;
+  }
+  const BIGNUM *r = NULL, *s = NULL;
+  ECDSA_SIG_get0(sig, &r, &s);
+  int ok = BN_bn2binpad(r, out, field) == field && BN_bn2binpad(s, out + field, field) == field;
+  ECDSA_SIG_free(sig);
+  return ok ? field * 2 : -1;
 }
 
-/* Signs as keyd/keystore/file-keystore.ts does through node:crypto; returns the length, or -1. */
-static int sign_with(struct worker *w, EVP_PKEY *pkey, const struct fs_sign_req *req, uint8_t *out,
-                     size_t cap) {
-  const char *md = md_name(req->algorithm);
+/*
+ * Signs as keyd/keystore/file-keystore.ts does through node:crypto (the same signatures: ECDSA DER
+ * or P1363, RSA PKCS#1 v1.5 and PSS with salt = digest length, Ed25519), returns the length or -1.
+ * `sha256` receives the message's SHA-256 (the audit entry's msgSha256): for a SHA-256 algorithm it
+ * is the very digest that is signed, computed once. ECDSA and RSA sign that digest with a context
+ * kept in the table entry for this thread (`cache`); Ed25519 signs the message itself.
+ */
+static int sign_with(struct worker *w, EVP_PKEY *pkey, struct sign_cache *cache,
+                     const struct fs_sign_req *req, uint8_t *out, size_t cap, uint8_t sha256[32]) {
   int id = EVP_PKEY_get_base_id(pkey);
-  EVP_PKEY_CTX *pctx = NULL;
-  EVP_MD_CTX_reset(w->md);
+  int mi = md_index(req->algorithm);
+  unsigned dlen = 0;
   if (id == EVP_PKEY_ED25519) {
     if (req->algorithm != 0x0030)
       return -1;
-    md = NULL;
-  } else if (md == NULL) {
-    return -1;
+    size_t len = cap;
+    EVP_MD_CTX_reset(w->md);
+    if (EVP_DigestSignInit_ex(w->md, NULL, NULL, NULL, NULL, pkey, NULL) != 1 ||
+        EVP_DigestSign(w->md, out, &len, req->msg, req->msg_len) != 1 ||
+        EVP_Digest(req->msg, req->msg_len, sha256, &dlen, MDS[0], NULL) != 1 || dlen != 32)
+      return -1;
+    return (int)len;
   }
-  if (EVP_DigestSignInit_ex(w->md, &pctx, md, NULL, NULL, pkey, NULL) != 1)
+  if (mi < 0 || (id != EVP_PKEY_EC && id != EVP_PKEY_RSA))
     return -1;
-  if (id == EVP_PKEY_RSA) {
-    int pss = req->algorithm >= 0x0021 && req->algorithm <= 0x0023;
-    if (EVP_PKEY_CTX_set_rsa_padding(pctx, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) != 1)
+  uint8_t digest[64];
+  if (EVP_Digest(req->msg, req->msg_len, digest, &dlen, MDS[mi], NULL) != 1 ||
+      dlen != (unsigned)MD_SIZES[mi])
+    return -1;
+  if (mi == 0) {
+    memcpy(sha256, digest, 32);
+  } else {
+    unsigned l = 0;
+    if (EVP_Digest(req->msg, req->msg_len, sha256, &l, MDS[0], NULL) != 1 || l != 32)
       return -1;
-    if (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, md_size(md)) != 1)
+  }
+  EVP_PKEY_CTX *ctx = cache->ctx;
+  if (ctx == NULL || cache->alg != req->algorithm) {
+    if (ctx == NULL && (ctx = cache->ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL)
       return -1;
+    cache->alg = 0;
+    if (EVP_PKEY_sign_init(ctx) != 1 || EVP_PKEY_CTX_set_signature_md(ctx, MDS[mi]) != 1)
+      return -1;
+    if (id == EVP_PKEY_RSA) {
+      int pss = req->algorithm >= 0x0021 && req->algorithm <= 0x0023;
+      if (EVP_PKEY_CTX_set_rsa_padding(ctx, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) != 1)
+        return -1;
+      if (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, MD_SIZES[mi]) != 1)
+        return -1;
+    }
+    cache->alg = req->algorithm;
   }
   size_t len = cap;
-  if (EVP_DigestSign(w->md, out, &len, req->msg, req->msg_len) != 1)
+  if (EVP_PKEY_sign(ctx, out, &len, digest, dlen) != 1) {
+    cache->alg = 0; /* set up again next time */
     return -1;
-  if (id == EVP_PKEY_EC && req->p1363) {
-    int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
-    const uint8_t *p = out;
-    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
-    if (sig == NULL || (size_t)field * 2 > cap) {
-      ECDSA_SIG_free(sig);
-      return -1;
-    }
-    const BIGNUM *r = NULL, *s = NULL;
-    ECDSA_SIG_get0(sig, &r, &s);
-    int ok = BN_bn2binpad(r, out, field) == field && BN_bn2binpad(s, out + field, field) == field;
-    ECDSA_SIG_free(sig);
-    if (!ok)
-      return -1;
-    len = (size_t)field * 2;
   }
+  if (id == EVP_PKEY_EC && req->p1363)
+    return to_p1363(pkey, out, len, cap);
   return (int)len;
 }
 
@@ -484,44 +523,39 @@ static int try_fast(struct worker *w, struct conn *c, const uint8_t *frame, size
    */
   pthread_rwlock_rdlock(&G.lock);
   const struct fs_entry *e = fs_eligible(&G.table, c->client, &req, now_ms());
+  uint8_t digest[32];
   if (e != NULL)
-    siglen = sign_with(w, (EVP_PKEY *)e->key_ref, &req, sig, sizeof(sig));
+    siglen = sign_with(w, (EVP_PKEY *)e->key_ref, &((struct sign_cache *)e->cache)[w->index], &req,
+                       sig, sizeof(sig), digest);
   if (siglen >= 0) {
-    uint8_t digest[32];
-    unsigned dlen = 0;
     static const char hex[] = "0123456789abcdef";
     /* The record fields after seq and time, as keyd/audit/chain.ts canonical() writes them. */
     char tail[FS_JSON_HEAD_MAX + 160];
     size_t hl = strlen(e->json_head);
     memcpy(tail, e->json_head, hl);
     size_t n = hl;
-    n += req.has_version ? (size_t)snprintf(tail + n, 16, "%u", req.version)
-                         : (memcpy(tail + n, "null", 4), 4);
+    n += req.has_version ? fc_u64(tail + n, req.version) : (memcpy(tail + n, "null", 4), 4);
     static const char mid[] = ",\"result\":\"ok\",\"msgSha256\":\"";
     memcpy(tail + n, mid, sizeof(mid) - 1);
     n += sizeof(mid) - 1;
-    if (EVP_Digest(req.msg, req.msg_len, digest, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32) {
+    for (unsigned i = 0; i < 32; i++) {
+      tail[n + 2 * i] = hex[digest[i] >> 4];
+      tail[n + 2 * i + 1] = hex[digest[i] & 15];
+    }
+    n += 64;
+    memcpy(tail + n, "\"}", 2);
+    n += 2;
+    /* The entry first: no answer leaves before its audit entry is in the log. */
+    int64_t seq = chain_append(tail, n);
+    if (seq < 0) {
       siglen = -1;
+      failed = -seq;
     } else {
-      for (unsigned i = 0; i < 32; i++) {
-        tail[n + 2 * i] = hex[digest[i] >> 4];
-        tail[n + 2 * i + 1] = hex[digest[i] & 15];
-      }
-      n += 64;
-      memcpy(tail + n, "\"}", 2);
-      n += 2;
-      /* The entry first: no answer leaves before its audit entry is in the log. */
-      int64_t seq = chain_append(tail, n);
-      if (seq < 0) {
-        siglen = -1;
-        failed = -seq;
-      } else {
-        memcpy(rec.key, e->key, sizeof(rec.key));
-        key_version = e->key_version;
-        double done = mono_s();
-        rec.queue_s = started > arrived ? started - arrived : 0;
-        rec.exec_s = done - started;
-      }
+      memcpy(rec.key, e->key, sizeof(rec.key));
+      key_version = e->key_version;
+      double done = mono_s();
+      rec.queue_s = started > arrived ? started - arrived : 0;
+      rec.exec_s = done - started;
     }
   }
   pthread_rwlock_unlock(&G.lock);
@@ -887,6 +921,11 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&G.qlock, NULL);
   pthread_mutex_init(&G.alock, NULL);
   G.chain.fd = -1;
+  for (int i = 0; i < 4; i++)
+    if ((MDS[i] = EVP_MD_fetch(NULL, MD_NAMES[i], NULL)) == NULL) {
+      napi_throw_error(env, NULL, "keyd native: cannot fetch the digests");
+      return NULL;
+    }
   G.workers = calloc(threads, sizeof(struct worker));
   if (G.workers == NULL) {
     napi_throw_error(env, NULL, "keyd native: out of memory");
@@ -898,6 +937,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     w->ep = epoll_create1(EPOLL_CLOEXEC);
     w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->md = EVP_MD_CTX_new();
+    w->index = (int)i;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     if (w->ep < 0 || w->evfd < 0 || w->md == NULL ||
         epoll_ctl(w->ep, EPOLL_CTL_ADD, w->evfd, &ev) != 0 ||
@@ -1088,6 +1128,10 @@ static napi_value js_drop_key(napi_env env, napi_callback_info info) {
 
 static void table_free(struct fs_table *t) {
   for (size_t i = 0; i < t->count; i++) {
+    struct sign_cache *cache = t->entries[i].cache;
+    for (int j = 0; cache != NULL && j < G.nthreads; j++)
+      EVP_PKEY_CTX_free(cache[j].ctx);
+    free(cache);
     EVP_PKEY_free(t->entries[i].key_ref);
     free(t->entries[i].json_head);
   }
@@ -1136,7 +1180,8 @@ static napi_value js_set_table(napi_env env, napi_callback_info info) {
          get_u32(env, v[4], &e->key_version) && get_u32(env, v[5], &e->alg_mask) &&
          get_u32(env, v[6], &tls) && napi_get_value_double(env, v[7], &deadline) == napi_ok &&
          get_str(env, v[8], head, sizeof(head)) && strlen(head) < FS_JSON_HEAD_MAX &&
-         (e->json_head = strdup(head)) != NULL;
+         (e->json_head = strdup(head)) != NULL &&
+         (e->cache = calloc((size_t)G.nthreads, sizeof(struct sign_cache))) != NULL;
     EVP_PKEY *pkey = ok ? key_lookup(e->key, e->key_version) : NULL;
     if (pkey == NULL || EVP_PKEY_up_ref(pkey) != 1) {
       t.count = i + 1; /* this entry's json_head is freed too */

@@ -31,6 +31,9 @@ struct fc_chain {
 /* Longest tail fc_append takes (the record fields after seq and time). */
 #define FC_MAX_TAIL 8192
 
+/* Writes `v` in decimal (no NUL) into `out` (room for 20 digits); returns the digits written. */
+size_t fc_u64(char *out, uint64_t v);
+
 /* The ISO 8601 UTC time of `ms` as JavaScript's Date.prototype.toISOString (years 0..9999). */
 void fc_iso_time(int64_t ms, char out[32]);
 

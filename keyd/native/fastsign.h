@@ -67,6 +67,7 @@ struct fs_entry {
   int64_t deadline_ms; /* 0: none; else signs while now <= deadline */
   char *json_head; /* `"client":…,"op":"SIGN","key":…,"version":` of its audit entries (JSON.stringify's) */
   void *key_ref;   /* the key (the addon's; opaque here) */
+  void *cache;     /* the addon's signing contexts for this entry, one per thread (opaque here) */
 };
 
 struct fs_table {

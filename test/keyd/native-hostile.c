@@ -121,6 +121,25 @@ static void chain_checks(void) {
   ok(strcmp(iso, "9999-12-31T23:59:59.999Z") == 0, "ISO time at the end of year 9999");
   fc_iso_time(-1, iso);
   ok(strcmp(iso, "1969-12-31T23:59:59.999Z") == 0, "ISO time before 1970");
+  int iso_ok = 1;
+  for (int i = 0; i < 100000 && iso_ok; i++) {
+    /* Years 0..9999, against gmtime_r (what toISOString spells for them). */
+    int64_t ms = -62167219200000LL + (int64_t)(((uint64_t)rnd() << 32 | rnd()) % 315537897600000ULL);
+    int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+    time_t tt = (time_t)secs;
+    struct tm tm;
+    char want[96];
+    gmtime_r(&tt, &tm);
+    snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - secs * 1000));
+    fc_iso_time(ms, iso);
+    iso_ok = strcmp(iso, want) == 0;
+  }
+  ok(iso_ok, "100,000 random times of years 0..9999 spelled as gmtime_r does");
+  char num[24] = {0};
+  ok(fc_u64(num, 0) == 1 && strcmp(num, "0") == 0, "decimal 0");
+  memset(num, 0, sizeof(num));
+  ok(fc_u64(num, UINT64_MAX) == 20 && strcmp(num, "18446744073709551615") == 0, "decimal 2^64-1");
 
   char path[] = "/tmp/keyd-chain-XXXXXX";
   int fd = mkstemp(path);
