@@ -563,10 +563,11 @@ static int try_fast(struct worker *w, struct conn *c, const uint8_t *frame, size
     push_event(EV_AUDIT, 0, NULL, (size_t)failed); /* JavaScript takes the chain back and fails */
   if (siglen < 0)
     return 0; /* JavaScript answers: a refusal, no chain, or a failure it reports its own way */
+  /* Counted before its record is queued: signatures made >= records queued >= records drained. */
+  atomic_fetch_add(&G.signed_count, 1);
   if (push_record(&rec) != 0) {
     /* Out of memory for a metrics record: the signature is audited and answered all the same. */
   }
-  atomic_fetch_add(&G.signed_count, 1);
   size_t total = FS_HEADER_SIZE + 5 + (size_t)siglen + 5 + 4;
   struct out *o = malloc(sizeof(*o) + total);
   if (o == NULL) {

@@ -109,6 +109,8 @@ export class NativeSign {
   /** Keys given to the addon, by `name\0version`. */
   readonly #pushed = new Set<string>()
   #watched: AuditLog | null = null
+  /** Native signatures whose metrics records were drained (counted in stats.signatures). */
+  #drained = 0
   readonly #sink: ChainSink
   #timer: NodeJS.Timeout | null = null
   #clientList: Client[] = []
@@ -265,6 +267,7 @@ export class NativeSign {
   drain (): void {
     const { records, events } = this.#addon.drain()
     const metrics = this.#state.metrics
+    this.#drained += records.length / 3
     for (let i = 0; i + 2 < records.length; i += 3) {
       this.#stats.signatures++
       metrics?.observe('SIGN', records[i] as string, 'ok', records[i + 1] as number, records[i + 2] as number)
@@ -300,4 +303,7 @@ export class NativeSign {
 
   /** Signatures made natively since start. */
   get signatures (): number { return this.#addon.stats().signatures }
+
+  /** Native signatures not yet in stats.signatures (their metrics records are not drained yet). */
+  get undrained (): number { return this.signatures - this.#drained }
 }
