@@ -5,7 +5,7 @@
 // written before its operation is answered, and JavaScript's entries go through the same chain.
 import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync } from 'node:fs'
 import { constants as osConstants } from 'node:os'
-import { open as openAsync, type FileHandle } from 'node:fs/promises'
+import { open as openAsync, statfs, type FileHandle } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import type { Logger } from 'pino'
 import { writeFileAtomic, writeFileAtomicAsync } from '../keystore/atomic-file.js'
@@ -291,8 +291,8 @@ export class AuditLog {
   /**
    * The sink's write failed (keyd's native SIGN path says so, or an append through it returned the
    * error): the entry was not written and its operation is not answered. The log takes the chain
-   * back and fails closed; the reserve is given back so that the recovery probe, which takes it again,
-   * proves there is room before keyd serves again.
+   * back and fails closed. The reserve stays: no answered entry waits to be written into it (freeing it
+   * would only let the probe take it back at once); the probe waits for room beyond it instead.
    */
   sinkFailed (): void {
     if (this.#sink !== null && this.#sink.head().error !== 0) this.#sinkBroke()
@@ -303,10 +303,8 @@ export class AuditLog {
     const st = this.#detach()
     const err = new Error(`audit log write failed: ${errnoName(st.error)}`)
     this.#lastError = err
+    this.#o.logger.warn({ file: this.#o.file, seq: st.seq, err: err.message }, 'audit log write failed on the native SIGN path: nothing was answered for it; the chain is back in JavaScript')
     this.#fail(err)
-    void this.#reserve.release().then(() => {
-      this.#o.logger.warn({ file: this.#o.file, seq: st.seq, reserveBytes: this.#o.reserveBytes }, 'audit log write failed; released the space reserve (keyd serves again once it can take it back)')
-    }, () => {})
   }
 
   /** The last entry on disk: the sink's while it holds the chain. */
@@ -462,7 +460,14 @@ export class AuditLog {
     this.#recovering = true
     try {
       if (this.#queue.length > 0 && !await this.#writeQueue()) return
-      await this.#reserve.take()
+      if (this.#reserve.held) {
+        // After a failed write of the native path the reserve was kept (nothing answered waited to be
+        // written into it): room for as much again beyond it is what makes the log writable again.
+        const fs = await statfs(dirname(this.#o.file))
+        if (fs.bavail * fs.bsize < this.#o.reserveBytes) return
+      } else {
+        await this.#reserve.take()
+      }
       this.#broken = null
       if (this.#probe !== null) clearInterval(this.#probe)
       this.#probe = null

@@ -86,12 +86,20 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   await keyd.waitFor(o => typeof o.msg === 'string' && o.msg.startsWith('audit log cannot be written'))
   t.equal(await health(), 503, '/healthz 503 while the log cannot be written')
   t.equal((await refusal(proxy.sign('df-tls', 'ecdsa-sha256', tls13Input()))).code, 'KEYD_ERR_AUDIT_UNAVAILABLE', 'nothing is signed meanwhile')
+  // The recovery probe runs every 0.5 s: while the disk stays full it must not declare the log writable
+  // (the native path kept the reserve; taking a freed reserve back would prove nothing).
+  const seen = new Set<number>()
+  for (const deadline = Date.now() + 1600; Date.now() < deadline;) {
+    seen.add(await health())
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.same([...seen], [503], '/healthz stays 503 over three probes while the disk is full')
   const logged = okEntries(home)
   const missing = answered.filter(m => !logged.has(sha256(m)))
   t.equal(missing.length, 0, `every answered signature is in the log (${answered.length} answered)`)
   // The proxy's connection signs on keyd's native path, which writes each entry itself before it answers:
   // the failed write was its own, and it handed the chain back to JavaScript, which failed closed.
-  t.ok(keyd.lines.some(l => l.includes('released the space reserve (keyd serves again once it can take it back)')), 'the native path\'s write failed, and the log took its chain back')
+  t.ok(keyd.lines.some(l => l.includes('audit log write failed on the native SIGN path')), 'the native path\'s write failed, and the log took its chain back')
 
   rmSync(join(keydDir, 'filler'))
   let back: Buffer | undefined
