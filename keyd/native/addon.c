@@ -11,6 +11,7 @@
 #define _GNU_SOURCE /* pthread_setname_np, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -922,6 +923,13 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&G.qlock, NULL);
   pthread_mutex_init(&G.alock, NULL);
   G.chain.fd = -1;
+  /*
+   * A file size limit (ulimit -f) reached by an audit write must fail that write (EFBIG: cut back,
+   * fail closed), not kill keyd with SIGXFSZ and lose the entries it holds.
+   */
+  struct sigaction ign = {.sa_handler = SIG_IGN};
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGXFSZ, &ign, NULL);
   for (int i = 0; i < 4; i++)
     if ((MDS[i] = EVP_MD_fetch(NULL, MD_NAMES[i], NULL)) == NULL) {
       napi_throw_error(env, NULL, "keyd native: cannot fetch the digests");

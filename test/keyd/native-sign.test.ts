@@ -6,9 +6,9 @@
 // verifies and holds every answered signature. The count of native signatures comes from keyd's own
 // "keyd stopping" line.
 import t from 'tap'
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { verify, constants, type KeyObject } from 'node:crypto'
-import { readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { readFileSync, writeFileSync, rmSync, statSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import type { Socket } from 'node:net'
@@ -307,6 +307,51 @@ t.test('kill -9 under native signing load: the audit log verifies after the rest
   t.teardown(() => proxy.close())
   await proxy.sign('k9-ec', 'ecdsa-sha256', tls13Input())
   t.pass('signs after the restarts')
+})
+
+t.test('an audit write that fails on the native path fails closed, leaves no partial entry, and keyd serves natively again once it can write', async t => {
+  // A file size limit on keyd (prlimit; the native path ignores SIGXFSZ, so the write fails with EFBIG
+  // part-way): the same failure as a full disk, without root.
+  try { execFileSync('prlimit', ['--version'], { stdio: 'pipe' }) } catch { t.comment('prlimit (util-linux) not installed: skipped'); t.pass('skipped'); return }
+  const home = tempHome()
+  t.teardown(() => rmSync(home, { recursive: true, force: true }))
+  const keyd = await startKeyd(home, ['--metrics-port', '0'])
+  t.teardown(() => keyd.stop())
+  const ready = await keyd.waitFor(o => o.msg === 'keyd ready')
+  const health = async (): Promise<number> => (await fetch(`http://127.0.0.1:${ready.metricsPort as number}/healthz`)).status
+  await keyd.admin.createKey('fz-ec', 'ec-p256', 'tls-server')
+  const proxy = keyd.client('proxy')
+  t.teardown(() => proxy.close())
+  const answered: Buffer[] = []
+  for (let i = 0; i < 5; i++) { const m = tls13Input(); await proxy.sign('fz-ec', 'ecdsa-sha256', m); answered.push(m) }
+  const log = join(home, 'keyd', 'audit.log')
+  const size = statSync(log).size
+  const pid = String(keyd.proc.pid)
+  // Room for part of one more entry, not a whole one.
+  execFileSync('prlimit', ['--pid', pid, `--fsize=${size + 60}:unlimited`])
+  t.teardown(() => { try { execFileSync('prlimit', ['--pid', pid, '--fsize=unlimited:unlimited'], { stdio: 'pipe' }) } catch { /* keyd is gone */ } })
+  t.equal(await codeOf(proxy.sign('fz-ec', 'ecdsa-sha256', tls13Input())), 'KEYD_ERR_AUDIT_UNAVAILABLE', 'the SIGN whose entry could not be written is refused (keyd ignores SIGXFSZ: the write fails with EFBIG)')
+  await keyd.waitFor(o => o.msg === 'audit log write failed on the native SIGN path: nothing was answered for it; the chain is back in JavaScript')
+  t.equal(statSync(log).size, size, 'the part written was cut back: the log ends with its last whole entry')
+  t.equal(await codeOf(proxy.sign('fz-ec', 'ecdsa-sha256', tls13Input())), 'KEYD_ERR_AUDIT_UNAVAILABLE', 'fail-closed: nothing is signed meanwhile')
+  t.equal(await health(), 503, '/healthz 503')
+  execFileSync('prlimit', ['--pid', pid, '--fsize=unlimited:unlimited'])
+  let back: Buffer | undefined
+  for (const deadline = Date.now() + 15_000; back === undefined && Date.now() < deadline;) {
+    const m = tls13Input()
+    back = await proxy.sign('fz-ec', 'ecdsa-sha256', m).then(r => { answered.push(m); return r.signature }, () => undefined)
+    if (back === undefined) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.ok(back !== undefined, 'keyd signs again by itself once it can write')
+  for (let i = 0; i < 5; i++) { const m = tls13Input(); await proxy.sign('fz-ec', 'ecdsa-sha256', m); answered.push(m) }
+  t.equal(await health(), 200, '/healthz 200 again')
+  const native = await stopCounting(keyd)
+  t.equal(native, answered.length, `every answered signature was native, after the recovery too (${native}): the chain went back to C`)
+  const logged = loggedHashes(home)
+  t.ok(answered.every(m => logged.has(sha256(m))), 'every answered signature is in the log')
+  t.ok(readFileSync(log, 'utf8').endsWith('\n'), 'no partial entry')
+  const v = await auditVerify(home)
+  t.equal(v.code, 0, v.out.trim())
 })
 
 t.test('--no-native-sign, --audit fsync: every signature is made in JavaScript', async t => {
