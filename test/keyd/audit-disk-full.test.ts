@@ -7,7 +7,7 @@
 // Then: a partial last entry is reported truthfully by durability at restart and by `audit verify`.
 import t from 'tap'
 import { execFileSync, execFile } from 'node:child_process'
-import { appendFileSync, mkdirSync, openSync, writeSync, closeSync, rmSync, readFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, openSync, writeSync, closeSync, rmSync, readFileSync, truncateSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { startKeyd, refusal } from '../helpers/keyd.js'
@@ -117,6 +117,45 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   t.equal(r.code, 0, r.out)
   t.match(r.out, /written: \d+ entries/)
   t.notMatch(r.out, /acknowledged but not written/)
+})
+
+t.test('no space reserve, no native signing: the chain stays in JavaScript, which refuses, until the reserve can be taken', async t => {
+  const home = tempHome()
+  const keydDir = join(home, 'keyd')
+  mkdirSync(keydDir, { recursive: true, mode: 0o700 })
+  const skip = await mountTmpfs(keydDir)
+  if (skip !== undefined) { t.comment(skip); t.pass('skipped'); return }
+  t.teardown(() => { try { execFileSync('umount', [keydDir]) } catch { /* already unmounted */ } rmSync(home, { recursive: true, force: true }) })
+  const first = await startKeyd(home)
+  await first.admin.createKey('nr-tls', 'ec-p256', 'tls-server')
+  await first.stop()
+  // The reserve gone and the disk nearly full: room for small writes (the checkpoint), not for 512 KiB.
+  rmSync(join(keydDir, '.audit.log.reserve'))
+  const filler = join(keydDir, 'filler')
+  const filled = fill(filler)
+  truncateSync(filler, filled - 128 * 1024)
+  const keyd = await startKeyd(home, ['--metrics-port', '0'])
+  t.teardown(() => keyd.stop())
+  await keyd.waitFor(o => typeof o.msg === 'string' && o.msg.startsWith('audit log cannot be written'))
+  const proxy = keyd.client('proxy')
+  t.teardown(() => proxy.close())
+  for (let i = 0; i < 3; i++) t.equal((await refusal(proxy.sign('nr-tls', 'ecdsa-sha256', tls13Input()))).code, 'KEYD_ERR_AUDIT_UNAVAILABLE', 'refused: no reserve, so no chain in C and a fail-closed log')
+  rmSync(filler)
+  const answered: Buffer[] = []
+  for (const deadline = Date.now() + 15_000; answered.length === 0 && Date.now() < deadline;) {
+    const m = tls13Input()
+    if (await proxy.sign('nr-tls', 'ecdsa-sha256', m).then(() => true, () => false)) answered.push(m)
+    else await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.equal(answered.length, 1, 'keyd signs once the reserve can be taken')
+  for (let i = 0; i < 5; i++) { const m = tls13Input(); await proxy.sign('nr-tls', 'ecdsa-sha256', m); answered.push(m) }
+  await keyd.stop()
+  const stopping = keyd.lines.map(l => { try { return JSON.parse(l) as Record<string, unknown> } catch { return {} } }).find(o => o.msg === 'keyd stopping')
+  t.equal(stopping?.nativeSignatures, answered.length, 'no native signature before the reserve was held; every one after it native')
+  const logged = okEntries(home)
+  t.ok(answered.every(m => logged.has(sha256(m))), 'every answered signature is in the log')
+  const r = await verify(home)
+  t.equal(r.code, 0, r.out)
 })
 
 t.test('a partial last entry is told apart by durability: acknowledged but not written, or never acknowledged', async t => {
