@@ -2,8 +2,9 @@
  * keyd's native SIGN path (docs/keyd.md, "Native SIGN path"): a Node addon inside keyd. After a
  * client's HELLO, keyd's JavaScript hands the connection's descriptor to a pool of threads, each an
  * epoll loop over its connections. A thread answers only the success path of SIGN, for a (client,
- * key, version) that JavaScript put in the eligibility table, while it holds audit credit; it
- * queues the audit record before it writes the answer. Every other byte goes to JavaScript in order
+ * key, version) that JavaScript put in the eligibility table, while the audit log has handed it
+ * the chain (chain.c): it chains and writes the signature's audit entry before it queues the answer,
+ * and JavaScript's own entries go through the same chain. Every other byte goes to JavaScript in order
  * (the connection's own framing, limits and dispatch run there unchanged), and JavaScript's answers
  * come back here to be written, so one writer owns the socket. It uses the OpenSSL that Node
  * carries.
