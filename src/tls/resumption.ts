@@ -11,7 +11,7 @@ import { KeydClient } from '../../keyd/client/client.js'
 import { TicketKeyRing, within } from './ticket-keys.js'
 import { sessionStore, type SessionStore } from './session-cache.js'
 import { handshakeWindow } from './resumption-ratio.js'
-import { installTicketCallback, type TicketKeyLookup } from './ticket-callback.js'
+import { installTicketCallback, ticketKeyCallback, type TicketKeyLookup } from './ticket-callback.js'
 
 /** How a TLS server of one certificate entry is set up for resumption. */
 export interface Variant {
@@ -85,7 +85,21 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
       return onlyCurrent && !current ? undefined : { key: k.key, current }
     }
   }
+  const ticketCallback = ticketKeyCallback(keys, local, offered)
   let warned = false
+  // The handshake counter's label sets, one per protocol version seen (not an object per handshake).
+  const handshakeLabels = new Map<string, { full: { version: string, resumed: string }, resumed: { version: string, resumed: string } }>()
+  const onSecure = (socket: TLSSocket): void => {
+    const resumed = socket.isSessionReused()
+    const version = socket.getProtocol() ?? 'unknown'
+    let labels = handshakeLabels.get(version)
+    if (labels === undefined) {
+      labels = { full: { version, resumed: 'false' }, resumed: { version, resumed: 'true' } }
+      handshakeLabels.set(version, labels)
+    }
+    handshakes.inc(resumed ? labels.resumed : labels.full)
+    recent.record(resumed)
+  }
 
   const cacheOn = tls.sessionCacheSize > 0 && tls.minVersion === 'TLSv1.2'
   const store: SessionStore | undefined = cacheOn ? sessionStore({ maxEntries: tls.sessionCacheSize, ttlSeconds: tls.sessionTimeoutSeconds }) : undefined
@@ -102,15 +116,11 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
     variant(cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13)))
 
   const attach = (server: TlsServer, v: Variant): void => {
-    if (tls.sessionTickets && !installTicketCallback(server, keys, local, offered) && !warned) {
+    if (tls.sessionTickets && !installTicketCallback(server, ticketCallback) && !warned) {
       warned = true
       log.warn('this Node has no TLS ticket key callback: tickets use a key of each TLS server, resume on this worker only and are not renewed')
     }
-    server.on('secureConnection', (socket: TLSSocket) => {
-      const resumed = socket.isSessionReused()
-      handshakes.inc({ version: socket.getProtocol() ?? 'unknown', resumed: String(resumed) })
-      recent.record(resumed)
-    })
+    server.on('secureConnection', onSecure)
     if (!v.cache || store === undefined) return
     server.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
       store.set(id, data)
