@@ -147,7 +147,7 @@ export class TlsFront {
     }
     this.#arrivals.set(socket, a)
     socket.once('close', this.#onClose)
-    if (!proxyRequired && !this.#admit(a, socket.remoteAddress)) return
+    if (!proxyRequired && !this.#admit(a, undefined)) return
     a.timer = setTimeout(this.#handshakeTimeout, this.#o.timeouts.handshakeMs, this, a)
     // A PROXY header can come only from a trusted balancer; from anyone else the reader refuses one.
     a.proxy = new ProxyHeaderReader(proxyRequired ? 'required' : 'forbidden')
@@ -158,11 +158,14 @@ export class TlsFront {
     socket.on('end', this.#onEnd)
   }
 
-  /** Applies the per-client connection limits to `address`; false when refused (the socket is destroyed). */
+  /**
+   * Applies the per-client connection limits to `address` (undefined: the socket's peer, looked up
+   * only when a limit is on); false when refused (the socket is destroyed).
+   */
   #admit (a: Arrival, address: string | undefined): boolean {
     const { limits, log } = this.#o
     if (!limits.enabled) return true
-    const key = clientKey(address ?? '')
+    const key = clientKey(address ?? a.socket.remoteAddress ?? '')
     const admission = limits.admit(key)
     if (admission !== 'ok') {
       log.debug({ client: key, limit: admission }, 'connection refused by a per-client limit')

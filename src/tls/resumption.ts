@@ -112,8 +112,11 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
   // A TLS 1.3 client sends a random legacy session ID: looking it up would cost an IPC round trip
   // on every connection, so only hellos that cannot negotiate TLS 1.3 reach the cache's servers.
   const needsHello = cacheOn && tls.maxVersion === 'TLSv1.3'
+  // Made once: the front asks for one on every connection.
+  const withCache = variant(true)
+  const withoutCache = variant(false)
   const variantFor = (hello?: { offersTls13: boolean }): Variant =>
-    variant(cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13)))
+    cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13)) ? withCache : withoutCache
 
   const attach = (server: TlsServer, v: Variant): void => {
     if (tls.sessionTickets && !installTicketCallback(server, ticketCallback) && !warned) {
