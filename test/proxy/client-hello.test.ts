@@ -127,3 +127,25 @@ t.test('any framing, any chunking: the same verdict, and the bytes handed on are
   }
   t.pass('300 random framings and chunkings')
 })
+
+t.test('a first flight in one chunk (read in place) gets the verdict and bytes of the record-by-record path', async t => {
+  const record = (payload: Buffer, version = 0x0301): Buffer => Buffer.concat([Buffer.from([22, version >> 8, version & 0xff, payload.length >> 8, payload.length & 0xff]), payload])
+  const flights: Array<[string, Buffer]> = [
+    ['one record', frame(hello13, 16_384)],
+    ['one record, then another record in the same chunk', Buffer.concat([frame(hello12, 16_384), Buffer.from([20, 3, 3, 0, 1, 1])])],
+    ['a record holding the hello and more bytes after it', record(Buffer.concat([hello13, Buffer.from([1, 2, 3])]))],
+    ['the hello spread over two records', frame(hello13, hello13.length - 10)],
+    ['a record longer than the chunk', record(hello13).subarray(0, hello13.length)],
+    ['an empty record first', Buffer.concat([Buffer.from([22, 3, 1, 0, 0]), frame(hello13, 16_384)])],
+    ['not a ClientHello', record(Buffer.concat([Buffer.from([2]), hello13.subarray(1)]))],
+    ['a hello body longer than its record says', record(Buffer.concat([hello13.subarray(0, 1), Buffer.from([0, 0xff, 0xff]), hello13.subarray(4)]))],
+    ['record version 4', record(hello13, 0x0401)]
+  ]
+  for (const [what, flight] of flights) {
+    const whole = new ClientHelloReader()
+    const v = whole.push(flight)
+    const slow = feed(flight, 1)
+    t.same(v, slow.verdict, `${what}: same verdict`)
+    t.ok(whole.bytes().equals(slow.bytes), `${what}: same bytes handed on`)
+  }
+})
