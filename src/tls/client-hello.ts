@@ -21,13 +21,15 @@ const HANDSHAKE = 22
 const CLIENT_HELLO = 1
 const EXT_SERVER_NAME = 0
 const EXT_SUPPORTED_VERSIONS = 43
+const EXT_SESSION_TICKET = 35
 const TLS13 = 0x0304
 
 /** What the reader found; `unroutable` connections go to the default server with the bytes read. */
 export type HelloVerdict =
   | { status: 'partial' }
   | { status: 'unroutable', reason: string }
-  | { status: 'ok', serverName: string | undefined, offersTls13: boolean }
+  /** `offersTicket`: a non-empty session_ticket extension (a TLS 1.2 ticket to resume with). */
+  | { status: 'ok', serverName: string | undefined, offersTls13: boolean, offersTicket: boolean }
 
 /**
  * Reads one connection's first flight, chunk by chunk. Each byte is handled a bounded number of
@@ -235,13 +237,14 @@ export function parseClientHelloBody (body: Buffer): HelloVerdict {
   if (p + 1 > body.length) return bad
   p += 1 + body.readUInt8(p) // compression methods
   if (p > body.length) return bad
-  if (p === body.length) return { status: 'ok', serverName: undefined, offersTls13: false }
+  if (p === body.length) return { status: 'ok', serverName: undefined, offersTls13: false, offersTicket: false }
   if (p + 2 > body.length) return bad
   const end = p + 2 + body.readUInt16BE(p)
   if (end > body.length) return bad
   p += 2
   let serverName: string | undefined
   let offersTls13 = false
+  let offersTicket = false
   while (p + 4 <= end) {
     const type = body.readUInt16BE(p)
     const len = body.readUInt16BE(p + 2)
@@ -251,10 +254,10 @@ export function parseClientHelloBody (body: Buffer): HelloVerdict {
     else if (type === EXT_SUPPORTED_VERSIONS && len >= 1) {
       const listEnd = Math.min(p + 1 + body.readUInt8(p), p + len)
       for (let q = p + 1; q + 2 <= listEnd; q += 2) if (body.readUInt16BE(q) === TLS13) offersTls13 = true
-    }
+    } else if (type === EXT_SESSION_TICKET && len > 0) offersTicket = true
     p += len
   }
-  return { status: 'ok', serverName, offersTls13 }
+  return { status: 'ok', serverName, offersTls13, offersTicket }
 }
 
 /** server_name_list: u16 length, then entries of (u8 type, u16 length, name); the first host_name. */

@@ -25,11 +25,11 @@ export interface Variant {
 
 export interface Resumption {
   /**
-   * The variant for a ClientHello that offers TLS 1.3 or not; `undefined` when the hello was not
-   * read (or could not be): such connections never get the session-ID cache unless every
-   * handshake is TLS 1.2.
+   * The variant for a ClientHello that offers TLS 1.3 or not, and a TLS 1.2 ticket or not;
+   * `undefined` when the hello was not read (or could not be): such connections never get the
+   * session-ID cache unless every handshake is TLS 1.2.
    */
-  variantFor: (hello?: { offersTls13: boolean }) => Variant
+  variantFor: (hello?: { offersTls13: boolean, offersTicket: boolean }) => Variant
   /** Whether the variant depends on the ClientHello, i.e. the listener must read it to choose. */
   readonly needsHello: boolean
   /** Adds the ticket callback, the session-cache listeners (for `cache` variants) and the handshake counter. */
@@ -111,12 +111,16 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
   })
   // A TLS 1.3 client sends a random legacy session ID: looking it up would cost an IPC round trip
   // on every connection, so only hellos that cannot negotiate TLS 1.3 reach the cache's servers.
+  // Nor do TLS 1.2 hellos carrying a ticket: Node looks no session ID up for them (the ticket
+  // resumes), and a cache server would still run Node's ClientHello parser and call into
+  // JavaScript for each. Should the ticket not decrypt, the full handshake issues a new ticket,
+  // which that client resumes with next time.
   const needsHello = cacheOn && tls.maxVersion === 'TLSv1.3'
   // Made once: the front asks for one on every connection.
   const withCache = variant(true)
   const withoutCache = variant(false)
-  const variantFor = (hello?: { offersTls13: boolean }): Variant =>
-    cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13)) ? withCache : withoutCache
+  const variantFor = (hello?: { offersTls13: boolean, offersTicket: boolean }): Variant =>
+    cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13 && !hello.offersTicket)) ? withCache : withoutCache
 
   const attach = (server: TlsServer, v: Variant): void => {
     if (tls.sessionTickets && !installTicketCallback(server, ticketCallback) && !warned) {

@@ -18,13 +18,13 @@ function feed (bytes: Buffer, size: number): { verdict: ReturnType<ClientHelloRe
 }
 
 t.test('server name and TLS 1.3 offer of real ClientHellos, however framed and chunked', async t => {
-  t.same(readClientHello(frame(hello13, 16_384)), { status: 'ok', serverName: 'api.Example.test', offersTls13: true })
-  t.same(readClientHello(frame(hello12, 16_384)), { status: 'ok', serverName: 'b.test', offersTls13: false })
-  t.same(readClientHello(frame(noSni, 16_384)), { status: 'ok', serverName: undefined, offersTls13: true })
+  t.same(readClientHello(frame(hello13, 16_384)), { status: 'ok', serverName: 'api.Example.test', offersTls13: true, offersTicket: false })
+  t.same(readClientHello(frame(hello12, 16_384)), { status: 'ok', serverName: 'b.test', offersTls13: false, offersTicket: false })
+  t.same(readClientHello(frame(noSni, 16_384)), { status: 'ok', serverName: undefined, offersTls13: true, offersTicket: false })
   for (const [records, chunk] of [[1, 1], [1, 7], [3, 1000], [100, 1], [16_384, 1], [16_384, 3]] as const) {
     const bytes = frame(hello13, records, records % 2 === 0 ? 0x0303 : 0x0301)
     const r = feed(bytes, chunk)
-    t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true }, `records of ${records}, chunks of ${chunk}`)
+    t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true, offersTicket: false }, `records of ${records}, chunks of ${chunk}`)
     t.ok(r.bytes.equals(bytes), 'hands on every byte, unchanged')
   }
   t.same(readClientHello(frame(hello13, 16_384).subarray(0, 3)), { status: 'partial' })
@@ -42,7 +42,7 @@ t.test('the largest ClientHello OpenSSL reads, in one-byte records: routed, in l
     const t0 = process.cpuUsage()
     const r = feed(bytes, chunk)
     const used = process.cpuUsage(t0)
-    t.same(r.verdict, { status: 'ok', serverName: 'b.test', offersTls13: false })
+    t.same(r.verdict, { status: 'ok', serverName: 'b.test', offersTls13: false, offersTicket: false })
     return (used.user + used.system) / 1000
   }
   time(half, 65_536) // warm up
@@ -93,7 +93,7 @@ t.test('empty records: accepted as OpenSSL accepts them (32 in a row), not kept'
   }
   const withEmpties = Buffer.concat(parts)
   const r = feed(withEmpties, 13)
-  t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true })
+  t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true, offersTicket: false })
   t.ok(r.bytes.equals(framed), 'runs of empty records are dropped from the bytes handed on')
   const partial = new ClientHelloReader()
   partial.push(Buffer.concat([frame(hello13, 50).subarray(0, 55), empty(2), Buffer.from([22, 3])]))
