@@ -4,7 +4,8 @@
 // PEM key loaded in process). Failed handshakes are counted by handshake-failures.ts instead.
 
 import type { Server as TlsServer, TLSSocket } from 'node:tls'
-import { Histogram, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
+import { fastHistogram, observe, type HistogramCell } from '../proxy/request-metrics.js'
 
 /** `custody` label values: the proxy's own names (metric label values use underscores). */
 export type CustodyLabel = 'keyd' | 'in_process'
@@ -20,26 +21,27 @@ export const HANDSHAKE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 /** Times handshakes; one instance per TLS front (per worker). */
 export class HandshakeTimer {
-  readonly #histogram: Histogram<'resumed' | 'custody'>
-  /** The four label sets, made once (an object literal per handshake is garbage). */
-  readonly #labels = {
-    full: { keyd: { resumed: 'full', custody: 'keyd' }, in_process: { resumed: 'full', custody: 'in_process' } },
-    resumed: { keyd: { resumed: 'resumed', custody: 'keyd' }, in_process: { resumed: 'resumed', custody: 'in_process' } }
-  } as const
+  /**
+   * The four label sets' cells, resolved once: a handshake adds to plain numbers, which
+   * prom-client sees when /metrics is scraped (src/proxy/request-metrics.ts).
+   */
+  readonly #cells: Record<'full' | 'resumed', Record<CustodyLabel, HistogramCell>>
 
   constructor (registry: Registry) {
-    this.#histogram = (registry.getSingleMetric('edge_tls_handshake_duration_seconds') as Histogram<'resumed' | 'custody'> | undefined) ?? new Histogram({
+    const histogram = fastHistogram(registry, {
       name: 'edge_tls_handshake_duration_seconds',
       help: 'Successful TLS handshakes, from the first byte of the connection to the handshake\'s end, by resumed (full, resumed) and key custody (keyd, in_process)',
-      labelNames: ['resumed', 'custody'],
-      buckets: HANDSHAKE_BUCKETS,
-      registers: [registry]
+      buckets: HANDSHAKE_BUCKETS
     })
+    const cells = (resumed: 'full' | 'resumed'): Record<CustodyLabel, HistogramCell> => ({
+      keyd: histogram.cell({ resumed, custody: 'keyd' }),
+      in_process: histogram.cell({ resumed, custody: 'in_process' })
+    })
+    this.#cells = { full: cells('full'), resumed: cells('resumed') }
   }
 
   /** `tls` finished its handshake on `server`; its raw connection's first byte came at `firstByteAt` (performance.now()). */
   observe (server: TlsServer, tls: TLSSocket, firstByteAt: number): void {
-    const labels = this.#labels[tls.isSessionReused() ? 'resumed' : 'full'][serverCustody.get(server) ?? 'keyd']
-    this.#histogram.observe(labels, (performance.now() - firstByteAt) / 1000)
+    observe(this.#cells[tls.isSessionReused() ? 'resumed' : 'full'][serverCustody.get(server) ?? 'keyd'], (performance.now() - firstByteAt) / 1000)
   }
 }

@@ -12,6 +12,7 @@ import { TicketKeyRing, within } from './ticket-keys.js'
 import { sessionStore, type SessionStore } from './session-cache.js'
 import { handshakeWindow } from './resumption-ratio.js'
 import { installTicketCallback, ticketKeyCallback, type TicketKeyLookup } from './ticket-callback.js'
+import { fastCounter, type CounterCell } from '../proxy/request-metrics.js'
 
 /** How a TLS server of one certificate entry is set up for resumption. */
 export interface Variant {
@@ -56,10 +57,10 @@ const BASE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION
 export async function startResumption (opts: { config: EdgeConfig, log: Logger, registry: Registry }): Promise<Resumption> {
   const { config, log, registry } = opts
   const tls = config.tls
-  const handshakes = counter(registry, 'edge_tls_handshakes_total', 'TLS handshakes completed, by protocol version and whether a session was resumed', ['version', 'resumed'])
+  const handshakes = fastCounter(registry, { name: 'edge_tls_handshakes_total', help: 'TLS handshakes completed, by protocol version and whether a session was resumed', labelNames: ['version', 'resumed'] })
   const lookups = counter(registry, 'edge_tls_session_cache_lookups_total', 'TLS 1.2 session-ID cache lookups, by outcome (hit, miss)', ['outcome'])
   const recent = handshakeWindow(registry)
-  const offered = counter(registry, 'edge_tls_tickets_offered_total', 'Session tickets offered by clients, by the key that made them: current, previous (held, decrypt only), unknown (not held: full handshake)', ['key'])
+  const offered = fastCounter(registry, { name: 'edge_tls_tickets_offered_total', help: 'Session tickets offered by clients, by the key that made them: current, previous (held, decrypt only), unknown (not held: full handshake)', labelNames: ['key'] })
 
   if (tls.sessionTickets && tls.ticketPreviousKeys * tls.ticketRotationSeconds < tls.sessionTimeoutSeconds) {
     log.warn({ ticketPreviousKeys: tls.ticketPreviousKeys, ticketRotationSeconds: tls.ticketRotationSeconds, sessionTimeoutSeconds: tls.sessionTimeoutSeconds },
@@ -87,17 +88,17 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
   }
   const ticketCallback = ticketKeyCallback(keys, local, offered)
   let warned = false
-  // The handshake counter's label sets, one per protocol version seen (not an object per handshake).
-  const handshakeLabels = new Map<string, { full: { version: string, resumed: string }, resumed: { version: string, resumed: string } }>()
+  // The handshake counter's cells, two per protocol version seen: a handshake adds to a plain number.
+  const handshakeCells = new Map<string, { full: CounterCell, resumed: CounterCell }>()
   const onSecure = (socket: TLSSocket): void => {
     const resumed = socket.isSessionReused()
     const version = socket.getProtocol() ?? 'unknown'
-    let labels = handshakeLabels.get(version)
-    if (labels === undefined) {
-      labels = { full: { version, resumed: 'false' }, resumed: { version, resumed: 'true' } }
-      handshakeLabels.set(version, labels)
+    let cells = handshakeCells.get(version)
+    if (cells === undefined) {
+      cells = { full: handshakes.cell({ version, resumed: 'false' }), resumed: handshakes.cell({ version, resumed: 'true' }) }
+      handshakeCells.set(version, cells)
     }
-    handshakes.inc(resumed ? labels.resumed : labels.full)
+    cells[resumed ? 'resumed' : 'full'].n++
     recent.record(resumed)
   }
 

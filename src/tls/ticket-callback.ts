@@ -6,7 +6,7 @@
 
 import { randomFillSync } from 'node:crypto'
 import type { Server as TlsServer } from 'node:tls'
-import type { Counter } from 'prom-client'
+import type { FastCounter } from '../proxy/request-metrics.js'
 
 /** A 48-byte ticket key in Node's layout: name (16), HMAC-SHA256 key (16), AES-128-CBC key (16). */
 export type TicketKeyBytes = Buffer
@@ -66,7 +66,7 @@ export function ticketCallbackAvailable (server: TlsServer): boolean {
  * Node copies every byte of an answer before the callback returns, so the answers and the IV pool
  * are reused.
  */
-export function ticketKeyCallback (keys: TicketKeyLookup, fallback: TicketKeyBytes, offered: Counter<string>): (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[] {
+export function ticketKeyCallback (keys: TicketKeyLookup, fallback: TicketKeyBytes, offered: FastCounter): (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[] {
   const prepared = new WeakMap<TicketKeyBytes, PreparedKey>()
   const prepare = (key: TicketKeyBytes): PreparedKey => {
     let p = prepared.get(key)
@@ -78,7 +78,7 @@ export function ticketKeyCallback (keys: TicketKeyLookup, fallback: TicketKeyByt
     }
     return p
   }
-  const labels = { current: { key: 'current' }, previous: { key: 'previous' }, unknown: { key: 'unknown' } }
+  const counts = { current: offered.cell({ key: 'current' }), previous: offered.cell({ key: 'previous' }), unknown: offered.cell({ key: 'unknown' }) }
   const ivPool = Buffer.alloc(IV_POOL_BYTES)
   let ivAt = IV_POOL_BYTES
   const encryptAnswer: unknown[] = [USE, UNUSED, UNUSED, UNUSED, UNUSED]
@@ -96,10 +96,11 @@ export function ticketKeyCallback (keys: TicketKeyLookup, fallback: TicketKeyByt
     }
     const found = keys.byName(name) ?? (name.equals(fallbackName) ? { key: fallback, current: keys.current() === undefined } : undefined)
     if (found === undefined) {
-      offered.inc(labels.unknown)
+      counts.unknown.n++
       return NOT_OURS_ANSWER
     }
-    offered.inc(found.current ? labels.current : labels.previous)
+    if (found.current) counts.current.n++
+    else counts.previous.n++
     return prepare(found.key).renew
   }
 }
