@@ -146,7 +146,8 @@ export class TlsFront {
       limitKey: undefined
     }
     this.#arrivals.set(socket, a)
-    socket.once('close', this.#onClose)
+    // 'on', not 'once' ('close' comes once; once() would wrap the shared listener in a closure per connection).
+    socket.on('close', this.#onClose)
     if (!proxyRequired && !this.#admit(a, undefined)) return
     a.timer = setTimeout(this.#handshakeTimeout, this.#o.timeouts.handshakeMs, this, a)
     // A PROXY header can come only from a trusted balancer; from anyone else the reader refuses one.
