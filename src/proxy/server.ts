@@ -172,7 +172,7 @@ export async function startProxyServer (opts: {
       if (socket.alpnProtocol === 'h2') return
       http1Limits.connection(socket)
       sockets.set(socket, 0)
-      socket.once('close', dropSocket)
+      socket.on('close', dropSocket) // 'close' comes once: no once() wrapper per connection
     })
     server.on('session', (session: ServerHttp2Session) => {
       http2Guard.session(session)
