@@ -3,11 +3,11 @@
  * client's HELLO, keyd's JavaScript hands the connection's descriptor to a pool of threads, each an
  * epoll loop over its connections. A thread answers only the success path of SIGN, for a (client,
  * key, version) that JavaScript put in the eligibility table, while the audit log has handed it
- * the chain (chain.c): it chains and writes the signature's audit entry before it queues the answer,
- * and JavaScript's own entries go through the same chain. Every other byte goes to JavaScript in order
- * (the connection's own framing, limits and dispatch run there unchanged), and JavaScript's answers
- * come back here to be written, so one writer owns the socket. It uses the OpenSSL that Node
- * carries.
+ * the chain (chain.c): it chains and writes the signature's audit entry before it queues the
+ * answer, and JavaScript's own entries go through the same chain. Every other byte goes to
+ * JavaScript in order (the connection's own framing, limits and dispatch run there unchanged), and
+ * JavaScript's answers come back here to be written, so one writer owns the socket. It uses the
+ * OpenSSL that Node carries.
  */
 #define _GNU_SOURCE /* pthread_setname_np, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP */
 #include <errno.h>
@@ -42,9 +42,11 @@
 #define EV_FLUSHED 3
 #define EV_STALLED 4
 #define EV_CLOSED 5
-#define EV_AUDIT 6 /* a native entry could not be written: JavaScript takes the chain back and fails */
+#define EV_AUDIT                                                                                   \
+  6 /* a native entry could not be written: JavaScript takes the chain back and fails */
 
-/* Metrics records queued before JavaScript is woken for them (else its periodic drain takes them). */
+/* Metrics records queued before JavaScript is woken for them (else its periodic drain takes them).
+ */
 #define RECORDS_WAKE 4096
 
 /*
@@ -146,9 +148,9 @@ static struct {
    */
   pthread_mutex_t alock;
   struct fc_chain chain;
-  int chain_on;                 /* under alock: attached and no write failed */
-  atomic_int chain_live;        /* chain_on, read without the lock to skip signing early */
-  EVP_MAC_CTX *mac;             /* HMAC-SHA256 keyed with the audit key (under alock) */
+  int chain_on;          /* under alock: attached and no write failed */
+  atomic_int chain_live; /* chain_on, read without the lock to skip signing early */
+  EVP_MAC_CTX *mac;      /* HMAC-SHA256 keyed with the audit key (under alock) */
   pthread_mutex_t qlock;
   struct event *events;
   size_t nevents, capevents;
@@ -229,8 +231,8 @@ static int push_record(const struct record *r) {
     G.caprecords = cap;
   }
   G.records[G.nrecords++] = *r;
-  /* Metrics only: JavaScript takes them when it wakes anyway (a frame, its periodic drain, a scrape);
-   * past RECORDS_WAKE it is woken for them, so they cannot pile up. */
+  /* Metrics only: JavaScript takes them when it wakes anyway (a frame, its periodic drain, a
+   * scrape); past RECORDS_WAKE it is woken for them, so they cannot pile up. */
   if (G.nrecords >= RECORDS_WAKE)
     signal_js_locked();
   pthread_mutex_unlock(&G.qlock);
@@ -243,7 +245,8 @@ static int mac_hex(void *ctx, const char *prev, const uint8_t *text, size_t len,
   size_t dl = 0;
   EVP_MAC_CTX *m = ctx;
   /* A NULL key re-initialises with the key given at attach (its pads are kept). */
-  if (EVP_MAC_init(m, NULL, 0, NULL) != 1 || EVP_MAC_update(m, (const unsigned char *)prev, 64) != 1 ||
+  if (EVP_MAC_init(m, NULL, 0, NULL) != 1 ||
+      EVP_MAC_update(m, (const unsigned char *)prev, 64) != 1 ||
       EVP_MAC_update(m, text, len) != 1 || EVP_MAC_final(m, d, &dl, sizeof(d)) != 1 || dl != 32)
     return -1;
   for (int i = 0; i < 32; i++) {
@@ -425,7 +428,8 @@ static int md_index(uint16_t alg) {
   }
 }
 
-/* A DER ECDSA signature in `out` (len bytes) rewritten as IEEE P1363 r||s; the new length, or -1. */
+/* A DER ECDSA signature in `out` (len bytes) rewritten as IEEE P1363 r||s; the new length, or -1.
+ */
 static int to_p1363(EVP_PKEY *pkey, uint8_t *out, size_t len, size_t cap) {
   int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
   const uint8_t *p = out;
@@ -1379,7 +1383,8 @@ static napi_value js_chain_attach(napi_env env, napi_callback_info info) {
   return ok;
 }
 
-/* chainAppend(tail): chains and writes one entry (JavaScript's); its seq, or -errno (see chain.h). */
+/* chainAppend(tail): chains and writes one entry (JavaScript's); its seq, or -errno (see chain.h).
+ */
 static napi_value js_chain_append(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (args_of(env, info, 1, argv) == NULL)
@@ -1434,12 +1439,22 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"start", js_start},      {"adopt", js_adopt},        {"write", js_write},
-             {"pause", js_pause},      {"resume", js_resume},      {"shutdown", js_shutdown},
-             {"end", js_end},          {"drop", js_drop},          {"setKey", js_set_key},
-             {"dropKey", js_drop_key}, {"setTable", js_set_table}, {"drain", js_drain},
-             {"stats", js_stats},      {"chainAttach", js_chain_attach},
-             {"chainAppend", js_chain_append}, {"chainDetach", js_chain_detach},
+  } fns[] = {{"start", js_start},
+             {"adopt", js_adopt},
+             {"write", js_write},
+             {"pause", js_pause},
+             {"resume", js_resume},
+             {"shutdown", js_shutdown},
+             {"end", js_end},
+             {"drop", js_drop},
+             {"setKey", js_set_key},
+             {"dropKey", js_drop_key},
+             {"setTable", js_set_table},
+             {"drain", js_drain},
+             {"stats", js_stats},
+             {"chainAttach", js_chain_attach},
+             {"chainAppend", js_chain_append},
+             {"chainDetach", js_chain_detach},
              {"chainHead", js_chain_head}};
   for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
     napi_value f;

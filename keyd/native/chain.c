@@ -40,7 +40,8 @@ static void civil(int64_t days, int *year, int *month, int *day) {
 }
 
 void fc_iso_time(int64_t ms, char out[32]) {
-  /* Without gmtime_r (it takes glibc's time zone lock) or printf: one per entry at a handshake's pace. */
+  /* Without gmtime_r (it takes glibc's time zone lock) or printf: one per entry at a handshake's
+   * pace. */
   int64_t days = ms >= 0 ? ms / 86400000 : (ms - 86399999) / 86400000;
   int64_t rest = ms - days * 86400000;
   int year, month, day;
@@ -66,7 +67,8 @@ void fc_iso_time(int64_t ms, char out[32]) {
   out[24] = '\0';
 }
 
-/* Writes `len` bytes whole; 0, or -errno (a short write that makes no progress counts as ENOSPC). */
+/* Writes `len` bytes whole; 0, or -errno (a short write that makes no progress counts as ENOSPC).
+ */
 static int write_all(int fd, const uint8_t *p, size_t len) {
   while (len > 0) {
     ssize_t n = write(fd, p, len);

@@ -16,13 +16,13 @@ typedef int (*fc_mac_fn)(void *ctx, const char *prev_hex, const uint8_t *text, s
                          char out[65]);
 
 struct fc_chain {
-  int fd;             /* the log, opened for appending (-1: none) */
-  uint64_t seq;       /* the last entry's seq (0: none yet) */
-  char chain[65];     /* its chain value, hex */
-  uint64_t size;      /* bytes of whole entries in the file */
-  uint64_t written;   /* entries written through this chain */
-  int error;          /* errno of the write that failed (0: none) */
-  int64_t iso_ms;     /* the millisecond `iso` spells */
+  int fd;           /* the log, opened for appending (-1: none) */
+  uint64_t seq;     /* the last entry's seq (0: none yet) */
+  char chain[65];   /* its chain value, hex */
+  uint64_t size;    /* bytes of whole entries in the file */
+  uint64_t written; /* entries written through this chain */
+  int error;        /* errno of the write that failed (0: none) */
+  int64_t iso_ms;   /* the millisecond `iso` spells */
   char iso[32];
   fc_mac_fn mac;
   void *mac_ctx;

@@ -65,9 +65,10 @@ struct fs_entry {
   uint32_t alg_mask;
   int tls_server;
   int64_t deadline_ms; /* 0: none; else signs while now <= deadline */
-  char *json_head; /* `"client":…,"op":"SIGN","key":…,"version":` of its audit entries (JSON.stringify's) */
-  void *key_ref;   /* the key (the addon's; opaque here) */
-  void *cache;     /* the addon's signing contexts for this entry, one per thread (opaque here) */
+  char *json_head;     /* `"client":…,"op":"SIGN","key":…,"version":` of its audit entries
+                          (JSON.stringify's) */
+  void *key_ref;       /* the key (the addon's; opaque here) */
+  void *cache; /* the addon's signing contexts for this entry, one per thread (opaque here) */
 };
 
 struct fs_table {

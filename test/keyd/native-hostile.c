@@ -124,7 +124,8 @@ static void chain_checks(void) {
   int iso_ok = 1;
   for (int i = 0; i < 100000 && iso_ok; i++) {
     /* Years 0..9999, against gmtime_r (what toISOString spells for them). */
-    int64_t ms = -62167219200000LL + (int64_t)(((uint64_t)rnd() << 32 | rnd()) % 315537897600000ULL);
+    int64_t ms =
+        -62167219200000LL + (int64_t)(((uint64_t)rnd() << 32 | rnd()) % 315537897600000ULL);
     int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
     time_t tt = (time_t)secs;
     struct tm tm;
@@ -164,7 +165,8 @@ static void chain_checks(void) {
   snprintf(want, sizeof(want), "%.*s,\"chain\":\"%s\"}\n", (int)strlen(text) - 1, text, mac);
   char got[600] = {0};
   ssize_t n = pread(fd, got, sizeof(got) - 1, 0);
-  ok(r == 1 && c.seq == 1 && strcmp(c.chain, mac) == 0, "the first entry: seq 1, chained from genesis");
+  ok(r == 1 && c.seq == 1 && strcmp(c.chain, mac) == 0,
+     "the first entry: seq 1, chained from genesis");
   ok(n == (ssize_t)strlen(want) && strcmp(got, want) == 0, "its line, byte for byte");
   ok(c.size == (uint64_t)n && c.written == 1, "size and count follow");
   char first[65];
