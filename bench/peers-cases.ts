@@ -12,7 +12,7 @@ import { runH2load, type LoadResult, type LoadSpec, type TlsVer } from './peers-
 import type { Instance, InstanceShape, PeerId } from './peers-process.js'
 import { LARGE_PATH } from './peers-upstream.js'
 
-export type CaseId = 'full-13-ec' | 'full-13-rsa' | 'full-12-ec' | 'full-12-rsa' | 'resumed-13' | 'resumed-12' | 'keepalive-h1' | 'keepalive-h2' | 'stream-1mib' | 'idle-memory' | 'workers-2'
+export type CaseId = 'full-13-ec' | 'full-13-rsa' | 'full-12-ec' | 'full-12-rsa' | 'resumed-13' | 'resumed-12' | 'keepalive-h1' | 'keepalive-h2' | 'stream-1mib' | 'idle-memory' | 'idle-memory-pq' | 'workers-2'
 
 /** How many operations each kind of case makes (h2load `-n`, idle connections) and with how many clients. */
 export interface Counts { handshakes: number, requests: number, stream: number, idle: number, clients: number }
@@ -29,7 +29,12 @@ export interface CaseDef {
   resumed: boolean | null
   /** Peers that cannot run it (no HTTP/2). */
   needsHttp2?: boolean
+  /** A memory case: the key-exchange groups its idle client offers (null: the client's defaults). */
+  idle?: { groups: string | null }
 }
+
+/** Whether a case reads memory per idle connection (KiB) rather than CPU per operation. */
+export const isMemory = (d: CaseDef): boolean => d.idle !== undefined
 
 const ONE: InstanceShape = { workers: 1, resumption: false }
 const full = (v: TlsVer, k: KeyKind, c: Counts): Omit<LoadSpec, 'port'> =>
@@ -45,7 +50,9 @@ export const CASES: CaseDef[] = [
   { id: 'keepalive-h1', label: 'keep-alive HTTP/1.1 proxied GET', op: 'request', shape: ONE, resumed: null, load: c => ({ path: '/', proto: 'h1', connectionClose: false, clients: c.clients, streams: 1, requests: c.requests, version: '1.3', keyKind: 'ec' }) },
   { id: 'keepalive-h2', label: 'keep-alive HTTP/2 proxied GET (8 streams)', op: 'request', shape: ONE, resumed: null, needsHttp2: true, load: c => ({ path: '/', proto: 'h2', connectionClose: false, clients: c.clients, streams: 8, requests: c.requests, version: '1.3', keyKind: 'ec' }) },
   { id: 'stream-1mib', label: '1 MiB response streamed (HTTP/1.1 keep-alive)', op: 'MiB', shape: ONE, resumed: null, load: c => ({ path: LARGE_PATH, proto: 'h1', connectionClose: false, clients: Math.max(1, c.clients >> 1), streams: 1, requests: c.stream, version: '1.3', keyKind: 'ec' }) },
-  { id: 'idle-memory', label: 'memory per idle keep-alive TLS connection', op: 'connection', shape: ONE, resumed: null },
+  { id: 'idle-memory', label: 'memory per idle keep-alive TLS connection', op: 'connection', shape: ONE, resumed: null, idle: { groups: 'X25519:P-256' } },
+  // Node 24's own defaults, like current browsers and curl: an X25519MLKEM768 key share makes a ClientHello of ~1.5 KiB.
+  { id: 'idle-memory-pq', label: 'memory per idle keep-alive TLS connection, client offering X25519MLKEM768', op: 'connection', shape: ONE, resumed: null, idle: { groups: null } },
   { id: 'workers-2', label: 'TLS 1.3 ECDSA full handshake + GET, 2 workers', op: 'connection', shape: { workers: 2, resumption: false }, resumed: false, load: c => full('1.3', 'ec', c) }
 ]
 
@@ -190,7 +197,7 @@ export async function measureIdle (def: CaseDef, inst: Instance, round: number, 
     // Let what the warm-up left behind settle (garbage collection, freed buffers) before the baseline.
     await new Promise(resolve => setTimeout(resolve, env.settleMs))
     worker0 = sum(inst.workerPids()); total0 = sum(inst.pids())
-    const opts: IdleOptions = { port: inst.port('ec'), connections: counts.idle, parallel: 32 }
+    const opts: IdleOptions = { port: inst.port('ec'), connections: counts.idle, parallel: 32, groups: def.idle?.groups ?? null }
     const [file, ...args] = [...pinnedCommand(env.clientCpus), process.execPath, IDLE_MAIN, JSON.stringify(opts)]
     const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'inherit'] })
     const lines: string[] = []

@@ -1,7 +1,7 @@
 // The `bench peers` bar chart as a self-contained SVG (no dependency): one group of horizontal bars
 // per case, one bar per peer, the length its median relative to nginx's (1.0 = nginx); each bar is
 // labelled with the ratio and the absolute median. Without nginx, ratios are to the first peer run.
-import { CASES } from './peers-cases.js'
+import { CASES, isMemory } from './peers-cases.js'
 import { PEER_LABEL, type Summary } from './peers-report.js'
 import type { PeerId } from './peers-process.js'
 
@@ -44,8 +44,8 @@ export function peersChart (summaries: Summary[], peers: PeerId[], title: string
     for (const p of peers) {
       const v = ratio(d.id, p)
       if (v !== undefined) {
-        const unit = d.id === 'idle-memory' ? ' KiB' : ' µs'
-        const abs = d.id === 'idle-memory' ? v.abs.toFixed(1) : Math.round(v.abs).toLocaleString('en-US')
+        const unit = isMemory(d) ? ' KiB' : ' µs'
+        const abs = isMemory(d) ? v.abs.toFixed(1) : Math.round(v.abs).toLocaleString('en-US')
         parts.push(`<rect x="${left}" y="${y}" width="${Math.max(1, x(v.r) - left).toFixed(1)}" height="${barH}" fill="${COLORS[p]}"><title>${esc(`${PEER_LABEL[p]}: ${abs}${unit}, ${v.r.toFixed(2)}× ${base}`)}</title></rect>`)
         // The key process's part (keyd, neverbleed), hatched at the end of the bar.
         const kw = Math.min(v.key, v.r) / axisMax * plotW

@@ -7,14 +7,20 @@ import { connect, createSecureContext, type TLSSocket } from 'node:tls'
 import { pathToFileURL } from 'node:url'
 import { SMALL_BODY } from './peers-upstream.js'
 
-export interface IdleOptions { port: number, connections: number, parallel: number }
+export interface IdleOptions {
+  port: number
+  connections: number
+  parallel: number
+  /** Key-exchange groups offered (OpenSSL list); null: Node's defaults (X25519MLKEM768 and X25519 key shares). */
+  groups: string | null
+}
 export interface IdleHeld { held: number, failed: number, errorSamples: string[], ms: number }
 
 const TIMEOUT_MS = 15_000
 const BODY_END = SMALL_BODY.subarray(-24).toString()
 
 async function main (o: IdleOptions): Promise<void> {
-  const secureContext = createSecureContext({ minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', sigalgs: 'ecdsa_secp256r1_sha256', ecdhCurve: 'X25519:P-256' })
+  const secureContext = createSecureContext({ minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', sigalgs: 'ecdsa_secp256r1_sha256', ...(o.groups === null ? {} : { ecdhCurve: o.groups }) })
   const sockets: TLSSocket[] = []
   let held = 0
   let failed = 0

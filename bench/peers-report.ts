@@ -1,7 +1,7 @@
 // `bench peers` results: medians and spread per case and peer, ratios to nginx and to the minimal
 // Node proxy, worker scaling, the issue's targets, and the markdown report.
 import { median } from './handshake-report.js'
-import { CASES, type CaseId, type Run } from './peers-cases.js'
+import { CASES, isMemory, type CaseId, type Run } from './peers-cases.js'
 import type { PeerId } from './peers-process.js'
 
 export const PEER_LABEL: Record<PeerId, string> = {
@@ -97,11 +97,11 @@ function find (ss: Summary[], c: CaseId, p: PeerId): Summary | undefined { retur
 /** Absolute medians with their spread: server CPU µs per operation, or KiB per idle connection. */
 export function absoluteTable (ss: Summary[], peers: PeerId[]): string {
   const rows = CASES.filter(d => ss.some(s => s.caseId === d.id)).map(d => [
-    `${d.label} (${d.id === 'idle-memory' ? 'KiB of worker RSS' : 'µs'} per ${d.op})`,
+    `${d.label} (${isMemory(d) ? 'KiB of worker RSS' : 'µs'} per ${d.op})`,
     ...peers.map(p => {
       const s = find(ss, d.id, p)
       if (s === undefined || s.rounds === 0) return '–'
-      const fmt = d.id === 'idle-memory' ? f1 : f0
+      const fmt = isMemory(d) ? f1 : f0
       const key = s.keyMedian !== null ? ` [key ${fmt(s.keyMedian)}]` : ''
       const spread = s.rounds > 1 ? ` (${fmt(s.min)}–${fmt(s.max)})` : ''
       return `${fmt(s.median)}${spread}${key}${s.problems > 0 ? ' ⚠' : ''}`
@@ -116,9 +116,9 @@ export function summaryTable (ss: Summary[], peers: PeerId[]): string {
   if (peers.includes('keyedge-keyd') && peers.includes('nginx')) ratios.push({ title: 'keyedge (keyd) × nginx', of: s => s?.vsNginx })
   if (peers.includes('keyedge-keyd') && peers.includes('node')) ratios.push({ title: 'keyedge (keyd) × Node', of: s => s?.vsNode })
   const rows = CASES.filter(d => d.id !== 'workers-2' && ss.some(s => s.caseId === d.id)).map(d => {
-    const fmt = d.id === 'idle-memory' ? f1 : f0
+    const fmt = isMemory(d) ? f1 : f0
     return [
-      `${d.label}${d.id === 'idle-memory' ? ' (KiB)' : ''}`,
+      `${d.label}${isMemory(d) ? ' (KiB)' : ''}`,
       ...peers.map(p => { const s = find(ss, d.id, p); return s === undefined ? '–' : `${fmt(s.median)}${s.keyMedian !== null ? ` [${fmt(s.keyMedian)}]` : ''}` }),
       ...ratios.map(r => f2(r.of(find(ss, d.id, 'keyedge-keyd'))))
     ]

@@ -12,7 +12,7 @@ import { startStack, type Stack } from '../test/helpers/edge.js'
 import { makeBenchKeys } from './bench-keys.js'
 import { pin, placement } from './proc-tree.js'
 import { intOption, listOption, outOption, runBench, runtimeEnv, type BenchContext, type OptionValues } from './runner.js'
-import { CASES, measureIdle, measureLoad, type CaseDef, type CaseId, type Counts, type MeasureEnv, type Run } from './peers-cases.js'
+import { CASES, isMemory, measureIdle, measureLoad, type CaseDef, type CaseId, type Counts, type MeasureEnv, type Run } from './peers-cases.js'
 import { writePeersResult, type PeersEnv, type PeersResult } from './peers-output.js'
 import { writeClientConfigs } from './peers-h2load.js'
 import { haveBinary, NATIVE_PEERS } from './peers-native.js'
@@ -34,7 +34,7 @@ rounds, medians and spread. nginx, HAProxy, h2o and h2load come from Debian
 options:
   --cases LIST       cases or groups (default all): full (full-13-ec, full-13-rsa, full-12-ec,
                      full-12-rsa), resumed (resumed-13, resumed-12), keepalive (keepalive-h1,
-                     keepalive-h2), stream-1mib, idle-memory, workers-2
+                     keepalive-h2), stream-1mib, memory (idle-memory, idle-memory-pq), workers-2
   --peers LIST       nginx,haproxy,h2o,node,keyedge,keyedge-keyd (default all)
   --rounds N         rounds over all cases, peers interleaved (default 3; --quick 1)
   --handshakes N     requests per full/resumed-handshake case, one per connection (default 3000)
@@ -54,6 +54,7 @@ const CASE_GROUPS: Record<string, CaseId[]> = {
   full: ['full-13-ec', 'full-13-rsa', 'full-12-ec', 'full-12-rsa'],
   resumed: ['resumed-13', 'resumed-12'],
   keepalive: ['keepalive-h1', 'keepalive-h2'],
+  memory: ['idle-memory', 'idle-memory-pq'],
   ...Object.fromEntries(CASES.map(c => [c.id, [c.id]]))
 }
 
@@ -204,6 +205,8 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
 
   const runs: Run[] = []
   const skippedCases = new Set<string>()
+  // Instances that have held a memory case's idle connections (the next memory case restarts them).
+  const heldIdle = new Set<string>()
   const total = o.rounds * o.cases.length * peers.length
   let done = 0
   for (let round = 0; round < o.rounds; round++) {
@@ -216,17 +219,19 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
       })
       for (const peer of order) {
         done++
-        let inst = instances.get(`${peer}/${shapeKey(def.shape)}`) as Instance
-        if (def.id === 'idle-memory' && round > 0) {
-          // Memory is read in a fresh process every round: one that served a round before reuses
-          // what that round's closed connections left in its allocator and heap (7-10 KiB read
-          // where a fresh worker grows 43-45 KiB per connection).
+        const instKey = `${peer}/${shapeKey(def.shape)}`
+        let inst = instances.get(instKey) as Instance
+        if (isMemory(def) && heldIdle.has(instKey)) {
+          // Memory is read in a fresh process every time: one that held idle connections before reuses
+          // what those closed connections left in its allocator and heap (7-10 KiB read where a
+          // fresh worker grows 43-45 KiB per connection).
           await inst.stop()
           if (peer === 'keyedge-keyd') await keydSlot?.start() // keyedge checks its keys at start
           inst = await startInstance(peer, def.shape)
           if (peer === 'keyedge-keyd') await keydSlot?.stop()
-          instances.set(`${peer}/${shapeKey(def.shape)}`, inst)
+          instances.set(instKey, inst)
         }
+        if (isMemory(def)) heldIdle.add(instKey)
         if (def.needsHttp2 === true && !inst.http2) { skippedCases.add(`${def.label}: ${PEER_LABEL[peer]} serves HTTP/1.1 only`); continue }
         const env: MeasureEnv = { clientCpus: place.client, opensslConf, warmupShare: o.warmupShare, settleMs: o.quick ? 300 : 1000, ...(peer === 'keyedge-keyd' && keydSlot !== undefined ? { keyd: keydSlot } : {}) }
         let r: Run
@@ -236,11 +241,11 @@ async function run (o: Options, ctx: BenchContext): Promise<number> {
           r = { round, caseId: def.id, peer, ops: 0, value: NaN, keyValue: null, seconds: 0, rate: 0, protocol: '', cipher: '', alpn: '', signaturesPerHandshake: null, counted: null, totalValue: null, problems: [errorMessage(err).split('\n')[0] ?? 'failed'], notes: [] }
         }
         runs.push(r)
-        const unit = def.id === 'idle-memory' ? 'KiB/conn' : 'µs/op'
+        const unit = isMemory(def) ? 'KiB/conn' : 'µs/op'
         const key = r.keyValue !== null ? ` (key process ${r.keyValue.toFixed(0)})` : ''
         const sig = r.signaturesPerHandshake !== null ? `, keyd signatures/handshake ${r.signaturesPerHandshake.toFixed(2)}` : ''
         const counted = r.counted !== null ? `, resumed (server count) ${r.counted.resumed}` : ''
-        say(`[${done}/${total}] round ${round + 1} · ${def.id} · ${PEER_LABEL[peer]}: ${r.value.toFixed(def.id === 'idle-memory' ? 1 : 0)} ${unit}${key}, ${r.ops} ops, ${r.rate.toFixed(0)}/s${sig}${counted}`)
+        say(`[${done}/${total}] round ${round + 1} · ${def.id} · ${PEER_LABEL[peer]}: ${r.value.toFixed(isMemory(def) ? 1 : 0)} ${unit}${key}, ${r.ops} ops, ${r.rate.toFixed(0)}/s${sig}${counted}`)
         for (const p of r.problems) say(`  FAIL ${p}`)
         for (const n of r.notes) say(`  NOTE ${n}`)
       }

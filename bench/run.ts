@@ -9,7 +9,8 @@ const BENCHES: Record<string, { module: string, summary: string }> = {
   peers: { module: './peers.js', summary: 'keyedge beside nginx, HAProxy, h2o and a minimal Node proxy: CPU per handshake/request, memory per connection' },
   abuse: { module: './abuse.js', summary: 'slowloris, idle conns, HTTP/2 rapid reset, huge bodies, odd ClientHellos: a normal client\'s latency, keyedge beside nginx' },
   pool: { module: './pool.js', summary: 'per-request CPU of a 3-target pool with health checks and the access log against the plain single-upstream route' },
-  certs: { module: './certs.js', summary: 'many certificate entries (1k, 10k, 100k) beside nginx: time to listen, memory per worker, cold-name handshake, reload of one change' }
+  certs: { module: './certs.js', summary: 'many certificate entries (1k, 10k, 100k) beside nginx: time to listen, memory per worker, cold-name handshake, reload of one change' },
+  testssl: { module: './testssl.js', summary: 'testssl.sh scan of keyedge beside nginx (same certificates, Mozilla intermediate): every finding whose severity differs' }
 }
 
 function usage (): string {

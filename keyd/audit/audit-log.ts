@@ -1,12 +1,15 @@
 // keyd's append-only audit log: batched appends (group commit), a keyed hash chain, a MACed head
 // checkpoint, and honesty under disk faults: an entry keyd answered before writing (buffered
-// durability) is always covered by a space reserve, and keyd leaves fail-closed by itself.
-import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync, writeSync, ftruncateSync } from 'node:fs'
-import { open as openAsync, type FileHandle } from 'node:fs/promises'
+// durability) is always covered by a space reserve, and keyd leaves fail-closed by itself. While keyd's
+// native SIGN path is on, the chain and the writes move into C (a ChainSink): every entry is then
+// written before its operation is answered, and JavaScript's entries go through the same chain.
+import { openSync, closeSync, readFileSync, existsSync, truncateSync, statSync } from 'node:fs'
+import { constants as osConstants } from 'node:os'
+import { open as openAsync, statfs, type FileHandle } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import type { Logger } from 'pino'
 import { writeFileAtomic, writeFileAtomicAsync } from '../keystore/atomic-file.js'
-import { GENESIS_CHAIN, nextChain, lineOf, checkpointMac, canonical, type AuditRecord, type AuditCheckpoint, type UnwrittenEntries } from './chain.js'
+import { GENESIS_CHAIN, nextChain, lineOf, checkpointMac, canonical, canonicalTail, type AuditRecord, type AuditCheckpoint, type UnwrittenEntries } from './chain.js'
 import { SpaceReserve, RESERVE_BYTES } from './reserve.js'
 import { KeydError } from '../errors.js'
 import { errorMessage } from '../../lib/errors.js'
@@ -44,6 +47,29 @@ const RESERVE_SLACK = 64 * 1024
 export const AUDIT_DEFAULTS = { durability: 'buffered' as const, failClosed: true, checkpointIntervalMs: 1000, probeIntervalMs: 500, reserveBytes: RESERVE_BYTES }
 
 type NewRecord = Omit<AuditRecord, 'seq' | 'time'>
+
+/** Where a ChainSink stands: the last entry written (`seq`, `chain`), the file's size in whole entries, the errno of a failed write (0: none). */
+export interface SinkState { seq: number, chain: string, size: number, written: number, error: number, attached: boolean }
+
+/**
+ * Chains and writes entries outside JavaScript: keyd's native SIGN path (keyd/native/chain.c). While
+ * attached it holds the chain's head and the log's descriptor, and every entry — its own signatures'
+ * and the ones the log appends through it — is chained and written (into the page cache) in one order,
+ * before the operation it records is answered.
+ */
+export interface ChainSink {
+  /** Takes the chain after entry `seq` (chain value `chain`), the file holding `size` bytes of whole entries. */
+  attach: (fd: number, key: Buffer, seq: number, chain: string, size: number) => void
+  /** Chains and writes one entry (`tail`: canonicalTail); its seq, or -errno (a failed write detaches the sink by itself). */
+  append: (tail: string) => number
+  head: () => SinkState
+  /** Gives the chain back: no entry is made by the sink afterwards. */
+  detach: () => SinkState
+}
+
+function errnoName (code: number): string {
+  return Object.entries(osConstants.errno).find(([, v]) => v === code)?.[0] ?? `errno ${code}`
+}
 interface Queued { seq: number, chain: string, line: Buffer, acked: boolean }
 interface Waiter { upTo: number, resolve: () => void, reject: (e: Error) => void }
 
@@ -168,9 +194,9 @@ export class AuditLog {
    * already answered need, or wait for a log about to be declared unwritable).
    */
   #failing = false
-  get seq (): number { return this.#seq }
-  /** Entries recorded but not yet on disk. */
-  get backlog (): number { return this.#seq - this.#durableSeq }
+  get seq (): number { return this.#sink !== null ? this.#sink.head().seq : this.#seq }
+  /** Entries recorded but not yet on disk (none while the sink holds the chain: it writes each before its answer). */
+  get backlog (): number { return this.#sink !== null ? 0 : this.#seq - this.#durableSeq }
   get failClosed (): boolean { return this.#o.failClosed }
   get durability (): 'fsync' | 'buffered' { return this.#o.durability }
 
@@ -187,12 +213,23 @@ export class AuditLog {
       throw new AuditLogError(`audit log not writable: ${this.#broken.message}`)
     }
     if (this.#failing && this.#o.failClosed) throw new AuditLogError('audit log not writable: a write just failed')
+    const sink = this.#sink
+    if (sink !== null) {
+      // Chained and written now, in the native path's order: answered at once, nothing left to write.
+      const seq = sink.append(canonicalTail(r))
+      if (seq > 0) return null
+      if (sink.head().error !== 0) {
+        this.#sinkBroke()
+        throw new AuditLogError(`audit log not writable: ${this.#lastError?.message ?? 'the write failed'}`)
+      }
+      throw new AuditLogError(`audit entry could not be chained (${errnoName(-seq)})`)
+    }
     const rec: AuditRecord = { seq: this.#seq + 1, time: this.#now(), ...r }
     const text = canonical(rec)
     this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
     this.#seq = rec.seq
     const line = Buffer.from(lineOf(this.#chain, text))
-    const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + this.#promised + line.length <= this.#o.reserveBytes - RESERVE_SLACK
+    const acked = this.#o.durability === 'buffered' && this.#reserve.held && this.#ackedBytes + line.length <= this.#o.reserveBytes - RESERVE_SLACK
     if (acked) this.#ackedBytes += line.length
     this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked })
     if (this.#flushing === null) this.#flushing = this.#flushLoop()
@@ -211,81 +248,70 @@ export class AuditLog {
     return done
   }
 
+  #sinkWanted: ChainSink | null = null
+  /** The sink while it holds the chain (attached): #seq, #chain and #size are then its, read back at detach. */
+  #sink: ChainSink | null = null
+
   /**
-   * Bytes of answered-but-unwritten entries the log can still take under the space reserve, by
-   * append's `acked` rule (buffered durability, reserve held, log writable): what keyd's native SIGN
-   * path may answer ahead of its records (keyd/server/native-sign.ts). 0 otherwise.
+   * Hands the chain to `sink` (keyd's native SIGN path) as soon as nothing is waiting to be written,
+   * or (null) takes it back. Only in buffered, fail-closed durability with the reserve held: the
+   * sink writes every entry before its answer, so none is ever answered unwritten.
    */
-  get answerCredit (): number {
-    if (this.#o.durability !== 'buffered' || !this.#reserve.held || this.#broken !== null || this.#failing || this.#fh === null) return 0
-    return Math.max(0, this.#o.reserveBytes - RESERVE_SLACK - this.#ackedBytes)
+  useSink (sink: ChainSink | null): void {
+    if (sink === this.#sinkWanted) return
+    if (this.#sink !== null) this.#detach()
+    this.#sinkWanted = sink
+    this.#tryAttach()
   }
 
-  /** Bytes of the reserve promised to answers made outside append (the native SIGN path's credit): append acknowledges only within the rest. */
-  #promised = 0
-  /** Promises `bytes` of answerCredit to answers made outside append, replacing the previous promise. */
-  promise (bytes: number): void { this.#promised = Math.max(0, bytes) }
+  /** Whether the sink holds the chain now. */
+  get sinkAttached (): boolean { return this.#sink !== null }
 
-  #creditWatcher: ((failing: boolean) => void) | null = null
-  /**
-   * Called whenever answerCredit may have changed (entries written, the log broke or recovered), and
-   * with `failing` = true when a write failed, before the reserve is given up: the watcher appends
-   * (appendAnswered) every entry it answered so far, so they are written into the space the reserve frees.
-   */
-  watchCredit (f: ((failing: boolean) => void) | null): void { this.#creditWatcher = f }
-
-  /**
-   * Appends the entry of an operation keyd already answered (the native SIGN path answered it within
-   * the credit of answerCredit), with the time it was made (unix ms). Like append's acknowledged
-   * entries it is written even if the log broke meanwhile: into the space the reserve frees, or by the
-   * recovery probe, or it is counted as acknowledged but not written when keyd stops. Never throws.
-   */
-  appendAnswered (r: NewRecord, timeMs: number): void {
-    const rec: AuditRecord = { seq: this.#seq + 1, time: this.#timeOf(timeMs), ...r }
-    const text = canonical(rec)
-    this.#chain = nextChain(this.#o.key, this.#chain, rec, text)
-    this.#seq = rec.seq
-    const line = Buffer.from(lineOf(this.#chain, text))
-    this.#ackedBytes += line.length
-    this.#queue.push({ seq: rec.seq, chain: this.#chain, line, acked: true })
-  }
-
-  /**
-   * Writes what is queued now, in this turn, after a caller's appendAnswered batch (gathered for
-   * BUFFERED_DELAY_MS already): one write into the page cache instead of a timer and a thread-pool hop,
-   * which at a handshake's pace cost a second wake-up per signature. Only in buffered durability while
-   * no other write is under way; anything else, or a failed write (cut back to the last whole entry),
-   * goes to the flush loop, which handles it as always (reserve, fail-closed, recovery).
-   */
-  writeAnswered (): void {
-    if (this.#queue.length === 0) return
+  #tryAttach (): void {
+    const sink = this.#sinkWanted
     const fh = this.#fh
-    if (this.#flushing !== null || this.#broken !== null || fh === null || this.#o.durability !== 'buffered') {
-      if (this.#flushing === null && this.#broken === null) this.#flushing = this.#flushLoop(false)
-      return
-    }
-    this.#open = null
-    const batch = this.#queue.slice()
-    const last = batch.at(-1) as Queued
-    const buf = batch.length === 1 ? last.line : Buffer.concat(batch.map(q => q.line))
-    try {
-      for (let off = 0; off < buf.length;) {
-        const n = writeSync(fh.fd, buf, off, buf.length - off)
-        if (n === 0) throw new Error('no bytes written')
-        off += n
-      }
-    } catch (err) {
-      this.#lastError = err instanceof Error ? err : new Error(errorMessage(err))
-      try { ftruncateSync(fh.fd, this.#size) } catch { /* the flush loop cuts it back again */ }
-      this.#flushing = this.#flushLoop(false)
-      return
-    }
-    this.#committed(batch, buf.length)
+    if (sink === null || this.#sink !== null || fh === null || this.#o.durability !== 'buffered' || !this.#o.failClosed) return
+    if (this.#broken !== null || this.#failing || this.#queue.length > 0 || this.#flushing !== null || !this.#reserve.held) return
+    sink.attach(fh.fd, this.#o.key, this.#seq, this.#chain, this.#size)
+    this.#sink = sink
   }
 
-  #timeOf (ms: number): string {
-    if (ms !== this.#isoMs) { this.#isoMs = ms; this.#iso = new Date(ms).toISOString() }
-    return this.#iso
+  /** Takes the chain back from the sink: its head and size become the log's. */
+  #detach (): SinkState {
+    const sink = this.#sink as ChainSink
+    const st = sink.detach()
+    this.#sink = null
+    this.#seq = this.#durableSeq = st.seq
+    this.#chain = this.#durableChain = st.chain
+    this.#size = st.size
+    this.written += st.written
+    return st
+  }
+
+  /**
+   * The sink's write failed (keyd's native SIGN path says so, or an append through it returned the
+   * error): the entry was not written and its operation is not answered. The log takes the chain
+   * back and fails closed. The reserve stays: no answered entry waits to be written into it (freeing it
+   * would only let the probe take it back at once); the probe waits for room beyond it instead.
+   */
+  sinkFailed (): void {
+    if (this.#sink !== null && this.#sink.head().error !== 0) this.#sinkBroke()
+  }
+
+  #sinkBroke (): void {
+    if (this.#sink === null) return
+    const st = this.#detach()
+    const err = new Error(`audit log write failed: ${errnoName(st.error)}`)
+    this.#lastError = err
+    this.#o.logger.warn({ file: this.#o.file, seq: st.seq, err: err.message }, 'audit log write failed on the native SIGN path: nothing was answered for it; the chain is back in JavaScript')
+    this.#fail(err)
+  }
+
+  /** The last entry on disk: the sink's while it holds the chain. */
+  #head (): { seq: number, chain: string } {
+    if (this.#sink === null) return { seq: this.#durableSeq, chain: this.#durableChain }
+    const h = this.#sink.head()
+    return { seq: h.seq, chain: h.chain }
   }
 
   #isoMs = -1
@@ -320,8 +346,6 @@ export class AuditLog {
       // answered are written into the space the reserve frees; then keyd refuses until it can take
       // the reserve back.
       if (this.#reserve.held) {
-        // Answers made outside append (the native SIGN path) stop now, and their entries join the queue first.
-        this.#creditWatcher?.(true)
         await this.#reserve.release().catch(() => {})
         this.#o.logger.warn({ file: this.#o.file, entries: this.#queue.length, reserveBytes: this.#o.reserveBytes }, 'audit log write failed; released the space reserve to write the entries keyd has recorded')
         // First the entries already answered (the reserve surely holds them), then the others if they fit.
@@ -337,6 +361,7 @@ export class AuditLog {
     }
     this.#failing = false
     this.#flushing = null
+    this.#tryAttach()
   }
 
   #lastError: Error | null = null
@@ -377,7 +402,6 @@ export class AuditLog {
     this.written += batch.length
     for (const q of batch) if (q.acked) this.#ackedBytes -= q.line.length
     this.#release(last.seq)
-    this.#creditWatcher?.(false)
   }
 
   /** Resolves every waiter whose entries are all on disk now. */
@@ -419,8 +443,6 @@ export class AuditLog {
   #fail (err: Error): void {
     if (this.#broken === null) {
       this.#broken = err
-      // The native SIGN path loses its credit before anything else happens (it then passes SIGN to JavaScript, which refuses).
-      this.#creditWatcher?.(false)
       this.#o.logger.error({ err: err.message, file: this.#o.file, failClosed: this.#o.failClosed }, this.#o.failClosed
         ? 'audit log cannot be written: keyd refuses operations until it can (it retries by itself)'
         : 'audit log cannot be written: keyd keeps signing without recording (--audit-fail-open)')
@@ -438,12 +460,19 @@ export class AuditLog {
     this.#recovering = true
     try {
       if (this.#queue.length > 0 && !await this.#writeQueue()) return
-      await this.#reserve.take()
+      if (this.#reserve.held) {
+        // After a failed write of the native path the reserve was kept (nothing answered waited to be
+        // written into it): room for as much again beyond it is what makes the log writable again.
+        const fs = await statfs(dirname(this.#o.file))
+        if (fs.bavail * fs.bsize < this.#o.reserveBytes) return
+      } else {
+        await this.#reserve.take()
+      }
       this.#broken = null
-      this.#creditWatcher?.(false)
       if (this.#probe !== null) clearInterval(this.#probe)
       this.#probe = null
       this.#o.logger.info({ file: this.#o.file, seq: this.#durableSeq }, 'audit log writable again; keyd serves again')
+      this.#tryAttach()
     } catch {
       // still no room: the next probe tries again
     } finally {
@@ -483,9 +512,8 @@ export class AuditLog {
   #checkpoint (): void {
     if (this.#checkpointing || this.#fh === null) return
     const unwritten = this.#unwritten(false)
-    if (this.#durableSeq === this.#checkpointedSeq && this.#checkpointedUnwritten === JSON.stringify(unwritten ?? null)) return
-    const seq = this.#durableSeq
-    const chain = this.#durableChain
+    const { seq, chain } = this.#head()
+    if (seq === this.#checkpointedSeq && this.#checkpointedUnwritten === JSON.stringify(unwritten ?? null)) return
     const fh = this.#fh
     this.#checkpointing = true
     fh.datasync()
@@ -503,6 +531,8 @@ export class AuditLog {
     if (this.#timer !== null) clearInterval(this.#timer)
     if (this.#probe !== null) clearInterval(this.#probe)
     this.#probe = null
+    this.#sinkWanted = null
+    if (this.#sink !== null) this.#detach()
     while (this.#flushing !== null) await this.#flushing
     const fh = this.#fh
     if (fh !== null && this.#queue.length > 0 && await this.#writeQueue()) this.#broken = null

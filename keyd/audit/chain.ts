@@ -42,6 +42,19 @@ export function canonical (r: AuditRecord): string {
   return JSON.stringify({ seq: r.seq, time: r.time, client: r.client, op: r.op, key: r.key, version: r.version, result: r.result, msgSha256: r.msgSha256 })
 }
 
+/**
+ * The canonical text of a record after its seq and time: `"client":…}`. keyd's native chain
+ * (keyd/native/chain.c) writes `{"seq":N,"time":"T",` before it, which makes canonical(record).
+ */
+export function canonicalTail (r: Omit<AuditRecord, 'seq' | 'time'>): string {
+  return JSON.stringify({ client: r.client, op: r.op, key: r.key, version: r.version, result: r.result, msgSha256: r.msgSha256 }).slice(1)
+}
+
+/** The start of canonicalTail for a SIGN by `client` with `key`, up to its version's value (the native path adds the rest). */
+export function signTailHead (client: string, key: string): string {
+  return JSON.stringify({ client, op: 'SIGN', key }).slice(1, -1) + ',"version":'
+}
+
 /** chain(n) = HMAC-SHA256(K, chain(n-1) ‖ canonical(record n)); `text` is canonical(r) when already at hand. */
 export function nextChain (key: Uint8Array, prev: string, r: AuditRecord, text = canonical(r)): string {
   return createHmac('sha256', key).update(prev).update(text).digest('hex')

@@ -65,23 +65,27 @@ export class BackupService {
   }
 
   /**
-   * Answers one BACKUP_EXPORT request: its JSON parameters, and the answer's JSON and bundle chunk.
+   * Answers one BACKUP_EXPORT request: its JSON parameters, and the answer's JSON and bundle chunk;
+   * `last` when this chunk ends the bundle (the export is complete, for the backup metrics).
    * @throws BackupError with a KEYD_ERR_ code whose name is the wire error code
    */
-  exportChunk (keystore: Keystore, request: { json: string }): { json: string, payload: Buffer } {
+  exportChunk (keystore: Keystore, request: { json: string }): { json: string, payload: Buffer, last: boolean } {
     const req = this.#request('export', request.json)
     const { answer, chunk } = req.transfer === undefined ? this.#startExport(backupCapable(keystore), req) : this.#exportChunk(req)
-    return { json: JSON.stringify(answer), payload: chunk }
+    const { size, offset } = answer as { size: number, offset: number }
+    return { json: JSON.stringify(answer), payload: chunk, last: offset + chunk.length >= size }
   }
 
   /**
-   * Answers one BACKUP_RESTORE request: its JSON parameters and, for an upload, the bundle chunk.
+   * Answers one BACKUP_RESTORE request: its JSON parameters and, for an upload, the bundle chunk;
+   * `committed` when it was the commit that restored the keys (not a chunk upload).
    * @throws BackupError with a KEYD_ERR_ code whose name is the wire error code
    */
-  restoreChunk (keystore: Keystore, request: { json: string, payload?: Buffer }): { json: string } {
+  restoreChunk (keystore: Keystore, request: { json: string, payload?: Buffer }): { json: string, committed: boolean } {
     const req = this.#request('restore', request.json)
-    const answer = req.commit === true ? this.#commitRestore(backupCapable(keystore), req) : this.#receive(keystore, req, request.payload)
-    return { json: JSON.stringify(answer) }
+    const committed = req.commit === true
+    const answer = committed ? this.#commitRestore(backupCapable(keystore), req) : this.#receive(keystore, req, request.payload)
+    return { json: JSON.stringify(answer), committed }
   }
 
   /** The request's JSON object, after dropping expired transfers. @throws BackupError BACKUP_BAD_REQUEST */

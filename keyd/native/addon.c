@@ -2,15 +2,17 @@
  * keyd's native SIGN path (docs/keyd.md, "Native SIGN path"): a Node addon inside keyd. After a
  * client's HELLO, keyd's JavaScript hands the connection's descriptor to a pool of threads, each an
  * epoll loop over its connections. A thread answers only the success path of SIGN, for a (client,
- * key, version) that JavaScript put in the eligibility table, while it holds audit credit; it
- * queues the audit record before it writes the answer. Every other byte goes to JavaScript in order
- * (the connection's own framing, limits and dispatch run there unchanged), and JavaScript's answers
- * come back here to be written, so one writer owns the socket. It uses the OpenSSL that Node
- * carries.
+ * key, version) that JavaScript put in the eligibility table, while the audit log has handed it
+ * the chain (chain.c): it chains and writes the signature's audit entry before it queues the
+ * answer, and JavaScript's own entries go through the same chain. Every other byte goes to
+ * JavaScript in order (the connection's own framing, limits and dispatch run there unchanged), and
+ * JavaScript's answers come back here to be written, so one writer owns the socket. It uses the
+ * OpenSSL that Node carries.
  */
 #define _GNU_SOURCE /* pthread_setname_np, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,11 +27,14 @@
 #include <fcntl.h>
 
 #include <node_api.h>
+#include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "chain.h"
 #include "fastsign.h"
 
 #define EV_DATA 1
@@ -37,6 +42,12 @@
 #define EV_FLUSHED 3
 #define EV_STALLED 4
 #define EV_CLOSED 5
+#define EV_AUDIT                                                                                   \
+  6 /* a native entry could not be written: JavaScript takes the chain back and fails */
+
+/* Metrics records queued before JavaScript is woken for them (else its periodic drain takes them).
+ */
+#define RECORDS_WAKE 4096
 
 /*
  * Bytes for JavaScript that may wait in the event queue: past it the threads stop reading until
@@ -96,6 +107,13 @@ struct worker {
   struct conn *graveyard;
   atomic_int throttled; /* stopped reading because JavaScript has FWD_CAP bytes to take */
   EVP_MD_CTX *md;
+  int index; /* its slot in each table entry's sign_cache */
+};
+
+/* A signing context kept per table entry and thread: set up once, not per signature. */
+struct sign_cache {
+  EVP_PKEY_CTX *ctx;
+  uint16_t alg; /* what ctx is initialised for (0: nothing) */
 };
 
 struct event {
@@ -105,15 +123,10 @@ struct event {
   size_t len;
 };
 
+/* What JavaScript's metrics need of a native signature (its audit entry is already written). */
 struct record {
-  char client[FS_MAX_NAME + 1];
   char key[FS_MAX_NAME + 1];
-  int has_version;
-  uint32_t version;
-  char sha[65];
-  int64_t time_ms;
   double queue_s, exec_s;
-  uint32_t bound;
 };
 
 struct key {
@@ -129,10 +142,16 @@ static struct {
   struct worker *workers;
   pthread_rwlock_t lock;
   struct fs_table table;
-  atomic_llong granted, used;
+  /*
+   * The audit chain while JavaScript has attached it (chainAttach): every entry, native or from
+   * JavaScript, is chained and written under `alock`, so there is one chain and one order.
+   */
+  pthread_mutex_t alock;
+  struct fc_chain chain;
+  int chain_on;          /* under alock: attached and no write failed */
+  atomic_int chain_live; /* chain_on, read without the lock to skip signing early */
+  EVP_MAC_CTX *mac;      /* HMAC-SHA256 keyed with the audit key (under alock) */
   pthread_mutex_t qlock;
-  pthread_cond_t qcond;
-  long record_delay_ns;
   struct event *events;
   size_t nevents, capevents;
   struct record *records;
@@ -212,40 +231,51 @@ static int push_record(const struct record *r) {
     G.caprecords = cap;
   }
   G.records[G.nrecords++] = *r;
-  /* Records wake JavaScript a few milliseconds after the first (the notifier), so one wake appends
-   * many. */
-  if (G.nrecords == 1)
-    pthread_cond_signal(&G.qcond);
+  /* Metrics only: JavaScript takes them when it wakes anyway (a frame, its periodic drain, a
+   * scrape); past RECORDS_WAKE it is woken for them, so they cannot pile up. */
+  if (G.nrecords >= RECORDS_WAKE)
+    signal_js_locked();
   pthread_mutex_unlock(&G.qlock);
   return 0;
 }
 
-/* Wakes JavaScript `record_delay_ns` after the first queued record (buffered mode's group-commit
- * delay). */
-static void *notifier_main(void *arg) {
-  (void)arg;
-  pthread_mutex_lock(&G.qlock);
-  for (;;) {
-    while (G.nrecords == 0 || G.signalled)
-      pthread_cond_wait(&G.qcond, &G.qlock);
-    pthread_mutex_unlock(&G.qlock);
-    struct timespec d = {.tv_sec = 0, .tv_nsec = G.record_delay_ns};
-    nanosleep(&d, NULL);
-    pthread_mutex_lock(&G.qlock);
-    if (G.nrecords > 0)
-      signal_js_locked();
+static int mac_hex(void *ctx, const char *prev, const uint8_t *text, size_t len, char out[65]) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char d[32];
+  size_t dl = 0;
+  EVP_MAC_CTX *m = ctx;
+  /* A NULL key re-initialises with the key given at attach (its pads are kept). */
+  if (EVP_MAC_init(m, NULL, 0, NULL) != 1 ||
+      EVP_MAC_update(m, (const unsigned char *)prev, 64) != 1 ||
+      EVP_MAC_update(m, text, len) != 1 || EVP_MAC_final(m, d, &dl, sizeof(d)) != 1 || dl != 32)
+    return -1;
+  for (int i = 0; i < 32; i++) {
+    out[2 * i] = hex[d[i] >> 4];
+    out[2 * i + 1] = hex[d[i] & 15];
   }
-  return NULL;
+  out[64] = '\0';
+  return 0;
 }
 
-static int take_credit(uint32_t bound) {
-  long long used = atomic_load(&G.used);
-  for (;;) {
-    if (used + (long long)bound > atomic_load(&G.granted))
-      return 0;
-    if (atomic_compare_exchange_weak(&G.used, &used, used + (long long)bound))
-      return 1;
+/*
+ * Chains and writes one entry whose record fields after seq and time are `tail`; the new seq, or
+ * -errno. A failed write detaches the chain (no entry, native or JavaScript, is made until
+ * JavaScript has taken the chain back); the caller tells JavaScript.
+ */
+static int64_t chain_append(const char *tail, size_t len) {
+  pthread_mutex_lock(&G.alock);
+  int64_t r;
+  if (!G.chain_on) {
+    r = -(G.chain.error != 0 ? G.chain.error : EBADF);
+  } else {
+    r = fc_append(&G.chain, now_ms(), tail, len);
+    if (r < 0 && G.chain.error != 0) {
+      G.chain_on = 0;
+      atomic_store(&G.chain_live, 0);
+    }
   }
+  pthread_mutex_unlock(&G.alock);
+  return r;
 }
 
 /* ---- the socket side, on a worker thread ---- */
@@ -370,136 +400,180 @@ static void conn_lost(struct worker *w, struct conn *c) {
   push_event(EV_EOF, c->id, NULL, 0);
 }
 
-static const char *md_name(uint16_t alg) {
+/* The digests, fetched once at start: a fetch by name per signature costs more than the hash. */
+static EVP_MD *MDS[4]; /* SHA-256, SHA-384, SHA-512, SHA-224 */
+static const char *const MD_NAMES[4] = {"SHA256", "SHA384", "SHA512", "SHA224"};
+static const int MD_SIZES[4] = {32, 48, 64, 28};
+
+/* The digest of a PROTOCOL.md algorithm code (index into MDS), -1 for none (Ed25519, unknown). */
+static int md_index(uint16_t alg) {
   switch (alg) {
   case 0x0001:
   case 0x0011:
   case 0x0021:
-    return "SHA256";
+    return 0;
   case 0x0002:
   case 0x0012:
   case 0x0022:
-    return "SHA384";
+    return 1;
   case 0x0003:
   case 0x0013:
   case 0x0023:
-    return "SHA512";
+    return 2;
   case 0x0004:
   case 0x0014:
-    return "SHA224";
+    return 3;
   default:
-    return NULL;
+    return -1;
   }
 }
 
-static int md_size(const char *name) {
-  return strcmp(name, "SHA256") == 0   ? 32
-         : strcmp(name, "SHA384") == 0 ? 48
-         : strcmp(name, "SHA512") == 0 ? 64
-                                       : 28;
+/* A DER ECDSA signature in `out` (len bytes) rewritten as IEEE P1363 r||s; the new length, or -1.
+ */
+static int to_p1363(EVP_PKEY *pkey, uint8_t *out, size_t len, size_t cap) {
+  int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
+  const uint8_t *p = out;
+  ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
+  if (sig == NULL || (size_t)field * 2 > cap) {
+    ECDSA_SIG_free(sig);
+    return -1;
+  }
+  const BIGNUM *r = NULL, *s = NULL;
+  ECDSA_SIG_get0(sig, &r, &s);
+  int ok = BN_bn2binpad(r, out, field) == field && BN_bn2binpad(s, out + field, field) == field;
+  ECDSA_SIG_free(sig);
+  return ok ? field * 2 : -1;
 }
 
-/* Signs as keyd/keystore/file-keystore.ts does through node:crypto; returns the length, or -1. */
-static int sign_with(struct worker *w, EVP_PKEY *pkey, const struct fs_sign_req *req, uint8_t *out,
-                     size_t cap) {
-  const char *md = md_name(req->algorithm);
+/*
+ * Signs as keyd/keystore/file-keystore.ts does through node:crypto (the same signatures: ECDSA DER
+ * or P1363, RSA PKCS#1 v1.5 and PSS with salt = digest length, Ed25519), returns the length or -1.
+ * `sha256` receives the message's SHA-256 (the audit entry's msgSha256): for a SHA-256 algorithm it
+ * is the very digest that is signed, computed once. ECDSA and RSA sign that digest with a context
+ * kept in the table entry for this thread (`cache`); Ed25519 signs the message itself.
+ */
+static int sign_with(struct worker *w, EVP_PKEY *pkey, struct sign_cache *cache,
+                     const struct fs_sign_req *req, uint8_t *out, size_t cap, uint8_t sha256[32]) {
   int id = EVP_PKEY_get_base_id(pkey);
-  EVP_PKEY_CTX *pctx = NULL;
-  EVP_MD_CTX_reset(w->md);
+  int mi = md_index(req->algorithm);
+  unsigned dlen = 0;
   if (id == EVP_PKEY_ED25519) {
     if (req->algorithm != 0x0030)
       return -1;
-    md = NULL;
-  } else if (md == NULL) {
-    return -1;
+    size_t len = cap;
+    EVP_MD_CTX_reset(w->md);
+    if (EVP_DigestSignInit_ex(w->md, NULL, NULL, NULL, NULL, pkey, NULL) != 1 ||
+        EVP_DigestSign(w->md, out, &len, req->msg, req->msg_len) != 1 ||
+        EVP_Digest(req->msg, req->msg_len, sha256, &dlen, MDS[0], NULL) != 1 || dlen != 32)
+      return -1;
+    return (int)len;
   }
-  if (EVP_DigestSignInit_ex(w->md, &pctx, md, NULL, NULL, pkey, NULL) != 1)
+  if (mi < 0 || (id != EVP_PKEY_EC && id != EVP_PKEY_RSA))
     return -1;
-  if (id == EVP_PKEY_RSA) {
-    int pss = req->algorithm >= 0x0021 && req->algorithm <= 0x0023;
-    if (EVP_PKEY_CTX_set_rsa_padding(pctx, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) != 1)
+  uint8_t digest[64];
+  if (EVP_Digest(req->msg, req->msg_len, digest, &dlen, MDS[mi], NULL) != 1 ||
+      dlen != (unsigned)MD_SIZES[mi])
+    return -1;
+  if (mi == 0) {
+    memcpy(sha256, digest, 32);
+  } else {
+    unsigned l = 0;
+    if (EVP_Digest(req->msg, req->msg_len, sha256, &l, MDS[0], NULL) != 1 || l != 32)
       return -1;
-    if (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, md_size(md)) != 1)
+  }
+  EVP_PKEY_CTX *ctx = cache->ctx;
+  if (ctx == NULL || cache->alg != req->algorithm) {
+    if (ctx == NULL && (ctx = cache->ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL)
       return -1;
+    cache->alg = 0;
+    if (EVP_PKEY_sign_init(ctx) != 1 || EVP_PKEY_CTX_set_signature_md(ctx, MDS[mi]) != 1)
+      return -1;
+    if (id == EVP_PKEY_RSA) {
+      int pss = req->algorithm >= 0x0021 && req->algorithm <= 0x0023;
+      if (EVP_PKEY_CTX_set_rsa_padding(ctx, pss ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING) != 1)
+        return -1;
+      if (pss && EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, MD_SIZES[mi]) != 1)
+        return -1;
+    }
+    cache->alg = req->algorithm;
   }
   size_t len = cap;
-  if (EVP_DigestSign(w->md, out, &len, req->msg, req->msg_len) != 1)
+  if (EVP_PKEY_sign(ctx, out, &len, digest, dlen) != 1) {
+    cache->alg = 0; /* set up again next time */
     return -1;
-  if (id == EVP_PKEY_EC && req->p1363) {
-    int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
-    const uint8_t *p = out;
-    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
-    if (sig == NULL || (size_t)field * 2 > cap) {
-      ECDSA_SIG_free(sig);
-      return -1;
-    }
-    const BIGNUM *r = NULL, *s = NULL;
-    ECDSA_SIG_get0(sig, &r, &s);
-    int ok = BN_bn2binpad(r, out, field) == field && BN_bn2binpad(s, out + field, field) == field;
-    ECDSA_SIG_free(sig);
-    if (!ok)
-      return -1;
-    len = (size_t)field * 2;
   }
+  if (id == EVP_PKEY_EC && req->p1363)
+    return to_p1363(pkey, out, len, cap);
   return (int)len;
 }
 
-/* Answers `frame` natively if it is an eligible SIGN and audit credit is at hand; 1 if it did. */
+/*
+ * Answers `frame` natively if it is an eligible SIGN and the audit chain is attached; 1 if it did.
+ * The answer is queued only after the signature's audit entry is chained and written to the log.
+ */
 static int try_fast(struct worker *w, struct conn *c, const uint8_t *frame, size_t len,
                     double arrived) {
   struct fs_sign_req req;
-  if (!fs_parse_sign(frame, len, &req))
+  if (!fs_parse_sign(frame, len, &req) || !atomic_load(&G.chain_live))
     return 0;
   double started = mono_s();
   uint8_t sig[1024];
   struct record rec;
   int siglen = -1;
   uint32_t key_version = 0;
+  int64_t failed = 0;
   /*
-   * Everything up to the queued record happens under the table's read lock: a table change (a key
+   * Everything up to the written entry happens under the table's read lock: a table change (a key
    * disabled, a client revoked, keyd sealed) waits for it, so once setTable returns no signature of
    * the old table is still to be recorded.
    */
   pthread_rwlock_rdlock(&G.lock);
-  int64_t now = now_ms();
-  const struct fs_entry *e = fs_eligible(&G.table, c->client, &req, now);
-  if (e != NULL && take_credit(e->line_bound)) {
-    siglen = sign_with(w, (EVP_PKEY *)e->key_ref, &req, sig, sizeof(sig));
-    if (siglen >= 0) {
-      memset(&rec, 0, sizeof(rec));
-      memcpy(rec.client, e->client_name, sizeof(rec.client));
-      memcpy(rec.key, e->key, sizeof(rec.key));
-      rec.bound = e->line_bound;
-      key_version = e->key_version;
-      rec.has_version = req.has_version;
-      rec.version = req.version;
-      rec.time_ms = now;
-      uint8_t digest[32];
-      unsigned dlen = 0;
-      static const char hex[] = "0123456789abcdef";
-      if (EVP_Digest(req.msg, req.msg_len, digest, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32) {
-        siglen = -1;
-      } else {
-        for (unsigned i = 0; i < 32; i++) {
-          rec.sha[2 * i] = hex[digest[i] >> 4];
-          rec.sha[2 * i + 1] = hex[digest[i] & 15];
-        }
-        rec.sha[64] = '\0';
-        double done = mono_s();
-        rec.queue_s = started > arrived ? started - arrived : 0;
-        rec.exec_s = done - started;
-        /* The record first: no answer leaves before its audit record is queued. */
-        if (push_record(&rec) != 0)
-          siglen = -1;
-      }
+  const struct fs_entry *e = fs_eligible(&G.table, c->client, &req, now_ms());
+  uint8_t digest[32];
+  if (e != NULL)
+    siglen = sign_with(w, (EVP_PKEY *)e->key_ref, &((struct sign_cache *)e->cache)[w->index], &req,
+                       sig, sizeof(sig), digest);
+  if (siglen >= 0) {
+    static const char hex[] = "0123456789abcdef";
+    /* The record fields after seq and time, as keyd/audit/chain.ts canonical() writes them. */
+    char tail[FS_JSON_HEAD_MAX + 160];
+    size_t hl = strlen(e->json_head);
+    memcpy(tail, e->json_head, hl);
+    size_t n = hl;
+    n += req.has_version ? fc_u64(tail + n, req.version) : (memcpy(tail + n, "null", 4), 4);
+    static const char mid[] = ",\"result\":\"ok\",\"msgSha256\":\"";
+    memcpy(tail + n, mid, sizeof(mid) - 1);
+    n += sizeof(mid) - 1;
+    for (unsigned i = 0; i < 32; i++) {
+      tail[n + 2 * i] = hex[digest[i] >> 4];
+      tail[n + 2 * i + 1] = hex[digest[i] & 15];
     }
-    if (siglen < 0)
-      atomic_fetch_sub(&G.used, (long long)e->line_bound);
+    n += 64;
+    memcpy(tail + n, "\"}", 2);
+    n += 2;
+    /* The entry first: no answer leaves before its audit entry is in the log. */
+    int64_t seq = chain_append(tail, n);
+    if (seq < 0) {
+      siglen = -1;
+      failed = -seq;
+    } else {
+      memcpy(rec.key, e->key, sizeof(rec.key));
+      key_version = e->key_version;
+      double done = mono_s();
+      rec.queue_s = started > arrived ? started - arrived : 0;
+      rec.exec_s = done - started;
+    }
   }
   pthread_rwlock_unlock(&G.lock);
+  if (failed != 0 && failed != EBADF)
+    push_event(EV_AUDIT, 0, NULL, (size_t)failed); /* JavaScript takes the chain back and fails */
   if (siglen < 0)
-    return 0; /* JavaScript answers: a refusal, no credit, or a failure it reports its own way */
+    return 0; /* JavaScript answers: a refusal, no chain, or a failure it reports its own way */
+  /* Counted before its record is queued: signatures made >= records queued >= records drained. */
   atomic_fetch_add(&G.signed_count, 1);
+  if (push_record(&rec) != 0) {
+    /* Out of memory for a metrics record: the signature is audited and answered all the same. */
+  }
   size_t total = FS_HEADER_SIZE + 5 + (size_t)siglen + 5 + 4;
   struct out *o = malloc(sizeof(*o) + total);
   if (o == NULL) {
@@ -822,25 +896,25 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   napi_call_function(env, undefined, js_cb, 0, NULL, NULL);
 }
 
-/* start(threads, maxFrame, outCap, stallMs, recordDelayMs, onWake) */
+/* start(threads, maxFrame, outCap, stallMs, onWake) */
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (args_of(env, info, 6, argv) == NULL)
+  napi_value argv[5];
+  if (args_of(env, info, 5, argv) == NULL)
     return NULL;
   if (G.started) {
     napi_throw_error(env, NULL, "keyd native: already started");
     return NULL;
   }
-  uint32_t threads, max_frame, out_cap, stall, delay;
+  uint32_t threads, max_frame, out_cap, stall;
   if (!get_u32(env, argv[0], &threads) || !get_u32(env, argv[1], &max_frame) ||
-      !get_u32(env, argv[2], &out_cap) || !get_u32(env, argv[3], &stall) ||
-      !get_u32(env, argv[4], &delay) || threads == 0 || threads > 256 || delay > 100) {
+      !get_u32(env, argv[2], &out_cap) || !get_u32(env, argv[3], &stall) || threads == 0 ||
+      threads > 256) {
     napi_throw_type_error(env, NULL, "keyd native: bad start arguments");
     return NULL;
   }
   napi_value name;
   CHECK(env, napi_create_string_utf8(env, "keyd-native-sign", NAPI_AUTO_LENGTH, &name));
-  CHECK(env, napi_create_threadsafe_function(env, argv[5], NULL, name, 0, 1, NULL, NULL, NULL,
+  CHECK(env, napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, NULL, NULL, NULL,
                                              call_js, &G.tsfn));
   CHECK(env, napi_unref_threadsafe_function(env, G.tsfn));
   G.max_frame = max_frame;
@@ -852,15 +926,20 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   pthread_rwlock_init(&G.lock, &attr);
   pthread_rwlockattr_destroy(&attr);
   pthread_mutex_init(&G.qlock, NULL);
-  pthread_cond_init(&G.qcond, NULL);
-  G.record_delay_ns = (long)delay * 1000000L;
-  pthread_t notifier;
-  if (pthread_create(&notifier, NULL, notifier_main, NULL) != 0) {
-    napi_throw_error(env, NULL, "keyd native: cannot start the notifier thread");
-    return NULL;
-  }
-  pthread_setname_np(notifier, "keyd-sign-wake");
-  pthread_detach(notifier);
+  pthread_mutex_init(&G.alock, NULL);
+  G.chain.fd = -1;
+  /*
+   * A file size limit (ulimit -f) reached by an audit write must fail that write (EFBIG: cut back,
+   * fail closed), not kill keyd with SIGXFSZ and lose the entries it holds.
+   */
+  struct sigaction ign = {.sa_handler = SIG_IGN};
+  sigemptyset(&ign.sa_mask);
+  sigaction(SIGXFSZ, &ign, NULL);
+  for (int i = 0; i < 4; i++)
+    if ((MDS[i] = EVP_MD_fetch(NULL, MD_NAMES[i], NULL)) == NULL) {
+      napi_throw_error(env, NULL, "keyd native: cannot fetch the digests");
+      return NULL;
+    }
   G.workers = calloc(threads, sizeof(struct worker));
   if (G.workers == NULL) {
     napi_throw_error(env, NULL, "keyd native: out of memory");
@@ -872,6 +951,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     w->ep = epoll_create1(EPOLL_CLOEXEC);
     w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->md = EVP_MD_CTX_new();
+    w->index = (int)i;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     if (w->ep < 0 || w->evfd < 0 || w->md == NULL ||
         epoll_ctl(w->ep, EPOLL_CTL_ADD, w->evfd, &ev) != 0 ||
@@ -1061,8 +1141,14 @@ static napi_value js_drop_key(napi_env env, napi_callback_info info) {
 }
 
 static void table_free(struct fs_table *t) {
-  for (size_t i = 0; i < t->count; i++)
+  for (size_t i = 0; i < t->count; i++) {
+    struct sign_cache *cache = t->entries[i].cache;
+    for (int j = 0; cache != NULL && j < G.nthreads; j++)
+      EVP_PKEY_CTX_free(cache[j].ctx);
+    free(cache);
     EVP_PKEY_free(t->entries[i].key_ref);
+    free(t->entries[i].json_head);
+  }
   free(t->entries);
   fs_table_free_index(t);
   memset(t, 0, sizeof(*t));
@@ -1074,7 +1160,7 @@ static int prop(napi_env env, napi_value arr, uint32_t i, napi_value *out) {
 
 /*
  * setTable(entries): entries = [clientKey, clientName, keyName, version (0 = current alias),
- * keyVersion, algMask, tlsServer (0/1), deadlineMs (0 = none), lineBound], flat, 9 per entry.
+ * keyVersion, algMask, tlsServer (0/1), deadlineMs (0 = none), jsonHead], flat, 9 per entry.
  * Replaces the table at once: a signature in progress finishes first, none starts on the old one.
  */
 static napi_value js_set_table(napi_env env, napi_callback_info info) {
@@ -1099,6 +1185,7 @@ static napi_value js_set_table(napi_env env, napi_callback_info info) {
     uint32_t tls = 0;
     double deadline = 0;
     int ok = 1;
+    char head[FS_JSON_HEAD_MAX + 1];
     for (uint32_t j = 0; j < 9 && ok; j++)
       ok = prop(env, argv[0], (uint32_t)(i * 9 + j), &v[j]);
     ok = ok && get_str(env, v[0], e->client, sizeof(e->client)) &&
@@ -1106,10 +1193,12 @@ static napi_value js_set_table(napi_env env, napi_callback_info info) {
          get_str(env, v[2], e->key, sizeof(e->key)) && get_u32(env, v[3], &e->version) &&
          get_u32(env, v[4], &e->key_version) && get_u32(env, v[5], &e->alg_mask) &&
          get_u32(env, v[6], &tls) && napi_get_value_double(env, v[7], &deadline) == napi_ok &&
-         get_u32(env, v[8], &e->line_bound);
+         get_str(env, v[8], head, sizeof(head)) && strlen(head) < FS_JSON_HEAD_MAX &&
+         (e->json_head = strdup(head)) != NULL &&
+         (e->cache = calloc((size_t)G.nthreads, sizeof(struct sign_cache))) != NULL;
     EVP_PKEY *pkey = ok ? key_lookup(e->key, e->key_version) : NULL;
     if (pkey == NULL || EVP_PKEY_up_ref(pkey) != 1) {
-      t.count = i;
+      t.count = i + 1; /* this entry's json_head is freed too */
       table_free(&t);
       napi_throw_type_error(env, NULL, "keyd native: bad table entry (or its key was not set)");
       return NULL;
@@ -1128,22 +1217,6 @@ static napi_value js_set_table(napi_env env, napi_callback_info info) {
   G.table = t;
   pthread_rwlock_unlock(&G.lock);
   table_free(&old);
-  napi_value ok;
-  napi_get_boolean(env, true, &ok);
-  return ok;
-}
-
-/* grant(totalBytes): the audit credit, cumulative (see keyd/server/native-sign.ts). */
-static napi_value js_grant(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (args_of(env, info, 1, argv) == NULL)
-    return NULL;
-  double v;
-  if (napi_get_value_double(env, argv[0], &v) != napi_ok) {
-    napi_throw_type_error(env, NULL, "keyd native: grant needs a number");
-    return NULL;
-  }
-  atomic_store(&G.granted, (long long)v);
   napi_value ok;
   napi_get_boolean(env, true, &ok);
   return ok;
@@ -1168,47 +1241,32 @@ static void free_buffer(napi_env env, void *data, void *hint) {
 }
 
 /*
- * drain(): { records: [client, key, version|null, msgSha256, timeMs, queueSec, execSec, bound] x n
- * flat, events: [type, id, Buffer|number] x n flat }. Records first: JavaScript appends them before
- * it handles any frame in events.
+ * drain(): { records: [key, queueSec, execSec] x n flat (native signatures, already audited: for
+ * metrics), events: [type, id, Buffer|number] x n flat }.
  */
 static napi_value js_drain(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  bool records_only = false;
-  if (args_of(env, info, 1, argv) == NULL ||
-      napi_get_value_bool(env, argv[0], &records_only) != napi_ok)
-    return NULL;
+  (void)info;
   pthread_mutex_lock(&G.qlock);
-  struct event *events = NULL;
-  size_t nevents = 0;
-  if (!records_only) {
-    events = G.events;
-    nevents = G.nevents;
-    G.events = NULL;
-    G.nevents = G.capevents = 0;
-    G.signalled = 0;
-  }
+  struct event *events = G.events;
+  size_t nevents = G.nevents;
+  G.events = NULL;
+  G.nevents = G.capevents = 0;
+  G.signalled = 0;
   struct record *records = G.records;
   size_t nrecords = G.nrecords;
   G.records = NULL;
   G.nrecords = G.caprecords = 0;
   pthread_mutex_unlock(&G.qlock);
-  napi_value out, recs, evs, nul;
+  napi_value out, recs, evs;
   napi_create_object(env, &out);
-  napi_create_array_with_length(env, nrecords * 8, &recs);
+  napi_create_array_with_length(env, nrecords * 3, &recs);
   napi_create_array_with_length(env, nevents * 3, &evs);
-  napi_get_null(env, &nul);
   for (size_t i = 0; i < nrecords; i++) {
     struct record *r = &records[i];
-    uint32_t b = (uint32_t)(i * 8);
-    napi_set_element(env, recs, b, str(env, r->client));
-    napi_set_element(env, recs, b + 1, str(env, r->key));
-    napi_set_element(env, recs, b + 2, r->has_version ? num(env, r->version) : nul);
-    napi_set_element(env, recs, b + 3, str(env, r->sha));
-    napi_set_element(env, recs, b + 4, num(env, (double)r->time_ms));
-    napi_set_element(env, recs, b + 5, num(env, r->queue_s));
-    napi_set_element(env, recs, b + 6, num(env, r->exec_s));
-    napi_set_element(env, recs, b + 7, num(env, r->bound));
+    uint32_t b = (uint32_t)(i * 3);
+    napi_set_element(env, recs, b, str(env, r->key));
+    napi_set_element(env, recs, b + 1, num(env, r->queue_s));
+    napi_set_element(env, recs, b + 2, num(env, r->exec_s));
   }
   for (size_t i = 0; i < nevents; i++) {
     struct event *e = &events[i];
@@ -1246,25 +1304,134 @@ static napi_value js_drain(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* fence(): waits until no thread is inside a signature (between its credit check and its record).
+/* The chain's state as JavaScript reads it: { seq, chain, size, written, error, attached }. */
+static napi_value chain_state_locked(napi_env env) {
+  napi_value out, attached;
+  napi_create_object(env, &out);
+  napi_get_boolean(env, G.chain_on != 0, &attached);
+  napi_set_named_property(env, out, "seq", num(env, (double)G.chain.seq));
+  napi_set_named_property(env, out, "chain", str(env, G.chain.chain));
+  napi_set_named_property(env, out, "size", num(env, (double)G.chain.size));
+  napi_set_named_property(env, out, "written", num(env, (double)G.chain.written));
+  napi_set_named_property(env, out, "error", num(env, G.chain.error));
+  napi_set_named_property(env, out, "attached", attached);
+  return out;
+}
+
+static void chain_release_locked(void) {
+  G.chain_on = 0;
+  atomic_store(&G.chain_live, 0);
+  if (G.chain.fd >= 0)
+    close(G.chain.fd);
+  G.chain.fd = -1;
+  EVP_MAC_CTX_free(G.mac); /* cleanses the key */
+  G.mac = NULL;
+  G.chain.mac_ctx = NULL;
+}
+
+/*
+ * chainAttach(fd, key, seq, chainHex, size): from now on every entry is chained and written here
+ * (a duplicate of the log's descriptor `fd`, opened for appending), after entry `seq` whose chain
+ * value is `chainHex`, the file holding `size` bytes of whole entries.
  */
-static napi_value js_fence(napi_env env, napi_callback_info info) {
-  (void)info;
-  pthread_rwlock_wrlock(&G.lock);
-  pthread_rwlock_unlock(&G.lock);
+static napi_value js_chain_attach(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (args_of(env, info, 5, argv) == NULL)
+    return NULL;
+  uint32_t fd;
+  void *key;
+  size_t key_len;
+  double seq, size;
+  char chain[66];
+  if (!G.started || !get_u32(env, argv[0], &fd) ||
+      napi_get_buffer_info(env, argv[1], &key, &key_len) != napi_ok || key_len == 0 ||
+      napi_get_value_double(env, argv[2], &seq) != napi_ok || seq < 0 ||
+      !get_str(env, argv[3], chain, sizeof(chain)) || strlen(chain) != 64 ||
+      napi_get_value_double(env, argv[4], &size) != napi_ok || size < 0) {
+    napi_throw_type_error(env, NULL, "keyd native: bad chainAttach arguments");
+    return NULL;
+  }
+  EVP_MAC *alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *mac = alg == NULL ? NULL : EVP_MAC_CTX_new(alg);
+  EVP_MAC_free(alg);
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                         OSSL_PARAM_construct_end()};
+  int dup = fcntl((int)fd, F_DUPFD_CLOEXEC, 3);
+  if (mac == NULL || dup < 0 || EVP_MAC_init(mac, key, key_len, params) != 1) {
+    EVP_MAC_CTX_free(mac);
+    if (dup >= 0)
+      close(dup);
+    napi_throw_error(env, NULL, "keyd native: cannot attach the audit chain");
+    return NULL;
+  }
+  pthread_mutex_lock(&G.alock);
+  chain_release_locked();
+  G.mac = mac;
+  G.chain.fd = dup;
+  G.chain.seq = (uint64_t)seq;
+  memcpy(G.chain.chain, chain, 65);
+  G.chain.size = (uint64_t)size;
+  G.chain.written = 0;
+  G.chain.error = 0;
+  G.chain.mac = mac_hex;
+  G.chain.mac_ctx = mac;
+  G.chain_on = 1;
+  atomic_store(&G.chain_live, 1);
+  pthread_mutex_unlock(&G.alock);
   napi_value ok;
   napi_get_boolean(env, true, &ok);
   return ok;
 }
 
-/* stats(): { signatures, used, granted } for tests and metrics. */
+/* chainAppend(tail): chains and writes one entry (JavaScript's); its seq, or -errno (see chain.h).
+ */
+static napi_value js_chain_append(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (args_of(env, info, 1, argv) == NULL)
+    return NULL;
+  char stack[2048];
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok || len > FC_MAX_TAIL) {
+    napi_throw_type_error(env, NULL, "keyd native: chainAppend needs a string of at most 8 KiB");
+    return NULL;
+  }
+  char *buf = len < sizeof(stack) ? stack : malloc(len + 1);
+  if (buf == NULL) {
+    napi_throw_error(env, NULL, "keyd native: out of memory");
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, argv[0], buf, len + 1, &len);
+  int64_t r = chain_append(buf, len);
+  if (buf != stack)
+    free(buf);
+  return num(env, (double)r);
+}
+
+/* chainDetach(): stops chaining here (no entry is made here afterwards) and returns the state. */
+static napi_value js_chain_detach(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&G.alock);
+  chain_release_locked();
+  napi_value out = chain_state_locked(env);
+  pthread_mutex_unlock(&G.alock);
+  return out;
+}
+
+/* chainHead(): the chain's state (the last entry written, and whether it is attached). */
+static napi_value js_chain_head(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&G.alock);
+  napi_value out = chain_state_locked(env);
+  pthread_mutex_unlock(&G.alock);
+  return out;
+}
+
+/* stats(): { signatures } for tests and metrics. */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
   napi_create_object(env, &out);
   napi_set_named_property(env, out, "signatures", num(env, (double)atomic_load(&G.signed_count)));
-  napi_set_named_property(env, out, "used", num(env, (double)atomic_load(&G.used)));
-  napi_set_named_property(env, out, "granted", num(env, (double)atomic_load(&G.granted)));
   return out;
 }
 
@@ -1272,11 +1439,23 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"start", js_start},      {"adopt", js_adopt},        {"write", js_write},
-             {"pause", js_pause},      {"resume", js_resume},      {"shutdown", js_shutdown},
-             {"end", js_end},          {"drop", js_drop},          {"setKey", js_set_key},
-             {"dropKey", js_drop_key}, {"setTable", js_set_table}, {"grant", js_grant},
-             {"drain", js_drain},      {"fence", js_fence},        {"stats", js_stats}};
+  } fns[] = {{"start", js_start},
+             {"adopt", js_adopt},
+             {"write", js_write},
+             {"pause", js_pause},
+             {"resume", js_resume},
+             {"shutdown", js_shutdown},
+             {"end", js_end},
+             {"drop", js_drop},
+             {"setKey", js_set_key},
+             {"dropKey", js_drop_key},
+             {"setTable", js_set_table},
+             {"drain", js_drain},
+             {"stats", js_stats},
+             {"chainAttach", js_chain_attach},
+             {"chainAppend", js_chain_append},
+             {"chainDetach", js_chain_detach},
+             {"chainHead", js_chain_head}};
   for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
     napi_value f;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||

@@ -6,7 +6,7 @@
   'targets': [
     {
       'target_name': 'keyd_native',
-      'sources': ['addon.c', 'frame.c'],
+      'sources': ['addon.c', 'frame.c', 'chain.c'],
       'cflags': ['-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fvisibility=hidden', '-O2', '-pthread'],
       'cflags!': ['-Wno-unused-parameter'],
       'defines': ['NAPI_VERSION=8']

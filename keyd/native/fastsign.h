@@ -21,6 +21,8 @@
 #define FS_MAX_NAME 64
 /* The largest frame the native side answers; a longer one goes to JavaScript whole. */
 #define FS_FAST_FRAME_MAX (16 * 1024)
+/* The longest json_head of an entry (two names of 64 bytes, each escaped at most 6 to 1). */
+#define FS_JSON_HEAD_MAX 1024
 
 /* A SIGN request the native side may answer: pointers into the frame it was parsed from. */
 struct fs_sign_req {
@@ -63,8 +65,10 @@ struct fs_entry {
   uint32_t alg_mask;
   int tls_server;
   int64_t deadline_ms; /* 0: none; else signs while now <= deadline */
-  uint32_t line_bound;
-  void *key_ref; /* the key (the addon's; opaque here) */
+  char *json_head;     /* `"client":…,"op":"SIGN","key":…,"version":` of its audit entries
+                          (JSON.stringify's) */
+  void *key_ref;       /* the key (the addon's; opaque here) */
+  void *cache; /* the addon's signing contexts for this entry, one per thread (opaque here) */
 };
 
 struct fs_table {

@@ -96,6 +96,12 @@ export class KeydMetrics {
     const gauge: Gauge = new Gauge({ name, help, registers: [this.registry], collect () { gauge.set(read()) } })
   }
 
+  #beforeScrape: Array<() => void> = []
+  /** Runs `f` before each scrape: keyd's native SIGN path hands over the counts it gathered since its last drain. */
+  beforeScrape (f: () => void): void { this.#beforeScrape.push(f) }
+  /** Brings every count up to date (before a scrape). */
+  settle (): void { for (const f of this.#beforeScrape) f() }
+
   /** Where the connection gauges read from (the server registers itself). */
   watchConnections (load: () => { connections: number, heldBytes: number, sharedBytes: number }): void {
     this.#load = load
@@ -158,6 +164,7 @@ export async function startMetricsServer (metrics: KeydMetrics, health: KeydHeal
   const server = createServer((req, res) => {
     if (req.method !== 'GET') { res.writeHead(405).end(); return }
     if (req.url === '/metrics') {
+      metrics.settle()
       metrics.registry.metrics().then(text => {
         res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text)
       }, () => res.writeHead(500).end())

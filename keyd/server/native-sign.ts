@@ -4,17 +4,18 @@
 // table this module computes from the same rules as findKey / authorizeKey / checkSignable /
 // admitSignature — pairs with a rate limit stay in JavaScript. Everything else it reads comes back here
 // in order and runs through Connection and the dispatcher unchanged; their answers go back to be written.
-// Each native signature's audit record is queued in C before its answer is written, and an answer is
-// written only within the credit this module grants from the audit log's space reserve (AuditLog's rule
-// for answering before the write); the records are appended here, in order, with their own times.
+// The audit chain moves into C while the path is on (the AuditLog's ChainSink): each native signature's
+// entry is chained and written to the log before its answer is queued, and JavaScript's own entries go
+// through the same chain. JavaScript wakes only for frames it must answer and for a failed audit write;
+// the native signatures' metrics come here in batches (a periodic drain, a scrape, any wake-up).
 import { createRequire } from 'node:module'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
 import { ALGORITHMS, keyFamily } from '../algorithms.js'
 import { signDenied } from '../policy/access.js'
-import { canonical, lineOf } from '../audit/chain.js'
-import { BUFFERED_DELAY_MS, type AuditLog } from '../audit/audit-log.js'
+import { signTailHead } from '../audit/chain.js'
+import type { AuditLog, ChainSink, SinkState } from '../audit/audit-log.js'
 import type { Keystore } from '../keystore/keystore.js'
 import type { KeyPolicy } from '../policy/key-policy.js'
 import type { ClientRegistry, Client } from './clients.js'
@@ -26,7 +27,7 @@ import { errorMessage } from '../../lib/errors.js'
 
 /** The addon's functions (keyd/native/addon.c). */
 export interface NativeAddon {
-  start: (threads: number, maxFrame: number, outCap: number, stallMs: number, recordDelayMs: number, onWake: () => void) => boolean
+  start: (threads: number, maxFrame: number, outCap: number, stallMs: number, onWake: () => void) => boolean
   adopt: (id: number, fd: number, clientKey: string, clientName: string) => boolean
   write: (id: number, buf: Buffer) => boolean
   pause: (id: number) => boolean
@@ -37,12 +38,13 @@ export interface NativeAddon {
   setKey: (name: string, version: number, pkcs8: Buffer) => boolean
   dropKey: (name: string, version: number) => boolean
   setTable: (flat: Array<string | number>) => boolean
-  grant: (total: number) => boolean
-  /** Records and events queued since the last call (`recordsOnly`: the events stay queued). */
-  drain: (recordsOnly: boolean) => { records: Array<string | number | null>, events: Array<number | Buffer> }
-  /** Returns once no thread is between its credit check and its queued record. */
-  fence: () => boolean
-  stats: () => { signatures: number, used: number, granted: number }
+  /** Metrics records ([key, queueSec, execSec] per native signature) and events queued since the last call. */
+  drain: () => { records: Array<string | number>, events: Array<number | Buffer> }
+  stats: () => { signatures: number }
+  chainAttach: (fd: number, key: Buffer, seq: number, chain: string, size: number) => boolean
+  chainAppend: (tail: string) => number
+  chainDetach: () => SinkState
+  chainHead: () => SinkState
 }
 
 const ADDON = fileURLToPath(new URL('../../../keyd/native/build/Release/keyd_native.node', import.meta.url))
@@ -63,14 +65,15 @@ export function loadNativeAddon (logger: Logger): NativeAddon | null {
   return loaded
 }
 
-/** Audit reserve bytes the native side may answer ahead of JavaScript's next drain (~200 entries). */
-const CREDIT_WINDOW = 64 * 1024
+/** How often JavaScript takes the native signatures' metrics records when nothing else wakes it. */
+const METRICS_DRAIN_MS = 100
 
 const EV_DATA = 1
 const EV_EOF = 2
 const EV_FLUSHED = 3
 const EV_STALLED = 4
 const EV_CLOSED = 5
+const EV_AUDIT = 6
 
 /** The algorithm codes in the bit order of keyd/native/frame.c fs_alg_bit. */
 const ALG_BITS = [0x0001, 0x0002, 0x0003, 0x0004, 0x0011, 0x0012, 0x0013, 0x0014, 0x0021, 0x0022, 0x0023, 0x0030]
@@ -95,11 +98,6 @@ export interface NativeSignOptions {
 /** Where a client's rights and secret stand: a changed secret matches no table entry (JavaScript then closes the connection). */
 function clientKey (c: Client): string { return `${c.name}:${c.secretSha256}` }
 
-/** The longest audit line a native SIGN by `client` with `key` can make (AuditLog's acked rule counts line bytes). */
-function lineBound (client: string, key: string): number {
-  const text = canonical({ seq: Number.MAX_SAFE_INTEGER, time: '+275760-09-13T00:00:00.000Z', client, op: 'SIGN', key, version: 0xffffffff, result: 'ok', msgSha256: 'f'.repeat(64) })
-  return Buffer.byteLength(lineOf('f'.repeat(64), text))
-}
 
 export class NativeSign {
   readonly #addon: NativeAddon
@@ -110,9 +108,11 @@ export class NativeSign {
   #nextId = 1
   /** Keys given to the addon, by `name\0version`. */
   readonly #pushed = new Set<string>()
-  /** Sum of the credit bounds of every record drained (the addon's `used` counts the undrained ones too). */
-  #drainedUsed = 0
   #watched: AuditLog | null = null
+  /** Native signatures whose metrics records were drained (counted in stats.signatures). */
+  #drained = 0
+  readonly #sink: ChainSink
+  #timer: NodeJS.Timeout | null = null
   #clientList: Client[] = []
   readonly threads: number
 
@@ -122,6 +122,12 @@ export class NativeSign {
     this.#clients = clients
     this.#stats = stats
     this.threads = threads
+    this.#sink = {
+      attach: (fd, key, seq, chain, size) => { addon.chainAttach(fd, key, seq, chain, size) },
+      append: tail => addon.chainAppend(tail),
+      head: () => addon.chainHead(),
+      detach: () => addon.chainDetach()
+    }
   }
 
   /** Starts the signing threads, or returns null (keyd signs in JavaScript): no addon, or another server of this process has it. */
@@ -134,11 +140,14 @@ export class NativeSign {
     }
     taken = true
     let self: NativeSign | null = null
-    // Records wake JavaScript BUFFERED_DELAY_MS after the first (group commit, as buffered appends); the
-    // entries are then written at once. Frames for JavaScript wake it at once.
-    addon.start(o.threads, o.maxFrameBytes, o.outCap, o.stallTimeoutMs, BUFFERED_DELAY_MS, () => self?.drain())
+    // Frames for JavaScript and a failed audit write wake it at once; metrics records do not.
+    addon.start(o.threads, o.maxFrameBytes, o.outCap, o.stallTimeoutMs, () => self?.drain())
     self = new NativeSign(addon, state, clients, stats, o.threads)
     self.refresh()
+    const s = self
+    s.#timer = setInterval(() => { s.drain() }, METRICS_DRAIN_MS)
+    s.#timer.unref()
+    state.metrics?.beforeScrape(() => { s.drain() })
     state.logger.info({ threads: o.threads }, 'keyd native SIGN path on')
     return self
   }
@@ -200,14 +209,14 @@ export class NativeSign {
             if (alg !== undefined && alg.family === family && (rule?.algorithms === undefined || rule.algorithms.includes(alg.name))) mask |= 1 << bit
           })
           if (mask === 0) continue
-          const bound = lineBound(client.name, info.name)
+          const head = signTailHead(client.name, info.name)
           for (const v of info.versions) {
             const until = signableUntil(info, v.version)
             if (until !== null && now > until) continue
             const id = `${info.name}\0${v.version}`
             if (!this.#pushed.has(id) && !this.#pushKey(keystore, info.name, v.version)) continue
             used.add(id)
-            const entry = (alias: number): void => { flat.push(clientKey(client), client.name, info.name, alias, v.version, mask >>> 0, info.usage === 'tls-server' ? 1 : 0, until ?? 0, bound) }
+            const entry = (alias: number): void => { flat.push(clientKey(client), client.name, info.name, alias, v.version, mask >>> 0, info.usage === 'tls-server' ? 1 : 0, until ?? 0, head) }
             entry(v.version)
             if (v.version === info.currentVersion) entry(0)
           }
@@ -222,7 +231,6 @@ export class NativeSign {
       this.#addon.dropKey(name ?? '', Number(version))
       this.#pushed.delete(id)
     }
-    this.#grant()
   }
 
   /** Re-reads clients.json's entries: a reload made new objects. */
@@ -247,60 +255,32 @@ export class NativeSign {
     }
   }
 
+  /** Hands the audit chain of `audit` to the addon (the log attaches it once nothing waits to be written). */
   #watch (audit: AuditLog | null): void {
     if (audit === this.#watched) return
-    this.#watched?.watchCredit(null)
-    audit?.watchCredit(failing => {
-      if (!failing) { this.#grant(); return }
-      // A write failed: no native answer from now on, and every one already made is appended before the reserve is used.
-      this.#addon.grant(this.#drainedUsed)
-      this.#addon.fence()
-      this.#appendRecords(this.#addon.drain(true).records)
-      audit.promise(0)
-    })
+    this.#watched?.useSink(null)
+    audit?.useSink(this.#sink)
     this.#watched = audit
   }
 
-  /**
-   * Credit = every record drained so far + a window of what the log can still take as
-   * answered-but-unwritten; the log promises that window away from its own acknowledged appends, so
-   * the entries answered here and there together never pass what the reserve holds.
-   */
-  #grant (): void {
-    const audit = this.#state.audit
-    const window = audit === null || this.#state.keystore === null ? 0 : Math.min(CREDIT_WINDOW, audit.answerCredit)
-    audit?.promise(window)
-    this.#addon.grant(this.#drainedUsed + window)
-  }
-
-  /** Takes what the threads queued: audit records first (appended in order), then the connections' events. */
+  /** Takes what the threads queued: the native signatures' metrics, then the connections' events in order. */
   drain (): void {
-    const { records, events } = this.#addon.drain(false)
-    this.#appendRecords(records)
-    this.#handle(events)
-  }
-
-  #appendRecords (records: Array<string | number | null>): void {
-    const { audit, metrics } = this.#state
-    for (let i = 0; i + 7 < records.length; i += 8) {
-      const client = records[i] as string
-      const key = records[i + 1] as string
-      const version = records[i + 2] as number | null
-      audit?.appendAnswered({ client, op: 'SIGN', key, version, result: 'ok', msgSha256: records[i + 3] as string }, records[i + 4] as number)
+    const { records, events } = this.#addon.drain()
+    const metrics = this.#state.metrics
+    this.#drained += records.length / 3
+    for (let i = 0; i + 2 < records.length; i += 3) {
       this.#stats.signatures++
-      metrics?.observe('SIGN', key, 'ok', records[i + 5] as number, records[i + 6] as number)
+      metrics?.observe('SIGN', records[i] as string, 'ok', records[i + 1] as number, records[i + 2] as number)
       metrics?.audited('SIGN')
-      this.#drainedUsed += records[i + 7] as number
     }
-    if (records.length > 0) {
-      audit?.writeAnswered()
-      this.#grant()
-    }
+    this.#handle(events)
   }
 
   #handle (events: Array<number | Buffer>): void {
     for (let i = 0; i + 2 < events.length; i += 3) {
       const type = events[i] as number
+      // Before the frames that follow it: the SIGN whose entry failed comes next, and is refused.
+      if (type === EV_AUDIT) { this.#watched?.sinkFailed(); continue }
       const conn = this.#conns.get(events[i + 1] as number)
       if (conn === undefined) continue
       const data = events[i + 2] as Buffer | number
@@ -312,13 +292,18 @@ export class NativeSign {
     }
   }
 
-  /** Stops native signing (an empty table, no credit) and appends every record already made. */
+  /** Stops native signing (an empty table; the audit log takes its chain back) and takes the last metrics. */
   stop (): void {
     this.#addon.setTable([])
-    this.#addon.grant(this.#drainedUsed)
+    if (this.#timer !== null) clearInterval(this.#timer)
+    this.#timer = null
+    this.#watch(null)
     this.drain()
   }
 
   /** Signatures made natively since start. */
   get signatures (): number { return this.#addon.stats().signatures }
+
+  /** Native signatures not yet in stats.signatures (their metrics records are not drained yet). */
+  get undrained (): number { return this.signatures - this.#drained }
 }

@@ -92,6 +92,9 @@ export class KeydServer {
   /** Signatures the native SIGN path made (0 without it). */
   get nativeSignatures (): number { return this.#native?.signatures ?? 0 }
 
+  /** Every signature made so far: stats.signatures, plus the native ones whose metrics are not drained yet. */
+  get signatures (): number { return this.stats.signatures + (this.#native?.undrained ?? 0) }
+
   /** Whether the native SIGN path is on. */
   get nativeSign (): boolean { return this.#native !== null }
 

@@ -319,7 +319,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     sealed: shamir ? { threshold: shamirParams(paths.keydDir).threshold, unseal: async shares => await openStore(unsealShamir(paths.keydDir, shares)) } : undefined
   })
   await server.listen()
-  metrics?.watchSignatures(() => server.stats.signatures)
+  metrics?.watchSignatures(() => server.signatures)
   metrics?.knownClients(clients.list().map(c => c.name))
   const http = metrics === null ? null : await startMetricsServer(metrics, health, metricsPort as number)
   // `keyCount`, not `keys`: the logger redacts every field named `keys` (src/logger.ts REDACT_PATHS).
@@ -330,7 +330,7 @@ async function serve (paths: ReturnType<typeof homePaths>, socketPath: string, d
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
-  logger.info({ signatures: server.stats.signatures, nativeSignatures: server.nativeSignatures }, 'keyd stopping')
+  logger.info({ signatures: server.signatures, nativeSignatures: server.nativeSignatures }, 'keyd stopping')
   http?.server.close()
   await server.close()
   await server.audit?.close()

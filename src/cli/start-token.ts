@@ -81,7 +81,7 @@ function grantTokenSign (clientsFile: string, name: string, key: string): boolea
 export function devTokenConfig (secretFile: string, port: number): object {
   return {
     listen: { host: '127.0.0.1', port },
-    // With port 0 (tests) the issuer cannot name the port the endpoint will get.
+    // With port 0 (tests) the endpoint adds the port it got (boundIssuer in src/token/server.ts).
     issuer: port === 0 ? 'http://localhost' : `http://localhost:${port}`,
     key: { name: DEV_TOKEN_KEY, algorithm: 'ES256' },
     callers: [{ name: DEV_CALLER, secretFile, audiences: [DEV_AUDIENCE], claims: ['sub', 'scope'] }]

@@ -59,6 +59,14 @@ export const CHECKS = {
       return 'OpenSSL accepts none of these cipher names'
     }
   },
+  groups: (s: string) => {
+    try {
+      createSecureContext({ ecdhCurve: s })
+      return undefined
+    } catch {
+      return `OpenSSL refuses the group list "${s}" (names are separated by ":", e.g. "X25519MLKEM768:X25519:P-256")`
+    }
+  },
   'server-name': (s: string) => isServerName(normalizeName(s)) ? undefined : `"${s}" is not a host name, a "*." wildcard or an IP address`,
   'route-host': (s: string) => {
     const host = normalizeName(s)
@@ -90,6 +98,7 @@ export const CHECK_DOCS: Record<CheckName, string> = {
   loopback: 'loopback address',
   'ip-or-localhost': 'IP address or `localhost`',
   ciphers: 'OpenSSL cipher list',
+  groups: 'OpenSSL group list, or `auto`',
   'server-name': 'host name, `*.` wildcard or IP address',
   'route-host': 'host name, `*.` wildcard or `*`',
   'path-prefix': 'path starting with `/`',

@@ -116,7 +116,7 @@ function overlap (a: string, b: string): boolean {
   return a === b || WILDCARDS.has(a) || WILDCARDS.has(b) || (isLoopback(a) && isLoopback(b) && (a === 'localhost' || b === 'localhost'))
 }
 
-/** The proxy's listener, the admin listener and the token listener must not share a port (0 = any free port never does). */
+/** The proxy's listener, the admin, plain-HTTP redirect and token listeners must not share a port (0 = any free port never does). */
 function checkPorts (doc: Obj, add: Add): void {
   const listeners: Array<{ name: string, host?: string, port?: number }> = []
   const listener = (name: string, o: unknown): void => {
@@ -124,6 +124,7 @@ function checkPorts (doc: Obj, add: Add): void {
   }
   listener('listen', doc.listen)
   listener('admin', doc.admin)
+  listener('httpRedirect', doc.httpRedirect)
   if (isObj(doc.token)) listener('token.listen', doc.token.listen)
   listeners.forEach((l, i) => {
     const other = listeners.slice(0, i).find(o => o.port === l.port && o.host !== undefined && l.host !== undefined && overlap(o.host, l.host))

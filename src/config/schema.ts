@@ -56,6 +56,12 @@ export const TlsSchema = section({
     docDefault: 'Mozilla *intermediate*, ECDHE only, plus the TLS 1.3 suites (`DEFAULT_CIPHERS`)',
     description: 'OpenSSL cipher list; TLS 1.3 (`TLS_…`) and TLS 1.2 names in one string'
   }),
+  groups: text({
+    default: 'auto',
+    check: 'groups',
+    docDefault: '`auto` = OpenSSL 3.5\'s defaults: X25519MLKEM768 (post-quantum hybrid), X25519, P-256, X448, P-384, P-521, ffdhe2048, ffdhe3072',
+    description: 'key-exchange groups the server accepts, in its order of preference, as an OpenSSL group list (nginx `ssl_ecdh_curve`, Envoy `ecdh_curves`), e.g. `X25519MLKEM768:X25519:P-256`. A client sharing none of them is refused (TLS alert `handshake_failure`). Leaving out `X25519MLKEM768` gives up post-quantum protection; it saves the ML-KEM encapsulation on each full handshake and the memory OpenSSL keeps for that exchange (7 KiB per idle connection in one measurement, see [benchmarks.md](benchmarks.md))'
+  }),
   strictSni: bool({ default: false, description: 'when `true`, a server name that matches no certificate is refused (fatal `unrecognized_name` alert, counted in `edge_tls_sni_refused_total`); when `false` it gets the default certificate' }),
   defaultCertificate: nullableText({ default: null, docDefault: '`null` = the first entry of `certificates`', description: 'name of the entry served to unknown names (non-strict) and to clients that send no SNI (always)' }),
   sessionTimeoutSeconds: int(1, 86_400, { default: 300, description: 'TLS session lifetime; a resumed session keeps its original start, so a client does a full handshake at least this often' }),
@@ -76,6 +82,8 @@ export const TlsSchema = section({
     sessionCache: 'use "sessionCacheSize" (sessions; 0 turns the cache off)',
     default: 'use "defaultCertificate"',
     cipherSuites: 'use "ciphers" (TLS 1.2 and 1.3 names in one list)',
+    ecdhCurve: 'use "groups" (an OpenSSL group list)',
+    curves: 'use "groups" (an OpenSSL group list)',
     contextCache: 'use "contextCacheSize" (certificate entries)'
   }
 })
@@ -197,6 +205,7 @@ export const RouteSchema = section({
   maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
   requestsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'requests per second per client address on this route, per worker: the refill rate of a token bucket. A request without a token gets `429` with `Retry-After`, counted in `edge_route_limit_hits_total{limit="rate"}`. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`)' }),
   requestBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many requests a client may send at once after a quiet period' }),
+  webSocketsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'WebSockets one client address may hold open on this route at once, per worker (as nginx\'s `limit_conn` in a location): one more upgrade gets `429`, counted in `edge_route_limit_hits_total{limit="websockets"}`. Over HTTP/2 one connection carries any number of WebSockets, so the listener\'s `maxConnectionsPerClient` does not bound them. An upgrade also takes a token of `requestsPerSecondPerClient` like any request. See [WebSockets](#websockets)' }),
   webSocketIdleMs: int(1, 86_400_000, { default: 300_000, description: 'a proxied WebSocket (HTTP/1.1 `Upgrade: websocket`, or an HTTP/2 extended CONNECT) with no byte in either direction this long is closed, counted in `edge_websocket_total{event="idle_timeout"}`' })
 }, {
   renamed: {
@@ -253,6 +262,16 @@ export const ProxyProtocolSchema = section({
   }
 })
 
+export const HttpRedirectSchema = section({
+  host: text({ default: '0.0.0.0', check: 'listen-host', description: 'address of the plain-HTTP listener' }),
+  port: int(0, 65_535, { default: 80, description: 'its TCP port; `0` picks a free one (logged: `{"msg":"http redirect listening","port":N}`). Must differ from the other listeners\' ports' }),
+  httpsPort: int(0, 65_535, { default: 0, docDefault: '`0` = `listen.port`', description: 'the port the `Location` names: the one clients reach the TLS listener on (`443` behind a port mapping); `443` is left out of the URL' }),
+  permanent: bool({ default: true, description: '`true`: `308 Permanent Redirect` (browsers remember it); `false`: `307 Temporary Redirect`. Both keep the method and body, unlike 301/302' })
+}, {
+  description: 'a plain-HTTP listener (port 80) that sends every request for a routed host to the same URL over HTTPS (nginx `return 301 https://$host$request_uri`, Caddy\'s automatic redirects); a host no route serves gets `404`. It reads only the request head, answers and closes. Absent: no plain-HTTP listener',
+  renamed: { status: 'use "permanent" (true: 308, false: 307)', redirectPort: 'use "httpsPort"', tlsPort: 'use "httpsPort"', listen: 'use "host" and "port"' }
+})
+
 export const AdminSchema = section({
   host: text({ default: '127.0.0.1', check: 'loopback', description: 'a loopback address (`127.0.0.0/8`, `::1` or `localhost`); anything else is refused' }),
   port: int(0, 65_535, { default: 9443, description: 'TCP port; `0` picks a free one (see the log line). Must differ from `listen.port`' }),
@@ -264,7 +283,7 @@ export const AdminSchema = section({
 
 export const TimeoutsSchema = section({
   clientHelloMs: int(100, 600_000, { default: 10_000, description: 'until the whole ClientHello has arrived: a connection that sends nothing, or trickles its hello, is closed. When the front does not need the hello (one certificate entry, …) it hands the connection over at its first byte, and this bounds the wait for that byte' }),
-  handshakeMs: int(100, 600_000, { default: 15_000, description: 'until the handshake\'s Finished (not below `clientHelloMs`): a client that sends a ClientHello and then nothing (after costing a keyd signature) is closed. Node\'s own TLS handshake timeout, which restarts with every byte, is set to the same value' }),
+  handshakeMs: int(100, 600_000, { default: 15_000, description: 'until the handshake\'s Finished (not below `clientHelloMs`): a client that sends a ClientHello and then nothing (after costing a keyd signature) is closed. Node\'s own TLS handshake timeout, which restarts with every byte, is set to the same value (after a reload, for the TLS servers a worker builds from then on: one already built keeps the old value for that second clock until it is rebuilt, see [Reloading the config](admin.md#reloading-certificates))' }),
   requestHeadersMs: int(1, 3_600_000, { default: 10_000, description: 'a new connection (HTTP/1.1 or HTTP/2) must deliver a complete request head this soon after its TLS handshake, and an HTTP/1.1 request this soon after its first byte (keep-alive): a head sent one byte at a time (slowloris) is cut, with `408` if it had started, silently if nothing came' }),
   keepAliveIdleMs: int(1, 3_600_000, { default: 60_000, description: 'an HTTP/1.1 connection with no request in flight is closed after this long' }),
   http2IdleMs: int(1, 3_600_000, { default: 120_000, description: 'an HTTP/2 session without an open stream this long gets GOAWAY (NO_ERROR) and is closed (longer than HTTP/1.1: one session replaces several connections)' }),
@@ -289,7 +308,7 @@ export const LimitsSchema = section({
   maxConnectionsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'open connections per client address, per worker' }),
   newConnectionsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'new connections per second per client address, per worker: the refill rate of a token bucket' }),
   newConnectionBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many connections a client may open at once after a quiet period' }),
-  http2MaxConcurrentStreams: int(1, 10_000, { default: 128, description: '`SETTINGS_MAX_CONCURRENT_STREAMS` sent to every HTTP/2 client, as nginx\'s `http2_max_concurrent_streams`; a client keeps its other requests queued until a stream ends' }),
+  http2MaxConcurrentStreams: int(1, 10_000, { default: 128, description: '`SETTINGS_MAX_CONCURRENT_STREAMS` sent to every HTTP/2 client, as nginx\'s `http2_max_concurrent_streams`; a client keeps its other requests queued until a stream ends. After a reload, sessions opened from then on get the new value (a second SETTINGS frame where the TLS server was built before); open sessions keep theirs' }),
   http2MaxResetsPerSecond: int(1, 100_000, { default: 100, description: 'the rapid-reset threshold: streams a session may have reset per second (by the client\'s RST_STREAM, or for the client\'s protocol errors) before the proxy ends it with GOAWAY `ENHANCE_YOUR_CALM` and cancels every request it has in flight upstream. A token bucket per session refilled at this rate, holding `max(2 × rate, http2MaxConcurrentStreams)`, so a browser that cancels every open stream at once (navigating away) stays within it' })
 }, {
   default: {},
@@ -315,6 +334,7 @@ export const EdgeConfigSchema = section({
   accessLog: optional(AccessLogSchema),
   proxyProtocol: optional(ProxyProtocolSchema),
   admin: optional(AdminSchema),
+  httpRedirect: optional(HttpRedirectSchema),
   shutdownGraceMs: int(0, 3_600_000, { default: 10_000, description: 'on SIGTERM/SIGINT, how long in-flight requests may take to finish once the proxy stopped accepting; then the rest are cut' }),
   token: optional(TokenSchema),
   timeouts: TimeoutsSchema,

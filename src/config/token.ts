@@ -50,7 +50,7 @@ export const TokenSchema = section({
     host: text({ default: '127.0.0.1', check: 'ip-or-localhost', description: 'address of the token listener (an IP or `localhost`)' }),
     port: int(0, 65_535, { default: 8444, description: 'its port (0 = any free port, shared by all workers)' })
   }, { default: {} }),
-  issuer: text({ check: 'issuer', transform: 'trim-slash', description: '`iss` of every token, an `https://` URL (`http://` only for localhost); discovery and JWKS URLs derive from it' }),
+  issuer: text({ check: 'issuer', transform: 'trim-slash', description: '`iss` of every token, an `https://` URL (`http://` only for localhost); discovery and JWKS URLs derive from it. With `listen.port` `0`, an issuer naming a loopback host without a port (`http://localhost`) gets the port the endpoint was given' }),
   tls: optional(section({
     cert: path({ description: 'serve the endpoint over HTTPS with this certificate (PEM)' }),
     key: path({ description: 'and this key: a key reference (signed by keyd) or a private key PEM' }),

@@ -2,7 +2,7 @@
 // every path absolute, host names lower-case, upstreams reduced to their origin.
 import type { Static } from '@sinclair/typebox'
 import type {
-  AccessLogSchema, AdminSchema, ProxyProtocolSchema, BalanceSchema, HealthCheckSchema, OutlierSchema, RetrySchema, UpstreamTargetSchema, CertificateFilesSchema, CertificateSchema, ClientAuthSchema, KeydSchema, LimitsSchema, ListenSchema, LOG_LEVELS, RouteSchema, TimeoutsSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
+  AccessLogSchema, AdminSchema, HttpRedirectSchema, ProxyProtocolSchema, BalanceSchema, HealthCheckSchema, OutlierSchema, RetrySchema, UpstreamTargetSchema, CertificateFilesSchema, CertificateSchema, ClientAuthSchema, KeydSchema, LimitsSchema, ListenSchema, LOG_LEVELS, RouteSchema, TimeoutsSchema, TLS_VERSIONS, TlsSchema, EdgeConfigSchema
 } from './schema.js'
 import type { TokenConfig } from './token.js'
 
@@ -44,6 +44,9 @@ export type ProxyProtocolConfig = Static<typeof ProxyProtocolSchema>
 
 /** The admin listener on a loopback address (health, readiness, metrics, certificates, reload). */
 export type AdminConfig = Static<typeof AdminSchema>
+
+/** The plain-HTTP listener that redirects routed hosts to HTTPS. */
+export type HttpRedirectConfig = Static<typeof HttpRedirectSchema>
 
 /** Timeouts of the listener: TLS front (ClientHello, handshake) and HTTP. */
 export type TimeoutsConfig = Static<typeof TimeoutsSchema>

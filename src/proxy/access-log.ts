@@ -1,4 +1,4 @@
-// The access log: one JSON line per request (built by hand, the fields pino used to write), written by an async
+// The access log: one JSON line per request and per WebSocket (built by hand, the fields pino used to write), written by an async
 // sonic-boom destination so the worker never waits for the disk. Lines waiting for the disk are
 // bounded (`accessLog.bufferBytes`): past it — a full, slow or unwritable disk — lines are dropped,
 // counted in `edge_access_log_dropped_total` and warned once; traffic goes on. A write or open
@@ -44,11 +44,32 @@ export interface StreamRecord extends AccessRecord {
   end?: (status: number, declaredLength: number, complete: boolean) => void
 }
 
+/**
+ * What one WebSocket's line is built from (websocket.ts, websocket-h2.ts): the fields of a request's
+ * line, its status being the one the client got (101 over HTTP/1.1, 200 over HTTP/2, or a refusal's)
+ * and its bytes the WebSocket's own, each way, after the handshake.
+ */
+export interface WebSocketRecord extends AccessRecord {
+  method: string
+  host: string | undefined
+  /** The request target (path and query). */
+  url: string
+  status: number
+  /** False when the proxy cut the WebSocket (idle timeout, shutdown, an error) or the client left before the upstream answered. */
+  complete: boolean
+  /** performance.now() when the upgrade request came. */
+  readonly start: number
+  /** The client's TLS connection, taken when the upgrade came (an HTTP/2 stream forgets its session once it closes). */
+  readonly tls: TLSSocket | undefined
+}
+
 export interface AccessLog {
   /** Starts the record of a request; the line is written when the exchange ends (if sampled in). */
   begin: (req: ClientRequest, res: ClientResponse, trusted: boolean) => AccessRecord
   /** Starts the record of a request on an HTTP/2 stream (`tls`: its session's socket); the caller ends it. */
   beginStream: (headers: IncomingHttpHeaders, tls: TLSSocket | undefined, trusted: boolean) => StreamRecord
+  /** Writes the line of a WebSocket that has ended, or was refused (if sampled in). */
+  webSocket: (rec: WebSocketRecord) => void
   /** Flushes what is buffered (best effort) and closes the file. */
   close: () => Promise<void>
 }
@@ -183,17 +204,21 @@ export function accessLine (
     '}\n'
 }
 
+/** The request id of a request: a trusted peer's `x-request-id` (1–200 visible ASCII characters), else a new UUID. */
+export function requestIdOf (given: string | string[] | undefined, trusted: boolean): string {
+  return trusted && typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+}
+
 /** A record that writes nothing (no access log). Request ids still flow. */
 function idOnly (req: { headers: IncomingHttpHeaders }, trusted: boolean): AccessRecord {
-  const given = req.headers['x-request-id']
-  const id = trusted && typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
-  return { id, bytesIn: 0, bytesOut: 0 }
+  return { id: requestIdOf(req.headers['x-request-id'], trusted), bytesIn: 0, bytesOut: 0 }
 }
 
 /** An access log writing nothing, for configs without an `accessLog` section. */
 export const NO_ACCESS_LOG: AccessLog = {
   begin: (req, _res, trusted) => idOnly(req, trusted),
   beginStream: (headers, _tls, trusted) => idOnly({ headers }, trusted),
+  webSocket: () => {},
   close: async () => {}
 }
 
@@ -266,7 +291,30 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
     ))
   }
 
+  /** The line of a WebSocket: a request's fields, the upstream's times measured to the WebSocket's end. */
+  function writeWebSocket (rec: WebSocketRecord): void {
+    const q = config?.includeQuery === true ? -1 : rec.url.indexOf('?')
+    const now = performance.now()
+    const started = rec.upstreamStartMs
+    sink.write(accessLine(
+      isoNow(), rec.id, rec.client, factsOf(rec.tls), rec.method, rec.host, q === -1 ? rec.url : rec.url.slice(0, q),
+      rec.status, rec.complete, rec.bytesIn, rec.bytesOut, rec.upstream, ms(rec.upstreamConnectMs),
+      ms(rec.upstreamHeadersMs !== undefined && started !== undefined ? rec.upstreamHeadersMs - started : undefined),
+      ms(started === undefined ? undefined : now - started), ms(now - rec.start)
+    ))
+  }
+
   return {
+    webSocket (rec) {
+      if (rec.route?.accessLog === false) return
+      if (config.sampleRate < 1 && random() >= config.sampleRate) return
+      try {
+        writeWebSocket(rec)
+      } catch (err) {
+        dropped.inc()
+        warnOnce({ code: err instanceof Error && 'code' in err ? err.code : err instanceof Error ? err.message : 'unknown' })
+      }
+    },
     begin (req, res, trusted) {
       const rec = idOnly(req, trusted)
       const start = performance.now()

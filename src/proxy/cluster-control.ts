@@ -25,7 +25,7 @@ const LOGGED_NAMES = 100
 /** How long a worker may take to load every certificate of a reload. */
 const WORKER_REPLY_TIMEOUT_MS = 15_000
 /** Settings that a reload cannot change: they need a restart (until then the old values stay). */
-const RESTART_ONLY = ['listen', 'workers', 'keyd', 'proxyProtocol', 'http2', 'log', 'admin', 'shutdownGraceMs', 'timeouts', 'limits', 'stateDir'] as const
+const RESTART_ONLY = ['listen', 'workers', 'keyd', 'proxyProtocol', 'http2', 'log', 'admin', 'httpRedirect', 'shutdownGraceMs', 'stateDir'] as const
 
 export interface ReloadReport {
   ok: boolean
@@ -229,7 +229,7 @@ export class ClusterControl {
       tls: config.tls,
       ...(sameList ? {} : { certificates: config.certificates }),
       ...(sameList && changedFiles !== undefined ? { changedFiles: [...changedFiles] } : {}),
-      ...(applied.length > 0 ? { live: { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog } } : {})
+      ...(applied.length > 0 ? { live: { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog, timeouts: config.timeouts, limits: config.limits } } : {})
     }
     const prepared = await Promise.all(workers.map(async w => await this.#ask(w, prepare)
       .catch((err: unknown): ControlReply => ({ type: 'edge:reply', id, ok: false, error: errorMessage(err) }))))
@@ -255,7 +255,7 @@ export class ClusterControl {
     // The same entry list names the same files: nothing to watch anew (100,000 entries: 200,000 paths).
     const sameFiles = config.certificates === this.#config.certificates
     // A worker that committed serves the new routes; one that failed to answer may not (reported in errors).
-    this.#config = { ...this.#config, certificates: config.certificates, tls: config.tls, routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog }
+    this.#config = { ...this.#config, certificates: config.certificates, tls: config.tls, routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog, timeouts: config.timeouts, limits: config.limits }
     if (report.ok) report.applied = applied
     if (report.ok) this.#configText = next.same || report.restartRequired.length === 0 ? next.text : undefined
     if (!sameFiles) this.#watcher.watch(watchedFiles(config, this.#configFile))

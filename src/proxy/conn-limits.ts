@@ -36,7 +36,7 @@ interface Bucket { tokens: number, atMs: number }
 
 /** The listener's per-client limits; `admit` at accept, `release` when that connection closes. */
 export class ConnectionLimits {
-  readonly #o: ConnectionLimitsConfig
+  #o: ConnectionLimitsConfig
   readonly #open = new Map<string, number>()
   readonly #buckets = new LRUCache<string, Bucket>({ max: MAX_BUCKETS })
   readonly #refused: Counter<string>
@@ -51,6 +51,15 @@ export class ConnectionLimits {
       labelNames: ['limit'],
       registers: [o.registry]
     })
+  }
+
+  /**
+   * New limits (a config reload) for the connections accepted from now on. Connections open now
+   * stay counted (a lower `maxConnectionsPerClient` refuses new ones until enough have closed) and
+   * buckets keep their tokens, capped at the new burst when next refilled.
+   */
+  update (o: ConnectionLimitsConfig): void {
+    this.#o = { maxConnectionsPerClient: o.maxConnectionsPerClient, newConnectionsPerSecondPerClient: o.newConnectionsPerSecondPerClient, newConnectionBurstPerClient: o.newConnectionBurstPerClient }
   }
 
   /** Whether any limit is on (else admit/release need not be called). */

@@ -23,7 +23,7 @@ import { resetStream } from './h2-guard.js'
 import { watchRequestBody, whenResponseEnds } from './request-body.js'
 import { relayResponseBody } from './response-body.js'
 import { RequestAbort } from './request-abort.js'
-import { createRouteLimits } from './route-limits.js'
+import { createRouteLimits, type RouteLimits } from './route-limits.js'
 import { fastCounter, fastHistogram, observe } from './request-metrics.js'
 import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
@@ -115,6 +115,8 @@ export function createForwarder (opts: {
   registry: Registry
   /** Where each request's line goes (default: nowhere; request ids are still passed upstream). */
   accessLog?: AccessLog
+  /** The route limits, shared with the worker's WebSockets (default: the forwarder's own). */
+  limits?: RouteLimits
 }): Forwarder {
   const pools = new UpstreamPools()
   const log = opts.log
@@ -145,7 +147,7 @@ export function createForwarder (opts: {
     if (cells === undefined) outcomeCells.set(o, cells = { count: requests.cell({ outcome: o }), time: duration.cell({ outcome: o }) })
     return cells
   }
-  const limits = createRouteLimits({ registry: opts.registry })
+  const limits = opts.limits ?? createRouteLimits({ registry: opts.registry })
 
   function handle (req: ClientRequest, res: ClientResponse): void {
     let outcome: Outcome | undefined

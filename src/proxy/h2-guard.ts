@@ -41,10 +41,15 @@ export function cancelStream (stream: Http2Stream): void {
 }
 
 export interface Http2Guard {
-  /** Options for `http2.createSecureServer`: SETTINGS_MAX_CONCURRENT_STREAMS. */
-  serverOptions: Pick<SecureServerOptions, 'settings'>
+  /** Options for `http2.createSecureServer` (the current ones): SETTINGS_MAX_CONCURRENT_STREAMS. */
+  readonly serverOptions: Pick<SecureServerOptions, 'settings'>
   /** Watches a new session; call from the server's 'session' event. */
   session: (session: ServerHttp2Session) => void
+  /**
+   * New timeouts and limits (a config reload): idle clocks started from now on and sessions opened
+   * from now on use them; a session keeps the reset budget and stream limit it started with.
+   */
+  update: (timeouts: TimeoutsConfig, limits: LimitsConfig) => void
 }
 
 function counter (registry: Registry, name: string, help: string): Counter {
@@ -53,10 +58,11 @@ function counter (registry: Registry, name: string, help: string): Counter {
 
 /** The HTTP/2 session guard of one worker. */
 export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: LimitsConfig, registry: Registry, log: Logger }): Http2Guard {
-  const { requestHeadersMs, http2IdleMs } = opts.timeouts
-  const rate = opts.limits.http2MaxResetsPerSecond
-  // A client may cancel every stream it has open at once (a page navigated away from): allow that.
-  const burst = Math.max(2 * rate, opts.limits.http2MaxConcurrentStreams)
+  let { requestHeadersMs, http2IdleMs } = opts.timeouts
+  let limits = opts.limits
+  // TLS servers already built announce the stream limit they were built with: a session of one
+  // gets a SETTINGS frame with the reloaded value (Node's localSettings are not known yet at 'session').
+  const builtStreams = opts.limits.http2MaxConcurrentStreams
   const timeouts = timeoutCounter(opts.registry)
   const resets = counter(opts.registry, 'edge_http2_stream_resets_total',
     'HTTP/2 streams reset by the client (or for its protocol errors) before their response was complete')
@@ -83,8 +89,16 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
   }
 
   return {
-    serverOptions: { settings: { maxConcurrentStreams: opts.limits.http2MaxConcurrentStreams } },
+    get serverOptions () { return { settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams } } },
+    update (timeouts, next) {
+      ({ requestHeadersMs, http2IdleMs } = timeouts)
+      limits = next
+    },
     session (session) {
+      const rate = limits.http2MaxResetsPerSecond
+      // A client may cancel every stream it has open at once (a page navigated away from): allow that.
+      const burst = Math.max(2 * rate, limits.http2MaxConcurrentStreams)
+      if (limits.http2MaxConcurrentStreams !== builtStreams) session.settings({ maxConcurrentStreams: limits.http2MaxConcurrentStreams })
       let open = 0
       let timer: NodeJS.Timeout | undefined
       let tokens = burst

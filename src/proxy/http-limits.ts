@@ -45,11 +45,14 @@ export interface Http1Limits {
   request: (req: IncomingMessage, res: ServerResponse) => void
   /** The connection left HTTP (a WebSocket upgrade): its HTTP clocks stop for good. */
   upgraded: (socket: Socket) => void
+  /** New timeouts (a config reload): every clock started from now on runs with them. */
+  update: (timeouts: TimeoutsConfig) => void
 }
 
 /** The HTTP/1.1 connection timeouts of one worker, counted in `edge_timeouts_total{kind}`. */
 export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: Registry, log: Logger }): Http1Limits {
-  const { requestHeadersMs, keepAliveIdleMs } = opts.timeouts
+  // Read each time a clock starts: a reload's values apply to the next phase of every connection.
+  let { requestHeadersMs, keepAliveIdleMs } = opts.timeouts
   const timeouts = timeoutCounter(opts.registry)
   const connections = new WeakMap<Socket, Connection>()
 
@@ -112,6 +115,9 @@ export function createHttp1Limits (opts: { timeouts: TimeoutsConfig, registry: R
         conn.inflight--
         if (conn.inflight === 0 && !socket.destroyed) enter(socket, conn, 'idle')
       })
+    },
+    update (timeouts) {
+      ({ requestHeadersMs, keepAliveIdleMs } = timeouts)
     },
     upgraded (socket) {
       const conn = connections.get(socket)

@@ -26,6 +26,7 @@ import { createForwarder, type ClientRequest, type ClientResponse } from './forw
 import { serveStreamsDirectly } from './h2-direct.js'
 import { createHttp2Guard } from './h2-guard.js'
 import { createHttp1Limits } from './http-limits.js'
+import { createRouteLimits } from './route-limits.js'
 import { createTrustMatcher } from './trusted-proxies.js'
 import { createWebSocketProxy } from './websocket.js'
 
@@ -42,8 +43,9 @@ export interface ProxyServer {
    */
   reload: (entries?: readonly CertificateConfig[], tls?: TlsConfig, changedFiles?: readonly string[]) => ReloadPlan
   /**
-   * Serves new requests with `live`'s routes, pools, trusted proxies and access log (a config
-   * reload); requests and WebSockets in flight finish on what they started with.
+   * Serves new requests with `live`'s routes, pools, trusted proxies and access log, and new
+   * connections and clocks with its timeouts and limits (a config reload); requests and WebSockets
+   * in flight finish on what they started with.
    */
   applyLive: (live: LiveConfig) => void
   /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then cuts the rest. */
@@ -53,10 +55,10 @@ export interface ProxyServer {
 export type { EntryResult }
 
 /** The settings a reload changes without a restart (the rest of a changed config waits for one). */
-export type LiveConfig = Pick<EdgeConfig, 'routes' | 'trustedProxies' | 'accessLog'>
+export type LiveConfig = Pick<EdgeConfig, 'routes' | 'trustedProxies' | 'accessLog' | 'timeouts' | 'limits'>
 
 /** Top-level settings that a reload applies live (LiveConfig). */
-export const LIVE_SETTINGS = ['routes', 'trustedProxies', 'accessLog'] as const
+export const LIVE_SETTINGS = ['routes', 'trustedProxies', 'accessLog', 'timeouts', 'limits'] as const
 
 export interface ReloadPlan {
   /** True when every entry loaded. */
@@ -88,10 +90,16 @@ export async function startProxyServer (opts: {
   const { config, log, registry } = opts
   const certs = new CertStore({ tls: config.tls, log, registry })
   certs.load(config.certificates)
-  let live: LiveConfig = { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog }
+  let live: LiveConfig = { routes: config.routes, trustedProxies: config.trustedProxies, accessLog: config.accessLog, timeouts: config.timeouts, limits: config.limits }
+  // The timeouts in force, one object a reload updates in place: the TLS front and the forwarder
+  // read it each time a clock starts (applyLive).
+  const timeouts = { ...config.timeouts }
+  const connectionLimits = new ConnectionLimits({ ...config.limits, registry })
   let accessLog = createAccessLog({ config: config.accessLog, log, registry })
-  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts: config.timeouts, log, registry, accessLog })
-  const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, targetOf: forwarder.targetOf })
+  // One set of route limits: a WebSocket upgrade takes a token of its route's rate like any request.
+  const limits = createRouteLimits({ registry })
+  const forwarder = createForwarder({ routes: config.routes, trustedProxies: config.trustedProxies, timeouts, log, registry, accessLog, limits })
+  const webSockets = createWebSocketProxy({ routes: config.routes, trustedProxies: config.trustedProxies, log, registry, accessLog, limits, targetOf: forwarder.targetOf })
   const http1Limits = createHttp1Limits({ timeouts: config.timeouts, registry, log })
   const http2Guard = createHttp2Guard({ timeouts: config.timeouts, limits: config.limits, registry, log })
   const resumption = await startResumption({ config, log, registry })
@@ -127,9 +135,8 @@ export async function startProxyServer (opts: {
   // One TLS server per certificate entry in use (and per resumption variant: with or without the
   // TLS 1.2 session-ID cache), built on the first ClientHello for it (src/tls/context-cache.ts); it
   // never listens, the front hands it sockets. Connections already handed over finish on theirs.
-  const { handshakeMs } = config.timeouts
   const buildTlsServer = (certOptions: SecureContextOptions, variant: Variant): TlsServer => {
-    const options = { ...certOptions, ...variant.options, handshakeTimeout: handshakeMs }
+    const options = { ...certOptions, ...variant.options, handshakeTimeout: timeouts.handshakeMs }
     const server: TlsServer = config.http2
       // enableConnectProtocol: SETTINGS_ENABLE_CONNECT_PROTOCOL, so clients may open WebSockets over HTTP/2 (RFC 8441).
       ? createSecureServer({ ...options, ...http2Guard.serverOptions, settings: { ...http2Guard.serverOptions.settings, enableConnectProtocol: true }, allowHTTP1: true }, onRequest)
@@ -168,7 +175,7 @@ export async function startProxyServer (opts: {
       if (socket.alpnProtocol === 'h2') return
       http1Limits.connection(socket)
       sockets.set(socket, 0)
-      socket.once('close', dropSocket)
+      socket.on('close', dropSocket) // 'close' comes once: no once() wrapper per connection
     })
     server.on('session', (session: ServerHttp2Session) => {
       http2Guard.session(session)
@@ -204,9 +211,15 @@ export async function startProxyServer (opts: {
     // An unchanged access log keeps its file open; a changed one is opened beside the old, which
     // the forwarder closes after the last request that writes to it.
     if (JSON.stringify(next.accessLog) !== JSON.stringify(live.accessLog)) accessLog = createAccessLog({ config: next.accessLog, log, registry })
+    if (JSON.stringify(next.timeouts) !== JSON.stringify(live.timeouts) || JSON.stringify(next.limits) !== JSON.stringify(live.limits)) {
+      Object.assign(timeouts, next.timeouts)
+      http1Limits.update(next.timeouts)
+      http2Guard.update(next.timeouts, next.limits)
+      connectionLimits.update(next.limits)
+    }
     live = next
     forwarder.update({ routes: next.routes, trustedProxies: next.trustedProxies, accessLog })
-    webSockets.update({ routes: next.routes, trustedProxies: next.trustedProxies })
+    webSockets.update({ routes: next.routes, trustedProxies: next.trustedProxies, accessLog })
   }
 
   const route = (hello: RoutedHello): TlsServer | 'refuse' => {
@@ -219,8 +232,8 @@ export async function startProxyServer (opts: {
   const front = new TlsFront({
     log,
     registry,
-    timeouts: config.timeouts,
-    limits: new ConnectionLimits({ ...config.limits, registry }),
+    timeouts,
+    limits: connectionLimits,
     route,
     needsHello: () => needsHello,
     proxyTrusted: config.proxyProtocol === undefined ? undefined : createTrustMatcher(config.proxyProtocol.trustedCidrs)
@@ -241,6 +254,7 @@ export async function startProxyServer (opts: {
   async function close (graceMs: number = config.shutdownGraceMs ?? configDefaults.shutdownGraceMs): Promise<void> {
     if (closing) return
     closing = true
+    const stopAt = performance.now()
     const closed = once(listener, 'close')
     listener.close()
     front.destroyReading()
@@ -253,6 +267,8 @@ export async function startProxyServer (opts: {
     }, graceMs)
     timer.unref()
     await closed
+    // WebSockets may outlive the listener: their lines go to the access log the forwarder closes.
+    await webSockets.drain(Math.max(0, graceMs - (performance.now() - stopAt)))
     clearTimeout(timer)
     await forwarder.close()
     resumption.close()

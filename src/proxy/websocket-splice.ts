@@ -12,7 +12,8 @@ export type ClientSide = Duplex & { setTimeout: (ms: number, callback?: () => vo
  * Pipes `client` and `upstream` into each other with one idle clock: a byte either way restarts both
  * sides' timers, and `onIdle` runs when neither moved for `idleMs`. The pair counts as open (the
  * caller incremented `open`) until either side closes: then it is counted `closed` once, `onClosed`
- * runs, and the other side is ended (`closeClient` for the client's).
+ * runs, and the other side is ended (`closeClient` for the client's). Bytes are counted into `count`
+ * as they pass (`bytesIn` from the client, `bytesOut` from the upstream), for the access log.
  */
 export function splice (client: ClientSide, upstream: Socket, o: {
   idleMs: number
@@ -21,12 +22,13 @@ export function splice (client: ClientSide, upstream: Socket, o: {
   total: Counter<'event'>
   onClosed: () => void
   closeClient: () => void
+  count: { bytesIn: number, bytesOut: number }
 }): void {
   client.setTimeout(o.idleMs, o.onIdle)
   upstream.setTimeout(o.idleMs, o.onIdle)
   const touch = (): void => { client.setTimeout(o.idleMs); upstream.setTimeout(o.idleMs) }
-  client.on('data', touch)
-  upstream.on('data', touch)
+  client.on('data', (chunk: Buffer) => { o.count.bytesIn += chunk.length; touch() })
+  upstream.on('data', (chunk: Buffer) => { o.count.bytesOut += chunk.length; touch() })
   client.pipe(upstream)
   upstream.pipe(client)
   let counted = false

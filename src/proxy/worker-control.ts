@@ -21,7 +21,7 @@ export type ControlRequest =
     certificates?: CertificateConfig[]
     tls: TlsConfig
     changedFiles?: string[]
-    /** Present when routes, trusted proxies or the access log changed (validated by the primary): applied on commit. */
+    /** Present when routes, trusted proxies, the access log, timeouts or limits changed (validated by the primary): applied on commit. */
     live?: LiveConfig
   }
   | { type: 'edge:reload-commit', id: number }
@@ -41,8 +41,8 @@ export function isControlRequest (msg: unknown): msg is ControlRequest {
   return typeof type === 'string' && REQUEST_TYPES.has(type) && typeof (msg as { id?: unknown }).id === 'number'
 }
 
-/** Answers control requests from the primary on `send` for `server`. */
-export function createWorkerControl (opts: { server: ProxyServer, log: Logger, send: (reply: ControlReply) => void }): (msg: ControlRequest) => void {
+/** Answers control requests from the primary on `send` for `server`; `onLive` hears the live settings a committed reload applied. */
+export function createWorkerControl (opts: { server: ProxyServer, log: Logger, send: (reply: ControlReply) => void, onLive?: (live: LiveConfig) => void }): (msg: ControlRequest) => void {
   const { server, log, send } = opts
   const pending = new Map<number, { plan: ReloadPlan, live: LiveConfig | undefined }>()
   const describe = async (names?: readonly string[]): Promise<CertEntryInfo[]> => {
@@ -81,7 +81,8 @@ export function createWorkerControl (opts: { server: ProxyServer, log: Logger, s
           plan.commit()
           if (live !== undefined) {
             server.applyLive(live)
-            log.info({ routes: live.routes.length }, 'routes reloaded: new requests use them, requests in flight finish on the old ones')
+            opts.onLive?.(live)
+            log.info({ routes: live.routes.length }, 'routes reloaded: new requests use them (and new connections the timeouts and limits), requests in flight finish on the old ones')
           }
         } catch (err) {
           fail(msg.id, err)

@@ -8,6 +8,7 @@ import { loadConfig } from '../config/load.js'
 import { createLogger } from '../logger.js'
 import { startProxyServer, type ProxyServer } from './server.js'
 import { createTokenServer, type TokenServer } from '../token/index.js'
+import { createHttpRedirect, type HttpRedirect } from './http-redirect.js'
 import { createWorkerControl, isControlRequest, type ControlRequest } from './worker-control.js'
 import { listeningHandle, socketFromPrimary, WORKER_LISTENING } from './slot-sockets.js'
 import { errorCode, errorMessage } from '../../lib/errors.js'
@@ -19,11 +20,12 @@ async function run (configFile: string): Promise<void> {
   let log = createLogger({ level: 'info', name: 'keyedge-proxy' }).child({ worker: cluster.worker?.id })
   let server: ProxyServer | undefined
   let token: TokenServer | undefined
+  let redirect: HttpRedirect | undefined
   let stopping = false
   const stop = (): void => {
     if (stopping) return
     stopping = true
-    const closing = Promise.all([server === undefined ? Promise.resolve() : server.close(), token?.close()])
+    const closing = Promise.all([server === undefined ? Promise.resolve() : server.close(), token?.close(), redirect?.close()])
     closing.then(() => {
       log.info('worker stopped')
       process.exit(0)
@@ -67,7 +69,17 @@ async function run (configFile: string): Promise<void> {
     })
     await token?.listen()
     const live = server
-    control = createWorkerControl({ server: live, log, send: reply => { if (process.connected) process.send?.(reply) } })
+    if (config.httpRedirect !== undefined) {
+      redirect = createHttpRedirect({ config: config.httpRedirect, tlsPort: live.port, routes: config.routes, timeouts: config.timeouts, registry, log })
+      await redirect.listen()
+    }
+    const redirecting = redirect
+    control = createWorkerControl({
+      server: live,
+      log,
+      send: reply => { if (process.connected) process.send?.(reply) },
+      ...(redirecting === undefined ? {} : { onLive: l => redirecting.setRoutes(l.routes) })
+    })
     // The primary counts a worker as serving once every listener is open; given its socket for the
     // first time, it keeps a duplicate so that a crash of this worker does not close the socket.
     const sendBack = slotSocket?.keep === true && listener !== undefined ? listeningHandle(listener) : undefined

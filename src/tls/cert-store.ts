@@ -16,6 +16,7 @@ import { clientAuthServerOptions, loadClientAuth, sameClientAuth, type LoadedCli
 import { collectGarbage } from './heap.js'
 import { contextOptions, parseCertificate, warnCustodyBypassed, type ContextTls } from './secure-context.js'
 import { buildSniIndex, selectCertificate, type SniIndex } from './sni.js'
+import { fastCounter, type CounterCell, type FastCounter } from '../proxy/request-metrics.js'
 
 function metric<T> (registry: Registry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make()
@@ -64,7 +65,7 @@ function sameFiles (entry: CertificateConfig, checked: CheckedEntry): boolean {
 }
 
 const sameContextTls = (a: ContextTls, b: ContextTls): boolean =>
-  a.minVersion === b.minVersion && a.maxVersion === b.maxVersion && a.ciphers === b.ciphers && a.sessionTimeoutSeconds === b.sessionTimeoutSeconds
+  a.minVersion === b.minVersion && a.maxVersion === b.maxVersion && a.ciphers === b.ciphers && a.groups === b.groups && a.sessionTimeoutSeconds === b.sessionTimeoutSeconds
 
 /** Up to this many entries read by a load get a `certificate loaded` line each; beyond, the summary line only. */
 const LOGGED_ENTRIES = 100
@@ -108,7 +109,9 @@ export class CertStore {
   /** Counts over the served entries, kept up to date at each commit. */
   #tally: Tally = emptyTally()
   readonly #log: Logger
-  readonly #selections: Counter<string>
+  /** Counted in plain numbers, one cell per `match` value (one selection per connection). */
+  readonly #selections: FastCounter
+  readonly #selectionCells = new Map<string, CounterCell>()
   readonly #refused: Counter<string>
   readonly #listeners: Array<(change: StoreChange) => void> = []
   /** The client-certificate settings (CA bundle read and checked) of the entries that have them. */
@@ -122,9 +125,7 @@ export class CertStore {
       onFallback: reason => opts.log.warn({ reason },
         'checked certificates are kept in memory, not in a temporary file (~1 KB per certificate entry): give the proxy a writable TMPDIR for many certificates')
     })
-    this.#selections = metric(registry, 'edge_tls_sni_selections_total', () => new Counter({
-      name: 'edge_tls_sni_selections_total', help: 'Certificate selections by SNI, by how the certificate was chosen', labelNames: ['match'], registers: [registry]
-    }))
+    this.#selections = fastCounter(registry, { name: 'edge_tls_sni_selections_total', help: 'Certificate selections by SNI, by how the certificate was chosen', labelNames: ['match'] })
     this.#refused = metric(registry, 'edge_tls_sni_refused_total', () => new Counter({
       name: 'edge_tls_sni_refused_total', help: 'Handshakes refused because strict SNI found no certificate for the name', registers: [registry]
     }))
@@ -356,16 +357,22 @@ export class CertStore {
    * The entry for a ClientHello's server name (undefined: no SNI sent → the default entry), or
    * undefined when the handshake must be refused (strict mode); counts the outcome.
    */
+  #selected (match: string): void {
+    let cell = this.#selectionCells.get(match)
+    if (cell === undefined) this.#selectionCells.set(match, cell = this.#selections.cell({ match }))
+    cell.n++
+  }
+
   select (servername: string | undefined): CheckedEntry | undefined {
     if (servername === undefined || servername === '') {
-      this.#selections.inc({ match: 'no_sni' })
+      this.#selected('no_sni')
       return this.defaultEntry()
     }
     const selection = selectCertificate(this.#index, servername, {
       strict: this.#tls.strictSni,
       defaultCertificate: this.#tls.defaultCertificate
     })
-    this.#selections.inc({ match: selection.match })
+    this.#selected(selection.match)
     const entry = selection.certificate === undefined ? undefined : this.#entries.get(selection.certificate)
     if (entry === undefined) this.#refused.inc()
     return entry

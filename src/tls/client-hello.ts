@@ -21,13 +21,15 @@ const HANDSHAKE = 22
 const CLIENT_HELLO = 1
 const EXT_SERVER_NAME = 0
 const EXT_SUPPORTED_VERSIONS = 43
+const EXT_SESSION_TICKET = 35
 const TLS13 = 0x0304
 
 /** What the reader found; `unroutable` connections go to the default server with the bytes read. */
 export type HelloVerdict =
   | { status: 'partial' }
   | { status: 'unroutable', reason: string }
-  | { status: 'ok', serverName: string | undefined, offersTls13: boolean }
+  /** `offersTicket`: a non-empty session_ticket extension (a TLS 1.2 ticket to resume with). */
+  | { status: 'ok', serverName: string | undefined, offersTls13: boolean, offersTicket: boolean }
 
 /**
  * Reads one connection's first flight, chunk by chunk. Each byte is handled a bounded number of
@@ -44,17 +46,21 @@ export class ClientHelloReader {
   #outLength = 0
   /** … or, when the whole flight came in one chunk and all of it is kept, that chunk. */
   #whole: Buffer | undefined
-  /** A record header split across chunks (not in #out until it is known not to be empty). */
-  readonly #header = Buffer.alloc(5)
+  /**
+   * A record header split across chunks (not in #out until it is known not to be empty). This and
+   * the two buffers below are allocated only when a flight needs them: the usual hello (one record,
+   * one chunk) is read in place, without them.
+   */
+  #headerBuf: Buffer | undefined
   #headerHave = 0
   /** Payload bytes still expected in the current record. */
   #recordLeft = 0
   /** Empty records since the last non-empty one, and their headers (at most MAX_EMPTY_RECORDS + 1). */
   #emptyRun = 0
-  readonly #runHeaders = Buffer.alloc(5 * (MAX_EMPTY_RECORDS + 1))
+  #runHeadersBuf: Buffer | undefined
   /** The handshake message body, once its length is known; before that its 4-byte header. */
   #message: Buffer | undefined
-  readonly #head = Buffer.alloc(4)
+  #headBuf: Buffer | undefined
   #have = 0
   #verdict: HelloVerdict = { status: 'partial' }
 
@@ -65,11 +71,24 @@ export class ClientHelloReader {
     return this.#verdict.status === 'partial' ? Buffer.concat([kept, this.#pendingBytes()]) : kept
   }
 
+  get #header (): Buffer { return (this.#headerBuf ??= Buffer.alloc(5)) }
+  get #runHeaders (): Buffer { return (this.#runHeadersBuf ??= Buffer.alloc(5 * (MAX_EMPTY_RECORDS + 1))) }
+  get #head (): Buffer { return (this.#headBuf ??= Buffer.alloc(4)) }
+
   /** Feeds the next chunk; returns the verdict, which stays fixed once it is not `partial`. */
   push (chunk: Buffer): HelloVerdict {
     if (this.#verdict.status !== 'partial') {
       this.#append(chunk, 0, chunk.length)
       return this.#verdict
+    }
+    if (this.#fresh()) {
+      const whole = wholeHelloBody(chunk)
+      if (whole !== undefined) {
+        // What the record-by-record path below finds for such a chunk, without copying a byte.
+        this.#verdict = parseClientHelloBody(whole)
+        this.#whole = chunk
+        return this.#verdict
+      }
     }
     const len = chunk.length
     /** Start of the bytes of this chunk not yet kept (nor set aside as pending). */
@@ -100,7 +119,7 @@ export class ClientHelloReader {
         header = this.#header
         at = 0
       }
-      const have = header === this.#header ? this.#headerHave : 5
+      const have = header === this.#headerBuf ? this.#headerHave : 5
       // Not a handshake record, or not a TLS one (SSLv2-format hello, HTTP …): OpenSSL decides.
       if (header[at] !== HANDSHAKE) { this.#decide('not a TLS handshake record'); break }
       if (have >= 2 && header[at + 1] !== 3) { this.#decide('not a TLS record version'); break }
@@ -116,7 +135,7 @@ export class ClientHelloReader {
         continue
       }
       this.#emptyRun = 0
-      if (header === this.#header) this.#append(this.#header, 0, 5)
+      if (header === this.#headerBuf) this.#append(header, 0, 5)
       this.#headerHave = 0
       this.#recordLeft = length
     }
@@ -126,8 +145,14 @@ export class ClientHelloReader {
     return this.#verdict
   }
 
+  /** Nothing read yet. */
+  #fresh (): boolean {
+    return this.#out === undefined && this.#whole === undefined && this.#headerHave === 0 && this.#recordLeft === 0 && this.#emptyRun === 0 && this.#message === undefined && this.#have === 0
+  }
+
   /** Empty-record headers and a partial header not yet kept. */
   #pendingBytes (): Buffer {
+    if (this.#emptyRun === 0 && this.#headerHave === 0) return Buffer.alloc(0)
     return Buffer.concat([this.#runHeaders.subarray(0, 5 * this.#emptyRun), this.#header.subarray(0, this.#headerHave)])
   }
 
@@ -184,6 +209,21 @@ export class ClientHelloReader {
 }
 
 /**
+ * The ClientHello body when `chunk` starts with one whole non-empty handshake record (of at most
+ * 2^14 bytes, TLS major version 3) whose payload starts with a whole ClientHello of at most
+ * MAX_CLIENT_HELLO_BODY bytes: the usual first flight. Anything else (split, spread over records,
+ * empty records, oversized) is undefined, for the reader's record-by-record path.
+ */
+function wholeHelloBody (chunk: Buffer): Buffer | undefined {
+  if (chunk.length < 9 || chunk[0] !== HANDSHAKE || chunk[1] !== 3 || chunk[5] !== CLIENT_HELLO) return undefined
+  const record = chunk.readUInt16BE(3)
+  if (record === 0 || record > MAX_RECORD_PAYLOAD || 5 + record > chunk.length) return undefined
+  const body = chunk.readUIntBE(6, 3)
+  if (body > MAX_CLIENT_HELLO_BODY || 4 + body > record) return undefined
+  return chunk.subarray(9, 9 + body)
+}
+
+/**
  * Reads the routing facts from a ClientHello body. Anything malformed is `unroutable`: OpenSSL
  * will say what is wrong with it (decode_error …), whichever server it reaches.
  */
@@ -197,13 +237,14 @@ export function parseClientHelloBody (body: Buffer): HelloVerdict {
   if (p + 1 > body.length) return bad
   p += 1 + body.readUInt8(p) // compression methods
   if (p > body.length) return bad
-  if (p === body.length) return { status: 'ok', serverName: undefined, offersTls13: false }
+  if (p === body.length) return { status: 'ok', serverName: undefined, offersTls13: false, offersTicket: false }
   if (p + 2 > body.length) return bad
   const end = p + 2 + body.readUInt16BE(p)
   if (end > body.length) return bad
   p += 2
   let serverName: string | undefined
   let offersTls13 = false
+  let offersTicket = false
   while (p + 4 <= end) {
     const type = body.readUInt16BE(p)
     const len = body.readUInt16BE(p + 2)
@@ -213,10 +254,10 @@ export function parseClientHelloBody (body: Buffer): HelloVerdict {
     else if (type === EXT_SUPPORTED_VERSIONS && len >= 1) {
       const listEnd = Math.min(p + 1 + body.readUInt8(p), p + len)
       for (let q = p + 1; q + 2 <= listEnd; q += 2) if (body.readUInt16BE(q) === TLS13) offersTls13 = true
-    }
+    } else if (type === EXT_SESSION_TICKET && len > 0) offersTicket = true
     p += len
   }
-  return { status: 'ok', serverName, offersTls13 }
+  return { status: 'ok', serverName, offersTls13, offersTicket }
 }
 
 /** server_name_list: u16 length, then entries of (u8 type, u16 length, name); the first host_name. */

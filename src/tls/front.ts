@@ -46,7 +46,30 @@ export interface FrontOptions {
   proxyTrusted?: (address: string | undefined) => boolean
 }
 
-interface Handshaking { timer: NodeJS.Timeout, socket: Socket, onClose: () => void }
+/**
+ * One connection from accept until its handshake ends: its timers, readers and first-byte time.
+ * The front's listeners are shared by every connection (functions of the front, not closures of
+ * each connection) and find this through the raw socket; what a connection keeps after its
+ * handshake is at most its limit key (when per-client limits are on).
+ */
+interface Arrival {
+  readonly socket: Socket
+  /** From accept until Finished. */
+  timer: NodeJS.Timeout | undefined
+  /** From accept until the route is known (only while the front reads). */
+  helloTimer: NodeJS.Timeout | undefined
+  /** The PROXY header reader, until the header (or its absence) is known. */
+  proxy: ProxyHeaderReader | undefined
+  readonly required: boolean
+  /** The ClientHello reader, when the route depends on the hello. */
+  reader: ClientHelloReader | undefined
+  /** Bytes received while reading (TLS bytes only, once a PROXY header is read). */
+  received: number
+  /** performance.now() of the connection's first byte; NaN before it. */
+  firstByteAt: number
+  /** The per-client limit key this connection holds (released when it closes). */
+  limitKey: string | undefined
+}
 
 /** Accepts connections for TLS servers; `watch` every TLS server it may hand sockets to. */
 export class TlsFront {
@@ -55,11 +78,10 @@ export class TlsFront {
   readonly #failures: HandshakeFailures
   readonly #handshakes: HandshakeTimer
   /**
-   * Connections not yet secure, by `address port` (their TLS socket reports the same): the handshake
-   * timer and the close listener that ends it, both dropped once secure so that an idle connection
-   * keeps neither (nor what their closures hold).
+   * Connections not yet secure (and, with per-client limits, every open one: its key), by raw
+   * socket. The TLS socket finds its raw socket as `_parent`.
    */
-  readonly #handshaking = new Map<string, Handshaking>()
+  readonly #arrivals = new WeakMap<Socket, Arrival>()
   /** Connections the handshake timeout closed: their TLS server's error is not counted again. */
   readonly #timedOut = new WeakSet<Socket>()
   /** Connections still in the front (not handed to a TLS server yet). */
@@ -68,6 +90,10 @@ export class TlsFront {
   readonly #proxy: ProxyProtocolMetrics
   /** One 'error' listener for every client socket (a closure per connection would live as long as it). */
   readonly #onSocketError: (err: NodeJS.ErrnoException) => void
+  // The listeners below are shared by every connection (`this` is the raw socket).
+  readonly #onData: (this: Socket, data: Buffer) => void
+  readonly #onEnd: (this: Socket) => void
+  readonly #onClose: (this: Socket) => void
 
   constructor (o: FrontOptions) {
     this.#o = o
@@ -76,6 +102,26 @@ export class TlsFront {
     this.#proxy = proxyProtocolMetrics(o.registry, o.log)
     this.#failures = new HandshakeFailures({ log: o.log, registry: o.registry })
     this.#handshakes = new HandshakeTimer(o.registry)
+    const arrivals = this.#arrivals
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const front = this
+    this.#onData = function (this: Socket, data: Buffer): void {
+      const a = arrivals.get(this)
+      if (a !== undefined) front.#data(a, data)
+    }
+    this.#onEnd = function (this: Socket): void {
+      const a = arrivals.get(this)
+      if (a !== undefined) front.#end(a)
+    }
+    this.#onClose = function (this: Socket): void {
+      const a = arrivals.get(this)
+      if (a === undefined) return
+      arrivals.delete(this)
+      front.#stopReading(a)
+      clearTimeout(a.timer)
+      a.timer = undefined
+      if (a.limitKey !== undefined) front.#o.limits.release(a.limitKey)
+    }
   }
 
   /** Counts and logs failed handshakes (also used by the TLS servers' errors). */
@@ -88,115 +134,136 @@ export class TlsFront {
     socket.on('error', this.#onSocketError)
     // From a trusted balancer the limits count the client its PROXY header names, once it is read.
     const proxyRequired = this.#o.proxyTrusted?.(socket.remoteAddress) === true
-    if (!proxyRequired && !this.#admit(socket, socket.remoteAddress)) return
-    const id = `${socket.remoteAddress ?? ''} ${socket.remotePort ?? ''}`
-    const timer = setTimeout(() => {
-      this.#timedOut.add(socket)
-      this.#timeouts.inc({ kind: 'handshake' })
-      this.#failures.record('timeout', { timeoutMs: this.#o.timeouts.handshakeMs })
-      socket.destroy()
-    }, this.#o.timeouts.handshakeMs)
-    const onClose = (): void => {
-      clearTimeout(timer)
-      if (this.#handshaking.get(id)?.timer === timer) this.#handshaking.delete(id)
+    const a: Arrival = {
+      socket,
+      timer: undefined,
+      helloTimer: undefined,
+      proxy: undefined,
+      required: proxyRequired,
+      reader: undefined,
+      received: 0,
+      firstByteAt: NaN,
+      limitKey: undefined
     }
-    this.#handshaking.set(id, { timer, socket, onClose })
-    socket.once('close', onClose)
-    this.#read(socket, new ProxyHeaderReader(proxyRequired ? 'required' : 'forbidden'))
-  }
-
-  /** Applies the per-client connection limits to `address`; false when refused (the socket is destroyed). */
-  #admit (socket: Socket, address: string | undefined): boolean {
-    const { limits, log } = this.#o
-    if (!limits.enabled) return true
-    const key = clientKey(address ?? '')
-    const admission = limits.admit(key)
-    if (admission !== 'ok') {
-      log.debug({ client: key, limit: admission }, 'connection refused by a per-client limit')
-      socket.destroy()
-      return false
-    }
-    socket.once('close', () => limits.release(key))
-    return true
+    this.#arrivals.set(socket, a)
+    // 'on', not 'once' ('close' comes once; once() would wrap the shared listener in a closure per connection).
+    socket.on('close', this.#onClose)
+    if (!proxyRequired && !this.#admit(a, undefined)) return
+    a.timer = setTimeout(this.#handshakeTimeout, this.#o.timeouts.handshakeMs, this, a)
+    // A PROXY header can come only from a trusted balancer; from anyone else the reader refuses one.
+    a.proxy = new ProxyHeaderReader(proxyRequired ? 'required' : 'forbidden')
+    a.reader = this.#o.needsHello() ? new ClientHelloReader() : undefined
+    a.helloTimer = setTimeout(this.#helloTimeout, this.#o.timeouts.clientHelloMs, this, a)
+    this.#reading.add(socket)
+    socket.on('data', this.#onData)
+    socket.on('end', this.#onEnd)
   }
 
   /**
-   * Reads the PROXY header (required from a trusted balancer, refused from anyone else), then until
-   * the route is known, then hands the socket over (or closes it on timeout/EOF). Both run under
-   * the ClientHello timeout.
+   * Applies the per-client connection limits to `address` (undefined: the socket's peer, looked up
+   * only when a limit is on); false when refused (the socket is destroyed).
    */
-  #read (socket: Socket, proxyHeader: ProxyHeaderReader): void {
-    const reader = this.#o.needsHello() ? new ClientHelloReader() : undefined
-    let proxy: ProxyHeaderReader | undefined = proxyHeader
-    const required = proxyHeader.required
-    let received = 0
-    this.#reading.add(socket)
-    const stop = (): void => {
-      clearTimeout(timer)
-      this.#reading.delete(socket)
-      socket.off('data', onData)
-      socket.off('end', onEnd)
-      // Also this listener: the reader, its bytes and this closure are not kept for the connection's life.
-      socket.off('close', stop)
+  #admit (a: Arrival, address: string | undefined): boolean {
+    const { limits, log } = this.#o
+    if (!limits.enabled) return true
+    const key = clientKey(address ?? a.socket.remoteAddress ?? '')
+    const admission = limits.admit(key)
+    if (admission !== 'ok') {
+      log.debug({ client: key, limit: admission }, 'connection refused by a per-client limit')
+      a.socket.destroy()
+      return false
     }
-    const timer = setTimeout(() => {
-      stop()
-      this.#timeouts.inc({ kind: 'client_hello' })
-      if (proxy !== undefined && required) {
-        this.#refuse(socket, 'timeout', `no complete PROXY header within ${this.#o.timeouts.clientHelloMs} ms (${received} bytes)`)
-        return
-      }
-      this.#o.log.debug({ bytes: received }, 'no complete ClientHello in time, connection closed')
-      socket.destroy()
-    }, this.#o.timeouts.clientHelloMs)
-    const onData = (data: Buffer): void => {
-      let chunk = data
-      if (received === 0) this.#handshakes.firstByte(socket)
-      received += chunk.length
-      if (proxy !== undefined) {
-        const verdict = proxy.push(chunk)
-        if (verdict.status === 'partial') return
-        proxy = undefined
-        if (verdict.status === 'refused') {
-          stop()
-          this.#refuse(socket, verdict.reason, verdict.detail)
-          return
-        }
-        if (verdict.source !== undefined) {
-          this.#proxy.accepted(verdict.source)
-          setProxiedSource(socket, verdict.source)
-        }
-        if (required && !this.#admit(socket, peerAddress(socket))) {
-          stop()
-          return
-        }
-        chunk = verdict.rest
-        // What follows is TLS: the counts below are about its bytes only.
-        received = chunk.length
-        if (chunk.length === 0) return
-      }
-      if (reader === undefined) { stop(); this.#handOff(socket, chunk, undefined); return }
-      const verdict = reader.push(chunk)
+    a.limitKey = key
+    return true
+  }
+
+  // setTimeout callbacks, one for every connection (the connection is their argument).
+  readonly #handshakeTimeout = (front: TlsFront, a: Arrival): void => {
+    a.timer = undefined
+    front.#timedOut.add(a.socket)
+    front.#timeouts.inc({ kind: 'handshake' })
+    front.#failures.record('timeout', { timeoutMs: front.#o.timeouts.handshakeMs })
+    a.socket.destroy()
+  }
+
+  readonly #helloTimeout = (front: TlsFront, a: Arrival): void => {
+    a.helloTimer = undefined
+    const proxyPending = a.proxy !== undefined && a.required
+    front.#stopReading(a)
+    front.#timeouts.inc({ kind: 'client_hello' })
+    if (proxyPending) {
+      front.#refuse(a.socket, 'timeout', `no complete PROXY header within ${front.#o.timeouts.clientHelloMs} ms (${a.received} bytes)`)
+      return
+    }
+    front.#o.log.debug({ bytes: a.received }, 'no complete ClientHello in time, connection closed')
+    a.socket.destroy()
+  }
+
+  /** The front stops reading `a` (route known, refused, timed out or closed); its readers are dropped. */
+  #stopReading (a: Arrival): void {
+    if (a.helloTimer !== undefined) { clearTimeout(a.helloTimer); a.helloTimer = undefined }
+    if (!this.#reading.delete(a.socket)) return
+    a.socket.off('data', this.#onData)
+    a.socket.off('end', this.#onEnd)
+    a.reader = undefined
+    a.proxy = undefined
+  }
+
+  /**
+   * The PROXY header (required from a trusted balancer, refused from anyone else), then the bytes
+   * until the route is known, then the hand-over (all under the ClientHello timeout).
+   */
+  #data (a: Arrival, data: Buffer): void {
+    const socket = a.socket
+    let chunk = data
+    // The first TLS byte (after a PROXY header that came alone, the first byte after it).
+    if (a.received === 0) a.firstByteAt = performance.now()
+    a.received += chunk.length
+    const proxy = a.proxy
+    if (proxy !== undefined) {
+      const verdict = proxy.push(chunk)
       if (verdict.status === 'partial') return
-      stop()
-      if (verdict.status === 'unroutable') this.#o.log.debug({ reason: verdict.reason }, 'ClientHello not routable, handed to the default TLS server')
-      this.#handOff(socket, reader.bytes(), verdict.status === 'ok' ? verdict : undefined)
-    }
-    // EOF before the route is known: OpenSSL would answer nothing and close; so does the front.
-    const onEnd = (): void => {
-      stop()
-      if (proxy !== undefined && required) {
-        // A balancer's plain TCP health check opens and closes without a byte: not a refusal.
-        if (received > 0) this.#refuse(socket, 'closed', `closed after ${received} bytes of a PROXY header`)
-        else socket.destroy()
+      a.proxy = undefined
+      if (verdict.status === 'refused') {
+        this.#stopReading(a)
+        this.#refuse(socket, verdict.reason, verdict.detail)
         return
       }
-      if (received > 0) this.#failures.record('client_closed', { bytes: received })
-      socket.destroy()
+      if (verdict.source !== undefined) {
+        this.#proxy.accepted(verdict.source)
+        setProxiedSource(socket, verdict.source)
+      }
+      if (a.required && !this.#admit(a, peerAddress(socket))) {
+        this.#stopReading(a)
+        return
+      }
+      chunk = verdict.rest
+      // What follows is TLS: the counts below are about its bytes only.
+      a.received = chunk.length
+      if (chunk.length === 0) return
     }
-    socket.on('data', onData)
-    socket.on('end', onEnd)
-    socket.once('close', stop)
+    const reader = a.reader
+    if (reader === undefined) { this.#stopReading(a); this.#handOff(socket, chunk, undefined); return }
+    const verdict = reader.push(chunk)
+    if (verdict.status === 'partial') return
+    this.#stopReading(a)
+    if (verdict.status === 'unroutable') this.#o.log.debug({ reason: verdict.reason }, 'ClientHello not routable, handed to the default TLS server')
+    this.#handOff(socket, reader.bytes(), verdict.status === 'ok' ? verdict : undefined)
+  }
+
+  /** EOF before the route is known: OpenSSL would answer nothing and close; so does the front. */
+  #end (a: Arrival): void {
+    const proxyPending = a.proxy !== undefined && a.required
+    this.#stopReading(a)
+    const socket = a.socket
+    if (proxyPending) {
+      // A balancer's plain TCP health check opens and closes without a byte: not a refusal.
+      if (a.received > 0) this.#refuse(socket, 'closed', `closed after ${a.received} bytes of a PROXY header`)
+      else socket.destroy()
+      return
+    }
+    if (a.received > 0) this.#failures.record('client_closed', { bytes: a.received })
+    socket.destroy()
   }
 
   /** Closes a connection refused at its PROXY header, without a byte: it is not TLS yet (counted, logged). */
@@ -237,17 +304,21 @@ export class TlsFront {
     // Before the HTTP server's own listener: the client address a PROXY header carried goes on the
     // TLS socket, where the HTTP layer reads it (peerAddress).
     server.prependListener('secureConnection', (tls: TLSSocket) => {
-      const source = proxiedSource((tls as unknown as { _parent?: unknown })._parent as Socket | undefined)
+      // Node keeps the accepted socket as `_parent` of the TLS socket built on it.
+      const parent = (tls as unknown as { _parent?: Socket })._parent
+      if (parent === undefined) return
+      const source = proxiedSource(parent)
       if (source !== undefined) setProxiedSource(tls, source)
-    })
-    server.on('secureConnection', (tls: TLSSocket) => {
-      this.#handshakes.secure(server, tls)
-      const id = `${tls.remoteAddress ?? ''} ${tls.remotePort ?? ''}`
-      const handshaking = this.#handshaking.get(id)
-      if (handshaking === undefined) return
-      clearTimeout(handshaking.timer)
-      handshaking.socket.off('close', handshaking.onClose)
-      this.#handshaking.delete(id)
+      const a = this.#arrivals.get(parent)
+      if (a === undefined) return
+      clearTimeout(a.timer)
+      a.timer = undefined
+      if (!Number.isNaN(a.firstByteAt)) this.#handshakes.observe(server, tls, a.firstByteAt)
+      // An idle connection keeps nothing of its handshake; with per-client limits, its key.
+      if (a.limitKey === undefined) {
+        this.#arrivals.delete(parent)
+        parent.off('close', this.#onClose)
+      }
     })
     server.on('tlsClientError', (err: NodeJS.ErrnoException, tls: TLSSocket) => {
       // The TLS socket's peer address is gone once closed; Node keeps the accepted socket as `_parent`.

@@ -3,9 +3,9 @@
 // session was resumed (no keyd signature) and by the custody of the certificate's key (keyd, or a
 // PEM key loaded in process). Failed handshakes are counted by handshake-failures.ts instead.
 
-import type { Socket } from 'node:net'
 import type { Server as TlsServer, TLSSocket } from 'node:tls'
-import { Histogram, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
+import { fastHistogram, observe, type HistogramCell } from '../proxy/request-metrics.js'
 
 /** `custody` label values: the proxy's own names (metric label values use underscores). */
 export type CustodyLabel = 'keyd' | 'in_process'
@@ -21,32 +21,27 @@ export const HANDSHAKE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 /** Times handshakes; one instance per TLS front (per worker). */
 export class HandshakeTimer {
-  readonly #histogram: Histogram<'resumed' | 'custody'>
-  /** performance.now() of each raw connection's first byte; weak: a connection that never finishes leaves nothing behind. */
-  readonly #firstByte = new WeakMap<Socket, number>()
+  /**
+   * The four label sets' cells, resolved once: a handshake adds to plain numbers, which
+   * prom-client sees when /metrics is scraped (src/proxy/request-metrics.ts).
+   */
+  readonly #cells: Record<'full' | 'resumed', Record<CustodyLabel, HistogramCell>>
 
   constructor (registry: Registry) {
-    this.#histogram = (registry.getSingleMetric('edge_tls_handshake_duration_seconds') as Histogram<'resumed' | 'custody'> | undefined) ?? new Histogram({
+    const histogram = fastHistogram(registry, {
       name: 'edge_tls_handshake_duration_seconds',
       help: 'Successful TLS handshakes, from the first byte of the connection to the handshake\'s end, by resumed (full, resumed) and key custody (keyd, in_process)',
-      labelNames: ['resumed', 'custody'],
-      buckets: HANDSHAKE_BUCKETS,
-      registers: [registry]
+      buckets: HANDSHAKE_BUCKETS
     })
+    const cells = (resumed: 'full' | 'resumed'): Record<CustodyLabel, HistogramCell> => ({
+      keyd: histogram.cell({ resumed, custody: 'keyd' }),
+      in_process: histogram.cell({ resumed, custody: 'in_process' })
+    })
+    this.#cells = { full: cells('full'), resumed: cells('resumed') }
   }
 
-  /** The connection's first bytes arrived (call once, from the front's first `data`). */
-  firstByte (socket: Socket): void {
-    this.#firstByte.set(socket, performance.now())
-  }
-
-  /** `tls` (handed over from a raw socket the front timed) finished its handshake on `server`. */
-  secure (server: TlsServer, tls: TLSSocket): void {
-    // Node keeps the accepted socket as `_parent` of the TLS socket built on it.
-    const parent = (tls as unknown as { _parent?: Socket })._parent
-    const t0 = parent === undefined ? undefined : this.#firstByte.get(parent)
-    if (t0 === undefined) return
-    this.#firstByte.delete(parent as Socket) // an idle connection keeps nothing of the handshake
-    this.#histogram.observe({ resumed: tls.isSessionReused() ? 'resumed' : 'full', custody: serverCustody.get(server) ?? 'keyd' }, (performance.now() - t0) / 1000)
+  /** `tls` finished its handshake on `server`; its raw connection's first byte came at `firstByteAt` (performance.now()). */
+  observe (server: TlsServer, tls: TLSSocket, firstByteAt: number): void {
+    observe(this.#cells[tls.isSessionReused() ? 'resumed' : 'full'][serverCustody.get(server) ?? 'keyd'], (performance.now() - firstByteAt) / 1000)
   }
 }

@@ -11,7 +11,8 @@ import { KeydClient } from '../../keyd/client/client.js'
 import { TicketKeyRing, within } from './ticket-keys.js'
 import { sessionStore, type SessionStore } from './session-cache.js'
 import { handshakeWindow } from './resumption-ratio.js'
-import { installTicketCallback, type TicketKeyLookup } from './ticket-callback.js'
+import { installTicketCallback, ticketKeyCallback, type TicketKeyLookup } from './ticket-callback.js'
+import { fastCounter, type CounterCell } from '../proxy/request-metrics.js'
 
 /** How a TLS server of one certificate entry is set up for resumption. */
 export interface Variant {
@@ -25,11 +26,11 @@ export interface Variant {
 
 export interface Resumption {
   /**
-   * The variant for a ClientHello that offers TLS 1.3 or not; `undefined` when the hello was not
-   * read (or could not be): such connections never get the session-ID cache unless every
-   * handshake is TLS 1.2.
+   * The variant for a ClientHello that offers TLS 1.3 or not, and a TLS 1.2 ticket or not;
+   * `undefined` when the hello was not read (or could not be): such connections never get the
+   * session-ID cache unless every handshake is TLS 1.2.
    */
-  variantFor: (hello?: { offersTls13: boolean }) => Variant
+  variantFor: (hello?: { offersTls13: boolean, offersTicket: boolean }) => Variant
   /** Whether the variant depends on the ClientHello, i.e. the listener must read it to choose. */
   readonly needsHello: boolean
   /** Adds the ticket callback, the session-cache listeners (for `cache` variants) and the handshake counter. */
@@ -45,8 +46,11 @@ function counter (registry: Registry, name: string, help: string, labelNames: st
  * Client-initiated renegotiation (TLS 1.2) is refused with a no_renegotiation warning alert, as
  * OpenSSL 3's own server and nginx do: each renegotiation costs the server a full handshake (a
  * keyd signature) for a few bytes from the client. Node otherwise allows it.
+ * The server's cipher order (`honorCipherOrder`) puts AES-GCM first; a client that lists
+ * ChaCha20-Poly1305 first (a phone without AES instructions) still gets it (PrioritizeChaCha),
+ * as it would from a server following the client's order (docs/tls-conformance.md).
  */
-const BASE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION
+const BASE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION | constants.SSL_OP_PRIORITIZE_CHACHA
 
 /**
  * Sets up resumption from `config.tls` (and ticket keys from `config.keyd`, when present). Waits at
@@ -56,10 +60,10 @@ const BASE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION
 export async function startResumption (opts: { config: EdgeConfig, log: Logger, registry: Registry }): Promise<Resumption> {
   const { config, log, registry } = opts
   const tls = config.tls
-  const handshakes = counter(registry, 'edge_tls_handshakes_total', 'TLS handshakes completed, by protocol version and whether a session was resumed', ['version', 'resumed'])
+  const handshakes = fastCounter(registry, { name: 'edge_tls_handshakes_total', help: 'TLS handshakes completed, by protocol version and whether a session was resumed', labelNames: ['version', 'resumed'] })
   const lookups = counter(registry, 'edge_tls_session_cache_lookups_total', 'TLS 1.2 session-ID cache lookups, by outcome (hit, miss)', ['outcome'])
   const recent = handshakeWindow(registry)
-  const offered = counter(registry, 'edge_tls_tickets_offered_total', 'Session tickets offered by clients, by the key that made them: current, previous (held, decrypt only), unknown (not held: full handshake)', ['key'])
+  const offered = fastCounter(registry, { name: 'edge_tls_tickets_offered_total', help: 'Session tickets offered by clients, by the key that made them: current, previous (held, decrypt only), unknown (not held: full handshake)', labelNames: ['key'] })
 
   if (tls.sessionTickets && tls.ticketPreviousKeys * tls.ticketRotationSeconds < tls.sessionTimeoutSeconds) {
     log.warn({ ticketPreviousKeys: tls.ticketPreviousKeys, ticketRotationSeconds: tls.ticketRotationSeconds, sessionTimeoutSeconds: tls.sessionTimeoutSeconds },
@@ -85,7 +89,21 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
       return onlyCurrent && !current ? undefined : { key: k.key, current }
     }
   }
+  const ticketCallback = ticketKeyCallback(keys, local, offered)
   let warned = false
+  // The handshake counter's cells, two per protocol version seen: a handshake adds to a plain number.
+  const handshakeCells = new Map<string, { full: CounterCell, resumed: CounterCell }>()
+  const onSecure = (socket: TLSSocket): void => {
+    const resumed = socket.isSessionReused()
+    const version = socket.getProtocol() ?? 'unknown'
+    let cells = handshakeCells.get(version)
+    if (cells === undefined) {
+      cells = { full: handshakes.cell({ version, resumed: 'false' }), resumed: handshakes.cell({ version, resumed: 'true' }) }
+      handshakeCells.set(version, cells)
+    }
+    cells[resumed ? 'resumed' : 'full'].n++
+    recent.record(resumed)
+  }
 
   const cacheOn = tls.sessionCacheSize > 0 && tls.minVersion === 'TLSv1.2'
   const store: SessionStore | undefined = cacheOn ? sessionStore({ maxEntries: tls.sessionCacheSize, ttlSeconds: tls.sessionTimeoutSeconds }) : undefined
@@ -97,20 +115,23 @@ export async function startResumption (opts: { config: EdgeConfig, log: Logger, 
   })
   // A TLS 1.3 client sends a random legacy session ID: looking it up would cost an IPC round trip
   // on every connection, so only hellos that cannot negotiate TLS 1.3 reach the cache's servers.
+  // Nor do TLS 1.2 hellos carrying a ticket: Node looks no session ID up for them (the ticket
+  // resumes), and a cache server would still run Node's ClientHello parser and call into
+  // JavaScript for each. Should the ticket not decrypt, the full handshake issues a new ticket,
+  // which that client resumes with next time.
   const needsHello = cacheOn && tls.maxVersion === 'TLSv1.3'
-  const variantFor = (hello?: { offersTls13: boolean }): Variant =>
-    variant(cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13)))
+  // Made once: the front asks for one on every connection.
+  const withCache = variant(true)
+  const withoutCache = variant(false)
+  const variantFor = (hello?: { offersTls13: boolean, offersTicket: boolean }): Variant =>
+    cacheOn && (tls.maxVersion === 'TLSv1.2' || (hello !== undefined && !hello.offersTls13 && !hello.offersTicket)) ? withCache : withoutCache
 
   const attach = (server: TlsServer, v: Variant): void => {
-    if (tls.sessionTickets && !installTicketCallback(server, keys, local, offered) && !warned) {
+    if (tls.sessionTickets && !installTicketCallback(server, ticketCallback) && !warned) {
       warned = true
       log.warn('this Node has no TLS ticket key callback: tickets use a key of each TLS server, resume on this worker only and are not renewed')
     }
-    server.on('secureConnection', (socket: TLSSocket) => {
-      const resumed = socket.isSessionReused()
-      handshakes.inc({ version: socket.getProtocol() ?? 'unknown', resumed: String(resumed) })
-      recent.record(resumed)
-    })
+    server.on('secureConnection', onSecure)
     if (!v.cache || store === undefined) return
     server.on('newSession', (id: Buffer, data: Buffer, done: () => void) => {
       store.set(id, data)

@@ -20,7 +20,7 @@ const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-
 export type KeyCustody = 'keyd' | 'in-process'
 
 /** The TLS settings a context is built with. */
-export type ContextTls = Pick<TlsConfig, 'minVersion' | 'maxVersion' | 'ciphers' | 'sessionTimeoutSeconds'>
+export type ContextTls = Pick<TlsConfig, 'minVersion' | 'maxVersion' | 'ciphers' | 'groups' | 'sessionTimeoutSeconds'>
 
 export interface LoadedPair {
   certFile: string
@@ -171,6 +171,7 @@ export function contextOptions (certs: Array<string | Buffer>, keys: Array<strin
     minVersion: tls.minVersion,
     maxVersion: tls.maxVersion,
     ciphers: tls.ciphers,
+    ecdhCurve: tls.groups,
     honorCipherOrder: true,
     sessionTimeout: tls.sessionTimeoutSeconds
   }

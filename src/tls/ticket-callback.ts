@@ -4,9 +4,9 @@
 // a TLS 1.3 resumption it sent no NewSessionTicket: a client kept reusing one ticket (linkable) until
 // it expired. OpenSSL alone renews after every TLS 1.3 resumption; here TLS 1.2 ones renew too.
 
-import { randomBytes } from 'node:crypto'
+import { randomFillSync } from 'node:crypto'
 import type { Server as TlsServer } from 'node:tls'
-import type { Counter } from 'prom-client'
+import type { FastCounter } from '../proxy/request-metrics.js'
 
 /** A 48-byte ticket key in Node's layout: name (16), HMAC-SHA256 key (16), AES-128-CBC key (16). */
 export type TicketKeyBytes = Buffer
@@ -35,6 +35,20 @@ const RENEW = 2
 const NOT_OURS = 0
 // The native side reads both key slots even when it will not decrypt: give it harmless bytes.
 const UNUSED = Buffer.alloc(16)
+const NOT_OURS_ANSWER = [NOT_OURS, UNUSED, UNUSED]
+
+/** Random bytes for the tickets' IVs, drawn in blocks: one call into OpenSSL's RNG per 256 tickets. */
+const IV_LENGTH = 16
+const IV_POOL_BYTES = 256 * IV_LENGTH
+
+/** A key's slices and answers, made once per key (not per ticket). */
+interface PreparedKey {
+  name: Buffer
+  hmac: Buffer
+  aes: Buffer
+  /** The answer to a ticket this key decrypts: use it, and issue a fresh ticket. */
+  renew: unknown[]
+}
 
 function nativeContext (server: TlsServer): NativeContext | undefined {
   return (server as unknown as { _sharedCreds?: { context?: NativeContext } })._sharedCreds?.context
@@ -46,27 +60,59 @@ export function ticketCallbackAvailable (server: TlsServer): boolean {
 }
 
 /**
- * Makes `server` encrypt tickets with `keys.current()` (or `fallback` while there is none) and
- * decrypt those of any key `keys.byName()` still holds, renewing the ticket on every resumption.
- * Counts offered tickets by key (`current`, `previous`, `unknown`). Returns false (and changes
- * nothing) when this Node has no ticket key callback.
+ * The callback itself, shared by every TLS server of a worker: encrypts with `keys.current()` (or
+ * `fallback` while there is none), decrypts with any key `keys.byName()` still holds and asks for a
+ * fresh ticket on every resumption, counting offered tickets by key (`current`, `previous`, `unknown`).
+ * Node copies every byte of an answer before the callback returns, so the answers and the IV pool
+ * are reused.
  */
-export function installTicketCallback (server: TlsServer, keys: TicketKeyLookup, fallback: TicketKeyBytes, offered: Counter<string>): boolean {
+export function ticketKeyCallback (keys: TicketKeyLookup, fallback: TicketKeyBytes, offered: FastCounter): (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[] {
+  const prepared = new WeakMap<TicketKeyBytes, PreparedKey>()
+  const prepare = (key: TicketKeyBytes): PreparedKey => {
+    let p = prepared.get(key)
+    if (p === undefined) {
+      const hmac = key.subarray(16, 32)
+      const aes = key.subarray(32, 48)
+      p = { name: key.subarray(0, 16), hmac, aes, renew: [RENEW, hmac, aes] }
+      prepared.set(key, p)
+    }
+    return p
+  }
+  const counts = { current: offered.cell({ key: 'current' }), previous: offered.cell({ key: 'previous' }), unknown: offered.cell({ key: 'unknown' }) }
+  const ivPool = Buffer.alloc(IV_POOL_BYTES)
+  let ivAt = IV_POOL_BYTES
+  const encryptAnswer: unknown[] = [USE, UNUSED, UNUSED, UNUSED, UNUSED]
+  const fallbackName = fallback.subarray(0, 16)
+  return (name: Buffer, _iv: Buffer, encrypt: boolean): unknown[] => {
+    if (encrypt) {
+      const p = prepare(keys.current() ?? fallback)
+      if (ivAt === IV_POOL_BYTES) { randomFillSync(ivPool); ivAt = 0 }
+      encryptAnswer[1] = p.hmac
+      encryptAnswer[2] = p.aes
+      encryptAnswer[3] = p.name
+      encryptAnswer[4] = ivPool.subarray(ivAt, ivAt + IV_LENGTH)
+      ivAt += IV_LENGTH
+      return encryptAnswer
+    }
+    const found = keys.byName(name) ?? (name.equals(fallbackName) ? { key: fallback, current: keys.current() === undefined } : undefined)
+    if (found === undefined) {
+      counts.unknown.n++
+      return NOT_OURS_ANSWER
+    }
+    if (found.current) counts.current.n++
+    else counts.previous.n++
+    return prepare(found.key).renew
+  }
+}
+
+/**
+ * Makes `server` use `callback` (see ticketKeyCallback) for its session tickets. Returns false (and
+ * changes nothing) when this Node has no ticket key callback.
+ */
+export function installTicketCallback (server: TlsServer, callback: (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[]): boolean {
   const context = nativeContext(server)
   if (context === undefined || typeof context.enableTicketKeyCallback !== 'function') return false
   context.enableTicketKeyCallback()
-  context.onticketkeycallback = (name: Buffer, _iv: Buffer, encrypt: boolean): unknown[] => {
-    if (encrypt) {
-      const key = keys.current() ?? fallback
-      return [USE, key.subarray(16, 32), key.subarray(32, 48), key.subarray(0, 16), randomBytes(16)]
-    }
-    const found = keys.byName(name) ?? (name.equals(fallback.subarray(0, 16)) ? { key: fallback, current: keys.current() === undefined } : undefined)
-    if (found === undefined) {
-      offered.inc({ key: 'unknown' })
-      return [NOT_OURS, UNUSED, UNUSED]
-    }
-    offered.inc({ key: found.current ? 'current' : 'previous' })
-    return [RENEW, found.key.subarray(16, 32), found.key.subarray(32, 48)]
-  }
+  context.onticketkeycallback = callback
   return true
 }

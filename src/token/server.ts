@@ -54,6 +54,24 @@ async function readBody (req: IncomingMessage, max: number): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]'])
+
+/**
+ * The issuer of an endpoint that listens on `port` (configured `configuredPort`): when the port
+ * was 0 (any free one) and the issuer names this machine by a loopback name without a port
+ * (`http://localhost`), the port the endpoint got is added, so `iss`, `jwks_uri` and
+ * `token_endpoint` name the endpoint itself. Any other issuer is a public URL (the endpoint may
+ * sit behind a proxy or a balancer) and is kept as configured.
+ */
+export function boundIssuer (issuer: string, configuredPort: number, port: number): string {
+  if (configuredPort !== 0) return issuer
+  let url: URL
+  try { url = new URL(issuer) } catch { return issuer }
+  if (url.port !== '' || !LOOPBACK_NAMES.has(url.hostname)) return issuer
+  url.port = String(port)
+  return `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname}`
+}
+
 /**
  * Prepares the token endpoint of `config.token` (which requires `config.keyd`): loads and checks the
  * keys through keyd before anything listens, so a refused key stops the worker before it serves.
@@ -62,7 +80,8 @@ async function readBody (req: IncomingMessage, max: number): Promise<Buffer> {
  */
 export async function createTokenServer (opts: { config: EdgeConfig, log: Logger, registry: Registry }): Promise<TokenServer> {
   const { log } = opts
-  const config = opts.config.token as TokenConfig
+  // A copy: listen() may set the issuer's port (boundIssuer); the issuer built meanwhile holds this object.
+  const config: TokenConfig = { ...(opts.config.token as TokenConfig) }
   const k = opts.config.keyd
   if (k === undefined) throw new ConfigInvalidError(['token: needs a "keyd" section'])
   const keyd = new KeydClient({ socketPath: k.socket, clientName: k.clientName, secretFile: k.secretFile, timeoutMs: k.timeoutMs })
@@ -177,7 +196,9 @@ export async function createTokenServer (opts: { config: EdgeConfig, log: Logger
     server.listen(config.listen.port, config.listen.host)
     await once(server, 'listening')
     const port = (server.address() as AddressInfo).port
-    log.info({ port, host: config.listen.host, tls: config.tls !== undefined }, 'token endpoint listening')
+    // Before the first request: none is read until the server listens.
+    config.issuer = boundIssuer(config.issuer, config.listen.port, port)
+    log.info({ port, host: config.listen.host, tls: config.tls !== undefined, issuer: config.issuer }, 'token endpoint listening')
     return port
   }
 

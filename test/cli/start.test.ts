@@ -82,7 +82,9 @@ t.test('keyedge start serves, with readable logs and a summary of every endpoint
   const jwks = summary.find(l => l.startsWith('  token '))?.match(/JWKS: (\S+)/)?.[1] ?? ''
   t.match(jwks, /^http:\/\/127\.0\.0\.1:\d+\/\.well-known\/jwks\.json$/)
   const keySet = await (await fetch(jwks)).json() as JSONWebKeySet
-  const { payload, protectedHeader } = await jwtVerify(token, createLocalJWKSet(keySet), { audience: 'dev', issuer: 'http://localhost' })
+  // KEYEDGE_TOKEN_PORT=0: the issuer carries the port the endpoint got.
+  const tokenPort = /^http:\/\/127\.0\.0\.1:(\d+)\//.exec(jwks)?.[1] ?? ''
+  const { payload, protectedHeader } = await jwtVerify(token, createLocalJWKSet(keySet), { audience: 'dev', issuer: `http://localhost:${tokenPort}` })
   t.equal(protectedHeader.alg, 'ES256')
   t.equal(payload.client_id, 'dev')
   t.equal(payload.sub, 'me')

@@ -90,6 +90,8 @@ t.test('one problem per field: the most basic one', async t => {
   ])
   t.same(problemsOf({ ...minimal(), tls: { defaultCertificate: 7 } }), ['tls.defaultCertificate: must be a non-empty string, got a number'])
   t.same(problemsOf({ ...minimal(), tls: { ciphers: 'NOT-A-CIPHER' } }), ['tls.ciphers: OpenSSL accepts none of these cipher names'])
+  t.same(problemsOf({ ...minimal(), tls: { groups: 'X25519:NOT-A-GROUP' } }), ['tls.groups: OpenSSL refuses the group list "X25519:NOT-A-GROUP" (names are separated by ":", e.g. "X25519MLKEM768:X25519:P-256")'])
+  t.same(problemsOf({ ...minimal(), tls: { groups: 'X25519MLKEM768:P-256' } }), [])
   t.same(problemsOf({ ...minimal(), routes: [{ upstream: 'http://a.test/path' }] }),
     ['routes[0].upstream: must be an origin only (scheme://host[:port]), without path, query or credentials'])
 })

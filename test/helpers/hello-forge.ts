@@ -100,6 +100,18 @@ function buildHello (h: Hello): Buffer {
   return Buffer.concat([header, body])
 }
 
+/** `message` (a ClientHello) with extension `type` set to `data`: replaced in place, else added before pre_shared_key (which must stay last). */
+export function withExtension (message: Buffer, type: number, data: Buffer): Buffer {
+  const h = parseHello(message)
+  const at = h.extensions.findIndex(e => e.type === type)
+  if (at >= 0) h.extensions[at] = { type, data }
+  else {
+    const psk = h.extensions.findIndex(e => e.type === EXT_PRE_SHARED_KEY)
+    h.extensions.splice(psk >= 0 ? psk : h.extensions.length, 0, { type, data })
+  }
+  return buildHello(h)
+}
+
 const EXT_PADDING = 21
 const EXT_PRE_SHARED_KEY = 41
 

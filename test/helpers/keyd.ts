@@ -3,7 +3,7 @@ import { join, dirname } from 'node:path'
 import { existsSync, mkdirSync } from 'node:fs'
 import { homePaths, type HomePaths } from '../../lib/home.js'
 import { KeydClient } from '../../keyd/client/client.js'
-import { spawnCli, type Spawned } from './processes.js'
+import { spawnCli, spawnLogged, type Spawned } from './processes.js'
 import { KeydRemoteError } from '../../keyd/errors.js'
 import { tempHome } from './paths.js'
 import { ClientRegistry } from '../../keyd/server/clients.js'
@@ -17,15 +17,17 @@ export interface TestKeyd extends Spawned {
 /**
  * Most tests use `proxy` as a general signing client, so on a fresh home it is created before keyd
  * starts with the tls-server and token-sign usages (what a proxy with a token endpoint is granted);
- * `keydDefaults: true` leaves the clients to keyd's own defaults (the proxy: tls-server only).
+ * `keydDefaults: true` leaves the clients to keyd's own defaults (the proxy: tls-server only); `cli`
+ * runs another build's `main.js` instead of this one's.
  */
-export async function startKeyd (home = tempHome(), extraArgs: string[] = [], env: Record<string, string> = {}, opts: { keydDefaults?: boolean } = {}): Promise<TestKeyd> {
+export async function startKeyd (home = tempHome(), extraArgs: string[] = [], env: Record<string, string> = {}, opts: { keydDefaults?: boolean, cli?: string } = {}): Promise<TestKeyd> {
   const paths = homePaths(home)
   if (opts.keydDefaults !== true && !existsSync(paths.clientsFile)) {
     mkdirSync(dirname(paths.clientsFile), { recursive: true, mode: 0o700 })
     new ClientRegistry(paths.clientsFile).ensure('proxy', ['sign'], paths.secretsDir, { usages: ['tls-server', 'token-sign'], keys: ['*'] })
   }
-  const s = spawnCli(['keyd', 'serve', '--dev', ...extraArgs], { KEYEDGE_HOME: home, ...env })
+  const args = ['keyd', 'serve', '--dev', ...extraArgs]
+  const s = opts.cli === undefined ? spawnCli(args, { KEYEDGE_HOME: home, ...env }) : spawnLogged(process.execPath, [opts.cli, ...args], { KEYEDGE_HOME: home, ...env })
   await s.waitFor(o => o.msg === 'keyd ready')
   const client = (name: 'admin' | 'proxy'): KeydClient => new KeydClient({ socketPath: paths.socket, clientName: name, secretFile: join(paths.secretsDir, `${name}.secret`), timeoutMs: 10000 })
   const admin = client('admin')

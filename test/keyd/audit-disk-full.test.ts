@@ -2,10 +2,12 @@
 // up while signatures are pipelined in buffered durability, every signature keyd answered has its entry
 // in the log (the space reserve holds them), the rest is refused with AUDIT_UNAVAILABLE and /healthz
 // says 503; once space is freed keyd serves again by itself, without a restart, and the log verifies.
+// The proxy signs on keyd's native path, whose audit writes (in C, before each answer) are the ones
+// that fail here.
 // Then: a partial last entry is reported truthfully by durability at restart and by `audit verify`.
 import t from 'tap'
 import { execFileSync, execFile } from 'node:child_process'
-import { appendFileSync, mkdirSync, openSync, writeSync, closeSync, rmSync, readFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, openSync, writeSync, closeSync, rmSync, readFileSync, truncateSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { startKeyd, refusal } from '../helpers/keyd.js'
@@ -84,9 +86,20 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   await keyd.waitFor(o => typeof o.msg === 'string' && o.msg.startsWith('audit log cannot be written'))
   t.equal(await health(), 503, '/healthz 503 while the log cannot be written')
   t.equal((await refusal(proxy.sign('df-tls', 'ecdsa-sha256', tls13Input()))).code, 'KEYD_ERR_AUDIT_UNAVAILABLE', 'nothing is signed meanwhile')
+  // The recovery probe runs every 0.5 s: while the disk stays full it must not declare the log writable
+  // (the native path kept the reserve; taking a freed reserve back would prove nothing).
+  const seen = new Set<number>()
+  for (const deadline = Date.now() + 1600; Date.now() < deadline;) {
+    seen.add(await health())
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.same([...seen], [503], '/healthz stays 503 over three probes while the disk is full')
   const logged = okEntries(home)
   const missing = answered.filter(m => !logged.has(sha256(m)))
   t.equal(missing.length, 0, `every answered signature is in the log (${answered.length} answered)`)
+  // The proxy's connection signs on keyd's native path, which writes each entry itself before it answers:
+  // the failed write was its own, and it handed the chain back to JavaScript, which failed closed.
+  t.ok(keyd.lines.some(l => l.includes('audit log write failed on the native SIGN path')), 'the native path\'s write failed, and the log took its chain back')
 
   rmSync(join(keydDir, 'filler'))
   let back: Buffer | undefined
@@ -98,10 +111,51 @@ t.test('disk full: answered means logged, refusal meanwhile, recovery without a 
   t.ok(keyd.lines.some(l => l.includes('audit log writable again')), 'and says so')
   t.equal(await health(), 200, '/healthz 200 again')
   await keyd.stop()
+  const stopping = keyd.lines.map(l => { try { return JSON.parse(l) as Record<string, unknown> } catch { return {} } }).find(o => o.msg === 'keyd stopping')
+  t.ok(typeof stopping?.nativeSignatures === 'number' && stopping.nativeSignatures >= 5, `signatures made on the native path (${String(stopping?.nativeSignatures)})`)
   const r = await verify(home)
   t.equal(r.code, 0, r.out)
   t.match(r.out, /written: \d+ entries/)
   t.notMatch(r.out, /acknowledged but not written/)
+})
+
+t.test('no space reserve, no native signing: the chain stays in JavaScript, which refuses, until the reserve can be taken', async t => {
+  const home = tempHome()
+  const keydDir = join(home, 'keyd')
+  mkdirSync(keydDir, { recursive: true, mode: 0o700 })
+  const skip = await mountTmpfs(keydDir)
+  if (skip !== undefined) { t.comment(skip); t.pass('skipped'); return }
+  t.teardown(() => { try { execFileSync('umount', [keydDir]) } catch { /* already unmounted */ } rmSync(home, { recursive: true, force: true }) })
+  const first = await startKeyd(home)
+  await first.admin.createKey('nr-tls', 'ec-p256', 'tls-server')
+  await first.stop()
+  // The reserve gone and the disk nearly full: room for small writes (the checkpoint), not for 512 KiB.
+  rmSync(join(keydDir, '.audit.log.reserve'))
+  const filler = join(keydDir, 'filler')
+  const filled = fill(filler)
+  truncateSync(filler, filled - 128 * 1024)
+  const keyd = await startKeyd(home, ['--metrics-port', '0'])
+  t.teardown(() => keyd.stop())
+  await keyd.waitFor(o => typeof o.msg === 'string' && o.msg.startsWith('audit log cannot be written'))
+  const proxy = keyd.client('proxy')
+  t.teardown(() => proxy.close())
+  for (let i = 0; i < 3; i++) t.equal((await refusal(proxy.sign('nr-tls', 'ecdsa-sha256', tls13Input()))).code, 'KEYD_ERR_AUDIT_UNAVAILABLE', 'refused: no reserve, so no chain in C and a fail-closed log')
+  rmSync(filler)
+  const answered: Buffer[] = []
+  for (const deadline = Date.now() + 15_000; answered.length === 0 && Date.now() < deadline;) {
+    const m = tls13Input()
+    if (await proxy.sign('nr-tls', 'ecdsa-sha256', m).then(() => true, () => false)) answered.push(m)
+    else await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.equal(answered.length, 1, 'keyd signs once the reserve can be taken')
+  for (let i = 0; i < 5; i++) { const m = tls13Input(); await proxy.sign('nr-tls', 'ecdsa-sha256', m); answered.push(m) }
+  await keyd.stop()
+  const stopping = keyd.lines.map(l => { try { return JSON.parse(l) as Record<string, unknown> } catch { return {} } }).find(o => o.msg === 'keyd stopping')
+  t.equal(stopping?.nativeSignatures, answered.length, 'no native signature before the reserve was held; every one after it native')
+  const logged = okEntries(home)
+  t.ok(answered.every(m => logged.has(sha256(m))), 'every answered signature is in the log')
+  const r = await verify(home)
+  t.equal(r.code, 0, r.out)
 })
 
 t.test('a partial last entry is told apart by durability: acknowledged but not written, or never acknowledged', async t => {

@@ -29,8 +29,14 @@ writeFileSync(passFile, 'correct horse battery staple\n')
 const wrongPassFile = join(work, 'wrong')
 writeFileSync(wrongPassFile, 'incorrect horse battery staple\n')
 
-const a = await startKeyd(srcHome)
+const a = await startKeyd(srcHome, ['--metrics-port', '0'])
 t.teardown(() => a.stop())
+
+/** keyd's /metrics (its port from the 'keyd ready' line). */
+async function keydMetrics (k: TestKeyd): Promise<string> {
+  const ready = k.lines.map(l => { try { return JSON.parse(l) as { msg?: string, metricsPort?: number } } catch { return {} } }).find(o => o.msg === 'keyd ready')
+  return await (await fetch(`http://127.0.0.1:${String(ready?.metricsPort)}/metrics`)).text()
+}
 for (const k of KEYS) {
   await a.admin.createKey(k.name, k.type, k.usage)
   for (let i = 0; i < k.rotations; i++) await a.admin.rotateKey(k.name)
@@ -58,6 +64,8 @@ t.test('passphrase bundle: full round trip into a new keyd', async t => {
   t.equal(exp.code, 0, exp.err)
   t.match(exp.out, /4 keys, 8 versions, policy.json included/)
   t.equal(statSync(bundle).mode & 0o777, 0o600, 'bundle is 0600')
+  t.match(await keydMetrics(a), /keyd_backup_last_success_timestamp_seconds\{kind="export"\} \d/, 'the export\'s last chunk is recorded')
+  t.notMatch(await keydMetrics(a), /kind="restore"/, 'no restore yet')
   const bytes = readFileSync(bundle)
   const privates = devPrivateKeys(srcHome)
   t.equal(privates.length, 8)
@@ -68,10 +76,11 @@ t.test('passphrase bundle: full round trip into a new keyd', async t => {
   }
   for (const s of ['PRIVATE KEY', 'pkcs8', 'web-ec', 'ca-rsa', '"clients"']) t.notOk(bytes.includes(Buffer.from(s)), `no cleartext ${s}`)
 
-  const b = await startKeyd(tempHome())
+  const b = await startKeyd(tempHome(), ['--metrics-port', '0'])
   t.teardown(() => b.stop())
   const res = await runCli(['keyd', 'backup', 'restore', '--in', bundle, '--passphrase-file', passFile], env(b.paths.home))
   t.equal(res.code, 0, res.err)
+  t.match(await keydMetrics(b), /keyd_backup_last_success_timestamp_seconds\{kind="restore"\} \d/, 'the committed restore is recorded')
   t.match(res.out, /restored 4 keys \(8 versions\).*policy.json: restored/)
   t.same(await publicKeys(b), originals, 'every version has the same public key')
   const listA = await a.admin.listKeys()

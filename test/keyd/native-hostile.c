@@ -1,15 +1,24 @@
 /*
  * Drives the pure C of keyd's native SIGN path (keyd/native/frame.c: the SIGN frame parser, the
- * tls-server message check, the eligibility table) with hostile input under AddressSanitizer and
+ * tls-server message check, the eligibility table; keyd/native/chain.c: the audit entry's format,
+ * chaining and write, with failing writes) with hostile input under AddressSanitizer and
  * UndefinedBehaviorSanitizer (test/keyd/native-hostile.test.ts builds and runs it). Prints TAP
  * lines.
  */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "chain.h"
 #include "fastsign.h"
 
 static int checks = 0;
@@ -75,6 +84,169 @@ static size_t sign_frame(uint8_t *f, const char *key, int with_version, uint32_t
   f[6] = f[7] = 0;
   put32(f + 8, 42);
   return off;
+}
+
+/* A stand-in for HMAC-SHA256 (no OpenSSL here): FNV-1a over prev || text, spread to 32 bytes. */
+static int mac_fail = 0;
+static int fake_mac(void *ctx, const char *prev, const uint8_t *text, size_t len, char out[65]) {
+  (void)ctx;
+  if (mac_fail)
+    return -1;
+  static const char hex[] = "0123456789abcdef";
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 64; i++)
+    h = (h ^ (uint8_t)prev[i]) * 16777619u;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ text[i]) * 16777619u;
+  for (int i = 0; i < 64; i++) {
+    h = (h ^ (uint32_t)i) * 16777619u;
+    out[i] = hex[h & 15];
+  }
+  out[64] = '\0';
+  return 0;
+}
+
+static off_t file_size(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 ? st.st_size : -1;
+}
+
+static void chain_checks(void) {
+  char iso[32];
+  fc_iso_time(0, iso);
+  ok(strcmp(iso, "1970-01-01T00:00:00.000Z") == 0, "ISO time of 0");
+  fc_iso_time(1700000000123LL, iso);
+  ok(strcmp(iso, "2023-11-14T22:13:20.123Z") == 0, "ISO time with milliseconds");
+  fc_iso_time(253402300799999LL, iso);
+  ok(strcmp(iso, "9999-12-31T23:59:59.999Z") == 0, "ISO time at the end of year 9999");
+  fc_iso_time(-1, iso);
+  ok(strcmp(iso, "1969-12-31T23:59:59.999Z") == 0, "ISO time before 1970");
+  int iso_ok = 1;
+  for (int i = 0; i < 100000 && iso_ok; i++) {
+    /* Years 0..9999, against gmtime_r (what toISOString spells for them). */
+    int64_t ms =
+        -62167219200000LL + (int64_t)(((uint64_t)rnd() << 32 | rnd()) % 315537897600000ULL);
+    int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+    time_t tt = (time_t)secs;
+    struct tm tm;
+    char want[96];
+    gmtime_r(&tt, &tm);
+    snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - secs * 1000));
+    fc_iso_time(ms, iso);
+    iso_ok = strcmp(iso, want) == 0;
+  }
+  ok(iso_ok, "100,000 random times of years 0..9999 spelled as gmtime_r does");
+  char num[24] = {0};
+  ok(fc_u64(num, 0) == 1 && strcmp(num, "0") == 0, "decimal 0");
+  memset(num, 0, sizeof(num));
+  ok(fc_u64(num, UINT64_MAX) == 20 && strcmp(num, "18446744073709551615") == 0, "decimal 2^64-1");
+
+  char path[] = "/tmp/keyd-chain-XXXXXX";
+  int fd = mkstemp(path);
+  ok(fd >= 0, "a temporary log");
+  if (fd < 0)
+    return;
+  unlink(path);
+  struct fc_chain c;
+  memset(&c, 0, sizeof(c));
+  c.fd = fd;
+  memset(c.chain, '0', 64);
+  c.iso_ms = -1;
+  c.mac = fake_mac;
+  const char *tail = "\"client\":\"proxy\",\"op\":\"SIGN\",\"key\":\"k\",\"version\":null,"
+                     "\"result\":\"ok\",\"msgSha256\":\"ab\"}";
+  int64_t r = fc_append(&c, 1700000000123LL, tail, strlen(tail));
+  char text[512], want[600], mac[65], genesis[65];
+  memset(genesis, '0', 64);
+  genesis[64] = '\0';
+  snprintf(text, sizeof(text), "{\"seq\":1,\"time\":\"2023-11-14T22:13:20.123Z\",%s", tail);
+  fake_mac(NULL, genesis, (const uint8_t *)text, strlen(text), mac);
+  snprintf(want, sizeof(want), "%.*s,\"chain\":\"%s\"}\n", (int)strlen(text) - 1, text, mac);
+  char got[600] = {0};
+  ssize_t n = pread(fd, got, sizeof(got) - 1, 0);
+  ok(r == 1 && c.seq == 1 && strcmp(c.chain, mac) == 0,
+     "the first entry: seq 1, chained from genesis");
+  ok(n == (ssize_t)strlen(want) && strcmp(got, want) == 0, "its line, byte for byte");
+  ok(c.size == (uint64_t)n && c.written == 1, "size and count follow");
+  char first[65];
+  memcpy(first, c.chain, 65);
+  r = fc_append(&c, 1700000000124LL, tail, strlen(tail));
+  snprintf(text, sizeof(text), "{\"seq\":2,\"time\":\"2023-11-14T22:13:20.124Z\",%s", tail);
+  fake_mac(NULL, first, (const uint8_t *)text, strlen(text), mac);
+  ok(r == 2 && strcmp(c.chain, mac) == 0, "the second entry chains from the first");
+
+  /* Refused tails: nothing written, nothing changed. */
+  uint64_t size = c.size;
+  static char big[FC_MAX_TAIL + 2];
+  memset(big, 'x', sizeof(big));
+  big[FC_MAX_TAIL] = '}';
+  ok(fc_append(&c, 1, "", 0) == -EINVAL && fc_append(&c, 1, "}", 1) == -EINVAL,
+     "an empty or one-byte tail is refused");
+  ok(fc_append(&c, 1, "\"a\":1", 5) == -EINVAL, "a tail not ending in } is refused");
+  ok(fc_append(&c, 1, big, FC_MAX_TAIL + 1) == -EINVAL, "a tail over FC_MAX_TAIL is refused");
+  ok(c.seq == 2 && c.size == size && file_size(fd) == (off_t)size && c.error == 0,
+     "refusals leave the chain and the file as they were");
+  big[FC_MAX_TAIL - 1] = '}';
+  r = fc_append(&c, 1, big, FC_MAX_TAIL);
+  ok(r == 3 && file_size(fd) == (off_t)c.size, "the longest tail is written whole (heap buffer)");
+  size = c.size;
+  char before[65];
+  memcpy(before, c.chain, 65);
+  mac_fail = 1;
+  r = fc_append(&c, 1, tail, strlen(tail));
+  mac_fail = 0;
+  ok(r == -EIO && c.seq == 3 && c.size == size && strcmp(c.chain, before) == 0 && c.error == 0,
+     "a failing MAC: nothing written, chain unchanged");
+
+  /* A short write: the file size limit stops it part-way; the file is cut back to whole entries. */
+  struct rlimit old, lim;
+  getrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, SIG_IGN);
+  lim.rlim_cur = (rlim_t)size + 50;
+  lim.rlim_max = old.rlim_max;
+  int limited = setrlimit(RLIMIT_FSIZE, &lim) == 0;
+  r = fc_append(&c, 1, tail, strlen(tail));
+  setrlimit(RLIMIT_FSIZE, &old);
+  ok(limited && r == -EFBIG && c.error == EFBIG, "a write stopped part-way fails (EFBIG)");
+  ok(file_size(fd) == (off_t)size && c.seq == 3 && strcmp(c.chain, before) == 0,
+     "and the file is cut back to its last whole entry, the chain unchanged");
+  close(fd);
+
+  /* A full device. */
+  int full = open("/dev/full", O_WRONLY);
+  if (full >= 0) {
+    struct fc_chain d = c;
+    d.fd = full;
+    d.error = 0;
+    r = fc_append(&d, 1, tail, strlen(tail));
+    ok(r == -ENOSPC && d.error == ENOSPC && d.seq == 3 && strcmp(d.chain, before) == 0,
+       "ENOSPC: refused, chain unchanged");
+    close(full);
+  } else {
+    ok(1, "no /dev/full here: ENOSPC checked by the disk-full test only");
+  }
+
+  /* Random tails into /dev/null: each either refused or written as the next entry. */
+  int null = open("/dev/null", O_WRONLY);
+  struct fc_chain e = c;
+  e.fd = null;
+  e.error = 0;
+  int consistent = null >= 0;
+  static char junk[FC_MAX_TAIL + 64];
+  for (int i = 0; i < 20000 && consistent; i++) {
+    size_t len = rnd() % (i % 10 == 0 ? sizeof(junk) : 300);
+    for (size_t j = 0; j < len; j++)
+      junk[j] = (char)rnd();
+    if (len > 0 && (rnd() & 1))
+      junk[len - 1] = '}';
+    uint64_t prev = e.seq;
+    r = fc_append(&e, (int64_t)rnd() * 1000, junk, len);
+    consistent = r == -EINVAL ? e.seq == prev : (r == (int64_t)prev + 1 && e.seq == prev + 1);
+  }
+  ok(consistent, "20,000 random tails: each refused or chained as the next entry");
+  if (null >= 0)
+    close(null);
 }
 
 int main(void) {
@@ -282,6 +454,7 @@ int main(void) {
   ok(lookups_ok, "200,000 random lookups: a hit is always the exact name");
   fs_table_free_index(&t);
   free(t.entries);
+  chain_checks();
   ok(time(NULL) - started < 60, "within 60 s");
   printf("1..%d\n", checks);
   return failures == 0 ? 0 : 1;

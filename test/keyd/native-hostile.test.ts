@@ -1,5 +1,6 @@
 // The pure C of keyd's native SIGN path (keyd/native/frame.c: SIGN frame parser, tls-server message
-// check, eligibility table) under AddressSanitizer + UndefinedBehaviorSanitizer, driven with hostile
+// check, eligibility table; keyd/native/chain.c: the audit entry's format, chain and write, including
+// writes that fail part-way) under AddressSanitizer + UndefinedBehaviorSanitizer, driven with hostile
 // input by test/keyd/native-hostile.c: every check must pass with no sanitizer report and no leak.
 import t from 'tap'
 import { execFile } from 'node:child_process'
@@ -18,7 +19,7 @@ async function run (file: string, args: string[], env: Record<string, string> = 
   })
 }
 
-t.test('the native SIGN path\'s parser and table against hostile input, under ASan and UBSan', async t => {
+t.test('the native SIGN path\'s parser, table and audit chain against hostile input and failing writes, under ASan and UBSan', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'keyedge-native-asan-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const bin = join(dir, 'native-hostile')
@@ -26,7 +27,7 @@ t.test('the native SIGN path\'s parser and table against hostile input, under AS
     '-std=gnu11', '-g', '-O1', '-Wall', '-Wextra', '-Werror',
     '-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer',
     '-I', join(ROOT, 'keyd', 'native'),
-    join(ROOT, 'keyd', 'native', 'frame.c'), join(ROOT, 'test', 'keyd', 'native-hostile.c'), '-o', bin
+    join(ROOT, 'keyd', 'native', 'frame.c'), join(ROOT, 'keyd', 'native', 'chain.c'), join(ROOT, 'test', 'keyd', 'native-hostile.c'), '-o', bin
   ])
   t.equal(built.code, 0, `frame.c and the harness build with -fsanitize=address,undefined -Werror\n${built.stderr}`)
   if (built.code !== 0) return

@@ -1,17 +1,20 @@
 // keyd's native SIGN path (keyd/native, keyd/server/native-sign.ts), on a real keyd: signatures made by
 // its C threads verify with the public key, each has its audit entry (and `audit verify` passes), every
 // refusal is today's code (answered by JavaScript), a key change reaches the next SIGN at once, hostile
-// bytes after HELLO get today's answers without hurting keyd, and a kill -9 under load leaves a log
-// that verifies. The count of native signatures comes from keyd's own "keyd stopping" line.
+// bytes after HELLO get today's answers without hurting keyd, native and JavaScript entries make one
+// chain (every line byte for byte as JavaScript writes it), and a kill -9 under load leaves a log that
+// verifies and holds every answered signature. The count of native signatures comes from keyd's own
+// "keyd stopping" line.
 import t from 'tap'
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { verify, constants, type KeyObject } from 'node:crypto'
-import { readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { readFileSync, writeFileSync, rmSync, statSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import type { Socket } from 'node:net'
 import { startKeyd, refusal, type TestKeyd } from '../helpers/keyd.js'
 import { tempHome, CLI } from '../helpers/paths.js'
+import { canonical, lineOf, type AuditEntry } from '../../keyd/audit/chain.js'
 import { tls13Input, tls12Input } from '../helpers/tls-inputs.js'
 import { helloFrame, openSocket } from '../helpers/keyd-abuse.js'
 import { FrameDecoder, Op, Tag, ErrorCode, encodeFrame, itemStr, itemBytes, itemU16, readUint, parseItems, type Frame } from '../../keyd/protocol/codec.js'
@@ -27,6 +30,9 @@ async function auditVerify (home: string): Promise<{ code: number, out: string }
 interface Entry { seq: number, op: string, key: string | null, version: number | null, result: string, msgSha256: string | null, client: string }
 const entries = (home: string): Entry[] => readFileSync(join(home, 'keyd', 'audit.log'), 'utf8').trim().split('\n').filter(l => l !== '').map(l => JSON.parse(l) as Entry)
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+/** The message hashes of the log's whole lines (a kill may leave a partial last line: it was never answered). */
+const loggedHashes = (home: string): Set<string | null> => new Set(readFileSync(join(home, 'keyd', 'audit.log'), 'utf8').split('\n').slice(0, -1).map(l => (JSON.parse(l) as Entry).msgSha256))
+const codeOf = async (p: Promise<unknown>): Promise<string> => (await refusal(p)).code
 
 /** Stops keyd and returns how many signatures its native path made (from its "keyd stopping" line). */
 async function stopCounting (keyd: TestKeyd): Promise<number> {
@@ -89,6 +95,56 @@ t.test('native signatures verify, and each is audited', async t => {
   const v = await auditVerify(home)
   t.equal(v.code, 0, v.out.trim())
   t.match(v.out, new RegExp(`written: ${entries(home).length} entries`))
+})
+
+t.test('native and JavaScript entries make one chain: interleaved under load, each line as JavaScript writes it, audit verify passes', async t => {
+  const home = tempHome()
+  t.teardown(() => rmSync(home, { recursive: true, force: true }))
+  const keyd = await startKeyd(home)
+  await keyd.admin.createKey('mx-ec', 'ec-p256', 'tls-server')
+  const ec = await spki(keyd, 'mx-ec')
+  const signers = Array.from({ length: 3 }, () => keyd.client('proxy'))
+  const other = keyd.client('proxy')
+  t.teardown(() => { for (const c of [...signers, other]) c.close() })
+  // Native signatures from three connections while a fourth sends what JavaScript answers and audits
+  // (a refused SIGN, a SIGN_BATCH) and the admin client creates keys: all of it into one log at once.
+  const signed: Buffer[] = []
+  let stop = false
+  const natives = Promise.all(signers.map(async c => {
+    while (!stop) {
+      const m = tls13Input()
+      const r = await c.sign('mx-ec', 'ecdsa-sha256', m)
+      if (!verify('sha256', m, ec, r.signature)) throw new Error('a native signature does not verify')
+      signed.push(m)
+    }
+  }))
+  let jsOps = 0
+  for (let i = 0; i < 30; i++) {
+    t.equal(await codeOf(other.sign('mx-none', 'ecdsa-sha256', tls13Input())), 'KEYD_ERR_KEY_NOT_FOUND')
+    const batch = await other.signBatch([{ name: 'mx-ec', algorithm: 'ecdsa-sha256', message: tls13Input() }, { name: 'mx-ec', algorithm: 'ecdsa-sha256', message: tls13Input() }])
+    t.equal(batch.length, 2)
+    jsOps += 3
+    if (i % 10 === 0) { await keyd.admin.createKey(`mx-k${i}`, 'ec-p256', 'tls-server'); jsOps++ }
+  }
+  stop = true
+  await natives
+  const native = await stopCounting(keyd)
+  t.ok(native >= signed.length && signed.length > 0, `native signatures (${native}) alongside ${jsOps} JavaScript operations`)
+  const lines = readFileSync(join(home, 'keyd', 'audit.log'), 'utf8').split('\n').filter(l => l !== '')
+  const all = lines.map(l => JSON.parse(l) as AuditEntry)
+  t.same(all.map(e => e.seq), all.map((_, i) => i + 1), 'seq runs 1..n without a gap or a repeat')
+  t.ok(lines.every((l, i) => lineOf((all[i] as AuditEntry).chain, canonical(all[i] as AuditEntry)) === l + '\n'), 'every line, native or not, is byte for byte what JavaScript\'s writer makes of its record')
+  t.ok(all.every(e => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/.test(e.time)), 'every time in toISOString form')
+  const nativeSeqs = all.filter(e => e.op === 'SIGN' && e.key === 'mx-ec' && e.result === 'ok').map(e => e.seq)
+  const jsSeqs = all.filter(e => e.op === 'SIGN_BATCH' || e.result === 'KEY_NOT_FOUND').map(e => e.seq)
+  t.equal(jsSeqs.length, 90, 'every refused SIGN and batch entry is there')
+  const first = nativeSeqs[0] ?? 0
+  const last = nativeSeqs.at(-1) ?? 0
+  t.ok(jsSeqs.some(s => s > first && s < last), 'JavaScript entries fall between native ones (one chain, one order)')
+  const logged = new Set(all.map(e => e.msgSha256))
+  t.ok(signed.every(m => logged.has(sha256(m))), `each of the ${signed.length} native signatures has its entry`)
+  const v = await auditVerify(home)
+  t.equal(v.code, 0, v.out.trim())
 })
 
 t.test('refusals are today\'s codes, and a key change reaches the very next SIGN', async t => {
@@ -231,16 +287,19 @@ t.test('kill -9 under native signing load: the audit log verifies after the rest
     const keyd = await startKeyd(home)
     if (round === 0) await keyd.admin.createKey('k9-ec', 'ec-p256', 'tls-server')
     const clients = Array.from({ length: 4 }, () => keyd.client('proxy'))
-    let answered = 0
+    const answered: Buffer[] = []
     const load = Promise.all(clients.map(async c => {
-      for (;;) { await c.sign('k9-ec', 'ecdsa-sha256', tls13Input()); answered++ }
+      for (;;) { const m = tls13Input(); await c.sign('k9-ec', 'ecdsa-sha256', m); answered.push(m) }
     })).catch(() => {})
-    await until(() => answered >= 200 + round * 100)
+    await until(() => answered.length >= 200 + round * 100)
     await keyd.stop('SIGKILL')
     await load
     for (const c of clients) c.close()
     const v = await auditVerify(home)
-    t.equal(v.code, 0, `round ${round}: ${answered} answered before the kill; ${v.out.trim()}`)
+    t.equal(v.code, 0, `round ${round}: ${answered.length} answered before the kill; ${v.out.trim()}`)
+    // The native path writes each entry before its answer: a kill loses none of the answered ones.
+    const logged = loggedHashes(home)
+    t.equal(answered.filter(m => !logged.has(sha256(m))).length, 0, `round ${round}: every answered signature is in the log`)
   }
   const keyd = await startKeyd(home)
   t.teardown(() => keyd.stop())
@@ -248,6 +307,51 @@ t.test('kill -9 under native signing load: the audit log verifies after the rest
   t.teardown(() => proxy.close())
   await proxy.sign('k9-ec', 'ecdsa-sha256', tls13Input())
   t.pass('signs after the restarts')
+})
+
+t.test('an audit write that fails on the native path fails closed, leaves no partial entry, and keyd serves natively again once it can write', async t => {
+  // A file size limit on keyd (prlimit; the native path ignores SIGXFSZ, so the write fails with EFBIG
+  // part-way): the same failure as a full disk, without root.
+  try { execFileSync('prlimit', ['--version'], { stdio: 'pipe' }) } catch { t.comment('prlimit (util-linux) not installed: skipped'); t.pass('skipped'); return }
+  const home = tempHome()
+  t.teardown(() => rmSync(home, { recursive: true, force: true }))
+  const keyd = await startKeyd(home, ['--metrics-port', '0'])
+  t.teardown(() => keyd.stop())
+  const ready = await keyd.waitFor(o => o.msg === 'keyd ready')
+  const health = async (): Promise<number> => (await fetch(`http://127.0.0.1:${ready.metricsPort as number}/healthz`)).status
+  await keyd.admin.createKey('fz-ec', 'ec-p256', 'tls-server')
+  const proxy = keyd.client('proxy')
+  t.teardown(() => proxy.close())
+  const answered: Buffer[] = []
+  for (let i = 0; i < 5; i++) { const m = tls13Input(); await proxy.sign('fz-ec', 'ecdsa-sha256', m); answered.push(m) }
+  const log = join(home, 'keyd', 'audit.log')
+  const size = statSync(log).size
+  const pid = String(keyd.proc.pid)
+  // Room for part of one more entry, not a whole one.
+  execFileSync('prlimit', ['--pid', pid, `--fsize=${size + 60}:unlimited`])
+  t.teardown(() => { try { execFileSync('prlimit', ['--pid', pid, '--fsize=unlimited:unlimited'], { stdio: 'pipe' }) } catch { /* keyd is gone */ } })
+  t.equal(await codeOf(proxy.sign('fz-ec', 'ecdsa-sha256', tls13Input())), 'KEYD_ERR_AUDIT_UNAVAILABLE', 'the SIGN whose entry could not be written is refused (keyd ignores SIGXFSZ: the write fails with EFBIG)')
+  await keyd.waitFor(o => o.msg === 'audit log write failed on the native SIGN path: nothing was answered for it; the chain is back in JavaScript')
+  t.equal(statSync(log).size, size, 'the part written was cut back: the log ends with its last whole entry')
+  t.equal(await codeOf(proxy.sign('fz-ec', 'ecdsa-sha256', tls13Input())), 'KEYD_ERR_AUDIT_UNAVAILABLE', 'fail-closed: nothing is signed meanwhile')
+  t.equal(await health(), 503, '/healthz 503')
+  execFileSync('prlimit', ['--pid', pid, '--fsize=unlimited:unlimited'])
+  let back: Buffer | undefined
+  for (const deadline = Date.now() + 15_000; back === undefined && Date.now() < deadline;) {
+    const m = tls13Input()
+    back = await proxy.sign('fz-ec', 'ecdsa-sha256', m).then(r => { answered.push(m); return r.signature }, () => undefined)
+    if (back === undefined) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.ok(back !== undefined, 'keyd signs again by itself once it can write')
+  for (let i = 0; i < 5; i++) { const m = tls13Input(); await proxy.sign('fz-ec', 'ecdsa-sha256', m); answered.push(m) }
+  t.equal(await health(), 200, '/healthz 200 again')
+  const native = await stopCounting(keyd)
+  t.equal(native, answered.length, `every answered signature was native, after the recovery too (${native}): the chain went back to C`)
+  const logged = loggedHashes(home)
+  t.ok(answered.every(m => logged.has(sha256(m))), 'every answered signature is in the log')
+  t.ok(readFileSync(log, 'utf8').endsWith('\n'), 'no partial entry')
+  const v = await auditVerify(home)
+  t.equal(v.code, 0, v.out.trim())
 })
 
 t.test('--no-native-sign, --audit fsync: every signature is made in JavaScript', async t => {

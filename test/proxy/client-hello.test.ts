@@ -18,13 +18,13 @@ function feed (bytes: Buffer, size: number): { verdict: ReturnType<ClientHelloRe
 }
 
 t.test('server name and TLS 1.3 offer of real ClientHellos, however framed and chunked', async t => {
-  t.same(readClientHello(frame(hello13, 16_384)), { status: 'ok', serverName: 'api.Example.test', offersTls13: true })
-  t.same(readClientHello(frame(hello12, 16_384)), { status: 'ok', serverName: 'b.test', offersTls13: false })
-  t.same(readClientHello(frame(noSni, 16_384)), { status: 'ok', serverName: undefined, offersTls13: true })
+  t.same(readClientHello(frame(hello13, 16_384)), { status: 'ok', serverName: 'api.Example.test', offersTls13: true, offersTicket: false })
+  t.same(readClientHello(frame(hello12, 16_384)), { status: 'ok', serverName: 'b.test', offersTls13: false, offersTicket: false })
+  t.same(readClientHello(frame(noSni, 16_384)), { status: 'ok', serverName: undefined, offersTls13: true, offersTicket: false })
   for (const [records, chunk] of [[1, 1], [1, 7], [3, 1000], [100, 1], [16_384, 1], [16_384, 3]] as const) {
     const bytes = frame(hello13, records, records % 2 === 0 ? 0x0303 : 0x0301)
     const r = feed(bytes, chunk)
-    t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true }, `records of ${records}, chunks of ${chunk}`)
+    t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true, offersTicket: false }, `records of ${records}, chunks of ${chunk}`)
     t.ok(r.bytes.equals(bytes), 'hands on every byte, unchanged')
   }
   t.same(readClientHello(frame(hello13, 16_384).subarray(0, 3)), { status: 'partial' })
@@ -42,7 +42,7 @@ t.test('the largest ClientHello OpenSSL reads, in one-byte records: routed, in l
     const t0 = process.cpuUsage()
     const r = feed(bytes, chunk)
     const used = process.cpuUsage(t0)
-    t.same(r.verdict, { status: 'ok', serverName: 'b.test', offersTls13: false })
+    t.same(r.verdict, { status: 'ok', serverName: 'b.test', offersTls13: false, offersTicket: false })
     return (used.user + used.system) / 1000
   }
   time(half, 65_536) // warm up
@@ -93,7 +93,7 @@ t.test('empty records: accepted as OpenSSL accepts them (32 in a row), not kept'
   }
   const withEmpties = Buffer.concat(parts)
   const r = feed(withEmpties, 13)
-  t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true })
+  t.same(r.verdict, { status: 'ok', serverName: 'api.Example.test', offersTls13: true, offersTicket: false })
   t.ok(r.bytes.equals(framed), 'runs of empty records are dropped from the bytes handed on')
   const partial = new ClientHelloReader()
   partial.push(Buffer.concat([frame(hello13, 50).subarray(0, 55), empty(2), Buffer.from([22, 3])]))
@@ -126,4 +126,26 @@ t.test('any framing, any chunking: the same verdict, and the bytes handed on are
     }
   }
   t.pass('300 random framings and chunkings')
+})
+
+t.test('a first flight in one chunk (read in place) gets the verdict and bytes of the record-by-record path', async t => {
+  const record = (payload: Buffer, version = 0x0301): Buffer => Buffer.concat([Buffer.from([22, version >> 8, version & 0xff, payload.length >> 8, payload.length & 0xff]), payload])
+  const flights: Array<[string, Buffer]> = [
+    ['one record', frame(hello13, 16_384)],
+    ['one record, then another record in the same chunk', Buffer.concat([frame(hello12, 16_384), Buffer.from([20, 3, 3, 0, 1, 1])])],
+    ['a record holding the hello and more bytes after it', record(Buffer.concat([hello13, Buffer.from([1, 2, 3])]))],
+    ['the hello spread over two records', frame(hello13, hello13.length - 10)],
+    ['a record longer than the chunk', record(hello13).subarray(0, hello13.length)],
+    ['an empty record first', Buffer.concat([Buffer.from([22, 3, 1, 0, 0]), frame(hello13, 16_384)])],
+    ['not a ClientHello', record(Buffer.concat([Buffer.from([2]), hello13.subarray(1)]))],
+    ['a hello body longer than its record says', record(Buffer.concat([hello13.subarray(0, 1), Buffer.from([0, 0xff, 0xff]), hello13.subarray(4)]))],
+    ['record version 4', record(hello13, 0x0401)]
+  ]
+  for (const [what, flight] of flights) {
+    const whole = new ClientHelloReader()
+    const v = whole.push(flight)
+    const slow = feed(flight, 1)
+    t.same(v, slow.verdict, `${what}: same verdict`)
+    t.ok(whole.bytes().equals(slow.bytes), `${what}: same bytes handed on`)
+  }
 })

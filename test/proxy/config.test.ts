@@ -33,8 +33,8 @@ t.test('defaults fill what the file leaves out', async t => {
     balance: { policy: 'round_robin', hashOn: 'client', hashKey: null },
     outlier: { consecutiveFailures: 5, baseEjectionMs: 10_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 },
     retry: { attempts: 1, retryOn: [502, 503], budgetPercent: 20, minRetries: 3 },
-    // Edge HTTP defaults: in the access log, no body or rate limit, WebSockets idle 5 min.
-    accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketIdleMs: 300_000,
+    // Edge HTTP defaults: in the access log, no body, rate or WebSocket limit, WebSockets idle 5 min.
+    accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketsPerClient: 0, webSocketIdleMs: 300_000,
     // HTTP/1.1 to the targets unless told h2c or h2.
     upstreamProtocol: 'http1'
   })
@@ -98,7 +98,7 @@ t.test('unknown keys are rejected with a hint', async t => {
     'upstreams: unknown key, each route has its own "upstream": see "routes"',
     'http2s: unknown key, did you mean "http2"?',
     'tls.sessionTimeout: unknown key, use "sessionTimeoutSeconds"',
-    'tls.zzz: unknown key (known keys: minVersion, maxVersion, ciphers, strictSni, defaultCertificate, sessionTimeoutSeconds, sessionTickets, ticketRotationSeconds, ticketPreviousKeys, sessionCacheSize, contextCacheSize)',
+    'tls.zzz: unknown key (known keys: minVersion, maxVersion, ciphers, groups, strictSni, defaultCertificate, sessionTimeoutSeconds, sessionTickets, ticketRotationSeconds, ticketPreviousKeys, sessionCacheSize, contextCacheSize)',
     'routes[0].timeout: unknown key, use "timeoutMs" (milliseconds)',
     'routes[0].upstrem: unknown key, did you mean "upstream"?'
   ])

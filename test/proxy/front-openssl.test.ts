@@ -44,7 +44,7 @@ t.teardown(async () => { for (const e of edges) await e.server.close(100) })
 
 // OpenSSL alone: a Node TLS server with entry a's context options (versions, ciphers, certificate).
 const options = loadCertificate(defined(reading.certificates[0], 'entry a'), reading.tls, log).options
-const plain = createTlsServer({ ...options, secureOptions: constants.SSL_OP_NO_RENEGOTIATION, ALPNProtocols: ['h2', 'http/1.1'] }, s => s.end())
+const plain = createTlsServer({ ...options, secureOptions: constants.SSL_OP_NO_RENEGOTIATION | constants.SSL_OP_PRIORITIZE_CHACHA, ALPNProtocols: ['h2', 'http/1.1'] }, s => s.end())
 plain.on('tlsClientError', () => {})
 plain.listen(0, '127.0.0.1')
 await once(plain, 'listening')

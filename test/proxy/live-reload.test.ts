@@ -6,7 +6,7 @@
 // reported and kept; an invalid config changes nothing and is refused with its field path.
 import { once } from 'node:events'
 import { rmSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest, type ServerResponse } from 'node:http'
+import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
@@ -16,6 +16,7 @@ import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
 import { until } from '../helpers/wait.js'
+import { admin as adminCall, type AdminReply } from '../helpers/rotation.js'
 
 /** A target answering `{"name"}`; `/long` is held until `release()`; `/healthz` hangs when `hangHealth`. */
 interface Target {
@@ -100,18 +101,7 @@ const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)
 const origin = `https://127.0.0.1:${port}`
 const connect = { ca: cert.certPem, servername: 'localhost' }
 
-async function admin (path: string, method = 'GET'): Promise<{ status: number, body: string }> {
-  return await new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port: adminPort, path, method }, res => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (s: string) => { body += s })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const admin = async (path: string, method = 'GET'): Promise<AdminReply> => await adminCall(adminPort, path, method)
 const logged = (pred: (o: Record<string, unknown>) => boolean): number => proxy.lines.filter(l => { try { return pred(JSON.parse(l)) } catch { return false } }).length
 const healthy = async (url: string): Promise<number> => metric((await admin('/metrics')).body, 'edge_upstream_healthy', { route: '*/', target: url })
 

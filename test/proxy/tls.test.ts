@@ -116,3 +116,33 @@ t.test('strict SNI refuses unknown names and counts them; known names and no-SNI
   t.match(selections, /match="exact"} 3/)
   t.match(selections, /match="wildcard"} 1/)
 })
+
+t.test('tls.groups: the key exchange follows the list, a client sharing no group gets handshake_failure, a reload changes it', async t => {
+  const { log } = capture()
+  const settings = (groups?: string): Record<string, unknown> => ({
+    listen: { host: '127.0.0.1', port: 0 },
+    ...(groups === undefined ? {} : { tls: { groups } }),
+    certificates: [{ name: 'a', serverNames: ['a.test'], files: [{ cert: a.cert, key: a.key }] }],
+    routes: [{ upstream: 'http://127.0.0.1:1' }]
+  })
+  const config = validateConfig(settings('P-256'), { baseDir: home })
+  const server = await startProxyServer({ config, log, registry: new Registry() })
+  t.teardown(async () => await server.close(100))
+  // The group the client ends up using; its own default offers X25519MLKEM768, X25519 and more.
+  const group = async (ecdhCurve?: string): Promise<string> => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: server.port, servername: 'a.test', ca: [a.certPem], checkServerIdentity: () => undefined, minVersion: 'TLSv1.3', ...(ecdhCurve === undefined ? {} : { ecdhCurve }) })
+    try {
+      await once(socket, 'secureConnect')
+      return String((socket.getEphemeralKeyInfo() as { name?: string } | null)?.name)
+    } finally {
+      socket.destroy()
+    }
+  }
+  t.equal(await group(), 'prime256v1', 'P-256 only: chosen over the client\'s X25519 and X25519MLKEM768')
+  await t.rejects(group('X25519'), { code: 'ERR_SSL_SSL/TLS_ALERT_HANDSHAKE_FAILURE' }, 'a client offering no listed group gets handshake_failure')
+  server.reload(undefined, validateConfig(settings('X25519:P-256'), { baseDir: home }).tls).commit()
+  t.equal(await group(), 'X25519', 'after a reload, the new list')
+  server.reload(undefined, validateConfig(settings(), { baseDir: home }).tls).commit()
+  t.equal(await group(), 'X25519MLKEM768', 'the default (auto): OpenSSL 3.5 prefers the post-quantum hybrid')
+  t.equal(await group('X25519'), 'X25519')
+})

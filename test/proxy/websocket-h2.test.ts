@@ -3,96 +3,32 @@
 // echoed). The HTTP/2 client waits for SETTINGS_ENABLE_CONNECT_PROTOCOL, then sends the CONNECT;
 // frames go both ways; the idle timeout closes the stream; metrics count it; refusals; and the
 // HTTP/1.1 upgrade on the same listener still works.
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { rmSync } from 'node:fs'
-import { createServer, type IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { connect as h2connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
-import type { AddressInfo, Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import t from 'tap'
 import { adminMetrics, metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
 import { within } from '../helpers/wait.js'
 import { selfSigned, startWebSocketProxy } from '../helpers/proxy-fixtures.js'
-
-interface Frame { opcode: number, payload: Buffer }
-
-/** One WebSocket frame (FIN set); client frames are masked (RFC 6455 §5.3). */
-function encode (opcode: number, payload: Buffer, masked: boolean): Buffer {
-  const len = payload.length
-  const head = len < 126 ? Buffer.from([0x80 | opcode, len]) : len < 65536 ? Buffer.from([0x80 | opcode, 126, len >> 8, len & 0xff]) : Buffer.concat([Buffer.from([0x80 | opcode, 127]), (() => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(len)); return b })()])
-  if (!masked) return Buffer.concat([head, payload])
-  head[1] = (head[1] ?? 0) | 0x80
-  const mask = randomBytes(4)
-  const body = Buffer.from(payload)
-  for (let i = 0; i < body.length; i++) body[i] = (body[i] ?? 0) ^ (mask[i % 4] ?? 0)
-  return Buffer.concat([head, mask, body])
-}
-
-/** Parses the frames of a byte stream as they come. */
-function decoder (onFrame: (f: Frame) => void): (chunk: Buffer) => void {
-  let buf = Buffer.alloc(0)
-  return chunk => {
-    buf = Buffer.concat([buf, chunk])
-    for (;;) {
-      if (buf.length < 2) return
-      const b1 = buf[1] ?? 0
-      let len = b1 & 0x7f
-      let off = 2
-      if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4 }
-      if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10 }
-      const masked = (b1 & 0x80) !== 0
-      const mask = masked ? buf.subarray(off, off + 4) : undefined
-      if (masked) off += 4
-      if (buf.length < off + len) return
-      const payload = Buffer.from(buf.subarray(off, off + len))
-      if (mask !== undefined) for (let i = 0; i < payload.length; i++) payload[i] = (payload[i] ?? 0) ^ (mask[i % 4] ?? 0)
-      onFrame({ opcode: (buf[0] ?? 0) & 0x0f, payload })
-      buf = buf.subarray(off + len)
-    }
-  }
-}
+import { decoder, echoUpstream, encode, type Frame } from '../helpers/websocket.js'
 
 // The upstream: a WebSocket server (HTTP/1.1) that checks the handshake and echoes each frame back unmasked.
 const home = tempHome('keyedge-ws-h2-')
 const cert = selfSigned(home, 'localhost', ['localhost'])
-const seen: IncomingMessage[] = []
-const upstreamSockets = new Set<Socket>()
-const upstream = createServer((_req, res) => res.end('plain'))
-upstream.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-  seen.push(req)
-  upstreamSockets.add(socket)
-  const key = req.headers['sec-websocket-key']
-  if (typeof key !== 'string' || Buffer.from(key, 'base64').length !== 16 || req.headers['sec-websocket-version'] !== '13') {
-    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n')
-    return
-  }
-  if (req.url === '/refuse') {
-    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nno')
-    return
-  }
-  const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64')
-  socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n`)
-  const feed = decoder(f => {
-    if (f.opcode === 0x8) socket.end(encode(0x8, f.payload, false))
-    else socket.write(encode(f.opcode, f.payload, false))
-  })
-  if (head.length > 0) feed(head)
-  socket.on('data', feed)
-  socket.on('error', () => {})
-})
-upstream.listen(0, '127.0.0.1')
-await once(upstream, 'listening')
-const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
+const up = await echoUpstream({ protocol: 'chat' })
+const seen = up.seen
+const upstreamUrl = up.url
 
 const { proxy, port, adminPort } = await startWebSocketProxy(home, cert, ['localhost'], 'localhost', upstreamUrl)
 const sessions: ClientHttp2Session[] = []
 t.teardown(async () => {
   for (const s of sessions) s.destroy()
   await proxy.stop('SIGKILL')
-  for (const s of upstreamSockets) s.destroy()
-  upstream.close()
+  up.close()
   rmSync(home, { recursive: true, force: true })
 })
 

@@ -1,5 +1,5 @@
 // In-process tests of the token endpoint's pure parts: buckets, thumbprints, canonical requests,
-// request policy and the `token` config section.
+// request policy, the issuer of an endpoint on port 0 and the `token` config section.
 import t from 'tap'
 import { generateKeyPairSync } from 'node:crypto'
 import { calculateJwkThumbprint, type JWK } from 'jose'
@@ -7,6 +7,7 @@ import { TokenBucket, Admission } from '../../src/token/admission.js'
 import { jwkThumbprint, publicJwk, canonicalJson } from '../../src/token/jws.js'
 import { parseTokenRequest } from '../../src/token/request.js'
 import { retiredKeyExpiresAtMs } from '../../src/token/keys.js'
+import { boundIssuer } from '../../src/token/server.js'
 import { validateConfig } from '../../src/config/validate.js'
 import { ConfigInvalidError } from '../../src/errors.js'
 import { errorCode } from '../../lib/errors.js'
@@ -88,4 +89,13 @@ t.test('config: the token section is validated with exact field paths', async t 
     /exactly one key must have the role "active"[\s\S]*secretSha256: must be 64 hex[\s\S]*"exp" is set by the endpoint/)
   t.match(problems({ issuer: 'https://x', keys: [{ name: 'a' }], callers: [{ name: 'c', clientCertSha256: 'ab'.repeat(32), audiences: ['x'] }] }, { keyd: undefined }).join('\n'),
     /token: needs a "keyd" section[\s\S]*clientCertSha256: needs "token.tls.clientCa"/)
+})
+
+t.test('an endpoint on port 0 adds the port it got to a loopback issuer without one, and only there', async t => {
+  t.equal(boundIssuer('http://localhost', 0, 41234), 'http://localhost:41234')
+  t.equal(boundIssuer('http://127.0.0.1/auth', 0, 41234), 'http://127.0.0.1:41234/auth', 'a path is kept')
+  t.equal(boundIssuer('http://[::1]', 0, 41234), 'http://[::1]:41234')
+  t.equal(boundIssuer('http://localhost:8444', 0, 41234), 'http://localhost:8444', 'a port the issuer names is kept')
+  t.equal(boundIssuer('https://tokens.example', 0, 41234), 'https://tokens.example', 'a public issuer is kept (the endpoint may sit behind a proxy)')
+  t.equal(boundIssuer('http://localhost', 8444, 8444), 'http://localhost', 'a configured port changes nothing')
 })

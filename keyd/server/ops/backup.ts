@@ -23,12 +23,6 @@ function wireErrors<T> (f: () => T): T {
   }
 }
 
-/** Whether an export answer hands out the bundle's last byte (backup health: the export is complete). */
-function lastChunk (answer: { json: string, payload: Buffer }): boolean {
-  const a = JSON.parse(answer.json) as { size?: number, offset?: number }
-  return typeof a.size === 'number' && typeof a.offset === 'number' && a.offset + answer.payload.length >= a.size
-}
-
 export const backupOps: OpEntry[] = [
   {
     op: Op.BACKUP_EXPORT,
@@ -37,8 +31,9 @@ export const backupOps: OpEntry[] = [
       const backup = service(ctx)
       const req = decodeBackupExportRequest(items)
       const answer = wireErrors(() => backup.exportChunk(ctx.keystore, req))
-      if (ctx.metrics != null && lastChunk(answer)) ctx.metrics.backupExported()
-      return encodeBackupExportResponse(answer)
+      // The service says whether this chunk completes the export: its JSON is not parsed back.
+      if (ctx.metrics != null && answer.last) ctx.metrics.backupExported()
+      return encodeBackupExportResponse({ json: answer.json, payload: answer.payload })
     }
   },
   {
@@ -48,9 +43,8 @@ export const backupOps: OpEntry[] = [
       const backup = service(ctx)
       const req = decodeBackupRestoreRequest(items)
       const answer = wireErrors(() => backup.restoreChunk(ctx.keystore, req))
-      // Only a commit answers with "keys" (a chunk upload answers with "received").
-      if (ctx.metrics != null && 'keys' in (JSON.parse(answer.json) as object)) ctx.metrics.backupRestored()
-      return encodeBackupRestoreResponse(answer)
+      if (ctx.metrics != null && answer.committed) ctx.metrics.backupRestored()
+      return encodeBackupRestoreResponse({ json: answer.json })
     }
   }
 ]
