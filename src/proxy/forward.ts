@@ -10,7 +10,7 @@
 // upstreams — go through Node's request/response objects and undici's `request()`.
 
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
+import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import type { Dispatcher } from 'undici'
@@ -102,7 +102,8 @@ function streamGone (req: ClientRequest): boolean {
 
 /** Cuts a response whose headers are out: HTTP/2 resets the stream, HTTP/1.1 drops the connection. */
 function cutResponse (req: ClientRequest, res: ClientResponse): void {
-  if (req.httpVersionMajor >= 2) resetStream((req as Http2ServerRequest).stream)
+  // RST_STREAM INTERNAL_ERROR, as on the direct path (h2-guard.ts failStream); the compatibility layer waits for trailers, so close() sends no END_STREAM first.
+  if (req.httpVersionMajor >= 2) resetStream((req as Http2ServerRequest).stream, h2constants.NGHTTP2_INTERNAL_ERROR)
   else res.destroy()
 }
 

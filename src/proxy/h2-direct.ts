@@ -27,7 +27,7 @@ import { clientAddress } from './client-address.js'
 import { ANSWERS, countedBody, errorCode, failureAnswer, leaveGeneration, requestPath, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders, withoutHopByHop, type OutgoingHeaders } from './forward-headers.js'
 import { isGrpc } from './grpc.js'
-import { cancelStream } from './h2-guard.js'
+import { failStream } from './h2-guard.js'
 import { watchStreamBody, type StreamBodyWatch } from './request-body.js'
 import { observe } from './request-metrics.js'
 import type { RouteLimits } from './route-limits.js'
@@ -262,7 +262,7 @@ class Exchange implements UpstreamSink {
     const stream = this.#stream
     if (stream.destroyed || stream.closed) return
     if (this.#responded) {
-      cancelStream(stream)
+      failStream(stream)
       return
     }
     const text = JSON.stringify(body)
@@ -362,7 +362,7 @@ class Exchange implements UpstreamSink {
       // Headers are gone already: all that can be done is to cut the client off.
       this.#ctx.log.warn({ upstream: this.#rec.upstream, code: failure.code }, 'upstream response body failed')
       this.settle(failure.outcome === 'gateway_timeout' ? 'gateway_timeout' : 'bad_gateway')
-      cancelStream(stream)
+      failStream(stream)
       return
     }
     this.settle(failure.outcome)

@@ -4,7 +4,6 @@
 // open stream for `http2IdleMs`: GOAWAY, then close).
 
 import { constants, type Http2Stream, type SecureServerOptions, type ServerHttp2Session } from 'node:http2'
-import { setTimeout as delay } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import { Counter, type Registry } from 'prom-client'
 import type { LimitsConfig, TimeoutsConfig } from '../config/types.js'
@@ -23,21 +22,17 @@ export function resetStream (stream: Http2Stream, code: number = constants.NGHTT
 }
 
 /**
- * Node's own AbortError class (not exported): a stream destroyed with one is reset with CANCEL,
- * the only way to reset a stream without first ending its writable side.
+ * Cuts a response the proxy cannot finish (its upstream failed after the headers went out): RST_STREAM
+ * INTERNAL_ERROR, as nginx sends; a gRPC client reads it as INTERNAL, not as its own cancellation.
+ * Node resets a stream destroyed with an error with INTERNAL_ERROR, dropping what it has not sent yet
+ * and without ending the writable side first: close() would, so the client would see END_STREAM (a
+ * response cut short of its content-length: a PROTOCOL_ERROR on its side) before the reset. The
+ * stream must have an 'error' listener.
  */
-const AbortErrorClass = await delay(0, undefined, { signal: AbortSignal.abort() }).then(() => Error, (err: unknown) => err instanceof Error ? err.constructor as new () => Error : Error)
-
-/**
- * Resets `stream` with CANCEL on the proxy's own initiative, dropping what it has not sent yet. For a
- * stream whose response does not wait for trailers: resetStream() ends the writable side first, so
- * the client would see END_STREAM (a response cut short of its content-length: a PROTOCOL_ERROR on
- * its side) before the reset. The compatibility layer always waits for trailers, so it never does.
- */
-export function cancelStream (stream: Http2Stream): void {
+export function failStream (stream: Http2Stream): void {
   if (stream.destroyed || stream.closed) return
   resetByUs.add(stream)
-  stream.destroy(new AbortErrorClass())
+  stream.destroy(new Error('the response was cut: its upstream failed'))
 }
 
 export interface Http2Guard {
