@@ -83,6 +83,9 @@ export const CHECKS = {
     ? `"${s}" is set by the endpoint, never by a caller`
     : CLAIM_NAME.test(s) ? undefined : `"${s}" is not a claim name`,
   'iso-date': (s: string) => Number.isNaN(Date.parse(s)) ? 'must be an ISO 8601 date, e.g. "2026-11-30T12:00:00Z"' : undefined,
+  'header-value': (s: string) => /^[\t\x20-\x7e\x80-\xff]*$/.test(s) && s.trim() === s
+    ? undefined
+    : 'must be printable text without line breaks, and without leading or trailing spaces',
   'header-name': (s: string) => !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(s)
     ? `"${s}" is not an HTTP header name`
     : /^(host|connection|content-length|transfer-encoding|upgrade|te|trailer|keep-alive|x-forwarded-.*|forwarded|proxy-.*)$/i.test(s)
@@ -107,6 +110,7 @@ export const CHECK_DOCS: Record<CheckName, string> = {
   issuer: 'URL',
   'sha256-hex': 'SHA-256, 64 hex digits',
   'claim-name': 'claim name',
+  'header-value': 'header value',
   'iso-date': 'ISO 8601 date',
   'header-name': 'HTTP header name'
 }

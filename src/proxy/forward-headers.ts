@@ -82,9 +82,22 @@ export function upstreamRequestHeaders (
   return out
 }
 
-/** Headers to send to the client for an upstream response. */
-export function clientResponseHeaders (upstream: Record<string, HeaderValue | undefined>): OutgoingHeaders {
-  return withoutHopByHop(upstream)
+/** A route's changes to its upstream responses (the `responseHeaders` setting). */
+export interface ResponseHeaderRules {
+  set: ReadonlyArray<{ name: string, value: string }>
+  remove: readonly string[]
+}
+
+/**
+ * Headers to send to the client for an upstream response: without hop-by-hop ones, then the route's
+ * `responseHeaders` (removed first, then set, replacing the upstream's own of that name).
+ */
+export function clientResponseHeaders (upstream: Record<string, HeaderValue | undefined>, rules?: ResponseHeaderRules): OutgoingHeaders {
+  const out = withoutHopByHop(upstream)
+  if (rules === undefined) return out
+  for (const name of rules.remove) delete out[name]
+  for (const { name, value } of rules.set) out[name] = value
+  return out
 }
 
 /** The authority a request names, or why it must be refused with 400. */

@@ -334,7 +334,7 @@ export function createForwarder (opts: {
           upstream.body.dump().catch(() => {})
           return
         }
-        const head = clientResponseHeaders(upstream.headers)
+        const head = clientResponseHeaders(upstream.headers, route.responseHeaders)
         // A gRPC trailers-only response goes on as one (grpc.ts); anything else as usual.
         if (!passTrailersOnly(req, res, upstream, head)) writeHead(res, upstream.statusCode, head)
         // Before the relay's own 'end' listener: HTTP/2 trailers go out before the response ends.

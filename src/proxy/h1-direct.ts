@@ -85,7 +85,7 @@ export class H1Exchange implements UpstreamSink {
     const res = this.#res
     if (this.#over || this.#abandoned || res.writableEnded) return true
     this.#resumeUpstream = resume
-    const head: OutgoingHeaders = clientResponseHeaders(undiciUtil.parseHeaders(rawHeaders))
+    const head: OutgoingHeaders = clientResponseHeaders(undiciUtil.parseHeaders(rawHeaders), this.#r.route.responseHeaders)
     try {
       res.writeHead(statusCode, head)
     } catch (err) {

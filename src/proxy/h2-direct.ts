@@ -291,7 +291,7 @@ class Exchange implements UpstreamSink {
     const parsed = undiciUtil.parseHeaders(rawHeaders) as Record<string, string | string[] | undefined>
     // An HTTP/1.1 answer carries trailers only in a chunked body: only then does the stream wait for them.
     const mayTrail = parsed['transfer-encoding'] !== undefined || parsed.trailer !== undefined
-    const head: OutgoingHttpHeaders = clientResponseHeaders(parsed)
+    const head: OutgoingHttpHeaders = clientResponseHeaders(parsed, (this.#route as RouteConfig).responseHeaders)
     if (head['x-request-id'] === undefined) head['x-request-id'] = rec.id
     head[':status'] = statusCode
     this.#resumeUpstream = resume

@@ -1,0 +1,112 @@
+// A route's `responseHeaders` through a real `keyedge proxy`: removed, then set (replacing the
+// upstream's own), on HTTP/1.1 and HTTP/2, on the direct paths (an HTTP/1.1 target) and on the
+// compatibility path (an h2c target); other routes and the proxy's own answers are left alone; names
+// and values are checked at load.
+import { once } from 'node:events'
+import { rmSync, writeFileSync } from 'node:fs'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import { connect as h2connect, createServer as createH2cServer, type ClientHttp2Session } from 'node:http2'
+import { request as httpsRequest } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import t from 'tap'
+import { validateConfig } from '../../src/config/index.js'
+import { tempHome } from '../helpers/paths.js'
+import { spawnCli } from '../helpers/processes.js'
+import { selfSigned } from '../helpers/proxy-fixtures.js'
+import { within } from '../helpers/wait.js'
+
+const UPSTREAM_HEADERS = { server: 'upstream/1.0', 'x-powered-by': 'php', 'strict-transport-security': 'max-age=1', 'x-keep': 'yes', 'content-type': 'text/plain' }
+const h1 = createServer((_req, res) => { res.writeHead(200, UPSTREAM_HEADERS); res.end('ok') })
+await new Promise<void>(resolve => h1.listen(0, '127.0.0.1', resolve))
+const h2c = createH2cServer()
+h2c.on('stream', stream => { stream.respond({ ':status': 200, ...UPSTREAM_HEADERS }); stream.end('ok') })
+await new Promise<void>(resolve => h2c.listen(0, '127.0.0.1', resolve))
+const origin = (s: { address: () => unknown }): string => `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+
+const home = tempHome('keyedge-resp-headers-')
+const cert = selfSigned(home, 'localhost', ['localhost'])
+const rules = {
+  set: [{ name: 'Strict-Transport-Security', value: 'max-age=31536000; includeSubDomains' }, { name: 'x-frame-options', value: 'DENY' }],
+  remove: ['server', 'X-Powered-By']
+}
+const settings = (responseHeaders: unknown = rules): Record<string, unknown> => ({
+  listen: { host: '127.0.0.1', port: 0 },
+  workers: 1,
+  certificates: [{ name: 'localhost', serverNames: ['localhost'], files: [{ cert: cert.cert, key: cert.key }] }],
+  routes: [
+    { pathPrefix: '/h1', upstream: origin(h1), responseHeaders },
+    { pathPrefix: '/h2c', upstream: origin(h2c), upstreamProtocol: 'h2c', responseHeaders },
+    { pathPrefix: '/plain', upstream: origin(h1) }
+  ],
+  admin: { port: 0, drainDelayMs: 0 }
+})
+const configFile = join(home, 'proxy.json')
+writeFileSync(configFile, JSON.stringify(settings()))
+const proxy = spawnCli(['proxy', '--config', configFile])
+const sessions: ClientHttp2Session[] = []
+t.teardown(async () => {
+  for (const s of sessions) s.destroy()
+  await proxy.stop('SIGKILL')
+  h1.close()
+  h2c.close()
+  rmSync(home, { recursive: true, force: true })
+})
+const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
+
+async function viaH1 (path: string): Promise<{ status: number, headers: IncomingHttpHeaders }> {
+  const req = httpsRequest({ host: '127.0.0.1', port, path, servername: 'localhost', ca: cert.certPem, agent: false })
+  req.end()
+  const [res] = await within(once(req, 'response'), 10_000, `HTTP/1.1 ${path}`) as [IncomingMessage]
+  res.resume()
+  return { status: res.statusCode ?? 0, headers: res.headers }
+}
+
+async function viaH2 (path: string): Promise<{ status: number, headers: Record<string, unknown> }> {
+  const s = h2connect(`https://localhost:${port}`, { ca: cert.certPem })
+  sessions.push(s)
+  s.on('error', () => {})
+  const stream = s.request({ ':path': path })
+  stream.on('error', () => {})
+  const [headers] = await within(once(stream, 'response'), 10_000, `HTTP/2 ${path}`) as [Record<string, unknown>]
+  stream.resume()
+  return { status: Number(headers[':status']), headers }
+}
+
+const changed = (headers: Record<string, unknown>): Record<string, unknown> => ({
+  hsts: headers['strict-transport-security'], frame: headers['x-frame-options'], server: headers.server, powered: headers['x-powered-by'], keep: headers['x-keep']
+})
+const WANT = { hsts: 'max-age=31536000; includeSubDomains', frame: 'DENY', server: undefined, powered: undefined, keep: 'yes' }
+
+t.test('removed, then set (replacing the upstream\'s own), on every path', async t => {
+  for (const [what, get] of [['HTTP/1.1, direct path', async () => await viaH1('/h1/x')], ['HTTP/2, direct path', async () => await viaH2('/h1/x')],
+    ['HTTP/1.1, h2c target', async () => await viaH1('/h2c/x')], ['HTTP/2, h2c target (compatibility path)', async () => await viaH2('/h2c/x')]] as const) {
+    const r = await get()
+    t.equal(r.status, 200, what)
+    t.same(changed(r.headers), WANT, what)
+  }
+})
+
+t.test('another route, and the proxy\'s own answers, are left as they are', async t => {
+  const plain = await viaH2('/plain')
+  t.same(changed(plain.headers), { hsts: 'max-age=1', frame: undefined, server: 'upstream/1.0', powered: 'php', keep: 'yes' })
+  const own = await viaH1('/nowhere')
+  t.equal(own.status, 404)
+  t.equal(own.headers['strict-transport-security'], undefined)
+})
+
+t.test('names and values are checked at load', async t => {
+  const problems = (responseHeaders: unknown): string => {
+    try {
+      validateConfig(settings(responseHeaders), { baseDir: home })
+      return ''
+    } catch (err) {
+      return String(err)
+    }
+  }
+  t.match(problems({ set: [{ name: 'x-a', value: 'one\r\nx-b: two' }] }), /responseHeaders\.set\[0\]\.value: must be printable text without line breaks/)
+  t.match(problems({ set: [{ name: 'content-length', value: '1' }] }), /"content-length" is a header the proxy sets or removes itself/)
+  t.match(problems({ remove: ['bad name'] }), /is not an HTTP header name/)
+  t.match(problems({ add: [] }), /use "set"/)
+  t.equal(problems({ set: [{ name: 'x-ok', value: 'a\tb' }] }), '')
+})
