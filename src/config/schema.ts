@@ -191,13 +191,24 @@ export const HeaderSetSchema = section({
   value: text({ check: 'header-value', description: 'its value (no line breaks; e.g. `max-age=31536000; includeSubDomains`)' })
 })
 
+const HEADER_RULES_RENAMED = { add: 'use "set" (a list of { "name", "value" })', hide: 'use "remove"', delete: 'use "remove"' }
+
 export const ResponseHeadersSchema = section({
   set: list(HeaderSetSchema, { default: [], description: 'headers every upstream response of the route carries, replacing the upstream\'s own of that name (e.g. `{ "name": "strict-transport-security", "value": "max-age=31536000" }`)' }),
   remove: list(text({ check: 'header-name', transform: 'lower' }), { default: [], description: 'headers removed from every upstream response of the route (e.g. `server`, `x-powered-by`)' })
 }, {
   default: {},
   description: 'headers changed on the route\'s upstream responses, on HTTP/1.1 and HTTP/2 (nginx `add_header` and `proxy_hide_header`, Envoy `response_headers_to_add`/`_remove`): `remove` first, then `set`. The proxy\'s own answers (`404`, `429`, `502`…) are left as they are',
-  renamed: { add: 'use "set" (a list of { "name", "value" })', hide: 'use "remove"', delete: 'use "remove"' }
+  renamed: HEADER_RULES_RENAMED
+})
+
+export const RequestHeadersSchema = section({
+  set: list(HeaderSetSchema, { default: [], description: 'headers every request of the route carries upstream, replacing the client\'s own of that name (e.g. an API key the target expects)' }),
+  remove: list(text({ check: 'header-name', transform: 'lower' }), { default: [], description: 'headers of the client\'s request not passed upstream (e.g. `cookie` for a static target)' })
+}, {
+  default: {},
+  description: 'headers changed on the route\'s requests before they go upstream, WebSocket upgrades included (nginx `proxy_set_header`, Envoy `request_headers_to_add`/`_remove`): `remove` first, then `set`. The forwarding headers, `Host` and the verified client-certificate headers are the proxy\'s and cannot be named',
+  renamed: HEADER_RULES_RENAMED
 })
 
 export const RouteSchema = section({
@@ -220,6 +231,7 @@ export const RouteSchema = section({
   requestsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'requests per second per client address on this route, per worker: the refill rate of a token bucket. A request without a token gets `429` with `Retry-After`, counted in `edge_route_limit_hits_total{limit="rate"}`. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`)' }),
   requestBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many requests a client may send at once after a quiet period' }),
   webSocketsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'WebSockets one client address may hold open on this route at once, per worker (as nginx\'s `limit_conn` in a location): one more upgrade gets `429`, counted in `edge_route_limit_hits_total{limit="websockets"}`. Over HTTP/2 one connection carries any number of WebSockets, so the listener\'s `maxConnectionsPerClient` does not bound them. An upgrade also takes a token of `requestsPerSecondPerClient` like any request. See [WebSockets](#websockets)' }),
+  requestHeaders: RequestHeadersSchema,
   responseHeaders: ResponseHeadersSchema,
   webSocketIdleMs: int(1, 86_400_000, { default: 300_000, description: 'a proxied WebSocket (HTTP/1.1 `Upgrade: websocket`, or an HTTP/2 extended CONNECT) with no byte in either direction this long is closed, counted in `edge_websocket_total{event="idle_timeout"}`' })
 }, {

@@ -47,6 +47,18 @@ function first (value: HeaderValue | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value
 }
 
+/** A route's changes to its requests or responses (`requestHeaders`, `responseHeaders`). */
+export interface HeaderRules {
+  set: ReadonlyArray<{ name: string, value: string }>
+  remove: readonly string[]
+}
+
+/** Removes, then sets (replacing), as a route's rules say. */
+function applyRules (out: OutgoingHeaders, rules: HeaderRules): void {
+  for (const name of rules.remove) delete out[name]
+  for (const { name, value } of rules.set) out[name] = value
+}
+
 /**
  * Headers to send upstream for a client request. `host` is the client's Host (or :authority),
  * `peer` the client's address, `trusted` whether that peer is a trusted proxy, `socket` the
@@ -56,10 +68,12 @@ function first (value: HeaderValue | undefined): string | undefined {
  */
 export function upstreamRequestHeaders (
   incoming: IncomingHttpHeaders,
-  ctx: { host: string, peer: string, trusted: boolean, socket?: object }
+  ctx: { host: string, peer: string, trusted: boolean, socket?: object, rules?: HeaderRules }
 ): OutgoingHeaders {
   const out = withoutHopByHop(incoming)
   for (const name of Object.keys(out)) if (isClientCertHeader(name)) delete out[name]
+  // The route's rules before the verified identity: a configured value never stands in for it.
+  if (ctx.rules !== undefined) applyRules(out, ctx.rules)
   Object.assign(out, clientIdentityHeaders(ctx.socket))
   // undici refuses Expect; Node already answered 100-continue to the client.
   delete out.expect
@@ -82,21 +96,14 @@ export function upstreamRequestHeaders (
   return out
 }
 
-/** A route's changes to its upstream responses (the `responseHeaders` setting). */
-export interface ResponseHeaderRules {
-  set: ReadonlyArray<{ name: string, value: string }>
-  remove: readonly string[]
-}
 
 /**
  * Headers to send to the client for an upstream response: without hop-by-hop ones, then the route's
  * `responseHeaders` (removed first, then set, replacing the upstream's own of that name).
  */
-export function clientResponseHeaders (upstream: Record<string, HeaderValue | undefined>, rules?: ResponseHeaderRules): OutgoingHeaders {
+export function clientResponseHeaders (upstream: Record<string, HeaderValue | undefined>, rules?: HeaderRules): OutgoingHeaders {
   const out = withoutHopByHop(upstream)
-  if (rules === undefined) return out
-  for (const name of rules.remove) delete out[name]
-  for (const { name, value } of rules.set) out[name] = value
+  if (rules !== undefined) applyRules(out, rules)
   return out
 }
 

@@ -113,7 +113,7 @@ export function createH2WebSockets (opts: {
       return
     }
     stream.once('close', admitted.release)
-    const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted })
+    const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted, rules: route.requestHeaders })
     out['x-request-id'] = rec.id
     out.connection = 'upgrade'
     out.upgrade = 'websocket'

@@ -136,7 +136,7 @@ export function createWebSocketProxy (opts: {
       return
     }
     socket.once('close', admitted.release)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket, rules: route.requestHeaders })
     headers['x-request-id'] = rec.id
     headers.connection = 'upgrade'
     headers.upgrade = 'websocket'

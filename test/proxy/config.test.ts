@@ -34,7 +34,7 @@ t.test('defaults fill what the file leaves out', async t => {
     outlier: { consecutiveFailures: 5, baseEjectionMs: 10_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 },
     retry: { attempts: 1, retryOn: [502, 503], budgetPercent: 20, minRetries: 3 },
     // Edge HTTP defaults: in the access log, no body, rate or WebSocket limit, WebSockets idle 5 min.
-    accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketsPerClient: 0, responseHeaders: { set: [], remove: [] }, webSocketIdleMs: 300_000,
+    accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketsPerClient: 0, requestHeaders: { set: [], remove: [] }, responseHeaders: { set: [], remove: [] }, webSocketIdleMs: 300_000,
     // HTTP/1.1 to the targets unless told h2c or h2.
     upstreamProtocol: 'http1'
   })

@@ -1,4 +1,4 @@
-// A route's `responseHeaders` through a real `keyedge proxy`: removed, then set (replacing the
+// A route's `responseHeaders` and `requestHeaders` through a real `keyedge proxy`: removed, then set (replacing the
 // upstream's own), on HTTP/1.1 and HTTP/2, on the direct paths (an HTTP/1.1 target) and on the
 // compatibility path (an h2c target); other routes and the proxy's own answers are left alone; names
 // and values are checked at load.
@@ -17,7 +17,16 @@ import { selfSigned } from '../helpers/proxy-fixtures.js'
 import { within } from '../helpers/wait.js'
 
 const UPSTREAM_HEADERS = { server: 'upstream/1.0', 'x-powered-by': 'php', 'strict-transport-security': 'max-age=1', 'x-keep': 'yes', 'content-type': 'text/plain' }
-const h1 = createServer((_req, res) => { res.writeHead(200, UPSTREAM_HEADERS); res.end('ok') })
+// `/req…`: answers with the request headers it got, as JSON.
+const h1 = createServer((req, res) => {
+  if (req.url?.startsWith('/req') === true) {
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify(req.headers))
+    return
+  }
+  res.writeHead(200, UPSTREAM_HEADERS)
+  res.end('ok')
+})
 await new Promise<void>(resolve => h1.listen(0, '127.0.0.1', resolve))
 const h2c = createH2cServer()
 h2c.on('stream', stream => { stream.respond({ ':status': 200, ...UPSTREAM_HEADERS }); stream.end('ok') })
@@ -37,7 +46,8 @@ const settings = (responseHeaders: unknown = rules): Record<string, unknown> => 
   routes: [
     { pathPrefix: '/h1', upstream: origin(h1), responseHeaders },
     { pathPrefix: '/h2c', upstream: origin(h2c), upstreamProtocol: 'h2c', responseHeaders },
-    { pathPrefix: '/plain', upstream: origin(h1) }
+    { pathPrefix: '/plain', upstream: origin(h1) },
+    { pathPrefix: '/req', upstream: origin(h1), requestHeaders: { set: [{ name: 'X-Api-Key', value: 'from-the-proxy' }], remove: ['cookie'] } }
   ],
   admin: { port: 0, drainDelayMs: 0 }
 })
@@ -54,23 +64,31 @@ t.teardown(async () => {
 })
 const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
 
-async function viaH1 (path: string): Promise<{ status: number, headers: IncomingHttpHeaders }> {
-  const req = httpsRequest({ host: '127.0.0.1', port, path, servername: 'localhost', ca: cert.certPem, agent: false })
+const SENT = { cookie: 'session=secret', 'x-api-key': 'from-the-client' }
+
+async function viaH1 (path: string): Promise<{ status: number, headers: IncomingHttpHeaders, body: string }> {
+  const req = httpsRequest({ host: '127.0.0.1', port, path, servername: 'localhost', ca: cert.certPem, agent: false, headers: SENT })
   req.end()
   const [res] = await within(once(req, 'response'), 10_000, `HTTP/1.1 ${path}`) as [IncomingMessage]
-  res.resume()
-  return { status: res.statusCode ?? 0, headers: res.headers }
+  let body = ''
+  res.setEncoding('utf8')
+  res.on('data', (c: string) => { body += c })
+  await within(once(res, 'end'), 10_000, `HTTP/1.1 ${path} body`)
+  return { status: res.statusCode ?? 0, headers: res.headers, body }
 }
 
-async function viaH2 (path: string): Promise<{ status: number, headers: Record<string, unknown> }> {
+async function viaH2 (path: string): Promise<{ status: number, headers: Record<string, unknown>, body: string }> {
   const s = h2connect(`https://localhost:${port}`, { ca: cert.certPem })
   sessions.push(s)
   s.on('error', () => {})
-  const stream = s.request({ ':path': path })
+  const stream = s.request({ ':path': path, ...SENT })
   stream.on('error', () => {})
   const [headers] = await within(once(stream, 'response'), 10_000, `HTTP/2 ${path}`) as [Record<string, unknown>]
-  stream.resume()
-  return { status: Number(headers[':status']), headers }
+  let body = ''
+  stream.setEncoding('utf8')
+  stream.on('data', (c: string) => { body += c })
+  await within(once(stream, 'end'), 10_000, `HTTP/2 ${path} body`)
+  return { status: Number(headers[':status']), headers, body }
 }
 
 const changed = (headers: Record<string, unknown>): Record<string, unknown> => ({
@@ -93,6 +111,28 @@ t.test('another route, and the proxy\'s own answers, are left as they are', asyn
   const own = await viaH1('/nowhere')
   t.equal(own.status, 404)
   t.equal(own.headers['strict-transport-security'], undefined)
+})
+
+const problemsOf = (route: Record<string, unknown>): string => {
+  try {
+    validateConfig({ ...settings(), routes: [{ upstream: origin(h1), ...route }] }, { baseDir: home })
+    return ''
+  } catch (err) {
+    return String(err)
+  }
+}
+
+t.test('requestHeaders: removed, then set (replacing the client\'s own), before the request goes upstream', async t => {
+  for (const [what, get] of [['HTTP/1.1', async () => await viaH1('/req')], ['HTTP/2', async () => await viaH2('/req')]] as const) {
+    const seen = JSON.parse((await get()).body) as Record<string, string>
+    t.equal(seen['x-api-key'], 'from-the-proxy', `${what}: set`)
+    t.equal(seen.cookie, undefined, `${what}: removed`)
+    t.equal(seen['x-forwarded-for'], '127.0.0.1', `${what}: the forwarding headers are still the proxy's`)
+  }
+  const other = JSON.parse((await viaH1('/req/deeper')).body) as Record<string, string>
+  t.equal(other['x-api-key'], 'from-the-proxy', 'any path under the route')
+  t.match(problemsOf({ requestHeaders: { set: [{ name: 'x-forwarded-for', value: '1.2.3.4' }] } }), /"x-forwarded-for" is a header the proxy sets or removes itself/, 'the forwarding headers cannot be named')
+  t.match(problemsOf({ requestHeaders: { set: [{ name: 'host', value: 'elsewhere' }] } }), /"host" is a header the proxy sets or removes itself/)
 })
 
 t.test('names and values are checked at load', async t => {
