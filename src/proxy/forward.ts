@@ -29,12 +29,12 @@ import { createRouter } from './router.js'
 import { timeoutCounter } from './timeout-metric.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
 import { peerAddress } from '../tls/proxy-protocol.js'
-import { failedTarget, RoutePools } from './route-pool.js'
+import { RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 import { createDirectH2, type StreamHandler } from './h2-direct.js'
 import { H1Exchange } from './h1-direct.js'
-import { ANSWERS, countedBody, errorCode, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
+import { ANSWERS, countedBody, failureAnswer, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest
 export type ClientResponse = ServerResponse | Http2ServerResponse
@@ -358,18 +358,10 @@ export function createForwarder (opts: {
         sendJson(res, 413, ANSWERS.tooLarge)
         return
       }
-      const code = errorCode(err)
-      if (code === 'EDGE_ERR_NO_HEALTHY_UPSTREAM') {
-        settle('no_healthy_upstream')
-        sendJson(res, 503, ANSWERS.noHealthy)
-        return
-      }
-      const timeout = TIMEOUT_CODES.has(code ?? '')
-      settle(timeout ? 'gateway_timeout' : 'bad_gateway')
-      log.warn({ upstream: failedTarget(err) ?? `${route.host}${route.pathPrefix}`, method: req.method, code: code ?? (err instanceof Error ? err.name : 'unknown') }, timeout ? 'upstream timed out' : 'upstream request failed')
-      sendJson(res, timeout ? 504 : 502, timeout
-        ? ANSWERS.gatewayTimeout
-        : ANSWERS.badGateway)
+      const failure = failureAnswer(err)
+      settle(failure.outcome)
+      if (failure.logMessage !== undefined) log.warn({ upstream: failure.target ?? `${route.host}${route.pathPrefix}`, method: req.method, code: failure.code ?? (err instanceof Error ? err.name : 'unknown') }, failure.logMessage)
+      sendJson(res, failure.status, failure.body)
     }
     // HTTP/2: wait until the rest of this read is processed, so a RST_STREAM right behind the
     // HEADERS is seen before anything goes upstream.

@@ -11,7 +11,7 @@ import { util as undiciUtil, type Dispatcher } from 'undici'
 import type { RouteConfig } from '../config/types.js'
 import type { AccessRecord } from './access-log.js'
 import type { Target } from './balancer.js'
-import { failureAnswer, type Outcome } from './forward-common.js'
+import { ANSWERS, failureAnswer, type Outcome } from './forward-common.js'
 import { clientResponseHeaders, type OutgoingHeaders } from './forward-headers.js'
 import type { Cancel, RoutePool, UpstreamSink } from './route-pool.js'
 
@@ -93,7 +93,7 @@ export class H1Exchange implements UpstreamSink {
       this.#r.log.warn({ upstream: target.url, code: err instanceof Error && 'code' in err ? err.code : undefined }, 'upstream response headers refused')
       this.abandon()
       this.#r.settle('bad_gateway')
-      this.#r.answer(502, { error: 'bad_gateway', message: 'the upstream could not be reached or failed' })
+      this.#r.answer(502, ANSWERS.badGateway)
     }
     return true
   }
