@@ -332,6 +332,7 @@ export const TimeoutsSchema = section({
 })
 
 export const LimitsSchema = section({
+  maxConnections: int(0, 10_000_000, { default: 0, docDefault: '`0` = automatic: half the worker\'s open-file limit, after 256 kept for listeners and files', description: 'open client connections per worker, handshakes in progress included (nginx `worker_connections`, HAProxy `maxconn`): every client connection may need an upstream socket too, hence half the file limit. At the cap a new connection takes the place of the oldest idle one (an HTTP/1.1 connection without a request in flight is closed, an HTTP/2 session without an open stream gets GOAWAY), counted in `edge_connections_reclaimed_total`; when none is idle the new one is closed at accept, counted in `edge_connections_refused_total{limit="max_connections"}`. `edge_connections_open` and `edge_connections_max` show how close a worker is. About 33 KiB per idle TLS connection: set it to bound memory too' }),
   maxConnectionsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'open connections per client address, per worker' }),
   newConnectionsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'new connections per second per client address, per worker: the refill rate of a token bucket' }),
   newConnectionBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many connections a client may open at once after a quiet period' }),
@@ -339,7 +340,7 @@ export const LimitsSchema = section({
   http2MaxResetsPerSecond: int(1, 100_000, { default: 100, description: 'the rapid-reset threshold: streams a session may have reset per second (by the client\'s RST_STREAM, or for the client\'s protocol errors) before the proxy ends it with GOAWAY `ENHANCE_YOUR_CALM` and cancels every request it has in flight upstream. A token bucket per session refilled at this rate, holding `max(2 × rate, http2MaxConcurrentStreams)`, so a browser that cancels every open stream at once (navigating away) stays within it' })
 }, {
   default: {},
-  description: 'per-client-address limits on the listener (counted per worker; refusals in `edge_connections_refused_total{limit}`) and HTTP/2 session limits',
+  description: 'the worker\'s cap on open connections, per-client-address limits on the listener (counted per worker; refusals in `edge_connections_refused_total{limit}`) and HTTP/2 session limits',
   renamed: {
     maxConcurrentStreams: 'use "http2MaxConcurrentStreams"',
     http2MaxStreams: 'use "http2MaxConcurrentStreams"',

@@ -32,6 +32,19 @@ export function clientKey (address: string): string {
   return groups.slice(0, 4).map(g => parseInt(g, 16).toString(16)).join(':') + '::/64'
 }
 
+/**
+ * `edge_connections_refused_total{limit}`, one per registry: the per-client limits and the
+ * worker's cap (conn-cap.ts) count in it.
+ */
+export function refusedCounter (registry: Registry): Counter<string> {
+  return (registry.getSingleMetric('edge_connections_refused_total') as Counter<string> | undefined) ?? new Counter({
+    name: 'edge_connections_refused_total',
+    help: 'New connections closed at accept by a limit: connections_per_client (too many open), new_connections_per_client (opened too fast), max_connections (the worker\'s cap, every connection busy)',
+    labelNames: ['limit'],
+    registers: [registry]
+  })
+}
+
 interface Bucket { tokens: number, atMs: number }
 
 /** The listener's per-client limits; `admit` at accept, `release` when that connection closes. */
@@ -45,12 +58,7 @@ export class ConnectionLimits {
   constructor (o: ConnectionLimitsConfig & { registry: Registry, now?: () => number }) {
     this.#o = o
     this.#now = o.now ?? (() => performance.now())
-    this.#refused = (o.registry.getSingleMetric('edge_connections_refused_total') as Counter<string> | undefined) ?? new Counter({
-      name: 'edge_connections_refused_total',
-      help: 'New connections closed at accept by a per-client limit: connections_per_client (too many open), new_connections_per_client (opened too fast)',
-      labelNames: ['limit'],
-      registers: [o.registry]
-    })
+    this.#refused = refusedCounter(o.registry)
   }
 
   /**

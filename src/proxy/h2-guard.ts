@@ -45,6 +45,10 @@ export interface Http2Guard {
    * from now on use them; a session keeps the reset budget and stream limit it started with.
    */
   update: (timeouts: TimeoutsConfig, limits: LimitsConfig) => void
+  /** Whether a watched session has no stream open (idle, or not yet sent its first request). */
+  idle: (session: ServerHttp2Session) => boolean
+  /** Ends an idle session to make room for a new connection: GOAWAY NO_ERROR, then closed. */
+  reclaim: (session: ServerHttp2Session) => void
 }
 
 function counter (registry: Registry, name: string, help: string): Counter {
@@ -64,6 +68,8 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
   const calm = counter(opts.registry, 'edge_http2_rapid_reset_total',
     'HTTP/2 sessions sent GOAWAY ENHANCE_YOUR_CALM for resetting streams faster than limits.http2MaxResetsPerSecond')
   let lastWarn = 0
+  // Each watched session's open-stream count, read only when a connection must be reclaimed.
+  const openStreams = new WeakMap<ServerHttp2Session, () => number>()
 
   /** GOAWAY with `code`. NO_ERROR: close once the open streams are done (if ever: destroyed after a
    * short linger). Otherwise destroy the session right after the frame is out: every stream goes,
@@ -89,6 +95,8 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
       ({ requestHeadersMs, http2IdleMs } = timeouts)
       limits = next
     },
+    idle: session => openStreams.get(session)?.() === 0,
+    reclaim: session => { goaway(session, constants.NGHTTP2_NO_ERROR) },
     session (session) {
       const rate = limits.http2MaxResetsPerSecond
       // A client may cancel every stream it has open at once (a page navigated away from): allow that.
@@ -99,6 +107,7 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
       let tokens = burst
       let refilledAt = performance.now()
       let calmed = false
+      openStreams.set(session, () => open)
 
       const idle = (ms: number, kind: 'request_headers' | 'http2_idle'): void => {
         clearTimeout(timer)

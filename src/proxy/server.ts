@@ -7,7 +7,7 @@
 import { once } from 'node:events'
 import { createServer as createHttpsServer } from 'node:https'
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http'
-import { constants as http2Constants, createSecureServer, type Http2ServerRequest, type Http2Session, type ServerHttp2Session } from 'node:http2'
+import { constants as http2Constants, createSecureServer, type Http2ServerRequest, type ServerHttp2Session } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import type { SecureContextOptions, TLSSocket, Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
@@ -20,6 +20,7 @@ import { CertStore, type EntryResult } from '../tls/cert-store.js'
 import { ContextCache } from '../tls/context-cache.js'
 import { TlsFront, type RoutedHello } from '../tls/front.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
+import { ConnectionCap } from './conn-cap.js'
 import { ConnectionLimits } from './conn-limits.js'
 import { createAccessLog } from './access-log.js'
 import { createForwarder, type ClientRequest, type ClientResponse } from './forward.js'
@@ -105,11 +106,30 @@ export async function startProxyServer (opts: {
   const resumption = await startResumption({ config, log, registry })
 
   let closing = false
-  const sessions = new Set<Http2Session>()
+  const sessions = new Set<ServerHttp2Session>()
   // HTTP/1 connections and how many requests each has in flight, to close idle ones on shutdown.
   const sockets = new Map<TLSSocket, number>()
   // One close listener for all of them (a closure each would be kept for the connection's life).
   function dropSocket (this: TLSSocket): void { sockets.delete(this) }
+
+  // At limits.maxConnections a new connection takes the place of the oldest idle one: an HTTP/1.1
+  // connection without a request in flight (closed; its client reconnects as after a keep-alive
+  // timeout), else an HTTP/2 session without open streams (GOAWAY NO_ERROR, then closed).
+  const reclaimIdle = (): boolean => {
+    for (const [socket, inflight] of sockets) {
+      if (inflight !== 0) continue
+      sockets.delete(socket)
+      socket.destroy()
+      return true
+    }
+    for (const session of sessions) {
+      if (session.closed || session.destroyed || !http2Guard.idle(session)) continue
+      http2Guard.reclaim(session)
+      return true
+    }
+    return false
+  }
+  const cap = new ConnectionCap({ maxConnections: config.limits.maxConnections, registry, log, reclaimIdle })
 
   // One listener for every HTTP/1.1 response (not a closure per request): its socket, from its request.
   function responseClosed (this: ServerResponse): void {
@@ -216,6 +236,7 @@ export async function startProxyServer (opts: {
       http1Limits.update(next.timeouts)
       http2Guard.update(next.timeouts, next.limits)
       connectionLimits.update(next.limits)
+      cap.update(next.limits.maxConnections)
     }
     live = next
     forwarder.update({ routes: next.routes, trustedProxies: next.trustedProxies, accessLog })
@@ -234,6 +255,7 @@ export async function startProxyServer (opts: {
     registry,
     timeouts,
     limits: connectionLimits,
+    cap,
     route,
     needsHello: () => needsHello,
     proxyTrusted: config.proxyProtocol === undefined ? undefined : createTrustMatcher(config.proxyProtocol.trustedCidrs)

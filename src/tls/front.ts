@@ -1,4 +1,4 @@
-// The plain TCP front of a worker's TLS listener: per-client limits at accept, the ClientHello read
+// The plain TCP front of a worker's TLS listener: the worker's connection cap and per-client limits at accept, the ClientHello read
 // (only when it can change where the connection goes) under its own timeout, the hand-off of the
 // socket and the bytes read to a TLS server, and the handshake timeout from accept to Finished.
 // It never answers a client itself, except strict SNI's unrecognized_name (OpenSSL's own bytes).
@@ -8,6 +8,7 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { errorMessage } from '../../lib/errors.js'
 import type { Counter, Registry } from 'prom-client'
+import type { ConnectionCap } from '../proxy/conn-cap.js'
 import { clientKey, type ConnectionLimits } from '../proxy/conn-limits.js'
 import { timeoutCounter } from '../proxy/timeout-metric.js'
 import { ClientHelloReader, UNRECOGNIZED_NAME_ALERT, type HelloVerdict } from './client-hello.js'
@@ -32,6 +33,8 @@ export interface FrontOptions {
   registry: Registry
   timeouts: FrontTimeouts
   limits: ConnectionLimits
+  /** The worker's cap on open connections, checked first at accept. */
+  cap: ConnectionCap
   /**
    * The TLS server for a connection, or `refuse` (strict SNI, no certificate for the name). May
    * throw (a TLS server that cannot be built): the connection is then closed.
@@ -94,10 +97,13 @@ export class TlsFront {
   readonly #onData: (this: Socket, data: Buffer) => void
   readonly #onEnd: (this: Socket) => void
   readonly #onClose: (this: Socket) => void
+  /** Every admitted connection's 'close': its place under the cap is free again. */
+  readonly #released: () => void
 
   constructor (o: FrontOptions) {
     this.#o = o
     this.#onSocketError = err => o.log.debug({ code: err.code }, 'client connection error')
+    this.#released = () => { o.cap.release() }
     this.#timeouts = timeoutCounter(o.registry)
     this.#proxy = proxyProtocolMetrics(o.registry, o.log)
     this.#failures = new HandshakeFailures({ log: o.log, registry: o.registry })
@@ -131,6 +137,12 @@ export class TlsFront {
 
   /** Handles a new TCP connection (a `connection` listener of a net.Server with allowHalfOpen). */
   accept (socket: Socket): void {
+    // The cap first: a flood from many addresses is refused before anything is allocated for it.
+    if (!this.#o.cap.admit()) {
+      socket.destroy()
+      return
+    }
+    socket.on('close', this.#released)
     socket.on('error', this.#onSocketError)
     // From a trusted balancer the limits count the client its PROXY header names, once it is read.
     const proxyRequired = this.#o.proxyTrusted?.(socket.remoteAddress) === true

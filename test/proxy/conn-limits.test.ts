@@ -52,9 +52,9 @@ t.test('config: timeouts and limits, defaults and checks with field paths', asyn
   const base = { certificates: [{ name: 'x', serverNames: ['x.test'], files: [{ cert: 'x', key: 'x' }] }], routes: [{ upstream: 'http://127.0.0.1:1' }] }
   const c = validateConfig(base, { baseDir: '/' })
   t.same(c.timeouts, { clientHelloMs: configDefaults.timeouts.clientHelloMs, handshakeMs: configDefaults.timeouts.handshakeMs, requestHeadersMs: 10_000, keepAliveIdleMs: 60_000, http2IdleMs: 120_000, requestBodyIdleMs: 30_000 })
-  t.same(c.limits, { maxConnectionsPerClient: 0, newConnectionsPerSecondPerClient: 0, newConnectionBurstPerClient: 0, http2MaxConcurrentStreams: 128, http2MaxResetsPerSecond: 100 })
+  t.same(c.limits, { maxConnections: 0, maxConnectionsPerClient: 0, newConnectionsPerSecondPerClient: 0, newConnectionBurstPerClient: 0, http2MaxConcurrentStreams: 128, http2MaxResetsPerSecond: 100 })
   const set = validateConfig({ ...base, timeouts: { clientHelloMs: 2000, handshakeMs: 3000 }, limits: { maxConnectionsPerClient: 100, newConnectionsPerSecondPerClient: 20 } }, { baseDir: '/' })
-  t.same(set.limits, { maxConnectionsPerClient: 100, newConnectionsPerSecondPerClient: 20, newConnectionBurstPerClient: 0, http2MaxConcurrentStreams: 128, http2MaxResetsPerSecond: 100 }, 'burst left at 0: twice the rate, resolved by the limiter')
+  t.same(set.limits, { maxConnections: 0, maxConnectionsPerClient: 100, newConnectionsPerSecondPerClient: 20, newConnectionBurstPerClient: 0, http2MaxConcurrentStreams: 128, http2MaxResetsPerSecond: 100 }, 'burst left at 0: twice the rate, resolved by the limiter')
   const limiter = new ConnectionLimits({ ...set.limits, registry: new Registry(), now: () => 0 })
   t.same(Array.from({ length: 41 }, () => limiter.admit('a')).filter(r => r === 'ok').length, 40, 'a burst of twice the rate (40) when none is set')
   t.equal(set.timeouts.handshakeMs, 3000)

@@ -12,7 +12,7 @@ const minimal = (extra: Record<string, unknown> = {}): Record<string, unknown> =
 t.test('defaults', async t => {
   const config = validateConfig(minimal(), { baseDir: '/etc/keyedge' })
   t.same(config.timeouts, { clientHelloMs: 10_000, handshakeMs: 15_000, requestHeadersMs: 10_000, keepAliveIdleMs: 60_000, http2IdleMs: 120_000, requestBodyIdleMs: 30_000 })
-  t.same(config.limits, { maxConnectionsPerClient: 0, newConnectionsPerSecondPerClient: 0, newConnectionBurstPerClient: 0, http2MaxConcurrentStreams: 128, http2MaxResetsPerSecond: 100 })
+  t.same(config.limits, { maxConnections: 0, maxConnectionsPerClient: 0, newConnectionsPerSecondPerClient: 0, newConnectionBurstPerClient: 0, http2MaxConcurrentStreams: 128, http2MaxResetsPerSecond: 100 })
   t.same(config.timeouts, configDefaults.timeouts, 'the documented defaults are the applied ones')
 })
 

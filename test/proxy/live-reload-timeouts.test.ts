@@ -59,7 +59,7 @@ async function closesAfter (socket: { once: (e: 'close', f: () => void) => unkno
 // The defaults before: clientHelloMs 10 s, keepAliveIdleMs 60 s, no per-client limit, 128 streams.
 const next = {
   timeouts: { clientHelloMs: 400, keepAliveIdleMs: 500 },
-  limits: { maxConnectionsPerClient: 2, http2MaxConcurrentStreams: 7 }
+  limits: { maxConnections: 500, maxConnectionsPerClient: 2, http2MaxConcurrentStreams: 7 }
 }
 
 t.test('POST /reload applies timeouts and limits live and says so', async t => {
@@ -69,6 +69,10 @@ t.test('POST /reload applies timeouts and limits live and says so', async t => {
   const report = JSON.parse(r.body) as { applied: string[], restartRequired: string[] }
   t.same(report.applied.sort(), ['limits', 'timeouts'])
   t.same(report.restartRequired, [], 'nothing waits for a restart')
+})
+
+t.test('the worker\'s connection cap is the new one', async t => {
+  t.ok(await until(async () => metric((await admin('/metrics')).body, 'edge_connections_max') === 500, 5_000), 'edge_connections_max 500 (the automatic cap before)')
 })
 
 t.test('a new connection that sends nothing is closed by the new ClientHello clock', async t => {
