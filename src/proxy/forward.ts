@@ -33,6 +33,7 @@ import { RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 import { createDirectH2, type StreamHandler } from './h2-direct.js'
+import { upstreamPath } from './path-rewrite.js'
 import { H1Exchange } from './h1-direct.js'
 import { ANSWERS, countedBody, failureAnswer, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
@@ -258,7 +259,7 @@ export function createForwarder (opts: {
         : undefined
       // undici sends any async iterable (its types only name streams).
       const body = (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { tooLarge = true })) as Dispatcher.DispatchOptions['body']
-      exchange.start(pool, { method, path: requestPath(url), headers, body, headersTimeout: route.timeoutMs, bodyTimeout: route.timeoutMs }, watch !== undefined)
+      exchange.start(pool, { method, path: upstreamPath(route, requestPath(url)), headers, body, headersTimeout: route.timeoutMs, bodyTimeout: route.timeoutMs }, watch !== undefined)
       return
     }
     let overLimit = false
@@ -304,7 +305,7 @@ export function createForwarder (opts: {
       const deadline = grpcDeadline(req, res, () => { settle('gateway_timeout'); abort.abort() })
       const options: Dispatcher.RequestOptions = {
         method: req.method as Dispatcher.HttpMethod,
-        path: requestPath(url),
+        path: upstreamPath(route, requestPath(url)),
         headers,
         // undici sends any async iterable (its types only name streams).
         body: (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { overLimit = true })) as Dispatcher.RequestOptions['body'],

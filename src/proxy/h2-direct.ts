@@ -28,6 +28,7 @@ import { ANSWERS, countedBody, errorCode, failureAnswer, leaveGeneration, reques
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders, withoutHopByHop, type OutgoingHeaders } from './forward-headers.js'
 import { isGrpc } from './grpc.js'
 import { failStream } from './h2-guard.js'
+import { upstreamPath } from './path-rewrite.js'
 import { watchStreamBody, type StreamBodyWatch } from './request-body.js'
 import { observe } from './request-metrics.js'
 import type { RouteLimits } from './route-limits.js'
@@ -247,7 +248,7 @@ class Exchange implements UpstreamSink {
     const method = this.#headers[':method'] as string
     const options: Dispatcher.DispatchOptions = {
       method: method,
-      path: requestPath(this.#url),
+      path: upstreamPath(route, requestPath(this.#url)),
       headers: this.#upstreamHeaders,
       // undici sends any async iterable (its types only name streams).
       body: (this.#watch === undefined ? null : countedBody(this.#watch.body, rec, route.maxBodyBytes, () => { this.#overLimit = true })) as Dispatcher.DispatchOptions['body'],

@@ -19,6 +19,7 @@ import { requestIdOf, type AccessLog, type WebSocketRecord } from './access-log.
 import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders, withoutHopByHop } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
+import { upstreamPath } from './path-rewrite.js'
 import { admitWebSocket, type RouteLimits } from './route-limits.js'
 import type { Router } from './router.js'
 import { normalizeAddress } from './trusted-proxies.js'
@@ -133,7 +134,7 @@ export function createH2WebSockets (opts: {
       host: target.hostname,
       port: Number(target.port !== '' ? target.port : tls ? 443 : 80),
       method: 'GET',
-      path,
+      path: upstreamPath(route, path),
       headers: out,
       agent: false,
       ...(tls ? { servername: target.hostname, ALPNProtocols: ['http/1.1'] } : {})

@@ -16,6 +16,7 @@ import { NO_ACCESS_LOG, requestIdOf, type AccessLog, type WebSocketRecord } from
 import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
+import { upstreamPath } from './path-rewrite.js'
 import { admitWebSocket, createRouteLimits, type RouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
@@ -158,7 +159,7 @@ export function createWebSocketProxy (opts: {
     let timedOut = false
     const connectTimer = setTimeout(() => { timedOut = true; upstream.destroy(new Error('connect timeout')) }, route.connectTimeoutMs)
     connectTimer.unref()
-    let lines = `${rec.method} ${rec.url} HTTP/1.1\r\n`
+    let lines = `${rec.method} ${upstreamPath(route, rec.url)} HTTP/1.1\r\n`
     for (const [name, value] of Object.entries(headers)) {
       for (const v of Array.isArray(value) ? value : [value]) lines += `${name}: ${v}\r\n`
     }

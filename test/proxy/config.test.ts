@@ -38,6 +38,7 @@ t.test('defaults fill what the file leaves out', async t => {
     // HTTP/1.1 to the targets unless told h2c or h2.
     upstreamProtocol: 'http1'
   })
+  t.equal(config.routes[0]?.rewritePrefix, undefined, 'the path goes upstream unchanged')
   t.equal(config.http2, true)
   t.equal(config.log.level, 'info')
   const withKeyd = validateConfig({ ...minimal(), keyd: { timeoutMs: 250 } }, { baseDir: '/etc/keyedge' })
