@@ -226,6 +226,7 @@ export const RouteSchema = section({
   retry: RetrySchema,
   // HTTP/2 and gRPC upstreams (src/proxy/h2-upstream.ts, grpc.ts; docs/upstreams.md).
   upstreamProtocol: oneOf(UPSTREAM_PROTOCOLS, { default: 'http1', description: 'what the pool speaks to its targets: `http1` (HTTP/1.1, keep-alive); `h2c` (HTTP/2 in cleartext with prior knowledge, `http://` targets only); `h2` (HTTP/2 over TLS, ALPN `h2`, `https://` targets only). gRPC needs `h2c` or `h2`; see [upstreams.md](upstreams.md#http2-and-grpc-upstreams)' }),
+  upstreamHost: text({ default: 'client', check: 'upstream-host', transform: 'lower', description: 'the `Host` (HTTP/2 `:authority`) the targets receive: `"client"`, the client\'s own; `"target"`, the chosen target\'s `host[:port]` as its URL names it (Envoy `auto_host_rewrite`, nginx `proxy_set_header Host $proxy_host`), e.g. for virtual-hosted origins; or a fixed `name[:port]` (Envoy `host_rewrite_literal`, nginx `proxy_set_header Host name`). `X-Forwarded-Host` keeps carrying the client\'s host. The TLS server name sent to an `https://` target is always the target URL\'s host, whatever this says. WebSocket upgrades included; see [Forwarding behaviour](#forwarding-behaviour-not-configurable)' }),
   // Edge HTTP features of the route (access log switch, limits): docs/access-log.md, docs/configuration.md.
   accessLog: bool({ default: true, description: 'when `false`, requests of this route are left out of the access log (see the top-level `accessLog`)' }),
   maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
@@ -259,7 +260,15 @@ export const RouteSchema = section({
     grpc: 'use "upstreamProtocol": "h2c" or "h2" (gRPC needs HTTP/2 to the targets)',
     upstreamHttp2: 'use "upstreamProtocol": "h2c" (cleartext) or "h2" (TLS)',
     hosts: 'use "host" (one route per host pattern)',
-    hostname: 'use "host"'
+    hostname: 'use "host"',
+    rewrite: 'use "rewritePrefix" (the path prefix that replaces "pathPrefix")',
+    prefixRewrite: 'use "rewritePrefix"',
+    stripPrefix: 'use "rewritePrefix": "/"',
+    hostHeader: 'use "upstreamHost": "client", "target" or a host name',
+    hostRewrite: 'use "upstreamHost": "target" or a host name',
+    autoHostRewrite: 'use "upstreamHost": "target"',
+    hostRewriteLiteral: 'use "upstreamHost": "<name>"',
+    preserveHost: 'use "upstreamHost": "client" (the default) or "target"'
   }
 })
 

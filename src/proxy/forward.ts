@@ -209,7 +209,7 @@ export function createForwarder (opts: {
       sendJson(res, 413, ANSWERS.tooLarge)
       return
     }
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket, rules: route.requestHeaders })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     headers['x-request-id'] = rec.id
     // HTTP/1.1 to an HTTP/1.1 pool: undici's dispatch API, the answer written straight to `res` (h1-direct.ts).
     const pool = routePools.get(route)

@@ -208,7 +208,7 @@ class Exchange implements UpstreamSink {
       this.answer(413, ANSWERS.tooLarge)
       return false
     }
-    const up = upstreamRequestHeaders(headers, { host, peer: this.#peer, trusted: isTrusted(this.#peer), socket: this.#socket, rules: route.requestHeaders })
+    const up = upstreamRequestHeaders(headers, { host, peer: this.#peer, trusted: isTrusted(this.#peer), socket: this.#socket, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     up['x-request-id'] = rec.id
     this.#upstreamHeaders = up
     if (!this.#stream.endAfterHeaders) {

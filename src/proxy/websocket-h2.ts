@@ -114,7 +114,7 @@ export function createH2WebSockets (opts: {
       return
     }
     stream.once('close', admitted.release)
-    const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted, rules: route.requestHeaders })
+    const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     out['x-request-id'] = rec.id
     out.connection = 'upgrade'
     out.upgrade = 'websocket'
@@ -130,6 +130,8 @@ export function createH2WebSockets (opts: {
     rec.upstreamStartMs = performance.now()
     const target = new URL(origin)
     const tls = target.protocol === 'https:'
+    // `upstreamHost: "target"` left Host out: the target's own.
+    if (out.host === undefined) out.host = target.host
     const req = (tls ? httpsRequest : httpRequest)({
       host: target.hostname,
       port: Number(target.port !== '' ? target.port : tls ? 443 : 80),

@@ -137,7 +137,7 @@ export function createWebSocketProxy (opts: {
       return
     }
     socket.once('close', admitted.release)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket, rules: route.requestHeaders })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     headers['x-request-id'] = rec.id
     headers.connection = 'upgrade'
     headers.upgrade = 'websocket'
@@ -149,6 +149,8 @@ export function createWebSocketProxy (opts: {
     rec.upstream = origin
     const target = new URL(origin)
     const port = Number(target.port !== '' ? target.port : target.protocol === 'https:' ? 443 : 80)
+    // `upstreamHost: "target"` left Host out: the target's own.
+    if (headers.host === undefined) headers.host = target.host
     // Verified against the target's own name or IP, as the undici pools are.
     const { host, servername } = targetHost(target)
     rec.upstreamStartMs = performance.now()

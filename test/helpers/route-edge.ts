@@ -103,11 +103,11 @@ export function baseSettings (home: string, cert: CertFiles, routes: unknown[], 
   }
 }
 
-/** Starts `keyedge proxy` with `settings` (see baseSettings). */
-export async function startEdge (home: string, settings: Record<string, unknown>): Promise<EdgeProxy> {
+/** Starts `keyedge proxy` with `settings` (see baseSettings), `env` added to its environment. */
+export async function startEdge (home: string, settings: Record<string, unknown>, env: Record<string, string> = {}): Promise<EdgeProxy> {
   const file = join(home, 'proxy.json')
   writeFileSync(file, JSON.stringify(settings))
-  const proc = spawnCli(['proxy', '--config', file])
+  const proc = spawnCli(['proxy', '--config', file], env)
   const port = (await proc.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
   const adminPort = (await proc.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
   const accessLogFile = join(home, 'access.log')
