@@ -230,6 +230,8 @@ export const RouteSchema = section({
   // Edge HTTP features of the route (access log switch, limits): docs/access-log.md, docs/configuration.md.
   accessLog: bool({ default: true, description: 'when `false`, requests of this route are left out of the access log (see the top-level `accessLog`)' }),
   maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
+  allow: optional(list(text({ check: 'address-or-cidr' }), { minItems: 1, description: 'client addresses or CIDRs (IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"2001:db8::/32"`) that may use this route (nginx `allow`, Envoy RBAC on the remote IP); any other address gets `403` `{"error":"forbidden",…}`. With `deny` too, the most specific entry decides (longest prefix; `deny` on a tie), whatever the order. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`). Checked before the rate limit and before anything goes upstream, WebSocket upgrades included; counted in `edge_route_limit_hits_total{limit="address"}` and `edge_proxy_requests_total{outcome="forbidden"}`. Absent: every address' })),
+  deny: optional(list(text({ check: 'address-or-cidr' }), { minItems: 1, description: 'client addresses or CIDRs refused with `403` (nginx `deny`); without `allow`, every other address may use the route. See `allow` for how the two combine' })),
   requestsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'requests per second per client address on this route, per worker: the refill rate of a token bucket. A request without a token gets `429` with `Retry-After`, counted in `edge_route_limit_hits_total{limit="rate"}`. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`)' }),
   requestBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many requests a client may send at once after a quiet period' }),
   webSocketsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'WebSockets one client address may hold open on this route at once, per worker (as nginx\'s `limit_conn` in a location): one more upgrade gets `429`, counted in `edge_route_limit_hits_total{limit="websockets"}`. Over HTTP/2 one connection carries any number of WebSockets, so the listener\'s `maxConnectionsPerClient` does not bound them. An upgrade also takes a token of `requestsPerSecondPerClient` like any request. See [WebSockets](#websockets)' }),
@@ -268,7 +270,13 @@ export const RouteSchema = section({
     hostRewrite: 'use "upstreamHost": "target" or a host name',
     autoHostRewrite: 'use "upstreamHost": "target"',
     hostRewriteLiteral: 'use "upstreamHost": "<name>"',
-    preserveHost: 'use "upstreamHost": "client" (the default) or "target"'
+    preserveHost: 'use "upstreamHost": "client" (the default) or "target"',
+    allowFrom: 'use "allow" (a list of addresses or CIDRs)',
+    allowedCidrs: 'use "allow" (a list of addresses or CIDRs)',
+    denyFrom: 'use "deny" (a list of addresses or CIDRs)',
+    deniedCidrs: 'use "deny" (a list of addresses or CIDRs)',
+    ipAllowList: 'use "allow" (a list of addresses or CIDRs)',
+    ipDenyList: 'use "deny" (a list of addresses or CIDRs)'
   }
 })
 

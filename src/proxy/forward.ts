@@ -34,6 +34,7 @@ import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 import { createDirectH2, type StreamHandler } from './h2-direct.js'
 import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
 import { H1Exchange } from './h1-direct.js'
 import { ANSWERS, countedBody, failureAnswer, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
@@ -135,7 +136,7 @@ export function createForwarder (opts: {
   let current = generation(opts)
   // Counted in plain numbers per outcome; prom-client gets the totals when /metrics is read (request-metrics.ts).
   const requests = fastCounter(opts.registry, { name: 'edge_proxy_requests_total',
-    help: 'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream, too_large, rate_limited)', labelNames: ['outcome'] })
+    help: 'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream, too_large, rate_limited, forbidden)', labelNames: ['outcome'] })
   const early = counter(opts.registry, 'edge_early_responses_total',
     'Responses complete before their request body, by what became of the rest of the body (drained, closed, reset)', ['action'])
   const timeouts = timeoutCounter(opts.registry)
@@ -193,6 +194,11 @@ export function createForwarder (opts: {
     }
     rec.route = route
     rec.client = clientAddress(req.headers, peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      settle('forbidden')
+      sendJson(res, 403, ANSWERS.forbidden)
+      return
+    }
     const admission = limits.admit(route, rec.client)
     if (!admission.ok) {
       settle('rate_limited')

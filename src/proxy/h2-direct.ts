@@ -29,6 +29,7 @@ import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders, withou
 import { isGrpc } from './grpc.js'
 import { failStream } from './h2-guard.js'
 import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
 import { watchStreamBody, type StreamBodyWatch } from './request-body.js'
 import { observe } from './request-metrics.js'
 import type { RouteLimits } from './route-limits.js'
@@ -195,6 +196,11 @@ class Exchange implements UpstreamSink {
     this.#route = route
     rec.route = route
     rec.client = clientAddress(headers, this.#peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      this.settle('forbidden')
+      this.answer(403, ANSWERS.forbidden)
+      return false
+    }
     const admission = limits.admit(route, rec.client)
     if (!admission.ok) {
       this.settle('rate_limited')

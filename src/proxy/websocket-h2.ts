@@ -20,6 +20,8 @@ import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders, withoutHopByHop } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
 import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
+import { ANSWERS } from './forward-common.js'
 import { admitWebSocket, type RouteLimits } from './route-limits.js'
 import type { Router } from './router.js'
 import { normalizeAddress } from './trusted-proxies.js'
@@ -108,6 +110,10 @@ export function createH2WebSockets (opts: {
     }
     rec.route = route
     rec.client = clientAddress(headers, peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      refused(403, ANSWERS.forbidden.error, ANSWERS.forbidden.message)
+      return
+    }
     const admitted = admitWebSocket(limits, route, rec.client)
     if (!admitted.ok) {
       refused(429, admitted.error, admitted.message, admitted.retryAfterSeconds === undefined ? undefined : { 'retry-after': String(admitted.retryAfterSeconds) })

@@ -17,6 +17,8 @@ import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
 import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
+import { ANSWERS } from './forward-common.js'
 import { admitWebSocket, createRouteLimits, type RouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
@@ -47,7 +49,7 @@ export interface WebSocketProxy {
   drain: (ms: number) => Promise<void>
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
+const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
 
 /** Answers an upgrade the proxy will not pass on, and closes the connection; returns the body's size. */
 function refuse (socket: Socket, status: number, error: string, reason: string, extra = ''): number {
@@ -131,6 +133,10 @@ export function createWebSocketProxy (opts: {
     }
     rec.route = route
     rec.client = clientAddress(req.headers, peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      refused(403, ANSWERS.forbidden.error, ANSWERS.forbidden.message)
+      return
+    }
     const admitted = admitWebSocket(limits, route, rec.client)
     if (!admitted.ok) {
       refused(429, admitted.error, admitted.message, admitted.retryAfterSeconds === undefined ? '' : `Retry-After: ${admitted.retryAfterSeconds}\r\n`)
