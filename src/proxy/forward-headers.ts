@@ -103,6 +103,10 @@ export function upstreamRequestHeaders (
   return out
 }
 
+/** The name a route's `upstreamHost` fixes, or undefined for `client` and `target` (what a health check, which has no client, then sends: the target's own). */
+export function fixedUpstreamHost (upstreamHost: string): string | undefined {
+  return upstreamHost === 'client' || upstreamHost === 'target' ? undefined : upstreamHost
+}
 
 /**
  * Headers to send to the client for an upstream response: without hop-by-hop ones, then the route's

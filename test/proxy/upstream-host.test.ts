@@ -15,6 +15,7 @@ import { validateConfig } from '../../src/config/index.js'
 import { tempHome } from '../helpers/paths.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
 import { baseSettings, recorder, startEdge, viaH1, viaH2, wsH1, wsH2, type Seen } from '../helpers/route-edge.js'
+import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-upstream-host-')
 const cert = selfSigned(home, 'localhost', ['localhost'])
@@ -36,11 +37,11 @@ writeFileSync(bundle, targetCert.certPem)
 
 const routes = (fixed = 'Bucket.S3.Example.com'): unknown[] => [
   { pathPrefix: '/client', upstream: up.h1 },
-  { pathPrefix: '/target', upstream: up.h1, upstreamHost: 'target' },
-  { pathPrefix: '/fixed', upstream: up.h1, upstreamHost: fixed },
+  { pathPrefix: '/target', upstream: up.h1, upstreamHost: 'target', healthCheck: { path: '/health/target', intervalMs: 3_600_000 } },
+  { pathPrefix: '/fixed', upstream: up.h1, upstreamHost: fixed, healthCheck: { path: '/health/fixed', intervalMs: 3_600_000 } },
   { pathPrefix: '/port', upstream: up.h1, upstreamHost: 'api.example.com:8443' },
   { pathPrefix: '/h2c-target', upstream: up.h2c, upstreamProtocol: 'h2c', upstreamHost: 'target' },
-  { pathPrefix: '/h2c-fixed', upstream: up.h2c, upstreamProtocol: 'h2c', upstreamHost: fixed },
+  { pathPrefix: '/h2c-fixed', upstream: up.h2c, upstreamProtocol: 'h2c', upstreamHost: fixed, healthCheck: { path: '/health/h2c', intervalMs: 3_600_000 } },
   { pathPrefix: '/tls1', upstream: tlsUrl, upstreamHost: 'bucket.example' },
   { pathPrefix: '/tls2', upstream: tlsUrl, upstreamProtocol: 'h2', upstreamHost: 'bucket.example' }
 ]
@@ -53,6 +54,8 @@ t.teardown(async () => {
 })
 
 const seenHost = (s: Seen): unknown => s.via === 'h2c' ? s.headers[':authority'] : s.headers.host
+// The last WebSocket upgrade the target saw (health checks may come in between).
+const lastUpgrade = (): Seen | undefined => up.seen.filter(s => s.via === 'ws').at(-1)
 
 t.test('HTTP/1.1 and HTTP/2: the client\'s, the target\'s or a fixed Host; X-Forwarded-Host the client\'s', async t => {
   for (const [how, send, clientHost] of [['HTTP/1.1', viaH1, 'localhost'], ['HTTP/2', viaH2, `localhost:${edge.port}`]] as const) {
@@ -78,11 +81,19 @@ t.test('HTTP/1.1 and HTTP/2: the client\'s, the target\'s or a fixed Host; X-For
 t.test('WebSocket upgrades over HTTP/1.1 and HTTP/2', async t => {
   for (const [path, want] of [['/target/ws', hostOf(up.h1)], ['/fixed/ws', 'bucket.s3.example.com'], ['/client/ws', 'localhost']] as const) {
     t.equal((await wsH1(edge, cert, path)).status, 101, `HTTP/1.1 ${path}`)
-    t.equal(up.seen.at(-1)?.headers.host, want, `HTTP/1.1 upgrade ${path}: Host ${want}`)
-    t.equal(up.seen.at(-1)?.headers['x-forwarded-host'], 'localhost')
+    t.equal(lastUpgrade()?.headers.host, want, `HTTP/1.1 upgrade ${path}: Host ${want}`)
+    t.equal(lastUpgrade()?.headers['x-forwarded-host'], 'localhost')
     t.equal((await wsH2(edge, cert, path)).status, 200, `HTTP/2 ${path}`)
-    t.equal(up.seen.at(-1)?.headers.host, want, `HTTP/2 CONNECT ${path}: Host ${want}`)
+    t.equal(lastUpgrade()?.headers.host, want, `HTTP/2 CONNECT ${path}: Host ${want}`)
   }
+})
+
+t.test('health checks carry a fixed upstreamHost; with "target" (or "client") the target\'s own', async t => {
+  const check = (path: string): Seen | undefined => up.seen.find(s => s.url === path && s.headers['user-agent'] === 'keyedge-health-check')
+  t.ok(await until(() => check('/health/h2c') !== undefined, 5_000), 'the checks ran')
+  t.equal(check('/health/fixed')?.headers.host, 'bucket.s3.example.com', 'HTTP/1.1 target: the fixed name')
+  t.equal(check('/health/h2c')?.headers[':authority'], 'bucket.s3.example.com', 'h2c target: the fixed name as :authority')
+  t.equal(check('/health/target')?.headers.host, hostOf(up.h1), '"target": the target\'s own')
 })
 
 t.test('an https target gets its own name as SNI whatever the Host', async t => {
