@@ -6,6 +6,7 @@
 // X-Forwarded-For; counted in the metrics and the access log; a reload changes the lists; bad
 // entries are refused at load with their field path.
 import { rmSync } from 'node:fs'
+import { BlockList } from 'node:net'
 import t from 'tap'
 import { validateConfig } from '../../src/config/index.js'
 import { compileAccess } from '../../src/proxy/route-access.js'
@@ -33,6 +34,58 @@ t.test('the matcher: the most specific entry decides, deny on a tie, IPv4 and IP
   for (const [lists, want] of cases) {
     const check = compileAccess(lists)
     for (const [address, allowed] of Object.entries(want)) t.equal(check(address), allowed, `${JSON.stringify(lists)}: ${address || '(none)'} ${allowed ? 'allowed' : 'refused'}`)
+  }
+})
+
+t.test('the matcher agrees with node:net BlockList on random addresses in every textual form', async t => {
+  // Deterministic pseudo-random numbers (a failure reproduces).
+  let seed = 12_345
+  const rand = (n: number): number => { seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648; return seed % n }
+  const groups = (): number[] => Array.from({ length: 8 }, () => rand(4) === 0 ? 0 : rand(65_536))
+  // The full form, the compressed one (WHATWG URL's), upper case, and an IPv4 tail.
+  const forms = (g: number[]): string[] => {
+    const full = g.map(x => x.toString(16)).join(':')
+    const short = new URL(`http://[${full}]`).hostname.slice(1, -1)
+    const tail = `${g.slice(0, 6).map(x => x.toString(16)).join(':')}:${(g[6] ?? 0) >> 8}.${(g[6] ?? 0) & 255}.${(g[7] ?? 0) >> 8}.${(g[7] ?? 0) & 255}`
+    return [full, short, short.toUpperCase(), tail]
+  }
+  let compared = 0
+  for (let round = 0; round < 200; round++) {
+    const base = groups()
+    const len = rand(129)
+    const entry = `${forms(base)[1] ?? ''}/${len}`
+    const list = new BlockList()
+    list.addSubnet(entry.split('/')[0] ?? '', len, 'ipv6')
+    const check = compileAccess({ allow: [entry] })
+    for (let k = 0; k < 10; k++) {
+      // Near the base (only the low groups changed) or anywhere.
+      const g = k < 6 ? base.map((x, i) => i >= 8 - k ? rand(65_536) : x) : groups()
+      // BlockList reads IPv4-mapped addresses as IPv4; the proxy normalizes them before matching.
+      if (g.slice(0, 6).join() === '0,0,0,0,0,65535') continue
+      const want = list.check(forms(g)[0] ?? '', 'ipv6')
+      for (const form of forms(g)) {
+        compared++
+        if (check(form) !== want) t.fail(`${entry}: ${form} should be ${want ? 'allowed' : 'refused'}`)
+      }
+    }
+  }
+  let compared4 = 0
+  for (let round = 0; round < 300; round++) {
+    const base = `${rand(256)}.${rand(256)}.${rand(256)}.${rand(256)}`
+    const len = rand(33)
+    const list = new BlockList()
+    list.addSubnet(base, len, 'ipv4')
+    const check = compileAccess({ deny: [`${base}/${len}`] })
+    for (let k = 0; k < 10; k++) {
+      const parts = base.split('.').map((p, i) => i >= 4 - (k % 4) ? String(rand(256)) : p)
+      const address = parts.join('.')
+      compared4++
+      if (check(address) === list.check(address, 'ipv4')) t.fail(`${base}/${len}: ${address}`)
+    }
+  }
+  t.ok(compared > 7000, `${compared} IPv6 and ${compared4} IPv4 comparisons agree`)
+  for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', ':::', '1:2:3:4:5:6:7:8:9', '1::2::3', '12345::', 'g::1', '1:', ':1', 'localhost']) {
+    t.equal(compileAccess({ deny: ['0.0.0.0/0', '::/0'] })(bad), true, `"${bad}" is no address: only deny, so let through`)
   }
 })
 
