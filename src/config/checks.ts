@@ -29,6 +29,16 @@ function isServerName (name: string): boolean {
   return isIP(name) !== 0 || HOSTNAME.test(name)
 }
 
+/** `name`, `name:port`, an IPv4 address (with a port) or a bracketed IPv6 one (`[::1]:8080`): what a Host header may name. */
+export function isHostAndPort (value: string): boolean {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d{1,5}))?$/.exec(value.toLowerCase())
+  if (m === null) return false
+  const [, v6, name, port] = m
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65_535)) return false
+  if (v6 !== undefined) return isIP(v6) === 6
+  return name !== undefined && (isIP(name) === 4 || (HOSTNAME.test(name) && !name.startsWith('*')))
+}
+
 /** A URL's problem as an upstream origin, or undefined. */
 function upstreamProblem (s: string): string | undefined {
   let url: URL
@@ -74,6 +84,9 @@ export const CHECKS = {
   },
   'path-prefix': (s: string) => s.startsWith('/') && !/[?#\s]/.test(s) ? undefined : 'must start with "/" and hold no "?", "#" or spaces',
   upstream: upstreamProblem,
+  'upstream-host': (s: string) => ['client', 'target'].includes(s.toLowerCase()) || isHostAndPort(s)
+    ? undefined
+    : `"${s}" is not "client", "target" nor a host name with an optional port (e.g. "bucket.s3.example.com", "api.example.com:8443")`,
   'address-or-cidr': (s: string) => isAddressOrCidr(s) ? undefined : `"${s}" is not an IP address or CIDR (e.g. "10.0.0.0/8", "::1")`,
   issuer: (s: string) => /^https:\/\/[^\s?#]+$/.test(s) || /^http:\/\/(localhost|127\.0\.0\.1)(:\d+)?(\/[^\s?#]*)?$/.test(s)
     ? undefined
@@ -106,6 +119,7 @@ export const CHECK_DOCS: Record<CheckName, string> = {
   'route-host': 'host name, `*.` wildcard or `*`',
   'path-prefix': 'path starting with `/`',
   upstream: '`http://` or `https://` origin',
+  'upstream-host': '`"client"`, `"target"` or host name[:port]',
   'address-or-cidr': 'IP address or CIDR',
   issuer: 'URL',
   'sha256-hex': 'SHA-256, 64 hex digits',

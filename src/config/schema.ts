@@ -214,7 +214,8 @@ export const RequestHeadersSchema = section({
 export const RouteSchema = section({
   host: text({ default: '*', check: 'route-host', transform: 'host', description: 'exact host, `*.example.com` or `*` (port and case ignored)' }),
   pathPrefix: text({ default: '/', check: 'path-prefix', description: 'starts with `/`; `/api` matches `/api` and `/api/x`, not `/apix`; `/api/` matches `/api/x` only' }),
-  upstream: optional(text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged. A pool of one target; give either this or `upstreams`' })),
+  rewritePrefix: optional(text({ check: 'path-prefix', description: 'replaces the matched `pathPrefix` before the request goes upstream (nginx `proxy_pass http://up/new/;` in `location /old/`, Envoy `prefix_rewrite`), WebSocket upgrades and gRPC included; the query is kept. The slash after the prefix is kept as a boundary, so the join never makes `//` nor glues segments: `pathPrefix` `/api/` (or `/api`) with `rewritePrefix` `/` sends `/api/users?x=1` as `/users?x=1`, with `/v2` (or `/v2/`) as `/v2/users?x=1`; the prefix itself (`/api`, `/api?x=1`) becomes `rewritePrefix` as written (`/`, `/?x=1`). Absent: the path is passed unchanged. The access log keeps the client\'s path' })),
+  upstream: optional(text({ check: 'upstream', transform: 'origin', description: 'origin only, `http://` or `https://` (`http://127.0.0.1:8080`); the request path is passed unchanged (unless `rewritePrefix`). A pool of one target; give either this or `upstreams`' })),
   timeoutMs: int(1, 3_600_000, { default: 30_000, description: 'time allowed for the upstream\'s response headers, and between body chunks; exceeded → `504`. A gRPC call that carries a `grpc-timeout` gets its deadline instead' }),
   connectTimeoutMs: int(1, 600_000, { default: 5_000, description: 'time allowed to connect to the upstream; exceeded → `504`; refused or failed → `502`' }),
   // ---- Upstream pools: targets, balancing, health checks, outlier ejection, retries (docs/upstreams.md) ----
@@ -225,9 +226,12 @@ export const RouteSchema = section({
   retry: RetrySchema,
   // HTTP/2 and gRPC upstreams (src/proxy/h2-upstream.ts, grpc.ts; docs/upstreams.md).
   upstreamProtocol: oneOf(UPSTREAM_PROTOCOLS, { default: 'http1', description: 'what the pool speaks to its targets: `http1` (HTTP/1.1, keep-alive); `h2c` (HTTP/2 in cleartext with prior knowledge, `http://` targets only); `h2` (HTTP/2 over TLS, ALPN `h2`, `https://` targets only). gRPC needs `h2c` or `h2`; see [upstreams.md](upstreams.md#http2-and-grpc-upstreams)' }),
+  upstreamHost: text({ default: 'client', check: 'upstream-host', transform: 'lower', description: 'the `Host` (HTTP/2 `:authority`) the targets receive: `"client"`, the client\'s own; `"target"`, the chosen target\'s `host[:port]` as its URL names it (Envoy `auto_host_rewrite`, nginx `proxy_set_header Host $proxy_host`), e.g. for virtual-hosted origins; or a fixed `name[:port]` (Envoy `host_rewrite_literal`, nginx `proxy_set_header Host name`). `X-Forwarded-Host` keeps carrying the client\'s host. Health checks carry the fixed name, else the target\'s own. The TLS server name sent to an `https://` target is always the target URL\'s host, whatever this says. WebSocket upgrades included; see [Forwarding behaviour](#forwarding-behaviour-not-configurable)' }),
   // Edge HTTP features of the route (access log switch, limits): docs/access-log.md, docs/configuration.md.
   accessLog: bool({ default: true, description: 'when `false`, requests of this route are left out of the access log (see the top-level `accessLog`)' }),
   maxBodyBytes: int(0, 1_099_511_627_776, { default: 0, docDefault: '`0` (off)', description: 'largest request body accepted, in bytes. A declared `Content-Length` above it gets `413` before anything goes upstream; a body of unknown length (chunked, HTTP/2 without `content-length`) that grows past it is cut: the upstream request is aborted (it never sees a complete body) and the client gets `413` unless its response had started. Counted in `edge_route_limit_hits_total{limit="body_size"}`' }),
+  allow: optional(list(text({ check: 'address-or-cidr' }), { minItems: 1, description: 'client addresses or CIDRs (IPv4 and IPv6, e.g. `"10.0.0.0/8"`, `"2001:db8::/32"`) that may use this route (nginx `allow`, Envoy RBAC on the remote IP); any other address gets `403` `{"error":"forbidden",…}`. With `deny` too, the most specific entry decides (longest prefix; `deny` on a tie), whatever the order. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`). Checked before the rate limit and before anything goes upstream, WebSocket upgrades included; counted in `edge_route_limit_hits_total{limit="address"}` and `edge_proxy_requests_total{outcome="forbidden"}`. Absent: every address' })),
+  deny: optional(list(text({ check: 'address-or-cidr' }), { minItems: 1, description: 'client addresses or CIDRs refused with `403` (nginx `deny`); without `allow`, every other address may use the route. See `allow` for how the two combine' })),
   requestsPerSecondPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'requests per second per client address on this route, per worker: the refill rate of a token bucket. A request without a token gets `429` with `Retry-After`, counted in `edge_route_limit_hits_total{limit="rate"}`. The client address is the one after trusted `X-Forwarded-For` (see `trustedProxies`)' }),
   requestBurstPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` = twice the rate (at least 1)', description: 'the bucket\'s size: how many requests a client may send at once after a quiet period' }),
   webSocketsPerClient: int(0, 10_000_000, { default: 0, docDefault: '`0` (off)', description: 'WebSockets one client address may hold open on this route at once, per worker (as nginx\'s `limit_conn` in a location): one more upgrade gets `429`, counted in `edge_route_limit_hits_total{limit="websockets"}`. Over HTTP/2 one connection carries any number of WebSockets, so the listener\'s `maxConnectionsPerClient` does not bound them. An upgrade also takes a token of `requestsPerSecondPerClient` like any request. See [WebSockets](#websockets)' }),
@@ -258,7 +262,21 @@ export const RouteSchema = section({
     grpc: 'use "upstreamProtocol": "h2c" or "h2" (gRPC needs HTTP/2 to the targets)',
     upstreamHttp2: 'use "upstreamProtocol": "h2c" (cleartext) or "h2" (TLS)',
     hosts: 'use "host" (one route per host pattern)',
-    hostname: 'use "host"'
+    hostname: 'use "host"',
+    rewrite: 'use "rewritePrefix" (the path prefix that replaces "pathPrefix")',
+    prefixRewrite: 'use "rewritePrefix"',
+    stripPrefix: 'use "rewritePrefix": "/"',
+    hostHeader: 'use "upstreamHost": "client", "target" or a host name',
+    hostRewrite: 'use "upstreamHost": "target" or a host name',
+    autoHostRewrite: 'use "upstreamHost": "target"',
+    hostRewriteLiteral: 'use "upstreamHost": "<name>"',
+    preserveHost: 'use "upstreamHost": "client" (the default) or "target"',
+    allowFrom: 'use "allow" (a list of addresses or CIDRs)',
+    allowedCidrs: 'use "allow" (a list of addresses or CIDRs)',
+    denyFrom: 'use "deny" (a list of addresses or CIDRs)',
+    deniedCidrs: 'use "deny" (a list of addresses or CIDRs)',
+    ipAllowList: 'use "allow" (a list of addresses or CIDRs)',
+    ipDenyList: 'use "deny" (a list of addresses or CIDRs)'
   }
 })
 

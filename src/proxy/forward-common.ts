@@ -9,7 +9,7 @@ import type { createRouter } from './router.js'
 import { failedTarget, type RoutePools } from './route-pool.js'
 
 /** How a client request ended, counted once in `edge_proxy_requests_total{outcome}`. */
-export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream' | 'too_large' | 'rate_limited'
+export type Outcome = 'forwarded' | 'no_route' | 'bad_request' | 'bad_gateway' | 'gateway_timeout' | 'request_timeout' | 'aborted' | 'no_healthy_upstream' | 'too_large' | 'rate_limited' | 'forbidden'
 
 /** The metric cells one outcome settles into: its count and its duration histogram. */
 export interface OutcomeCells { count: CounterCell, time: HistogramCell }
@@ -71,6 +71,7 @@ export const ANSWERS = {
   noRoute: { error: 'no_route', message: 'no route matches this host and path' },
   requestTimeout: { error: 'request_timeout', message: 'the request body stalled' },
   rateLimited: { error: 'rate_limited', message: 'too many requests from this client address' },
+  forbidden: { error: 'forbidden', message: 'this client address may not use this route' },
   noHealthy: { error: 'no_healthy_upstream', message: 'no upstream target of this route is healthy' },
   gatewayTimeout: { error: 'gateway_timeout', message: 'the upstream did not answer in time' },
   badGateway: { error: 'bad_gateway', message: 'the upstream could not be reached or failed' }

@@ -61,6 +61,7 @@ function applyRules (out: OutgoingHeaders, rules: HeaderRules): void {
 
 /**
  * Headers to send upstream for a client request. `host` is the client's Host (or :authority),
+ * `upstreamHost` the route's choice of Host for the target (`client`, `target`: no Host, or a name),
  * `peer` the client's address, `trusted` whether that peer is a trusted proxy, `socket` the
  * request's TLS socket (`req.socket`), whose client certificate identity is added when its
  * certificate entry has `clientAuth`. Client-certificate headers sent by the client are always
@@ -68,7 +69,7 @@ function applyRules (out: OutgoingHeaders, rules: HeaderRules): void {
  */
 export function upstreamRequestHeaders (
   incoming: IncomingHttpHeaders,
-  ctx: { host: string, peer: string, trusted: boolean, socket?: object, rules?: HeaderRules }
+  ctx: { host: string, peer: string, trusted: boolean, socket?: object, rules?: HeaderRules, upstreamHost?: string }
 ): OutgoingHeaders {
   const out = withoutHopByHop(incoming)
   for (const name of Object.keys(out)) if (isClientCertHeader(name)) delete out[name]
@@ -87,7 +88,13 @@ export function upstreamRequestHeaders (
       if (name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip') delete out[name]
     }
   }
-  out.host = ctx.host
+  // The route's `upstreamHost`: the client's Host (default); the target's, by leaving Host out so each
+  // connection names its own target (undici's pools, h2-upstream's :authority, the WebSocket paths);
+  // or a fixed name. X-Forwarded-Host below keeps the client's either way.
+  const wanted = ctx.upstreamHost
+  if (wanted === undefined || wanted === 'client') out.host = ctx.host
+  else if (wanted === 'target') delete out.host
+  else out.host = wanted
   out['x-forwarded-for'] = ctx.trusted && prior.for !== undefined && prior.for.trim() !== ''
     ? `${prior.for}, ${ctx.peer}`
     : ctx.peer
@@ -96,6 +103,10 @@ export function upstreamRequestHeaders (
   return out
 }
 
+/** The name a route's `upstreamHost` fixes, or undefined for `client` and `target` (what a health check, which has no client, then sends: the target's own). */
+export function fixedUpstreamHost (upstreamHost: string): string | undefined {
+  return upstreamHost === 'client' || upstreamHost === 'target' ? undefined : upstreamHost
+}
 
 /**
  * Headers to send to the client for an upstream response: without hop-by-hop ones, then the route's

@@ -33,6 +33,8 @@ import { RoutePools } from './route-pool.js'
 import { UpstreamPools } from './upstream-pools.js'
 import { watchConnectTime } from './upstream-connect-time.js'
 import { createDirectH2, type StreamHandler } from './h2-direct.js'
+import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
 import { H1Exchange } from './h1-direct.js'
 import { ANSWERS, countedBody, failureAnswer, leaveGeneration, requestPath, TIMEOUT_CODES, type Generation, type Outcome, type OutcomeCells } from './forward-common.js'
 
@@ -134,7 +136,7 @@ export function createForwarder (opts: {
   let current = generation(opts)
   // Counted in plain numbers per outcome; prom-client gets the totals when /metrics is read (request-metrics.ts).
   const requests = fastCounter(opts.registry, { name: 'edge_proxy_requests_total',
-    help: 'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream, too_large, rate_limited)', labelNames: ['outcome'] })
+    help: 'Client requests by outcome (forwarded, no_route, bad_request, bad_gateway, gateway_timeout, request_timeout, aborted, no_healthy_upstream, too_large, rate_limited, forbidden)', labelNames: ['outcome'] })
   const early = counter(opts.registry, 'edge_early_responses_total',
     'Responses complete before their request body, by what became of the rest of the body (drained, closed, reset)', ['action'])
   const timeouts = timeoutCounter(opts.registry)
@@ -192,6 +194,11 @@ export function createForwarder (opts: {
     }
     rec.route = route
     rec.client = clientAddress(req.headers, peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      settle('forbidden')
+      sendJson(res, 403, ANSWERS.forbidden)
+      return
+    }
     const admission = limits.admit(route, rec.client)
     if (!admission.ok) {
       settle('rate_limited')
@@ -208,7 +215,7 @@ export function createForwarder (opts: {
       sendJson(res, 413, ANSWERS.tooLarge)
       return
     }
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket, rules: route.requestHeaders })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket: req.socket, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     headers['x-request-id'] = rec.id
     // HTTP/1.1 to an HTTP/1.1 pool: undici's dispatch API, the answer written straight to `res` (h1-direct.ts).
     const pool = routePools.get(route)
@@ -258,7 +265,7 @@ export function createForwarder (opts: {
         : undefined
       // undici sends any async iterable (its types only name streams).
       const body = (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { tooLarge = true })) as Dispatcher.DispatchOptions['body']
-      exchange.start(pool, { method, path: requestPath(url), headers, body, headersTimeout: route.timeoutMs, bodyTimeout: route.timeoutMs }, watch !== undefined)
+      exchange.start(pool, { method, path: upstreamPath(route, requestPath(url)), headers, body, headersTimeout: route.timeoutMs, bodyTimeout: route.timeoutMs }, watch !== undefined)
       return
     }
     let overLimit = false
@@ -304,7 +311,7 @@ export function createForwarder (opts: {
       const deadline = grpcDeadline(req, res, () => { settle('gateway_timeout'); abort.abort() })
       const options: Dispatcher.RequestOptions = {
         method: req.method as Dispatcher.HttpMethod,
-        path: requestPath(url),
+        path: upstreamPath(route, requestPath(url)),
         headers,
         // undici sends any async iterable (its types only name streams).
         body: (watch === undefined ? null : countedBody(watch.body, rec, route.maxBodyBytes, () => { overLimit = true })) as Dispatcher.RequestOptions['body'],

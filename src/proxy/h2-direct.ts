@@ -28,6 +28,8 @@ import { ANSWERS, countedBody, errorCode, failureAnswer, leaveGeneration, reques
 import { clientResponseHeaders, requestAuthority, upstreamRequestHeaders, withoutHopByHop, type OutgoingHeaders } from './forward-headers.js'
 import { isGrpc } from './grpc.js'
 import { failStream } from './h2-guard.js'
+import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
 import { watchStreamBody, type StreamBodyWatch } from './request-body.js'
 import { observe } from './request-metrics.js'
 import type { RouteLimits } from './route-limits.js'
@@ -194,6 +196,11 @@ class Exchange implements UpstreamSink {
     this.#route = route
     rec.route = route
     rec.client = clientAddress(headers, this.#peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      this.settle('forbidden')
+      this.answer(403, ANSWERS.forbidden)
+      return false
+    }
     const admission = limits.admit(route, rec.client)
     if (!admission.ok) {
       this.settle('rate_limited')
@@ -207,7 +214,7 @@ class Exchange implements UpstreamSink {
       this.answer(413, ANSWERS.tooLarge)
       return false
     }
-    const up = upstreamRequestHeaders(headers, { host, peer: this.#peer, trusted: isTrusted(this.#peer), socket: this.#socket, rules: route.requestHeaders })
+    const up = upstreamRequestHeaders(headers, { host, peer: this.#peer, trusted: isTrusted(this.#peer), socket: this.#socket, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     up['x-request-id'] = rec.id
     this.#upstreamHeaders = up
     if (!this.#stream.endAfterHeaders) {
@@ -247,7 +254,7 @@ class Exchange implements UpstreamSink {
     const method = this.#headers[':method'] as string
     const options: Dispatcher.DispatchOptions = {
       method: method,
-      path: requestPath(this.#url),
+      path: upstreamPath(route, requestPath(this.#url)),
       headers: this.#upstreamHeaders,
       // undici sends any async iterable (its types only name streams).
       body: (this.#watch === undefined ? null : countedBody(this.#watch.body, rec, route.maxBodyBytes, () => { this.#overLimit = true })) as Dispatcher.DispatchOptions['body'],

@@ -43,10 +43,13 @@ export class OutlierDetector {
 
 interface Verdict { ok: boolean, reason: string }
 
+/** A check's Host: the route's fixed `upstreamHost`; none (the target's own, set by the connection) otherwise. */
+const hostHeader = (host: string | undefined): Record<string, string> => host === undefined ? {} : { host }
+
 /** A `GET` of the check path: passes on one of the expected statuses. */
-async function httpCheck (requester: Requester, config: HealthCheckConfig, signal: AbortSignal): Promise<Verdict> {
+async function httpCheck (requester: Requester, config: HealthCheckConfig, signal: AbortSignal, host: string | undefined): Promise<Verdict> {
   const res = await requester.request({
-    method: 'GET', path: config.path, signal, headersTimeout: config.timeoutMs, bodyTimeout: config.timeoutMs, headers: { 'user-agent': 'keyedge-health-check' }
+    method: 'GET', path: config.path, signal, headersTimeout: config.timeoutMs, bodyTimeout: config.timeoutMs, headers: { 'user-agent': 'keyedge-health-check', ...hostHeader(host) }
   })
   await res.body.dump().catch(() => {})
   return { ok: config.expectedStatuses.includes(res.statusCode), reason: `status ${res.statusCode}` }
@@ -105,14 +108,14 @@ export function grpcServingStatus (body: Buffer): number {
  * A `grpc.health.v1.Health/Check` call for the configured service: passes when the target answers
  * grpc-status 0 with status SERVING, as Envoy's gRPC health checker does.
  */
-async function grpcCheck (requester: Requester, config: HealthCheckConfig, signal: AbortSignal): Promise<Verdict> {
+async function grpcCheck (requester: Requester, config: HealthCheckConfig, signal: AbortSignal, host: string | undefined): Promise<Verdict> {
   const res = await requester.request({
     method: 'POST',
     path: GRPC_HEALTH_CHECK_PATH,
     signal,
     headersTimeout: config.timeoutMs,
     bodyTimeout: config.timeoutMs,
-    headers: { 'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'keyedge-health-check' },
+    headers: { 'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'keyedge-health-check', ...hostHeader(host) },
     body: grpcHealthRequest(config.grpcService ?? '')
   })
   const chunks: Buffer[] = []
@@ -144,6 +147,8 @@ export class HealthChecker {
     dispatcher: (t: Target) => Requester
     log: Logger
     onChange: (t: Target, healthy: boolean) => void
+    /** The Host every check carries (a route's fixed `upstreamHost`); absent: each target's own. */
+    host?: string
   }) {
     const { config } = opts
     for (const target of opts.targets) {
@@ -160,8 +165,8 @@ export class HealthChecker {
         let reason: string
         try {
           ({ ok, reason } = config.protocol === 'grpc'
-            ? await grpcCheck(opts.dispatcher(target), config, abort.signal)
-            : await httpCheck(opts.dispatcher(target), config, abort.signal))
+            ? await grpcCheck(opts.dispatcher(target), config, abort.signal, opts.host)
+            : await httpCheck(opts.dispatcher(target), config, abort.signal, opts.host))
         } catch (err) {
           reason = abort.signal.aborted ? 'timeout' : err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : 'error'
         } finally {

@@ -9,7 +9,7 @@ import type { RouteConfig } from '../config/types.js'
 /** Buckets kept per route at most; past it the full (idle) ones are dropped first, then the oldest. */
 export const MAX_BUCKETS_PER_ROUTE = 100_000
 
-export type LimitKind = 'body_size' | 'rate' | 'websockets'
+export type LimitKind = 'body_size' | 'rate' | 'websockets' | 'address'
 
 interface Bucket { tokens: number, at: number }
 
@@ -43,7 +43,7 @@ function routeKey (route: RouteConfig): string {
 export function createRouteLimits (opts: { registry: Registry, now?: () => number }): RouteLimits {
   const now = opts.now ?? (() => performance.now())
   const hits = (opts.registry.getSingleMetric('edge_route_limit_hits_total') as Counter<string> | undefined) ??
-    new Counter({ name: 'edge_route_limit_hits_total', help: 'Requests refused by a route limit: body_size (413), rate (429), websockets (429)', labelNames: ['limit'], registers: [opts.registry] })
+    new Counter({ name: 'edge_route_limit_hits_total', help: 'Requests refused by a route limit: body_size (413), rate (429), websockets (429), address (403: the route\'s allow/deny lists)', labelNames: ['limit'], registers: [opts.registry] })
   const buckets = new WeakMap<RouteConfig, Map<string, Bucket>>()
   // Per route key, per client address: WebSockets open now (entries at 0 are removed).
   const openSockets = new Map<string, Map<string, number>>()

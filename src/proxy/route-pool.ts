@@ -12,6 +12,7 @@ import { EdgeError } from '../errors.js'
 import { Balancer, hashKey, Target } from './balancer.js'
 import { clientAddress } from './client-address.js'
 import { H2Upstreams, type Requester } from './h2-upstream.js'
+import { fixedUpstreamHost } from './forward-headers.js'
 import { HealthChecker, OutlierDetector } from './health.js'
 import { replayable, RetryBudget, retriableError } from './retry.js'
 import { UpstreamPools } from './upstream-pools.js'
@@ -111,7 +112,7 @@ export class RoutePool {
     this.checked = route.healthCheck !== undefined
     this.#checker = route.healthCheck === undefined
       ? undefined
-      : new HealthChecker({ targets: this.targets, config: route.healthCheck, dispatcher: t => this.#dispatcher(t), log: opts.log.child({ route: this.label }), onChange: () => {} })
+      : new HealthChecker({ targets: this.targets, config: route.healthCheck, dispatcher: t => this.#dispatcher(t), log: opts.log.child({ route: this.label }), onChange: () => {}, host: fixedUpstreamHost(route.upstreamHost) })
   }
 
   #dispatcher (t: Target): Requester {

@@ -2,6 +2,7 @@
 // longest path prefix; a host level without a matching prefix falls through to the next level.
 
 import type { RouteConfig } from '../config/types.js'
+import { prepareAccess } from './route-access.js'
 
 export interface Router {
   /** The route for a request, or undefined (→ 404). `host` may carry a port; `path` a query. */
@@ -42,6 +43,8 @@ export function createRouter (routes: readonly RouteConfig[]): Router {
   const wildcard = new Map<string, RouteConfig[]>()
   const any: RouteConfig[] = []
   for (const route of routes) {
+    // The route's allow/deny lists, compiled once per config (route-access.ts).
+    prepareAccess(route)
     if (route.host === '*') any.push(route)
     else if (route.host.startsWith('*.')) push(wildcard, route.host.slice(2), route)
     else push(exact, route.host, route)

@@ -19,6 +19,9 @@ import { requestIdOf, type AccessLog, type WebSocketRecord } from './access-log.
 import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders, withoutHopByHop } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
+import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
+import { ANSWERS } from './forward-common.js'
 import { admitWebSocket, type RouteLimits } from './route-limits.js'
 import type { Router } from './router.js'
 import { normalizeAddress } from './trusted-proxies.js'
@@ -107,13 +110,17 @@ export function createH2WebSockets (opts: {
     }
     rec.route = route
     rec.client = clientAddress(headers, peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      refused(403, ANSWERS.forbidden.error, ANSWERS.forbidden.message)
+      return
+    }
     const admitted = admitWebSocket(limits, route, rec.client)
     if (!admitted.ok) {
       refused(429, admitted.error, admitted.message, admitted.retryAfterSeconds === undefined ? undefined : { 'retry-after': String(admitted.retryAfterSeconds) })
       return
     }
     stream.once('close', admitted.release)
-    const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted, rules: route.requestHeaders })
+    const out = upstreamRequestHeaders(headers, { host: authority.host, peer, trusted, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     out['x-request-id'] = rec.id
     out.connection = 'upgrade'
     out.upgrade = 'websocket'
@@ -129,11 +136,13 @@ export function createH2WebSockets (opts: {
     rec.upstreamStartMs = performance.now()
     const target = new URL(origin)
     const tls = target.protocol === 'https:'
+    // `upstreamHost: "target"` left Host out: the target's own.
+    if (out.host === undefined) out.host = target.host
     const req = (tls ? httpsRequest : httpRequest)({
       host: target.hostname,
       port: Number(target.port !== '' ? target.port : tls ? 443 : 80),
       method: 'GET',
-      path,
+      path: upstreamPath(route, path),
       headers: out,
       agent: false,
       ...(tls ? { servername: target.hostname, ALPNProtocols: ['http/1.1'] } : {})

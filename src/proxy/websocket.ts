@@ -16,6 +16,9 @@ import { NO_ACCESS_LOG, requestIdOf, type AccessLog, type WebSocketRecord } from
 import { clientAddress } from './client-address.js'
 import { requestAuthority, upstreamRequestHeaders } from './forward-headers.js'
 import { endConnection } from './http-limits.js'
+import { upstreamPath } from './path-rewrite.js'
+import { addressRefused } from './route-access.js'
+import { ANSWERS } from './forward-common.js'
 import { admitWebSocket, createRouteLimits, type RouteLimits } from './route-limits.js'
 import { createRouter } from './router.js'
 import { createTrustMatcher, normalizeAddress } from './trusted-proxies.js'
@@ -46,7 +49,7 @@ export interface WebSocketProxy {
   drain: (ms: number) => Promise<void>
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
+const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
 
 /** Answers an upgrade the proxy will not pass on, and closes the connection; returns the body's size. */
 function refuse (socket: Socket, status: number, error: string, reason: string, extra = ''): number {
@@ -130,13 +133,17 @@ export function createWebSocketProxy (opts: {
     }
     rec.route = route
     rec.client = clientAddress(req.headers, peer, isTrusted)
+    if (addressRefused(route, rec.client, limits)) {
+      refused(403, ANSWERS.forbidden.error, ANSWERS.forbidden.message)
+      return
+    }
     const admitted = admitWebSocket(limits, route, rec.client)
     if (!admitted.ok) {
       refused(429, admitted.error, admitted.message, admitted.retryAfterSeconds === undefined ? '' : `Retry-After: ${admitted.retryAfterSeconds}\r\n`)
       return
     }
     socket.once('close', admitted.release)
-    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket, rules: route.requestHeaders })
+    const headers = upstreamRequestHeaders(req.headers, { host: authority.host, peer, trusted, socket, rules: route.requestHeaders, upstreamHost: route.upstreamHost })
     headers['x-request-id'] = rec.id
     headers.connection = 'upgrade'
     headers.upgrade = 'websocket'
@@ -148,6 +155,8 @@ export function createWebSocketProxy (opts: {
     rec.upstream = origin
     const target = new URL(origin)
     const port = Number(target.port !== '' ? target.port : target.protocol === 'https:' ? 443 : 80)
+    // `upstreamHost: "target"` left Host out: the target's own.
+    if (headers.host === undefined) headers.host = target.host
     // Verified against the target's own name or IP, as the undici pools are.
     const { host, servername } = targetHost(target)
     rec.upstreamStartMs = performance.now()
@@ -158,7 +167,7 @@ export function createWebSocketProxy (opts: {
     let timedOut = false
     const connectTimer = setTimeout(() => { timedOut = true; upstream.destroy(new Error('connect timeout')) }, route.connectTimeoutMs)
     connectTimer.unref()
-    let lines = `${rec.method} ${rec.url} HTTP/1.1\r\n`
+    let lines = `${rec.method} ${upstreamPath(route, rec.url)} HTTP/1.1\r\n`
     for (const [name, value] of Object.entries(headers)) {
       for (const v of Array.isArray(value) ? value : [value]) lines += `${name}: ${v}\r\n`
     }

@@ -36,8 +36,11 @@ t.test('defaults fill what the file leaves out', async t => {
     // Edge HTTP defaults: in the access log, no body, rate or WebSocket limit, WebSockets idle 5 min.
     accessLog: true, maxBodyBytes: 0, requestsPerSecondPerClient: 0, requestBurstPerClient: 0, webSocketsPerClient: 0, requestHeaders: { set: [], remove: [] }, responseHeaders: { set: [], remove: [] }, webSocketIdleMs: 300_000,
     // HTTP/1.1 to the targets unless told h2c or h2.
-    upstreamProtocol: 'http1'
+    upstreamProtocol: 'http1',
+    // The client's Host goes upstream.
+    upstreamHost: 'client'
   })
+  t.equal(config.routes[0]?.rewritePrefix, undefined, 'the path goes upstream unchanged')
   t.equal(config.http2, true)
   t.equal(config.log.level, 'info')
   const withKeyd = validateConfig({ ...minimal(), keyd: { timeoutMs: 250 } }, { baseDir: '/etc/keyedge' })
