@@ -1,0 +1,154 @@
+// OCSP stapling against real `openssl ocsp` responders, with a test CA and a delegated responder
+// certificate made at test time: a proxy staples a verified `good` response (openssl s_client
+// -status), does not staple a revoked certificate (counted and logged), keeps handshaking without a
+// staple when the responder is down, drops a cached response once it expires (a responder whose
+// clock runs behind, under libfaketime), and attaches no 'OCSPRequest' listener to entries without
+// an OCSP URL (nor to an entry before it has a response).
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createServer as createTlsServer, type TlsOptions } from 'node:tls'
+import { Registry } from 'prom-client'
+import { validateConfig } from '../../src/config/index.js'
+import { createLogger } from '../../src/logger.js'
+import { CertStore } from '../../src/tls/cert-store.js'
+import { ContextCache } from '../../src/tls/context-cache.js'
+import { OcspStapler } from '../../src/tls/ocsp-stapler.js'
+import { adminMetrics, metric } from '../helpers/http-front.js'
+import { issueLeaf, makeOcspPki, startResponder } from '../helpers/ocsp-pki.js'
+import { tempHome } from '../helpers/paths.js'
+import { spawnCli } from '../helpers/processes.js'
+import { refusedUrl } from '../helpers/proxy-fixtures.js'
+import { until } from '../helpers/wait.js'
+
+const home = tempHome('keyedge-ocsp-')
+t.teardown(() => rmSync(home, { recursive: true, force: true }))
+const pki = makeOcspPki(home, { good: ['1001', '1003', '1004'], revoked: ['1002'] })
+const responder = await startResponder(pki)
+t.teardown(responder.stop)
+// Its responses are valid for 60 s from its clock, 48 s behind ours: 12 s after each fetch.
+const lagging = await startResponder(pki, 48)
+t.teardown(lagging.stop)
+const down = await refusedUrl()
+
+const good = issueLeaf(pki, 'good.test', '1001', responder.url)
+const revoked = issueLeaf(pki, 'revoked.test', '1002', responder.url)
+const expiring = issueLeaf(pki, 'expiring.test', '1003', lagging.url)
+const unreachable = issueLeaf(pki, 'down.test', '1004', down)
+const plain = issueLeaf(pki, 'plain.test', '1005', undefined)
+
+const entry = (name: string, leaf: { chainFile: string, keyFile: string }): Record<string, unknown> =>
+  ({ name, serverNames: [name], files: [{ cert: leaf.chainFile, key: leaf.keyFile }] })
+
+/** One `openssl s_client -status` handshake with `name`; its whole output. */
+async function status (port: number, name: string): Promise<string> {
+  return await new Promise(resolve => {
+    const c = execFile('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', name, '-status', '-CAfile', pki.caFile, '-verify_return_error'],
+      { encoding: 'utf8', timeout: 10_000 }, (_err, stdout, stderr) => resolve(`${stdout}${stderr}`))
+    c.stdin?.end()
+  })
+}
+const stapledGood = (out: string): boolean => out.includes('OCSP Response Status: successful') && out.includes('Cert Status: good')
+const handshook = (out: string): boolean => out.includes('Verify return code: 0 (ok)')
+const noStaple = (out: string): boolean => out.includes('OCSP response: no response sent')
+
+t.test('config: on by default, checked with field paths', async t => {
+  const base = { certificates: [{ name: 'x', serverNames: ['x.test'], files: [{ cert: 'x', key: 'x' }] }], routes: [{ upstream: 'http://127.0.0.1:1' }] }
+  const config = validateConfig(base, { baseDir: '/' })
+  t.equal(config.tls.ocspStapling, true)
+  t.equal(config.tls.ocspResponderTimeoutMs, 5000)
+  t.throws(() => validateConfig({ ...base, tls: { ocspStapling: 'yes' } }, { baseDir: '/' }), /tls\.ocspStapling/)
+  t.throws(() => validateConfig({ ...base, tls: { ocspResponderTimeoutMs: 10 } }, { baseDir: '/' }), /tls\.ocspResponderTimeoutMs/)
+  t.throws(() => validateConfig({ ...base, tls: { sslStapling: true } }, { baseDir: '/' }), /ocspStapling/)
+})
+
+t.test('a proxy staples good responses only, and survives a responder that is down', async t => {
+  const file = join(home, 'proxy.json')
+  writeFileSync(file, JSON.stringify({
+    listen: { host: '127.0.0.1', port: 0 },
+    workers: 1,
+    tls: { defaultCertificate: 'good.test', ocspResponderTimeoutMs: 2000 },
+    certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable), entry('plain.test', plain)],
+    routes: [{ upstream: down }],
+    admin: { port: 0, drainDelayMs: 0 },
+    shutdownGraceMs: 200,
+    log: { level: 'info' }
+  }))
+  const proxy = spawnCli(['proxy', '--config', file])
+  t.teardown(() => proxy.stop())
+  const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
+  const adminPort = (await proxy.waitFor(o => o.msg === 'admin listening', 10_000)).port as number
+
+  // The default entry's context is built at start: its response is fetched then.
+  await proxy.waitFor(o => o.msg === 'OCSP response stapled' && o.certificate === 'good.test', 15_000)
+  const out = await status(port, 'good.test')
+  t.ok(stapledGood(out), 'good.test: a verified good response is stapled')
+  t.ok(handshook(out))
+  t.match(out, /Responder Id: CN = keyedge OCSP test responder/, 'signed by the delegated responder')
+  t.ok(noStaple(await status(port, 'plain.test')), 'no OCSP URL: nothing stapled')
+
+  // The others are fetched when first used; that first client gets no staple.
+  t.ok(handshook(await status(port, 'revoked.test')))
+  const line = await proxy.waitFor(o => o.certificate === 'revoked.test' && o.status === 'revoked', 15_000)
+  t.equal(line.level, 50, 'a revoked certificate is logged as an error')
+  t.equal(line.responder, responder.url)
+  const again = await status(port, 'revoked.test')
+  t.ok(handshook(again) && noStaple(again), 'revoked.test: handshakes go on, nothing stapled')
+
+  t.ok(handshook(await status(port, 'down.test')))
+  const failed = await proxy.waitFor(o => o.certificate === 'down.test' && o.msg === 'OCSP response not stapled', 15_000)
+  t.match(String(failed.reason), /cannot reach the responder/)
+  const downOut = await status(port, 'down.test')
+  t.ok(handshook(downOut) && noStaple(downOut), 'down.test: handshakes work without a staple')
+
+  const text = await adminMetrics(adminPort)
+  t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'good' }) >= 1)
+  t.equal(metric(text, 'edge_tls_ocsp_responses_total', { result: 'revoked' }), 1)
+  t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'fetch_failed' }) >= 1)
+  t.ok(metric(text, 'edge_tls_ocsp_stapled_total') >= 1)
+  const left = metric(text, 'edge_tls_ocsp_staple_expiry_seconds', { name: 'good.test' })
+  t.ok(left > 0 && left <= 60, `seconds until good.test's response expires: ${left}`)
+  t.equal(metric(text, 'edge_tls_ocsp_staple_expiry_seconds', { name: 'revoked.test' }), 0, 'no series for an entry without a staple')
+  t.notOk(proxy.lines.some(l => l.includes('PRIVATE KEY')), 'no key in the logs')
+
+  // A response that expires: stapled while current, dropped once its nextUpdate passes with the
+  // responder gone (the refresh fails).
+  await status(port, 'expiring.test')
+  await proxy.waitFor(o => o.msg === 'OCSP response stapled' && o.certificate === 'expiring.test', 15_000)
+  t.ok(stapledGood(await status(port, 'expiring.test')), 'expiring.test: stapled while current')
+  await lagging.stop()
+  await proxy.waitFor(o => o.msg === 'OCSP response expired before a new one could be fetched; not stapled' && o.certificate === 'expiring.test', 30_000)
+  const late = await status(port, 'expiring.test')
+  t.ok(handshook(late) && noStaple(late), 'expired: no longer stapled')
+})
+
+t.test('listeners: none without an OCSP URL, one per server once a response is cached, none after release', async t => {
+  const log = createLogger({ level: 'silent' })
+  const registry = new Registry()
+  const config = validateConfig({
+    certificates: [entry('good.test', good), entry('plain.test', plain)],
+    routes: [{ upstream: down }]
+  }, { baseDir: '/' })
+  const store = new CertStore({ tls: config.tls, log, registry })
+  store.load(config.certificates)
+  t.teardown(() => store.close())
+  const stapler = new OcspStapler({ store, log, registry, settings: config.tls })
+  t.teardown(() => stapler.close())
+  const cache = new ContextCache({ store, maxEntries: 1, registry, log, stapler, makeServer: (options: TlsOptions) => createTlsServer(options) })
+  const variant = { id: 'test', options: { secureOptions: 0 }, cache: false }
+  const goodEntry = store.get('good.test')
+  const plainEntry = store.get('plain.test')
+  if (goodEntry === undefined || plainEntry === undefined) throw new Error('entries not loaded')
+  const plainServer = cache.serverFor(plainEntry, variant)
+  t.equal(plainServer.listenerCount('OCSPRequest'), 0, 'no OCSP URL: no listener, no per-handshake callback')
+  t.equal(stapler.size, 0)
+  const goodServer = cache.serverFor(goodEntry, variant)
+  t.equal(goodServer.listenerCount('OCSPRequest'), 0, 'no response yet: no listener')
+  t.ok(await until(() => goodServer.listenerCount('OCSPRequest') === 1, 15_000), 'a verified response: the listener is attached')
+  const der = await new Promise<Buffer | null>(resolve => goodServer.emit('OCSPRequest', Buffer.alloc(0), Buffer.alloc(0), (_err: Error | null, res: Buffer | null) => resolve(res)))
+  t.ok(der !== null && der.length > 0, 'it hands out the cached response')
+  cache.serverFor(plainEntry, variant) // the cache holds one entry: good.test is evicted
+  t.equal(goodServer.listenerCount('OCSPRequest'), 0, 'evicted: listener removed, stapling state dropped')
+  t.equal(stapler.size, 0)
+})
