@@ -20,6 +20,8 @@ export interface OcspPki {
 export interface OcspLeaf {
   /** The leaf then the CA certificate, as a certificate entry's `cert` file. */
   chainFile: string
+  /** The leaf alone. */
+  certFile: string
   keyFile: string
   serial: string
 }
@@ -76,7 +78,7 @@ export function issueLeaf (pki: OcspPki, name: string, serial: string, ocspUrl: 
     '-days', '2', '-extfile', ext, '-extensions', 'leaf', '-out', `${base}.crt`], quiet)
   const chainFile = `${base}.chain.pem`
   execFileSync('sh', ['-c', 'cat "$1" "$2" > "$3"', 'sh', `${base}.crt`, pki.caFile, chainFile])
-  return { chainFile, keyFile, serial }
+  return { chainFile, certFile: `${base}.crt`, keyFile, serial }
 }
 
 /** libfaketime's library (Debian package `faketime`). @throws Error when it is not installed. */
@@ -90,11 +92,11 @@ export interface Responder { url: string, proc: Spawned, stop: () => Promise<voi
 
 /**
  * Starts `openssl ocsp` for `pki` (signing with the delegated responder certificate, responses valid
- * for `-nmin 1`) on a free port. `behindSeconds`: its clock runs that far behind (libfaketime), so
+ * for `-nmin 1`) on a free port; `signer` replaces that certificate and key. `behindSeconds`: its clock runs that far behind (libfaketime), so
  * its responses expire `60 - behindSeconds` seconds from now.
  */
-export async function startResponder (pki: OcspPki, behindSeconds = 0): Promise<Responder> {
-  const args = ['ocsp', '-index', pki.indexFile, '-CA', pki.caFile, '-rsigner', join(pki.dir, 'ocsp.crt'), '-rkey', join(pki.dir, 'ocsp.key'), '-port', '0', '-nmin', '1']
+export async function startResponder (pki: OcspPki, behindSeconds = 0, signer = { cert: join(pki.dir, 'ocsp.crt'), key: join(pki.dir, 'ocsp.key') }): Promise<Responder> {
+  const args = ['ocsp', '-index', pki.indexFile, '-CA', pki.caFile, '-rsigner', signer.cert, '-rkey', signer.key, '-port', '0', '-nmin', '1']
   // libfaketime preloaded into openssl itself (the faketime wrapper would fork: its pid is not the responder's).
   const proc = spawnLogged('openssl', args, behindSeconds > 0 ? { LD_PRELOAD: fakeTimeLibrary(), FAKETIME: `-${behindSeconds}s`, DONT_FAKE_MONOTONIC: '1' } : {})
   const deadline = Date.now() + 10_000

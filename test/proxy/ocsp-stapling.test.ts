@@ -2,7 +2,8 @@
 // certificate made at test time: a proxy staples a verified `good` response (openssl s_client
 // -status), does not staple a revoked certificate (counted and logged), keeps handshaking without a
 // staple when the responder is down, drops a cached response once it expires (a responder whose
-// clock runs behind, under libfaketime), and attaches no 'OCSPRequest' listener to entries without
+// clock runs behind, under libfaketime), refuses a response signed by a certificate not issued for
+// OCSP signing, and attaches no 'OCSPRequest' listener to entries without
 // an OCSP URL (nor to an entry before it has a response).
 import t from 'tap'
 import { execFile } from 'node:child_process'
@@ -24,19 +25,23 @@ import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-ocsp-')
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
-const pki = makeOcspPki(home, { good: ['1001', '1003', '1004'], revoked: ['1002'] })
+const pki = makeOcspPki(home, { good: ['1001', '1003', '1004', '1006'], revoked: ['1002'] })
 const responder = await startResponder(pki)
 t.teardown(responder.stop)
 // Its responses are valid for 60 s from its clock, 48 s behind ours: 12 s after each fetch.
 const lagging = await startResponder(pki, 48)
 t.teardown(lagging.stop)
 const down = await refusedUrl()
+const plain = issueLeaf(pki, 'plain.test', '1005', undefined)
+// Signs with a certificate the CA issued for serverAuth, not OCSP signing: what it says must not be believed.
+const impostor = await startResponder(pki, 0, { cert: plain.certFile, key: plain.keyFile })
+t.teardown(impostor.stop)
 
 const good = issueLeaf(pki, 'good.test', '1001', responder.url)
 const revoked = issueLeaf(pki, 'revoked.test', '1002', responder.url)
 const expiring = issueLeaf(pki, 'expiring.test', '1003', lagging.url)
 const unreachable = issueLeaf(pki, 'down.test', '1004', down)
-const plain = issueLeaf(pki, 'plain.test', '1005', undefined)
+const misSigned = issueLeaf(pki, 'missigned.test', '1006', impostor.url)
 
 const entry = (name: string, leaf: { chainFile: string, keyFile: string }): Record<string, unknown> =>
   ({ name, serverNames: [name], files: [{ cert: leaf.chainFile, key: leaf.keyFile }] })
@@ -69,7 +74,7 @@ t.test('a proxy staples good responses only, and survives a responder that is do
     listen: { host: '127.0.0.1', port: 0 },
     workers: 1,
     tls: { defaultCertificate: 'good.test', ocspResponderTimeoutMs: 2000 },
-    certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable), entry('plain.test', plain)],
+    certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable), entry('plain.test', plain), entry('missigned.test', misSigned)],
     routes: [{ upstream: down }],
     admin: { port: 0, drainDelayMs: 0 },
     shutdownGraceMs: 200,
@@ -102,10 +107,16 @@ t.test('a proxy staples good responses only, and survives a responder that is do
   const downOut = await status(port, 'down.test')
   t.ok(handshook(downOut) && noStaple(downOut), 'down.test: handshakes work without a staple')
 
+  t.ok(handshook(await status(port, 'missigned.test')))
+  const refused = await proxy.waitFor(o => o.certificate === 'missigned.test' && o.msg === 'OCSP response not stapled', 15_000)
+  t.match(String(refused.reason), /not for OCSP signing/, 'a responder certificate without id-kp-OCSPSigning is refused')
+  t.ok(noStaple(await status(port, 'missigned.test')), 'missigned.test: nothing stapled')
+
   const text = await adminMetrics(adminPort)
   t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'good' }) >= 1)
   t.equal(metric(text, 'edge_tls_ocsp_responses_total', { result: 'revoked' }), 1)
   t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'fetch_failed' }) >= 1)
+  t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'invalid' }) >= 1)
   t.ok(metric(text, 'edge_tls_ocsp_stapled_total') >= 1)
   const left = metric(text, 'edge_tls_ocsp_staple_expiry_seconds', { name: 'good.test' })
   t.ok(left > 0 && left <= 60, `seconds until good.test's response expires: ${left}`)
