@@ -3,7 +3,7 @@
 // -status), does not staple a revoked certificate (counted and logged), keeps handshaking without a
 // staple when the responder is down, drops a cached response once it expires (a responder whose
 // clock runs behind, under libfaketime), refuses a response signed by a certificate not issued for
-// OCSP signing, and attaches no 'OCSPRequest' listener to entries without
+// OCSP signing, follows a reload that turns stapling off and on, and attaches no 'OCSPRequest' listener to entries without
 // an OCSP URL (nor to an entry before it has a response).
 import t from 'tap'
 import { execFile } from 'node:child_process'
@@ -70,16 +70,17 @@ t.test('config: on by default, checked with field paths', async t => {
 
 t.test('a proxy staples good responses only, and survives a responder that is down', async t => {
   const file = join(home, 'proxy.json')
-  writeFileSync(file, JSON.stringify({
+  const writeConfig = (tls: Record<string, unknown>): void => writeFileSync(file, JSON.stringify({
     listen: { host: '127.0.0.1', port: 0 },
     workers: 1,
-    tls: { defaultCertificate: 'good.test', ocspResponderTimeoutMs: 2000 },
+    tls: { defaultCertificate: 'good.test', ocspResponderTimeoutMs: 2000, ...tls },
     certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable), entry('plain.test', plain), entry('missigned.test', misSigned)],
     routes: [{ upstream: down }],
     admin: { port: 0, drainDelayMs: 0 },
     shutdownGraceMs: 200,
     log: { level: 'info' }
   }))
+  writeConfig({})
   const proxy = spawnCli(['proxy', '--config', file])
   t.teardown(() => proxy.stop())
   const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).port as number
@@ -132,6 +133,19 @@ t.test('a proxy staples good responses only, and survives a responder that is do
   await proxy.waitFor(o => o.msg === 'OCSP response expired before a new one could be fetched; not stapled' && o.certificate === 'expiring.test', 30_000)
   const late = await status(port, 'expiring.test')
   t.ok(handshook(late) && noStaple(late), 'expired: no longer stapled')
+
+  // A reload turns stapling off (no staple at once) and on again (fetched when the entry is next built).
+  const reloads = (): number => proxy.lines.filter(l => l.includes('"msg":"certificates reloaded"')).length
+  const reloadWith = async (tls: Record<string, unknown>): Promise<boolean> => {
+    const before = reloads()
+    writeConfig(tls)
+    proxy.proc.kill('SIGHUP')
+    return await until(() => reloads() > before, 15_000)
+  }
+  t.ok(await reloadWith({ ocspStapling: false }), 'reloaded with ocspStapling: false')
+  t.ok(noStaple(await status(port, 'good.test')), 'off: nothing stapled')
+  t.ok(await reloadWith({ ocspStapling: true }), 'reloaded with ocspStapling: true')
+  t.ok(await until(async () => stapledGood(await status(port, 'good.test')), 15_000), 'on again: stapled')
 })
 
 t.test('listeners: none without an OCSP URL, one per server once a response is cached, none after release', async t => {
