@@ -95,7 +95,8 @@ export const TlsSchema = section({
 
 export const CertificateFilesSchema = section({
   cert: path({ description: 'PEM certificate, leaf first, then its chain. Refused if unparsable or expired' }),
-  key: path({ description: 'normally a **key reference** (`-----BEGIN KEYEDGE KEY REFERENCE-----`), which needs the `keyd` section. A plain private key PEM also works but puts the key in the proxy process: the proxy logs `KEY CUSTODY BYPASSED` (meant for benchmark baselines)' })
+  key: path({ description: 'normally a **key reference** (`-----BEGIN KEYEDGE KEY REFERENCE-----`), which needs the `keyd` section. A plain private key PEM also works but puts the key in the proxy process: the proxy logs `KEY CUSTODY BYPASSED` (meant for benchmark baselines)' }),
+  ocsp: optional(path({ description: 'a DER OCSP response for `cert` provided by the operator, stapled instead of asking the responder (nginx `ssl_stapling_file`; needs `tls.ocspStapling`). Verified like a fetched one (issuer next in `cert`); read when the entry is first used, again at half its validity and on a reload, and never stapled once expired. See [ocsp-stapling.md](ocsp-stapling.md#a-response-file)' }))
 }, { renamed: { certificate: 'use "cert"', privateKey: 'use "key"', keyref: 'use "key"' } })
 
 export const CLIENT_AUTH_MODES = ['require', 'request'] as const

@@ -206,6 +206,9 @@ export async function startProxyServer (opts: {
     return server
   }
   const stapler = new OcspStapler({ store: certs, log, registry, settings: config.tls })
+  // The certificate list served (a reload without entries keeps it), for its response files.
+  let certificateList: readonly CertificateConfig[] = config.certificates
+  stapler.responseFiles(certificateList)
   const contexts = new ContextCache({ store: certs, maxEntries: config.tls.contextCacheSize, registry, log, makeServer: buildTlsServer, stapler })
   registerExpiryGauge(registry, certs)
 
@@ -224,6 +227,8 @@ export async function startProxyServer (opts: {
         plan.commit()
         contexts.resize(nextTls.contextCacheSize)
         if (stapler.update(nextTls)) contexts.dropAll()
+        if (entries !== undefined) certificateList = entries
+        stapler.responseFiles(certificateList)
         needsHello = helloMatters()
       },
       abort: plan.abort

@@ -5,6 +5,7 @@
 // URL, as POSTs otherwise, each bounded by a timeout and a response size.
 
 import { createHash, X509Certificate } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema'
 import { AlgorithmIdentifier, Certificate } from '@peculiar/asn1-x509'
 import { CertID, OCSPRequest, Request, TBSRequest } from '@peculiar/asn1-ocsp'
@@ -23,8 +24,10 @@ const GET_LIMIT = 255
 export interface OcspSubject {
   readonly leaf: X509Certificate
   readonly issuer: X509Certificate
-  /** The responder URL from the leaf's Authority Information Access (http only). */
+  /** The responder URL from the leaf's Authority Information Access (http only), or the response file's path. */
   readonly url: string
+  /** A response file provided by the operator (`files[].ocsp`): read instead of asking a responder. */
+  readonly file: string | undefined
   readonly certId: CertID
   /** The issuer's subject name (DER) and public key bits: what a CertID hashes. */
   readonly issuerName: Buffer
@@ -61,14 +64,15 @@ export type SubjectOutcome = { subject: OcspSubject } | { skip: 'no_ocsp_url' | 
 
 /**
  * The OCSP subject of a certificate chain PEM (leaf first, its issuer next), or why there is none:
- * no OCSP responder URL in the leaf, no second certificate, or one that did not sign the leaf.
+ * no OCSP responder URL in the leaf (and no response `file`), no second certificate, or one that
+ * did not sign the leaf.
  */
-export function ocspSubject (chainPem: Buffer): SubjectOutcome {
+export function ocspSubject (chainPem: Buffer, file?: string): SubjectOutcome {
   const blocks = pemCertificateBlocks(chainPem).slice(0, 2).map(b => Buffer.from(b))
   const [leafDer, issuerDer] = blocks
   if (leafDer === undefined) return { skip: 'no_ocsp_url' }
   const leaf = new X509Certificate(leafDer)
-  const url = ocspUrlOf(leaf)
+  const url = file ?? ocspUrlOf(leaf)
   if (url === undefined) return { skip: 'no_ocsp_url' }
   if (issuerDer === undefined) return { skip: 'no_issuer' }
   const issuer = new X509Certificate(issuerDer)
@@ -81,11 +85,27 @@ export function ocspSubject (chainPem: Buffer): SubjectOutcome {
     serialNumber: AsnConvert.parse(leafDer, Certificate).tbsCertificate.serialNumber
   })
   const der = Buffer.from(AsnConvert.serialize(new OCSPRequest({ tbsRequest: new TBSRequest({ requestList: [new Request({ reqCert: certId })] }) })))
-  return { subject: { leaf, issuer, url, certId, issuerName: name, issuerKey: key, request: der } }
+  return { subject: { leaf, issuer, url, file, certId, issuerName: name, issuerKey: key, request: der } }
 }
 
 /** A responder that did not answer with an OCSP response: `reason` is safe to log. */
 export class OcspFetchError extends Error {}
+
+/**
+ * `subject`'s response: its file's bytes when it has one, else the responder's answer.
+ * @throws OcspFetchError as fetchOcsp, or when the file cannot be read or is over MAX_RESPONSE_BYTES.
+ */
+export async function obtainOcsp (subject: OcspSubject, timeoutMs: number): Promise<Buffer> {
+  if (subject.file === undefined) return await fetchOcsp(subject, timeoutMs)
+  let der: Buffer
+  try {
+    der = await readFile(subject.file)
+  } catch (err) {
+    throw new OcspFetchError(`cannot read ${subject.file} (${errorCode(err) ?? errorMessage(err)})`)
+  }
+  if (der.length > MAX_RESPONSE_BYTES) throw new OcspFetchError(`${subject.file} is over ${MAX_RESPONSE_BYTES} bytes`)
+  return der
+}
 
 /**
  * Sends `subject`'s request to its responder and returns the response body (not yet verified).

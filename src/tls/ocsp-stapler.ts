@@ -20,9 +20,10 @@ import type { Server as TlsServer } from 'node:tls'
 import type { Logger } from 'pino'
 import { errorMessage } from '../../lib/errors.js'
 import { Counter, Gauge, type Registry } from 'prom-client'
+import type { CertificateConfig } from '../config/types.js'
 import type { CheckedEntry } from './cert-check.js'
 import type { CertStore } from './cert-store.js'
-import { fetchOcsp, ocspSubject, OcspFetchError, type OcspSubject } from './ocsp-request.js'
+import { obtainOcsp, ocspSubject, OcspFetchError, type OcspSubject } from './ocsp-request.js'
 import { OcspResponseError, verifyOcspResponse } from './ocsp-verify.js'
 import { fastCounter, type CounterCell } from '../proxy/request-metrics.js'
 
@@ -51,7 +52,7 @@ class Staple {
   expiryTimer: NodeJS.Timeout | undefined
   readonly servers = new Set<TlsServer>()
   readonly listener: OcspHandler
-  constructor (readonly name: string, readonly subject: OcspSubject, stapled: CounterCell) {
+  constructor (readonly entry: CheckedEntry, public subject: OcspSubject, stapled: CounterCell) {
     // Per status_request handshake: a field, the clock, a callback. Nothing is hashed or parsed.
     this.listener = (_certificate, _issuer, callback) => {
       const der = this.der
@@ -63,6 +64,8 @@ class Staple {
       }
     }
   }
+
+  get name (): string { return this.entry.name }
 
   listen (on: boolean): void {
     for (const server of this.servers) {
@@ -79,6 +82,8 @@ export class OcspStapler {
   #settings: StaplingSettings
   /** Entries with something to staple, by entry id. */
   readonly #staples = new Map<number, Staple>()
+  /** Response files provided by the operator (`files[].ocsp` of single-certificate entries), by entry name. */
+  #files = new Map<string, string>()
   /** Entries looked at and found to have nothing to staple (one look per checked version of an entry). */
   readonly #nothing = new WeakSet<CheckedEntry>()
   readonly #responses: Counter<string>
@@ -125,6 +130,33 @@ export class OcspStapler {
   }
 
   /**
+   * Takes the response files of `certificates` (at start and at each reload): a file-backed entry
+   * reads its file again now (nginx reads `ssl_stapling_file` at each reload), and an entry whose
+   * file was added, changed or removed switches source.
+   */
+  responseFiles (certificates: readonly CertificateConfig[]): void {
+    const files = new Map<string, string>()
+    for (const c of certificates) {
+      const file = c.files.length === 1 ? c.files[0]?.ocsp : undefined
+      if (file !== undefined) files.set(c.name, file)
+    }
+    const before = this.#files
+    this.#files = files
+    for (const [id, s] of [...this.#staples]) {
+      if (before.get(s.name) !== files.get(s.name)) {
+        const subject = this.#subjectOf(s.entry)
+        if (subject === undefined) { this.release(id); continue }
+        s.subject = subject
+        this.#drop(s)
+      }
+      if (s.subject.file !== undefined || before.get(s.name) !== files.get(s.name)) {
+        s.failures = 0
+        this.#schedule(s, 0)
+      }
+    }
+  }
+
+  /**
    * Staples `entry`'s OCSP response on `server` (one of its resumption variants), starting the fetch
    * if this is the entry's first server; nothing when stapling is off or the entry has nothing to staple.
    */
@@ -137,7 +169,7 @@ export class OcspStapler {
         this.#nothing.add(entry)
         return
       }
-      staple = new Staple(entry.name, subject, this.#stapled)
+      staple = new Staple(entry, subject, this.#stapled)
       this.#staples.set(entry.id, staple)
       void this.#refresh(staple)
     }
@@ -170,7 +202,7 @@ export class OcspStapler {
     if (first === undefined) return undefined
     let outcome
     try {
-      outcome = ocspSubject(first.cert)
+      outcome = ocspSubject(first.cert, this.#files.get(entry.name))
     } catch (err) {
       this.#log.warn({ certificate: entry.name, reason: errorMessage(err) }, 'OCSP stapling: cannot read the certificate chain; not stapled')
       return undefined
@@ -206,7 +238,7 @@ export class OcspStapler {
     let der: Buffer
     try {
       if (s.closed) return
-      der = await fetchOcsp(s.subject, this.#settings.ocspResponderTimeoutMs)
+      der = await obtainOcsp(s.subject, this.#settings.ocspResponderTimeoutMs)
     } catch (err) {
       if (s.closed) return
       this.#responses.inc({ result: 'fetch_failed' })

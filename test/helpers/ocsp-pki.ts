@@ -115,3 +115,8 @@ export async function startResponder (pki: OcspPki, behindSeconds = 0, signer = 
   }
   return { url: `http://127.0.0.1:${port}`, proc, stop: async () => { await proc.stop('SIGKILL') } }
 }
+
+/** Asks `url` about `leaf` with `openssl ocsp` and writes the DER response to `out` (a `files[].ocsp` file). */
+export function saveResponse (pki: OcspPki, leaf: OcspLeaf, url: string, out: string): void {
+  execFileSync('openssl', ['ocsp', '-issuer', pki.caFile, '-cert', leaf.certFile, '-url', url, '-respout', out, '-noverify'], quiet)
+}

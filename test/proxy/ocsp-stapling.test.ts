@@ -3,8 +3,9 @@
 // -status), does not staple a revoked certificate (counted and logged), keeps handshaking without a
 // staple when the responder is down, drops a cached response once it expires (a responder whose
 // clock runs behind, under libfaketime), refuses a response signed by a certificate not issued for
-// OCSP signing, follows a reload that turns stapling off and on, and attaches no 'OCSPRequest' listener to entries without
-// an OCSP URL (nor to an entry before it has a response).
+// OCSP signing, staples a response file (files[].ocsp) without asking a responder and refuses one
+// for another certificate, follows a reload that turns stapling off and on, and attaches no
+// 'OCSPRequest' listener to entries without an OCSP URL (nor to an entry before it has a response).
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { rmSync, writeFileSync } from 'node:fs'
@@ -17,7 +18,7 @@ import { CertStore } from '../../src/tls/cert-store.js'
 import { ContextCache } from '../../src/tls/context-cache.js'
 import { OcspStapler } from '../../src/tls/ocsp-stapler.js'
 import { adminMetrics, metric } from '../helpers/http-front.js'
-import { issueLeaf, makeOcspPki, startResponder } from '../helpers/ocsp-pki.js'
+import { issueLeaf, makeOcspPki, saveResponse, startResponder } from '../helpers/ocsp-pki.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { refusedUrl } from '../helpers/proxy-fixtures.js'
@@ -25,7 +26,7 @@ import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-ocsp-')
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
-const pki = makeOcspPki(home, { good: ['1001', '1003', '1004', '1006'], revoked: ['1002'] })
+const pki = makeOcspPki(home, { good: ['1001', '1003', '1004', '1006', '1007', '1008'], revoked: ['1002'] })
 const responder = await startResponder(pki)
 t.teardown(responder.stop)
 // Its responses are valid for 60 s from its clock, 48 s behind ours: 12 s after each fetch.
@@ -42,6 +43,10 @@ const revoked = issueLeaf(pki, 'revoked.test', '1002', responder.url)
 const expiring = issueLeaf(pki, 'expiring.test', '1003', lagging.url)
 const unreachable = issueLeaf(pki, 'down.test', '1004', down)
 const misSigned = issueLeaf(pki, 'missigned.test', '1006', impostor.url)
+// Response files (nginx ssl_stapling_file) for leaves that name no responder: one right, one for another certificate.
+const filed = issueLeaf(pki, 'filed.test', '1007', undefined)
+const wrongFile = issueLeaf(pki, 'wrongfile.test', '1008', undefined)
+saveResponse(pki, filed, responder.url, join(home, 'filed.der'))
 
 const entry = (name: string, leaf: { chainFile: string, keyFile: string }): Record<string, unknown> =>
   ({ name, serverNames: [name], files: [{ cert: leaf.chainFile, key: leaf.keyFile }] })
@@ -74,7 +79,9 @@ t.test('a proxy staples good responses only, and survives a responder that is do
     listen: { host: '127.0.0.1', port: 0 },
     workers: 1,
     tls: { defaultCertificate: 'good.test', ocspResponderTimeoutMs: 2000, ...tls },
-    certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable), entry('plain.test', plain), entry('missigned.test', misSigned)],
+    certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable), entry('plain.test', plain), entry('missigned.test', misSigned),
+      { ...entry('filed.test', filed), files: [{ cert: filed.chainFile, key: filed.keyFile, ocsp: join(home, 'filed.der') }] },
+      { ...entry('wrongfile.test', wrongFile), files: [{ cert: wrongFile.chainFile, key: wrongFile.keyFile, ocsp: join(home, 'filed.der') }] }],
     routes: [{ upstream: down }],
     admin: { port: 0, drainDelayMs: 0 },
     shutdownGraceMs: 200,
@@ -112,6 +119,15 @@ t.test('a proxy staples good responses only, and survives a responder that is do
   const refused = await proxy.waitFor(o => o.certificate === 'missigned.test' && o.msg === 'OCSP response not stapled', 15_000)
   t.match(String(refused.reason), /not for OCSP signing/, 'a responder certificate without id-kp-OCSPSigning is refused')
   t.ok(noStaple(await status(port, 'missigned.test')), 'missigned.test: nothing stapled')
+
+  // A response file: verified and stapled without asking any responder; one for another certificate is not.
+  await status(port, 'filed.test')
+  await proxy.waitFor(o => o.msg === 'OCSP response stapled' && o.certificate === 'filed.test', 15_000)
+  t.ok(stapledGood(await status(port, 'filed.test')), 'filed.test: the response file is stapled')
+  await status(port, 'wrongfile.test')
+  const wrong = await proxy.waitFor(o => o.certificate === 'wrongfile.test' && o.msg === 'OCSP response not stapled', 15_000)
+  t.match(String(wrong.reason), /CertID/, 'a response file for another certificate is refused')
+  t.ok(noStaple(await status(port, 'wrongfile.test')))
 
   const text = await adminMetrics(adminPort)
   t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'good' }) >= 1)
