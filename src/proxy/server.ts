@@ -226,9 +226,9 @@ export async function startProxyServer (opts: {
         if (!plan.ok) throw new ReloadRefusedError(plan.results.filter(r => !r.ok).map(r => `${r.name}: ${r.error ?? ''} (${r.code ?? ''})`))
         plan.commit()
         contexts.resize(nextTls.contextCacheSize)
-        if (stapler.update(nextTls)) contexts.dropAll()
         if (entries !== undefined) certificateList = entries
-        stapler.responseFiles(certificateList)
+        const restaple = stapler.update(nextTls)
+        if (stapler.responseFiles(certificateList) || restaple) contexts.dropAll()
         needsHello = helloMatters()
       },
       abort: plan.abort

@@ -85,7 +85,7 @@ export class OcspStapler {
   /** Response files provided by the operator (`files[].ocsp` of single-certificate entries), by entry name. */
   #files = new Map<string, string>()
   /** Entries looked at and found to have nothing to staple (one look per checked version of an entry). */
-  readonly #nothing = new WeakSet<CheckedEntry>()
+  #nothing = new WeakSet<CheckedEntry>()
   readonly #responses: Counter<string>
   readonly #stapled: CounterCell
   #fetching = 0
@@ -132,9 +132,10 @@ export class OcspStapler {
   /**
    * Takes the response files of `certificates` (at start and at each reload): a file-backed entry
    * reads its file again now (nginx reads `ssl_stapling_file` at each reload), and an entry whose
-   * file was added, changed or removed switches source.
+   * file was added, changed or removed switches source. True when an entry that had nothing to
+   * staple got a file: the caller rebuilds the contexts (their servers have no stapling state).
    */
-  responseFiles (certificates: readonly CertificateConfig[]): void {
+  responseFiles (certificates: readonly CertificateConfig[]): boolean {
     const files = new Map<string, string>()
     for (const c of certificates) {
       const file = c.files.length === 1 ? c.files[0]?.ocsp : undefined
@@ -142,6 +143,11 @@ export class OcspStapler {
     }
     const before = this.#files
     this.#files = files
+    let gained = false
+    const stapled = new Set<string>()
+    for (const s of this.#staples.values()) stapled.add(s.name)
+    for (const name of files.keys()) if (!before.has(name) && !stapled.has(name)) gained = true
+    if (gained) this.#nothing = new WeakSet()
     for (const [id, s] of [...this.#staples]) {
       if (before.get(s.name) !== files.get(s.name)) {
         const subject = this.#subjectOf(s.entry)
@@ -154,6 +160,7 @@ export class OcspStapler {
         this.#schedule(s, 0)
       }
     }
+    return gained && this.#settings.ocspStapling
   }
 
   /**

@@ -1,11 +1,12 @@
 // OCSP stapling against real `openssl ocsp` responders, with a test CA and a delegated responder
 // certificate made at test time: a proxy staples a verified `good` response (openssl s_client
-// -status), does not staple a revoked certificate (counted and logged), keeps handshaking without a
-// staple when the responder is down, drops a cached response once it expires (a responder whose
-// clock runs behind, under libfaketime), refuses a response signed by a certificate not issued for
-// OCSP signing, staples a response file (files[].ocsp) without asking a responder and refuses one
-// for another certificate, follows a reload that turns stapling off and on, and attaches no
-// 'OCSPRequest' listener to entries without an OCSP URL (nor to an entry before it has a response).
+// -status), does not staple a revoked certificate (counted and logged) nor an `unknown` answer,
+// keeps handshaking without a staple when the responder is down, drops a cached response once it
+// expires (a responder whose clock runs behind, under libfaketime), refuses a response signed by a
+// certificate not issued for OCSP signing, staples a response file (files[].ocsp) without asking a
+// responder and refuses one for another certificate, follows a reload that turns stapling off and
+// on, and attaches no 'OCSPRequest' listener to entries without an OCSP URL (nor to an entry before
+// it has a response).
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { rmSync, writeFileSync } from 'node:fs'
@@ -26,7 +27,7 @@ import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-ocsp-')
 t.teardown(() => rmSync(home, { recursive: true, force: true }))
-const pki = makeOcspPki(home, { good: ['1001', '1003', '1004', '1006', '1007', '1008'], revoked: ['1002'] })
+const pki = makeOcspPki(home, { good: ['1001', '1003', '1004', '1005', '1006', '1007', '1008'], revoked: ['1002'] })
 const responder = await startResponder(pki)
 t.teardown(responder.stop)
 // Its responses are valid for 60 s from its clock, 48 s behind ours: 12 s after each fetch.
@@ -46,7 +47,10 @@ const misSigned = issueLeaf(pki, 'missigned.test', '1006', impostor.url)
 // Response files (nginx ssl_stapling_file) for leaves that name no responder: one right, one for another certificate.
 const filed = issueLeaf(pki, 'filed.test', '1007', undefined)
 const wrongFile = issueLeaf(pki, 'wrongfile.test', '1008', undefined)
+// A serial the responder's index does not hold: it answers `unknown`.
+const stranger = issueLeaf(pki, 'unknown.test', '1009', responder.url)
 saveResponse(pki, filed, responder.url, join(home, 'filed.der'))
+saveResponse(pki, plain, responder.url, join(home, 'plain.der'))
 
 const entry = (name: string, leaf: { chainFile: string, keyFile: string }): Record<string, unknown> =>
   ({ name, serverNames: [name], files: [{ cert: leaf.chainFile, key: leaf.keyFile }] })
@@ -75,13 +79,16 @@ t.test('config: on by default, checked with field paths', async t => {
 
 t.test('a proxy staples good responses only, and survives a responder that is down', async t => {
   const file = join(home, 'proxy.json')
-  const writeConfig = (tls: Record<string, unknown>): void => writeFileSync(file, JSON.stringify({
+  const writeConfig = (tls: Record<string, unknown>, plainOcsp?: string): void => writeFileSync(file, JSON.stringify({
     listen: { host: '127.0.0.1', port: 0 },
     workers: 1,
     tls: { defaultCertificate: 'good.test', ocspResponderTimeoutMs: 2000, ...tls },
-    certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable), entry('plain.test', plain), entry('missigned.test', misSigned),
+    certificates: [entry('good.test', good), entry('revoked.test', revoked), entry('expiring.test', expiring), entry('down.test', unreachable),
+      { ...entry('plain.test', plain), files: [{ cert: plain.chainFile, key: plain.keyFile, ...(plainOcsp !== undefined ? { ocsp: plainOcsp } : {}) }] },
+      entry('missigned.test', misSigned),
       { ...entry('filed.test', filed), files: [{ cert: filed.chainFile, key: filed.keyFile, ocsp: join(home, 'filed.der') }] },
-      { ...entry('wrongfile.test', wrongFile), files: [{ cert: wrongFile.chainFile, key: wrongFile.keyFile, ocsp: join(home, 'filed.der') }] }],
+      { ...entry('wrongfile.test', wrongFile), files: [{ cert: wrongFile.chainFile, key: wrongFile.keyFile, ocsp: join(home, 'filed.der') }] },
+      entry('unknown.test', stranger)],
     routes: [{ upstream: down }],
     admin: { port: 0, drainDelayMs: 0 },
     shutdownGraceMs: 200,
@@ -129,11 +136,17 @@ t.test('a proxy staples good responses only, and survives a responder that is do
   t.match(String(wrong.reason), /CertID/, 'a response file for another certificate is refused')
   t.ok(noStaple(await status(port, 'wrongfile.test')))
 
+  await status(port, 'unknown.test')
+  const unknown = await proxy.waitFor(o => o.certificate === 'unknown.test' && o.msg === 'OCSP response not stapled', 15_000)
+  t.equal(unknown.status, 'unknown', 'a certificate the responder does not know is not stapled')
+  t.ok(noStaple(await status(port, 'unknown.test')))
+
   const text = await adminMetrics(adminPort)
   t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'good' }) >= 1)
   t.equal(metric(text, 'edge_tls_ocsp_responses_total', { result: 'revoked' }), 1)
   t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'fetch_failed' }) >= 1)
-  t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'invalid' }) >= 1)
+  t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'invalid' }) >= 2)
+  t.ok(metric(text, 'edge_tls_ocsp_responses_total', { result: 'unknown' }) >= 1)
   t.ok(metric(text, 'edge_tls_ocsp_stapled_total') >= 1)
   const left = metric(text, 'edge_tls_ocsp_staple_expiry_seconds', { name: 'good.test' })
   t.ok(left > 0 && left <= 60, `seconds until good.test's response expires: ${left}`)
@@ -152,9 +165,9 @@ t.test('a proxy staples good responses only, and survives a responder that is do
 
   // A reload turns stapling off (no staple at once) and on again (fetched when the entry is next built).
   const reloads = (): number => proxy.lines.filter(l => l.includes('"msg":"certificates reloaded"')).length
-  const reloadWith = async (tls: Record<string, unknown>): Promise<boolean> => {
+  const reloadWith = async (tls: Record<string, unknown>, plainOcsp?: string): Promise<boolean> => {
     const before = reloads()
-    writeConfig(tls)
+    writeConfig(tls, plainOcsp)
     proxy.proc.kill('SIGHUP')
     return await until(() => reloads() > before, 15_000)
   }
@@ -162,6 +175,10 @@ t.test('a proxy staples good responses only, and survives a responder that is do
   t.ok(noStaple(await status(port, 'good.test')), 'off: nothing stapled')
   t.ok(await reloadWith({ ocspStapling: true }), 'reloaded with ocspStapling: true')
   t.ok(await until(async () => stapledGood(await status(port, 'good.test')), 15_000), 'on again: stapled')
+  // A reload that gives an entry already built (same certificate and key) a response file: stapled.
+  t.ok(noStaple(await status(port, 'plain.test')))
+  t.ok(await reloadWith({}, join(home, 'plain.der')), 'reloaded with a response file for plain.test')
+  t.ok(await until(async () => stapledGood(await status(port, 'plain.test')), 15_000), 'plain.test: its new response file is stapled')
 })
 
 t.test('listeners: none without an OCSP URL, one per server once a response is cached, none after release', async t => {
