@@ -88,7 +88,7 @@ function signerKey (basic: BasicOCSPResponse, subject: OcspSubject, now: number)
     if (!isResponder(basic, cert)) continue
     if (!cert.checkIssued(subject.issuer) || !cert.verify(subject.issuer.publicKey)) invalid('the responder certificate was not issued by the certificate\'s issuer')
     if (!(cert.keyUsage ?? []).includes(id_kp_OCSPSigning)) invalid('the responder certificate is not for OCSP signing (no id-kp-OCSPSigning)')
-    if (Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) invalid('the responder certificate is not valid now')
+    if (!(cert.validFromDate.getTime() <= now && now <= cert.validToDate.getTime())) invalid('the responder certificate is not valid now')
     return cert.publicKey
   }
   return invalid('signed by neither the issuer nor a responder certificate in the response')
