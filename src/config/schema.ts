@@ -69,7 +69,9 @@ export const TlsSchema = section({
   ticketRotationSeconds: int(10, 604_800, { default: 3600, description: 'a new ticket key encrypts every epoch of this length; keyd derives it from its master key and the epoch, see [resumption.md](resumption.md)' }),
   ticketPreviousKeys: int(0, 48, { default: 1, description: 'keys before the current one that still decrypt. Keep `ticketPreviousKeys × ticketRotationSeconds ≥ sessionTimeoutSeconds` (the proxy warns otherwise): then a rotation costs no full handshake' }),
   sessionCacheSize: int(0, 10_000_000, { default: 20_000, description: 'TLS 1.2 session-ID cache shared by the workers (held by the primary, LRU, entries expire after `sessionTimeoutSeconds`), in sessions; `0` turns it off. Used by clients without tickets (or with `sessionTickets: false`)' }),
-  contextCacheSize: int(1, 10_000_000, { default: 1000, description: 'certificate entries whose TLS contexts a worker keeps built. Every entry is checked at load, but its TLS context (about 50 KB) is built on the first ClientHello that selects it, and the least recently used ones are dropped beyond this many (their open connections keep working; the next ClientHello rebuilds, ~1–3 ms). See [tls-front.md](tls-front.md#many-certificates)' })
+  contextCacheSize: int(1, 10_000_000, { default: 1000, description: 'certificate entries whose TLS contexts a worker keeps built. Every entry is checked at load, but its TLS context (about 50 KB) is built on the first ClientHello that selects it, and the least recently used ones are dropped beyond this many (their open connections keep working; the next ClientHello rebuilds, ~1–3 ms). See [tls-front.md](tls-front.md#many-certificates)' }),
+  ocspStapling: bool({ default: true, description: 'OCSP stapling (nginx `ssl_stapling` + `ssl_stapling_verify`; on by default as in Caddy): for a certificate entry whose certificate names an OCSP responder (Authority Information Access) and whose file holds its issuer next, each worker fetches an OCSP response once the entry is in use, verifies it, and sends it to clients that ask (status_request), refreshed at half its validity. This makes outbound HTTP requests to the CA\'s responder; `false` makes none. Entries with two certificates (ECDSA and RSA) are not stapled. See [ocsp-stapling.md](ocsp-stapling.md)' }),
+  ocspResponderTimeoutMs: int(100, 60_000, { default: 5000, description: 'how long a worker waits for an OCSP responder (connection and answer) before retrying later' })
 }, {
   default: {},
   description: 'TLS settings shared by every certificate',
@@ -84,13 +86,17 @@ export const TlsSchema = section({
     cipherSuites: 'use "ciphers" (TLS 1.2 and 1.3 names in one list)',
     ecdhCurve: 'use "groups" (an OpenSSL group list)',
     curves: 'use "groups" (an OpenSSL group list)',
-    contextCache: 'use "contextCacheSize" (certificate entries)'
+    contextCache: 'use "contextCacheSize" (certificate entries)',
+    stapling: 'use "ocspStapling"',
+    sslStapling: 'use "ocspStapling" (always verified)',
+    ocspTimeoutMs: 'use "ocspResponderTimeoutMs"'
   }
 })
 
 export const CertificateFilesSchema = section({
   cert: path({ description: 'PEM certificate, leaf first, then its chain. Refused if unparsable or expired' }),
-  key: path({ description: 'normally a **key reference** (`-----BEGIN KEYEDGE KEY REFERENCE-----`), which needs the `keyd` section. A plain private key PEM also works but puts the key in the proxy process: the proxy logs `KEY CUSTODY BYPASSED` (meant for benchmark baselines)' })
+  key: path({ description: 'normally a **key reference** (`-----BEGIN KEYEDGE KEY REFERENCE-----`), which needs the `keyd` section. A plain private key PEM also works but puts the key in the proxy process: the proxy logs `KEY CUSTODY BYPASSED` (meant for benchmark baselines)' }),
+  ocsp: optional(path({ description: 'a DER OCSP response for `cert` provided by the operator, stapled instead of asking the responder (nginx `ssl_stapling_file`; needs `tls.ocspStapling`). Verified like a fetched one (issuer next in `cert`); read when the entry is first used, again at half its validity and on a reload, and never stapled once expired. See [ocsp-stapling.md](ocsp-stapling.md#a-response-file)' }))
 }, { renamed: { certificate: 'use "cert"', privateKey: 'use "key"', keyref: 'use "key"' } })
 
 export const CLIENT_AUTH_MODES = ['require', 'request'] as const

@@ -18,6 +18,7 @@ import { ReloadRefusedError } from '../errors.js'
 import { registerExpiryGauge } from '../tls/cert-info.js'
 import { CertStore, type EntryResult } from '../tls/cert-store.js'
 import { ContextCache } from '../tls/context-cache.js'
+import { OcspStapler } from '../tls/ocsp-stapler.js'
 import { TlsFront, type RoutedHello } from '../tls/front.js'
 import { startResumption, type Variant } from '../tls/resumption.js'
 import { ConnectionCap } from './conn-cap.js'
@@ -204,7 +205,11 @@ export async function startProxyServer (opts: {
     })
     return server
   }
-  const contexts = new ContextCache({ store: certs, maxEntries: config.tls.contextCacheSize, registry, log, makeServer: buildTlsServer })
+  const stapler = new OcspStapler({ store: certs, log, registry, settings: config.tls })
+  // The certificate list served (a reload without entries keeps it), for its response files.
+  let certificateList: readonly CertificateConfig[] = config.certificates
+  stapler.responseFiles(certificateList)
+  const contexts = new ContextCache({ store: certs, maxEntries: config.tls.contextCacheSize, registry, log, makeServer: buildTlsServer, stapler })
   registerExpiryGauge(registry, certs)
 
   // With one entry, no strict SNI and no session-cache split, every ClientHello goes to one server.
@@ -221,6 +226,9 @@ export async function startProxyServer (opts: {
         if (!plan.ok) throw new ReloadRefusedError(plan.results.filter(r => !r.ok).map(r => `${r.name}: ${r.error ?? ''} (${r.code ?? ''})`))
         plan.commit()
         contexts.resize(nextTls.contextCacheSize)
+        if (entries !== undefined) certificateList = entries
+        const restaple = stapler.update(nextTls)
+        if (stapler.responseFiles(certificateList) || restaple) contexts.dropAll()
         needsHello = helloMatters()
       },
       abort: plan.abort
@@ -294,6 +302,7 @@ export async function startProxyServer (opts: {
     clearTimeout(timer)
     await forwarder.close()
     resumption.close()
+    stapler.close()
     certs.close()
   }
 

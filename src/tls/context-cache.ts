@@ -12,6 +12,7 @@ import { SecureContextError } from '../errors.js'
 import type { CheckedEntry } from './cert-check.js'
 import type { CertStore, StoreChange } from './cert-store.js'
 import { tagConnection } from './client-auth.js'
+import type { OcspStapler } from './ocsp-stapler.js'
 import type { Variant } from './resumption.js'
 import { safeReason } from './secure-context.js'
 import { serverCustody } from './handshake-metrics.js'
@@ -28,6 +29,8 @@ export interface ContextCacheOptions {
   log: Logger
   /** Builds the TLS server of an entry for a resumption variant from its options (context, and client certificates). */
   makeServer: (options: TlsOptions, variant: Variant) => TlsServer
+  /** Staples OCSP responses on the servers built (fetching starts when an entry is first built; dropped with its servers). */
+  stapler?: OcspStapler
 }
 
 /** Built TLS servers by certificate entry (checked version) and resumption variant, LRU-bounded. */
@@ -118,6 +121,7 @@ export class ContextCache {
         this.#clientCerts.inc({ result: verify === 'SUCCESS' ? 'success' : verify === 'NONE' ? 'none' : 'failed' })
       })
     }
+    this.#o.stapler?.attach(entry, server)
     this.#built.inc()
     serverCustody.set(server, entry.pairs.every(p => p.custody === 'keyd') ? 'keyd' : 'in_process')
     if (servers === undefined) {
@@ -128,6 +132,11 @@ export class ContextCache {
     this.#held.inc()
     this.#evict()
     return server
+  }
+
+  /** Drops every built server (a reload that changes what they are built with, e.g. OCSP stapling turned on). */
+  dropAll (): void {
+    for (const id of [...this.#lru.keys()]) this.#drop(id)
   }
 
   #evict (): void {
@@ -143,11 +152,12 @@ export class ContextCache {
     if (servers === undefined) return
     this.#lru.delete(id)
     this.#held.dec(servers.size)
+    this.#o.stapler?.release(id)
   }
 
   #forget (change: StoreChange): void {
     if (change.tlsChanged) {
-      for (const id of [...this.#lru.keys()]) this.#drop(id)
+      this.dropAll()
       return
     }
     for (const id of change.dropped) this.#drop(id)

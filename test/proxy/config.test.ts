@@ -101,7 +101,7 @@ t.test('unknown keys are rejected with a hint', async t => {
     'upstreams: unknown key, each route has its own "upstream": see "routes"',
     'http2s: unknown key, did you mean "http2"?',
     'tls.sessionTimeout: unknown key, use "sessionTimeoutSeconds"',
-    'tls.zzz: unknown key (known keys: minVersion, maxVersion, ciphers, groups, strictSni, defaultCertificate, sessionTimeoutSeconds, sessionTickets, ticketRotationSeconds, ticketPreviousKeys, sessionCacheSize, contextCacheSize)',
+    'tls.zzz: unknown key (known keys: minVersion, maxVersion, ciphers, groups, strictSni, defaultCertificate, sessionTimeoutSeconds, sessionTickets, ticketRotationSeconds, ticketPreviousKeys, sessionCacheSize, contextCacheSize, ocspStapling, ocspResponderTimeoutMs)',
     'routes[0].timeout: unknown key, use "timeoutMs" (milliseconds)',
     'routes[0].upstrem: unknown key, did you mean "upstream"?'
   ])
