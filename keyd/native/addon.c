@@ -113,6 +113,8 @@ struct worker {
 struct sign_cache {
   EVP_PKEY_CTX *ctx;
   uint16_t alg; /* what ctx is initialised for (0: nothing) */
+  int id;       /* the key's EVP_PKEY_get_base_id (0: not read yet; OpenSSL looks it up by name) */
+  int field;    /* an EC key's field size in bytes, for P1363 (0: not read yet) */
 };
 
 struct event {
@@ -459,8 +461,11 @@ static int md_index(uint16_t alg) {
 
 /* A DER ECDSA signature in `out` (len bytes) rewritten as IEEE P1363 r||s; the new length, or -1.
  */
-static int to_p1363(EVP_PKEY *pkey, uint8_t *out, size_t len, size_t cap) {
-  int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
+static int to_p1363(EVP_PKEY *pkey, struct sign_cache *cache, uint8_t *out, size_t len,
+                    size_t cap) {
+  if (cache->field == 0)
+    cache->field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
+  int field = cache->field;
   const uint8_t *p = out;
   ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
   if (sig == NULL || (size_t)field * 2 > cap) {
@@ -483,7 +488,9 @@ static int to_p1363(EVP_PKEY *pkey, uint8_t *out, size_t len, size_t cap) {
  */
 static int sign_with(struct worker *w, EVP_PKEY *pkey, struct sign_cache *cache,
                      const struct fs_sign_req *req, uint8_t *out, size_t cap, uint8_t sha256[32]) {
-  int id = EVP_PKEY_get_base_id(pkey);
+  if (cache->id == 0)
+    cache->id = EVP_PKEY_get_base_id(pkey);
+  int id = cache->id;
   int mi = md_index(req->algorithm);
   unsigned dlen = 0;
   if (id == EVP_PKEY_ED25519) {
@@ -532,7 +539,7 @@ static int sign_with(struct worker *w, EVP_PKEY *pkey, struct sign_cache *cache,
     return -1;
   }
   if (id == EVP_PKEY_EC && req->p1363)
-    return to_p1363(pkey, out, len, cap);
+    return to_p1363(pkey, cache, out, len, cap);
   return (int)len;
 }
 
