@@ -817,8 +817,9 @@ static void run_commands(struct worker *w) {
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct epoll_event evs[64];
+  int timeout = -1;
   for (;;) {
-    int n = epoll_wait(w->ep, evs, 64, 1000);
+    int n = epoll_wait(w->ep, evs, 64, timeout);
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) {
         uint64_t v;
@@ -863,13 +864,26 @@ static void *worker_main(void *arg) {
         set_events(w, c);
     }
     bury(w);
+    /*
+     * A connection stopped on answers its client leaves unread is looked at again within a second
+     * (to be reported stalled); with none, the thread sleeps until something happens, as a thread
+     * blocked in read would: a timed wait arms and cancels a timer at every wake-up (~1 µs each).
+     */
+    timeout = -1;
     if (G.stall_ms > 0) {
-      int64_t now = now_ms();
-      for (struct conn *c = w->conns; c != NULL; c = c->next)
-        if (c->blocked_since != 0 && !c->stall_reported && now - c->blocked_since > G.stall_ms) {
+      int64_t now = 0;
+      for (struct conn *c = w->conns; c != NULL; c = c->next) {
+        if (c->blocked_since == 0 || c->stall_reported)
+          continue;
+        if (now == 0)
+          now = now_ms();
+        if (now - c->blocked_since > G.stall_ms) {
           c->stall_reported = 1;
           push_event(EV_STALLED, c->id, NULL, 0);
+        } else {
+          timeout = 1000;
         }
+      }
     }
   }
   return NULL;
