@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util'
 import { setTimeout as delay } from 'node:timers/promises'
 import { execFileSync } from 'node:child_process'
-import { writeFileSync, mkdirSync } from 'node:fs'
+import { writeFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startKeyd } from '../test/helpers/keyd.js'
@@ -38,7 +38,27 @@ options:
 type Mode = 'off' | 'buffered' | 'fsync'
 const MODES: Mode[] = ['off', 'buffered', 'fsync']
 
-interface Round { mode: Mode, native: boolean, signatures: number, seconds: number, keydCpuMicros: number }
+interface Round { mode: Mode, native: boolean, signatures: number, seconds: number, keydCpuMicros: number, threads: Record<string, number> }
+
+/**
+ * CPU time of each living thread of `pid` by thread name, in microseconds, from
+ * /proc/PID/task/TID/schedstat (nanoseconds, where /proc/PID/stat counts clock ticks of 10 ms): what
+ * keyd's JavaScript thread, its signing threads and the rest spend, each finely enough to tell a few
+ * µs per signature apart.
+ */
+function threadCpuMicros (pid: number): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+      const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])
+      const key = name === 'keyd-sign' || name === 'MainThread' ? name : 'other'
+      out[key] = (out[key] ?? 0) + ns / 1000
+    } catch { /* the thread ended */ }
+  }
+  return out
+}
+
 
 interface CaseOptions { durationMs: number, connections: number, depth: number, keyType: string, cpus?: string, cpuProf?: string, paceMs: number }
 
@@ -55,6 +75,7 @@ async function runCase (mode: Mode, native: boolean, o: CaseOptions): Promise<Ro
     await Promise.all(clients.map(async c => await c.ping()))
     const pid = keyd.proc.pid as number
     const cpu0 = processCpuMicros(pid)
+    const threads0 = threadCpuMicros(pid)
     const t0 = process.hrtime.bigint()
     const deadline = Date.now() + o.durationMs
     let signatures = 0
@@ -68,8 +89,9 @@ async function runCase (mode: Mode, native: boolean, o: CaseOptions): Promise<Ro
     })))
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9
     const keydCpuMicros = processCpuMicros(pid) - cpu0
+    const threads = Object.fromEntries(Object.entries(threadCpuMicros(pid)).map(([k, v]) => [k, v - (threads0[k] ?? 0)]))
     for (const c of clients) c.close()
-    return { mode, native, signatures, seconds, keydCpuMicros }
+    return { mode, native, signatures, seconds, keydCpuMicros, threads }
   } finally {
     await keyd.stop()
   }
@@ -116,7 +138,8 @@ export async function main (argv: string[]): Promise<number> {
     for (const c of cases) {
       const run = await runCase(c.mode, c.native, o)
       runs.push(run)
-      process.stderr.write(`round ${r + 1} ${label(c)}: ${Math.round(run.signatures / run.seconds)} signatures/s, ${(run.keydCpuMicros / run.signatures).toFixed(0)} µs keyd CPU each\n`)
+      const per = Object.entries(run.threads).sort().map(([k, v]) => `${k} ${(v / run.signatures).toFixed(1)}`).join(', ')
+      process.stderr.write(`round ${r + 1} ${label(c)}: ${Math.round(run.signatures / run.seconds)} signatures/s, ${(run.keydCpuMicros / run.signatures).toFixed(0)} µs keyd CPU each (by thread, µs: ${per})\n`)
     }
   }
   type Case = (typeof cases)[number]

@@ -45,9 +45,8 @@
 #define EV_AUDIT                                                                                   \
   6 /* a native entry could not be written: JavaScript takes the chain back and fails */
 
-/* Metrics records queued before JavaScript is woken for them (else its periodic drain takes them).
- */
-#define RECORDS_WAKE 4096
+/* The most histogram bounds the native metrics take (keyd/server/metrics.ts BUCKETS has 14). */
+#define MB_MAX 32
 
 /*
  * Bytes for JavaScript that may wait in the event queue: past it the threads stop reading until
@@ -114,6 +113,8 @@ struct worker {
 struct sign_cache {
   EVP_PKEY_CTX *ctx;
   uint16_t alg; /* what ctx is initialised for (0: nothing) */
+  int id;       /* the key's EVP_PKEY_get_base_id (0: not read yet; OpenSSL looks it up by name) */
+  int field;    /* an EC key's field size in bytes, for P1363 (0: not read yet) */
 };
 
 struct event {
@@ -123,11 +124,28 @@ struct event {
   size_t len;
 };
 
-/* What JavaScript's metrics need of a native signature (its audit entry is already written). */
-struct record {
+/* Native signatures counted for one key name (its audit entries are already written). */
+struct keycount {
   char key[FS_MAX_NAME + 1];
-  double queue_s, exec_s;
+  uint64_t n;
 };
+
+/*
+ * The native signatures' metrics, counted here so that JavaScript does no work per signature: per
+ * key, and keyd_operation_duration_seconds's three phases (queue, exec, total) bucketed with the
+ * bounds JavaScript gave at start. JavaScript takes and resets them when it needs them (a scrape,
+ * keyd stopping: takeMetrics).
+ */
+static struct {
+  pthread_mutex_t lock;
+  double bounds[MB_MAX];
+  int nbounds;
+  uint64_t buckets[3][MB_MAX + 1]; /* the last one: above every bound (+Inf only) */
+  double sums[3];
+  uint64_t count;
+  struct keycount *keys;
+  size_t nkeys, capkeys;
+} M = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 struct key {
   struct key *next;
@@ -154,8 +172,6 @@ static struct {
   pthread_mutex_t qlock;
   struct event *events;
   size_t nevents, capevents;
-  struct record *records;
-  size_t nrecords, caprecords;
   int signalled;
   napi_threadsafe_function tsfn;
   uint64_t max_frame;
@@ -218,24 +234,39 @@ static void push_event(int type, uint32_t id, uint8_t *data, size_t len) {
   pthread_mutex_unlock(&G.qlock);
 }
 
-static int push_record(const struct record *r) {
-  pthread_mutex_lock(&G.qlock);
-  if (G.nrecords == G.caprecords) {
-    size_t cap = G.caprecords == 0 ? 256 : G.caprecords * 2;
-    struct record *n = realloc(G.records, cap * sizeof(*n));
-    if (n == NULL) {
-      pthread_mutex_unlock(&G.qlock);
-      return -1;
+/* Counts one native signature of `key` that waited `queue_s` and took `exec_s`; -1 out of memory.
+ */
+static int count_native(const char *key, double queue_s, double exec_s) {
+  pthread_mutex_lock(&M.lock);
+  size_t i = 0;
+  while (i < M.nkeys && strcmp(M.keys[i].key, key) != 0)
+    i++;
+  if (i == M.nkeys) {
+    if (M.nkeys == M.capkeys) {
+      size_t cap = M.capkeys == 0 ? 8 : M.capkeys * 2;
+      struct keycount *n = realloc(M.keys, cap * sizeof(*n));
+      if (n == NULL) {
+        pthread_mutex_unlock(&M.lock);
+        return -1;
+      }
+      M.keys = n;
+      M.capkeys = cap;
     }
-    G.records = n;
-    G.caprecords = cap;
+    memset(&M.keys[i], 0, sizeof(M.keys[i]));
+    snprintf(M.keys[i].key, sizeof(M.keys[i].key), "%s", key);
+    M.nkeys++;
   }
-  G.records[G.nrecords++] = *r;
-  /* Metrics only: JavaScript takes them when it wakes anyway (a frame, its periodic drain, a
-   * scrape); past RECORDS_WAKE it is woken for them, so they cannot pile up. */
-  if (G.nrecords >= RECORDS_WAKE)
-    signal_js_locked();
-  pthread_mutex_unlock(&G.qlock);
+  M.keys[i].n++;
+  double v[3] = {queue_s, exec_s, queue_s + exec_s};
+  for (int p = 0; p < 3; p++) {
+    int b = 0;
+    while (b < M.nbounds && v[p] > M.bounds[b]) /* prom-client's bucket: the first bound >= v */
+      b++;
+    M.buckets[p][b]++;
+    M.sums[p] += v[p];
+  }
+  M.count++;
+  pthread_mutex_unlock(&M.lock);
   return 0;
 }
 
@@ -430,8 +461,11 @@ static int md_index(uint16_t alg) {
 
 /* A DER ECDSA signature in `out` (len bytes) rewritten as IEEE P1363 r||s; the new length, or -1.
  */
-static int to_p1363(EVP_PKEY *pkey, uint8_t *out, size_t len, size_t cap) {
-  int field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
+static int to_p1363(EVP_PKEY *pkey, struct sign_cache *cache, uint8_t *out, size_t len,
+                    size_t cap) {
+  if (cache->field == 0)
+    cache->field = (EVP_PKEY_get_bits(pkey) + 7) / 8;
+  int field = cache->field;
   const uint8_t *p = out;
   ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
   if (sig == NULL || (size_t)field * 2 > cap) {
@@ -454,7 +488,9 @@ static int to_p1363(EVP_PKEY *pkey, uint8_t *out, size_t len, size_t cap) {
  */
 static int sign_with(struct worker *w, EVP_PKEY *pkey, struct sign_cache *cache,
                      const struct fs_sign_req *req, uint8_t *out, size_t cap, uint8_t sha256[32]) {
-  int id = EVP_PKEY_get_base_id(pkey);
+  if (cache->id == 0)
+    cache->id = EVP_PKEY_get_base_id(pkey);
+  int id = cache->id;
   int mi = md_index(req->algorithm);
   unsigned dlen = 0;
   if (id == EVP_PKEY_ED25519) {
@@ -503,7 +539,7 @@ static int sign_with(struct worker *w, EVP_PKEY *pkey, struct sign_cache *cache,
     return -1;
   }
   if (id == EVP_PKEY_EC && req->p1363)
-    return to_p1363(pkey, out, len, cap);
+    return to_p1363(pkey, cache, out, len, cap);
   return (int)len;
 }
 
@@ -518,7 +554,8 @@ static int try_fast(struct worker *w, struct conn *c, const uint8_t *frame, size
     return 0;
   double started = mono_s();
   uint8_t sig[1024];
-  struct record rec;
+  char key[FS_MAX_NAME + 1];
+  double queue_s = 0, exec_s = 0;
   int siglen = -1;
   uint32_t key_version = 0;
   int64_t failed = 0;
@@ -557,11 +594,10 @@ static int try_fast(struct worker *w, struct conn *c, const uint8_t *frame, size
       siglen = -1;
       failed = -seq;
     } else {
-      memcpy(rec.key, e->key, sizeof(rec.key));
+      memcpy(key, e->key, sizeof(key));
       key_version = e->key_version;
-      double done = mono_s();
-      rec.queue_s = started > arrived ? started - arrived : 0;
-      rec.exec_s = done - started;
+      queue_s = started > arrived ? started - arrived : 0;
+      exec_s = mono_s() - started;
     }
   }
   pthread_rwlock_unlock(&G.lock);
@@ -569,10 +605,10 @@ static int try_fast(struct worker *w, struct conn *c, const uint8_t *frame, size
     push_event(EV_AUDIT, 0, NULL, (size_t)failed); /* JavaScript takes the chain back and fails */
   if (siglen < 0)
     return 0; /* JavaScript answers: a refusal, no chain, or a failure it reports its own way */
-  /* Counted before its record is queued: signatures made >= records queued >= records drained. */
+  /* Counted before its metrics: signatures made >= signatures in the metrics >= those taken. */
   atomic_fetch_add(&G.signed_count, 1);
-  if (push_record(&rec) != 0) {
-    /* Out of memory for a metrics record: the signature is audited and answered all the same. */
+  if (count_native(key, queue_s, exec_s) != 0) {
+    /* Out of memory for a new key's count: the signature is audited and answered all the same. */
   }
   size_t total = FS_HEADER_SIZE + 5 + (size_t)siglen + 5 + 4;
   struct out *o = malloc(sizeof(*o) + total);
@@ -781,8 +817,9 @@ static void run_commands(struct worker *w) {
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct epoll_event evs[64];
+  int timeout = -1;
   for (;;) {
-    int n = epoll_wait(w->ep, evs, 64, 1000);
+    int n = epoll_wait(w->ep, evs, 64, timeout);
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) {
         uint64_t v;
@@ -827,13 +864,26 @@ static void *worker_main(void *arg) {
         set_events(w, c);
     }
     bury(w);
+    /*
+     * A connection stopped on answers its client leaves unread is looked at again within a second
+     * (to be reported stalled); with none, the thread sleeps until something happens, as a thread
+     * blocked in read would: a timed wait arms and cancels a timer at every wake-up (~1 µs each).
+     */
+    timeout = -1;
     if (G.stall_ms > 0) {
-      int64_t now = now_ms();
-      for (struct conn *c = w->conns; c != NULL; c = c->next)
-        if (c->blocked_since != 0 && !c->stall_reported && now - c->blocked_since > G.stall_ms) {
+      int64_t now = 0;
+      for (struct conn *c = w->conns; c != NULL; c = c->next) {
+        if (c->blocked_since == 0 || c->stall_reported)
+          continue;
+        if (now == 0)
+          now = now_ms();
+        if (now - c->blocked_since > G.stall_ms) {
           c->stall_reported = 1;
           push_event(EV_STALLED, c->id, NULL, 0);
+        } else {
+          timeout = 1000;
         }
+      }
     }
   }
   return NULL;
@@ -896,10 +946,11 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   napi_call_function(env, undefined, js_cb, 0, NULL, NULL);
 }
 
-/* start(threads, maxFrame, outCap, stallMs, onWake) */
+/* start(threads, maxFrame, outCap, stallMs, onWake, bounds): `bounds` are the metrics' histogram
+ * bounds (ascending, at most MB_MAX). */
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (args_of(env, info, 5, argv) == NULL)
+  napi_value argv[6];
+  if (args_of(env, info, 6, argv) == NULL)
     return NULL;
   if (G.started) {
     napi_throw_error(env, NULL, "keyd native: already started");
@@ -912,6 +963,25 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "keyd native: bad start arguments");
     return NULL;
   }
+  uint32_t nbounds = 0;
+  double bounds[MB_MAX] = {0};
+  if (napi_get_array_length(env, argv[5], &nbounds) != napi_ok || nbounds > MB_MAX) {
+    napi_throw_type_error(env, NULL, "keyd native: bad histogram bounds");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < nbounds; i++) {
+    napi_value v;
+    if (napi_get_element(env, argv[5], i, &v) != napi_ok ||
+        napi_get_value_double(env, v, &bounds[i]) != napi_ok ||
+        (i > 0 && bounds[i] <= bounds[i - 1])) {
+      napi_throw_type_error(env, NULL, "keyd native: bad histogram bounds");
+      return NULL;
+    }
+  }
+  pthread_mutex_lock(&M.lock);
+  memcpy(M.bounds, bounds, sizeof(bounds));
+  M.nbounds = (int)nbounds;
+  pthread_mutex_unlock(&M.lock);
   napi_value name;
   CHECK(env, napi_create_string_utf8(env, "keyd-native-sign", NAPI_AUTO_LENGTH, &name));
   CHECK(env, napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, NULL, NULL, NULL,
@@ -1240,10 +1310,7 @@ static void free_buffer(napi_env env, void *data, void *hint) {
   free(data);
 }
 
-/*
- * drain(): { records: [key, queueSec, execSec] x n flat (native signatures, already audited: for
- * metrics), events: [type, id, Buffer|number] x n flat }.
- */
+/* drain(): { events: [type, id, Buffer|number] x n flat }, queued since the last call. */
 static napi_value js_drain(napi_env env, napi_callback_info info) {
   (void)info;
   pthread_mutex_lock(&G.qlock);
@@ -1252,22 +1319,10 @@ static napi_value js_drain(napi_env env, napi_callback_info info) {
   G.events = NULL;
   G.nevents = G.capevents = 0;
   G.signalled = 0;
-  struct record *records = G.records;
-  size_t nrecords = G.nrecords;
-  G.records = NULL;
-  G.nrecords = G.caprecords = 0;
   pthread_mutex_unlock(&G.qlock);
-  napi_value out, recs, evs;
+  napi_value out, evs;
   napi_create_object(env, &out);
-  napi_create_array_with_length(env, nrecords * 3, &recs);
   napi_create_array_with_length(env, nevents * 3, &evs);
-  for (size_t i = 0; i < nrecords; i++) {
-    struct record *r = &records[i];
-    uint32_t b = (uint32_t)(i * 3);
-    napi_set_element(env, recs, b, str(env, r->key));
-    napi_set_element(env, recs, b + 1, num(env, r->queue_s));
-    napi_set_element(env, recs, b + 2, num(env, r->exec_s));
-  }
   for (size_t i = 0; i < nevents; i++) {
     struct event *e = &events[i];
     uint32_t b = (uint32_t)(i * 3);
@@ -1298,9 +1353,51 @@ static napi_value js_drain(napi_env env, napi_callback_info info) {
       }
   }
   free(events);
-  free(records);
-  napi_set_named_property(env, out, "records", recs);
   napi_set_named_property(env, out, "events", evs);
+  return out;
+}
+
+/*
+ * takeMetrics(): the native signatures counted since the last call, and resets them: { count,
+ * keys: [name, n] x k flat, buckets: queue, exec, total phases' counts per bound of start's and
+ * one above them all, flat, sums: [queue, exec, total] }.
+ */
+static napi_value js_take_metrics(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_mutex_lock(&M.lock);
+  struct keycount *keys = M.keys;
+  size_t nkeys = M.nkeys;
+  uint64_t buckets[3][MB_MAX + 1];
+  double sums[3];
+  uint64_t count = M.count;
+  int nb = M.nbounds + 1;
+  memcpy(buckets, M.buckets, sizeof(buckets));
+  memcpy(sums, M.sums, sizeof(sums));
+  memset(M.buckets, 0, sizeof(M.buckets));
+  memset(M.sums, 0, sizeof(M.sums));
+  M.count = 0;
+  M.keys = NULL;
+  M.nkeys = M.capkeys = 0;
+  pthread_mutex_unlock(&M.lock);
+  napi_value out, ks, bs, ss;
+  napi_create_object(env, &out);
+  napi_create_array_with_length(env, nkeys * 2, &ks);
+  for (size_t i = 0; i < nkeys; i++) {
+    napi_set_element(env, ks, (uint32_t)(i * 2), str(env, keys[i].key));
+    napi_set_element(env, ks, (uint32_t)(i * 2 + 1), num(env, (double)keys[i].n));
+  }
+  free(keys);
+  napi_create_array_with_length(env, (size_t)(3 * nb), &bs);
+  for (int p = 0; p < 3; p++)
+    for (int b = 0; b < nb; b++)
+      napi_set_element(env, bs, (uint32_t)(p * nb + b), num(env, (double)buckets[p][b]));
+  napi_create_array_with_length(env, 3, &ss);
+  for (int p = 0; p < 3; p++)
+    napi_set_element(env, ss, (uint32_t)p, num(env, sums[p]));
+  napi_set_named_property(env, out, "count", num(env, (double)count));
+  napi_set_named_property(env, out, "keys", ks);
+  napi_set_named_property(env, out, "buckets", bs);
+  napi_set_named_property(env, out, "sums", ss);
   return out;
 }
 
@@ -1451,6 +1548,7 @@ static napi_value init(napi_env env, napi_value exports) {
              {"dropKey", js_drop_key},
              {"setTable", js_set_table},
              {"drain", js_drain},
+             {"takeMetrics", js_take_metrics},
              {"stats", js_stats},
              {"chainAttach", js_chain_attach},
              {"chainAppend", js_chain_append},

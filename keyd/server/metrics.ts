@@ -21,6 +21,41 @@ export interface KeydStartInfo {
 /** keyd_disconnects_total's reasons (connection.ts DisconnectReason), created at 0. */
 const DISCONNECT_REASONS = ['hello-timeout', 'frame-too-large', 'pre-hello-buffer', 'memory', 'stalled', 'unknown-client', 'revoked']
 
+/**
+ * Native signatures (keyd/native) counted in C since the last fold: `count` in all, per key name
+ * (`keys`: [name, n] pairs, flat), and keyd_operation_duration_seconds's queue, exec and total phases
+ * (`buckets`: per phase, the count per BUCKETS bound then one above them all, flat; `sums` per phase).
+ */
+export interface NativeCounts { count: number, keys: Array<string | number>, buckets: number[], sums: number[] }
+
+/** A histogram series as prom-client 15 keeps it (its `hashMap` values). */
+interface HistogramSeries { labels: Record<string, string>, bucketValues: Record<number, number>, sum: number, count: number }
+
+/**
+ * Adds `counts` observations (one count per BUCKETS bound, then above them all) summing to `sum` to
+ * the series of `labels` at once: prom-client has no bulk observe, so this adds to the series it
+ * keeps (prom-client 15's `hashMap`). Should that shape ever differ, each observation is observed
+ * at its bucket's bound instead (above the last: twice it): buckets and count stay exact, the sum
+ * does not.
+ */
+function addObservations (h: Histogram<'op' | 'phase'>, labels: { op: string, phase: string }, counts: number[], sum: number): void {
+  const total = counts.reduce((a, b) => a + b, 0)
+  if (total === 0) return
+  const find = (): HistogramSeries | undefined => Object.values((h as unknown as { hashMap?: Record<string, HistogramSeries> }).hashMap ?? {})
+    .find(v => v.labels?.op === labels.op && v.labels?.phase === labels.phase)
+  let series = find()
+  if (series === undefined) { h.zero(labels); series = find() }
+  const s = series
+  if (s !== undefined && typeof s.sum === 'number' && typeof s.count === 'number' && BUCKETS.every(b => typeof s.bucketValues?.[b] === 'number')) {
+    BUCKETS.forEach((bound, i) => { s.bucketValues[bound] = (s.bucketValues[bound] ?? 0) + (counts[i] ?? 0) })
+    s.sum += sum
+    s.count += total
+    return
+  }
+  const last = BUCKETS[BUCKETS.length - 1] as number
+  counts.forEach((n, i) => { for (let k = 0; k < n; k++) h.observe(labels, BUCKETS[i] ?? 2 * last) })
+}
+
 export class KeydMetrics {
   readonly registry = new Registry()
   readonly #ops: Counter<'op' | 'key' | 'result'>
@@ -133,6 +168,17 @@ export class KeydMetrics {
     this.#duration.observe({ op, phase: 'exec' }, execSec)
     this.#duration.observe({ op, phase: 'total' }, queueSec + execSec)
     if (result !== 'ok') this.#refused.inc({ reason: result })
+  }
+
+  /** Native signatures (all `ok`, each audited) counted in C: see NativeCounts. */
+  nativeSigned (c: NativeCounts): void {
+    if (c.count === 0) return
+    for (let i = 0; i + 1 < c.keys.length; i += 2) this.#ops.inc({ op: 'SIGN', key: String(c.keys[i]), result: 'ok' }, Number(c.keys[i + 1]))
+    this.#audited.inc({ op: 'SIGN' }, c.count)
+    const n = BUCKETS.length + 1
+    ;(['queue', 'exec', 'total'] as const).forEach((phase, p) => {
+      addObservations(this.#duration, { op: 'SIGN', phase }, c.buckets.slice(p * n, (p + 1) * n), c.sums[p] ?? 0)
+    })
   }
 
   /** A request refused before it ran (framing, authentication, sealed, overload). */

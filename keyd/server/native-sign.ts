@@ -7,7 +7,8 @@
 // The audit chain moves into C while the path is on (the AuditLog's ChainSink): each native signature's
 // entry is chained and written to the log before its answer is queued, and JavaScript's own entries go
 // through the same chain. JavaScript wakes only for frames it must answer and for a failed audit write;
-// the native signatures' metrics come here in batches (a periodic drain, a scrape, any wake-up).
+// the native signatures' metrics are counted in C (per key, and bucketed) and folded into keyd's
+// metrics when they are read (a scrape, keyd stopping): no JavaScript runs per native signature.
 import { createRequire } from 'node:module'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -20,14 +21,14 @@ import type { Keystore } from '../keystore/keystore.js'
 import type { KeyPolicy } from '../policy/key-policy.js'
 import type { ClientRegistry, Client } from './clients.js'
 import type { Connection, NativeWire } from './connection.js'
-import type { KeydMetrics } from './metrics.js'
+import { BUCKETS, type KeydMetrics, type NativeCounts } from './metrics.js'
 import type { SignStats } from './context.js'
 import { signableUntil } from './keys.js'
 import { errorMessage } from '../../lib/errors.js'
 
 /** The addon's functions (keyd/native/addon.c). */
 export interface NativeAddon {
-  start: (threads: number, maxFrame: number, outCap: number, stallMs: number, onWake: () => void) => boolean
+  start: (threads: number, maxFrame: number, outCap: number, stallMs: number, onWake: () => void, bounds: readonly number[]) => boolean
   adopt: (id: number, fd: number, clientKey: string, clientName: string) => boolean
   write: (id: number, buf: Buffer) => boolean
   pause: (id: number) => boolean
@@ -38,8 +39,10 @@ export interface NativeAddon {
   setKey: (name: string, version: number, pkcs8: Buffer) => boolean
   dropKey: (name: string, version: number) => boolean
   setTable: (flat: Array<string | number>) => boolean
-  /** Metrics records ([key, queueSec, execSec] per native signature) and events queued since the last call. */
-  drain: () => { records: Array<string | number>, events: Array<number | Buffer> }
+  /** The connections' events queued since the last call. */
+  drain: () => { events: Array<number | Buffer> }
+  /** The native signatures counted since the last call (then reset): see NativeCounts. */
+  takeMetrics: () => NativeCounts
   stats: () => { signatures: number }
   chainAttach: (fd: number, key: Buffer, seq: number, chain: string, size: number) => boolean
   chainAppend: (tail: string) => number
@@ -64,9 +67,6 @@ export function loadNativeAddon (logger: Logger): NativeAddon | null {
   }
   return loaded
 }
-
-/** How often JavaScript takes the native signatures' metrics records when nothing else wakes it. */
-const METRICS_DRAIN_MS = 100
 
 const EV_DATA = 1
 const EV_EOF = 2
@@ -109,10 +109,9 @@ export class NativeSign {
   /** Keys given to the addon, by `name\0version`. */
   readonly #pushed = new Set<string>()
   #watched: AuditLog | null = null
-  /** Native signatures whose metrics records were drained (counted in stats.signatures). */
-  #drained = 0
+  /** Native signatures whose counts were folded into stats.signatures and the metrics. */
+  #folded = 0
   readonly #sink: ChainSink
-  #timer: NodeJS.Timeout | null = null
   #clientList: Client[] = []
   readonly threads: number
 
@@ -140,14 +139,12 @@ export class NativeSign {
     }
     taken = true
     let self: NativeSign | null = null
-    // Frames for JavaScript and a failed audit write wake it at once; metrics records do not.
-    addon.start(o.threads, o.maxFrameBytes, o.outCap, o.stallTimeoutMs, () => self?.drain())
+    // Frames for JavaScript and a failed audit write wake it at once; native signatures do not.
+    addon.start(o.threads, o.maxFrameBytes, o.outCap, o.stallTimeoutMs, () => self?.drain(), BUCKETS)
     self = new NativeSign(addon, state, clients, stats, o.threads)
     self.refresh()
     const s = self
-    s.#timer = setInterval(() => { s.drain() }, METRICS_DRAIN_MS)
-    s.#timer.unref()
-    state.metrics?.beforeScrape(() => { s.drain() })
+    state.metrics?.beforeScrape(() => { s.fold() })
     state.logger.info({ threads: o.threads }, 'keyd native SIGN path on')
     return self
   }
@@ -263,17 +260,17 @@ export class NativeSign {
     this.#watched = audit
   }
 
-  /** Takes what the threads queued: the native signatures' metrics, then the connections' events in order. */
+  /** Takes the connections' events the threads queued, in order. */
   drain (): void {
-    const { records, events } = this.#addon.drain()
-    const metrics = this.#state.metrics
-    this.#drained += records.length / 3
-    for (let i = 0; i + 2 < records.length; i += 3) {
-      this.#stats.signatures++
-      metrics?.observe('SIGN', records[i] as string, 'ok', records[i + 1] as number, records[i + 2] as number)
-      metrics?.audited('SIGN')
-    }
-    this.#handle(events)
+    this.#handle(this.#addon.drain().events)
+  }
+
+  /** Folds the native signatures counted in C since the last fold into stats.signatures and the metrics. */
+  fold (): void {
+    const counts = this.#addon.takeMetrics()
+    this.#folded += counts.count
+    this.#stats.signatures += counts.count
+    this.#state.metrics?.nativeSigned(counts)
   }
 
   #handle (events: Array<number | Buffer>): void {
@@ -292,18 +289,17 @@ export class NativeSign {
     }
   }
 
-  /** Stops native signing (an empty table; the audit log takes its chain back) and takes the last metrics. */
+  /** Stops native signing (an empty table; the audit log takes its chain back) and takes the last events and counts. */
   stop (): void {
     this.#addon.setTable([])
-    if (this.#timer !== null) clearInterval(this.#timer)
-    this.#timer = null
     this.#watch(null)
     this.drain()
+    this.fold()
   }
 
   /** Signatures made natively since start. */
   get signatures (): number { return this.#addon.stats().signatures }
 
-  /** Native signatures not yet in stats.signatures (their metrics records are not drained yet). */
-  get undrained (): number { return this.signatures - this.#drained }
+  /** Native signatures not yet in stats.signatures (counted in C, not folded yet). */
+  get undrained (): number { return this.signatures - this.#folded }
 }
