@@ -167,9 +167,10 @@ class Exchange implements UpstreamSink {
     this.#url = url
     gen.inflight++
     stream[EXCHANGE] = this
+    // `on`, not `once`: each is emitted once per stream, and once() wraps its listener in a new closure.
     stream.on('error', ignoreError)
-    stream.once('finish', onFinish)
-    stream.once('close', onClose)
+    stream.on('finish', onFinish)
+    stream.on('close', onClose)
     const socket = stream.session?.socket as TLSSocket | undefined
     this.#socket = socket
     this.#peer = normalizeAddress(peerAddress(socket))
