@@ -111,7 +111,7 @@ function checkLoad (spec: Omit<LoadSpec, 'port'>, r: LoadResult): string[] {
 /** Runs one load case on `inst`: warm-up, then the measured h2load run with /proc CPU read around it. */
 export async function measureLoad (def: CaseDef, inst: Instance, round: number, counts: Counts, env: MeasureEnv): Promise<Run> {
   const base = (def.load as (c: Counts) => Omit<LoadSpec, 'port'>)(counts)
-  const spec: LoadSpec = { ...base, port: inst.port(base.keyKind) }
+  const spec: LoadSpec = { ...base, port: inst.port(base.keyKind, base.proto) }
   const conf = env.opensslConf(spec.version, spec.keyKind)
   await env.keyd?.start()
   let signatures: number | null = null

@@ -17,17 +17,20 @@ export interface NodeSetup {
   serverCpus: string | null
 }
 
-/** Starts the minimal Node proxy (both certificates on one listener, HTTP/1.1 only). */
+/** Starts the minimal Node proxy (both certificates on each listener: one for HTTP/1.1, one for HTTP/2). */
 export async function startNodeProxy (setup: NodeSetup, shape: InstanceShape): Promise<Instance> {
   const opts = { pairs: [setup.ec, setup.rsa], upstream: setup.upstreamUrl, workers: shape.workers, resumption: shape.resumption }
   const sp = spawnServer(process.execPath, [NODE_PROXY_MAIN, JSON.stringify(opts)], setup.serverCpus)
   let port: number
+  let h2Port: number
   try {
-    port = Number((await waitOutput(sp, /\{"port":(\d+)\}/, 'the minimal Node proxy'))[1])
+    const m = await waitOutput(sp, /\{"port":(\d+),"h2Port":(\d+)\}/, 'the minimal Node proxy')
+    port = Number(m[1])
+    h2Port = Number(m[2])
   } catch (err) { await stopTree(sp); throw err }
   pinTree(sp.pid, setup.serverCpus)
   const workers = (): number[] => shape.workers > 1 ? processTree(sp.pid).slice(1) : [sp.pid]
-  return { peer: 'node', ...shape, http2: false, port: () => port, pids: () => processTree(sp.pid), keyPids: () => [], workerPids: workers, stop: async () => await stopTree(sp) }
+  return { peer: 'node', ...shape, http2: true, port: (_kind, proto) => proto === 'h2' ? h2Port : port, pids: () => processTree(sp.pid), keyPids: () => [], workerPids: workers, stop: async () => await stopTree(sp) }
 }
 
 /** keyd for the keyedge-in-keyd cases: started before a case and stopped after it, pinned with the server side. */

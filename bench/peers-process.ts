@@ -16,8 +16,11 @@ export interface InstanceShape { workers: number, resumption: boolean }
 /** One running server side, listening on 127.0.0.1. */
 export interface Instance extends InstanceShape {
   peer: PeerId
-  /** The port serving certificates of `kind` (the same port when one listener holds both). */
-  port: (kind: KeyKind) => number
+  /**
+   * The port serving certificates of `kind` (the same port when one listener holds both) for a
+   * client speaking `proto` (the same port when one listener serves both; HTTP/1.1 when not given).
+   */
+  port: (kind: KeyKind, proto?: 'h1' | 'h2') => number
   /** Every process of the server side right now, key process included. */
   pids: () => number[]
   /** The processes that sign for the server in another process (keyd, h2o's neverbleed); [] when the key is in process. */

@@ -8,7 +8,7 @@ export const PEER_LABEL: Record<PeerId, string> = {
   nginx: 'nginx',
   haproxy: 'HAProxy',
   h2o: 'h2o (neverbleed)',
-  node: 'Node https + undici',
+  node: 'Node https/http2 + undici',
   keyedge: 'keyedge, key in process',
   'keyedge-keyd': 'keyedge, key in keyd'
 }
@@ -162,6 +162,7 @@ export function targetTable (ss: Summary[]): string {
   const targets: Target[] = [
     { what: 'keep-alive HTTP/1.1: keyedge (keyd) × Node', limit: 1.0, value: v('keepalive-h1', 'keyedge-keyd')?.vsNode },
     { what: 'keep-alive HTTP/1.1: keyedge (keyd) × nginx', limit: 2.0, value: v('keepalive-h1', 'keyedge-keyd')?.vsNginx },
+    { what: 'keep-alive HTTP/2: keyedge (keyd) × Node', limit: 1.0, value: v('keepalive-h2', 'keyedge-keyd')?.vsNode },
     { what: 'keep-alive HTTP/2: keyedge (keyd) × nginx', limit: 2.0, value: v('keepalive-h2', 'keyedge-keyd')?.vsNginx },
     { what: 'TLS 1.3 ECDSA full handshake + GET: keyedge (keyd) × Node (key in process)', limit: 1.10, value: v('full-13-ec', 'keyedge-keyd')?.vsNode },
     { what: 'TLS 1.3 ECDSA full handshake + GET: keyedge (keyd) × nginx', limit: 2.5, value: v('full-13-ec', 'keyedge-keyd')?.vsNginx },

@@ -1,5 +1,5 @@
 // `bench peers`: keyedge (key in keyd, and key in process) beside nginx, HAProxy, h2o (keys in its
-// neverbleed process) and a minimal Node https + undici proxy, in one run: the same h2load client,
+// neverbleed process) and a minimal Node https/http2 + undici proxy, in one run: the same h2load client,
 // the same upstream, the server side pinned to one CPU and the client to the others, server CPU per
 // operation from /proc (every process of the server side, key processes included), interleaved
 // rounds, medians and spread; memory per idle connection; 2 workers ÷ 1.
@@ -26,10 +26,16 @@ import { errorMessage } from '../lib/errors.js'
 export const USAGE = `usage: node dist/bench/run.js peers [options]   (or: npm run bench -- peers [options])
 
 keyedge (key in keyd, and key in process) beside nginx, HAProxy, h2o and a minimal Node
-https + undici proxy, in one run: the same h2load client and upstream, the server side pinned to
-CPU 0 and the client to the others (≥ 2 CPUs), server CPU per operation from /proc, interleaved
-rounds, medians and spread. nginx, HAProxy, h2o and h2load come from Debian
+proxy, in one run: the same h2load client and upstream, the server side pinned to CPU 0 and the
+client to the others (≥ 2 CPUs), server CPU per operation from /proc, interleaved rounds, medians
+and spread. nginx, HAProxy, h2o and h2load come from Debian
 (apt-get install -y nginx haproxy h2o nghttp2-client); a missing peer is skipped.
+
+The minimal Node proxy (peer "node", bench/peers-node-proxy.ts) is the floor a Node proxy
+reaches: the key in process, an undici Pool to the upstream, no metrics, logs or SNI dispatch.
+HTTP/1.1 cases go to its https.createServer listener; HTTP/2 cases (keepalive-h2) to its
+http2.createSecureServer listener on Node's core API ('stream' event, stream.respond(), the
+upstream body piped into the stream), the cheapest way Node serves HTTP/2.
 
 options:
   --cases LIST       cases or groups (default all): full (full-13-ec, full-13-rsa, full-12-ec,

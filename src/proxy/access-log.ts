@@ -74,13 +74,21 @@ export interface AccessLog {
   close: () => Promise<void>
 }
 
+/**
+ * The destination in sonic-boom's buffer mode: each line goes in as its own Buffer, and a batch is
+ * one Buffer.concat when it is written. In its default string mode every line was appended to the
+ * batch's string and the whole batch measured with Buffer.byteLength, which flattens it: each line
+ * copied the batch so far (kilobytes) once more. (Its types only name strings.)
+ */
+type BufferDestination = Omit<ReturnType<typeof pino.destination>, 'write'> & { write: (data: Buffer) => boolean }
+
 /** After a write or open failure, the file is opened again this much later (space may be back). */
 export const REOPEN_AFTER_MS = 5_000
 
 /**
  * Lines go to the file in batches of at least this many bytes, or every FLUSH_EVERY_MS: one
  * fs.write per line cost a thread-pool round trip per request (~9 % of a busy worker's CPU samples
- * on Node 24).
+ * on Node 24). (64 KiB batches were tried: no difference in the worker's CPU.)
  */
 const BATCH_BYTES = 8192
 /** The longest a line waits in memory before it is written. */
@@ -95,7 +103,7 @@ function destroyQuietly (d: { destroy: () => void }): void {
   }
 }
 
-function countLines (data: string): number {
+function countLines (data: string | Buffer): number {
   let lines = 0
   for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) lines++
   return Math.max(1, lines)
@@ -117,6 +125,8 @@ export interface ConnectionFacts {
   tlsResumed: boolean | undefined
   alpn: string | null | undefined
   clientCert: ClientIdentity | undefined
+  /** The facts' part of a line (`,"sni":…` to `,"clientCert":…`): built by the connection's first line, reused by the rest. */
+  fragment?: string
 }
 /** Read once per connection: a keep-alive connection's requests would otherwise make three native calls and a cipher object each. */
 const connectionFacts = new WeakMap<TLSSocket, ConnectionFacts>()
@@ -137,14 +147,25 @@ function factsOf (tls: TLSSocket | undefined): ConnectionFacts | undefined {
   return facts
 }
 
-/** ISO time of the last line, reused within the same millisecond (a busy worker writes several per ms). */
+/**
+ * ISO time of the last line, reused within the same millisecond (a busy worker writes several per
+ * ms); a new millisecond appends its digits to the second's prefix (`YYYY-MM-DDTHH:MM:SS.`), built
+ * once per second, instead of a Date and its toISOString per line. The same text as toISOString.
+ */
 let lastTimeMs = 0
 let lastTime = new Date(0).toISOString()
+let secondMs = -1
+let secondPrefix = ''
 function isoNow (): string {
   const now = Date.now()
   if (now !== lastTimeMs) {
     lastTimeMs = now
-    lastTime = new Date(now).toISOString()
+    const millis = now % 1000
+    if (now - millis !== secondMs) {
+      secondMs = now - millis
+      secondPrefix = new Date(secondMs).toISOString().slice(0, 20)
+    }
+    lastTime = secondPrefix + (millis < 10 ? '00' : millis < 100 ? '0' : '') + String(millis) + 'Z'
   }
   return lastTime
 }
@@ -167,6 +188,27 @@ function field (key: string, value: string | number | boolean | object | null | 
   }
 }
 
+/** The fields a connection's lines share: the same for every request on it. */
+function factsFragment (facts: ConnectionFacts): string {
+  return field(',"sni":', facts.sni) +
+    field(',"tlsVersion":', facts.tlsVersion) +
+    field(',"cipher":', facts.cipher) +
+    field(',"tlsResumed":', facts.tlsResumed) +
+    field(',"alpn":', facts.alpn) +
+    field(',"clientCert":', facts.clientCert)
+}
+
+/** `,"time":…` of the last line, reused while the time is the same (several lines per millisecond). */
+let lastTimeOfField = ''
+let lastTimeField = field(',"time":', '')
+function timeField (time: string): string {
+  if (time !== lastTimeOfField) {
+    lastTimeOfField = time
+    lastTimeField = field(',"time":', time)
+  }
+  return lastTimeField
+}
+
 /**
  * One access-log line, written by hand with fixed keys in a fixed order: what the pino logger
  * it replaces wrote (`{"level":30,` then the fields, undefined ones left out, then a newline),
@@ -180,15 +222,10 @@ export function accessLine (
   upstreamTotalMs: number | undefined, totalMs: number | undefined
 ): string {
   return '{"level":30' +
-    field(',"time":', time) +
+    timeField(time) +
     field(',"requestId":', requestId) +
     field(',"client":', client) +
-    field(',"sni":', facts?.sni) +
-    field(',"tlsVersion":', facts?.tlsVersion) +
-    field(',"cipher":', facts?.cipher) +
-    field(',"tlsResumed":', facts?.tlsResumed) +
-    field(',"alpn":', facts?.alpn) +
-    field(',"clientCert":', facts?.clientCert) +
+    (facts === undefined ? '' : facts.fragment ??= factsFragment(facts)) +
     field(',"method":', method) +
     field(',"host":', host) +
     field(',"path":', path) +
@@ -209,15 +246,52 @@ export function requestIdOf (given: string | string[] | undefined, trusted: bool
   return trusted && typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
 }
 
-/** A record that writes nothing (no access log). Request ids still flow. */
-function idOnly (req: { headers: IncomingHttpHeaders }, trusted: boolean): AccessRecord {
-  return { id: requestIdOf(req.headers['x-request-id'], trusted), bytesIn: 0, bytesOut: 0 }
+/**
+ * A request's record, every field there from the start (undefined until set): filled in as the
+ * request goes, it keeps its first shape, and never grows a separate property store per request.
+ * Without an access log it writes nothing; request ids still flow.
+ */
+function idOnly (headers: IncomingHttpHeaders, trusted: boolean): StreamRecord {
+  return {
+    id: requestIdOf(headers['x-request-id'], trusted),
+    route: undefined,
+    client: undefined,
+    upstream: undefined,
+    bytesIn: 0,
+    bytesOut: 0,
+    upstreamStartMs: undefined,
+    upstreamHeadersMs: undefined,
+    upstreamEndMs: undefined,
+    upstreamConnectMs: undefined,
+    end: undefined
+  }
+}
+
+/** A response's line waiting for its end (`begin`): held on the response, ended by shared listeners (no closures per request). */
+interface PendingLine {
+  end: (line: PendingLine, res: ClientResponse, complete: boolean) => void
+  req: ClientRequest
+  rec: AccessRecord
+  tls: TLSSocket | undefined
+  start: number
+}
+const LINE = Symbol('keyedge.accessLine')
+type LineResponse = ClientResponse & { [LINE]?: PendingLine }
+
+// The first of 'finish' and 'close' writes the line (each is emitted once per response).
+function onLineFinish (this: LineResponse): void { takeLine(this, true) }
+function onLineClose (this: LineResponse): void { takeLine(this, this.writableFinished) }
+function takeLine (res: LineResponse, complete: boolean): void {
+  const line = res[LINE]
+  if (line === undefined) return
+  res[LINE] = undefined
+  line.end(line, res, complete)
 }
 
 /** An access log writing nothing, for configs without an `accessLog` section. */
 export const NO_ACCESS_LOG: AccessLog = {
-  begin: (req, _res, trusted) => idOnly(req, trusted),
-  beginStream: (headers, _tls, trusted) => idOnly({ headers }, trusted),
+  begin: (req, _res, trusted) => idOnly(req.headers, trusted),
+  beginStream: (headers, _tls, trusted) => idOnly(headers, trusted),
   webSocket: () => {},
   close: async () => {}
 }
@@ -240,11 +314,11 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
   // The current destination, or undefined while a failed one waits to be reopened. A failed one is
   // destroyed at once: sonic-boom retries a failed write forever in its exit-time flushSync (a full
   // disk would hang the worker's exit), and skips destroyed streams there.
-  let dest: ReturnType<typeof pino.destination> | undefined
+  let dest: BufferDestination | undefined
   let reopen: NodeJS.Timeout | undefined
   let closed = false
   const open = (): void => {
-    const d = pino.destination({ dest: config.path ?? 1, sync: false, mkdir: false, maxLength: config.bufferBytes, minLength: Math.min(BATCH_BYTES, config.bufferBytes >> 1), periodicFlush: FLUSH_EVERY_MS })
+    const d = pino.destination({ dest: config.path ?? 1, sync: false, mkdir: false, maxLength: config.bufferBytes, minLength: Math.min(BATCH_BYTES, config.bufferBytes >> 1), periodicFlush: FLUSH_EVERY_MS, contentMode: 'buffer' }) as unknown as BufferDestination
     d.on('error', (err: NodeJS.ErrnoException) => {
       if (dest !== d) return
       errors.inc()
@@ -256,7 +330,7 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
         reopen.unref()
       }
     })
-    d.on('drop', (data: string) => {
+    d.on('drop', (data: Buffer) => {
       dropped.inc(countLines(data))
       warnOnce({ reason: 'buffer full' })
     })
@@ -269,7 +343,7 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
         dropped.inc()
         return
       }
-      dest.write(line)
+      dest.write(Buffer.from(line))
     }
   }
 
@@ -289,6 +363,17 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
       rec.upstreamHeadersMs === undefined && Number.isFinite(declared) ? declared : rec.bytesOut,
       rec.upstream, ms(rec.upstreamConnectMs), ms(upstreamFirstByteMs), ms(upstreamTotalMs), ms(performance.now() - start)
     ))
+  }
+
+  /** Writes the line of a response that finished (`complete`) or closed. */
+  function endLine (line: PendingLine, res: ClientResponse, complete: boolean): void {
+    const { req, rec } = line
+    if (rec.route?.accessLog === false) return
+    try {
+      write(req.headers, req.method, req.url ?? '/', res.statusCode, Number(res.getHeader('content-length')), rec, line.tls, line.start, complete)
+    } catch (err) {
+      failed(err)
+    }
   }
 
   /** The line of a WebSocket: a request's fields, the upstream's times measured to the WebSocket's end. */
@@ -316,30 +401,21 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
       }
     },
     begin (req, res, trusted) {
-      const rec = idOnly(req, trusted)
+      const rec = idOnly(req.headers, trusted)
       const start = performance.now()
       const sampled = config.sampleRate >= 1 || random() < config.sampleRate
       if (sampled) {
-        // Taken now: an HTTP/2 stream forgets its session once it closes.
-        const tls = tlsSocket(req)
-        let done = false
-        const end = (complete: boolean): void => {
-          if (done) return
-          done = true
-          if (rec.route?.accessLog === false) return
-          try {
-            write(req.headers, req.method, req.url ?? '/', res.statusCode, Number(res.getHeader('content-length')), rec, tls, start, complete)
-          } catch (err) {
-            failed(err)
-          }
-        }
-        res.once('finish', () => end(true))
-        res.once('close', () => end(res.writableFinished))
+        // The TLS socket is taken now: an HTTP/2 stream forgets its session once it closes.
+        const line: PendingLine = { end: endLine, req, rec, tls: tlsSocket(req), start }
+        const r = res as LineResponse
+        r[LINE] = line
+        r.on('finish', onLineFinish)
+        r.on('close', onLineClose)
       }
       return rec
     },
     beginStream (headers, tls, trusted) {
-      const rec: StreamRecord = idOnly({ headers }, trusted)
+      const rec = idOnly(headers, trusted)
       if (config.sampleRate < 1 && random() >= config.sampleRate) return rec
       const start = performance.now()
       rec.end = (status, declared, complete) => {

@@ -25,13 +25,24 @@ function headerList (value: HeaderValue | undefined): string[] {
   return out
 }
 
+/** The names a Connection header lists; its two common values (every keep-alive upstream answer carries one) as shared sets. */
+const KEEP_ALIVE: ReadonlySet<string> = new Set(['keep-alive'])
+const CLOSE: ReadonlySet<string> = new Set(['close'])
+function connectionNames (value: HeaderValue): ReadonlySet<string> {
+  switch (value) {
+    case 'keep-alive': case 'Keep-Alive': return KEEP_ALIVE
+    case 'close': case 'Close': return CLOSE
+    default: return new Set(headerList(value))
+  }
+}
+
 /**
  * Copies `headers` without hop-by-hop ones (and those named by Connection) nor HTTP/2 pseudo-headers.
  * Runs twice per proxied request (both ways): a plain loop over the names, no entry arrays, and no
  * Set unless a Connection header names some.
  */
 export function withoutHopByHop (headers: Record<string, HeaderValue | undefined>): OutgoingHeaders {
-  const named = headers.connection === undefined ? null : new Set(headerList(headers.connection))
+  const named = headers.connection === undefined ? null : connectionNames(headers.connection)
   const out: OutgoingHeaders = {}
   for (const name of Object.keys(headers)) {
     const value = headers[name]

@@ -6,8 +6,9 @@
 //
 // Three ways through: an HTTP/1.1 request to an HTTP/1.1 pool is sent with undici's dispatch API
 // and answered straight into its response (h1-direct.ts); most HTTP/2 requests never reach this
-// file (h2-direct.ts serves them on their stream); the rest — gRPC, `Expect`, routes to HTTP/2
-// upstreams — go through Node's request/response objects and undici's `request()`.
+// file (h2-direct.ts serves them on their stream); the rest — gRPC, an `Expect` other than
+// 100-continue, routes to HTTP/2 upstreams — go through Node's request/response objects and
+// undici's `request()`.
 
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2'

@@ -57,8 +57,9 @@ export class H1Exchange implements UpstreamSink {
     const res = r.res as Response
     this.#res = res
     res[EXCHANGE] = this
-    res.once('finish', onFinish)
-    res.once('close', onClose)
+    // `on`, not `once`: each is emitted once per response, and once() wraps its listener in a new closure.
+    res.on('finish', onFinish)
+    res.on('close', onClose)
   }
 
   /** Sends the request upstream on `pool` (`hasBody`: `options.body` streams the client's body). */

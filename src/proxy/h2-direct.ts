@@ -1,4 +1,4 @@
-// The direct HTTP/2 path: the common request — not gRPC, not CONNECT, no `Expect`, to a route whose
+// The direct HTTP/2 path: the common request — not gRPC, not CONNECT, no `Expect` but `100-continue`, to a route whose
 // targets speak HTTP/1.1, with or without a body — served on its ServerHttp2Stream itself instead of through
 // Node's compatibility layer (Http2ServerRequest/Http2ServerResponse), and sent upstream with
 // undici's `dispatch` handler API (RoutePool.dispatch) instead of its promise `request()`: the
@@ -71,9 +71,14 @@ function onWantTrailers (this: Stream): void { this[EXCHANGE]?.sendTrailers() }
 // unheard, an 'error' would end the worker.
 function ignoreError (): void {}
 
-/** True for a request the direct path can serve whatever its route: the cheap checks, made first. */
+/**
+ * True for a request the direct path can serve whatever its route: the cheap checks, made first.
+ * `Expect: 100-continue` is served here as the compatibility layer serves it; any other expectation
+ * gets its 417 there.
+ */
 function plainRequest (headers: IncomingHttpHeaders): boolean {
-  return headers[':method'] !== 'CONNECT' && headers.expect === undefined && !isGrpc(headers)
+  const expect = headers.expect
+  return headers[':method'] !== 'CONNECT' && (expect === undefined || expect === '100-continue') && !isGrpc(headers)
 }
 
 /** Builds the stream handler of one forwarder. */
@@ -100,6 +105,9 @@ export function createDirectH2 (ctx: DirectContext): StreamHandler {
     const url = headers[':path'] ?? '/'
     const route = authority.ok ? gen.router.match(authority.host, url) : undefined
     if (route !== undefined && !gen.routePools.get(route).dispatchable) return false
+    // 100 (Continue) at once, before any answer, as Node's compatibility layer sends it (the
+    // `expect` header itself never goes upstream).
+    if (headers.expect !== undefined) stream.additionalHeaders({ ':status': constants.HTTP_STATUS_CONTINUE })
 
     const x = new Exchange(ctx, stream, headers, gen, url)
     if (!authority.ok) {
@@ -169,9 +177,10 @@ class Exchange implements UpstreamSink {
     this.#url = url
     gen.inflight++
     stream[EXCHANGE] = this
+    // `on`, not `once`: each is emitted once per stream, and once() wraps its listener in a new closure.
     stream.on('error', ignoreError)
-    stream.once('finish', onFinish)
-    stream.once('close', onClose)
+    stream.on('finish', onFinish)
+    stream.on('close', onClose)
     const socket = stream.session?.socket as TLSSocket | undefined
     this.#socket = socket
     this.#peer = normalizeAddress(peerAddress(socket))

@@ -51,6 +51,18 @@ export interface Http2Guard {
   reclaim: (session: ServerHttp2Session) => void
 }
 
+/** What a session's guard does when one of its streams is reset or closes. */
+interface SessionWatch {
+  onReset: (stream: Http2Stream) => void
+  closed: () => void
+}
+const WATCH = Symbol('keyedge.h2Watch')
+type GuardedStream = Http2Stream & { [WATCH]?: SessionWatch }
+
+// Each emitted at most once per stream.
+function onStreamAborted (this: GuardedStream): void { this[WATCH]?.onReset(this) }
+function onStreamClose (this: GuardedStream): void { this[WATCH]?.closed() }
+
 function counter (registry: Registry, name: string, help: string): Counter {
   return (registry.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help, registers: [registry] })
 }
@@ -137,8 +149,16 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
         goaway(session, constants.NGHTTP2_ENHANCE_YOUR_CALM)
       }
 
+      const watch: SessionWatch = {
+        onReset,
+        closed () {
+          open--
+          if (open === 0 && !session.destroyed && !session.closed) idle(http2IdleMs, 'http2_idle')
+        }
+      }
+
       idle(requestHeadersMs, 'request_headers')
-      session.on('stream', (stream: Http2Stream) => {
+      session.on('stream', (stream: GuardedStream) => {
         clearTimeout(timer)
         timer = undefined
         // Node emits 'stream' on the next tick: a RST_STREAM in the same read as the HEADERS has
@@ -152,12 +172,11 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
         }
         open++
         // 'aborted': the stream closed while our response was still open (RST_STREAM from the client,
-        // or a reset nghttp2 made for the client's protocol error).
-        stream.once('aborted', () => onReset(stream))
-        stream.once('close', () => {
-          open--
-          if (open === 0 && !session.destroyed && !session.closed) idle(http2IdleMs, 'http2_idle')
-        })
+        // or a reset nghttp2 made for the client's protocol error). Shared listeners that find the
+        // session's watch on the stream: no closures nor once-wrappers per stream.
+        stream[WATCH] = watch
+        stream.on('aborted', onStreamAborted)
+        stream.on('close', onStreamClose)
       })
       session.once('close', () => clearTimeout(timer))
     }

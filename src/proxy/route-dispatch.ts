@@ -21,6 +21,9 @@ export interface UpstreamSink {
   onUpstreamError: (err: Error) => void
 }
 
+/** No target tried yet: the first pick's set (a request that is never retried needs no Set of its own). */
+const NONE_TRIED: ReadonlySet<Target> = new Set()
+
 /** Cancels a dispatched exchange (the client went away): the attempt in flight fails with RequestAbortedError. */
 export interface Cancel { cancel: () => void }
 
@@ -48,7 +51,8 @@ export class DispatchRun implements Cancel {
   readonly #options: Dispatcher.DispatchOptions
   readonly #sink: UpstreamSink
   readonly #key: string | undefined
-  readonly #tried = new Set<Target>()
+  /** The targets tried so far; made when a retry first needs it (until then the one in `#target`). */
+  #tried: Set<Target> | undefined
   readonly #now = Date.now()
   #retriesLeft: number
   #target: Target | undefined
@@ -63,16 +67,21 @@ export class DispatchRun implements Cancel {
     this.#retriesLeft = retries
   }
 
-  #pick = (): Target | undefined => this.#pool._pick(this.#tried, this.#key, this.#now)
-
   /** An eligible target not tried yet, by the pool's balancing. */
   pick (): Target | undefined {
-    return this.#pick()
+    if (this.#target === undefined) return this.#pool._pick(NONE_TRIED, this.#key, this.#now)
+    if (this.#tried === undefined) this.#tried = new Set([this.#target])
+    return this.#pool._pick(this.#tried, this.#key, this.#now)
+  }
+
+  /** pick() for the pool's retry step: a closure made only when a retry is considered. */
+  #retryPick (): () => Target | undefined {
+    return () => this.pick()
   }
 
   /** Starts an attempt on `target`. */
   send (target: Target): void {
-    this.#tried.add(target)
+    this.#tried?.add(target)
     this.#target = target
     const attempt = new Attempt(this, target)
     this.#attempt = attempt
@@ -98,7 +107,7 @@ export class DispatchRun implements Cancel {
     }
     const code = errorCode(err)
     this.#pool._failed(target, code)
-    const next = this.#retriesLeft > 0 && retriableError(code) ? this.#pool._nextTarget(this.#pick) : undefined
+    const next = this.#retriesLeft > 0 && retriableError(code) ? this.#pool._nextTarget(this.#retryPick()) : undefined
     if (next === undefined) {
       this.#pool._gaveUp(target, err)
       this.#sink.onUpstreamError(err)
@@ -111,7 +120,7 @@ export class DispatchRun implements Cancel {
   /** An attempt's answer: false when it is dropped for a retry (already started), true when it goes to the sink. */
   answered (target: Target, status: number, rawHeaders: Buffer[], resume: () => void): boolean | 'retried' {
     if (this.#pool._answered(target, status, this.#retriesLeft)) {
-      const next = this.#pool._nextTarget(this.#pick)
+      const next = this.#pool._nextTarget(this.#retryPick())
       if (next !== undefined && !this.cancelled) {
         this.#retriesLeft--
         this.send(next)

@@ -3,8 +3,8 @@
 // the compatibility path did, it does: the answer and its headers, HEAD, duplicate headers, request
 // ids, retries on a refused target and on a `retryOn` status, 502/503/504, trailers of a chunked
 // answer, a client reset cancelling the upstream request, the access-log line and the outcome
-// metrics, request bodies (413 past the route's limit). Requests it does not take (gRPC, CONNECT,
-// Expect, HTTP/2 upstreams) still go through the compatibility layer.
+// metrics, request bodies (413 past the route's limit), Expect: 100-continue. Requests it does not
+// take (gRPC, CONNECT, other expectations, HTTP/2 upstreams) still go through the compatibility layer.
 import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -219,6 +219,29 @@ t.test('a request body is streamed upstream; past the route\'s maxBodyBytes: 413
   t.equal(big.headers[':status'], 413)
   t.equal(json(big).error, 'too_large')
   t.ok(metric(await metrics(), 'edge_proxy_requests_total', { outcome: 'too_large' }) >= 1)
+})
+
+t.test('Expect: 100-continue: the 100 comes at once, then the body goes upstream without the header; another expectation: 417', async t => {
+  const stream = session.request({ ':path': '/post', ':method': 'POST', ':authority': 'localhost', expect: '100-continue' }, { endStream: false })
+  const response = once(stream, 'response')
+  await within(once(stream, 'continue'), 15_000, 'the 100 (Continue)')
+  stream.end('after continue')
+  const [headers] = await within(response, 15_000, 'the answer') as [IncomingHttpHeaders]
+  const chunks: Buffer[] = []
+  stream.on('data', (c: Buffer) => chunks.push(c))
+  await within(once(stream, 'end'), 15_000, 'the end of the answer')
+  t.equal(headers[':status'], 200)
+  const up = JSON.parse(Buffer.concat(chunks).toString()) as Record<string, any>
+  t.match(up, { name: 'good', method: 'POST', url: '/post' })
+  t.equal(up.headers.expect, undefined, 'no Expect upstream')
+  t.match(await logLine(headers['x-request-id'] as string), { method: 'POST', status: 200, bytesIn: 'after continue'.length, complete: true })
+  const other = await new Promise<IncomingHttpHeaders>((resolve, reject) => {
+    const s = session.request({ ':path': '/post', ':method': 'POST', ':authority': 'localhost', expect: 'something-else' }, { endStream: false })
+    s.once('response', resolve)
+    s.once('error', reject)
+    s.resume()
+  })
+  t.equal(other[':status'], 417, 'an expectation the proxy cannot meet')
 })
 
 t.test('HTTP/1.1 on its direct path: a body streamed upstream; a chunked one past maxBodyBytes: 413 and the connection closed', async t => {

@@ -45,3 +45,16 @@ t.test('the access-log line has the bytes pino wrote for the same fields', async
   t.equal(accessLine(rec.time, rec.requestId, rec.client, facts, rec.method, rec.host, rec.path, rec.status, rec.complete, rec.bytesIn, rec.bytesOut, rec.upstream, rec.upstreamConnectMs, rec.upstreamFirstByteMs, rec.upstreamTotalMs, rec.totalMs), lines[0], 'escapes, nulls, objects, non-finite numbers')
   t.equal(accessLine(rec.time, 'id', '10.0.0.1', undefined, 'POST', undefined, '/', 502, false, 12, 0, 'http://u', undefined, undefined, undefined, 3.5), lines[1], 'a line without TLS facts nor upstream timings')
 })
+
+t.test('the access-log line: a connection\'s TLS fields and the time, reused between lines, stay those of that line', async t => {
+  const lines: string[] = []
+  const out = pino({ base: null, timestamp: false }, { write: (l: string) => { lines.push(l) } })
+  const a = { sni: 'a.example', tlsVersion: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', tlsResumed: false, alpn: 'h2', clientCert: undefined }
+  const b = { sni: 'b.example', tlsVersion: 'TLSv1.2', cipher: 'ECDHE-ECDSA-AES128-GCM-SHA256', tlsResumed: true, alpn: 'http/1.1', clientCert: undefined }
+  const calls = [[a, '2026-01-01T00:00:00.001Z'], [a, '2026-01-01T00:00:00.001Z'], [b, '2026-01-01T00:00:00.002Z'], [a, '2026-01-01T00:00:01.000Z']] as const
+  for (const [facts, time] of calls) {
+    // The fields by name: accessLine keeps the serialized fields on the facts object.
+    out.info({ time, requestId: 'r', sni: facts.sni, tlsVersion: facts.tlsVersion, cipher: facts.cipher, tlsResumed: facts.tlsResumed, alpn: facts.alpn, method: 'GET', path: '/', status: 200, complete: true, bytesIn: 0, bytesOut: 1 })
+    t.equal(accessLine(time, 'r', undefined, facts, 'GET', undefined, '/', 200, true, 0, 1, undefined, undefined, undefined, undefined, undefined), lines[lines.length - 1], `${facts.sni} at ${time}`)
+  }
+})
