@@ -10,6 +10,7 @@ import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { adminMetrics, metric } from '../helpers/http-front.js'
+import { FLUSH_EVERY_MS } from '../../src/proxy/access-log.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli, type Spawned } from '../helpers/processes.js'
 import { get, selfSigned, taggedUpstream, type CertFiles } from '../helpers/proxy-fixtures.js'
@@ -179,11 +180,16 @@ t.test('sampling: about half the requests with sampleRate 0.5; includeQuery keep
 
 async function trafficWhileDropping (t: Test, name: string, accessLog: Record<string, unknown>): Promise<void> {
   const p = await startProxy(name, { bufferBytes: 4096, ...accessLog })
+  const flushedPast = Date.now() + 2 * FLUSH_EVERY_MS
   for (let i = 0; i < 40; i++) {
     const res = await get(p.port, { ca, path: `/d/${i}/${'x'.repeat(200)}` })
     if (res.status !== 200) t.fail(`request ${i}: ${res.status}`)
   }
   t.pass('40 requests answered 200')
+  // The batches' flush timer runs over the failed destination (once, it wrote to a never-opened one's
+  // fd -1 and ended the worker): still served two flush periods on.
+  const served = async (): Promise<boolean> => (await get(p.port, { ca, path: '/d/later' })).status === 200 && Date.now() >= flushedPast
+  t.ok(await until(served, 2 * FLUSH_EVERY_MS + 10_000), 'still served two flush periods later')
   t.ok(await until(async () => metric(await metrics(p.adminPort), 'edge_access_log_dropped_total') > 0), 'dropped lines are counted')
   const warn = await p.proc.waitFor(o => o.msg === 'access log lines are being dropped; traffic continues', 5000)
   t.ok(warn, 'and warned')
@@ -193,6 +199,17 @@ async function trafficWhileDropping (t: Test, name: string, accessLog: Record<st
   // A failing log must not hold up the worker's exit.
   await p.proc.stop('SIGTERM')
   t.ok(p.proc.lines.some(l => l.includes('"worker stopped"')), 'the worker stops cleanly on SIGTERM')
+  t.notOk(p.proc.lines.some(l => l.includes('"worker died, restarting it"')), 'the worker never died')
+  t.same(p.proc.lines.filter(l => !isJson(l)), [], 'nothing but log lines: no crash trace, at exit either')
+}
+
+const isJson = (line: string): boolean => {
+  try {
+    JSON.parse(line)
+    return true
+  } catch {
+    return false
+  }
 }
 
 t.test('a log in a directory that does not exist: traffic goes on, lines dropped and counted', async t => {
