@@ -58,13 +58,21 @@ const echoed = (body: Buffer): Record<string, any> => JSON.parse(body.toString()
 
 const logFile = join(home, 'logs', 'access.log')
 mkdirSync(join(home, 'logs'))
-const main = await startProxy('main', { path: 'logs/access.log' }, [
-  { host: '*', pathPrefix: '/', upstream: up.url },
-  { host: '*', pathPrefix: '/quiet', upstream: up.url, accessLog: false },
-  { host: '*', pathPrefix: '/small', upstream: up.url, maxBodyBytes: 100 },
-  { host: '*', pathPrefix: '/rate', upstream: up.url, requestsPerSecondPerClient: 1, requestBurstPerClient: 2 }
+// The proxies of the later cases start with the main one (the full file system's waits for its mount).
+const [main, sampled, noDir] = await Promise.all([
+  startProxy('main', { path: 'logs/access.log' }, [
+    { host: '*', pathPrefix: '/', upstream: up.url },
+    { host: '*', pathPrefix: '/quiet', upstream: up.url, accessLog: false },
+    { host: '*', pathPrefix: '/small', upstream: up.url, maxBodyBytes: 100 },
+    { host: '*', pathPrefix: '/rate', upstream: up.url, requestsPerSecondPerClient: 1, requestBurstPerClient: 2 }
+  ]),
+  startProxy('sampled', { path: 'sampled.log', sampleRate: 0.5, includeQuery: true }),
+  startProxy('nodir', { bufferBytes: 4096, path: 'missing-dir/access.log' })
 ])
 const ca = cert.certPem
+// The cases run side by side: each waits about a flush period for its lines, on requests of its own
+// (its own ids, paths, forwarded addresses and route limits) or on a proxy of its own.
+t.jobs = 9
 
 t.test('one line per request with the TLS, HTTP and upstream fields; query stripped; id passed upstream', async t => {
   const res = await get(main.port, { ca, path: '/hello?token=secret', localAddress: '127.0.0.2' })
@@ -166,7 +174,7 @@ t.test('rate: a token bucket per client address → 429 with Retry-After', async
 
 t.test('sampling: about half the requests with sampleRate 0.5; includeQuery keeps the query', async t => {
   const file = join(home, 'sampled.log')
-  const p = await startProxy('sampled', { path: 'sampled.log', sampleRate: 0.5, includeQuery: true })
+  const p = sampled
   const n = 120
   const ids: string[] = []
   for (let i = 0; i < n; i++) ids.push((await get(p.port, { ca, path: `/s?i=${i}` })).headers['x-request-id'] as string)
@@ -178,8 +186,7 @@ t.test('sampling: about half the requests with sampleRate 0.5; includeQuery keep
   t.ok(lines(file).every(l => /^\/s\?i=\d+$/.test(l.path as string)), 'the query is kept')
 })
 
-async function trafficWhileDropping (t: Test, name: string, accessLog: Record<string, unknown>): Promise<void> {
-  const p = await startProxy(name, { bufferBytes: 4096, ...accessLog })
+async function trafficWhileDropping (t: Test, p: Running): Promise<void> {
   const flushedPast = Date.now() + 2 * FLUSH_EVERY_MS
   for (let i = 0; i < 40; i++) {
     const res = await get(p.port, { ca, path: `/d/${i}/${'x'.repeat(200)}` })
@@ -213,7 +220,7 @@ const isJson = (line: string): boolean => {
 }
 
 t.test('a log in a directory that does not exist: traffic goes on, lines dropped and counted', async t => {
-  await trafficWhileDropping(t, 'nodir', { path: 'missing-dir/access.log' })
+  await trafficWhileDropping(t, noDir)
 })
 
 t.test('a log on a full file system: traffic goes on, lines dropped and counted', async t => {
@@ -232,6 +239,5 @@ t.test('a log on a full file system: traffic goes on, lines dropped and counted'
   } catch {
     // Expected: dd fails once the file system is full.
   }
-  await trafficWhileDropping(t, 'full', { path: 'full/access.log' })
+  await trafficWhileDropping(t, await startProxy('full', { bufferBytes: 4096, path: 'full/access.log' }))
 })
-
