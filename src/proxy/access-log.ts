@@ -315,16 +315,26 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
   // destroyed at once: sonic-boom retries a failed write forever in its exit-time flushSync (a full
   // disk would hang the worker's exit), and skips destroyed streams there.
   let dest: BufferDestination | undefined
+  let destOpen = false
   let reopen: NodeJS.Timeout | undefined
   let closed = false
   const open = (): void => {
-    const d = pino.destination({ dest: config.path ?? 1, sync: false, mkdir: false, maxLength: config.bufferBytes, minLength: Math.min(BATCH_BYTES, config.bufferBytes >> 1), periodicFlush: FLUSH_EVERY_MS, contentMode: 'buffer' }) as unknown as BufferDestination
+    const d = pino.destination({ dest: config.path ?? 1, sync: false, mkdir: false, maxLength: config.bufferBytes, minLength: Math.min(BATCH_BYTES, config.bufferBytes >> 1), contentMode: 'buffer' }) as unknown as BufferDestination
+    let opened = false
+    d.once('ready', () => {
+      opened = true
+      if (dest === d) destOpen = true
+    })
     d.on('error', (err: NodeJS.ErrnoException) => {
       if (dest !== d) return
       errors.inc()
       warnOnce({ code: err.code })
       dest = undefined
+      destOpen = false
       destroyQuietly(d)
+      // One whose open failed is not destroyed (sonic-boom waits for a 'ready' that never comes): its
+      // 'close' takes it off pino's exit-time flushSync, which would throw "not ready yet" as the worker exits.
+      if (!opened) d.emit('close')
       if (!closed) {
         reopen = setTimeout(open, REOPEN_AFTER_MS)
         reopen.unref()
@@ -335,8 +345,13 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
       warnOnce({ reason: 'buffer full' })
     })
     dest = d
+    destOpen = false
   }
   open()
+  // The batches' flush timer is this one, not sonic-boom's periodicFlush: sonic-boom's keeps running
+  // on a destination whose open failed and writes to fd -1, which throws in a timer and ends the worker.
+  const flusher = setInterval(() => { if (dest !== undefined && destOpen) dest.flush() }, FLUSH_EVERY_MS)
+  flusher.unref()
   const sink = {
     write (line: string): void {
       if (dest === undefined) {
@@ -432,6 +447,7 @@ export function createAccessLog (opts: { config: AccessLogConfig | undefined, lo
     close: async () => {
       closed = true
       clearTimeout(reopen)
+      clearInterval(flusher)
       const d = dest
       if (d === undefined) return
       // Bounded: a disk that never drains must not hold up shutdown.

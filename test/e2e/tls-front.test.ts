@@ -105,23 +105,54 @@ t.test('strict SNI refuses an unknown name with the bytes OpenSSL sends (servern
   t.equal((await curl(['--cacert', stack.caFile, `https://localhost:${proxy.port}/`])).code, 0, 'a known name is served')
 })
 
-t.test('ClientHello timeout: nothing, or bytes trickled, closed after clientHelloMs; counted', async t => {
-  const before = await metric(/edge_timeouts_total\{kind="client_hello"\} (\d+)/)
-  const silent = await exchange(proxy.port, Buffer.alloc(0), { ms: 6000 })
-  t.equal(silent.end, 'fin', 'a silent connection is closed')
-  t.ok(silent.ms >= 950 && silent.ms < 4000, `after ${silent.ms} ms (clientHelloMs 1000)`)
-  const hello = frame(firstHandshakeMessage(await captureFirstFlight({ servername: 'localhost' })) as Buffer, 16_384)
-  const trickle = netConnect({ host: '127.0.0.1', port: proxy.port })
-  await once(trickle, 'connect')
-  const t0 = Date.now()
-  let sent = 0
-  const timer = setInterval(() => { trickle.write(hello.subarray(sent, sent + 1)); sent++ }, 100)
-  trickle.on('error', () => {})
-  await once(trickle, 'close')
-  clearInterval(timer)
-  const ms = Date.now() - t0
-  t.ok(ms >= 950 && ms < 4000, `a ClientHello trickled a byte every 100 ms is cut after ${ms} ms`)
-  t.equal(await metric(/edge_timeouts_total\{kind="client_hello"\} (\d+)/) - before, 2, 'edge_timeouts_total{kind="client_hello"} counts both')
+// The per-client limits have proxies of their own: they run beside the ClientHello timeout, which
+// waits on the main proxy's clock (the handshake timeout after it: both count on the main proxy).
+t.test('ClientHello timeout and per-client limits, side by side', { jobs: 3 }, async t => {
+  t.test('ClientHello timeout: nothing, or bytes trickled, closed after clientHelloMs; counted', async t => {
+    const before = await metric(/edge_timeouts_total\{kind="client_hello"\} (\d+)/)
+    const silent = await exchange(proxy.port, Buffer.alloc(0), { ms: 6000 })
+    t.equal(silent.end, 'fin', 'a silent connection is closed')
+    t.ok(silent.ms >= 950 && silent.ms < 4000, `after ${silent.ms} ms (clientHelloMs 1000)`)
+    const hello = frame(firstHandshakeMessage(await captureFirstFlight({ servername: 'localhost' })) as Buffer, 16_384)
+    const trickle = netConnect({ host: '127.0.0.1', port: proxy.port })
+    await once(trickle, 'connect')
+    const t0 = Date.now()
+    let sent = 0
+    const timer = setInterval(() => { trickle.write(hello.subarray(sent, sent + 1)); sent++ }, 100)
+    trickle.on('error', () => {})
+    await once(trickle, 'close')
+    clearInterval(timer)
+    const ms = Date.now() - t0
+    t.ok(ms >= 950 && ms < 4000, `a ClientHello trickled a byte every 100 ms is cut after ${ms} ms`)
+    t.equal(await metric(/edge_timeouts_total\{kind="client_hello"\} (\d+)/) - before, 2, 'edge_timeouts_total{kind="client_hello"} counts both')
+  })
+
+  t.test('per-client connection cap: the connection over the limit is closed at accept; counted', async t => {
+    const capped = await startProxy(stack, { name: 'capped', admin: {}, extra: { limits: { maxConnectionsPerClient: 3 } } })
+    t.teardown(() => capped.stop())
+    const open: Array<{ destroy: () => void }> = []
+    for (let i = 0; i < 3; i++) t.ok(await handshake(capped.port, open), `connection ${i + 1} of 3 served`)
+    t.notOk(await handshake(capped.port), 'a fourth from the same address is refused')
+    open.pop()?.destroy()
+    t.ok(await servedWithin(capped.port, 3000, open), 'once one closed, a new one is served')
+    for (const s of open) s.destroy()
+    const body = (await admin(capped.adminPort as number, '/metrics')).body
+    t.match(body, /edge_connections_refused_total\{limit="connections_per_client"\} [1-9]/)
+  })
+
+  t.test('per-client new-connection rate: a token bucket (burst 3, 2 per second)', async t => {
+    const limited = await startProxy(stack, { name: 'rated', admin: {}, extra: { limits: { newConnectionsPerSecondPerClient: 2, newConnectionBurstPerClient: 3 } } })
+    t.teardown(() => limited.stop())
+    const results: boolean[] = []
+    for (let i = 0; i < 4; i++) results.push(await handshake(limited.port))
+    t.same(results.slice(0, 3), [true, true, true], 'the burst is served')
+    t.equal(results[3], false, 'the next one at once is refused')
+    const t0 = Date.now()
+    t.ok(await servedWithin(limited.port, 3000), 'a token comes back')
+    t.ok(Date.now() - t0 >= 250, `not before it is earned (${Date.now() - t0} ms; one token per 500 ms)`)
+    const body = (await admin(limited.adminPort as number, '/metrics')).body
+    t.match(body, /edge_connections_refused_total\{limit="new_connections_per_client"\} [1-9]/)
+  })
 })
 
 t.test('handshake timeout: a ClientHello then nothing, closed handshakeMs after accept; counted by reason', async t => {
@@ -175,30 +206,3 @@ async function servedWithin (port: number, ms: number, keep?: Array<{ destroy: (
   }
   return false
 }
-
-t.test('per-client connection cap: the connection over the limit is closed at accept; counted', async t => {
-  const capped = await startProxy(stack, { name: 'capped', admin: {}, extra: { limits: { maxConnectionsPerClient: 3 } } })
-  t.teardown(() => capped.stop())
-  const open: Array<{ destroy: () => void }> = []
-  for (let i = 0; i < 3; i++) t.ok(await handshake(capped.port, open), `connection ${i + 1} of 3 served`)
-  t.notOk(await handshake(capped.port), 'a fourth from the same address is refused')
-  open.pop()?.destroy()
-  t.ok(await servedWithin(capped.port, 3000, open), 'once one closed, a new one is served')
-  for (const s of open) s.destroy()
-  const body = (await admin(capped.adminPort as number, '/metrics')).body
-  t.match(body, /edge_connections_refused_total\{limit="connections_per_client"\} [1-9]/)
-})
-
-t.test('per-client new-connection rate: a token bucket (burst 3, 2 per second)', async t => {
-  const limited = await startProxy(stack, { name: 'rated', admin: {}, extra: { limits: { newConnectionsPerSecondPerClient: 2, newConnectionBurstPerClient: 3 } } })
-  t.teardown(() => limited.stop())
-  const results: boolean[] = []
-  for (let i = 0; i < 4; i++) results.push(await handshake(limited.port))
-  t.same(results.slice(0, 3), [true, true, true], 'the burst is served')
-  t.equal(results[3], false, 'the next one at once is refused')
-  const t0 = Date.now()
-  t.ok(await servedWithin(limited.port, 3000), 'a token comes back')
-  t.ok(Date.now() - t0 >= 250, `not before it is earned (${Date.now() - t0} ms; one token per 500 ms)`)
-  const body = (await admin(limited.adminPort as number, '/metrics')).body
-  t.match(body, /edge_connections_refused_total\{limit="new_connections_per_client"\} [1-9]/)
-})

@@ -57,6 +57,13 @@ export async function rapidReset (opts: {
   batch?: number
   maxStreams?: number
   durationMs?: number
+  /**
+   * After each write, a PING, and the next write only once it is acknowledged (or the deadline
+   * passed): the server has then read everything sent. Without it, a flood the server has not read
+   * yet is in its receive buffer when it closes, the kernel answers that with RST, and the GOAWAY
+   * still on its way can be lost: a test of what the server says wants the pace, a load generator not.
+   */
+  paced?: boolean
 }): Promise<RapidResetResult> {
   const socket = tlsConnect({
     host: '127.0.0.1',
@@ -70,6 +77,8 @@ export async function rapidReset (opts: {
   socket.once('close', () => { result.closed = true })
   await once(socket, 'secureConnect')
   let inbox = Buffer.alloc(0)
+  // Wakes a paced wait: its PING acknowledged, a GOAWAY, or the close.
+  let wake: (() => void) | undefined
   socket.on('data', (chunk: Buffer) => {
     inbox = Buffer.concat([inbox, chunk])
     while (inbox.length >= 9) {
@@ -81,6 +90,7 @@ export async function rapidReset (opts: {
       inbox = inbox.subarray(9 + length)
       if (type === 0x4 && (flags & 0x1) === 0) socket.write(frame(0x4, 0x1, 0, Buffer.alloc(0))) // SETTINGS ACK
       if (type === 0x7 && payload.length >= 8) result.goaway ??= payload.readUInt32BE(4)
+      if (type === 0x7 || (type === 0x6 && (flags & 0x1) !== 0)) wake?.()
     }
   })
   socket.write(Buffer.concat([PREFACE, frame(0x4, 0, 0, Buffer.alloc(0))]))
@@ -101,6 +111,18 @@ export async function rapidReset (opts: {
     // Not events.once: it rejects on 'error', and a server that sent GOAWAY and closed while this
     // write waited for room makes it fail with EPIPE — that is the end of the attack, not a failure.
     if (!socket.write(Buffer.concat(frames))) await writable(socket)
+    if (opts.paced === true && result.goaway === undefined && !result.closed) {
+      let done = (): void => {}
+      const woken = new Promise<void>(resolve => { done = resolve })
+      const timer = setTimeout(done, Math.max(0, deadline - Date.now()))
+      wake = done
+      socket.once('close', done)
+      socket.write(frame(0x6, 0, 0, Buffer.alloc(8)))
+      await woken
+      clearTimeout(timer)
+      socket.off('close', done)
+      wake = undefined
+    }
     await new Promise(resolve => setImmediate(resolve))
   }
   // A loaded server may still be reading what was sent: give its GOAWAY (or close) a bounded moment

@@ -10,6 +10,7 @@ import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { adminMetrics, metric } from '../helpers/http-front.js'
+import { FLUSH_EVERY_MS } from '../../src/proxy/access-log.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli, type Spawned } from '../helpers/processes.js'
 import { get, selfSigned, taggedUpstream, type CertFiles } from '../helpers/proxy-fixtures.js'
@@ -57,13 +58,37 @@ const echoed = (body: Buffer): Record<string, any> => JSON.parse(body.toString()
 
 const logFile = join(home, 'logs', 'access.log')
 mkdirSync(join(home, 'logs'))
-const main = await startProxy('main', { path: 'logs/access.log' }, [
-  { host: '*', pathPrefix: '/', upstream: up.url },
-  { host: '*', pathPrefix: '/quiet', upstream: up.url, accessLog: false },
-  { host: '*', pathPrefix: '/small', upstream: up.url, maxBodyBytes: 100 },
-  { host: '*', pathPrefix: '/rate', upstream: up.url, requestsPerSecondPerClient: 1, requestBurstPerClient: 2 }
+// The proxies of the later cases start with the main one (the full file system's waits for its mount).
+const [main, sampled, noDir] = await Promise.all([
+  startProxy('main', { path: 'logs/access.log' }, [
+    { host: '*', pathPrefix: '/', upstream: up.url },
+    { host: '*', pathPrefix: '/quiet', upstream: up.url, accessLog: false },
+    { host: '*', pathPrefix: '/small', upstream: up.url, maxBodyBytes: 100 },
+    { host: '*', pathPrefix: '/rate', upstream: up.url, requestsPerSecondPerClient: 1, requestBurstPerClient: 2 }
+  ]),
+  startProxy('sampled', { path: 'sampled.log', sampleRate: 0.5, includeQuery: true }),
+  startProxy('nodir', { bufferBytes: 4096, path: 'missing-dir/access.log' })
 ])
 const ca = cert.certPem
+
+// The rate case needs its three requests within the bucket's refill second: it runs alone, first
+// (created before t.jobs is raised, it is not buffered).
+t.test('rate: a token bucket per client address → 429 with Retry-After', async t => {
+  const from = (addr: string): Record<string, string> => ({ 'x-forwarded-for': addr })
+  const statuses: number[] = []
+  for (let i = 0; i < 3; i++) statuses.push((await get(main.port, { ca, path: '/rate', headers: from('198.51.100.1') })).status)
+  t.same(statuses.slice(0, 2), [200, 200], 'the burst passes')
+  t.equal(statuses[2], 429, 'then the bucket is empty')
+  const refused = await get(main.port, { ca, path: '/rate', headers: from('198.51.100.1') })
+  t.equal(refused.status, 429)
+  t.ok(Number(refused.headers['retry-after']) >= 1, 'with Retry-After in seconds')
+  t.equal((await get(main.port, { ca, path: '/rate', headers: from('198.51.100.2') })).status, 200, 'another client has its own bucket')
+  t.ok(metric(await metrics(main.adminPort), 'edge_route_limit_hits_total', { limit: 'rate' }) >= 2)
+})
+
+// The other cases run side by side: each waits about a flush period for its lines, on requests of its
+// own (its own ids, paths, forwarded addresses and route limits) or on a proxy of its own.
+t.jobs = 9
 
 t.test('one line per request with the TLS, HTTP and upstream fields; query stripped; id passed upstream', async t => {
   const res = await get(main.port, { ca, path: '/hello?token=secret', localAddress: '127.0.0.2' })
@@ -150,22 +175,9 @@ t.test('body size: 413 before the upstream sees the request; chunked bodies cut 
   t.equal(lines(logFile).find(l => l.path === '/small/up' && l.status === 413)?.upstream, undefined, 'the 413 never went upstream')
 })
 
-t.test('rate: a token bucket per client address → 429 with Retry-After', async t => {
-  const from = (addr: string): Record<string, string> => ({ 'x-forwarded-for': addr })
-  const statuses: number[] = []
-  for (let i = 0; i < 3; i++) statuses.push((await get(main.port, { ca, path: '/rate', headers: from('198.51.100.1') })).status)
-  t.same(statuses.slice(0, 2), [200, 200], 'the burst passes')
-  t.equal(statuses[2], 429, 'then the bucket is empty')
-  const refused = await get(main.port, { ca, path: '/rate', headers: from('198.51.100.1') })
-  t.equal(refused.status, 429)
-  t.ok(Number(refused.headers['retry-after']) >= 1, 'with Retry-After in seconds')
-  t.equal((await get(main.port, { ca, path: '/rate', headers: from('198.51.100.2') })).status, 200, 'another client has its own bucket')
-  t.ok(metric(await metrics(main.adminPort), 'edge_route_limit_hits_total', { limit: 'rate' }) >= 2)
-})
-
 t.test('sampling: about half the requests with sampleRate 0.5; includeQuery keeps the query', async t => {
   const file = join(home, 'sampled.log')
-  const p = await startProxy('sampled', { path: 'sampled.log', sampleRate: 0.5, includeQuery: true })
+  const p = sampled
   const n = 120
   const ids: string[] = []
   for (let i = 0; i < n; i++) ids.push((await get(p.port, { ca, path: `/s?i=${i}` })).headers['x-request-id'] as string)
@@ -177,13 +189,17 @@ t.test('sampling: about half the requests with sampleRate 0.5; includeQuery keep
   t.ok(lines(file).every(l => /^\/s\?i=\d+$/.test(l.path as string)), 'the query is kept')
 })
 
-async function trafficWhileDropping (t: Test, name: string, accessLog: Record<string, unknown>): Promise<void> {
-  const p = await startProxy(name, { bufferBytes: 4096, ...accessLog })
+async function trafficWhileDropping (t: Test, p: Running): Promise<void> {
+  const flushedPast = Date.now() + 2 * FLUSH_EVERY_MS
   for (let i = 0; i < 40; i++) {
     const res = await get(p.port, { ca, path: `/d/${i}/${'x'.repeat(200)}` })
     if (res.status !== 200) t.fail(`request ${i}: ${res.status}`)
   }
   t.pass('40 requests answered 200')
+  // The batches' flush timer runs over the failed destination (once, it wrote to a never-opened one's
+  // fd -1 and ended the worker): still served two flush periods on.
+  const served = async (): Promise<boolean> => (await get(p.port, { ca, path: '/d/later' })).status === 200 && Date.now() >= flushedPast
+  t.ok(await until(served, 2 * FLUSH_EVERY_MS + 10_000), 'still served two flush periods later')
   t.ok(await until(async () => metric(await metrics(p.adminPort), 'edge_access_log_dropped_total') > 0), 'dropped lines are counted')
   const warn = await p.proc.waitFor(o => o.msg === 'access log lines are being dropped; traffic continues', 5000)
   t.ok(warn, 'and warned')
@@ -193,10 +209,21 @@ async function trafficWhileDropping (t: Test, name: string, accessLog: Record<st
   // A failing log must not hold up the worker's exit.
   await p.proc.stop('SIGTERM')
   t.ok(p.proc.lines.some(l => l.includes('"worker stopped"')), 'the worker stops cleanly on SIGTERM')
+  t.notOk(p.proc.lines.some(l => l.includes('"worker died, restarting it"')), 'the worker never died')
+  t.same(p.proc.lines.filter(l => !isJson(l)), [], 'nothing but log lines: no crash trace, at exit either')
+}
+
+const isJson = (line: string): boolean => {
+  try {
+    JSON.parse(line)
+    return true
+  } catch {
+    return false
+  }
 }
 
 t.test('a log in a directory that does not exist: traffic goes on, lines dropped and counted', async t => {
-  await trafficWhileDropping(t, 'nodir', { path: 'missing-dir/access.log' })
+  await trafficWhileDropping(t, noDir)
 })
 
 t.test('a log on a full file system: traffic goes on, lines dropped and counted', async t => {
@@ -215,6 +242,5 @@ t.test('a log on a full file system: traffic goes on, lines dropped and counted'
   } catch {
     // Expected: dd fails once the file system is full.
   }
-  await trafficWhileDropping(t, 'full', { path: 'full/access.log' })
+  await trafficWhileDropping(t, await startProxy('full', { bufferBytes: 4096, path: 'full/access.log' }))
 })
-

@@ -64,6 +64,10 @@ async function send (t: Test, path: string): Promise<Record<string, unknown>> {
   return await line(String(res.headers['x-request-id']))
 }
 
+// The cases wait about a flush period per access-log line, each on its own upstream (plain, https, none):
+// side by side.
+t.jobs = 3
+
 t.test('a new connection logs its connect time, a reused one 0 (plain TCP)', async t => {
   const first = await send(t, '/one')
   t.type(first.upstreamConnectMs, 'number')

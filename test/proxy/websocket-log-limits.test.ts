@@ -141,120 +141,124 @@ t.test('an HTTP/1.1 WebSocket gets one line when it ends: 101, bytes both ways, 
   t.match(line, { level: 30, sni: 'localhost', tlsVersion: 'TLSv1.3' }, 'the fields of a request\'s line')
 })
 
-t.test('an HTTP/2 WebSocket gets one line when it ends: 200 (what the client saw), CONNECT, h2', async t => {
-  const s = await session()
-  const { status, stream } = await h2Ws(s, '/chat/h2')
-  t.equal(status, 200)
-  const frames: Frame[] = []
-  const feed = decoder(f => frames.push(f))
-  stream.on('data', feed)
-  stream.write(encode(0x1, Buffer.from('y'.repeat(500)), true))
-  stream.write(encode(0x8, Buffer.from([0x03, 0xe8]), true))
-  await within(once(stream, 'close'), 10_000, 'the stream\'s close')
-  t.equal(frames[0]?.payload.length, 500)
-  const line = await lineWhere(l => l.path === '/chat/h2')
-  t.ok(line, 'a line was written')
-  if (line === undefined) return
-  t.equal(line.status, 200)
-  t.equal(line.method, 'CONNECT')
-  t.equal(line.host, 'localhost')
-  t.equal(line.alpn, 'h2')
-  t.equal(line.upstream, up.url)
-  t.equal(line.complete, true)
-  t.ok(line.bytesIn >= 500 + 8 + 8 && line.bytesIn < 600, `bytesIn ${String(line.bytesIn)}`)
-  t.ok(line.bytesOut >= 500 + 4 + 4 && line.bytesOut < 600, `bytesOut ${String(line.bytesOut)}`)
-})
+// The first case judges the upstream's last request, so it runs alone; these then run side by side,
+// each waiting for its own line (its own paths; per-client limits on routes of their own); shutdown last.
+t.test('the other WebSocket lines and limits, side by side', { jobs: 8 }, async t => {
+  t.test('an HTTP/2 WebSocket gets one line when it ends: 200 (what the client saw), CONNECT, h2', async t => {
+    const s = await session()
+    const { status, stream } = await h2Ws(s, '/chat/h2')
+    t.equal(status, 200)
+    const frames: Frame[] = []
+    const feed = decoder(f => frames.push(f))
+    stream.on('data', feed)
+    stream.write(encode(0x1, Buffer.from('y'.repeat(500)), true))
+    stream.write(encode(0x8, Buffer.from([0x03, 0xe8]), true))
+    await within(once(stream, 'close'), 10_000, 'the stream\'s close')
+    t.equal(frames[0]?.payload.length, 500)
+    const line = await lineWhere(l => l.path === '/chat/h2')
+    t.ok(line, 'a line was written')
+    if (line === undefined) return
+    t.equal(line.status, 200)
+    t.equal(line.method, 'CONNECT')
+    t.equal(line.host, 'localhost')
+    t.equal(line.alpn, 'h2')
+    t.equal(line.upstream, up.url)
+    t.equal(line.complete, true)
+    t.ok(line.bytesIn >= 500 + 8 + 8 && line.bytesIn < 600, `bytesIn ${String(line.bytesIn)}`)
+    t.ok(line.bytesOut >= 500 + 4 + 4 && line.bytesOut < 600, `bytesOut ${String(line.bytesOut)}`)
+  })
 
-t.test('refused upgrades log their status: no route 404, the upstream\'s own 403', async t => {
-  t.equal((await upgradeStatus('/nowhere')).status, 404)
-  const line = await lineWhere(l => l.path === '/nowhere')
-  t.equal(line?.status, 404)
-  t.equal(line?.method, 'GET')
-  t.ok(Number(line?.bytesOut) > 20, 'bytesOut: the size of the proxy\'s error body, as for requests')
-  const s = await session()
-  const refused = await h2Ws(s, '/refuse')
-  t.equal(refused.status, 403)
-  refused.stream.resume()
-  await within(once(refused.stream, 'close'), 10_000, 'the refusal\'s end')
-  const h2Line = await lineWhere(l => l.path === '/refuse' && l.method === 'CONNECT')
-  t.equal(h2Line?.status, 403, 'the upstream\'s refusal, as the client got it')
-  t.equal(h2Line?.bytesOut, 2, 'its body')
-})
+  t.test('refused upgrades log their status: no route 404, the upstream\'s own 403', async t => {
+    t.equal((await upgradeStatus('/nowhere')).status, 404)
+    const line = await lineWhere(l => l.path === '/nowhere')
+    t.equal(line?.status, 404)
+    t.equal(line?.method, 'GET')
+    t.ok(Number(line?.bytesOut) > 20, 'bytesOut: the size of the proxy\'s error body, as for requests')
+    const s = await session()
+    const refused = await h2Ws(s, '/refuse')
+    t.equal(refused.status, 403)
+    refused.stream.resume()
+    await within(once(refused.stream, 'close'), 10_000, 'the refusal\'s end')
+    const h2Line = await lineWhere(l => l.path === '/refuse' && l.method === 'CONNECT')
+    t.equal(h2Line?.status, 403, 'the upstream\'s refusal, as the client got it')
+    t.equal(h2Line?.bytesOut, 2, 'its body')
+  })
 
-t.test('an upstream that does not answer in time: 504, as for requests, over HTTP/1.1 and HTTP/2', async t => {
-  // HTTP/1.1: the target's TLS handshake never completes within connectTimeoutMs.
-  const h1 = await upgradeStatus('/silent-tls')
-  t.equal(h1.status, 504, 'HTTP/1.1: 504 Gateway Timeout')
-  t.match(h1.head, /^HTTP\/1\.1 504 Gateway Timeout\r\n/)
-  t.equal((await lineWhere(l => l.path === '/silent-tls'))?.status, 504, 'logged as 504')
-  // HTTP/2: connected, but no answer to the upgrade within timeoutMs.
-  const s = await session()
-  const h2 = await h2Ws(s, '/silent')
-  t.equal(h2.status, 504, 'HTTP/2: 504')
-  h2.stream.resume()
-  await within(once(h2.stream, 'close'), 10_000, 'the answer\'s end')
-  t.equal((await lineWhere(l => l.path === '/silent' && l.method === 'CONNECT'))?.status, 504, 'logged as 504')
-})
+  t.test('an upstream that does not answer in time: 504, as for requests, over HTTP/1.1 and HTTP/2', async t => {
+    // HTTP/1.1: the target's TLS handshake never completes within connectTimeoutMs.
+    const h1 = await upgradeStatus('/silent-tls')
+    t.equal(h1.status, 504, 'HTTP/1.1: 504 Gateway Timeout')
+    t.match(h1.head, /^HTTP\/1\.1 504 Gateway Timeout\r\n/)
+    t.equal((await lineWhere(l => l.path === '/silent-tls'))?.status, 504, 'logged as 504')
+    // HTTP/2: connected, but no answer to the upgrade within timeoutMs.
+    const s = await session()
+    const h2 = await h2Ws(s, '/silent')
+    t.equal(h2.status, 504, 'HTTP/2: 504')
+    h2.stream.resume()
+    await within(once(h2.stream, 'close'), 10_000, 'the answer\'s end')
+    t.equal((await lineWhere(l => l.path === '/silent' && l.method === 'CONNECT'))?.status, 504, 'logged as 504')
+  })
 
-t.test('a route with accessLog false writes no WebSocket line', async t => {
-  const ws = await openWs('/quiet')
-  const closed = once(ws, 'close')
-  ws.close()
-  await within(closed, 10_000, 'the close')
-  // A later line (written after the quiet one would have been) bounds the wait.
-  t.equal((await upgradeStatus('/nowhere-after-quiet')).status, 404)
-  await lineWhere(l => l.path === '/nowhere-after-quiet')
-  t.equal(lines().filter(l => l.path === '/quiet').length, 0)
-})
+  t.test('a route with accessLog false writes no WebSocket line', async t => {
+    const ws = await openWs('/quiet')
+    const closed = once(ws, 'close')
+    ws.close()
+    await within(closed, 10_000, 'the close')
+    // A later line (written after the quiet one would have been) bounds the wait.
+    t.equal((await upgradeStatus('/nowhere-after-quiet')).status, 404)
+    await lineWhere(l => l.path === '/nowhere-after-quiet')
+    t.equal(lines().filter(l => l.path === '/quiet').length, 0)
+  })
 
-t.test('webSocketsPerClient: one open per client on the route; another gets 429 over HTTP/1.1 and HTTP/2', async t => {
-  const first = await openWs('/one')
-  const h1 = await upgradeStatus('/one')
-  t.equal(h1.status, 429, 'a second HTTP/1.1 upgrade is refused')
-  t.match(h1.head, /"error":"too_many_websockets"/)
-  const s = await session()
-  const h2 = await h2Ws(s, '/one')
-  t.equal(h2.status, 429, 'so is one over HTTP/2 (many WebSockets share one HTTP/2 connection)')
-  h2.stream.close()
-  t.ok(metric(await adminMetrics(adminPort), 'edge_route_limit_hits_total', { limit: 'websockets' }) >= 2, 'counted')
-  t.equal((await upgradeStatus('/chat')).status, 101, 'other routes are not limited')
-  const closed = once(first, 'close')
-  first.close()
-  await within(closed, 10_000, 'the close')
-  // The place is given back when the first one's client socket closes.
-  let again = 0
-  await until(async () => {
-    const next = await h2Ws(s, '/one')
-    again = next.status
-    next.stream.close()
-    return again === 200
-  }, 10_000)
-  t.equal(again, 200, 'once it closed, the client may open another')
-  const refusal = await lineWhere(l => l.path === '/one' && l.status === 429)
-  t.ok(refusal, 'the refusal has its line')
-})
+  t.test('webSocketsPerClient: one open per client on the route; another gets 429 over HTTP/1.1 and HTTP/2', async t => {
+    const first = await openWs('/one')
+    const h1 = await upgradeStatus('/one')
+    t.equal(h1.status, 429, 'a second HTTP/1.1 upgrade is refused')
+    t.match(h1.head, /"error":"too_many_websockets"/)
+    const s = await session()
+    const h2 = await h2Ws(s, '/one')
+    t.equal(h2.status, 429, 'so is one over HTTP/2 (many WebSockets share one HTTP/2 connection)')
+    h2.stream.close()
+    t.ok(metric(await adminMetrics(adminPort), 'edge_route_limit_hits_total', { limit: 'websockets' }) >= 2, 'counted')
+    t.equal((await upgradeStatus('/chat')).status, 101, 'other routes are not limited')
+    const closed = once(first, 'close')
+    first.close()
+    await within(closed, 10_000, 'the close')
+    // The place is given back when the first one's client socket closes.
+    let again = 0
+    await until(async () => {
+      const next = await h2Ws(s, '/one')
+      again = next.status
+      next.stream.close()
+      return again === 200
+    }, 10_000)
+    t.equal(again, 200, 'once it closed, the client may open another')
+    const refusal = await lineWhere(l => l.path === '/one' && l.status === 429)
+    t.ok(refusal, 'the refusal has its line')
+  })
 
-t.test('requestsPerSecondPerClient: upgrades take tokens like requests; out of tokens, 429 with Retry-After', async t => {
-  // Burst 1, one token a second: of three upgrades sent at once, at most one gets a token.
-  const answers = await Promise.all([upgradeStatus('/rate'), upgradeStatus('/rate'), upgradeStatus('/rate')])
-  const refused = answers.filter(a => a.status === 429)
-  t.ok(refused.length >= 2, `${refused.length} of 3 refused`)
-  t.match(refused[0]?.head, /Retry-After: \d+/i)
-  t.match(refused[0]?.head, /"error":"rate_limited"/)
-  const s = await session()
-  const h2 = await h2Ws(s, '/rate')
-  if (h2.status === 429) t.match(String(h2.headers['retry-after']), /^\d+$/, 'HTTP/2: Retry-After too')
-  h2.stream.close()
-  t.ok(metric(await adminMetrics(adminPort), 'edge_route_limit_hits_total', { limit: 'rate' }) >= 2, 'counted as rate hits')
-})
+  t.test('requestsPerSecondPerClient: upgrades take tokens like requests; out of tokens, 429 with Retry-After', async t => {
+    // Burst 1, one token a second: of three upgrades sent at once, at most one gets a token.
+    const answers = await Promise.all([upgradeStatus('/rate'), upgradeStatus('/rate'), upgradeStatus('/rate')])
+    const refused = answers.filter(a => a.status === 429)
+    t.ok(refused.length >= 2, `${refused.length} of 3 refused`)
+    t.match(refused[0]?.head, /Retry-After: \d+/i)
+    t.match(refused[0]?.head, /"error":"rate_limited"/)
+    const s = await session()
+    const h2 = await h2Ws(s, '/rate')
+    if (h2.status === 429) t.match(String(h2.headers['retry-after']), /^\d+$/, 'HTTP/2: Retry-After too')
+    h2.stream.close()
+    t.ok(metric(await adminMetrics(adminPort), 'edge_route_limit_hits_total', { limit: 'rate' }) >= 2, 'counted as rate hits')
+  })
 
-t.test('a WebSocket the idle timeout closed is logged as not complete', async t => {
-  const ws = await openWs('/idle')
-  await within(once(ws, 'close'), 10_000, 'the idle close')
-  const line = await lineWhere(l => l.path === '/idle')
-  t.equal(line?.status, 101)
-  t.equal(line?.complete, false, 'cut by the proxy')
-  t.ok(Number(line?.totalMs) >= 250, `open ${String(line?.totalMs)} ms`)
+  t.test('a WebSocket the idle timeout closed is logged as not complete', async t => {
+    const ws = await openWs('/idle')
+    await within(once(ws, 'close'), 10_000, 'the idle close')
+    const line = await lineWhere(l => l.path === '/idle')
+    t.equal(line?.status, 101)
+    t.equal(line?.complete, false, 'cut by the proxy')
+    t.ok(Number(line?.totalMs) >= 250, `open ${String(line?.totalMs)} ms`)
+  })
 })
 
 t.test('on shutdown an open WebSocket is ended and its line is in the file before the proxy exits', async t => {
