@@ -13,6 +13,7 @@ import { request as httpsRequest } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
+import { validateConfig } from '../../src/config/index.js'
 import { adminMetrics } from './http-front.js'
 import { spawnCli, type Spawned } from './processes.js'
 import type { CertFiles } from './proxy-fixtures.js'
@@ -100,6 +101,16 @@ export function baseSettings (home: string, cert: CertFiles, routes: unknown[], 
     accessLog: { path: join(home, 'access.log'), includeQuery: true },
     shutdownGraceMs: 300,
     ...extra
+  }
+}
+
+/** The config errors of one route (`route` beside `upstream`) as text, '' when it loads. */
+export function routeProblems (home: string, cert: CertFiles, upstream: string, route: Record<string, unknown>): string {
+  try {
+    validateConfig(baseSettings(home, cert, [{ upstream, ...route }]), { baseDir: home })
+    return ''
+  } catch (err) {
+    return String(err)
   }
 }
 

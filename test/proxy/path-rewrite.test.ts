@@ -5,11 +5,10 @@
 // is refused at load with its field path.
 import { rmSync } from 'node:fs'
 import t from 'tap'
-import { validateConfig } from '../../src/config/index.js'
 import { rewritePath, upstreamPath } from '../../src/proxy/path-rewrite.js'
 import { tempHome } from '../helpers/paths.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
-import { baseSettings, recorder, startEdge, viaH1, viaH2, wsH1, wsH2, type Seen } from '../helpers/route-edge.js'
+import { baseSettings, recorder, startEdge, viaH1, viaH2, wsH1, wsH2, type Seen, routeProblems } from '../helpers/route-edge.js'
 import { until } from '../helpers/wait.js'
 
 t.test('the join: prefix replaced, slash boundary kept, query kept, always a leading slash', async t => {
@@ -107,14 +106,7 @@ t.test('a reload changes the rewrite', async t => {
 })
 
 t.test('refused at load, with the field path', async t => {
-  const problems = (route: Record<string, unknown>): string => {
-    try {
-      validateConfig(baseSettings(home, cert, [{ upstream: up.h1, ...route }]), { baseDir: home })
-      return ''
-    } catch (err) {
-      return String(err)
-    }
-  }
+  const problems = (route: Record<string, unknown>): string => routeProblems(home, cert, up.h1, route)
   t.match(problems({ pathPrefix: '/api/', rewritePrefix: 'users' }), /routes\[0\]\.rewritePrefix: must start with "\/"/)
   t.match(problems({ pathPrefix: '/api/', rewritePrefix: '/a?b' }), /routes\[0\]\.rewritePrefix: must start with "\/" and hold no "\?"/)
   t.match(problems({ pathPrefix: '/api/', rewritePrefix: 7 }), /routes\[0\]\.rewritePrefix/)

@@ -8,12 +8,11 @@
 import { rmSync } from 'node:fs'
 import { BlockList } from 'node:net'
 import t from 'tap'
-import { validateConfig } from '../../src/config/index.js'
 import { compileAccess } from '../../src/proxy/route-access.js'
 import { metric } from '../helpers/http-front.js'
 import { tempHome } from '../helpers/paths.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
-import { baseSettings, recorder, startEdge, viaH1, viaH2, wsH1, wsH2 } from '../helpers/route-edge.js'
+import { baseSettings, recorder, startEdge, viaH1, viaH2, wsH1, wsH2, routeProblems } from '../helpers/route-edge.js'
 import { until } from '../helpers/wait.js'
 
 t.test('the matcher: the most specific entry decides, deny on a tie, IPv4 and IPv6', async t => {
@@ -173,14 +172,7 @@ t.test('a reload changes the lists; X-Forwarded-For is believed from trusted pee
 })
 
 t.test('refused at load, with the field path', async t => {
-  const problems = (route: Record<string, unknown>): string => {
-    try {
-      validateConfig(baseSettings(home, cert, [{ upstream: up.h1, ...route }]), { baseDir: home })
-      return ''
-    } catch (err) {
-      return String(err)
-    }
-  }
+  const problems = (route: Record<string, unknown>): string => routeProblems(home, cert, up.h1, route)
   t.match(problems({ allow: ['10.0.0.0/33'] }), /routes\[0\]\.allow\[0\]: "10\.0\.0\.0\/33" is not an IP address or CIDR/)
   t.match(problems({ deny: ['10.0.0.1', 'example.com'] }), /routes\[0\]\.deny\[1\]: "example\.com" is not an IP address or CIDR/)
   t.match(problems({ deny: ['2001:db8::/129'] }), /routes\[0\]\.deny\[0\]/)

@@ -14,7 +14,7 @@ import t from 'tap'
 import { validateConfig } from '../../src/config/index.js'
 import { tempHome } from '../helpers/paths.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
-import { baseSettings, recorder, startEdge, viaH1, viaH2, wsH1, wsH2, type Seen } from '../helpers/route-edge.js'
+import { baseSettings, recorder, startEdge, viaH1, viaH2, wsH1, wsH2, type Seen, routeProblems } from '../helpers/route-edge.js'
 import { until } from '../helpers/wait.js'
 
 const home = tempHome('keyedge-upstream-host-')
@@ -122,14 +122,7 @@ t.test('a reload changes it', async t => {
 })
 
 t.test('refused at load, with the field path', async t => {
-  const problems = (upstreamHost: unknown): string => {
-    try {
-      validateConfig(baseSettings(home, cert, [{ upstream: up.h1, upstreamHost }]), { baseDir: home })
-      return ''
-    } catch (err) {
-      return String(err)
-    }
-  }
+  const problems = (upstreamHost: unknown): string => routeProblems(home, cert, up.h1, { upstreamHost })
   for (const bad of ['bad host', 'a/b', 'host:0', 'host:70000', '*.example.com', '[zz::1]', 'a..b', 'http://x', '']) {
     t.match(problems(bad), /routes\[0\]\.upstreamHost/, `"${bad}" refused`)
   }
