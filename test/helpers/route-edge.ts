@@ -147,7 +147,7 @@ export async function startEdge (home: string, settings: Record<string, unknown>
 export interface Reply { status: number, headers: Record<string, unknown>, body: string }
 
 /** A request over HTTP/1.1 (TLS, SNI localhost). */
-export async function viaH1 (edge: EdgeProxy, cert: CertFiles, path: string, headers: Record<string, string> = {}): Promise<Reply> {
+export async function viaH1 (edge: Pick<EdgeProxy, 'port'>, cert: Pick<CertFiles, 'certPem'>, path: string, headers: Record<string, string> = {}): Promise<Reply> {
   const req = httpsRequest({ host: '127.0.0.1', port: edge.port, path, servername: 'localhost', ca: cert.certPem, agent: false, headers: { host: 'localhost', ...headers } })
   req.end()
   const [res] = await within(once(req, 'response'), 10_000, `HTTP/1.1 ${path}`) as [IncomingMessage]
@@ -159,7 +159,7 @@ export async function viaH1 (edge: EdgeProxy, cert: CertFiles, path: string, hea
 }
 
 /** A request over HTTP/2 (a new session each time). */
-export async function viaH2 (edge: EdgeProxy, cert: CertFiles, path: string, headers: Record<string, string> = {}): Promise<Reply> {
+export async function viaH2 (edge: Pick<EdgeProxy, 'port' | 'sessions'>, cert: Pick<CertFiles, 'certPem'>, path: string, headers: Record<string, string> = {}): Promise<Reply> {
   const s = h2connect(`https://localhost:${edge.port}`, { ca: cert.certPem })
   edge.sessions.push(s)
   s.on('error', () => {})

@@ -2,11 +2,9 @@
 // upstream's own), on HTTP/1.1 and HTTP/2, on the direct paths (an HTTP/1.1 target) and on the
 // compatibility path (an h2c target); other routes and the proxy's own answers are left alone; names
 // and values are checked at load.
-import { once } from 'node:events'
 import { rmSync, writeFileSync } from 'node:fs'
-import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
-import { connect as h2connect, createServer as createH2cServer, type ClientHttp2Session } from 'node:http2'
-import { request as httpsRequest } from 'node:https'
+import { createServer } from 'node:http'
+import { createServer as createH2cServer, type ClientHttp2Session } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import t from 'tap'
@@ -14,7 +12,7 @@ import { validateConfig } from '../../src/config/index.js'
 import { tempHome } from '../helpers/paths.js'
 import { spawnCli } from '../helpers/processes.js'
 import { selfSigned } from '../helpers/proxy-fixtures.js'
-import { within } from '../helpers/wait.js'
+import { viaH1 as edgeViaH1, viaH2 as edgeViaH2, type Reply } from '../helpers/route-edge.js'
 
 const UPSTREAM_HEADERS = { server: 'upstream/1.0', 'x-powered-by': 'php', 'strict-transport-security': 'max-age=1', 'x-keep': 'yes', 'content-type': 'text/plain' }
 // `/req…`: answers with the request headers it got, as JSON.
@@ -66,30 +64,9 @@ const port = (await proxy.waitFor(o => o.msg === 'proxy listening', 30_000)).por
 
 const SENT = { cookie: 'session=secret', 'x-api-key': 'from-the-client' }
 
-async function viaH1 (path: string): Promise<{ status: number, headers: IncomingHttpHeaders, body: string }> {
-  const req = httpsRequest({ host: '127.0.0.1', port, path, servername: 'localhost', ca: cert.certPem, agent: false, headers: SENT })
-  req.end()
-  const [res] = await within(once(req, 'response'), 10_000, `HTTP/1.1 ${path}`) as [IncomingMessage]
-  let body = ''
-  res.setEncoding('utf8')
-  res.on('data', (c: string) => { body += c })
-  await within(once(res, 'end'), 10_000, `HTTP/1.1 ${path} body`)
-  return { status: res.statusCode ?? 0, headers: res.headers, body }
-}
-
-async function viaH2 (path: string): Promise<{ status: number, headers: Record<string, unknown>, body: string }> {
-  const s = h2connect(`https://localhost:${port}`, { ca: cert.certPem })
-  sessions.push(s)
-  s.on('error', () => {})
-  const stream = s.request({ ':path': path, ...SENT })
-  stream.on('error', () => {})
-  const [headers] = await within(once(stream, 'response'), 10_000, `HTTP/2 ${path}`) as [Record<string, unknown>]
-  let body = ''
-  stream.setEncoding('utf8')
-  stream.on('data', (c: string) => { body += c })
-  await within(once(stream, 'end'), 10_000, `HTTP/2 ${path} body`)
-  return { status: Number(headers[':status']), headers, body }
-}
+// The client's own headers on every request: the requestHeaders rules below replace or remove them.
+const viaH1 = async (path: string): Promise<Reply> => await edgeViaH1({ port }, cert, path, SENT)
+const viaH2 = async (path: string): Promise<Reply> => await edgeViaH2({ port, sessions }, cert, path, SENT)
 
 const changed = (headers: Record<string, unknown>): Record<string, unknown> => ({
   hsts: headers['strict-transport-security'], frame: headers['x-frame-options'], server: headers.server, powered: headers['x-powered-by'], keep: headers['x-keep']
