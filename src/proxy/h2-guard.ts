@@ -53,6 +53,8 @@ export interface Http2Guard {
 
 /** What a session's guard does when one of its streams is reset or closes. */
 interface SessionWatch {
+  /** Streams open now. */
+  open: number
   onReset: (stream: Http2Stream) => void
   closed: () => void
 }
@@ -80,8 +82,8 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
   const calm = counter(opts.registry, 'edge_http2_rapid_reset_total',
     'HTTP/2 sessions sent GOAWAY ENHANCE_YOUR_CALM for resetting streams faster than limits.http2MaxResetsPerSecond')
   let lastWarn = 0
-  // Each watched session's open-stream count, read only when a connection must be reclaimed.
-  const openStreams = new WeakMap<ServerHttp2Session, () => number>()
+  // Each watched session's watch, read only when a connection must be reclaimed.
+  const watches = new WeakMap<ServerHttp2Session, SessionWatch>()
 
   /** GOAWAY with `code`. NO_ERROR: close once the open streams are done (if ever: destroyed after a
    * short linger). Otherwise destroy the session right after the frame is out: every stream goes,
@@ -107,19 +109,17 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
       ({ requestHeadersMs, http2IdleMs } = timeouts)
       limits = next
     },
-    idle: session => openStreams.get(session)?.() === 0,
+    idle: session => watches.get(session)?.open === 0,
     reclaim: session => { goaway(session, constants.NGHTTP2_NO_ERROR) },
     session (session) {
       const rate = limits.http2MaxResetsPerSecond
       // A client may cancel every stream it has open at once (a page navigated away from): allow that.
       const burst = Math.max(2 * rate, limits.http2MaxConcurrentStreams)
       if (limits.http2MaxConcurrentStreams !== builtStreams) session.settings({ maxConcurrentStreams: limits.http2MaxConcurrentStreams })
-      let open = 0
       let timer: NodeJS.Timeout | undefined
       let tokens = burst
       let refilledAt = performance.now()
       let calmed = false
-      openStreams.set(session, () => open)
 
       const idle = (ms: number, kind: 'request_headers' | 'http2_idle'): void => {
         clearTimeout(timer)
@@ -150,12 +150,14 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
       }
 
       const watch: SessionWatch = {
+        open: 0,
         onReset,
         closed () {
-          open--
-          if (open === 0 && !session.destroyed && !session.closed) idle(http2IdleMs, 'http2_idle')
+          watch.open--
+          if (watch.open === 0 && !session.destroyed && !session.closed) idle(http2IdleMs, 'http2_idle')
         }
       }
+      watches.set(session, watch)
 
       idle(requestHeadersMs, 'request_headers')
       session.on('stream', (stream: GuardedStream) => {
@@ -167,10 +169,10 @@ export function createHttp2Guard (opts: { timeouts: TimeoutsConfig, limits: Limi
           // Reset before it was ever emitted: `aborted` is not always set then (a loaded worker reads
           // HEADERS and RST_STREAM of many streams at once), the reset code is.
           if (stream.aborted || (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR)) onReset(stream)
-          if (open === 0) idle(http2IdleMs, 'http2_idle')
+          if (watch.open === 0) idle(http2IdleMs, 'http2_idle')
           return
         }
-        open++
+        watch.open++
         // 'aborted': the stream closed while our response was still open (RST_STREAM from the client,
         // or a reset nghttp2 made for the client's protocol error). Shared listeners that find the
         // session's watch on the stream: no closures nor once-wrappers per stream.
